@@ -1,0 +1,37 @@
+//! The pure algorithm core: plain state in, decision out.
+//!
+//! Nothing in this module reads a clock, sleeps, locks or allocates on the hot path. Every
+//! function takes the current instant `now` as integer nanoseconds since the clock's origin
+//! ([`Nanos`]) and the state of one limit as plain data, so the same rules can be replayed
+//! from test vectors and applied by another store (a Redis script) with the same answers.
+//!
+//! The entry point is [`LimitRule`]: a validated limit (amount per period, burst, algorithm)
+//! that decides an admission against a [`LimitState`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokengate::core::{Decision, LimitRule};
+//! use tokengate::{Algorithm, Limit};
+//!
+//! let rule = LimitRule::new(&Limit::new(10, Duration::from_secs(1)).algorithm(Algorithm::FixedWindow))?;
+//! let mut state = rule.new_state();
+//! assert_eq!(rule.decide(&state, 0, 10), Decision::Admit);
+//! rule.commit(&mut state, 0, 10);
+//! // The window is full: the next unit is admitted when the next window opens, at 1 s.
+//! assert_eq!(rule.decide(&state, 5, 1), Decision::NotUntil(1_000_000_000));
+//! # Ok::<(), tokengate::BuildError>(())
+//! ```
+
+mod fixed_window;
+mod gcra;
+mod rule;
+mod sliding_counter;
+mod sliding_log;
+mod time;
+
+pub use fixed_window::FixedWindowState;
+pub use gcra::GcraState;
+pub use rule::{Decision, LimitRule, LimitState, Snapshot};
+pub use sliding_counter::SlidingCounterState;
+pub use sliding_log::SlidingLogState;
+pub use time::Nanos;

@@ -1,0 +1,359 @@
+//! A validated limit and the decision it makes over one state.
+
+use super::gcra::{Gcra, GcraState};
+use super::time::{Nanos, Rate};
+use super::{fixed_window, sliding_counter, sliding_log};
+use super::{FixedWindowState, SlidingCounterState, SlidingLogState};
+use crate::error::BuildError;
+use crate::limit::{Algorithm, Limit};
+
+/// A period up to which the default algorithm smooths bursts: a limit of N per minute or less
+/// is enforced by some providers as N/60 per sixtieth of the period.
+const SMOOTHING_MAX_PERIOD: Nanos = 60_000_000_000;
+
+/// The answer of an algorithm to "may `cost` be admitted at `now`?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Admitted now.
+    Admit,
+    /// Denied now; admitted at exactly this instant if nothing else is admitted first.
+    NotUntil(Nanos),
+    /// Never admitted: the cost is above the largest cost this limit can admit.
+    Impossible {
+        /// The largest cost this limit can ever admit at once.
+        capacity: u64,
+    },
+}
+
+/// What a limit looks like at an instant, for stats and for reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Units counted against the limit now (in the window, or missing from the bucket).
+    pub used: u64,
+    /// Units that could be admitted now.
+    pub remaining: u64,
+    /// The instant at which the limit is back to a fresh key's state, if it is not already.
+    pub reset_at: Option<Nanos>,
+}
+
+/// One limit, validated and ready to decide: `amount` units per `period`, with an algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitRule {
+    amount: u64,
+    period: Nanos,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gcra(Gcra),
+    Log,
+    Counter,
+    Fixed,
+    /// The default: an exact sliding window log, smoothed by a GCRA bucket.
+    Smooth(Gcra),
+}
+
+/// The state of one limit for one key: plain data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitState {
+    /// Token bucket, leaky bucket.
+    Gcra(GcraState),
+    /// Sliding window log.
+    Log(SlidingLogState),
+    /// Sliding window counter.
+    Counter(SlidingCounterState),
+    /// Fixed window.
+    Fixed(FixedWindowState),
+    /// The default algorithm: a smoothing bucket and an exact window.
+    Smooth(GcraState, SlidingLogState),
+}
+
+impl LimitRule {
+    /// Validates `limit`.
+    ///
+    /// # Errors
+    /// [`BuildError`] when the amount, period or burst is zero or out of range, or a burst is
+    /// given to an algorithm that has none.
+    pub fn new(limit: &Limit) -> Result<Self, BuildError> {
+        let amount = limit.amount;
+        if amount == 0 {
+            return Err(BuildError::ZeroAmount);
+        }
+        let period =
+            u64::try_from(limit.period.as_nanos()).map_err(|_| BuildError::PeriodTooLong {
+                period: limit.period,
+            })?;
+        if period == 0 {
+            return Err(BuildError::ZeroPeriod);
+        }
+        let rate = Rate { amount, period };
+        let gcra = |burst: u64, oversize: bool| -> Result<Gcra, BuildError> {
+            if burst == 0 {
+                return Err(BuildError::ZeroBurst);
+            }
+            if rate.time_for(burst) == u64::MAX {
+                return Err(BuildError::BurstTooLarge {
+                    burst,
+                    amount,
+                    period: limit.period,
+                });
+            }
+            Ok(Gcra::new(rate, burst, oversize))
+        };
+        let no_burst = |alg: Algorithm| match limit.burst {
+            Some(_) => Err(BuildError::BurstNotApplicable { algorithm: alg }),
+            None => Ok(()),
+        };
+        let kind = match limit.algorithm {
+            Algorithm::SmoothWindow => {
+                let default = if period <= SMOOTHING_MAX_PERIOD {
+                    amount.div_ceil(60)
+                } else {
+                    amount
+                };
+                let burst = limit.burst.unwrap_or(default);
+                if burst > amount {
+                    return Err(BuildError::BurstAboveAmount { burst, amount });
+                }
+                Kind::Smooth(gcra(burst, true)?)
+            }
+            Algorithm::TokenBucket => Kind::Gcra(gcra(limit.burst.unwrap_or(amount), false)?),
+            Algorithm::LeakyBucket => {
+                no_burst(Algorithm::LeakyBucket)?;
+                Kind::Gcra(gcra(1, true)?)
+            }
+            Algorithm::SlidingWindowLog => {
+                no_burst(Algorithm::SlidingWindowLog)?;
+                Kind::Log
+            }
+            Algorithm::SlidingWindowCounter => {
+                no_burst(Algorithm::SlidingWindowCounter)?;
+                Kind::Counter
+            }
+            Algorithm::FixedWindow => {
+                no_burst(Algorithm::FixedWindow)?;
+                Kind::Fixed
+            }
+        };
+        Ok(Self {
+            amount,
+            period,
+            kind,
+        })
+    }
+
+    /// Units admitted per period.
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    /// The period in nanoseconds.
+    pub fn period(&self) -> Nanos {
+        self.period
+    }
+
+    /// The algorithm this rule applies.
+    pub fn algorithm(&self) -> Algorithm {
+        match self.kind {
+            Kind::Gcra(g) if g.oversize_when_full => Algorithm::LeakyBucket,
+            Kind::Gcra(_) => Algorithm::TokenBucket,
+            Kind::Log => Algorithm::SlidingWindowLog,
+            Kind::Counter => Algorithm::SlidingWindowCounter,
+            Kind::Fixed => Algorithm::FixedWindow,
+            Kind::Smooth(_) => Algorithm::SmoothWindow,
+        }
+    }
+
+    /// The bucket capacity of the bucket algorithms, if this rule has one.
+    pub fn burst(&self) -> Option<u64> {
+        match self.kind {
+            Kind::Gcra(g) | Kind::Smooth(g) => Some(g.burst),
+            _ => None,
+        }
+    }
+
+    /// The largest cost this rule can ever admit at once: the burst of a token bucket, the
+    /// amount for every other algorithm.
+    pub fn capacity(&self) -> u64 {
+        match self.kind {
+            Kind::Gcra(g) if !g.oversize_when_full => g.burst,
+            _ => self.amount,
+        }
+    }
+
+    /// The state of a key that has admitted nothing.
+    pub fn new_state(&self) -> LimitState {
+        match self.kind {
+            Kind::Gcra(_) => LimitState::Gcra(GcraState::default()),
+            Kind::Log => LimitState::Log(SlidingLogState::default()),
+            Kind::Counter => LimitState::Counter(SlidingCounterState::default()),
+            Kind::Fixed => LimitState::Fixed(FixedWindowState::default()),
+            Kind::Smooth(_) => LimitState::Smooth(GcraState::default(), SlidingLogState::default()),
+        }
+    }
+
+    /// Decides whether `cost` units are admitted at `now`. Changes nothing.
+    ///
+    /// A state that belongs to another rule (a mismatched variant) is treated as fresh.
+    #[inline]
+    pub fn decide(&self, state: &LimitState, now: Nanos, cost: u64) -> Decision {
+        if cost > self.capacity() {
+            return Decision::Impossible {
+                capacity: self.capacity(),
+            };
+        }
+        let at = self.earliest(state, now, cost);
+        if at <= now {
+            Decision::Admit
+        } else {
+            Decision::NotUntil(at)
+        }
+    }
+
+    /// Earliest instant `>= now` at which `cost` (at most the capacity) is admitted.
+    #[inline]
+    fn earliest(&self, state: &LimitState, now: Nanos, cost: u64) -> Nanos {
+        let (a, p) = (self.amount, self.period);
+        match (&self.kind, state) {
+            (Kind::Gcra(g), LimitState::Gcra(s)) => g.earliest(s, now, cost),
+            (Kind::Log, LimitState::Log(s)) => sliding_log::earliest(s, a, p, now, cost),
+            (Kind::Counter, LimitState::Counter(s)) => {
+                sliding_counter::earliest(s, a, p, now, cost)
+            }
+            (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::earliest(s, a, p, now, cost),
+            (Kind::Smooth(g), LimitState::Smooth(b, w)) => g
+                .earliest(b, now, cost)
+                .max(sliding_log::earliest(w, a, p, now, cost)),
+            _ => now,
+        }
+    }
+
+    /// Records an admission of `cost` units at `now` (after [`decide`](Self::decide) said
+    /// [`Decision::Admit`]). A mismatched state is first reset to this rule's fresh state.
+    #[inline]
+    pub fn commit(&self, state: &mut LimitState, now: Nanos, cost: u64) {
+        let p = self.period;
+        match (&self.kind, &mut *state) {
+            (Kind::Gcra(g), LimitState::Gcra(s)) => g.commit(s, now, cost),
+            (Kind::Log, LimitState::Log(s)) => sliding_log::commit(s, p, now, cost),
+            (Kind::Counter, LimitState::Counter(s)) => sliding_counter::commit(s, p, now, cost),
+            (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::commit(s, p, now, cost),
+            (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
+                g.commit(b, now, cost);
+                sliding_log::commit(w, p, now, cost);
+            }
+            _ => {
+                *state = self.new_state();
+                self.commit(state, now, cost);
+            }
+        }
+    }
+
+    /// Gives back `units` of an admission made at `admitted_at`: the estimate was higher than
+    /// the usage. Never raises the limit above a fresh key's.
+    pub fn refund(&self, state: &mut LimitState, now: Nanos, admitted_at: Nanos, units: u64) {
+        let p = self.period;
+        match (&self.kind, state) {
+            (Kind::Gcra(g), LimitState::Gcra(s)) => g.refund(s, now, units),
+            (Kind::Log, LimitState::Log(s)) => sliding_log::refund(s, admitted_at, units),
+            (Kind::Counter, LimitState::Counter(s)) => {
+                sliding_counter::refund(s, p, admitted_at, units)
+            }
+            (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::refund(s, p, admitted_at, units),
+            (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
+                g.refund(b, now, units);
+                sliding_log::refund(w, admitted_at, units);
+            }
+            _ => {}
+        }
+    }
+
+    /// Charges `units` more than were admitted (usage above the estimate), at `now`, even
+    /// into debt: later admissions wait until it is paid. One charge is capped at one period's
+    /// amount, so a wild usage figure cannot block a key for longer than a period.
+    pub fn charge(&self, state: &mut LimitState, now: Nanos, units: u64) {
+        self.commit(state, now, units.min(self.amount));
+    }
+
+    /// What the limit looks like at `now`.
+    pub fn snapshot(&self, state: &LimitState, now: Nanos) -> Snapshot {
+        let (a, p) = (self.amount, self.period);
+        let gcra_snapshot = |g: &Gcra, s: &GcraState| {
+            let remaining = g.available(s, now);
+            Snapshot {
+                used: g.burst - remaining,
+                remaining,
+                reset_at: (s.tat > now).then_some(s.tat),
+            }
+        };
+        let log_snapshot = |s: &SlidingLogState| {
+            let used = sliding_log::used(s, p, now);
+            Snapshot {
+                used,
+                remaining: a.saturating_sub(used),
+                reset_at: s
+                    .entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.1 > 0)
+                    .map(|e| e.0.saturating_add(p))
+                    .filter(|&t| t > now),
+            }
+        };
+        match (&self.kind, state) {
+            (Kind::Gcra(g), LimitState::Gcra(s)) => gcra_snapshot(g, s),
+            (Kind::Log, LimitState::Log(s)) => log_snapshot(s),
+            (Kind::Counter, LimitState::Counter(s)) => {
+                let used = sliding_counter::estimate(s, p, now);
+                let w = fixed_window::window_of(now, p);
+                let current = if s.window_start == w { s.current } else { 0 };
+                let reset_at = if current > 0 {
+                    Some(w.saturating_add(2 * p))
+                } else if used > 0 {
+                    Some(w.saturating_add(p))
+                } else {
+                    None
+                };
+                Snapshot {
+                    used,
+                    remaining: a.saturating_sub(used),
+                    reset_at,
+                }
+            }
+            (Kind::Fixed, LimitState::Fixed(s)) => {
+                let used = fixed_window::used(s, p, now);
+                Snapshot {
+                    used,
+                    remaining: a.saturating_sub(used),
+                    reset_at: (used > 0).then(|| fixed_window::window_of(now, p).saturating_add(p)),
+                }
+            }
+            (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
+                let bucket = gcra_snapshot(g, b);
+                let window = log_snapshot(w);
+                let remaining = window.remaining.min(if bucket.remaining == g.burst {
+                    a
+                } else {
+                    bucket.remaining
+                });
+                Snapshot {
+                    used: window.used,
+                    remaining,
+                    reset_at: bucket.reset_at.max(window.reset_at),
+                }
+            }
+            _ => Snapshot {
+                used: 0,
+                remaining: self.capacity(),
+                reset_at: None,
+            },
+        }
+    }
+
+    /// Whether `state` behaves exactly like [`new_state`](Self::new_state) from `now` on, so a
+    /// store may drop it without changing any future decision.
+    pub fn is_fresh(&self, state: &LimitState, now: Nanos) -> bool {
+        self.snapshot(state, now).reset_at.is_none()
+    }
+}

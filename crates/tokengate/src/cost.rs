@@ -1,0 +1,177 @@
+//! What one request needs ([`Cost`]) and what it used ([`Usage`]).
+
+use std::sync::Arc;
+
+/// What one request needs on each dimension, reserved at admission.
+///
+/// # Examples
+/// ```
+/// use tokengate::Cost;
+/// let cost = Cost::request().input(1_200).output(800);
+/// assert_eq!((cost.requests(), cost.input_tokens(), cost.output_tokens()), (1, 1_200, 800));
+/// let peek = Cost::zero(); // admitted whenever no limit is in debt; charges nothing
+/// assert!(peek.is_zero());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub(crate) requests: u64,
+    pub(crate) input: u64,
+    pub(crate) output: u64,
+    pub(crate) custom: Vec<(Arc<str>, u64)>,
+}
+
+impl Cost {
+    /// One request, no tokens yet.
+    #[inline]
+    pub fn request() -> Self {
+        Self {
+            requests: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Nothing at all: acquiring it asks whether the limiter could admit now, without
+    /// charging or holding anything.
+    #[inline]
+    pub fn zero() -> Self {
+        Self::default()
+    }
+
+    /// The number of requests.
+    #[inline]
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Sets the request count (default 1 with [`Cost::request`]).
+    #[inline]
+    pub fn with_requests(mut self, n: u64) -> Self {
+        self.requests = n;
+        self
+    }
+
+    /// Sets the input (prompt) tokens.
+    #[inline]
+    pub fn input(mut self, tokens: u64) -> Self {
+        self.input = tokens;
+        self
+    }
+
+    /// Sets the output tokens to reserve (usually `max_tokens` or an estimate).
+    #[inline]
+    pub fn output(mut self, tokens: u64) -> Self {
+        self.output = tokens;
+        self
+    }
+
+    /// Sets the amount of a user-named dimension.
+    pub fn with(mut self, dimension: impl Into<Arc<str>>, amount: u64) -> Self {
+        let name = dimension.into();
+        match self.custom.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = amount,
+            None => self.custom.push((name, amount)),
+        }
+        self
+    }
+
+    /// Input tokens.
+    #[inline]
+    pub fn input_tokens(&self) -> u64 {
+        self.input
+    }
+
+    /// Output tokens reserved.
+    #[inline]
+    pub fn output_tokens(&self) -> u64 {
+        self.output
+    }
+
+    /// The amount of a user-named dimension (0 when not set).
+    pub fn custom(&self, dimension: &str) -> u64 {
+        self.custom
+            .iter()
+            .find(|(n, _)| &**n == dimension)
+            .map_or(0, |e| e.1)
+    }
+
+    /// Whether every amount is zero.
+    pub fn is_zero(&self) -> bool {
+        self.requests == 0
+            && self.input == 0
+            && self.output == 0
+            && self.custom.iter().all(|e| e.1 == 0)
+    }
+}
+
+/// What a request really used, reported after the call to [`Permit::settle`](crate::Permit::settle).
+///
+/// Dimensions not set here are taken as used exactly as reserved (requests always are).
+///
+/// # Examples
+/// ```
+/// use tokengate::Usage;
+/// let used = Usage::new().input(1_180).output(312);
+/// assert_eq!(used.output_tokens(), Some(312));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub(crate) input: Option<u64>,
+    pub(crate) output: Option<u64>,
+    pub(crate) custom: Vec<(Arc<str>, u64)>,
+}
+
+impl Usage {
+    /// No figures yet: everything as reserved.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Input tokens really counted by the provider.
+    pub fn input(mut self, tokens: u64) -> Self {
+        self.input = Some(tokens);
+        self
+    }
+
+    /// Output tokens really produced.
+    pub fn output(mut self, tokens: u64) -> Self {
+        self.output = Some(tokens);
+        self
+    }
+
+    /// The real amount of a user-named dimension.
+    pub fn with(mut self, dimension: impl Into<Arc<str>>, amount: u64) -> Self {
+        let name = dimension.into();
+        match self.custom.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = amount,
+            None => self.custom.push((name, amount)),
+        }
+        self
+    }
+
+    /// Input tokens reported, if any.
+    pub fn input_tokens(&self) -> Option<u64> {
+        self.input
+    }
+
+    /// Output tokens reported, if any.
+    pub fn output_tokens(&self) -> Option<u64> {
+        self.output
+    }
+
+    /// The cost this usage amounts to, given what was reserved.
+    pub(crate) fn as_cost(&self, reserved: &Cost) -> Cost {
+        let mut custom = reserved.custom.clone();
+        for (name, amount) in &self.custom {
+            match custom.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = *amount,
+                None => custom.push((name.clone(), *amount)),
+            }
+        }
+        Cost {
+            requests: reserved.requests,
+            input: self.input.unwrap_or(reserved.input),
+            output: self.output.unwrap_or(reserved.output),
+            custom,
+        }
+    }
+}

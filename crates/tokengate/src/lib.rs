@@ -1,0 +1,112 @@
+//! Rate limiting for programs that call LLM APIs: stay under every limit a provider sets
+//! (requests, input and output tokens, combined tokens, requests in flight, per minute and per
+//! day at once) while using as much of the quota as possible.
+//!
+//! # Quick start
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tokengate::{Cost, Limiter, Policy, Usage};
+//!
+//! let policy = Policy::builder()
+//!     .requests_per_minute(500)
+//!     .input_tokens_per_minute(30_000)
+//!     .output_tokens_per_minute(8_000)
+//!     .requests_per_day(10_000)
+//!     .max_in_flight(10)
+//!     .build()?; // invalid limits are an error here, never a panic later
+//! let limiter = Limiter::new(policy); // in memory, system clock; Clone + Send + Sync
+//!
+//! // Reserve the prompt and up to 800 output tokens; wait (FIFO, exactly as long as needed).
+//! let permit = limiter.acquire(Cost::request().input(1_200).output(800)).await?;
+//! // ... call the model ...
+//! permit.settle(Usage::new().input(1_180).output(312)); // 488 output tokens come back at once
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Concepts
+//! - A [`Limit`] is one rule on one dimension: `amount` per `period`, counted by an
+//!   [`Algorithm`] (with a `burst` for the bucket algorithms).
+//! - A [`Dimension`] is what a limit counts: requests, input tokens, output tokens, combined
+//!   tokens (with weights: AWS Bedrock counts output 5x), or a name of your own. Requests in
+//!   flight are capped separately with [`PolicyBuilder::max_in_flight`].
+//! - A [`Policy`] is the set of limits that governs one key. Building it validates every limit:
+//!   zero amounts, zero periods, NaN or infinite figures are a [`BuildError`] that says what to do.
+//! - A [`Cost`] is what one request needs on each dimension; [`Usage`] is what it really used.
+//! - A [`Limiter`] admits costs under a policy. [`Limiter::try_acquire`] never waits and says
+//!   for how long it would; [`Limiter::acquire`] (async) and [`Limiter::acquire_blocking`] wait,
+//!   in FIFO order, exactly as long as the limits require; the `_timeout` variants fail at once
+//!   when the wait is known to exceed the timeout.
+//! - A [`Permit`] is an admission. It holds an in-flight slot until dropped, and
+//!   [`Permit::settle`] refunds what was reserved and not used, or charges what was used beyond
+//!   the reservation, once.
+//! - A [`Clock`] gives time: [`SystemClock`] by default, [`ManualClock`] for tests,
+//!   [`TokioClock`] for virtual time under tokio's paused clock.
+//!
+//! # Rules the limiter keeps
+//! 1. **All or nothing**: a cost is admitted on every limit at once, or on none; a denial
+//!    changes no state.
+//! 2. **Exact waits**: the wait is computed, not polled for; a cost is denied before that
+//!    instant and admitted at it. A waiter sleeps once and is woken once.
+//! 3. **FIFO**: waiters are admitted in arrival order, one wake-up per admission. A large cost
+//!    at the head is not overtaken by small ones (head-of-line blocking is the price of no
+//!    starvation); `try_acquire` never overtakes a queue either.
+//! 4. **Impossible costs fail at once**: a cost above a limit's capacity is
+//!    [`AcquireError::Exceeds`], naming the dimension, the cost and the capacity.
+//!    [`Cost::zero`] peeks.
+//! 5. **Cancellation is safe**: a dropped acquisition leaves the queue and charges nothing; a
+//!    dropped permit frees its slot.
+//! 6. **Settlement**: unused reservation comes back at once, never above capacity; usage above
+//!    the reservation is charged, into debt; each permit settles at most once.
+//! 7. **Overflow-safe**: every amount and rate is integer arithmetic that saturates or fails
+//!    with an error; no user figure can wrap a limit into no limit.
+//!
+//! # Algorithms
+//! Each mathematics is implemented once, in the pure [`core`]:
+//!
+//! | algorithm | same mathematics as | state per limit | in any window of one period | burst |
+//! |---|---|---|---|---|
+//! | [`Algorithm::SmoothWindow`] (default) | sliding window log + GCRA | one entry per admission instant in the window, + 8 B | at most N, exactly | `burst` (N/60 for periods up to a minute) |
+//! | [`Algorithm::TokenBucket`] | GCRA, leaky bucket as a meter | 8 B | up to `burst` + N | `burst` (default N) |
+//! | [`Algorithm::LeakyBucket`] | GCRA with burst 1 (shaper) | 8 B | up to N + one cost | one unit: evenly spaced |
+//! | [`Algorithm::SlidingWindowLog`] | — | one entry per admission instant in the window | at most N, exactly | N at once |
+//! | [`Algorithm::SlidingWindowCounter`] | two fixed windows, weighted | 24 B | approximately N (can exceed) | N at once |
+//! | [`Algorithm::FixedWindow`] | — | 16 B | up to 2N across a boundary | N at once |
+//!
+//! Providers read "N per minute" in two ways: at most N in any 60-second window, and a smooth
+//! rate enforced over shorter periods (OpenAI and Anthropic both say a per-minute limit may be
+//! enforced per second), so a burst of all N at once is refused. The default,
+//! [`Algorithm::SmoothWindow`], stays within both: an exact sliding window caps every window at
+//! N, and a token bucket refilling at N per period with a small burst (N/60) keeps the pace
+//! smooth. Its long-run utilisation is 100% of N (an evenly paced stream at N per period passes
+//! both checks); what it costs is memory, one entry per distinct admission instant within a
+//! period, and, after an idle spell, a burst no larger than N/60 rather than the whole N.
+//! A single cost above the burst (a long prompt) is admitted once the bucket is full and pays
+//! its excess back before the next admission. For periods longer than a minute (a daily cap)
+//! the burst defaults to the whole amount: such caps are budgets, not paces.
+
+pub mod core;
+
+mod clock;
+mod cost;
+mod dimension;
+mod error;
+mod fmt;
+mod limit;
+mod limiter;
+mod policy;
+mod stats;
+
+#[cfg(feature = "tokio")]
+pub use clock::TokioClock;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use cost::{Cost, Usage};
+pub use dimension::Dimension;
+pub use error::{AcquireError, BuildError, Denied};
+pub use limit::{Algorithm, Limit};
+#[cfg(feature = "tokio")]
+pub use limiter::Acquire;
+pub use limiter::{Limiter, Permit};
+pub use policy::{Policy, PolicyBuilder};
+pub use stats::{LimitStats, Stats, WaitStats};

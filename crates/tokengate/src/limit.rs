@@ -1,0 +1,180 @@
+//! One rule on one dimension: an amount per period, a burst and an algorithm.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::BuildError;
+
+/// How a limit counts. See the crate docs' [algorithm table](crate#algorithms) for the
+/// trade-offs, measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// The default: an exact sliding window (at most `amount` in any window of `period`), with
+    /// a token bucket refilling at `amount / period` that caps bursts at `burst` units.
+    ///
+    /// It stays within both readings providers give "N per minute": at most N in any 60 s
+    /// window, and a smooth rate (N/60 a second) over shorter periods. Default burst: a
+    /// sixtieth of the amount for periods of a minute or less, the whole amount for longer
+    /// periods (a daily cap is a cap, not a pace). A single cost above the burst (a long
+    /// prompt) is admitted once the bucket is full, leaving it in debt. Steady-state
+    /// utilisation is 100% of N; the price is memory that grows with the admissions in one
+    /// window (one entry per distinct admission instant).
+    #[default]
+    SmoothWindow,
+    /// Token bucket (GCRA): capacity `burst` (default: `amount`), refilling at
+    /// `amount / period`. The leaky bucket *as a meter* is the same mathematics. One integer
+    /// of state. In any window of `period` it admits up to `burst + amount`.
+    TokenBucket,
+    /// Leaky bucket *as a shaper*: GCRA with a burst of one unit, so admissions are spaced
+    /// evenly at `amount / period`. One integer of state.
+    LeakyBucket,
+    /// Sliding window log: exactly at most `amount` in any window of `period`; bursts of the
+    /// whole amount are allowed. Memory grows with the admissions in one window.
+    SlidingWindowLog,
+    /// Sliding window counter: two fixed windows, the previous one weighted by its overlap.
+    /// Three integers of state; approximate (it can exceed `amount` in an exact window).
+    SlidingWindowCounter,
+    /// Fixed window: at most `amount` per window aligned to the clock's origin. Two integers
+    /// of state; up to twice the amount can pass across a window boundary.
+    FixedWindow,
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Algorithm::SmoothWindow => "smooth window",
+            Algorithm::TokenBucket => "token bucket",
+            Algorithm::LeakyBucket => "leaky bucket",
+            Algorithm::SlidingWindowLog => "sliding window log",
+            Algorithm::SlidingWindowCounter => "sliding window counter",
+            Algorithm::FixedWindow => "fixed window",
+        })
+    }
+}
+
+/// A limit: at most `amount` units per `period`, counted by an [`Algorithm`].
+///
+/// Building a `Limit` never fails; it is validated when a [`Policy`](crate::Policy) is built.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use tokengate::{Algorithm, Limit};
+///
+/// let rpm = Limit::per_minute(500);
+/// let tokens = Limit::new(90_000, Duration::from_secs(60)).algorithm(Algorithm::TokenBucket).burst(10_000);
+/// assert_eq!(tokens.amount(), 90_000);
+/// assert_eq!(rpm.period(), Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub(crate) amount: u64,
+    pub(crate) period: Duration,
+    pub(crate) burst: Option<u64>,
+    pub(crate) algorithm: Algorithm,
+}
+
+impl Limit {
+    /// At most `amount` units per `period`, with the default algorithm.
+    pub fn new(amount: u64, period: Duration) -> Self {
+        Self {
+            amount,
+            period,
+            burst: None,
+            algorithm: Algorithm::default(),
+        }
+    }
+
+    /// `amount` per second.
+    pub fn per_second(amount: u64) -> Self {
+        Self::new(amount, Duration::from_secs(1))
+    }
+
+    /// `amount` per minute.
+    pub fn per_minute(amount: u64) -> Self {
+        Self::new(amount, Duration::from_secs(60))
+    }
+
+    /// `amount` per hour.
+    pub fn per_hour(amount: u64) -> Self {
+        Self::new(amount, Duration::from_secs(3_600))
+    }
+
+    /// `amount` per day (86,400 s).
+    pub fn per_day(amount: u64) -> Self {
+        Self::new(amount, Duration::from_secs(86_400))
+    }
+
+    /// A limit from floating-point figures, as a configuration file gives them: `amount`
+    /// units per `period_secs` seconds.
+    ///
+    /// # Errors
+    /// [`BuildError::BadNumber`] when either figure is NaN, infinite, zero or negative, the
+    /// amount is not a whole number, or the period is not representable in nanoseconds.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::Limit;
+    /// assert!(Limit::try_from_f64(500.0, 60.0).is_ok());
+    /// assert!(Limit::try_from_f64(f64::NAN, 60.0).is_err());
+    /// assert!(Limit::try_from_f64(500.0, -1.0).is_err());
+    /// ```
+    pub fn try_from_f64(amount: f64, period_secs: f64) -> Result<Self, BuildError> {
+        let bad = |what: &'static str, value: f64, expected: &'static str| BuildError::BadNumber {
+            what,
+            value,
+            expected,
+        };
+        if !amount.is_finite() || amount <= 0.0 || amount.fract() != 0.0 || amount > u64::MAX as f64
+        {
+            return Err(bad("amount", amount, "a whole number from 1 up"));
+        }
+        if !period_secs.is_finite() || period_secs <= 0.0 || period_secs > 18_446_744_073.0 {
+            return Err(bad(
+                "period",
+                period_secs,
+                "a positive number of seconds below 584 years",
+            ));
+        }
+        let period = Duration::try_from_secs_f64(period_secs)
+            .map_err(|_| bad("period", period_secs, "a positive number of seconds"))?;
+        if period.is_zero() {
+            return Err(bad("period", period_secs, "at least one nanosecond"));
+        }
+        Ok(Self::new(amount as u64, period))
+    }
+
+    /// Sets the burst: the bucket capacity of [`Algorithm::TokenBucket`] and
+    /// [`Algorithm::SmoothWindow`]. Other algorithms have none; giving one is a build error.
+    pub fn burst(mut self, burst: u64) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Chooses the algorithm.
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// Units per period.
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} per {}", self.amount, crate::fmt::Period(self.period))?;
+        if self.algorithm != Algorithm::default() {
+            write!(f, " ({})", self.algorithm)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! The async front end: a future over [`Waiting`] that sleeps on tokio's timer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Sleep;
+
+use super::waiter::{Step, Waiting};
+use super::{Limiter, Permit};
+use crate::clock::Clock;
+use crate::core::Nanos;
+use crate::cost::Cost;
+use crate::error::AcquireError;
+
+/// The future returned by [`Limiter::acquire`] and [`Limiter::acquire_timeout`].
+///
+/// # Cancel safety
+/// Dropping it before it completes leaves the queue and charges nothing; the next waiter is
+/// woken if this one was at the head.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Acquire<'a, C: Clock> {
+    waiting: Waiting<'a, C>,
+    /// The timer and the instant it was set for; boxed, and only while a wake-up is due, so
+    /// queued waiters stay small.
+    sleep: Option<(Nanos, Pin<Box<Sleep>>)>,
+}
+
+impl<'a, C: Clock> Future for Acquire<'a, C> {
+    type Output = Result<Permit<'a, C>, AcquireError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Never self-referential: Acquire is Unpin.
+        let this = &mut *self;
+        loop {
+            match this.waiting.poll_step(cx.waker()) {
+                Step::Done(result) => {
+                    this.sleep = None;
+                    return Poll::Ready(result);
+                }
+                Step::Pending(None) => {
+                    this.sleep = None;
+                    return Poll::Pending;
+                }
+                Step::Pending(Some(at)) => {
+                    let now = this.waiting.clock_now();
+                    let wait = Duration::from_nanos(at.saturating_sub(now));
+                    let deadline = tokio::time::Instant::now() + wait;
+                    match &mut this.sleep {
+                        Some((set_for, sleep)) if *set_for == at => {
+                            if sleep.as_mut().poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                        }
+                        slot => {
+                            let mut sleep = match slot.take() {
+                                Some((_, mut s)) => {
+                                    s.as_mut().reset(deadline);
+                                    s
+                                }
+                                None => Box::pin(tokio::time::sleep_until(deadline)),
+                            };
+                            let ready = sleep.as_mut().poll(cx).is_ready();
+                            *slot = Some((at, sleep));
+                            if !ready {
+                                return Poll::Pending;
+                            }
+                        }
+                    }
+                    // The timer fired: try again. If the clock has not reached `at` yet (a
+                    // clock that is not tokio's), the next step sets a fresh timer.
+                    this.sleep = None;
+                }
+            }
+        }
+    }
+}
+
+impl<C: Clock> Limiter<C> {
+    /// Waits until `cost` is admitted on every limit, in FIFO order, and returns the permit.
+    ///
+    /// # Errors
+    /// [`AcquireError::Exceeds`] at once when the cost is above a limit's capacity.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the queue and charges nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokengate::{Cost, Limiter, Policy, Usage};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().requests_per_minute(500).input_tokens_per_minute(30_000).build()?);
+    /// let permit = limiter.acquire(Cost::request().input(1_200)).await?;
+    /// permit.settle(Usage::new().input(1_180));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn acquire(&self, cost: Cost) -> Acquire<'_, C> {
+        Acquire {
+            waiting: Waiting::new(self, cost, None),
+            sleep: None,
+        }
+    }
+
+    /// Like [`acquire`](Self::acquire), but gives up after `timeout`. When the wait is known to
+    /// exceed the timeout (this request is at the head and the limits say how long), it fails at
+    /// once with the wait it would need, rather than sleeping and then failing.
+    ///
+    /// # Errors
+    /// [`AcquireError::Timeout`] naming the dimension, the cost and the wait;
+    /// [`AcquireError::QueueTimeout`] when others were still queued ahead at the timeout;
+    /// [`AcquireError::Exceeds`] when the cost is above a limit's capacity.
+    ///
+    /// # Cancel safety
+    /// As [`acquire`](Self::acquire).
+    pub fn acquire_timeout(&self, cost: Cost, timeout: Duration) -> Acquire<'_, C> {
+        Acquire {
+            waiting: Waiting::new(self, cost, Some(timeout)),
+            sleep: None,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The blocking front end: [`Waiting`] on a parked thread.
+
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+use super::waiter::{Step, Waiting};
+use super::{Limiter, Permit};
+use crate::clock::Clock;
+use crate::cost::Cost;
+use crate::error::AcquireError;
+
+/// Wakes a parked thread.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl<C: Clock> Limiter<C> {
+    /// Blocks the thread until `cost` is admitted; the blocking twin of
+    /// [`acquire`](Self::acquire), with the same FIFO queue and rules.
+    ///
+    /// Sleeps in real time: use it with the system clock (or a clock that advances on its own).
+    /// Do not call it from async code: it blocks the runtime's thread.
+    ///
+    /// # Errors
+    /// [`AcquireError::Exceeds`] at once when the cost is above a limit's capacity.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::{Cost, Limiter, Policy};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().requests_per_minute(600).build()?);
+    /// let permit = limiter.acquire_blocking(Cost::request())?;
+    /// drop(permit);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_blocking(&self, cost: Cost) -> Result<Permit<'_, C>, AcquireError> {
+        self.block_on(Waiting::new(self, cost, None))
+    }
+
+    /// Blocks until `cost` is admitted or `timeout` passes; fails at once when the wait is
+    /// known to exceed it.
+    ///
+    /// # Errors
+    /// As [`acquire_timeout`](Self::acquire_timeout).
+    pub fn acquire_blocking_timeout(
+        &self,
+        cost: Cost,
+        timeout: Duration,
+    ) -> Result<Permit<'_, C>, AcquireError> {
+        self.block_on(Waiting::new(self, cost, Some(timeout)))
+    }
+
+    fn block_on<'a>(&'a self, mut waiting: Waiting<'a, C>) -> Result<Permit<'a, C>, AcquireError> {
+        let waker = Waker::from(Arc::new(Unpark(thread::current())));
+        loop {
+            match waiting.poll_step(&waker) {
+                Step::Done(result) => return result,
+                Step::Pending(None) => thread::park(),
+                Step::Pending(Some(at)) => {
+                    let now = self.shared.clock.now();
+                    if at > now {
+                        thread::park_timeout(Duration::from_nanos(at - now));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The in-memory limiter: one engine under the non-blocking, blocking and async front ends.
+
+mod permit;
+mod queue;
+mod waiter;
+
+#[cfg(feature = "tokio")]
+mod async_acquire;
+mod blocking;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::core::{Decision, LimitState, Nanos};
+use crate::cost::Cost;
+use crate::dimension::Dimension;
+use crate::error::{AcquireError, Denied};
+use crate::policy::Policy;
+use crate::stats::{Counters, LimitStats, Stats};
+
+#[cfg(feature = "tokio")]
+pub use async_acquire::Acquire;
+pub use permit::Permit;
+
+use queue::WaitQueue;
+
+/// Admits requests under a [`Policy`]: every limit at once or none, FIFO, with exact waits.
+///
+/// Cheap to clone: clones share one state. `Send + Sync`.
+///
+/// # Examples
+/// ```
+/// use tokengate::{Cost, Limiter, Policy, Usage};
+///
+/// let policy = Policy::builder()
+///     .requests_per_minute(500)
+///     .input_tokens_per_minute(30_000)
+///     .output_tokens_per_minute(8_000)
+///     .max_in_flight(10)
+///     .build()?;
+/// let limiter = Limiter::new(policy);
+///
+/// let permit = limiter.try_acquire(Cost::request().input(1_200).output(800))?;
+/// // ... call the model ...
+/// permit.settle(Usage::new().input(1_180).output(312)); // 488 output tokens come back at once
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Limiter<C: Clock = SystemClock> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: Clock> Clone for Limiter<C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared<C> {
+    clock: C,
+    policy: Policy,
+    state: Mutex<State>,
+}
+
+/// Everything that changes, behind one lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    limits: Vec<LimitState>,
+    in_flight: u64,
+    queue: WaitQueue,
+    counters: Counters,
+}
+
+/// What the policy says about one cost at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Admit,
+    /// Rate-limited until this instant; `limit` is the index of the limit with the longest wait.
+    Wait {
+        until: Nanos,
+        limit: usize,
+    },
+    /// Every in-flight slot is held.
+    InFlightFull,
+}
+
+impl Limiter<SystemClock> {
+    /// A limiter on the system's monotonic clock.
+    pub fn new(policy: Policy) -> Self {
+        Self::with_clock(policy, SystemClock::new())
+    }
+}
+
+impl<C: Clock> Limiter<C> {
+    /// A limiter reading time from `clock` ([`ManualClock`](crate::ManualClock) for tests,
+    /// [`TokioClock`](crate::TokioClock) for virtual time).
+    pub fn with_clock(policy: Policy, clock: C) -> Self {
+        let limits = policy.limits.iter().map(|l| l.rule.new_state()).collect();
+        let counters = Counters::new(policy.limits.len());
+        Self {
+            shared: Arc::new(Shared {
+                clock,
+                state: Mutex::new(State {
+                    limits,
+                    in_flight: 0,
+                    queue: WaitQueue::default(),
+                    counters,
+                }),
+                policy,
+            }),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.shared.clock
+    }
+
+    /// Admits `cost` now, or says why not and for how long. Never waits, and never overtakes
+    /// queued acquisitions.
+    ///
+    /// A zero cost ([`Cost::zero`]) peeks: it is admitted whenever no limit is in debt, and
+    /// charges nothing.
+    ///
+    /// # Errors
+    /// [`Denied`] with the dimension, the cost and the exact wait; or
+    /// [`Denied::Never`] when the cost can never be admitted.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::{Cost, Denied, Limiter, ManualClock, Policy};
+    ///
+    /// let policy = Policy::builder().requests_per_minute(60).build()?; // one a second, burst 1
+    /// let limiter = Limiter::with_clock(policy, ManualClock::new());
+    /// let _first = limiter.try_acquire(Cost::request())?;
+    /// let denied = limiter.try_acquire(Cost::request()).unwrap_err();
+    /// assert_eq!(denied.wait(), Some(Duration::from_secs(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_acquire(&self, cost: Cost) -> Result<Permit<'_, C>, Denied> {
+        let now = self.shared.clock.now();
+        let mut st = self.lock();
+        if !st.queue.is_empty() {
+            st.counters.denied += 1;
+            return Err(Denied::WaitersAhead {
+                waiters: st.queue.len(),
+            });
+        }
+        match self.verdict(&st, now, &cost) {
+            Ok(Verdict::Admit) => {
+                let holds_slot = self.admit(&mut st, now, &cost, 0);
+                drop(st);
+                Ok(Permit::new(self, cost, now, holds_slot))
+            }
+            Ok(Verdict::Wait { until, limit }) => {
+                st.counters.denied += 1;
+                drop(st);
+                let l = &self.shared.policy.limits[limit];
+                Err(Denied::RateLimited {
+                    dimension: l.dimension.clone(),
+                    cost: l.measure.amount(&cost).unwrap_or(u64::MAX),
+                    limit: l.limit.to_string(),
+                    wait: Duration::from_nanos(until - now),
+                })
+            }
+            Ok(Verdict::InFlightFull) => {
+                st.counters.denied += 1;
+                Err(Denied::InFlightFull {
+                    max: self.shared.policy.max_in_flight.unwrap_or(0),
+                })
+            }
+            Err(e) => {
+                st.counters.rejected += 1;
+                Err(Denied::Never(e))
+            }
+        }
+    }
+
+    /// A snapshot of every limit, in-flight requests, waiters and totals.
+    pub fn stats(&self) -> Stats {
+        let now = self.shared.clock.now();
+        let st = self.lock();
+        let limits = self
+            .shared
+            .policy
+            .limits
+            .iter()
+            .zip(&st.limits)
+            .enumerate()
+            .map(|(i, (l, s))| {
+                let snap = l.rule.snapshot(s, now);
+                LimitStats {
+                    dimension: l.dimension.clone(),
+                    limit: l.limit.to_string(),
+                    amount: l.limit.amount(),
+                    period: l.limit.period(),
+                    used: snap.used,
+                    remaining: snap.remaining,
+                    reset_in: snap.reset_at.map(|t| Duration::from_nanos(t - now)),
+                    charged: st.counters.charged[i],
+                    refunded: st.counters.refunded[i],
+                }
+            })
+            .collect();
+        let c = &st.counters;
+        Stats {
+            limits,
+            in_flight: st.in_flight,
+            max_in_flight: self.shared.policy.max_in_flight,
+            waiters: st.queue.len(),
+            admitted: c.admitted,
+            denied: c.denied,
+            timed_out: c.timed_out,
+            rejected: c.rejected,
+            cancelled: c.cancelled,
+            settled: c.settled,
+            waits: c.waits.stats(),
+        }
+    }
+
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock, and every update keeps the state consistent,
+        // so a poisoned lock (a panic elsewhere in the holder's thread) is safe to use.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `cost` takes an in-flight slot: every non-zero cost does when the policy caps
+    /// in-flight requests.
+    #[inline]
+    fn takes_slot(&self, cost: &Cost) -> bool {
+        self.shared.policy.max_in_flight.is_some() && !cost.is_zero()
+    }
+
+    /// What the policy says about `cost` at `now`; changes nothing.
+    #[inline]
+    fn verdict(&self, st: &State, now: Nanos, cost: &Cost) -> Result<Verdict, AcquireError> {
+        let mut latest: Option<(Nanos, usize)> = None;
+        for (i, (l, s)) in self.shared.policy.limits.iter().zip(&st.limits).enumerate() {
+            match l.rule.decide(s, now, l.amount(cost)?) {
+                Decision::Admit => {}
+                Decision::NotUntil(t) => {
+                    if latest.is_none_or(|(u, _)| t > u) {
+                        latest = Some((t, i));
+                    }
+                }
+                Decision::Impossible { .. } => {
+                    return Err(self.shared.policy.check_possible(cost).unwrap_err())
+                }
+            }
+        }
+        if let Some((until, limit)) = latest {
+            return Ok(Verdict::Wait { until, limit });
+        }
+        if self.takes_slot(cost) && Some(st.in_flight) >= self.shared.policy.max_in_flight {
+            return Ok(Verdict::InFlightFull);
+        }
+        Ok(Verdict::Admit)
+    }
+
+    /// Charges `cost` on every limit at `now` (after [`verdict`](Self::verdict) said admit).
+    /// Returns whether the admission holds an in-flight slot.
+    #[inline]
+    fn admit(&self, st: &mut State, now: Nanos, cost: &Cost, waited: Nanos) -> bool {
+        let State {
+            limits, counters, ..
+        } = st;
+        for (i, (l, s)) in self
+            .shared
+            .policy
+            .limits
+            .iter()
+            .zip(limits.iter_mut())
+            .enumerate()
+        {
+            // The amount was computed without overflow by `verdict`.
+            let amount = l.measure.amount(cost).unwrap_or(0);
+            l.rule.commit(s, now, amount);
+            counters.charged[i] = counters.charged[i].saturating_add(amount);
+        }
+        counters.admitted += 1;
+        counters.waits.record(waited);
+        let slot = self.takes_slot(cost);
+        if slot {
+            st.in_flight += 1;
+        }
+        slot
+    }
+
+    /// Gives back an in-flight slot and lets the head waiter try again.
+    fn release_slot(&self, st: &mut State) {
+        st.in_flight = st.in_flight.saturating_sub(1);
+        st.queue.wake_head();
+    }
+
+    /// The dimension and the amount on it that `verdict` named.
+    fn binding(&self, verdict: Verdict, cost: &Cost) -> (Dimension, u64) {
+        match verdict {
+            Verdict::Wait { limit, .. } => {
+                let l = &self.shared.policy.limits[limit];
+                (
+                    l.dimension.clone(),
+                    l.measure.amount(cost).unwrap_or(u64::MAX),
+                )
+            }
+            _ => (Dimension::InFlight, 1),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The set of limits that governs one key.
+
+use std::sync::Arc;
+
+use crate::core::LimitRule;
+use crate::cost::Cost;
+use crate::dimension::Dimension;
+use crate::error::{AcquireError, BuildError};
+use crate::limit::Limit;
+
+/// How a limit reads its amount from a [`Cost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Measure {
+    Requests,
+    Input,
+    Output,
+    Weighted { input: u64, output: u64 },
+    Custom(Arc<str>),
+}
+
+impl Measure {
+    #[inline]
+    pub(crate) fn amount(&self, cost: &Cost) -> Option<u64> {
+        match self {
+            Measure::Requests => Some(cost.requests),
+            Measure::Input => Some(cost.input),
+            Measure::Output => Some(cost.output),
+            Measure::Weighted { input, output } => cost.input.checked_mul(*input).and_then(|i| {
+                cost.output
+                    .checked_mul(*output)
+                    .and_then(|o| i.checked_add(o))
+            }),
+            Measure::Custom(name) => Some(cost.custom(name)),
+        }
+    }
+}
+
+/// One validated limit of a policy.
+#[derive(Debug, Clone)]
+pub(crate) struct PolicyLimit {
+    pub(crate) dimension: Dimension,
+    pub(crate) measure: Measure,
+    pub(crate) rule: LimitRule,
+    pub(crate) limit: Limit,
+}
+
+impl PolicyLimit {
+    /// The amount `cost` puts on this limit.
+    #[inline]
+    pub(crate) fn amount(&self, cost: &Cost) -> Result<u64, AcquireError> {
+        self.measure
+            .amount(cost)
+            .ok_or_else(|| AcquireError::Overflow {
+                dimension: self.dimension.clone(),
+            })
+    }
+}
+
+/// The limits that govern one key: any number of rate limits on any dimensions, and an
+/// optional cap on requests in flight. Built with [`Policy::builder`]; always valid.
+///
+/// # Examples
+/// ```
+/// use tokengate::Policy;
+///
+/// let policy = Policy::builder()
+///     .requests_per_minute(500)
+///     .input_tokens_per_minute(30_000)
+///     .output_tokens_per_minute(8_000)
+///     .requests_per_day(10_000)
+///     .max_in_flight(10)
+///     .build()?;
+/// assert_eq!(policy.max_in_flight(), Some(10));
+/// assert_eq!(policy.limits().count(), 4);
+///
+/// // Invalid limits are an error when building, never a panic later:
+/// let err = Policy::builder().requests_per_minute(0).build().unwrap_err();
+/// assert!(err.to_string().starts_with("requests limit 0 per minute: the amount is 0"));
+/// # Ok::<(), tokengate::BuildError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) limits: Vec<PolicyLimit>,
+    pub(crate) max_in_flight: Option<u64>,
+}
+
+impl Policy {
+    /// Starts a policy.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
+    }
+
+    /// The rate limits, with their dimensions.
+    pub fn limits(&self) -> impl Iterator<Item = (&Dimension, &Limit)> + '_ {
+        self.limits.iter().map(|l| (&l.dimension, &l.limit))
+    }
+
+    /// The cap on requests in flight, if any.
+    pub fn max_in_flight(&self) -> Option<u64> {
+        self.max_in_flight
+    }
+
+    /// Checks that `cost` can ever be admitted, and returns the first limit that it exceeds
+    /// otherwise.
+    pub(crate) fn check_possible(&self, cost: &Cost) -> Result<(), AcquireError> {
+        for l in &self.limits {
+            let amount = l.amount(cost)?;
+            let capacity = l.rule.capacity();
+            if amount > capacity {
+                return Err(AcquireError::Exceeds {
+                    dimension: l.dimension.clone(),
+                    cost: amount,
+                    capacity,
+                    limit: l.limit.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Policy`]. Each method adds one limit; a dimension may carry several (per minute
+/// and per day at once).
+#[derive(Debug, Clone, Default)]
+pub struct PolicyBuilder {
+    limits: Vec<(Dimension, Measure, Limit)>,
+    max_in_flight: Option<u64>,
+    weight_error: Option<BuildError>,
+}
+
+impl PolicyBuilder {
+    /// Adds a limit on one dimension. Combined [`Dimension::Tokens`] count input and output
+    /// at weight 1 here (see [`combined_tokens`](Self::combined_tokens) for weights).
+    /// [`Dimension::InFlight`] is not a rate: use [`max_in_flight`](Self::max_in_flight).
+    pub fn limit(mut self, dimension: Dimension, limit: Limit) -> Self {
+        let measure = match &dimension {
+            Dimension::Requests => Measure::Requests,
+            Dimension::InputTokens => Measure::Input,
+            Dimension::OutputTokens => Measure::Output,
+            Dimension::Tokens => Measure::Weighted {
+                input: 1,
+                output: 1,
+            },
+            Dimension::Custom(name) => Measure::Custom(name.clone()),
+            Dimension::InFlight => {
+                return self.max_in_flight(limit.amount);
+            }
+        };
+        self.limits.push((dimension, measure, limit));
+        self
+    }
+
+    /// Requests per minute (RPM).
+    pub fn requests_per_minute(self, n: u64) -> Self {
+        self.limit(Dimension::Requests, Limit::per_minute(n))
+    }
+
+    /// Requests per day (RPD).
+    pub fn requests_per_day(self, n: u64) -> Self {
+        self.limit(Dimension::Requests, Limit::per_day(n))
+    }
+
+    /// Input tokens per minute (ITPM).
+    pub fn input_tokens_per_minute(self, n: u64) -> Self {
+        self.limit(Dimension::InputTokens, Limit::per_minute(n))
+    }
+
+    /// Output tokens per minute (OTPM).
+    pub fn output_tokens_per_minute(self, n: u64) -> Self {
+        self.limit(Dimension::OutputTokens, Limit::per_minute(n))
+    }
+
+    /// Combined tokens (input + output) per minute (TPM).
+    pub fn tokens_per_minute(self, n: u64) -> Self {
+        self.limit(Dimension::Tokens, Limit::per_minute(n))
+    }
+
+    /// Combined tokens per day (TPD).
+    pub fn tokens_per_day(self, n: u64) -> Self {
+        self.limit(Dimension::Tokens, Limit::per_day(n))
+    }
+
+    /// Combined tokens counted as `input * input_weight + output * output_weight`: AWS
+    /// Bedrock burns output tokens at 5x, so `combined_tokens(Limit::per_minute(n), 1, 5)`.
+    pub fn combined_tokens(mut self, limit: Limit, input_weight: u64, output_weight: u64) -> Self {
+        if output_weight == 0 {
+            self.weight_error.get_or_insert(BuildError::BadWeight {
+                which: "output",
+                weight: 0,
+            });
+        }
+        self.limits.push((
+            Dimension::Tokens,
+            Measure::Weighted {
+                input: input_weight,
+                output: output_weight,
+            },
+            limit,
+        ));
+        self
+    }
+
+    /// A limit on a dimension the user names; costs carry it with [`Cost::with`].
+    pub fn custom(self, name: impl Into<Arc<str>>, limit: Limit) -> Self {
+        self.limit(Dimension::Custom(name.into()), limit)
+    }
+
+    /// At most `n` requests in flight: a permit holds a slot until it is dropped or settled.
+    pub fn max_in_flight(mut self, n: u64) -> Self {
+        self.max_in_flight = Some(n);
+        self
+    }
+
+    /// Validates every limit.
+    ///
+    /// # Errors
+    /// [`BuildError::InLimit`] naming the dimension and limit that is invalid, with the reason;
+    /// [`BuildError::ZeroInFlight`], [`BuildError::BadWeight`], [`BuildError::Empty`].
+    pub fn build(self) -> Result<Policy, BuildError> {
+        if let Some(e) = self.weight_error {
+            return Err(e);
+        }
+        if self.max_in_flight == Some(0) {
+            return Err(BuildError::ZeroInFlight);
+        }
+        if self.limits.is_empty() && self.max_in_flight.is_none() {
+            return Err(BuildError::Empty);
+        }
+        let limits = self
+            .limits
+            .into_iter()
+            .map(|(dimension, measure, limit)| match LimitRule::new(&limit) {
+                Ok(rule) => Ok(PolicyLimit {
+                    dimension,
+                    measure,
+                    rule,
+                    limit,
+                }),
+                Err(e) => Err(BuildError::InLimit {
+                    dimension,
+                    limit: limit.to_string(),
+                    source: Box::new(e),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy {
+            limits,
+            max_in_flight: self.max_in_flight,
+        })
+    }
+}

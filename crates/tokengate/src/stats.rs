@@ -1,0 +1,184 @@
+//! Counters kept by a limiter, and the snapshot it reports.
+
+use std::time::Duration;
+
+use crate::dimension::Dimension;
+
+/// A snapshot of a limiter: every limit's use, in-flight requests, waiters and totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// One entry per rate limit, in the policy's order.
+    pub limits: Vec<LimitStats>,
+    /// Requests holding an in-flight slot.
+    pub in_flight: u64,
+    /// The in-flight cap, if any.
+    pub max_in_flight: Option<u64>,
+    /// Acquisitions queued now.
+    pub waiters: usize,
+    /// Requests admitted since the limiter was created.
+    pub admitted: u64,
+    /// `try_acquire` calls denied.
+    pub denied: u64,
+    /// Acquisitions that failed on their timeout.
+    pub timed_out: u64,
+    /// Acquisitions that could never be admitted (cost above capacity, overflow).
+    pub rejected: u64,
+    /// Acquisitions dropped while queued.
+    pub cancelled: u64,
+    /// Permits settled.
+    pub settled: u64,
+    /// How long admitted requests waited.
+    pub waits: WaitStats,
+}
+
+/// Use of one rate limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// The dimension.
+    pub dimension: Dimension,
+    /// The limit, as written (`500 per minute`).
+    pub limit: String,
+    /// Units per period.
+    pub amount: u64,
+    /// The period.
+    pub period: Duration,
+    /// Units counted against the limit now.
+    pub used: u64,
+    /// Units that could be admitted now.
+    pub remaining: u64,
+    /// Time until the limit is back to a fresh key's state, if it is not already.
+    pub reset_in: Option<Duration>,
+    /// Units reserved and charged by admissions and settlements, all told.
+    pub charged: u64,
+    /// Units given back by settlements.
+    pub refunded: u64,
+}
+
+/// Wait-time figures of admitted requests. Quantiles are read from a histogram with
+/// power-of-two buckets, so they are upper bounds within a factor of two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WaitStats {
+    /// Admissions that waited at all.
+    pub waited: u64,
+    /// Admissions in all (waiting or not).
+    pub count: u64,
+    /// Sum of waits.
+    pub total: Duration,
+    /// Longest wait.
+    pub max: Duration,
+    /// Median wait (upper bound of its histogram bucket).
+    pub p50: Duration,
+    /// 99th percentile wait (upper bound of its histogram bucket).
+    pub p99: Duration,
+}
+
+/// Running totals, updated under the limiter's lock.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counters {
+    pub(crate) admitted: u64,
+    pub(crate) denied: u64,
+    pub(crate) timed_out: u64,
+    pub(crate) rejected: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) settled: u64,
+    pub(crate) charged: Vec<u64>,
+    pub(crate) refunded: Vec<u64>,
+    pub(crate) waits: WaitHistogram,
+}
+
+impl Counters {
+    pub(crate) fn new(limits: usize) -> Self {
+        Self {
+            charged: vec![0; limits],
+            refunded: vec![0; limits],
+            ..Self::default()
+        }
+    }
+}
+
+/// Wait times in 65 buckets: bucket `i` holds waits below `2^i` ns (bucket 0: no wait).
+#[derive(Debug, Clone)]
+pub(crate) struct WaitHistogram {
+    buckets: [u64; 65],
+    total: u128,
+    max: u64,
+}
+
+impl Default for WaitHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: [0; 65],
+            total: 0,
+            max: 0,
+        }
+    }
+}
+
+impl WaitHistogram {
+    #[inline]
+    pub(crate) fn record(&mut self, wait_ns: u64) {
+        // 0 for no wait, else the bit length of the wait: 1..=64.
+        let bucket = 64 - wait_ns.leading_zeros() as usize;
+        self.buckets[bucket] += 1;
+        self.total += u128::from(wait_ns);
+        self.max = self.max.max(wait_ns);
+    }
+
+    fn quantile(&self, q: f64, count: u64) -> Duration {
+        if count == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let upper = if i == 0 {
+                    0
+                } else if i >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << i) - 1
+                };
+                return Duration::from_nanos(upper.min(self.max));
+            }
+        }
+        Duration::from_nanos(self.max)
+    }
+
+    pub(crate) fn stats(&self) -> WaitStats {
+        let count: u64 = self.buckets.iter().sum();
+        WaitStats {
+            waited: count - self.buckets[0],
+            count,
+            total: Duration::from_nanos(u64::try_from(self.total).unwrap_or(u64::MAX)),
+            max: Duration::from_nanos(self.max),
+            p50: self.quantile(0.5, count),
+            p99: self.quantile(0.99, count),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_bucket_upper_bounds() {
+        let mut h = WaitHistogram::default();
+        for _ in 0..98 {
+            h.record(0);
+        }
+        h.record(1_000);
+        h.record(1_000_000);
+        let s = h.stats();
+        assert_eq!((s.count, s.waited), (100, 2));
+        assert_eq!(s.p50, Duration::ZERO);
+        assert_eq!(s.p99, Duration::from_nanos(1_023));
+        assert_eq!(s.max, Duration::from_millis(1));
+        assert_eq!(s.total, Duration::from_nanos(1_001_000));
+    }
+}
