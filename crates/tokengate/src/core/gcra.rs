@@ -92,7 +92,7 @@ mod tests {
     const S: Nanos = 1_000_000_000;
 
     fn bucket(amount: u64, period: Nanos, burst: u64) -> Gcra {
-        Gcra::new(Rate { amount, period }, burst, false)
+        Gcra::new(Rate::new(amount, period), burst, false)
     }
 
     #[test]
@@ -122,14 +122,7 @@ mod tests {
 
     #[test]
     fn shaper_spaces_evenly_and_admits_oversize_when_full() {
-        let g = Gcra::new(
-            Rate {
-                amount: 10,
-                period: S,
-            },
-            1,
-            true,
-        );
+        let g = Gcra::new(Rate::new(10, S), 1, true);
         let mut s = GcraState::default();
         assert_eq!(g.earliest(&s, 0, 1), 0);
         g.commit(&mut s, 0, 1);

@@ -87,7 +87,7 @@ impl LimitRule {
         if period == 0 {
             return Err(BuildError::ZeroPeriod);
         }
-        let rate = Rate { amount, period };
+        let rate = Rate::new(amount, period);
         let gcra = |burst: u64, oversize: bool| -> Result<Gcra, BuildError> {
             if burst == 0 {
                 return Err(BuildError::ZeroBurst);

@@ -9,14 +9,34 @@ pub type Nanos = u64;
 /// than the limit allows: time to earn units rounds up, time given back by a refund rounds down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rate {
-    pub(crate) amount: u64,
-    pub(crate) period: Nanos,
+    amount: u64,
+    period: Nanos,
+    /// `period / amount` when it divides exactly (the usual case: 500 per minute is 120 ms
+    /// each), else 0. Lets the hot path multiply instead of dividing 128-bit numbers.
+    exact_unit: Nanos,
 }
 
 impl Rate {
+    /// `amount` units per `period` ns; both non-zero (checked by the caller).
+    pub(crate) fn new(amount: u64, period: Nanos) -> Self {
+        let exact_unit = if period % amount == 0 {
+            period / amount
+        } else {
+            0
+        };
+        Self {
+            amount,
+            period,
+            exact_unit,
+        }
+    }
+
     /// Nanoseconds needed to earn `units`, rounded up; saturates at `u64::MAX`.
     #[inline]
     pub(crate) fn time_for(self, units: u64) -> Nanos {
+        if self.exact_unit != 0 {
+            return units.saturating_mul(self.exact_unit);
+        }
         let num = units as u128 * self.period as u128;
         let t = num.div_ceil(self.amount as u128);
         u64::try_from(t).unwrap_or(u64::MAX)
@@ -25,6 +45,9 @@ impl Rate {
     /// Nanoseconds that `units` are worth when given back, rounded down.
     #[inline]
     pub(crate) fn time_for_floor(self, units: u64) -> Nanos {
+        if self.exact_unit != 0 {
+            return units.saturating_mul(self.exact_unit);
+        }
         let t = units as u128 * self.period as u128 / self.amount as u128;
         u64::try_from(t).unwrap_or(u64::MAX)
     }
@@ -44,10 +67,7 @@ mod tests {
     #[test]
     fn rounding_never_favours_the_caller() {
         // 3 units per 10 ns: one unit is worth 3.33 ns.
-        let r = Rate {
-            amount: 3,
-            period: 10,
-        };
+        let r = Rate::new(3, 10);
         assert_eq!(r.time_for(1), 4);
         assert_eq!(r.time_for_floor(1), 3);
         assert_eq!(r.units_in_ceil(4), 2);
@@ -57,17 +77,36 @@ mod tests {
     }
 
     #[test]
+    fn exact_and_fractional_paths_agree() {
+        for (amount, period) in [
+            (500, 60_000_000_000u64),
+            (7, 13),
+            (1, 1),
+            (3, 9),
+            (1_000, 1_000),
+            (u64::MAX, u64::MAX),
+        ] {
+            let r = Rate::new(amount, period);
+            for units in [0, 1, 2, 5, 499, 500, 1_000_003] {
+                let num = units as u128 * period as u128;
+                let up = num.div_ceil(amount as u128).min(u64::MAX as u128) as u64;
+                let down = (num / amount as u128).min(u64::MAX as u128) as u64;
+                assert_eq!(r.time_for(units), up, "{amount}/{period} x{units}");
+                assert_eq!(r.time_for_floor(units), down, "{amount}/{period} x{units}");
+            }
+        }
+    }
+
+    #[test]
     fn huge_values_saturate_instead_of_wrapping() {
-        let r = Rate {
-            amount: 1,
-            period: u64::MAX,
-        };
+        let r = Rate::new(1, u64::MAX);
         assert_eq!(r.time_for(u64::MAX), u64::MAX);
         assert_eq!(r.time_for_floor(2), u64::MAX);
-        let fast = Rate {
-            amount: u64::MAX,
-            period: 1,
-        };
+        let fast = Rate::new(u64::MAX, 1);
         assert_eq!(fast.units_in_ceil(u64::MAX), u64::MAX);
+        let exact = Rate::new(500, 60_000_000_000);
+        assert_eq!(exact.time_for(u64::MAX), u64::MAX);
+        assert_eq!(exact.time_for(3), 360_000_000);
+        assert_eq!(exact.time_for_floor(3), 360_000_000);
     }
 }
