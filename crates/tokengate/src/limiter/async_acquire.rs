@@ -23,8 +23,8 @@ use crate::error::AcquireError;
 #[must_use = "futures do nothing unless awaited"]
 pub struct Acquire<'a, C: Clock> {
     waiting: Waiting<'a, C>,
-    /// The timer and the instant it was set for; boxed, and only while a wake-up is due, so
-    /// queued waiters stay small.
+    /// This waiter's own timer and the instant it is set for: boxed, and made only when this
+    /// waiter must wake itself (a timeout, or no shared head timer), so queued waiters stay small.
     sleep: Option<(Nanos, Pin<Box<Sleep>>)>,
 }
 
@@ -101,7 +101,7 @@ impl<C: Clock> Limiter<C> {
     /// ```
     pub fn acquire(&self, cost: Cost) -> Acquire<'_, C> {
         Acquire {
-            waiting: Waiting::new(self, cost, None),
+            waiting: Waiting::new(self, cost, None, true),
             sleep: None,
         }
     }
@@ -119,7 +119,7 @@ impl<C: Clock> Limiter<C> {
     /// As [`acquire`](Self::acquire).
     pub fn acquire_timeout(&self, cost: Cost, timeout: Duration) -> Acquire<'_, C> {
         Acquire {
-            waiting: Waiting::new(self, cost, Some(timeout)),
+            waiting: Waiting::new(self, cost, Some(timeout), true),
             sleep: None,
         }
     }

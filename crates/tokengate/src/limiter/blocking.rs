@@ -44,7 +44,7 @@ impl<C: Clock> Limiter<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire_blocking(&self, cost: Cost) -> Result<Permit<'_, C>, AcquireError> {
-        self.block_on(Waiting::new(self, cost, None))
+        self.block_on(Waiting::new(self, cost, None, false))
     }
 
     /// Blocks until `cost` is admitted or `timeout` passes; fails at once when the wait is
@@ -57,7 +57,7 @@ impl<C: Clock> Limiter<C> {
         cost: Cost,
         timeout: Duration,
     ) -> Result<Permit<'_, C>, AcquireError> {
-        self.block_on(Waiting::new(self, cost, Some(timeout)))
+        self.block_on(Waiting::new(self, cost, Some(timeout), false))
     }
 
     fn block_on<'a>(&'a self, mut waiting: Waiting<'a, C>) -> Result<Permit<'a, C>, AcquireError> {

@@ -2,6 +2,7 @@
 
 mod permit;
 mod queue;
+mod timer;
 mod waiter;
 
 #[cfg(feature = "tokio")]
@@ -23,7 +24,8 @@ use crate::stats::{Counters, LimitStats, Stats};
 pub use async_acquire::Acquire;
 pub use permit::Permit;
 
-use queue::WaitQueue;
+use queue::{Granted, WaitQueue};
+use timer::HeadTimer;
 
 /// Admits requests under a [`Policy`]: every limit at once or none, FIFO, with exact waits.
 ///
@@ -72,7 +74,16 @@ pub(crate) struct State {
     limits: Vec<LimitState>,
     in_flight: u64,
     queue: WaitQueue,
+    timer: HeadTimer,
     counters: Counters,
+}
+
+/// The head of the queue waits for `until`; `armed` says whether the head timer will wake it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadWait {
+    pub(crate) id: u64,
+    pub(crate) until: Nanos,
+    pub(crate) armed: bool,
 }
 
 /// What the policy says about one cost at one instant.
@@ -108,6 +119,7 @@ impl<C: Clock> Limiter<C> {
                     limits,
                     in_flight: 0,
                     queue: WaitQueue::default(),
+                    timer: HeadTimer::default(),
                     counters,
                 }),
                 policy,
@@ -298,10 +310,118 @@ impl<C: Clock> Limiter<C> {
         slot
     }
 
-    /// Gives back an in-flight slot and lets the head waiter try again.
+    /// Gives back an in-flight slot; the queue may move.
     fn release_slot(&self, st: &mut State) {
         st.in_flight = st.in_flight.saturating_sub(1);
-        st.queue.wake_head();
+        self.serve_queue_now(st);
+    }
+
+    /// [`serve_queue`](Self::serve_queue) at the clock's now, if anyone is queued.
+    fn serve_queue_now(&self, st: &mut State) {
+        if !st.queue.is_empty() {
+            self.serve_queue(st, self.shared.clock.now(), None);
+        }
+    }
+
+    /// Admits queued waiters from the head, in order, while the limits allow, each on its
+    /// behalf and woken once with its permit ready. When the head must wait for an instant,
+    /// sets the head timer for it and returns the instant; when it waits for an in-flight
+    /// slot, returns `None` (a released slot serves the queue again).
+    ///
+    /// `polling` is the waiter whose own poll runs this: it is not woken for its own grant.
+    fn serve_queue(&self, st: &mut State, now: Nanos, polling: Option<u64>) -> Option<HeadWait> {
+        loop {
+            let head = st.queue.head()?;
+            let verdict = self.verdict(st, now, &head.cost);
+            let until = match verdict {
+                Ok(Verdict::Wait { until, .. }) => Some(until),
+                _ => None,
+            };
+            let missed_deadline = match (&verdict, head.deadline()) {
+                (Ok(Verdict::Admit), _) | (_, None) => false,
+                (_, Some(d)) => until.map_or(now >= d, |u| u > d),
+            };
+            match (&verdict, missed_deadline) {
+                (Ok(Verdict::Wait { until, .. }), false) => {
+                    let (id, until) = (head.id, *until);
+                    let waker = head.waker.clone();
+                    let armed = match waker {
+                        Some(w) => {
+                            let armed = st.timer.arm(id, now, until, &w);
+                            if !armed {
+                                // No timer here: wake the head to set its own.
+                                st.queue.wake_head();
+                            }
+                            armed
+                        }
+                        None => false, // woken already: it will set the timer when it runs
+                    };
+                    return Some(HeadWait { id, until, armed });
+                }
+                (Ok(Verdict::InFlightFull), false) => {
+                    st.timer.disarm();
+                    return None;
+                }
+                _ => {}
+            }
+            let Some(entry) = st.queue.pop_head() else {
+                return None;
+            };
+            let outcome = match verdict {
+                Ok(Verdict::Admit) => {
+                    let holds_slot = self.admit(st, now, &entry.cost, now - entry.started);
+                    Ok(Granted {
+                        cost: entry.cost,
+                        admitted_at: now,
+                        holds_slot,
+                    })
+                }
+                Ok(verdict) => {
+                    st.counters.timed_out += 1;
+                    let (dimension, cost) = self.binding(verdict, &entry.cost);
+                    Err(AcquireError::Timeout {
+                        dimension,
+                        cost,
+                        wait: until.map(|u| Duration::from_nanos(u - now)),
+                        timeout: entry.timeout.unwrap_or_default(),
+                    })
+                }
+                Err(e) => {
+                    st.counters.rejected += 1;
+                    Err(e)
+                }
+            };
+            st.queue.grant(entry.id, outcome);
+            st.timer.disarm();
+            if let Some(w) = entry.waker.filter(|_| polling != Some(entry.id)) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Takes back an admission whose permit was never delivered (its waiter was dropped
+    /// after the grant): every limit gets its amounts back, and its slot is freed.
+    fn revoke(&self, st: &mut State, now: Nanos, granted: Granted) {
+        let State {
+            limits, counters, ..
+        } = &mut *st;
+        for (i, (l, s)) in self
+            .shared
+            .policy
+            .limits
+            .iter()
+            .zip(limits.iter_mut())
+            .enumerate()
+        {
+            let amount = l.measure.amount(&granted.cost).unwrap_or(0);
+            l.rule.refund(s, now, granted.admitted_at, amount);
+            counters.refunded[i] = counters.refunded[i].saturating_add(amount);
+        }
+        counters.admitted = counters.admitted.saturating_sub(1);
+        if granted.holds_slot {
+            st.in_flight = st.in_flight.saturating_sub(1);
+        }
+        self.serve_queue(st, now, None);
     }
 
     /// The dimension and the amount on it that `verdict` named.

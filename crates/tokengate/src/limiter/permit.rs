@@ -67,7 +67,6 @@ impl<'a, C: Clock> Permit<'a, C> {
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
-        let mut refunded_any = false;
         {
             let super::State {
                 limits, counters, ..
@@ -85,7 +84,6 @@ impl<'a, C: Clock> Permit<'a, C> {
                 if actual < reserved {
                     l.rule.refund(s, now, self.admitted_at, reserved - actual);
                     counters.refunded[i] = counters.refunded[i].saturating_add(reserved - actual);
-                    refunded_any = true;
                 } else if actual > reserved {
                     l.rule.charge(s, now, actual - reserved);
                     counters.charged[i] = counters.charged[i].saturating_add(actual - reserved);
@@ -95,11 +93,10 @@ impl<'a, C: Clock> Permit<'a, C> {
         }
         if self.holds_slot {
             self.holds_slot = false;
-            limiter.release_slot(&mut st);
-        } else if refunded_any {
-            // Budget came back: the head waiter may be admitted earlier than it planned.
-            st.queue.wake_head();
+            st.in_flight = st.in_flight.saturating_sub(1);
         }
+        // Budget or a slot may have come back: the head waiter may be admitted now.
+        limiter.serve_queue_now(&mut st);
     }
 }
 

@@ -1,15 +1,20 @@
 //! One waiting acquisition, independent of how it sleeps.
 //!
-//! [`Waiting::poll_step`] does everything under the lock: admit at once when nothing is
-//! queued and the limits allow it, otherwise join the FIFO queue; at the head, admit as soon
-//! as the limits allow and wake the next head. It answers when to try again; the async front
-//! end sleeps on tokio's timer until then, the blocking one parks the thread. Dropping a
-//! `Waiting` leaves the queue (and wakes the next head), so cancellation loses nothing:
-//! nothing is charged before admission, and admission hands the permit over in the same step.
+//! [`Waiting::poll_step`] does everything under the lock. With nobody queued and the limits
+//! allowing it, it admits at once. Otherwise it joins the FIFO queue, handing its cost to the
+//! queue entry; from then on the engine admits it *on its behalf* as soon as the limits allow
+//! (when the waiter ahead is admitted, a settlement refunds, a permit frees a slot, or the
+//! head timer fires) and wakes it once, with the permit ready. It answers when the waiter must
+//! wake itself: the async front end sleeps on tokio's timer until then, the blocking one parks
+//! the thread.
+//!
+//! Dropping a `Waiting` leaves the queue and lets it move on; if it had been admitted but not
+//! yet picked up its permit, the admission is taken back. Nothing is lost or counted twice.
 
 use std::task::Waker;
 use std::time::Duration;
 
+use super::queue::deadline;
 use super::{Limiter, Permit, Verdict};
 use crate::clock::Clock;
 use crate::core::Nanos;
@@ -21,135 +26,175 @@ use crate::error::AcquireError;
 pub(crate) enum Step<'a, C: Clock> {
     /// Admitted, or failed for good.
     Done(Result<Permit<'a, C>, AcquireError>),
-    /// Still waiting: try again at this instant, or (`None`) when woken.
+    /// Still waiting: the caller must wake itself at this instant (a deadline, or the head's
+    /// admission time when the head timer is not set for it), or else wait to be woken.
     Pending(Option<Nanos>),
 }
 
 #[derive(Debug)]
 pub(crate) struct Waiting<'a, C: Clock> {
     limiter: &'a Limiter<C>,
+    /// The cost, until it is handed to the queue.
     cost: Option<Cost>,
     timeout: Option<Duration>,
-    /// Set on the first step.
+    /// When the acquisition started (first step).
     started: Option<Nanos>,
-    /// The queue id, while queued.
+    /// The queue id, while queued or granted and not yet picked up.
     id: Option<u64>,
+    /// Whether the async front end polls this, so the shared head timer can wake it.
+    uses_head_timer: bool,
 }
 
 impl<'a, C: Clock> Waiting<'a, C> {
-    pub(crate) fn new(limiter: &'a Limiter<C>, cost: Cost, timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        limiter: &'a Limiter<C>,
+        cost: Cost,
+        timeout: Option<Duration>,
+        uses_head_timer: bool,
+    ) -> Self {
         Self {
             limiter,
             cost: Some(cost),
             timeout,
             started: None,
             id: None,
+            uses_head_timer,
         }
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn clock_now(&self) -> Nanos {
+        self.limiter.shared.clock.now()
     }
 
     /// Tries to admit; see the module docs.
     pub(crate) fn poll_step(&mut self, waker: &Waker) -> Step<'a, C> {
         let limiter = self.limiter;
-        let Some(cost) = self.cost.as_ref() else {
-            return Step::Pending(None); // already finished; polled again after completion
-        };
         let now = limiter.shared.clock.now();
         let started = *self.started.get_or_insert(now);
-        let deadline = self
-            .timeout
-            .map(|t| started.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)));
+        let deadline = self.timeout.map(|t| deadline(started, t));
         let mut st = limiter.lock();
 
-        let at_head = match self.id {
-            None => st.queue.is_empty(),
-            Some(id) => st.queue.is_head(id),
-        };
-        if !at_head {
-            if deadline.is_some_and(|d| now >= d) {
-                self.leave(&mut st);
-                st.counters.timed_out += 1;
-                let waiters_ahead = st.queue.len();
-                drop(st);
-                return self.fail(AcquireError::QueueTimeout {
-                    waiters_ahead,
-                    timeout: self.timeout.unwrap_or_default(),
-                });
-            }
-            match self.id {
-                None => self.id = Some(st.queue.push(waker)),
-                Some(id) => st.queue.set_waker(id, waker),
-            }
-            return Step::Pending(deadline);
-        }
-
-        match limiter.verdict(&st, now, cost) {
-            Ok(Verdict::Admit) => {
-                let holds_slot = limiter.admit(&mut st, now, cost, now - started);
-                if let Some(id) = self.id.take() {
-                    st.queue.remove(id); // wakes the next head
+        let Some(id) = self.id else {
+            let Some(cost) = self.cost.take() else {
+                return Step::Pending(None); // polled again after completion
+            };
+            if !st.queue.is_empty() {
+                // Join the queue behind the others, unless the cost can never be admitted.
+                if let Err(e) = limiter.shared.policy.check_possible(&cost) {
+                    st.counters.rejected += 1;
+                    return Step::Done(Err(e));
                 }
-                drop(st);
-                let cost = self.cost.take().unwrap_or_default();
-                Step::Done(Ok(Permit::new(limiter, cost, now, holds_slot)))
+                self.id = Some(st.queue.push(waker, cost, started, self.timeout));
+                return Step::Pending(deadline);
             }
-            Ok(verdict) => {
-                let until = match verdict {
-                    Verdict::Wait { until, .. } => Some(until),
-                    _ => None,
-                };
-                if let Some(d) = deadline {
-                    // Fail now when the wait is known to outlast the deadline.
-                    if until.map_or(now >= d, |u| u > d) {
-                        let (dimension, cost) = limiter.binding(verdict, cost);
-                        self.leave(&mut st);
-                        st.counters.timed_out += 1;
-                        drop(st);
-                        return self.fail(AcquireError::Timeout {
-                            dimension,
-                            cost,
-                            wait: until.map(|u| Duration::from_nanos(u - now)),
-                            timeout: self.timeout.unwrap_or_default(),
-                        });
+            let verdict = limiter.verdict(&st, now, &cost);
+            let until = match verdict {
+                Ok(Verdict::Admit) => {
+                    let holds_slot = limiter.admit(&mut st, now, &cost, 0);
+                    drop(st);
+                    return Step::Done(Ok(Permit::new(limiter, cost, now, holds_slot)));
+                }
+                Err(e) => {
+                    st.counters.rejected += 1;
+                    return Step::Done(Err(e));
+                }
+                Ok(Verdict::Wait { until, .. }) => Some(until),
+                Ok(Verdict::InFlightFull) => None,
+            };
+            if let Some(d) = deadline {
+                // Fail now when the wait is known to outlast the deadline.
+                if until.map_or(now >= d, |u| u > d) {
+                    st.counters.timed_out += 1;
+                    let verdict = verdict.unwrap_or(Verdict::InFlightFull);
+                    let (dimension, cost) = limiter.binding(verdict, &cost);
+                    return Step::Done(Err(AcquireError::Timeout {
+                        dimension,
+                        cost,
+                        wait: until.map(|u| Duration::from_nanos(u - now)),
+                        timeout: self.timeout.unwrap_or_default(),
+                    }));
+                }
+            }
+            let id = st.queue.push(waker, cost, started, self.timeout);
+            self.id = Some(id);
+            let armed = match until {
+                Some(u) if self.uses_head_timer => st.timer.arm(id, now, u, waker),
+                _ => false,
+            };
+            return Step::Pending(wake_at(if armed { None } else { until }, deadline));
+        };
+
+        // Queued: maybe admitted on our behalf already; else let the queue move (we may have
+        // been woken by the head timer).
+        if st.queue.set_waker(id, waker) {
+            let head = limiter.serve_queue(&mut st, now, Some(id));
+            if let Some(outcome) = st.queue.take_grant(id) {
+                self.id = None;
+                drop(st);
+                return Step::Done(
+                    outcome.map(|g| Permit::new(limiter, g.cost, g.admitted_at, g.holds_slot)),
+                );
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                // Behind others at the deadline (a head that cannot make it fails in serve_queue).
+                if let Some((_, was_head)) = st.queue.remove(id) {
+                    if was_head {
+                        limiter.serve_queue(&mut st, now, None);
                     }
                 }
-                match self.id {
-                    None => self.id = Some(st.queue.push(waker)),
-                    Some(id) => st.queue.set_waker(id, waker),
-                }
-                Step::Pending(until.or(deadline))
+                self.id = None;
+                st.counters.timed_out += 1;
+                let waiters_ahead = st.queue.len();
+                return Step::Done(Err(AcquireError::QueueTimeout {
+                    waiters_ahead,
+                    timeout: self.timeout.unwrap_or_default(),
+                }));
             }
-            Err(e) => {
-                self.leave(&mut st);
-                st.counters.rejected += 1;
+            let own = head.filter(|h| h.id == id && !h.armed).map(|h| h.until);
+            return Step::Pending(wake_at(own, deadline));
+        }
+        match st.queue.take_grant(id) {
+            Some(outcome) => {
+                self.id = None;
                 drop(st);
-                self.fail(e)
+                Step::Done(
+                    outcome.map(|g| Permit::new(limiter, g.cost, g.admitted_at, g.holds_slot)),
+                )
+            }
+            // Neither queued nor granted: the engine lost track of this waiter. Cannot happen;
+            // say so rather than wait forever.
+            None => {
+                self.id = None;
+                Step::Done(Err(AcquireError::QueueTimeout {
+                    waiters_ahead: st.queue.len(),
+                    timeout: Duration::ZERO,
+                }))
             }
         }
     }
+}
 
-    pub(crate) fn clock_now(&self) -> Nanos {
-        self.limiter.shared.clock.now()
-    }
-
-    fn fail(&mut self, e: AcquireError) -> Step<'a, C> {
-        self.cost = None;
-        Step::Done(Err(e))
-    }
-
-    /// Leaves the queue, waking the next head if this was the head.
-    fn leave(&mut self, st: &mut super::State) {
-        if let Some(id) = self.id.take() {
-            st.queue.remove(id);
-        }
+fn wake_at(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
 impl<C: Clock> Drop for Waiting<'_, C> {
     fn drop(&mut self) {
-        if self.id.is_some() {
-            let mut st = self.limiter.lock();
-            st.counters.cancelled += 1;
-            self.leave(&mut st);
+        let Some(id) = self.id else { return };
+        let limiter = self.limiter;
+        let now = limiter.shared.clock.now();
+        let mut st = limiter.lock();
+        st.counters.cancelled += 1;
+        if let Some((_, was_head)) = st.queue.remove(id) {
+            if was_head {
+                limiter.serve_queue(&mut st, now, None);
+            }
+        } else if let Some(Ok(granted)) = st.queue.take_grant(id) {
+            limiter.revoke(&mut st, now, granted);
         }
     }
 }
