@@ -364,9 +364,7 @@ impl<C: Clock> Limiter<C> {
                 }
                 _ => {}
             }
-            let Some(entry) = st.queue.pop_head() else {
-                return None;
-            };
+            let entry = st.queue.pop_head()?;
             let outcome = match verdict {
                 Ok(Verdict::Admit) => {
                     let holds_slot = self.admit(st, now, &entry.cost, now - entry.started);
