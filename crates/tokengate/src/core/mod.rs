@@ -22,6 +22,7 @@
 //! # Ok::<(), tokengate::BuildError>(())
 //! ```
 
+mod combined;
 mod fixed_window;
 mod gcra;
 mod rule;
@@ -29,6 +30,7 @@ mod sliding_counter;
 mod sliding_log;
 mod time;
 
+pub use combined::{commit_all, decide_all, settle_all, CombinedDecision};
 pub use fixed_window::FixedWindowState;
 pub use gcra::GcraState;
 pub use rule::{Decision, LimitRule, LimitState, Snapshot};

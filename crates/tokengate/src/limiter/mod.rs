@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::core::{Decision, LimitState, Nanos};
+use crate::core::{commit_all, decide_all, settle_all, CombinedDecision, LimitState, Nanos};
 use crate::cost::Cost;
 use crate::dimension::Dimension;
 use crate::error::{AcquireError, Denied};
@@ -258,22 +258,31 @@ impl<C: Clock> Limiter<C> {
     /// What the policy says about `cost` at `now`; changes nothing.
     #[inline]
     fn verdict(&self, st: &State, now: Nanos, cost: &Cost) -> Result<Verdict, AcquireError> {
-        let mut latest: Option<(Nanos, usize)> = None;
-        for (i, (l, s)) in self.shared.policy.limits.iter().zip(&st.limits).enumerate() {
-            match l.rule.decide(s, now, l.amount(cost)?) {
-                Decision::Admit => {}
-                Decision::NotUntil(t) => {
-                    if latest.is_none_or(|(u, _)| t > u) {
-                        latest = Some((t, i));
-                    }
-                }
-                Decision::Impossible { .. } => {
-                    return Err(self.shared.policy.check_possible(cost).unwrap_err())
-                }
+        let limits = &self.shared.policy.limits;
+        // An amount that overflows 64 bits is above every capacity but u64::MAX's.
+        let amounts = limits
+            .iter()
+            .zip(&st.limits)
+            .map(|(l, s)| (&l.rule, s, l.measure.amount(cost).unwrap_or(u64::MAX)));
+        match decide_all(amounts, now) {
+            CombinedDecision::Admit => {}
+            CombinedDecision::NotUntil { at, limit } => {
+                return Ok(Verdict::Wait { until: at, limit })
             }
-        }
-        if let Some((until, limit)) = latest {
-            return Ok(Verdict::Wait { until, limit });
+            CombinedDecision::Impossible { limit, capacity } => {
+                let l = &limits[limit];
+                return Err(match l.measure.amount(cost) {
+                    None => AcquireError::Overflow {
+                        dimension: l.dimension.clone(),
+                    },
+                    Some(cost) => AcquireError::Exceeds {
+                        dimension: l.dimension.clone(),
+                        cost,
+                        capacity,
+                        limit: l.limit.to_string(),
+                    },
+                });
+            }
         }
         if self.takes_slot(cost) && Some(st.in_flight) >= self.shared.policy.max_in_flight {
             return Ok(Verdict::InFlightFull);
@@ -288,19 +297,22 @@ impl<C: Clock> Limiter<C> {
         let State {
             limits, counters, ..
         } = st;
-        for (i, (l, s)) in self
-            .shared
-            .policy
-            .limits
-            .iter()
-            .zip(limits.iter_mut())
-            .enumerate()
-        {
-            // The amount was computed without overflow by `verdict`.
-            let amount = l.measure.amount(cost).unwrap_or(0);
-            l.rule.commit(s, now, amount);
-            counters.charged[i] = counters.charged[i].saturating_add(amount);
-        }
+        let charged = counters.charged.iter_mut();
+        commit_all(
+            self.shared
+                .policy
+                .limits
+                .iter()
+                .zip(limits.iter_mut())
+                .zip(charged)
+                .map(|((l, s), charged)| {
+                    // `verdict` admitted it, so the amount did not overflow.
+                    let amount = l.measure.amount(cost).unwrap_or(0);
+                    *charged = charged.saturating_add(amount);
+                    (&l.rule, s, amount)
+                }),
+            now,
+        );
         counters.admitted += 1;
         counters.waits.record(waited);
         let slot = self.takes_slot(cost);
@@ -403,18 +415,22 @@ impl<C: Clock> Limiter<C> {
         let State {
             limits, counters, ..
         } = &mut *st;
-        for (i, (l, s)) in self
-            .shared
-            .policy
-            .limits
-            .iter()
-            .zip(limits.iter_mut())
-            .enumerate()
-        {
-            let amount = l.measure.amount(&granted.cost).unwrap_or(0);
-            l.rule.refund(s, now, granted.admitted_at, amount);
-            counters.refunded[i] = counters.refunded[i].saturating_add(amount);
-        }
+        let refunded = counters.refunded.iter_mut();
+        settle_all(
+            self.shared
+                .policy
+                .limits
+                .iter()
+                .zip(limits.iter_mut())
+                .zip(refunded)
+                .map(|((l, s), refunded)| {
+                    let amount = l.measure.amount(&granted.cost).unwrap_or(0);
+                    *refunded = refunded.saturating_add(amount);
+                    (&l.rule, s, amount, 0)
+                }),
+            now,
+            granted.admitted_at,
+        );
         counters.admitted = counters.admitted.saturating_sub(1);
         if granted.holds_slot {
             st.in_flight = st.in_flight.saturating_sub(1);

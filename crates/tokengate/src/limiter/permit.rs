@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::Limiter;
 use crate::clock::Clock;
-use crate::core::Nanos;
+use crate::core::{settle_all, Nanos};
 use crate::cost::{Cost, Usage};
 
 /// Proof of admission. Holds the in-flight slot (if the policy caps in-flight requests) and
@@ -67,30 +67,30 @@ impl<'a, C: Clock> Permit<'a, C> {
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
-        {
-            let super::State {
-                limits, counters, ..
-            } = &mut *st;
-            for (i, (l, s)) in limiter
-                .shared
-                .policy
-                .limits
-                .iter()
-                .zip(limits.iter_mut())
-                .enumerate()
-            {
-                let reserved = l.measure.amount(&self.cost).unwrap_or(0);
-                let actual = l.measure.amount(&used).unwrap_or(u64::MAX);
-                if actual < reserved {
-                    l.rule.refund(s, now, self.admitted_at, reserved - actual);
-                    counters.refunded[i] = counters.refunded[i].saturating_add(reserved - actual);
-                } else if actual > reserved {
-                    l.rule.charge(s, now, actual - reserved);
-                    counters.charged[i] = counters.charged[i].saturating_add(actual - reserved);
-                }
-            }
-            counters.settled += 1;
-        }
+        let super::State {
+            limits, counters, ..
+        } = &mut *st;
+        let totals = counters
+            .charged
+            .iter_mut()
+            .zip(counters.refunded.iter_mut());
+        let policy = &limiter.shared.policy;
+        settle_all(
+            policy.limits.iter().zip(limits.iter_mut()).zip(totals).map(
+                |((l, s), (charged, refunded))| {
+                    let reserved = l.measure.amount(&self.cost).unwrap_or(0);
+                    // A usage figure that overflows is charged as the most there is (capped by `charge`).
+                    let used = l.measure.amount(&used).unwrap_or(u64::MAX);
+                    *refunded = refunded.saturating_add(reserved.saturating_sub(used));
+                    *charged =
+                        charged.saturating_add(used.saturating_sub(reserved).min(l.rule.amount()));
+                    (&l.rule, s, reserved, used)
+                },
+            ),
+            now,
+            self.admitted_at,
+        );
+        counters.settled += 1;
         if self.holds_slot {
             self.holds_slot = false;
             st.in_flight = st.in_flight.saturating_sub(1);

@@ -1,0 +1,101 @@
+//! Decisions over several limits at once: the transaction a store applies atomically.
+//!
+//! A request falls under several limits (requests, input tokens, output tokens, per minute and
+//! per day). It is admitted on all of them or on none: [`decide_all`] changes nothing, and
+//! [`commit_all`] is applied only after it said [`CombinedDecision::Admit`]. The in-memory
+//! limiter runs both under one lock; a shared store runs the same two steps in one atomic
+//! script, over the same plain-data [`LimitState`]s.
+
+use super::{Decision, LimitRule, LimitState, Nanos};
+
+/// The answer for several limits at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CombinedDecision {
+    /// Every limit admits now.
+    Admit,
+    /// Some limit denies; all admit at `at` if nothing else is admitted first. `limit` is the
+    /// index of the limit with the longest wait (the first one, on a tie).
+    NotUntil {
+        /// The earliest instant at which every limit admits.
+        at: Nanos,
+        /// The index of the binding limit.
+        limit: usize,
+    },
+    /// The cost is above limit `limit`'s capacity: never admitted.
+    Impossible {
+        /// The index of the first limit that can never admit the cost.
+        limit: usize,
+        /// That limit's capacity.
+        capacity: u64,
+    },
+}
+
+/// Decides `(rule, state, amount)` for every limit at `now`; changes nothing.
+///
+/// Each limit's earliest admission instant only moves later when something is admitted, so
+/// with nothing else admitted in between, the latest of them is exactly when all admit.
+///
+/// # Examples
+/// ```
+/// use tokengate::core::{decide_all, CombinedDecision, LimitRule};
+/// use tokengate::{Algorithm, Limit};
+///
+/// let rpm = LimitRule::new(&Limit::per_minute(1).algorithm(Algorithm::TokenBucket))?;
+/// let tpm = LimitRule::new(&Limit::per_minute(100).algorithm(Algorithm::TokenBucket))?;
+/// let (mut r, mut t) = (rpm.new_state(), tpm.new_state());
+/// rpm.commit(&mut r, 0, 1);
+/// let d = decide_all([(&rpm, &r, 1), (&tpm, &t, 10)], 0);
+/// assert_eq!(d, CombinedDecision::NotUntil { at: 60_000_000_000, limit: 0 });
+/// # Ok::<(), tokengate::BuildError>(())
+/// ```
+#[inline]
+pub fn decide_all<'a>(
+    limits: impl IntoIterator<Item = (&'a LimitRule, &'a LimitState, u64)>,
+    now: Nanos,
+) -> CombinedDecision {
+    let mut latest: Option<(Nanos, usize)> = None;
+    for (i, (rule, state, amount)) in limits.into_iter().enumerate() {
+        match rule.decide(state, now, amount) {
+            Decision::Admit => {}
+            Decision::NotUntil(at) => {
+                if latest.is_none_or(|(t, _)| at > t) {
+                    latest = Some((at, i));
+                }
+            }
+            Decision::Impossible { capacity } => {
+                return CombinedDecision::Impossible { limit: i, capacity }
+            }
+        }
+    }
+    match latest {
+        Some((at, limit)) => CombinedDecision::NotUntil { at, limit },
+        None => CombinedDecision::Admit,
+    }
+}
+
+/// Records an admission of `amount` on every limit at `now` (after [`decide_all`] said admit).
+#[inline]
+pub fn commit_all<'a>(
+    limits: impl IntoIterator<Item = (&'a LimitRule, &'a mut LimitState, u64)>,
+    now: Nanos,
+) {
+    for (rule, state, amount) in limits {
+        rule.commit(state, now, amount);
+    }
+}
+
+/// Settles an admission made at `admitted_at`: for every limit, `(rule, state, reserved,
+/// used)` refunds `reserved - used` or charges `used - reserved`.
+pub fn settle_all<'a>(
+    limits: impl IntoIterator<Item = (&'a LimitRule, &'a mut LimitState, u64, u64)>,
+    now: Nanos,
+    admitted_at: Nanos,
+) {
+    for (rule, state, reserved, used) in limits {
+        if used < reserved {
+            rule.refund(state, now, admitted_at, reserved - used);
+        } else if used > reserved {
+            rule.charge(state, now, used - reserved);
+        }
+    }
+}
