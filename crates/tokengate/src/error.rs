@@ -85,6 +85,21 @@ pub enum BuildError {
 }
 
 /// Why an acquisition failed without admitting anything.
+///
+/// # Examples
+/// ```
+/// use tokengate::{AcquireError, Cost, Denied, Limiter, Policy};
+///
+/// let limiter = Limiter::new(Policy::builder().input_tokens_per_minute(30_000).build()?);
+/// let err = limiter.acquire_blocking(Cost::request().input(40_000)).unwrap_err();
+/// assert!(matches!(err, AcquireError::Exceeds { cost: 40_000, capacity: 30_000, .. }));
+/// assert_eq!(
+///     err.to_string(),
+///     "40000 input_tokens can never be admitted: the 30000 per minute limit admits at most 30000 at once; \
+///      split the request or raise the limit's burst"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AcquireError {

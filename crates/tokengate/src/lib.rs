@@ -67,7 +67,7 @@
 //!
 //! | algorithm | same mathematics as | state per limit | in any window of one period | burst |
 //! |---|---|---|---|---|
-//! | [`Algorithm::SmoothWindow`] (default) | sliding window log + GCRA | one entry per admission instant in the window, + 8 B | at most N, exactly | `burst` (N/60 for periods up to a minute) |
+//! | [`Algorithm::SmoothWindow`] (default) | sliding window log + GCRA | one entry per admission instant in the window, + 8 B | at most N, exactly | `burst` (requests: N/60 for periods up to a minute; tokens: N) |
 //! | [`Algorithm::TokenBucket`] | GCRA, leaky bucket as a meter | 8 B | up to `burst` + N | `burst` (default N) |
 //! | [`Algorithm::LeakyBucket`] | GCRA with burst 1 (shaper) | 8 B | up to N + one cost | one unit: evenly spaced |
 //! | [`Algorithm::SlidingWindowLog`] | — | one entry per admission instant in the window | at most N, exactly | N at once |
@@ -76,15 +76,19 @@
 //!
 //! Providers read "N per minute" in two ways: at most N in any 60-second window, and a smooth
 //! rate enforced over shorter periods (OpenAI and Anthropic both say a per-minute limit may be
-//! enforced per second), so a burst of all N at once is refused. The default,
+//! enforced per second), so a burst of all N requests at once is refused. The default,
 //! [`Algorithm::SmoothWindow`], stays within both: an exact sliding window caps every window at
-//! N, and a token bucket refilling at N per period with a small burst (N/60) keeps the pace
-//! smooth. Its long-run utilisation is 100% of N (an evenly paced stream at N per period passes
-//! both checks); what it costs is memory, one entry per distinct admission instant within a
-//! period, and, after an idle spell, a burst no larger than N/60 rather than the whole N.
-//! A single cost above the burst (a long prompt) is admitted once the bucket is full and pays
-//! its excess back before the next admission. For periods longer than a minute (a daily cap)
-//! the burst defaults to the whole amount: such caps are budgets, not paces.
+//! N, and a token bucket refilling at N per period paces requests with a burst of N/60 (one
+//! second's worth of a per-minute limit). Token limits keep the exact window with a burst of
+//! the whole amount, as providers' token buckets do (one prompt may be a large share of a
+//! minute's tokens), and are paced by the request limit. Daily caps are budgets, not paces:
+//! their burst is the whole amount.
+//!
+//! The long-run utilisation is 100% of N: an evenly paced stream at N per period passes both
+//! checks. What it costs: memory, one entry per distinct admission instant within a period;
+//! and after an idle spell, requests start at the paced rate after a burst of N/60 rather than
+//! all N at once. A single cost above the burst is admitted once the bucket is full and pays
+//! its excess back before the next admission.
 
 pub mod core;
 

@@ -14,12 +14,18 @@ pub enum Algorithm {
     /// a token bucket refilling at `amount / period` that caps bursts at `burst` units.
     ///
     /// It stays within both readings providers give "N per minute": at most N in any 60 s
-    /// window, and a smooth rate (N/60 a second) over shorter periods. Default burst: a
-    /// sixtieth of the amount for periods of a minute or less, the whole amount for longer
-    /// periods (a daily cap is a cap, not a pace). A single cost above the burst (a long
-    /// prompt) is admitted once the bucket is full, leaving it in debt. Steady-state
-    /// utilisation is 100% of N; the price is memory that grows with the admissions in one
-    /// window (one entry per distinct admission instant).
+    /// window, and a smooth rate (N/60 a second) over shorter periods. Default burst:
+    /// - on requests (and in [`LimitRule::new`](crate::core::LimitRule::new), which does not
+    ///   know the dimension): a sixtieth of the amount for periods of a minute or less, since
+    ///   providers say they may enforce N requests a minute as N/60 a second; the whole amount
+    ///   for longer periods (a daily cap is a budget, not a pace);
+    /// - on tokens and user-named dimensions (set by [`Policy`](crate::Policy)): the whole
+    ///   amount, as providers' token buckets hold a full minute's tokens (a single prompt may
+    ///   be large); the request pacing spreads them out anyway.
+    ///
+    /// A single cost above the burst is admitted once the bucket is full, leaving it in debt.
+    /// Steady-state utilisation is 100% of N; the price is memory that grows with the
+    /// admissions in one window (one entry per distinct admission instant).
     #[default]
     SmoothWindow,
     /// Token bucket (GCRA): capacity `burst` (default: `amount`), refilling at

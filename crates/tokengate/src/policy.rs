@@ -6,7 +6,7 @@ use crate::core::LimitRule;
 use crate::cost::Cost;
 use crate::dimension::Dimension;
 use crate::error::{AcquireError, BuildError};
-use crate::limit::Limit;
+use crate::limit::{Algorithm, Limit};
 
 /// How a limit reads its amount from a [`Cost`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +182,18 @@ impl PolicyBuilder {
 
     /// Combined tokens counted as `input * input_weight + output * output_weight`: AWS
     /// Bedrock burns output tokens at 5x, so `combined_tokens(Limit::per_minute(n), 1, 5)`.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::{Cost, Denied, Limit, Limiter, ManualClock, Policy};
+    ///
+    /// let policy = Policy::builder().combined_tokens(Limit::per_minute(10_000), 1, 5).build()?;
+    /// let limiter = Limiter::with_clock(policy, ManualClock::new());
+    /// // 1,000 in + 1,000 out counts 6,000; a second such request would make 12,000.
+    /// let _first = limiter.try_acquire(Cost::request().input(1_000).output(1_000))?;
+    /// assert!(matches!(limiter.try_acquire(Cost::request().input(1_000).output(1_000)), Err(Denied::RateLimited { cost: 6_000, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn combined_tokens(mut self, limit: Limit, input_weight: u64, output_weight: u64) -> Self {
         if output_weight == 0 {
             self.weight_error.get_or_insert(BuildError::BadWeight {
@@ -201,6 +213,17 @@ impl PolicyBuilder {
     }
 
     /// A limit on a dimension the user names; costs carry it with [`Cost::with`].
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::{Cost, Limit, Limiter, Policy};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().custom("images", Limit::per_minute(50)).build()?);
+    /// let permit = limiter.try_acquire(Cost::request().with("images", 4))?;
+    /// assert_eq!(limiter.stats().limits[0].used, 4);
+    /// # drop(permit);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn custom(self, name: impl Into<Arc<str>>, limit: Limit) -> Self {
         self.limit(Dimension::Custom(name.into()), limit)
     }
@@ -229,18 +252,20 @@ impl PolicyBuilder {
         let limits = self
             .limits
             .into_iter()
-            .map(|(dimension, measure, limit)| match LimitRule::new(&limit) {
-                Ok(rule) => Ok(PolicyLimit {
-                    dimension,
-                    measure,
-                    rule,
-                    limit,
-                }),
-                Err(e) => Err(BuildError::InLimit {
-                    dimension,
-                    limit: limit.to_string(),
-                    source: Box::new(e),
-                }),
+            .map(|(dimension, measure, limit)| {
+                match LimitRule::new(&with_default_burst(&dimension, &limit)) {
+                    Ok(rule) => Ok(PolicyLimit {
+                        dimension,
+                        measure,
+                        rule,
+                        limit,
+                    }),
+                    Err(e) => Err(BuildError::InLimit {
+                        dimension,
+                        limit: limit.to_string(),
+                        source: Box::new(e),
+                    }),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Policy {
@@ -248,4 +273,17 @@ impl PolicyBuilder {
             max_in_flight: self.max_in_flight,
         })
     }
+}
+
+/// Resolves the default burst of the default algorithm by dimension: providers pace requests
+/// (N a minute may be enforced as N/60 a second), but hold a full minute's worth of tokens.
+fn with_default_burst(dimension: &Dimension, limit: &Limit) -> Limit {
+    let mut limit = limit.clone();
+    if limit.algorithm == Algorithm::SmoothWindow
+        && limit.burst.is_none()
+        && *dimension != Dimension::Requests
+    {
+        limit.burst = Some(limit.amount);
+    }
+    limit
 }

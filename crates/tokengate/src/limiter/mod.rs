@@ -200,6 +200,25 @@ impl<C: Clock> Limiter<C> {
     }
 
     /// A snapshot of every limit, in-flight requests, waiters and totals.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::{Cost, Limiter, ManualClock, Policy, Usage};
+    ///
+    /// let policy = Policy::builder().requests_per_minute(60).input_tokens_per_minute(6_000).max_in_flight(2).build()?;
+    /// let limiter = Limiter::with_clock(policy, ManualClock::new());
+    /// let permit = limiter.try_acquire(Cost::request().input(1_000))?;
+    /// let stats = limiter.stats();
+    /// assert_eq!((stats.admitted, stats.in_flight), (1, 1));
+    /// assert_eq!(stats.limits[1].dimension.name(), "input_tokens");
+    /// assert_eq!((stats.limits[1].used, stats.limits[1].remaining), (1_000, 5_000));
+    /// // The window is back to fresh 60 s after the admission.
+    /// assert_eq!(stats.limits[1].reset_in, Some(Duration::from_secs(60)));
+    /// permit.settle(Usage::new().input(400));
+    /// assert_eq!(limiter.stats().limits[1].refunded, 600);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         let now = self.shared.clock.now();
         let st = self.lock();
