@@ -33,13 +33,17 @@ pub enum Algorithm {
     /// of state. In any window of `period` it admits up to `burst + amount`.
     TokenBucket,
     /// Leaky bucket *as a shaper*: GCRA with a burst of one unit, so admissions are spaced
-    /// evenly at `amount / period`. One integer of state.
+    /// evenly at `amount / period`. One integer of state. A cost above one unit waits for the
+    /// bucket to be full and is then admitted whole, so a window can hold the paced stream plus
+    /// that one cost: up to 2N when the cost is N.
     LeakyBucket,
     /// Sliding window log: exactly at most `amount` in any window of `period`; bursts of the
     /// whole amount are allowed. Memory grows with the admissions in one window.
     SlidingWindowLog,
     /// Sliding window counter: two fixed windows, the previous one weighted by its overlap.
-    /// Three integers of state; approximate (it can exceed `amount` in an exact window).
+    /// Three integers of state; approximate: it assumes the previous window's admissions were
+    /// spread evenly, so after a burst at the end of one window it admits up to about 2N in an
+    /// exact window that starts just before the boundary.
     SlidingWindowCounter,
     /// Fixed window: at most `amount` per window aligned to the clock's origin. Two integers
     /// of state; up to twice the amount can pass across a window boundary.
