@@ -362,7 +362,10 @@ impl<C: Clock> Limiter<C> {
     /// `polling` is the waiter whose own poll runs this: it is not woken for its own grant.
     fn serve_queue(&self, st: &mut State, now: Nanos, polling: Option<u64>) -> Option<HeadWait> {
         loop {
-            let head = st.queue.head()?;
+            let Some(head) = st.queue.head() else {
+                st.timer.disarm();
+                return None;
+            };
             let verdict = self.verdict(st, now, &head.cost);
             let until = match verdict {
                 Ok(Verdict::Wait { until, .. }) => Some(until),
@@ -379,8 +382,9 @@ impl<C: Clock> Limiter<C> {
                     let armed = match waker {
                         Some(w) => {
                             let armed = st.timer.arm(id, now, until, &w);
-                            if !armed {
-                                // No timer here: wake the head to set its own.
+                            if !armed && polling != Some(id) {
+                                // No timer here: wake the head to set its own (not when the
+                                // head itself is asking: it waits on its own timer then).
                                 st.queue.wake_head();
                             }
                             armed
@@ -421,7 +425,6 @@ impl<C: Clock> Limiter<C> {
                 }
             };
             st.queue.grant(entry.id, outcome);
-            st.timer.disarm();
             if let Some(w) = entry.waker.filter(|_| polling != Some(entry.id)) {
                 w.wake();
             }

@@ -40,7 +40,9 @@ impl HeadTimer {
             tokio::time::Instant::now() + Duration::from_nanos(until.saturating_sub(now));
         let sleep = match &mut self.sleep {
             Some((owner, sleep)) if *owner == runtime.id() => {
-                if self.armed != Some((id, until)) {
+                // Also reset a timer that fired while the limiter's clock had not reached
+                // `until` (a clock other than tokio's): it sleeps the remaining time again.
+                if self.armed != Some((id, until)) || sleep.is_elapsed() {
                     sleep.as_mut().reset(deadline);
                 }
                 sleep
