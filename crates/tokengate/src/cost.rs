@@ -17,7 +17,19 @@ pub struct Cost {
     pub(crate) requests: u64,
     pub(crate) input: u64,
     pub(crate) output: u64,
-    pub(crate) custom: Vec<(Arc<str>, u64)>,
+    /// User-named dimensions: boxed, so a cost without them stays four words.
+    pub(crate) custom: Option<Box<[Named]>>,
+}
+
+/// An amount on a user-named dimension.
+pub(crate) type Named = (Arc<str>, u64);
+
+/// Sets `name` to `amount` in a list of named amounts.
+fn set_named(list: &mut Vec<Named>, name: Arc<str>, amount: u64) {
+    match list.iter_mut().find(|(n, _)| *n == name) {
+        Some(slot) => slot.1 = amount,
+        None => list.push((name, amount)),
+    }
 }
 
 impl Cost {
@@ -66,11 +78,9 @@ impl Cost {
 
     /// Sets the amount of a user-named dimension.
     pub fn with(mut self, dimension: impl Into<Arc<str>>, amount: u64) -> Self {
-        let name = dimension.into();
-        match self.custom.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = amount,
-            None => self.custom.push((name, amount)),
-        }
+        let mut list = self.custom.take().map(Vec::from).unwrap_or_default();
+        set_named(&mut list, dimension.into(), amount);
+        self.custom = Some(list.into_boxed_slice());
         self
     }
 
@@ -90,6 +100,7 @@ impl Cost {
     pub fn custom(&self, dimension: &str) -> u64 {
         self.custom
             .iter()
+            .flat_map(|c| c.iter())
             .find(|(n, _)| &**n == dimension)
             .map_or(0, |e| e.1)
     }
@@ -99,7 +110,7 @@ impl Cost {
         self.requests == 0
             && self.input == 0
             && self.output == 0
-            && self.custom.iter().all(|e| e.1 == 0)
+            && self.custom.iter().flat_map(|c| c.iter()).all(|e| e.1 == 0)
     }
 }
 
@@ -117,7 +128,7 @@ impl Cost {
 pub struct Usage {
     pub(crate) input: Option<u64>,
     pub(crate) output: Option<u64>,
-    pub(crate) custom: Vec<(Arc<str>, u64)>,
+    pub(crate) custom: Vec<Named>,
 }
 
 impl Usage {
@@ -140,11 +151,7 @@ impl Usage {
 
     /// The real amount of a user-named dimension.
     pub fn with(mut self, dimension: impl Into<Arc<str>>, amount: u64) -> Self {
-        let name = dimension.into();
-        match self.custom.iter_mut().find(|(n, _)| *n == name) {
-            Some(slot) => slot.1 = amount,
-            None => self.custom.push((name, amount)),
-        }
+        set_named(&mut self.custom, dimension.into(), amount);
         self
     }
 
@@ -160,13 +167,19 @@ impl Usage {
 
     /// The cost this usage amounts to, given what was reserved.
     pub(crate) fn as_cost(&self, reserved: &Cost) -> Cost {
-        let mut custom = reserved.custom.clone();
-        for (name, amount) in &self.custom {
-            match custom.iter_mut().find(|(n, _)| n == name) {
-                Some(slot) => slot.1 = *amount,
-                None => custom.push((name.clone(), *amount)),
+        let custom = if self.custom.is_empty() {
+            reserved.custom.clone()
+        } else {
+            let mut list = reserved
+                .custom
+                .as_deref()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default();
+            for (name, amount) in &self.custom {
+                set_named(&mut list, name.clone(), *amount);
             }
-        }
+            Some(list.into_boxed_slice())
+        };
         Cost {
             requests: reserved.requests,
             input: self.input.unwrap_or(reserved.input),

@@ -120,6 +120,10 @@ impl Default for WaitHistogram {
 impl WaitHistogram {
     #[inline]
     pub(crate) fn record(&mut self, wait_ns: u64) {
+        if wait_ns == 0 {
+            self.buckets[0] += 1;
+            return;
+        }
         // 0 for no wait, else the bit length of the wait: 1..=64.
         let bucket = 64 - wait_ns.leading_zeros() as usize;
         self.buckets[bucket] += 1;

@@ -18,10 +18,11 @@ pub(crate) fn window_of(now: Nanos, period: Nanos) -> Nanos {
     now - now % period
 }
 
-/// Units counted against the window that contains `now`.
+/// Units counted against the window that contains `now`. A `now` before the state's window
+/// (a clock that stepped back) is read as in that window, never as a fresh one.
 #[inline]
 pub(crate) fn used(state: &FixedWindowState, period: Nanos, now: Nanos) -> u64 {
-    if state.window_start == window_of(now, period) {
+    if window_of(now, period) <= state.window_start {
         state.used
     } else {
         0
@@ -40,10 +41,11 @@ pub(crate) fn earliest(
     if used(state, period, now) + cost <= amount {
         now
     } else {
-        window_of(now, period).saturating_add(period)
+        window_of(now.max(state.window_start), period).saturating_add(period)
     }
 }
 
+#[inline]
 pub(crate) fn commit(state: &mut FixedWindowState, period: Nanos, now: Nanos, cost: u64) {
     let w = window_of(now, period);
     if state.window_start != w {
@@ -86,5 +88,21 @@ mod tests {
         assert_eq!(s.used, 10);
         refund(&mut s, 100, 150, 5);
         assert_eq!(s.used, 5);
+    }
+
+    #[test]
+    fn a_clock_that_steps_back_never_sees_a_fresh_window() {
+        let mut s = FixedWindowState::default();
+        commit(&mut s, 100, 150, 10);
+        assert_eq!(used(&s, 100, 50), 10);
+        assert_eq!(earliest(&s, 10, 100, 50, 1), 200);
+        commit(&mut s, 100, 60, 0);
+        assert_eq!(
+            s,
+            FixedWindowState {
+                window_start: 100,
+                used: 10
+            }
+        );
     }
 }

@@ -175,6 +175,7 @@ impl LimitRule {
 
     /// The largest cost this rule can ever admit at once: the burst of a token bucket, the
     /// amount for every other algorithm.
+    #[inline]
     pub fn capacity(&self) -> u64 {
         match self.kind {
             Kind::Gcra(g) if !g.oversize_when_full => g.burst,

@@ -23,7 +23,7 @@ pub struct SlidingCounterState {
 #[inline]
 fn counts(state: &SlidingCounterState, period: Nanos, now: Nanos) -> (u64, u64) {
     let w = window_of(now, period);
-    if w == state.window_start {
+    if w <= state.window_start {
         (state.previous, state.current)
     } else if w.checked_sub(period) == Some(state.window_start) {
         (state.current, 0)
@@ -35,6 +35,8 @@ fn counts(state: &SlidingCounterState, period: Nanos, now: Nanos) -> (u64, u64) 
 /// The weighted estimate at `now`: `previous * (period - elapsed) / period + current`, rounded up.
 #[inline]
 pub(crate) fn estimate(state: &SlidingCounterState, period: Nanos, now: Nanos) -> u64 {
+    // A clock that stepped back is read as at the start of the state's window at the earliest.
+    let now = now.max(state.window_start);
     let (previous, current) = counts(state, period, now);
     let elapsed = now - window_of(now, period);
     let weighted = (previous as u128 * (period - elapsed) as u128).div_ceil(period as u128);
@@ -42,6 +44,7 @@ pub(crate) fn estimate(state: &SlidingCounterState, period: Nanos, now: Nanos) -
 }
 
 /// Earliest instant `>= now` at which `cost` units fit (requires `cost <= amount`).
+#[inline]
 pub(crate) fn earliest(
     state: &SlidingCounterState,
     amount: u64,
@@ -49,10 +52,12 @@ pub(crate) fn earliest(
     now: Nanos,
     cost: u64,
 ) -> Nanos {
+    let now = now.max(state.window_start);
     let mut w = window_of(now, period);
     let (mut previous, mut current) = counts(state, period, now);
-    let mut from = now - w; // elapsed within window w where the search starts
-                            // At most three windows: this one, the next (previous := current), the one after (empty).
+    // Elapsed within window w where the search starts.
+    let mut from = now - w;
+    // At most three windows: this one, the next (previous := current), the one after (empty).
     for _ in 0..3 {
         if let Some(room) = amount
             .checked_sub(cost)
@@ -78,6 +83,7 @@ pub(crate) fn earliest(
     w
 }
 
+#[inline]
 pub(crate) fn commit(state: &mut SlidingCounterState, period: Nanos, now: Nanos, cost: u64) {
     let w = window_of(now, period);
     if w > state.window_start {
@@ -130,5 +136,13 @@ mod tests {
         // No room left in this window; at 200 the previous count becomes 5 at full weight: 5 + 5 fits.
         assert_eq!(earliest(&s, 10, 100, 150, 5), 200);
         assert_eq!(earliest(&s, 10, 100, 150, 6), 220);
+    }
+
+    #[test]
+    fn a_clock_that_steps_back_is_read_at_the_state_window() {
+        let mut s = SlidingCounterState::default();
+        commit(&mut s, 100, 150, 10);
+        assert_eq!(estimate(&s, 100, 50), 10);
+        assert_eq!(earliest(&s, 10, 100, 50, 1), 210);
     }
 }

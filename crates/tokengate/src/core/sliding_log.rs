@@ -25,6 +25,7 @@ fn expired(t: Nanos, period: Nanos, now: Nanos) -> bool {
 
 /// Earliest instant `>= now` at which `cost` more units fit under `amount` (requires
 /// `cost <= amount`).
+#[inline]
 pub(crate) fn earliest(
     state: &SlidingLogState,
     amount: u64,
@@ -46,6 +47,7 @@ pub(crate) fn earliest(
 }
 
 /// Drops the entries that have left the window at `now`.
+#[inline]
 fn expire(state: &mut SlidingLogState, period: Nanos, now: Nanos) {
     while let Some(&(t, a)) = state.entries.front() {
         if !expired(t, period, now) {
@@ -57,6 +59,7 @@ fn expire(state: &mut SlidingLogState, period: Nanos, now: Nanos) {
 }
 
 /// Records `cost` units at `now`.
+#[inline]
 pub(crate) fn commit(state: &mut SlidingLogState, period: Nanos, now: Nanos, cost: u64) {
     expire(state, period, now);
     if cost == 0 {

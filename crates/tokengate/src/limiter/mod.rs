@@ -86,6 +86,50 @@ pub(crate) struct HeadWait {
     pub(crate) armed: bool,
 }
 
+/// The amounts one cost puts on each limit of a policy, worked out once per decision; on the
+/// stack for policies of up to eight limits.
+#[derive(Debug)]
+struct Amounts {
+    len: usize,
+    inline: [u64; 8],
+    spill: Vec<u64>,
+}
+
+impl Amounts {
+    /// An amount that overflows 64 bits is `u64::MAX`: above every capacity but that of a
+    /// limit of `u64::MAX`, which it may as well pass.
+    #[inline]
+    fn of(policy: &Policy, cost: &Cost) -> Self {
+        let len = policy.limits.len();
+        let mut amounts = Self {
+            len,
+            inline: [0; 8],
+            spill: Vec::new(),
+        };
+        let each = policy
+            .limits
+            .iter()
+            .map(|l| l.measure.amount(cost).unwrap_or(u64::MAX));
+        if len <= amounts.inline.len() {
+            for (slot, amount) in amounts.inline.iter_mut().zip(each) {
+                *slot = amount;
+            }
+        } else {
+            amounts.spill = each.collect();
+        }
+        amounts
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u64] {
+        if self.len <= self.inline.len() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
 /// What the policy says about one cost at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -169,13 +213,12 @@ impl<C: Clock> Limiter<C> {
                 waiters: st.queue.len(),
             });
         }
-        match self.verdict(&st, now, &cost) {
-            Ok(Verdict::Admit) => {
-                let holds_slot = self.admit(&mut st, now, &cost, 0);
+        match self.try_admit(&mut st, now, &cost, 0) {
+            Ok(Ok(holds_slot)) => {
                 drop(st);
                 Ok(Permit::new(self, cost, now, holds_slot))
             }
-            Ok(Verdict::Wait { until, limit }) => {
+            Ok(Err(Verdict::Wait { until, limit })) => {
                 st.counters.denied += 1;
                 drop(st);
                 let l = &self.shared.policy.limits[limit];
@@ -186,7 +229,7 @@ impl<C: Clock> Limiter<C> {
                     wait: Duration::from_nanos(until - now),
                 })
             }
-            Ok(Verdict::InFlightFull) => {
+            Ok(Err(_)) => {
                 st.counters.denied += 1;
                 Err(Denied::InFlightFull {
                     max: self.shared.policy.max_in_flight.unwrap_or(0),
@@ -276,14 +319,20 @@ impl<C: Clock> Limiter<C> {
 
     /// What the policy says about `cost` at `now`; changes nothing.
     #[inline]
-    fn verdict(&self, st: &State, now: Nanos, cost: &Cost) -> Result<Verdict, AcquireError> {
+    fn verdict(
+        &self,
+        st: &State,
+        now: Nanos,
+        cost: &Cost,
+        amounts: &[u64],
+    ) -> Result<Verdict, AcquireError> {
         let limits = &self.shared.policy.limits;
-        // An amount that overflows 64 bits is above every capacity but u64::MAX's.
-        let amounts = limits
+        let decisions = limits
             .iter()
             .zip(&st.limits)
-            .map(|(l, s)| (&l.rule, s, l.measure.amount(cost).unwrap_or(u64::MAX)));
-        match decide_all(amounts, now) {
+            .zip(amounts)
+            .map(|((l, s), &a)| (&l.rule, s, a));
+        match decide_all(decisions, now) {
             CombinedDecision::Admit => {}
             CombinedDecision::NotUntil { at, limit } => {
                 return Ok(Verdict::Wait { until: at, limit })
@@ -309,29 +358,34 @@ impl<C: Clock> Limiter<C> {
         Ok(Verdict::Admit)
     }
 
-    /// Charges `cost` on every limit at `now` (after [`verdict`](Self::verdict) said admit).
+    /// Charges `amounts` on every limit at `now` (after [`verdict`](Self::verdict) said admit).
     /// Returns whether the admission holds an in-flight slot.
     #[inline]
-    fn admit(&self, st: &mut State, now: Nanos, cost: &Cost, waited: Nanos) -> bool {
+    fn admit(
+        &self,
+        st: &mut State,
+        now: Nanos,
+        cost: &Cost,
+        amounts: &[u64],
+        waited: Nanos,
+    ) -> bool {
         let State {
             limits, counters, ..
         } = st;
         let charged = counters.charged.iter_mut();
-        commit_all(
-            self.shared
-                .policy
-                .limits
-                .iter()
-                .zip(limits.iter_mut())
-                .zip(charged)
-                .map(|((l, s), charged)| {
-                    // `verdict` admitted it, so the amount did not overflow.
-                    let amount = l.measure.amount(cost).unwrap_or(0);
-                    *charged = charged.saturating_add(amount);
-                    (&l.rule, s, amount)
-                }),
-            now,
-        );
+        let commits = self
+            .shared
+            .policy
+            .limits
+            .iter()
+            .zip(limits.iter_mut())
+            .zip(charged)
+            .zip(amounts)
+            .map(|(((l, s), charged), &amount)| {
+                *charged = charged.saturating_add(amount);
+                (&l.rule, s, amount)
+            });
+        commit_all(commits, now);
         counters.admitted += 1;
         counters.waits.record(waited);
         let slot = self.takes_slot(cost);
@@ -339,6 +393,23 @@ impl<C: Clock> Limiter<C> {
             st.in_flight += 1;
         }
         slot
+    }
+
+    /// Decides `cost` at `now` and, when every limit allows it, admits it: `Ok(Ok(holds_slot))`.
+    /// Otherwise `Ok(Err(verdict))` with why it waits, or the error that it never can.
+    #[inline]
+    fn try_admit(
+        &self,
+        st: &mut State,
+        now: Nanos,
+        cost: &Cost,
+        waited: Nanos,
+    ) -> Result<Result<bool, Verdict>, AcquireError> {
+        let amounts = Amounts::of(&self.shared.policy, cost);
+        match self.verdict(st, now, cost, amounts.as_slice())? {
+            Verdict::Admit => Ok(Ok(self.admit(st, now, cost, amounts.as_slice(), waited))),
+            wait => Ok(Err(wait)),
+        }
     }
 
     /// Gives back an in-flight slot; the queue may move.
@@ -366,7 +437,8 @@ impl<C: Clock> Limiter<C> {
                 st.timer.disarm();
                 return None;
             };
-            let verdict = self.verdict(st, now, &head.cost);
+            let amounts = Amounts::of(&self.shared.policy, &head.cost);
+            let verdict = self.verdict(st, now, &head.cost, amounts.as_slice());
             let until = match verdict {
                 Ok(Verdict::Wait { until, .. }) => Some(until),
                 _ => None,
@@ -402,7 +474,8 @@ impl<C: Clock> Limiter<C> {
             let entry = st.queue.pop_head()?;
             let outcome = match verdict {
                 Ok(Verdict::Admit) => {
-                    let holds_slot = self.admit(st, now, &entry.cost, now - entry.started);
+                    let waited = now.saturating_sub(entry.started);
+                    let holds_slot = self.admit(st, now, &entry.cost, amounts.as_slice(), waited);
                     Ok(Granted {
                         cost: entry.cost,
                         admitted_at: now,

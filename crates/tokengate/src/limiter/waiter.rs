@@ -88,10 +88,8 @@ impl<'a, C: Clock> Waiting<'a, C> {
                 self.id = Some(st.queue.push(waker, cost, started, self.timeout));
                 return Step::Pending(deadline);
             }
-            let verdict = limiter.verdict(&st, now, &cost);
-            let until = match verdict {
-                Ok(Verdict::Admit) => {
-                    let holds_slot = limiter.admit(&mut st, now, &cost, 0);
+            let verdict = match limiter.try_admit(&mut st, now, &cost, 0) {
+                Ok(Ok(holds_slot)) => {
                     drop(st);
                     return Step::Done(Ok(Permit::new(limiter, cost, now, holds_slot)));
                 }
@@ -99,14 +97,16 @@ impl<'a, C: Clock> Waiting<'a, C> {
                     st.counters.rejected += 1;
                     return Step::Done(Err(e));
                 }
-                Ok(Verdict::Wait { until, .. }) => Some(until),
-                Ok(Verdict::InFlightFull) => None,
+                Ok(Err(verdict)) => verdict,
+            };
+            let until = match verdict {
+                Verdict::Wait { until, .. } => Some(until),
+                _ => None,
             };
             if let Some(d) = deadline {
                 // Fail now when the wait is known to outlast the deadline.
                 if until.map_or(now >= d, |u| u > d) {
                     st.counters.timed_out += 1;
-                    let verdict = verdict.unwrap_or(Verdict::InFlightFull);
                     let (dimension, cost) = limiter.binding(verdict, &cost);
                     return Step::Done(Err(AcquireError::Timeout {
                         dimension,
