@@ -38,7 +38,10 @@ pub(crate) fn earliest(
     now: Nanos,
     cost: u64,
 ) -> Nanos {
-    if used(state, period, now) + cost <= amount {
+    if amount
+        .checked_sub(used(state, period, now))
+        .is_some_and(|room| cost <= room)
+    {
         now
     } else {
         window_of(now.max(state.window_start), period).saturating_add(period)

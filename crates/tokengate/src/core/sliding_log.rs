@@ -13,8 +13,9 @@ use super::time::Nanos;
 pub struct SlidingLogState {
     /// `(instant, amount)` of each admission not yet known to have left the window.
     pub entries: VecDeque<(Nanos, u64)>,
-    /// Sum of the amounts in `entries`.
-    pub total: u64,
+    /// Sum of the amounts in `entries`: 128 bits, so debt charged on top of a window of nearly
+    /// `u64::MAX` units is still counted exactly.
+    pub total: u128,
 }
 
 /// An entry admitted at `t` counts while `now < t + period`.
@@ -33,14 +34,14 @@ pub(crate) fn earliest(
     now: Nanos,
     cost: u64,
 ) -> Nanos {
-    let room = amount - cost;
+    let room = u128::from(amount - cost);
     let mut live = state.total;
     let mut at = now;
     for &(t, a) in &state.entries {
         if live <= room {
             break;
         }
-        live -= a;
+        live -= u128::from(a);
         at = t.saturating_add(period);
     }
     at.max(now)
@@ -53,7 +54,7 @@ fn expire(state: &mut SlidingLogState, period: Nanos, now: Nanos) {
         if !expired(t, period, now) {
             break;
         }
-        state.total -= a;
+        state.total -= u128::from(a);
         state.entries.pop_front();
     }
 }
@@ -65,7 +66,7 @@ pub(crate) fn commit(state: &mut SlidingLogState, period: Nanos, now: Nanos, cos
     if cost == 0 {
         return;
     }
-    state.total = state.total.saturating_add(cost);
+    state.total += u128::from(cost);
     // Entries stay sorted even if a caller's clock steps back: record at the later instant,
     // which keeps the units in the window longer, never shorter.
     match state.entries.back_mut() {
@@ -80,18 +81,19 @@ pub(crate) fn refund(state: &mut SlidingLogState, admitted_at: Nanos, units: u64
         let entry = &mut state.entries[i].1;
         let back = units.min(*entry);
         *entry -= back;
-        state.total -= back;
+        state.total -= u128::from(back);
     }
 }
 
 /// Units counted in the window at `now`.
 pub(crate) fn used(state: &SlidingLogState, period: Nanos, now: Nanos) -> u64 {
-    state
+    let live: u128 = state
         .entries
         .iter()
         .filter(|&&(t, _)| !expired(t, period, now))
-        .map(|&(_, a)| a)
-        .sum()
+        .map(|&(_, a)| u128::from(a))
+        .sum();
+    u64::try_from(live).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
