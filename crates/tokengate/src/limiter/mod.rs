@@ -489,7 +489,7 @@ impl<C: Clock> Limiter<C> {
                         dimension,
                         cost,
                         wait: until.map(|u| Duration::from_nanos(u - now)),
-                        timeout: entry.timeout.unwrap_or_default(),
+                        timeout: entry.timeout(),
                     })
                 }
                 Err(e) => {

@@ -20,14 +20,22 @@ pub(crate) struct Entry {
     pub(crate) cost: Cost,
     /// When the acquisition started, for wait-time stats.
     pub(crate) started: Nanos,
-    /// How long it may wait, if it has a timeout.
-    pub(crate) timeout: Option<Duration>,
+    /// When it gives up; `NO_DEADLINE` for never (kept in one word: entries stay small).
+    deadline: Nanos,
 }
+
+/// The deadline of an acquisition without a timeout (or one beyond 584 years).
+const NO_DEADLINE: Nanos = u64::MAX;
 
 impl Entry {
     /// When it gives up, if it has a timeout.
     pub(crate) fn deadline(&self) -> Option<Nanos> {
-        self.timeout.map(|t| deadline(self.started, t))
+        (self.deadline != NO_DEADLINE).then_some(self.deadline)
+    }
+
+    /// The timeout it was given, for error messages.
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_nanos(self.deadline.saturating_sub(self.started))
     }
 }
 
@@ -84,7 +92,7 @@ impl WaitQueue {
             waker: Some(waker.clone()),
             cost,
             started,
-            timeout,
+            deadline: timeout.map_or(NO_DEADLINE, |t| deadline(started, t)),
         });
         id
     }

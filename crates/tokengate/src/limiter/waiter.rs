@@ -34,15 +34,22 @@ pub(crate) enum Step<'a, C: Clock> {
 #[derive(Debug)]
 pub(crate) struct Waiting<'a, C: Clock> {
     limiter: &'a Limiter<C>,
-    /// The cost, until it is handed to the queue.
-    cost: Option<Cost>,
+    phase: Phase,
     timeout: Option<Duration>,
-    /// When the acquisition started (first step).
-    started: Option<Nanos>,
-    /// The queue id, while queued or granted and not yet picked up.
-    id: Option<u64>,
     /// Whether the async front end polls this, so the shared head timer can wake it.
     uses_head_timer: bool,
+}
+
+/// Where an acquisition is; the cost moves into the queue entry when it joins the queue.
+#[derive(Debug)]
+enum Phase {
+    New(Cost),
+    /// Queued, or admitted on its behalf and not yet picked up.
+    Queued {
+        id: u64,
+        started: Nanos,
+    },
+    Finished,
 }
 
 impl<'a, C: Clock> Waiting<'a, C> {
@@ -54,10 +61,8 @@ impl<'a, C: Clock> Waiting<'a, C> {
     ) -> Self {
         Self {
             limiter,
-            cost: Some(cost),
+            phase: Phase::New(cost),
             timeout,
-            started: None,
-            id: None,
             uses_head_timer,
         }
     }
@@ -69,109 +74,117 @@ impl<'a, C: Clock> Waiting<'a, C> {
 
     /// Tries to admit; see the module docs.
     pub(crate) fn poll_step(&mut self, waker: &Waker) -> Step<'a, C> {
+        let now = self.limiter.shared.clock.now();
+        match std::mem::replace(&mut self.phase, Phase::Finished) {
+            Phase::New(cost) => self.first_step(cost, now, waker),
+            Phase::Queued { id, started } => {
+                self.phase = Phase::Queued { id, started };
+                self.queued_step(id, started, now, waker)
+            }
+            Phase::Finished => Step::Pending(None), // polled again after completion
+        }
+    }
+
+    /// Admits at once when nobody is queued and the limits allow it; otherwise joins the queue
+    /// (or fails at once when the wait is known to outlast the timeout).
+    fn first_step(&mut self, cost: Cost, now: Nanos, waker: &Waker) -> Step<'a, C> {
         let limiter = self.limiter;
-        let now = limiter.shared.clock.now();
-        let started = *self.started.get_or_insert(now);
+        let started = now;
         let deadline = self.timeout.map(|t| deadline(started, t));
         let mut st = limiter.lock();
-
-        let Some(id) = self.id else {
-            let Some(cost) = self.cost.take() else {
-                return Step::Pending(None); // polled again after completion
-            };
-            if !st.queue.is_empty() {
-                // Join the queue behind the others, unless the cost can never be admitted.
-                if let Err(e) = limiter.shared.policy.check_possible(&cost) {
-                    st.counters.rejected += 1;
-                    return Step::Done(Err(e));
-                }
-                self.id = Some(st.queue.push(waker, cost, started, self.timeout));
-                return Step::Pending(deadline);
-            }
-            let verdict = match limiter.try_admit(&mut st, now, &cost, 0) {
-                Ok(Ok(holds_slot)) => {
-                    drop(st);
-                    return Step::Done(Ok(Permit::new(limiter, cost, now, holds_slot)));
-                }
-                Err(e) => {
-                    st.counters.rejected += 1;
-                    return Step::Done(Err(e));
-                }
-                Ok(Err(verdict)) => verdict,
-            };
-            let until = match verdict {
-                Verdict::Wait { until, .. } => Some(until),
-                _ => None,
-            };
-            if let Some(d) = deadline {
-                // Fail now when the wait is known to outlast the deadline.
-                if until.map_or(now >= d, |u| u > d) {
-                    st.counters.timed_out += 1;
-                    let (dimension, cost) = limiter.binding(verdict, &cost);
-                    return Step::Done(Err(AcquireError::Timeout {
-                        dimension,
-                        cost,
-                        wait: until.map(|u| Duration::from_nanos(u - now)),
-                        timeout: self.timeout.unwrap_or_default(),
-                    }));
-                }
+        if !st.queue.is_empty() {
+            // Join the queue behind the others, unless the cost can never be admitted.
+            if let Err(e) = limiter.shared.policy.check_possible(&cost) {
+                st.counters.rejected += 1;
+                return Step::Done(Err(e));
             }
             let id = st.queue.push(waker, cost, started, self.timeout);
-            self.id = Some(id);
-            let armed = match until {
-                Some(u) if self.uses_head_timer => st.timer.arm(id, now, u, waker),
-                _ => false,
-            };
-            return Step::Pending(wake_at(if armed { None } else { until }, deadline));
-        };
-
-        // Queued: maybe admitted on our behalf already; else let the queue move (we may have
-        // been woken by the head timer).
-        if st.queue.set_waker(id, waker) {
-            let head = limiter.serve_queue(&mut st, now, Some(id));
-            if let Some(outcome) = st.queue.take_grant(id) {
-                self.id = None;
+            self.phase = Phase::Queued { id, started };
+            return Step::Pending(deadline);
+        }
+        let verdict = match limiter.try_admit(&mut st, now, &cost, 0) {
+            Ok(Ok(holds_slot)) => {
                 drop(st);
-                return Step::Done(
-                    outcome.map(|g| Permit::new(limiter, g.cost, g.admitted_at, g.holds_slot)),
-                );
+                return Step::Done(Ok(Permit::new(limiter, cost, now, holds_slot)));
             }
-            if deadline.is_some_and(|d| now >= d) {
-                // Behind others at the deadline (a head that cannot make it fails in serve_queue).
-                if let Some((_, was_head)) = st.queue.remove(id) {
-                    if was_head {
-                        limiter.serve_queue(&mut st, now, None);
-                    }
-                }
-                self.id = None;
+            Err(e) => {
+                st.counters.rejected += 1;
+                return Step::Done(Err(e));
+            }
+            Ok(Err(verdict)) => verdict,
+        };
+        let until = match verdict {
+            Verdict::Wait { until, .. } => Some(until),
+            _ => None,
+        };
+        if let Some(d) = deadline {
+            // Fail now when the wait is known to outlast the deadline.
+            if until.map_or(now >= d, |u| u > d) {
                 st.counters.timed_out += 1;
-                let waiters_ahead = st.queue.len();
-                return Step::Done(Err(AcquireError::QueueTimeout {
-                    waiters_ahead,
+                let (dimension, cost) = limiter.binding(verdict, &cost);
+                return Step::Done(Err(AcquireError::Timeout {
+                    dimension,
+                    cost,
+                    wait: until.map(|u| Duration::from_nanos(u - now)),
                     timeout: self.timeout.unwrap_or_default(),
                 }));
             }
-            let own = head.filter(|h| h.id == id && !h.armed).map(|h| h.until);
-            return Step::Pending(wake_at(own, deadline));
         }
-        match st.queue.take_grant(id) {
-            Some(outcome) => {
-                self.id = None;
-                drop(st);
-                Step::Done(
-                    outcome.map(|g| Permit::new(limiter, g.cost, g.admitted_at, g.holds_slot)),
-                )
-            }
-            // Neither queued nor granted: the engine lost track of this waiter. Cannot happen;
-            // say so rather than wait forever.
-            None => {
-                self.id = None;
-                Step::Done(Err(AcquireError::QueueTimeout {
-                    waiters_ahead: st.queue.len(),
-                    timeout: Duration::ZERO,
-                }))
-            }
+        let id = st.queue.push(waker, cost, started, self.timeout);
+        self.phase = Phase::Queued { id, started };
+        let armed = match until {
+            Some(u) if self.uses_head_timer => st.timer.arm(id, now, u, waker),
+            _ => false,
+        };
+        Step::Pending(wake_at(if armed { None } else { until }, deadline))
+    }
+
+    /// Picks up a grant made on this waiter's behalf, or lets the queue move (this waiter may
+    /// have been woken by the head timer), or gives up at the deadline.
+    fn queued_step(&mut self, id: u64, started: Nanos, now: Nanos, waker: &Waker) -> Step<'a, C> {
+        let limiter = self.limiter;
+        let deadline = self.timeout.map(|t| deadline(started, t));
+        let mut st = limiter.lock();
+        let queued = st.queue.set_waker(id, waker);
+        let head = if queued {
+            limiter.serve_queue(&mut st, now, Some(id))
+        } else {
+            None
+        };
+        if let Some(outcome) = st.queue.take_grant(id) {
+            self.phase = Phase::Finished;
+            drop(st);
+            return Step::Done(
+                outcome.map(|g| Permit::new(limiter, g.cost, g.admitted_at, g.holds_slot)),
+            );
         }
+        if !queued {
+            // Neither queued nor granted: the engine lost this waiter, which it never does
+            // (every removal from the queue leaves a grant). Fail rather than wait forever.
+            debug_assert!(false, "waiter {id} is neither queued nor granted");
+            self.phase = Phase::Finished;
+            return Step::Done(Err(AcquireError::QueueTimeout {
+                waiters_ahead: st.queue.len(),
+                timeout: self.timeout.unwrap_or_default(),
+            }));
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            // Behind others at the deadline (a head that cannot make it fails in serve_queue).
+            if let Some((_, was_head)) = st.queue.remove(id) {
+                if was_head {
+                    limiter.serve_queue(&mut st, now, None);
+                }
+            }
+            self.phase = Phase::Finished;
+            st.counters.timed_out += 1;
+            let waiters_ahead = st.queue.len();
+            return Step::Done(Err(AcquireError::QueueTimeout {
+                waiters_ahead,
+                timeout: self.timeout.unwrap_or_default(),
+            }));
+        }
+        let own = head.filter(|h| h.id == id && !h.armed).map(|h| h.until);
+        Step::Pending(wake_at(own, deadline))
     }
 }
 
@@ -184,7 +197,9 @@ fn wake_at(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
 
 impl<C: Clock> Drop for Waiting<'_, C> {
     fn drop(&mut self) {
-        let Some(id) = self.id else { return };
+        let Phase::Queued { id, .. } = self.phase else {
+            return;
+        };
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
