@@ -25,7 +25,7 @@ pub enum BuildError {
     #[error("the burst is 0: a bucket must hold at least 1 unit (leave the burst unset for the default)")]
     ZeroBurst,
     /// The burst takes longer than 584 years to refill.
-    #[error("the burst {burst} takes more than 584 years to refill at {amount} per {period:?}: lower the burst")]
+    #[error("the burst {burst} takes more than 584 years to refill at {amount} per {period:?}: lower the burst, or raise the amount or shorten the period")]
     BurstTooLarge {
         /// The burst given.
         burst: u64,

@@ -63,6 +63,9 @@ impl fmt::Display for Algorithm {
     }
 }
 
+/// 2^64: the first whole float above `u64::MAX` (which itself rounds to 2^64 as a float).
+const TWO_TO_THE_64: f64 = 18_446_744_073_709_551_616.0;
+
 /// A limit: at most `amount` units per `period`, counted by an [`Algorithm`].
 ///
 /// Building a `Limit` never fails; it is validated when a [`Policy`](crate::Policy) is built.
@@ -136,7 +139,7 @@ impl Limit {
             value,
             expected,
         };
-        if !amount.is_finite() || amount <= 0.0 || amount.fract() != 0.0 || amount > u64::MAX as f64
+        if !amount.is_finite() || amount <= 0.0 || amount.fract() != 0.0 || amount >= TWO_TO_THE_64
         {
             return Err(bad("amount", amount, "a whole number from 1 up"));
         }

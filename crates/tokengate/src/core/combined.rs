@@ -6,7 +6,7 @@
 //! limiter runs both under one lock; a shared store runs the same two steps in one atomic
 //! script, over the same plain-data [`LimitState`]s.
 
-use super::{Decision, LimitRule, LimitState, Nanos};
+use super::{Decision, LimitRule, LimitState, Nanos, Receipt};
 
 /// The answer for several limits at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub enum CombinedDecision {
 /// let rpm = LimitRule::new(&Limit::per_minute(1).algorithm(Algorithm::TokenBucket))?;
 /// let tpm = LimitRule::new(&Limit::per_minute(100).algorithm(Algorithm::TokenBucket))?;
 /// let (mut r, mut t) = (rpm.new_state(), tpm.new_state());
-/// rpm.commit(&mut r, 0, 1);
+/// let _ = rpm.commit(&mut r, 0, 1);
 /// let d = decide_all([(&rpm, &r, 1), (&tpm, &t, 10)], 0);
 /// assert_eq!(d, CombinedDecision::NotUntil { at: 60_000_000_000, limit: 0 });
 /// # Ok::<(), tokengate::BuildError>(())
@@ -73,27 +73,28 @@ pub fn decide_all<'a>(
     }
 }
 
-/// Records an admission of `amount` on every limit at `now` (after [`decide_all`] said admit).
+/// Records an admission of `amount` on every limit at `now` (after [`decide_all`] said admit),
+/// handing each limit's [`Receipt`] to `receipt` in order.
 #[inline]
 pub fn commit_all<'a>(
     limits: impl IntoIterator<Item = (&'a LimitRule, &'a mut LimitState, u64)>,
     now: Nanos,
+    mut receipt: impl FnMut(Receipt),
 ) {
     for (rule, state, amount) in limits {
-        rule.commit(state, now, amount);
+        receipt(rule.commit(state, now, amount));
     }
 }
 
-/// Settles an admission made at `admitted_at`: for every limit, `(rule, state, reserved,
-/// used)` refunds `reserved - used` or charges `used - reserved`.
+/// Settles an admission: for every limit, `(rule, state, reserved, used, receipt)` refunds
+/// `reserved - used` or charges `used - reserved`.
 pub fn settle_all<'a>(
-    limits: impl IntoIterator<Item = (&'a LimitRule, &'a mut LimitState, u64, u64)>,
+    limits: impl IntoIterator<Item = (&'a LimitRule, &'a mut LimitState, u64, u64, Receipt)>,
     now: Nanos,
-    admitted_at: Nanos,
 ) {
-    for (rule, state, reserved, used) in limits {
+    for (rule, state, reserved, used, receipt) in limits {
         if used < reserved {
-            rule.refund(state, now, admitted_at, reserved - used);
+            rule.refund(state, now, &receipt, reserved - used);
         } else if used > reserved {
             rule.charge(state, now, used - reserved);
         }

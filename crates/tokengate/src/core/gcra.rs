@@ -59,18 +59,28 @@ impl Gcra {
         at.max(now)
     }
 
+    /// Records `cost` units at `now`; returns the new TAT, the instant at which the bucket
+    /// will have drained these units (they leave it after everything admitted before them).
     #[inline]
-    pub(crate) fn commit(&self, state: &mut GcraState, now: Nanos, cost: u64) {
+    pub(crate) fn commit(&self, state: &mut GcraState, now: Nanos, cost: u64) -> Nanos {
         state.tat = state.tat.max(now).saturating_add(self.rate.time_for(cost));
+        state.tat
     }
 
-    /// Gives `units` back: the bucket level rises, never above its capacity.
-    pub(crate) fn refund(&self, state: &mut GcraState, now: Nanos, units: u64) {
+    /// Gives back up to `units` of an admission whose units drain at `drained_at` (the TAT its
+    /// commit returned). Only what is still in the bucket comes back: units already drained
+    /// (the bucket has refilled past them since) were given back by time, and giving them back
+    /// again would let in more than the limit. The level never rises above the capacity.
+    ///
+    /// This never gives back more than an admission of only the used units would have left:
+    /// the two histories differ by the unused units until the bucket of the smaller one
+    /// empties, and from then on by no less than what is left of this admission's own units.
+    #[inline]
+    pub(crate) fn refund(&self, state: &mut GcraState, now: Nanos, drained_at: Nanos, units: u64) {
+        let still_held = drained_at.saturating_sub(now);
+        let back = self.rate.time_for_floor(units).min(still_held);
         if state.tat > now {
-            state.tat = state
-                .tat
-                .saturating_sub(self.rate.time_for_floor(units))
-                .max(now);
+            state.tat = state.tat.saturating_sub(back).max(now);
         }
     }
 
@@ -101,7 +111,7 @@ mod tests {
         let mut s = GcraState::default();
         for _ in 0..5 {
             assert_eq!(g.earliest(&s, 0, 1), 0);
-            g.commit(&mut s, 0, 1);
+            let _ = g.commit(&mut s, 0, 1);
         }
         assert_eq!(g.earliest(&s, 0, 1), S / 10);
         assert_eq!(g.earliest(&s, 0, 3), 3 * S / 10);
@@ -114,10 +124,23 @@ mod tests {
     fn refund_never_overfills() {
         let g = bucket(10, S, 5);
         let mut s = GcraState::default();
-        g.commit(&mut s, 0, 2);
-        g.refund(&mut s, 0, 100);
+        let drained_at = g.commit(&mut s, 0, 2);
+        g.refund(&mut s, 0, drained_at, 100);
         assert_eq!(s.tat, 0);
         assert_eq!(g.available(&s, 0), 5);
+    }
+
+    #[test]
+    fn refund_gives_back_only_units_still_in_the_bucket() {
+        let g = bucket(10, S, 10); // one unit every 100 ms
+        let mut s = GcraState::default();
+        let early = g.commit(&mut s, 0, 10); // drained by 1 s
+        let late = g.commit(&mut s, 2 * S, 10); // the bucket refilled first: drained by 3 s
+        g.refund(&mut s, 2 * S, early, 10); // all drained already: nothing comes back
+        assert_eq!(s.tat, 3 * S);
+        g.refund(&mut s, 2 * S + S / 2, late, 8); // 5 units of it are still held
+        assert_eq!(s.tat, 3 * S - S / 2);
+        assert_eq!(g.available(&s, 2 * S + S / 2), 10);
     }
 
     #[test]

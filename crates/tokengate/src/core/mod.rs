@@ -16,7 +16,8 @@
 //! let rule = LimitRule::new(&Limit::new(10, Duration::from_secs(1)).algorithm(Algorithm::FixedWindow))?;
 //! let mut state = rule.new_state();
 //! assert_eq!(rule.decide(&state, 0, 10), Decision::Admit);
-//! rule.commit(&mut state, 0, 10);
+//! let receipt = rule.commit(&mut state, 0, 10);
+//! assert_eq!(receipt.admitted_at, 0);
 //! // The window is full: the next unit is admitted when the next window opens, at 1 s.
 //! assert_eq!(rule.decide(&state, 5, 1), Decision::NotUntil(1_000_000_000));
 //! # Ok::<(), tokengate::BuildError>(())
@@ -33,7 +34,7 @@ mod time;
 pub use combined::{commit_all, decide_all, settle_all, CombinedDecision};
 pub use fixed_window::FixedWindowState;
 pub use gcra::GcraState;
-pub use rule::{Decision, LimitRule, LimitState, Snapshot};
+pub use rule::{Decision, LimitRule, LimitState, Receipt, Snapshot};
 pub use sliding_counter::SlidingCounterState;
 pub use sliding_log::SlidingLogState;
 pub use time::Nanos;

@@ -25,6 +25,16 @@ pub enum Decision {
     },
 }
 
+/// What an admission leaves for its settlement ([`LimitRule::refund`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Receipt {
+    /// When it was admitted.
+    pub admitted_at: Nanos,
+    /// For the bucket algorithms (token bucket, leaky bucket, the smooth window's bucket): the
+    /// instant at which the bucket will have drained the units it took. 0 for the others.
+    pub drained_at: Nanos,
+}
+
 /// What a limit looks like at an instant, for stats and for reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Snapshot {
@@ -231,40 +241,54 @@ impl LimitRule {
     }
 
     /// Records an admission of `cost` units at `now` (after [`decide`](Self::decide) said
-    /// [`Decision::Admit`]). A mismatched state is first reset to this rule's fresh state.
+    /// [`Decision::Admit`]), and returns the receipt its settlement needs. A mismatched state is
+    /// first reset to this rule's fresh state.
     #[inline]
-    pub fn commit(&self, state: &mut LimitState, now: Nanos, cost: u64) {
+    pub fn commit(&self, state: &mut LimitState, now: Nanos, cost: u64) -> Receipt {
         let p = self.period;
-        match (&self.kind, &mut *state) {
+        let drained_at = match (&self.kind, &mut *state) {
             (Kind::Gcra(g), LimitState::Gcra(s)) => g.commit(s, now, cost),
-            (Kind::Log, LimitState::Log(s)) => sliding_log::commit(s, p, now, cost),
-            (Kind::Counter, LimitState::Counter(s)) => sliding_counter::commit(s, p, now, cost),
-            (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::commit(s, p, now, cost),
+            (Kind::Log, LimitState::Log(s)) => {
+                sliding_log::commit(s, p, now, cost);
+                0
+            }
+            (Kind::Counter, LimitState::Counter(s)) => {
+                sliding_counter::commit(s, p, now, cost);
+                0
+            }
+            (Kind::Fixed, LimitState::Fixed(s)) => {
+                fixed_window::commit(s, p, now, cost);
+                0
+            }
             (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
-                g.commit(b, now, cost);
                 sliding_log::commit(w, p, now, cost);
+                g.commit(b, now, cost)
             }
             _ => {
                 *state = self.new_state();
-                self.commit(state, now, cost);
+                return self.commit(state, now, cost);
             }
+        };
+        Receipt {
+            admitted_at: now,
+            drained_at,
         }
     }
 
-    /// Gives back `units` of an admission made at `admitted_at`: the estimate was higher than
-    /// the usage. Never raises the limit above a fresh key's.
-    pub fn refund(&self, state: &mut LimitState, now: Nanos, admitted_at: Nanos, units: u64) {
-        let p = self.period;
+    /// Gives back `units` of the admission that `receipt` records: the estimate was higher
+    /// than the usage. Gives back only what still counts against the limit (units in the
+    /// window, or still held by the bucket), so the state never admits more than it would have
+    /// had the admission been for the used units alone, and never rises above a fresh key's.
+    pub fn refund(&self, state: &mut LimitState, now: Nanos, receipt: &Receipt, units: u64) {
+        let (p, at) = (self.period, receipt.admitted_at);
         match (&self.kind, state) {
-            (Kind::Gcra(g), LimitState::Gcra(s)) => g.refund(s, now, units),
-            (Kind::Log, LimitState::Log(s)) => sliding_log::refund(s, admitted_at, units),
-            (Kind::Counter, LimitState::Counter(s)) => {
-                sliding_counter::refund(s, p, admitted_at, units)
-            }
-            (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::refund(s, p, admitted_at, units),
+            (Kind::Gcra(g), LimitState::Gcra(s)) => g.refund(s, now, receipt.drained_at, units),
+            (Kind::Log, LimitState::Log(s)) => sliding_log::refund(s, at, units),
+            (Kind::Counter, LimitState::Counter(s)) => sliding_counter::refund(s, p, at, units),
+            (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::refund(s, p, at, units),
             (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
-                g.refund(b, now, units);
-                sliding_log::refund(w, admitted_at, units);
+                g.refund(b, now, receipt.drained_at, units);
+                sliding_log::refund(w, at, units);
             }
             _ => {}
         }
@@ -274,7 +298,7 @@ impl LimitRule {
     /// into debt: later admissions wait until it is paid. One charge is capped at one period's
     /// amount, so a wild usage figure cannot block a key for longer than a period.
     pub fn charge(&self, state: &mut LimitState, now: Nanos, units: u64) {
-        self.commit(state, now, units.min(self.amount));
+        let _ = self.commit(state, now, units.min(self.amount));
     }
 
     /// What the limit looks like at `now`.

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::core::{commit_all, decide_all, settle_all, CombinedDecision, LimitState, Nanos};
+use crate::core::{
+    commit_all, decide_all, settle_all, CombinedDecision, LimitState, Nanos, Receipt,
+};
 use crate::cost::Cost;
 use crate::dimension::Dimension;
 use crate::error::{AcquireError, Denied};
@@ -86,48 +88,61 @@ pub(crate) struct HeadWait {
     pub(crate) armed: bool,
 }
 
-/// The amounts one cost puts on each limit of a policy, worked out once per decision; on the
-/// stack for policies of up to eight limits.
-#[derive(Debug)]
-struct Amounts {
-    len: usize,
-    inline: [u64; 8],
-    spill: Vec<u64>,
+/// One figure per limit of a policy (an amount, a drain instant), on the stack for policies of
+/// up to four limits (requests, input, output, and a daily cap).
+#[derive(Debug, Clone)]
+pub(crate) enum PerLimit {
+    Inline { len: u8, figures: [u64; 4] },
+    Heap(Box<[u64]>),
 }
 
-impl Amounts {
-    /// An amount that overflows 64 bits is `u64::MAX`: above every capacity but that of a
-    /// limit of `u64::MAX`, which it may as well pass.
+impl PerLimit {
+    /// `len` figures, all zero.
     #[inline]
-    fn of(policy: &Policy, cost: &Cost) -> Self {
-        let len = policy.limits.len();
-        let mut amounts = Self {
-            len,
-            inline: [0; 8],
-            spill: Vec::new(),
-        };
-        let each = policy
-            .limits
-            .iter()
-            .map(|l| l.measure.amount(cost).unwrap_or(u64::MAX));
-        if len <= amounts.inline.len() {
-            for (slot, amount) in amounts.inline.iter_mut().zip(each) {
-                *slot = amount;
-            }
-        } else {
-            amounts.spill = each.collect();
+    fn zeros(len: usize) -> Self {
+        match u8::try_from(len) {
+            Ok(len) if len <= 4 => Self::Inline {
+                len,
+                figures: [0; 4],
+            },
+            _ => Self::Heap(vec![0; len].into_boxed_slice()),
+        }
+    }
+
+    /// The amounts `cost` puts on each limit. An amount that overflows 64 bits is `u64::MAX`:
+    /// above every capacity but that of a limit of `u64::MAX`, which it may as well pass.
+    #[inline]
+    fn amounts(policy: &Policy, cost: &Cost) -> Self {
+        let mut amounts = Self::zeros(policy.limits.len());
+        for (slot, l) in amounts.as_mut_slice().iter_mut().zip(&policy.limits) {
+            *slot = l.measure.amount(cost).unwrap_or(u64::MAX);
         }
         amounts
     }
 
     #[inline]
-    fn as_slice(&self) -> &[u64] {
-        if self.len <= self.inline.len() {
-            &self.inline[..self.len]
-        } else {
-            &self.spill
+    pub(crate) fn as_slice(&self) -> &[u64] {
+        match self {
+            Self::Inline { len, figures } => &figures[..usize::from(*len)],
+            Self::Heap(figures) => figures,
         }
     }
+
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [u64] {
+        match self {
+            Self::Inline { len, figures } => &mut figures[..usize::from(*len)],
+            Self::Heap(figures) => figures,
+        }
+    }
+}
+
+/// What an admission took: whether it holds an in-flight slot, and for each limit the instant
+/// its bucket drains the units taken (see [`Receipt`](crate::core::Receipt)).
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    pub(crate) holds_slot: bool,
+    pub(crate) drained: PerLimit,
 }
 
 /// What the policy says about one cost at one instant.
@@ -214,9 +229,9 @@ impl<C: Clock> Limiter<C> {
             });
         }
         match self.try_admit(&mut st, now, &cost, 0) {
-            Ok(Ok(holds_slot)) => {
+            Ok(Ok(admission)) => {
                 drop(st);
-                Ok(Permit::new(self, cost, now, holds_slot))
+                Ok(Permit::new(self, cost, now, admission))
             }
             Ok(Err(Verdict::Wait { until, limit })) => {
                 st.counters.denied += 1;
@@ -359,7 +374,6 @@ impl<C: Clock> Limiter<C> {
     }
 
     /// Charges `amounts` on every limit at `now` (after [`verdict`](Self::verdict) said admit).
-    /// Returns whether the admission holds an in-flight slot.
     #[inline]
     fn admit(
         &self,
@@ -368,7 +382,7 @@ impl<C: Clock> Limiter<C> {
         cost: &Cost,
         amounts: &[u64],
         waited: Nanos,
-    ) -> bool {
+    ) -> Admission {
         let State {
             limits, counters, ..
         } = st;
@@ -385,17 +399,26 @@ impl<C: Clock> Limiter<C> {
                 *charged = charged.saturating_add(amount);
                 (&l.rule, s, amount)
             });
-        commit_all(commits, now);
+        let mut drained = PerLimit::zeros(amounts.len());
+        let mut slots = drained.as_mut_slice().iter_mut();
+        commit_all(commits, now, |receipt| {
+            if let Some(slot) = slots.next() {
+                *slot = receipt.drained_at;
+            }
+        });
         counters.admitted += 1;
         counters.waits.record(waited);
-        let slot = self.takes_slot(cost);
-        if slot {
+        let holds_slot = self.takes_slot(cost);
+        if holds_slot {
             st.in_flight += 1;
         }
-        slot
+        Admission {
+            holds_slot,
+            drained,
+        }
     }
 
-    /// Decides `cost` at `now` and, when every limit allows it, admits it: `Ok(Ok(holds_slot))`.
+    /// Decides `cost` at `now` and, when every limit allows it, admits it: `Ok(Ok(admission))`.
     /// Otherwise `Ok(Err(verdict))` with why it waits, or the error that it never can.
     #[inline]
     fn try_admit(
@@ -404,8 +427,8 @@ impl<C: Clock> Limiter<C> {
         now: Nanos,
         cost: &Cost,
         waited: Nanos,
-    ) -> Result<Result<bool, Verdict>, AcquireError> {
-        let amounts = Amounts::of(&self.shared.policy, cost);
+    ) -> Result<Result<Admission, Verdict>, AcquireError> {
+        let amounts = PerLimit::amounts(&self.shared.policy, cost);
         match self.verdict(st, now, cost, amounts.as_slice())? {
             Verdict::Admit => Ok(Ok(self.admit(st, now, cost, amounts.as_slice(), waited))),
             wait => Ok(Err(wait)),
@@ -437,7 +460,7 @@ impl<C: Clock> Limiter<C> {
                 st.timer.disarm();
                 return None;
             };
-            let amounts = Amounts::of(&self.shared.policy, &head.cost);
+            let amounts = PerLimit::amounts(&self.shared.policy, &head.cost);
             let verdict = self.verdict(st, now, &head.cost, amounts.as_slice());
             let until = match verdict {
                 Ok(Verdict::Wait { until, .. }) => Some(until),
@@ -475,11 +498,11 @@ impl<C: Clock> Limiter<C> {
             let outcome = match verdict {
                 Ok(Verdict::Admit) => {
                     let waited = now.saturating_sub(entry.started);
-                    let holds_slot = self.admit(st, now, &entry.cost, amounts.as_slice(), waited);
+                    let admission = self.admit(st, now, &entry.cost, amounts.as_slice(), waited);
                     Ok(Granted {
                         cost: entry.cost,
                         admitted_at: now,
-                        holds_slot,
+                        admission,
                     })
                 }
                 Ok(verdict) => {
@@ -507,30 +530,68 @@ impl<C: Clock> Limiter<C> {
     /// Takes back an admission whose permit was never delivered (its waiter was dropped
     /// after the grant): every limit gets its amounts back, and its slot is freed.
     fn revoke(&self, st: &mut State, now: Nanos, granted: Granted) {
-        let State {
-            limits, counters, ..
-        } = &mut *st;
-        let refunded = counters.refunded.iter_mut();
-        settle_all(
-            self.shared
-                .policy
-                .limits
-                .iter()
-                .zip(limits.iter_mut())
-                .zip(refunded)
-                .map(|((l, s), refunded)| {
-                    let amount = l.measure.amount(&granted.cost).unwrap_or(0);
-                    *refunded = refunded.saturating_add(amount);
-                    (&l.rule, s, amount, 0)
-                }),
+        self.settle_admission(
+            st,
             now,
+            &granted.cost,
+            &Cost::zero(),
             granted.admitted_at,
+            &granted.admission.drained,
         );
-        counters.admitted = counters.admitted.saturating_sub(1);
-        if granted.holds_slot {
+        st.counters.admitted = st.counters.admitted.saturating_sub(1);
+        if granted.admission.holds_slot {
             st.in_flight = st.in_flight.saturating_sub(1);
         }
         self.serve_queue(st, now, None);
+    }
+
+    /// Settles an admission of `reserved` made at `admitted_at` with what it `used`: refunds
+    /// or charges every limit the difference, and counts it.
+    fn settle_admission(
+        &self,
+        st: &mut State,
+        now: Nanos,
+        reserved: &Cost,
+        used: &Cost,
+        admitted_at: Nanos,
+        drained: &PerLimit,
+    ) {
+        let State {
+            limits, counters, ..
+        } = st;
+        let totals = counters
+            .charged
+            .iter_mut()
+            .zip(counters.refunded.iter_mut());
+        let each = self
+            .shared
+            .policy
+            .limits
+            .iter()
+            .zip(limits.iter_mut())
+            .zip(totals)
+            .zip(drained.as_slice());
+        settle_all(
+            each.map(|(((l, s), (charged, refunded)), &drained_at)| {
+                let reserved = l.measure.amount(reserved).unwrap_or(0);
+                // A usage figure that overflows is charged as the most there is (capped by `charge`).
+                let used = l.measure.amount(used).unwrap_or(u64::MAX);
+                *refunded = refunded.saturating_add(reserved.saturating_sub(used));
+                *charged =
+                    charged.saturating_add(used.saturating_sub(reserved).min(l.rule.amount()));
+                (
+                    &l.rule,
+                    s,
+                    reserved,
+                    used,
+                    Receipt {
+                        admitted_at,
+                        drained_at,
+                    },
+                )
+            }),
+            now,
+        );
     }
 
     /// The dimension and the amount on it that `verdict` named.

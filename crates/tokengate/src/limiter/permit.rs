@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use super::Limiter;
+use super::{Admission, Limiter, PerLimit};
 use crate::clock::Clock;
-use crate::core::{settle_all, Nanos};
+use crate::core::Nanos;
 use crate::cost::{Cost, Usage};
 
 /// Proof of admission. Holds the in-flight slot (if the policy caps in-flight requests) and
@@ -18,6 +18,8 @@ pub struct Permit<'a, C: Clock> {
     limiter: &'a Limiter<C>,
     cost: Cost,
     admitted_at: Nanos,
+    /// Each limit's drain instant, for refunds.
+    drained: PerLimit,
     holds_slot: bool,
 }
 
@@ -26,12 +28,17 @@ impl<'a, C: Clock> Permit<'a, C> {
         limiter: &'a Limiter<C>,
         cost: Cost,
         admitted_at: Nanos,
-        holds_slot: bool,
+        admission: Admission,
     ) -> Self {
+        let Admission {
+            holds_slot,
+            drained,
+        } = admission;
         Self {
             limiter,
             cost,
             admitted_at,
+            drained,
             holds_slot,
         }
     }
@@ -50,6 +57,11 @@ impl<'a, C: Clock> Permit<'a, C> {
     /// once, never above its capacity), or is charged what was used beyond the reservation
     /// (into debt: later requests wait). Frees the in-flight slot.
     ///
+    /// Only what still counts against a limit comes back: units that have left its window, or
+    /// that its bucket has refilled past since the admission, were given back by time already.
+    /// So a late settlement never lets in more than the limit would have, had the request
+    /// reserved only what it used.
+    ///
     /// # Examples
     /// ```
     /// use tokengate::{Cost, Limiter, ManualClock, Policy, Usage};
@@ -62,35 +74,37 @@ impl<'a, C: Clock> Permit<'a, C> {
     /// assert_eq!(limiter.stats().limits[0].used, 312);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// A permit settles at most once, and never after it is dropped: `settle` takes it by
+    /// value, so either mistake is a compile error (use of a moved value).
+    /// ```compile_fail,E0382
+    /// # use tokengate::{Cost, Limiter, ManualClock, Policy, Usage};
+    /// # let limiter = Limiter::with_clock(Policy::builder().requests_per_minute(60).build().unwrap(), ManualClock::new());
+    /// let permit = limiter.try_acquire(Cost::request()).unwrap();
+    /// permit.settle(Usage::new());
+    /// permit.settle(Usage::new()); // error[E0382]: use of moved value: `permit`
+    /// ```
+    /// ```compile_fail,E0382
+    /// # use tokengate::{Cost, Limiter, ManualClock, Policy, Usage};
+    /// # let limiter = Limiter::with_clock(Policy::builder().requests_per_minute(60).build().unwrap(), ManualClock::new());
+    /// let permit = limiter.try_acquire(Cost::request()).unwrap();
+    /// drop(permit);
+    /// permit.settle(Usage::new()); // error[E0382]: use of moved value: `permit`
+    /// ```
     pub fn settle(mut self, usage: Usage) {
         let used = usage.as_cost(&self.cost);
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
-        let super::State {
-            limits, counters, ..
-        } = &mut *st;
-        let totals = counters
-            .charged
-            .iter_mut()
-            .zip(counters.refunded.iter_mut());
-        let policy = &limiter.shared.policy;
-        settle_all(
-            policy.limits.iter().zip(limits.iter_mut()).zip(totals).map(
-                |((l, s), (charged, refunded))| {
-                    let reserved = l.measure.amount(&self.cost).unwrap_or(0);
-                    // A usage figure that overflows is charged as the most there is (capped by `charge`).
-                    let used = l.measure.amount(&used).unwrap_or(u64::MAX);
-                    *refunded = refunded.saturating_add(reserved.saturating_sub(used));
-                    *charged =
-                        charged.saturating_add(used.saturating_sub(reserved).min(l.rule.amount()));
-                    (&l.rule, s, reserved, used)
-                },
-            ),
+        limiter.settle_admission(
+            &mut st,
             now,
+            &self.cost,
+            &used,
             self.admitted_at,
+            &self.drained,
         );
-        counters.settled += 1;
+        st.counters.settled += 1;
         if self.holds_slot {
             self.holds_slot = false;
             st.in_flight = st.in_flight.saturating_sub(1);

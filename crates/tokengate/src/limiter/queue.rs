@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::task::Waker;
 use std::time::Duration;
 
+use super::Admission;
 use crate::core::Nanos;
 use crate::cost::Cost;
 use crate::error::AcquireError;
@@ -55,7 +56,7 @@ pub(crate) struct Grant {
 pub(crate) struct Granted {
     pub(crate) cost: Cost,
     pub(crate) admitted_at: Nanos,
-    pub(crate) holds_slot: bool,
+    pub(crate) admission: Admission,
 }
 
 /// Waiters in arrival order (ids increase, so an entry is found by binary search), and the
@@ -105,7 +106,8 @@ impl WaitQueue {
         self.entries.pop_front()
     }
 
-    fn position(&self, id: u64) -> Option<usize> {
+    /// Where `id` stands: the number of waiters ahead of it.
+    pub(crate) fn position(&self, id: u64) -> Option<usize> {
         self.entries.binary_search_by_key(&id, |e| e.id).ok()
     }
 

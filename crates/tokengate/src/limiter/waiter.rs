@@ -103,9 +103,9 @@ impl<'a, C: Clock> Waiting<'a, C> {
             return Step::Pending(deadline);
         }
         let verdict = match limiter.try_admit(&mut st, now, &cost, 0) {
-            Ok(Ok(holds_slot)) => {
+            Ok(Ok(admission)) => {
                 drop(st);
-                return Step::Done(Ok(Permit::new(limiter, cost, now, holds_slot)));
+                return Step::Done(Ok(Permit::new(limiter, cost, now, admission)));
             }
             Err(e) => {
                 st.counters.rejected += 1;
@@ -155,7 +155,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
             self.phase = Phase::Finished;
             drop(st);
             return Step::Done(
-                outcome.map(|g| Permit::new(limiter, g.cost, g.admitted_at, g.holds_slot)),
+                outcome.map(|g| Permit::new(limiter, g.cost, g.admitted_at, g.admission)),
             );
         }
         if !queued {
@@ -170,6 +170,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
         }
         if deadline.is_some_and(|d| now >= d) {
             // Behind others at the deadline (a head that cannot make it fails in serve_queue).
+            let waiters_ahead = st.queue.position(id).unwrap_or(0);
             if let Some((_, was_head)) = st.queue.remove(id) {
                 if was_head {
                     limiter.serve_queue(&mut st, now, None);
@@ -177,7 +178,6 @@ impl<'a, C: Clock> Waiting<'a, C> {
             }
             self.phase = Phase::Finished;
             st.counters.timed_out += 1;
-            let waiters_ahead = st.queue.len();
             return Step::Done(Err(AcquireError::QueueTimeout {
                 waiters_ahead,
                 timeout: self.timeout.unwrap_or_default(),
