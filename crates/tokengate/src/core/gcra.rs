@@ -9,11 +9,16 @@
 
 use super::time::{Nanos, Rate};
 
-/// State of a GCRA limit: the instant at which its bucket is full again.
+/// State of a GCRA limit: the instant at which its bucket is full again, and how much time
+/// refunds have given back so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GcraState {
     /// Theoretical arrival time, in nanoseconds since the clock's origin.
     pub tat: Nanos,
+    /// Time given back by refunds since the state was created (ns, saturating). Refunds move
+    /// the units admitted after the refunded one forward; receipts subtract what was given back
+    /// since they were issued to know how much of their own units the bucket still holds.
+    pub refunded: Nanos,
 }
 
 /// Parameters of one GCRA limit.
@@ -59,28 +64,33 @@ impl Gcra {
         at.max(now)
     }
 
-    /// Records `cost` units at `now`; returns the new TAT, the instant at which the bucket
-    /// will have drained these units (they leave it after everything admitted before them).
+    /// Records `cost` units at `now`; returns the admission's mark: the instant at which the
+    /// bucket will have drained these units (the new TAT: units leave the bucket after
+    /// everything admitted before them) plus the time refunds had given back so far.
     #[inline]
     pub(crate) fn commit(&self, state: &mut GcraState, now: Nanos, cost: u64) -> Nanos {
         state.tat = state.tat.max(now).saturating_add(self.rate.time_for(cost));
-        state.tat
+        state.tat.saturating_add(state.refunded)
     }
 
-    /// Gives back up to `units` of an admission whose units drain at `drained_at` (the TAT its
-    /// commit returned). Only what is still in the bucket comes back: units already drained
-    /// (the bucket has refilled past them since) were given back by time, and giving them back
-    /// again would let in more than the limit. The level never rises above the capacity.
+    /// Gives back up to `units` of the admission whose commit returned `mark`. Only what is
+    /// still in the bucket comes back: units already drained (the bucket refilled past them
+    /// since) were given back by time, and giving them back again would let in more than the
+    /// limit. The level never rises above the capacity.
     ///
-    /// This never gives back more than an admission of only the used units would have left:
-    /// the two histories differ by the unused units until the bucket of the smaller one
-    /// empties, and from then on by no less than what is left of this admission's own units.
+    /// The admission's units drain at `mark - refunded` as far as refunds since its commit are
+    /// concerned: each moved everything after the refunded units forward by what it gave back,
+    /// and counting refunds of later admissions too only makes the estimate earlier. So this
+    /// never gives back more than an admission of only the used units would have left.
     #[inline]
-    pub(crate) fn refund(&self, state: &mut GcraState, now: Nanos, drained_at: Nanos, units: u64) {
+    pub(crate) fn refund(&self, state: &mut GcraState, now: Nanos, mark: Nanos, units: u64) {
+        let drained_at = mark.saturating_sub(state.refunded);
         let still_held = drained_at.saturating_sub(now);
         let back = self.rate.time_for_floor(units).min(still_held);
         if state.tat > now {
-            state.tat = state.tat.saturating_sub(back).max(now);
+            let tat = state.tat.saturating_sub(back).max(now);
+            state.refunded = state.refunded.saturating_add(state.tat - tat);
+            state.tat = tat;
         }
     }
 
@@ -124,8 +134,8 @@ mod tests {
     fn refund_never_overfills() {
         let g = bucket(10, S, 5);
         let mut s = GcraState::default();
-        let drained_at = g.commit(&mut s, 0, 2);
-        g.refund(&mut s, 0, drained_at, 100);
+        let mark = g.commit(&mut s, 0, 2);
+        g.refund(&mut s, 0, mark, 100);
         assert_eq!(s.tat, 0);
         assert_eq!(g.available(&s, 0), 5);
     }
@@ -141,6 +151,20 @@ mod tests {
         g.refund(&mut s, 2 * S + S / 2, late, 8); // 5 units of it are still held
         assert_eq!(s.tat, 3 * S - S / 2);
         assert_eq!(g.available(&s, 2 * S + S / 2), 10);
+    }
+
+    #[test]
+    fn refunding_an_earlier_admission_moves_the_later_ones_forward() {
+        let g = bucket(4, 4, 4); // one unit a nanosecond, burst 4
+        let mut s = GcraState::default();
+        let first = g.commit(&mut s, 0, 1); // drains by 1
+        let second = g.commit(&mut s, 0, 3); // drains by 4
+        g.refund(&mut s, 0, first, 1); // the second now drains by 3
+        assert_eq!(s.tat, 3);
+        let _third = g.commit(&mut s, 2, 1); // tat 4
+                                             // At 2, one unit of the second is still held, not two.
+        g.refund(&mut s, 2, second, 2);
+        assert_eq!(s.tat, 3);
     }
 
     #[test]

@@ -31,8 +31,10 @@ pub struct Receipt {
     /// When it was admitted.
     pub admitted_at: Nanos,
     /// For the bucket algorithms (token bucket, leaky bucket, the smooth window's bucket): the
-    /// instant at which the bucket will have drained the units it took. 0 for the others.
-    pub drained_at: Nanos,
+    /// instant at which the bucket will have drained the units it took, plus the time refunds
+    /// had given back when it was issued ([`GcraState::refunded`](super::GcraState::refunded)).
+    /// 0 for the others.
+    pub bucket_mark: Nanos,
 }
 
 /// What a limit looks like at an instant, for stats and for reporting.
@@ -246,7 +248,7 @@ impl LimitRule {
     #[inline]
     pub fn commit(&self, state: &mut LimitState, now: Nanos, cost: u64) -> Receipt {
         let p = self.period;
-        let drained_at = match (&self.kind, &mut *state) {
+        let bucket_mark = match (&self.kind, &mut *state) {
             (Kind::Gcra(g), LimitState::Gcra(s)) => g.commit(s, now, cost),
             (Kind::Log, LimitState::Log(s)) => {
                 sliding_log::commit(s, p, now, cost);
@@ -271,7 +273,7 @@ impl LimitRule {
         };
         Receipt {
             admitted_at: now,
-            drained_at,
+            bucket_mark,
         }
     }
 
@@ -282,12 +284,12 @@ impl LimitRule {
     pub fn refund(&self, state: &mut LimitState, now: Nanos, receipt: &Receipt, units: u64) {
         let (p, at) = (self.period, receipt.admitted_at);
         match (&self.kind, state) {
-            (Kind::Gcra(g), LimitState::Gcra(s)) => g.refund(s, now, receipt.drained_at, units),
+            (Kind::Gcra(g), LimitState::Gcra(s)) => g.refund(s, now, receipt.bucket_mark, units),
             (Kind::Log, LimitState::Log(s)) => sliding_log::refund(s, at, units),
             (Kind::Counter, LimitState::Counter(s)) => sliding_counter::refund(s, p, at, units),
             (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::refund(s, p, at, units),
             (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
-                g.refund(b, now, receipt.drained_at, units);
+                g.refund(b, now, receipt.bucket_mark, units);
                 sliding_log::refund(w, at, units);
             }
             _ => {}

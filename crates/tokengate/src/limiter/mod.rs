@@ -403,7 +403,7 @@ impl<C: Clock> Limiter<C> {
         let mut slots = drained.as_mut_slice().iter_mut();
         commit_all(commits, now, |receipt| {
             if let Some(slot) = slots.next() {
-                *slot = receipt.drained_at;
+                *slot = receipt.bucket_mark;
             }
         });
         counters.admitted += 1;
@@ -572,7 +572,7 @@ impl<C: Clock> Limiter<C> {
             .zip(totals)
             .zip(drained.as_slice());
         settle_all(
-            each.map(|(((l, s), (charged, refunded)), &drained_at)| {
+            each.map(|(((l, s), (charged, refunded)), &bucket_mark)| {
                 let reserved = l.measure.amount(reserved).unwrap_or(0);
                 // A usage figure that overflows is charged as the most there is (capped by `charge`).
                 let used = l.measure.amount(used).unwrap_or(u64::MAX);
@@ -586,7 +586,7 @@ impl<C: Clock> Limiter<C> {
                     used,
                     Receipt {
                         admitted_at,
-                        drained_at,
+                        bucket_mark,
                     },
                 )
             }),
