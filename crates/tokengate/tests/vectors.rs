@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokengate::core::{Decision, LimitRule, Nanos};
+use tokengate::core::{Decision, LimitRule, Nanos, Receipt};
 use tokengate::{Algorithm, Limit};
 
 const VECTORS: &str = include_str!("vectors/algorithms.json");
@@ -68,6 +68,10 @@ enum Op {
     Refund {
         units: u64,
         admitted_at: Nanos,
+        /// The index (in `ops`) of the acquire being refunded; by default the latest one
+        /// admitted at `admitted_at` before this op.
+        #[serde(default)]
+        admission: Option<usize>,
         #[serde(default)]
         #[allow(dead_code)]
         note: Option<String>,
@@ -124,7 +128,7 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 fn load() -> File {
     let file: File = serde_json::from_str(VECTORS).expect("algorithms.json parses");
     assert_eq!(file.format, "tokengate-algorithm-vectors");
-    assert_eq!(file.version, 1);
+    assert_eq!(file.version, 3);
     file
 }
 
@@ -139,38 +143,69 @@ fn rule_of(case: &Case) -> Result<LimitRule, String> {
     LimitRule::new(&limit).map_err(|e| format!("invalid limit: {e}"))
 }
 
+/// The op index of the acquire a refund at op `i` names: `admission` if given, else the latest
+/// acquire before op `i` expected to be admitted at `admitted_at`.
+fn refunded_admission(
+    case: &Case,
+    i: usize,
+    admitted_at: Nanos,
+    admission: Option<usize>,
+) -> Result<usize, String> {
+    let admitted = |j: usize| {
+        matches!(
+            case.ops[j].op,
+            Op::Acquire {
+                expect: Some(Expect::Admit),
+                ..
+            }
+        ) && case.ops[j].t == admitted_at
+    };
+    match admission {
+        Some(j) if j < i && admitted(j) => Ok(j),
+        Some(j) => Err(format!(
+            "op {i}: \"admission\": {j} is not an earlier acquire admitted at {admitted_at}"
+        )),
+        None => (0..i)
+            .rev()
+            .find(|&j| admitted(j))
+            .ok_or_else(|| format!("op {i}: nothing was admitted at {admitted_at}")),
+    }
+}
+
 /// Checks the vector itself (not the library): instants never decrease, every acquire has an
-/// expectation, every refund gives back at most what an earlier admission at `admitted_at`
-/// was expected to take.
+/// expectation, every refund names an earlier admission, and the refunds of one admission add
+/// up to at most what it was expected to take.
 fn validate(case: &Case) -> Result<(), String> {
     let mut last = 0;
-    let mut admitted: Vec<(Nanos, u64)> = Vec::new();
+    let mut refunded: Vec<u64> = vec![0; case.ops.len()];
     for (i, o) in case.ops.iter().enumerate() {
         if o.t < last {
             return Err(format!("op {i}: t = {} is before {last}", o.t));
         }
         last = o.t;
         match o.op {
-            Op::Acquire { cost, expect, .. } => match expect {
-                None => return Err(format!("op {i}: acquire without \"expect\"")),
-                Some(Expect::Admit) => admitted.push((o.t, cost)),
-                Some(_) => {}
-            },
+            Op::Acquire { expect: None, .. } => {
+                return Err(format!("op {i}: acquire without \"expect\""))
+            }
+            Op::Acquire { .. } | Op::Charge { .. } => {}
             Op::Refund {
-                units, admitted_at, ..
+                units,
+                admitted_at,
+                admission,
+                ..
             } => {
-                let at: u64 = admitted
-                    .iter()
-                    .filter(|a| a.0 == admitted_at)
-                    .map(|a| a.1)
-                    .sum();
-                if units > at {
+                let j = refunded_admission(case, i, admitted_at, admission)?;
+                let Op::Acquire { cost, .. } = case.ops[j].op else {
+                    unreachable!("refunded_admission returns acquires")
+                };
+                refunded[j] += units;
+                if refunded[j] > cost {
                     return Err(format!(
-                        "op {i}: refunds {units} of {at} admitted at {admitted_at}"
+                        "op {i}: refunds {} in all of the {cost} admitted by op {j}",
+                        refunded[j]
                     ));
                 }
             }
-            Op::Charge { .. } => {}
         }
     }
     Ok(())
@@ -180,6 +215,8 @@ fn validate(case: &Case) -> Result<(), String> {
 fn replay(case: &Case) -> Result<(), String> {
     let rule = rule_of(case)?;
     let mut state = rule.new_state();
+    // The receipt of each admitted acquire, by op index.
+    let mut receipts: Vec<Option<Receipt>> = vec![None; case.ops.len()];
     for (i, o) in case.ops.iter().enumerate() {
         let now = o.t;
         match o.op {
@@ -193,7 +230,16 @@ fn replay(case: &Case) -> Result<(), String> {
                     ));
                 }
                 match decision {
-                    Decision::Admit => rule.commit(&mut state, now, cost),
+                    Decision::Admit => {
+                        let receipt = rule.commit(&mut state, now, cost);
+                        if receipt.admitted_at != now {
+                            return Err(format!(
+                                "op {i} (t = {now}, acquire {cost}): the receipt says admitted at {}",
+                                receipt.admitted_at
+                            ));
+                        }
+                        receipts[i] = Some(receipt);
+                    }
                     Decision::NotUntil(t) => {
                         // The documented meaning of NotUntil(t): denied at t - 1, admitted at t.
                         let copy = state.clone();
@@ -210,8 +256,15 @@ fn replay(case: &Case) -> Result<(), String> {
                 }
             }
             Op::Refund {
-                units, admitted_at, ..
-            } => rule.refund(&mut state, now, admitted_at, units),
+                units,
+                admitted_at,
+                admission,
+                ..
+            } => {
+                let j = refunded_admission(case, i, admitted_at, admission)?;
+                let receipt = receipts[j].expect("validated: op j was admitted");
+                rule.refund(&mut state, now, &receipt, units);
+            }
             Op::Charge { units, .. } => rule.charge(&mut state, now, units),
         }
     }

@@ -5,6 +5,15 @@
 //! ([`Nanos`]) and the state of one limit as plain data, so the same rules can be replayed
 //! from test vectors and applied by another store (a Redis script) with the same answers.
 //!
+//! # The store seam
+//! A store keeps, per key, one [`LimitState`] per limit of the key's policy: plain integers
+//! (nanosecond instants, unit counts; the sliding log a list of `(instant, amount)` pairs), no
+//! floats, no pointers. It applies three steps atomically: [`decide_all`] (changes nothing),
+//! [`commit_all`] after an admit (returns a [`Receipt`] per limit), and [`settle_all`] with
+//! those receipts. The in-memory limiter does so under one lock; a shared store (Redis) runs
+//! the same steps in one script, and is held to the same answers by the test vectors in
+//! `tests/vectors/` (the format is described beside them).
+//!
 //! The entry point is [`LimitRule`]: a validated limit (amount per period, burst, algorithm)
 //! that decides an admission against a [`LimitState`]:
 //!

@@ -88,51 +88,41 @@ pub(crate) struct HeadWait {
     pub(crate) armed: bool,
 }
 
-/// One figure per limit of a policy (an amount, a drain instant), on the stack for policies of
-/// up to four limits (requests, input, output, and a daily cap).
-#[derive(Debug, Clone)]
-pub(crate) enum PerLimit {
-    Inline { len: u8, figures: [u64; 4] },
-    Heap(Box<[u64]>),
+/// Each limit's bucket mark from one admission (see [`Receipt`]), for its settlement: in
+/// place for the first four limits (requests, input, output and a daily cap), on the heap past
+/// that.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Marks {
+    first: [u64; 4],
+    rest: Option<Box<[u64]>>,
 }
 
-impl PerLimit {
-    /// `len` figures, all zero.
+impl Marks {
+    /// Room for `len` marks, all zero.
     #[inline]
-    fn zeros(len: usize) -> Self {
-        match u8::try_from(len) {
-            Ok(len) if len <= 4 => Self::Inline {
-                len,
-                figures: [0; 4],
-            },
-            _ => Self::Heap(vec![0; len].into_boxed_slice()),
-        }
-    }
-
-    /// The amounts `cost` puts on each limit. An amount that overflows 64 bits is `u64::MAX`:
-    /// above every capacity but that of a limit of `u64::MAX`, which it may as well pass.
-    #[inline]
-    fn amounts(policy: &Policy, cost: &Cost) -> Self {
-        let mut amounts = Self::zeros(policy.limits.len());
-        for (slot, l) in amounts.as_mut_slice().iter_mut().zip(&policy.limits) {
-            *slot = l.measure.amount(cost).unwrap_or(u64::MAX);
-        }
-        amounts
+    fn new(len: usize) -> Self {
+        let rest = (len > 4).then(|| vec![0; len - 4].into_boxed_slice());
+        Self { first: [0; 4], rest }
     }
 
     #[inline]
-    pub(crate) fn as_slice(&self) -> &[u64] {
-        match self {
-            Self::Inline { len, figures } => &figures[..usize::from(*len)],
-            Self::Heap(figures) => figures,
+    fn set(&mut self, i: usize, mark: u64) {
+        match (self.first.get_mut(i), &mut self.rest) {
+            (Some(slot), _) => *slot = mark,
+            (None, Some(rest)) => {
+                if let Some(slot) = rest.get_mut(i - 4) {
+                    *slot = mark;
+                }
+            }
+            (None, None) => {}
         }
     }
 
     #[inline]
-    fn as_mut_slice(&mut self) -> &mut [u64] {
-        match self {
-            Self::Inline { len, figures } => &mut figures[..usize::from(*len)],
-            Self::Heap(figures) => figures,
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        match self.first.get(i) {
+            Some(&mark) => mark,
+            None => self.rest.as_ref().and_then(|r| r.get(i - 4)).copied().unwrap_or(0),
         }
     }
 }
@@ -142,7 +132,7 @@ impl PerLimit {
 #[derive(Debug, Clone)]
 pub(crate) struct Admission {
     pub(crate) holds_slot: bool,
-    pub(crate) drained: PerLimit,
+    pub(crate) marks: Marks,
 }
 
 /// What the policy says about one cost at one instant.
@@ -334,19 +324,14 @@ impl<C: Clock> Limiter<C> {
 
     /// What the policy says about `cost` at `now`; changes nothing.
     #[inline]
-    fn verdict(
-        &self,
-        st: &State,
-        now: Nanos,
-        cost: &Cost,
-        amounts: &[u64],
-    ) -> Result<Verdict, AcquireError> {
+    fn verdict(&self, st: &State, now: Nanos, cost: &Cost) -> Result<Verdict, AcquireError> {
         let limits = &self.shared.policy.limits;
+        // An amount that overflows 64 bits is above every capacity but that of a limit of
+        // u64::MAX, which it may as well pass.
         let decisions = limits
             .iter()
             .zip(&st.limits)
-            .zip(amounts)
-            .map(|((l, s), &a)| (&l.rule, s, a));
+            .map(|(l, s)| (&l.rule, s, l.measure.amount(cost).unwrap_or(u64::MAX)));
         match decide_all(decisions, now) {
             CombinedDecision::Admit => {}
             CombinedDecision::NotUntil { at, limit } => {
@@ -375,36 +360,20 @@ impl<C: Clock> Limiter<C> {
 
     /// Charges `amounts` on every limit at `now` (after [`verdict`](Self::verdict) said admit).
     #[inline]
-    fn admit(
-        &self,
-        st: &mut State,
-        now: Nanos,
-        cost: &Cost,
-        amounts: &[u64],
-        waited: Nanos,
-    ) -> Admission {
-        let State {
-            limits, counters, ..
-        } = st;
+    fn admit(&self, st: &mut State, now: Nanos, cost: &Cost, waited: Nanos) -> Admission {
+        let State { limits, counters, .. } = st;
         let charged = counters.charged.iter_mut();
-        let commits = self
-            .shared
-            .policy
-            .limits
-            .iter()
-            .zip(limits.iter_mut())
-            .zip(charged)
-            .zip(amounts)
-            .map(|(((l, s), charged), &amount)| {
-                *charged = charged.saturating_add(amount);
-                (&l.rule, s, amount)
-            });
-        let mut drained = PerLimit::zeros(amounts.len());
-        let mut slots = drained.as_mut_slice().iter_mut();
+        let commits = self.shared.policy.limits.iter().zip(limits.iter_mut()).zip(charged).map(|((l, s), charged)| {
+            // `verdict` admitted it, so the amount did not overflow.
+            let amount = l.measure.amount(cost).unwrap_or(u64::MAX);
+            *charged = charged.saturating_add(amount);
+            (&l.rule, s, amount)
+        });
+        let mut marks = Marks::new(self.shared.policy.limits.len());
+        let mut i = 0;
         commit_all(commits, now, |receipt| {
-            if let Some(slot) = slots.next() {
-                *slot = receipt.bucket_mark;
-            }
+            marks.set(i, receipt.bucket_mark);
+            i += 1;
         });
         counters.admitted += 1;
         counters.waits.record(waited);
@@ -412,10 +381,7 @@ impl<C: Clock> Limiter<C> {
         if holds_slot {
             st.in_flight += 1;
         }
-        Admission {
-            holds_slot,
-            drained,
-        }
+        Admission { holds_slot, marks }
     }
 
     /// Decides `cost` at `now` and, when every limit allows it, admits it: `Ok(Ok(admission))`.
@@ -428,9 +394,8 @@ impl<C: Clock> Limiter<C> {
         cost: &Cost,
         waited: Nanos,
     ) -> Result<Result<Admission, Verdict>, AcquireError> {
-        let amounts = PerLimit::amounts(&self.shared.policy, cost);
-        match self.verdict(st, now, cost, amounts.as_slice())? {
-            Verdict::Admit => Ok(Ok(self.admit(st, now, cost, amounts.as_slice(), waited))),
+        match self.verdict(st, now, cost)? {
+            Verdict::Admit => Ok(Ok(self.admit(st, now, cost, waited))),
             wait => Ok(Err(wait)),
         }
     }
@@ -460,8 +425,7 @@ impl<C: Clock> Limiter<C> {
                 st.timer.disarm();
                 return None;
             };
-            let amounts = PerLimit::amounts(&self.shared.policy, &head.cost);
-            let verdict = self.verdict(st, now, &head.cost, amounts.as_slice());
+            let verdict = self.verdict(st, now, &head.cost);
             let until = match verdict {
                 Ok(Verdict::Wait { until, .. }) => Some(until),
                 _ => None,
@@ -498,7 +462,7 @@ impl<C: Clock> Limiter<C> {
             let outcome = match verdict {
                 Ok(Verdict::Admit) => {
                     let waited = now.saturating_sub(entry.started);
-                    let admission = self.admit(st, now, &entry.cost, amounts.as_slice(), waited);
+                    let admission = self.admit(st, now, &entry.cost, waited);
                     Ok(Granted {
                         cost: entry.cost,
                         admitted_at: now,
@@ -536,7 +500,7 @@ impl<C: Clock> Limiter<C> {
             &granted.cost,
             &Cost::zero(),
             granted.admitted_at,
-            &granted.admission.drained,
+            &granted.admission.marks,
         );
         st.counters.admitted = st.counters.admitted.saturating_sub(1);
         if granted.admission.holds_slot {
@@ -554,7 +518,7 @@ impl<C: Clock> Limiter<C> {
         reserved: &Cost,
         used: &Cost,
         admitted_at: Nanos,
-        drained: &PerLimit,
+        marks: &Marks,
     ) {
         let State {
             limits, counters, ..
@@ -570,9 +534,10 @@ impl<C: Clock> Limiter<C> {
             .iter()
             .zip(limits.iter_mut())
             .zip(totals)
-            .zip(drained.as_slice());
+            .enumerate();
         settle_all(
-            each.map(|(((l, s), (charged, refunded)), &bucket_mark)| {
+            each.map(|(i, ((l, s), (charged, refunded)))| {
+                let bucket_mark = marks.get(i);
                 let reserved = l.measure.amount(reserved).unwrap_or(0);
                 // A usage figure that overflows is charged as the most there is (capped by `charge`).
                 let used = l.measure.amount(used).unwrap_or(u64::MAX);

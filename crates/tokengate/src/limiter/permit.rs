@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Admission, Limiter, PerLimit};
+use super::{Admission, Limiter, Marks};
 use crate::clock::Clock;
 use crate::core::Nanos;
 use crate::cost::{Cost, Usage};
@@ -18,8 +18,8 @@ pub struct Permit<'a, C: Clock> {
     limiter: &'a Limiter<C>,
     cost: Cost,
     admitted_at: Nanos,
-    /// Each limit's drain instant, for refunds.
-    drained: PerLimit,
+    /// Each limit's bucket mark, for refunds.
+    marks: Marks,
     holds_slot: bool,
 }
 
@@ -32,13 +32,13 @@ impl<'a, C: Clock> Permit<'a, C> {
     ) -> Self {
         let Admission {
             holds_slot,
-            drained,
+            marks,
         } = admission;
         Self {
             limiter,
             cost,
             admitted_at,
-            drained,
+            marks,
             holds_slot,
         }
     }
@@ -102,7 +102,7 @@ impl<'a, C: Clock> Permit<'a, C> {
             &self.cost,
             &used,
             self.admitted_at,
-            &self.drained,
+            &self.marks,
         );
         st.counters.settled += 1;
         if self.holds_slot {
