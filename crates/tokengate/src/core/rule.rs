@@ -227,6 +227,16 @@ impl LimitRule {
     /// Earliest instant `>= now` at which `cost` (at most the capacity) is admitted.
     #[inline]
     fn earliest(&self, state: &LimitState, now: Nanos, cost: u64) -> Nanos {
+        // The buckets are a few instructions: keep them inline in the caller's loop, and the
+        // rest behind a call.
+        match (&self.kind, state) {
+            (Kind::Gcra(g), LimitState::Gcra(s)) => g.earliest(s, now, cost),
+            _ => self.earliest_other(state, now, cost),
+        }
+    }
+
+    #[inline(never)]
+    fn earliest_other(&self, state: &LimitState, now: Nanos, cost: u64) -> Nanos {
         let (a, p) = (self.amount, self.period);
         match (&self.kind, state) {
             (Kind::Gcra(g), LimitState::Gcra(s)) => g.earliest(s, now, cost),
@@ -247,6 +257,18 @@ impl LimitRule {
     /// first reset to this rule's fresh state.
     #[inline]
     pub fn commit(&self, state: &mut LimitState, now: Nanos, cost: u64) -> Receipt {
+        if let (Kind::Gcra(g), LimitState::Gcra(s)) = (&self.kind, &mut *state) {
+            let bucket_mark = g.commit(s, now, cost);
+            return Receipt {
+                admitted_at: now,
+                bucket_mark,
+            };
+        }
+        self.commit_other(state, now, cost)
+    }
+
+    #[inline(never)]
+    fn commit_other(&self, state: &mut LimitState, now: Nanos, cost: u64) -> Receipt {
         let p = self.period;
         let bucket_mark = match (&self.kind, &mut *state) {
             (Kind::Gcra(g), LimitState::Gcra(s)) => g.commit(s, now, cost),

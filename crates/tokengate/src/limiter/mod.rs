@@ -102,7 +102,10 @@ impl Marks {
     #[inline]
     fn new(len: usize) -> Self {
         let rest = (len > 4).then(|| vec![0; len - 4].into_boxed_slice());
-        Self { first: [0; 4], rest }
+        Self {
+            first: [0; 4],
+            rest,
+        }
     }
 
     #[inline]
@@ -122,7 +125,12 @@ impl Marks {
     pub(crate) fn get(&self, i: usize) -> u64 {
         match self.first.get(i) {
             Some(&mark) => mark,
-            None => self.rest.as_ref().and_then(|r| r.get(i - 4)).copied().unwrap_or(0),
+            None => self
+                .rest
+                .as_ref()
+                .and_then(|r| r.get(i - 4))
+                .copied()
+                .unwrap_or(0),
         }
     }
 }
@@ -361,14 +369,23 @@ impl<C: Clock> Limiter<C> {
     /// Charges `amounts` on every limit at `now` (after [`verdict`](Self::verdict) said admit).
     #[inline]
     fn admit(&self, st: &mut State, now: Nanos, cost: &Cost, waited: Nanos) -> Admission {
-        let State { limits, counters, .. } = st;
+        let State {
+            limits, counters, ..
+        } = st;
         let charged = counters.charged.iter_mut();
-        let commits = self.shared.policy.limits.iter().zip(limits.iter_mut()).zip(charged).map(|((l, s), charged)| {
-            // `verdict` admitted it, so the amount did not overflow.
-            let amount = l.measure.amount(cost).unwrap_or(u64::MAX);
-            *charged = charged.saturating_add(amount);
-            (&l.rule, s, amount)
-        });
+        let commits = self
+            .shared
+            .policy
+            .limits
+            .iter()
+            .zip(limits.iter_mut())
+            .zip(charged)
+            .map(|((l, s), charged)| {
+                // `verdict` admitted it, so the amount did not overflow.
+                let amount = l.measure.amount(cost).unwrap_or(u64::MAX);
+                *charged = charged.saturating_add(amount);
+                (&l.rule, s, amount)
+            });
         let mut marks = Marks::new(self.shared.policy.limits.len());
         let mut i = 0;
         commit_all(commits, now, |receipt| {

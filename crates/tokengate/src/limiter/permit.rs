@@ -30,10 +30,7 @@ impl<'a, C: Clock> Permit<'a, C> {
         admitted_at: Nanos,
         admission: Admission,
     ) -> Self {
-        let Admission {
-            holds_slot,
-            marks,
-        } = admission;
+        let Admission { holds_slot, marks } = admission;
         Self {
             limiter,
             cost,
