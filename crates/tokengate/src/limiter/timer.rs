@@ -84,9 +84,12 @@ impl HeadTimer {
     }
 }
 
+/// Without tokio there is no timer to share: every waiter wakes itself.
 #[cfg(not(feature = "tokio"))]
 #[derive(Debug, Default)]
-pub(crate) struct HeadTimer;
+pub(crate) struct HeadTimer {
+    _none: (),
+}
 
 #[cfg(not(feature = "tokio"))]
 impl HeadTimer {
