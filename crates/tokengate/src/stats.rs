@@ -50,6 +50,8 @@ pub struct LimitStats {
     pub remaining: u64,
     /// Time until the limit is back to a fresh key's state, if it is not already.
     pub reset_in: Option<Duration>,
+    /// Time until `remaining` next grows, if it is below the limit's capacity.
+    pub next_refill_in: Option<Duration>,
     /// Units reserved and charged by admissions and settlements, all told.
     pub charged: u64,
     /// Units given back by settlements.

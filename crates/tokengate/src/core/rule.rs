@@ -46,6 +46,9 @@ pub struct Snapshot {
     pub remaining: u64,
     /// The instant at which the limit is back to a fresh key's state, if it is not already.
     pub reset_at: Option<Nanos>,
+    /// The next instant at which `remaining` grows (a unit refills, or an admission leaves the
+    /// window), if it is below the capacity.
+    pub next_refill_at: Option<Nanos>,
 }
 
 /// One limit, validated and ready to decide: `amount` units per `period`, with an algorithm.
@@ -327,6 +330,17 @@ impl LimitRule {
 
     /// What the limit looks like at `now`.
     pub fn snapshot(&self, state: &LimitState, now: Nanos) -> Snapshot {
+        let mut snapshot = self.use_at(state, now);
+        // Exactly when one more unit than `remaining` is admitted: the decision itself says.
+        snapshot.next_refill_at = Some(snapshot.remaining)
+            .filter(|&r| r < self.capacity())
+            .map(|r| self.earliest(state, now, r + 1))
+            .filter(|&t| t > now);
+        snapshot
+    }
+
+    /// `used`, `remaining` and `reset_at` at `now`.
+    fn use_at(&self, state: &LimitState, now: Nanos) -> Snapshot {
         let (a, p) = (self.amount, self.period);
         let gcra_snapshot = |g: &Gcra, s: &GcraState| {
             let remaining = g.available(s, now);
@@ -334,6 +348,7 @@ impl LimitRule {
                 used: g.burst - remaining,
                 remaining,
                 reset_at: (s.tat > now).then_some(s.tat),
+                next_refill_at: None,
             }
         };
         let log_snapshot = |s: &SlidingLogState| {
@@ -348,6 +363,7 @@ impl LimitRule {
                     .find(|e| e.1 > 0)
                     .map(|e| e.0.saturating_add(p))
                     .filter(|&t| t > now),
+                next_refill_at: None,
             }
         };
         match (&self.kind, state) {
@@ -368,6 +384,7 @@ impl LimitRule {
                     used,
                     remaining: a.saturating_sub(used),
                     reset_at,
+                    next_refill_at: None,
                 }
             }
             (Kind::Fixed, LimitState::Fixed(s)) => {
@@ -376,6 +393,7 @@ impl LimitRule {
                     used,
                     remaining: a.saturating_sub(used),
                     reset_at: (used > 0).then(|| fixed_window::window_of(now, p).saturating_add(p)),
+                    next_refill_at: None,
                 }
             }
             (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
@@ -390,12 +408,14 @@ impl LimitRule {
                     used: window.used,
                     remaining,
                     reset_at: bucket.reset_at.max(window.reset_at),
+                    next_refill_at: None,
                 }
             }
             _ => Snapshot {
                 used: 0,
                 remaining: self.capacity(),
                 reset_at: None,
+                next_refill_at: None,
             },
         }
     }
@@ -404,5 +424,57 @@ impl LimitRule {
     /// store may drop it without changing any future decision.
     pub fn is_fresh(&self, state: &LimitState, now: Nanos) -> bool {
         self.snapshot(state, now).reset_at.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const S: Nanos = 1_000_000_000;
+
+    fn rule(limit: Limit) -> LimitRule {
+        LimitRule::new(&limit).unwrap()
+    }
+
+    #[test]
+    fn next_refill_is_when_one_more_unit_is_admitted() {
+        let bucket = rule(
+            Limit::per_second(10)
+                .algorithm(Algorithm::TokenBucket)
+                .burst(5),
+        );
+        let mut s = bucket.new_state();
+        let _ = bucket.commit(&mut s, 0, 5);
+        let snap = bucket.snapshot(&s, 0);
+        assert_eq!(
+            (snap.remaining, snap.next_refill_at, snap.reset_at),
+            (0, Some(S / 10), Some(S / 2))
+        );
+
+        let log =
+            rule(Limit::new(10, Duration::from_secs(1)).algorithm(Algorithm::SlidingWindowLog));
+        let mut s = log.new_state();
+        let _ = log.commit(&mut s, 0, 4);
+        let _ = log.commit(&mut s, S / 4, 6);
+        let snap = log.snapshot(&s, S / 2);
+        assert_eq!(
+            (snap.remaining, snap.next_refill_at, snap.reset_at),
+            (0, Some(S), Some(S + S / 4))
+        );
+
+        let fixed = rule(Limit::new(10, Duration::from_secs(1)).algorithm(Algorithm::FixedWindow));
+        let mut s = fixed.new_state();
+        let _ = fixed.commit(&mut s, S / 2, 3);
+        let snap = fixed.snapshot(&s, S / 2);
+        assert_eq!((snap.remaining, snap.next_refill_at), (7, Some(S)));
+        // Full: nothing to refill.
+        let fresh = fixed.snapshot(&fixed.new_state(), 0);
+        assert_eq!(
+            (fresh.remaining, fresh.next_refill_at, fresh.reset_at),
+            (10, None, None)
+        );
     }
 }

@@ -269,8 +269,11 @@ impl<C: Clock> Limiter<C> {
     /// assert_eq!((stats.admitted, stats.in_flight), (1, 1));
     /// assert_eq!(stats.limits[1].dimension.name(), "input_tokens");
     /// assert_eq!((stats.limits[1].used, stats.limits[1].remaining), (1_000, 5_000));
-    /// // The window is back to fresh 60 s after the admission.
+    /// // The window is back to fresh 60 s after the admission, and refills then too.
     /// assert_eq!(stats.limits[1].reset_in, Some(Duration::from_secs(60)));
+    /// assert_eq!(stats.limits[1].next_refill_in, Some(Duration::from_secs(60)));
+    /// // Requests are paced at one a second (burst 1): the next one refills in a second.
+    /// assert_eq!(stats.limits[0].next_refill_in, Some(Duration::from_secs(1)));
     /// permit.settle(Usage::new().input(400));
     /// assert_eq!(limiter.stats().limits[1].refunded, 600);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -295,6 +298,7 @@ impl<C: Clock> Limiter<C> {
                     used: snap.used,
                     remaining: snap.remaining,
                     reset_in: snap.reset_at.map(|t| Duration::from_nanos(t - now)),
+                    next_refill_in: snap.next_refill_at.map(|t| Duration::from_nanos(t - now)),
                     charged: st.counters.charged[i],
                     refunded: st.counters.refunded[i],
                 }
