@@ -11,11 +11,10 @@
 
 mod common;
 
-use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::Criterion;
 use governor::{Quota, RateLimiter};
@@ -35,20 +34,6 @@ fn policy() -> Policy {
         .expect("a valid policy")
 }
 
-fn timed(decide: &impl Fn() -> bool, iters: u64) -> Duration {
-    let mut admitted = 0u64;
-    let start = Instant::now();
-    for _ in 0..iters {
-        admitted += u64::from(black_box(decide()));
-    }
-    let elapsed = start.elapsed();
-    assert_eq!(
-        admitted, iters,
-        "a decision was denied: the benchmark would be wrong"
-    );
-    elapsed
-}
-
 /// `THREADS` threads make `iters` decisions each at once; the longer thread's time.
 fn contended(decide: impl Fn() -> bool + Sync, iters: u64) -> Duration {
     let barrier = Barrier::new(THREADS);
@@ -57,7 +42,7 @@ fn contended(decide: impl Fn() -> bool + Sync, iters: u64) -> Duration {
             .map(|_| {
                 s.spawn(|| {
                     barrier.wait();
-                    timed(&decide, iters)
+                    common::timed_loop(iters, || {}, &decide)
                 })
             })
             .collect();
@@ -78,7 +63,7 @@ fn benches(c: &mut Criterion) {
     let quota = Quota::per_second(NonZeroU32::MAX);
     common::bench(&mut g, GROUP, "governor/uncontended", |iters| {
         let lim = RateLimiter::direct(quota);
-        timed(&|| lim.check().is_ok(), iters)
+        common::timed_loop(iters, || {}, || lim.check().is_ok())
     });
     common::bench(&mut g, GROUP, "governor/2_threads", |iters| {
         let lim = RateLimiter::direct(quota);
@@ -86,7 +71,7 @@ fn benches(c: &mut Criterion) {
     });
     common::bench(&mut g, GROUP, "tokengate/uncontended", |iters| {
         let limiter = Limiter::new(policy());
-        timed(&|| limiter.try_acquire(Cost::request()).is_ok(), iters)
+        common::tokengate_loop(&limiter, iters, Cost::request, || {})
     });
     common::bench(&mut g, GROUP, "tokengate/2_threads", |iters| {
         let limiter = Limiter::new(policy());
