@@ -135,6 +135,15 @@ pub enum AcquireError {
         /// The timeout given.
         timeout: Duration,
     },
+    /// The provider asked for a pause (it answered 429 with a retry-after) that outlasts the
+    /// timeout. Returned at once.
+    #[error("the provider asked to pause for {wait:?} more (a 429's retry-after), beyond the timeout of {timeout:?}")]
+    Paused {
+        /// How long the pause still lasts.
+        wait: Duration,
+        /// The timeout given.
+        timeout: Duration,
+    },
     /// The timeout passed while other requests were still queued ahead (FIFO).
     #[error("not admitted within {timeout:?}: {waiters_ahead} requests are still queued ahead")]
     QueueTimeout {
@@ -169,6 +178,12 @@ pub enum Denied {
         /// The in-flight cap.
         max: u64,
     },
+    /// The provider asked for a pause (a 429 with a retry-after); admissions resume after `wait`.
+    #[error("the provider answered 429: paused, retry in {wait:?}")]
+    Paused {
+        /// How long the pause still lasts.
+        wait: Duration,
+    },
     /// Others are waiting; FIFO order admits them first.
     #[error("{waiters} requests are queued ahead: acquire (and wait) to keep FIFO order")]
     WaitersAhead {
@@ -184,7 +199,7 @@ impl Denied {
     /// The time to wait before retrying, when known.
     pub fn wait(&self) -> Option<Duration> {
         match self {
-            Denied::RateLimited { wait, .. } => Some(*wait),
+            Denied::RateLimited { wait, .. } | Denied::Paused { wait } => Some(*wait),
             _ => None,
         }
     }

@@ -62,6 +62,14 @@
 //! 7. **Overflow-safe**: every amount and rate is integer arithmetic that saturates or fails
 //!    with an error; no user figure can wrap a limit into no limit.
 //!
+//! # Learning from the provider
+//! Every response says how much of each limit is left; a 429 says how long to wait.
+//! [`feedback::ProviderReport::from_headers`] reads OpenAI's and Anthropic's headers, and
+//! [`Limiter::observe`] corrects the limiter with them: a provider that has counted more than the
+//! limiter (another process shares the key) lowers it, never the other way;
+//! [`Limiter::observe_throttled`] (or [`Limiter::pause`]) pauses admissions for a 429's
+//! `retry-after`, with waiters kept in order.
+//!
 //! # Algorithms
 //! Each mathematics is implemented once, in the pure [`core`]. The figures below were
 //! measured for N = 500 per minute on a manual clock by
@@ -94,6 +102,7 @@
 //! its excess back before the next admission.
 
 pub mod core;
+pub mod feedback;
 
 mod clock;
 mod cost;

@@ -28,6 +28,10 @@ pub struct Stats {
     pub cancelled: u64,
     /// Permits settled.
     pub settled: u64,
+    /// 429s reported by [`Limiter::pause`](crate::Limiter::pause).
+    pub throttled: u64,
+    /// Time until a provider's pause ends, if one is in force.
+    pub paused_for: Option<Duration>,
     /// How long admitted requests waited.
     pub waits: WaitStats,
 }
@@ -56,6 +60,10 @@ pub struct LimitStats {
     pub charged: u64,
     /// Units given back by settlements.
     pub refunded: u64,
+    /// Units taken off because the provider reported less room than the limiter saw.
+    pub lowered: u64,
+    /// The provider's own figure for this limit, as last reported; compare with `amount`.
+    pub reported_amount: Option<u64>,
 }
 
 /// Wait-time figures of admitted requests. Quantiles are read from a histogram with
@@ -86,8 +94,11 @@ pub(crate) struct Counters {
     pub(crate) rejected: u64,
     pub(crate) cancelled: u64,
     pub(crate) settled: u64,
+    pub(crate) throttled: u64,
     pub(crate) charged: Vec<u64>,
     pub(crate) refunded: Vec<u64>,
+    pub(crate) lowered: Vec<u64>,
+    pub(crate) reported: Vec<Option<u64>>,
     pub(crate) waits: WaitHistogram,
 }
 
@@ -96,6 +107,8 @@ impl Counters {
         Self {
             charged: vec![0; limits],
             refunded: vec![0; limits],
+            lowered: vec![0; limits],
+            reported: vec![None; limits],
             ..Self::default()
         }
     }

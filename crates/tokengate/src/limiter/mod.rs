@@ -1,6 +1,7 @@
 //! The in-memory limiter: one engine under the non-blocking, blocking and async front ends.
 
 mod permit;
+mod provider;
 mod queue;
 mod timer;
 mod waiter;
@@ -75,6 +76,8 @@ struct Shared<C> {
 pub(crate) struct State {
     limits: Vec<LimitState>,
     in_flight: u64,
+    /// Nothing is admitted before this instant: the provider answered 429 with a retry-after.
+    paused_until: Nanos,
     queue: WaitQueue,
     timer: HeadTimer,
     counters: Counters,
@@ -152,8 +155,22 @@ pub(crate) enum Verdict {
         until: Nanos,
         limit: usize,
     },
+    /// The provider asked for a pause (a 429) that lasts until this instant.
+    Paused {
+        until: Nanos,
+    },
     /// Every in-flight slot is held.
     InFlightFull,
+}
+
+impl Verdict {
+    /// The instant the wait ends, when it is known.
+    fn until(self) -> Option<Nanos> {
+        match self {
+            Verdict::Wait { until, .. } | Verdict::Paused { until } => Some(until),
+            Verdict::Admit | Verdict::InFlightFull => None,
+        }
+    }
 }
 
 impl Limiter<SystemClock> {
@@ -175,6 +192,7 @@ impl<C: Clock> Limiter<C> {
                 state: Mutex::new(State {
                     limits,
                     in_flight: 0,
+                    paused_until: 0,
                     queue: WaitQueue::default(),
                     timer: HeadTimer::default(),
                     counters,
@@ -242,6 +260,12 @@ impl<C: Clock> Limiter<C> {
                     wait: Duration::from_nanos(until - now),
                 })
             }
+            Ok(Err(Verdict::Paused { until })) => {
+                st.counters.denied += 1;
+                Err(Denied::Paused {
+                    wait: Duration::from_nanos(until - now),
+                })
+            }
             Ok(Err(_)) => {
                 st.counters.denied += 1;
                 Err(Denied::InFlightFull {
@@ -301,6 +325,8 @@ impl<C: Clock> Limiter<C> {
                     next_refill_in: snap.next_refill_at.map(|t| Duration::from_nanos(t - now)),
                     charged: st.counters.charged[i],
                     refunded: st.counters.refunded[i],
+                    lowered: st.counters.lowered[i],
+                    reported_amount: st.counters.reported[i],
                 }
             })
             .collect();
@@ -316,6 +342,9 @@ impl<C: Clock> Limiter<C> {
             rejected: c.rejected,
             cancelled: c.cancelled,
             settled: c.settled,
+            throttled: c.throttled,
+            paused_for: (st.paused_until > now)
+                .then(|| Duration::from_nanos(st.paused_until - now)),
             waits: c.waits.stats(),
         }
     }
@@ -338,6 +367,13 @@ impl<C: Clock> Limiter<C> {
     #[inline]
     fn verdict(&self, st: &State, now: Nanos, cost: &Cost) -> Result<Verdict, AcquireError> {
         let limits = &self.shared.policy.limits;
+        if st.paused_until > now {
+            // Even a cost that can never be admitted says so first.
+            self.shared.policy.check_possible(cost)?;
+            return Ok(Verdict::Paused {
+                until: st.paused_until,
+            });
+        }
         // An amount that overflows 64 bits is above every capacity but that of a limit of
         // u64::MAX, which it may as well pass.
         let decisions = limits
@@ -447,17 +483,14 @@ impl<C: Clock> Limiter<C> {
                 return None;
             };
             let verdict = self.verdict(st, now, &head.cost);
-            let until = match verdict {
-                Ok(Verdict::Wait { until, .. }) => Some(until),
-                _ => None,
-            };
+            let until = verdict.as_ref().ok().and_then(|v| v.until());
             let missed_deadline = match (&verdict, head.deadline()) {
                 (Ok(Verdict::Admit), _) | (_, None) => false,
                 (_, Some(d)) => until.map_or(now >= d, |u| u > d),
             };
-            match (&verdict, missed_deadline) {
-                (Ok(Verdict::Wait { until, .. }), false) => {
-                    let (id, until) = (head.id, *until);
+            match (&verdict, until, missed_deadline) {
+                (Ok(_), Some(until), false) => {
+                    let id = head.id;
                     let waker = head.waker.clone();
                     let armed = match waker {
                         Some(w) => {
@@ -473,7 +506,7 @@ impl<C: Clock> Limiter<C> {
                     };
                     return Some(HeadWait { id, until, armed });
                 }
-                (Ok(Verdict::InFlightFull), false) => {
+                (Ok(Verdict::InFlightFull), _, false) => {
                     st.timer.disarm();
                     return None;
                 }
@@ -492,13 +525,7 @@ impl<C: Clock> Limiter<C> {
                 }
                 Ok(verdict) => {
                     st.counters.timed_out += 1;
-                    let (dimension, cost) = self.binding(verdict, &entry.cost);
-                    Err(AcquireError::Timeout {
-                        dimension,
-                        cost,
-                        wait: until.map(|u| Duration::from_nanos(u - now)),
-                        timeout: entry.timeout(),
-                    })
+                    Err(self.timeout_error(verdict, &entry.cost, now, entry.timeout()))
                 }
                 Err(e) => {
                     st.counters.rejected += 1;
@@ -580,17 +607,39 @@ impl<C: Clock> Limiter<C> {
         );
     }
 
-    /// The dimension and the amount on it that `verdict` named.
-    fn binding(&self, verdict: Verdict, cost: &Cost) -> (Dimension, u64) {
+    /// The error for a wait that outlasts `timeout`: it names the dimension that holds the
+    /// request back (the limit with the longest wait, or `in_flight`) and the cost on it, or the
+    /// provider's pause.
+    fn timeout_error(
+        &self,
+        verdict: Verdict,
+        cost: &Cost,
+        now: Nanos,
+        timeout: Duration,
+    ) -> AcquireError {
+        let wait = verdict
+            .until()
+            .map(|u| Duration::from_nanos(u.saturating_sub(now)));
         match verdict {
+            Verdict::Paused { .. } => AcquireError::Paused {
+                wait: wait.unwrap_or_default(),
+                timeout,
+            },
             Verdict::Wait { limit, .. } => {
                 let l = &self.shared.policy.limits[limit];
-                (
-                    l.dimension.clone(),
-                    l.measure.amount(cost).unwrap_or(u64::MAX),
-                )
+                AcquireError::Timeout {
+                    dimension: l.dimension.clone(),
+                    cost: l.measure.amount(cost).unwrap_or(u64::MAX),
+                    wait,
+                    timeout,
+                }
             }
-            _ => (Dimension::InFlight, 1),
+            Verdict::Admit | Verdict::InFlightFull => AcquireError::Timeout {
+                dimension: Dimension::InFlight,
+                cost: 1,
+                wait,
+                timeout,
+            },
         }
     }
 }

@@ -15,7 +15,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use super::queue::deadline;
-use super::{Limiter, Permit, Verdict};
+use super::{Limiter, Permit};
 use crate::clock::Clock;
 use crate::core::Nanos;
 use crate::cost::Cost;
@@ -113,21 +113,13 @@ impl<'a, C: Clock> Waiting<'a, C> {
             }
             Ok(Err(verdict)) => verdict,
         };
-        let until = match verdict {
-            Verdict::Wait { until, .. } => Some(until),
-            _ => None,
-        };
+        let until = verdict.until();
         if let Some(d) = deadline {
             // Fail now when the wait is known to outlast the deadline.
             if until.map_or(now >= d, |u| u > d) {
                 st.counters.timed_out += 1;
-                let (dimension, cost) = limiter.binding(verdict, &cost);
-                return Step::Done(Err(AcquireError::Timeout {
-                    dimension,
-                    cost,
-                    wait: until.map(|u| Duration::from_nanos(u - now)),
-                    timeout: self.timeout.unwrap_or_default(),
-                }));
+                let timeout = self.timeout.unwrap_or_default();
+                return Step::Done(Err(limiter.timeout_error(verdict, &cost, now, timeout)));
             }
         }
         let id = st.queue.push(waker, cost, started, self.timeout);

@@ -1,0 +1,146 @@
+//! What the provider says corrects the limiter: a 429 pauses it, a remaining figure below the
+//! local view lowers it. Never the other way: a provider that reports more room than the
+//! limiter sees does not make the limiter admit more.
+
+use std::time::Duration;
+
+use super::Limiter;
+use crate::clock::Clock;
+use crate::dimension::Dimension;
+use crate::feedback::ProviderReport;
+
+impl<C: Clock> Limiter<C> {
+    /// Corrects the limiter with what a provider's response said ([`ProviderReport`], read
+    /// from its headers): for each dimension reported, a remaining figure below what the
+    /// limiter sees lowers the limiter to it (never the other way), and the provider's own limit
+    /// is recorded in [`LimitStats::reported_amount`](crate::LimitStats::reported_amount). A
+    /// `retry_after` (sent with 429s and 503s) pauses admissions that long. Returns the units
+    /// taken off. Call it with every response; for a 429 call
+    /// [`observe_throttled`](Self::observe_throttled).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::SystemTime;
+    /// use tokengate::feedback::ProviderReport;
+    /// use tokengate::{Cost, Limiter, ManualClock, Policy};
+    ///
+    /// let limiter = Limiter::with_clock(Policy::builder().requests_per_minute(500).build()?, ManualClock::new());
+    /// let _permit = limiter.try_acquire(Cost::request())?;
+    /// // Another process shares the key: the provider has 480 left where we see 499.
+    /// let report = ProviderReport::from_headers(
+    ///     [("x-ratelimit-limit-requests", "500"), ("x-ratelimit-remaining-requests", "480")],
+    ///     SystemTime::now(),
+    /// );
+    /// assert_eq!(limiter.observe(&report), 19);
+    /// let stats = limiter.stats();
+    /// assert_eq!((stats.limits[0].used, stats.limits[0].reported_amount), (20, Some(500)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn observe(&self, report: &ProviderReport) -> u64 {
+        let mut lowered = 0;
+        for r in &report.limits {
+            lowered += self.lower(&r.dimension, r.limit, r.remaining.unwrap_or(u64::MAX));
+        }
+        if let Some(wait) = report.retry_after {
+            self.pause_for(wait, false);
+        }
+        lowered
+    }
+
+    /// Like [`observe`](Self::observe), for a 429: counts it, and pauses admissions for its
+    /// `retry_after`, or when it gave none, until the latest reset of a dimension it reports
+    /// exhausted, or else for one second.
+    pub fn observe_throttled(&self, report: &ProviderReport) -> u64 {
+        let lowered = self.observe(report);
+        let exhausted = report
+            .limits
+            .iter()
+            .filter(|r| r.remaining == Some(0))
+            .filter_map(|r| r.reset_after)
+            .max();
+        self.pause_for(
+            report
+                .retry_after
+                .or(exhausted)
+                .unwrap_or(Duration::from_secs(1)),
+            true,
+        );
+        lowered
+    }
+
+    /// Pauses admissions for `retry_after` (a 429's `retry-after`), and counts the 429. Waiters
+    /// keep their place and are admitted, in order, when the pause ends. A shorter pause than
+    /// one already in force changes nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::{Cost, Denied, Limiter, ManualClock, Policy};
+    ///
+    /// let limiter = Limiter::with_clock(Policy::builder().requests_per_minute(500).build()?, ManualClock::new());
+    /// limiter.pause(Duration::from_secs(2));
+    /// let denied = limiter.try_acquire(Cost::request()).unwrap_err();
+    /// assert_eq!(denied, Denied::Paused { wait: Duration::from_secs(2) });
+    /// limiter.clock().advance(Duration::from_secs(2));
+    /// assert!(limiter.try_acquire(Cost::request()).is_ok());
+    /// assert_eq!(limiter.stats().throttled, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pause(&self, retry_after: Duration) {
+        self.pause_for(retry_after, true);
+    }
+
+    fn pause_for(&self, wait: Duration, count: bool) {
+        let now = self.shared.clock.now();
+        let until = now.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+        let mut st = self.lock();
+        if count {
+            st.counters.throttled += 1;
+        }
+        st.paused_until = st.paused_until.max(until);
+        // The head's wait changed: set its timer for the new instant.
+        self.serve_queue_now(&mut st);
+    }
+
+    /// Charges the limit on `dimension` what the provider has counted beyond what the limiter
+    /// has (its limit, `reported` or else ours, less its `remaining`); records the provider's
+    /// own figure for the limit for the stats. Returns the units charged.
+    ///
+    /// Which of the dimension's limits: the one whose amount equals `reported`, else the one
+    /// with the shortest period (providers report their per-minute window).
+    fn lower(&self, dimension: &Dimension, reported: Option<u64>, remaining: u64) -> u64 {
+        let now = self.shared.clock.now();
+        let mut st = self.lock();
+        let limits = &self.shared.policy.limits;
+        let on_dimension = || {
+            limits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| &l.dimension == dimension)
+        };
+        let chosen = on_dimension()
+            .find(|(_, l)| Some(l.rule.amount()) == reported)
+            .or_else(|| on_dimension().min_by_key(|(_, l)| l.rule.period()))
+            .map(|(i, _)| i);
+        let Some(i) = chosen else { return 0 };
+        let super::State {
+            limits: states,
+            counters,
+            ..
+        } = &mut *st;
+        let rule = &limits[i].rule;
+        if let Some(reported) = reported {
+            counters.reported[i] = Some(reported);
+        }
+        // Compare what each side has counted: the provider's limit less its remaining, against
+        // the units this limit counts now (in its window, or missing from its bucket).
+        let counted_there = reported.unwrap_or(rule.amount()).saturating_sub(remaining);
+        let counted_here = rule.snapshot(&states[i], now).used;
+        let excess = counted_there.saturating_sub(counted_here);
+        if excess > 0 {
+            rule.charge(&mut states[i], now, excess);
+            counters.lowered[i] = counters.lowered[i].saturating_add(excess);
+        }
+        excess
+    }
+}

@@ -1,0 +1,199 @@
+//! The provider corrects the limiter: a 429 pauses it (waiters keep their order and are admitted
+//! when the pause ends), and remaining figures below the local view lower it.
+
+use std::time::Duration;
+
+use tokengate::{AcquireError, Cost, Denied, Limiter, ManualClock, Policy, TokioClock};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_holds_waiters_in_order_until_it_ends() {
+    // One a second, burst one: the second waiter is paced a second after the first.
+    let policy = Policy::builder().requests_per_minute(60).build().unwrap();
+    let limiter = Limiter::with_clock(policy, TokioClock::new());
+    let start = tokio::time::Instant::now();
+    limiter.pause(ms(1_500));
+    assert_eq!(limiter.stats().paused_for, Some(ms(1_500)));
+    let (a, b) = tokio::join!(
+        async {
+            limiter
+                .acquire(Cost::request())
+                .await
+                .unwrap()
+                .admitted_at()
+        },
+        async {
+            limiter
+                .acquire(Cost::request())
+                .await
+                .unwrap()
+                .admitted_at()
+        },
+    );
+    assert_eq!(
+        (Duration::from_nanos(a), Duration::from_nanos(b)),
+        (ms(1_500), ms(2_500))
+    );
+    assert!(start.elapsed() >= ms(2_500));
+    let stats = limiter.stats();
+    assert_eq!(
+        (stats.throttled, stats.paused_for, stats.admitted),
+        (1, None, 2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_shorter_than_the_pause_fails_at_once() {
+    let policy = Policy::builder().requests_per_minute(600).build().unwrap();
+    let limiter = Limiter::with_clock(policy, TokioClock::new());
+    limiter.pause(Duration::from_secs(30));
+    let start = tokio::time::Instant::now();
+    let err = limiter
+        .acquire_timeout(Cost::request(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no sleeping before failing"
+    );
+    assert_eq!(
+        err,
+        AcquireError::Paused {
+            wait: Duration::from_secs(30),
+            timeout: Duration::from_secs(5)
+        }
+    );
+}
+
+#[test]
+fn a_shorter_pause_does_not_cut_a_longer_one() {
+    let limiter = Limiter::with_clock(
+        Policy::builder().requests_per_minute(600).build().unwrap(),
+        ManualClock::new(),
+    );
+    limiter.pause(Duration::from_secs(10));
+    limiter.pause(Duration::from_secs(1));
+    assert_eq!(
+        limiter.try_acquire(Cost::request()).unwrap_err(),
+        Denied::Paused {
+            wait: Duration::from_secs(10)
+        }
+    );
+    assert_eq!(limiter.stats().throttled, 2);
+    // An impossible cost still says so during a pause.
+    let policy = Policy::builder()
+        .input_tokens_per_minute(100)
+        .build()
+        .unwrap();
+    let limiter = Limiter::with_clock(policy, ManualClock::new());
+    limiter.pause(Duration::from_secs(10));
+    assert!(matches!(
+        limiter.try_acquire(Cost::request().input(101)),
+        Err(Denied::Never(AcquireError::Exceeds { .. }))
+    ));
+}
+
+fn report(headers: &[(&str, &str)]) -> tokengate::feedback::ProviderReport {
+    tokengate::feedback::ProviderReport::from_headers(
+        headers.iter().copied(),
+        std::time::SystemTime::now(),
+    )
+}
+
+#[test]
+fn remaining_below_the_local_view_lowers_it_and_never_raises_it() {
+    let policy = Policy::builder()
+        .requests_per_minute(500)
+        .limit(
+            tokengate::Dimension::Tokens,
+            tokengate::Limit::per_minute(30_000),
+        )
+        .build()
+        .unwrap();
+    let limiter = Limiter::with_clock(policy, ManualClock::new());
+    let _p = limiter.try_acquire(Cost::request().input(1_000)).unwrap();
+    // The provider has counted 5,000 tokens (another client shares the key): 4,000 more here.
+    let lowered = limiter.observe(&report(&[
+        ("x-ratelimit-limit-tokens", "30000"),
+        ("x-ratelimit-remaining-tokens", "25000"),
+        ("x-ratelimit-limit-requests", "500"),
+        ("x-ratelimit-remaining-requests", "499"),
+    ]));
+    assert_eq!(lowered, 4_000);
+    let s = limiter.stats();
+    assert_eq!(
+        (
+            s.limits[1].used,
+            s.limits[1].lowered,
+            s.limits[1].reported_amount
+        ),
+        (5_000, 4_000, Some(30_000))
+    );
+    assert_eq!((s.limits[0].used, s.limits[0].lowered), (1, 0));
+    // More room there than here changes nothing.
+    assert_eq!(
+        limiter.observe(&report(&[("x-ratelimit-remaining-tokens", "30000")])),
+        0
+    );
+    assert_eq!(limiter.stats().limits[1].used, 5_000);
+    // A different limit there is surfaced, not adopted.
+    limiter.observe(&report(&[("x-ratelimit-limit-tokens", "20000")]));
+    let s = limiter.stats();
+    assert_eq!(
+        (s.limits[1].amount, s.limits[1].reported_amount),
+        (30_000, Some(20_000))
+    );
+}
+
+#[test]
+fn a_429_pauses_for_its_retry_after_or_until_the_exhausted_reset() {
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(
+        Policy::builder().requests_per_minute(600).build().unwrap(),
+        clock.clone(),
+    );
+    limiter.observe_throttled(&report(&[("retry-after-ms", "250")]));
+    assert_eq!(
+        limiter.try_acquire(Cost::request()).unwrap_err(),
+        Denied::Paused { wait: ms(250) }
+    );
+    clock.advance(ms(250));
+    drop(limiter.try_acquire(Cost::request()).unwrap());
+    // No retry-after: until the exhausted dimension resets.
+    limiter.observe_throttled(&report(&[
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "2s"),
+    ]));
+    assert_eq!(
+        limiter.try_acquire(Cost::request()).unwrap_err().wait(),
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(limiter.stats().throttled, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_during_a_wait_moves_the_head_to_its_end() {
+    // One a second, burst one: the second request waits a second; a 3 s pause moves it to 3 s.
+    let limiter = Limiter::with_clock(
+        Policy::builder().requests_per_minute(60).build().unwrap(),
+        TokioClock::new(),
+    );
+    drop(limiter.try_acquire(Cost::request()).unwrap());
+    let waiter = async {
+        limiter
+            .acquire(Cost::request())
+            .await
+            .unwrap()
+            .admitted_at()
+    };
+    let pauser = async {
+        tokio::time::sleep(ms(500)).await;
+        limiter.pause(Duration::from_millis(2_500));
+    };
+    let (at, ()) = tokio::join!(waiter, pauser);
+    assert_eq!(Duration::from_nanos(at), Duration::from_secs(3));
+}
