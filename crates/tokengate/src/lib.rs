@@ -101,7 +101,10 @@
 //! all N at once. A single cost above the burst is admitted once the bucket is full and pays
 //! its excess back before the next admission.
 
+#[cfg(feature = "config")]
+pub mod config;
 pub mod core;
+pub mod estimate;
 pub mod feedback;
 
 mod clock;

@@ -38,5 +38,7 @@
 //! ```
 
 mod headers;
+#[cfg(feature = "json")]
+pub mod usage;
 
 pub use headers::{parse_go_duration, IgnoredHeader, ProviderReport, ReportedLimit};

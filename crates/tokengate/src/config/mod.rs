@@ -1,0 +1,1 @@
+//! Limits for models, families and tenants from a TOML file.

@@ -1,0 +1,1 @@
+//! Token estimates for a request before it is sent.

@@ -1,0 +1,1 @@
+//! Usage read from providers' JSON replies.
