@@ -1,1 +1,813 @@
 //! Limits for models, families and tenants from a TOML file.
+//!
+//! A provider sets limits per model (OpenAI, Anthropic, AWS Bedrock all do), sometimes shared
+//! by several model names, and a service adds budgets of its own per tenant. A [`Config`]
+//! reads them from a file written by hand; every mistake is a [`ConfigError`] that names the
+//! file, line, column and field and says what is expected:
+//!
+//! ```text
+//! limits.toml:7:24: field `models.gpt-4o.requests_per_minute`: expected a whole number of at least 1 (requests per minute), found a string: write 500 without quotes
+//! ```
+//!
+//! # The file
+//! ```toml
+//! [defaults.model]               # the policy of a model not listed (optional)
+//! requests_per_minute = 500
+//! input_tokens_per_minute = 30_000
+//! output_tokens_per_minute = 8_000
+//! max_in_flight = 10
+//!
+//! [models."gpt-4o"]              # one model
+//! requests_per_minute = 5_000
+//! tokens_per_minute = 800_000    # combined input + output
+//! requests_per_day = 100_000
+//!
+//! [families.gpt-4o-mini]         # several model names sharing ONE budget
+//! match = ["gpt-4o-mini", "gpt-4o-mini-*"]   # exact names, or a prefix and a trailing *
+//! requests_per_minute = 10_000
+//!
+//! [models."anthropic.claude-3-5-sonnet"]     # Bedrock: output tokens count 5 times
+//! requests_per_minute = 250
+//! tokens_per_minute = { amount = 2_000_000, output_weight = 5 }
+//!
+//! [tenants.acme]                 # a tenant's own budget, charged together with the model's
+//! requests_per_minute = 100
+//! [defaults.tenant]              # the budget of a tenant not listed (optional)
+//! requests_per_minute = 20
+//!
+//! # The general form, for what the shorthands do not cover (any number of entries):
+//! [[models."gpt-4o".limits]]
+//! dimension = "input_tokens"     # requests | input_tokens | output_tokens | tokens | a name of your own
+//! amount = 30_000
+//! per = "1m"                     # 1s, 1m, 1h, 1d, or a duration such as "90s", "1m30s", "2d12h"
+//! algorithm = "token_bucket"     # smooth_window (default) | token_bucket | leaky_bucket |
+//!                                # sliding_window_log | sliding_window_counter | fixed_window
+//! burst = 5_000                  # optional (smooth_window and token_bucket only)
+//! ```
+//!
+//! A policy table (`[models.NAME]`, `[families.NAME]`, `[tenants.NAME]`, `[defaults.model]`,
+//! `[defaults.tenant]`) holds any of:
+//!
+//! | key | value | limit |
+//! |---|---|---|
+//! | `requests_per_minute`, `requests_per_day` | integer | [`Dimension::Requests`](crate::Dimension::Requests) |
+//! | `input_tokens_per_minute`, `input_tokens_per_day` | integer | [`Dimension::InputTokens`](crate::Dimension::InputTokens) |
+//! | `output_tokens_per_minute`, `output_tokens_per_day` | integer | [`Dimension::OutputTokens`](crate::Dimension::OutputTokens) |
+//! | `tokens_per_minute`, `tokens_per_day` | integer, or `{ amount, input_weight = 1, output_weight = 1 }` | [`Dimension::Tokens`](crate::Dimension::Tokens), counted `input * input_weight + output * output_weight` |
+//! | `max_in_flight` | integer | [`PolicyBuilder::max_in_flight`](crate::PolicyBuilder::max_in_flight) |
+//! | `limits` | array of tables: `dimension`, `amount`, `per`, and optional `algorithm`, `burst`, `input_weight` and `output_weight` (weights with `dimension = "tokens"` only) | any [`Limit`](crate::Limit) |
+//!
+//! and a family also holds `match`: a model name or pattern, or an array of them. Each table
+//! is built with [`Policy::builder`], so defaults (bursts, algorithm) are the library's.
+//!
+//! # Rules
+//! - **Resolution** ([`Config::model_policy`]): a model listed in `[models]` uses its own
+//!   policy; else a family whose `match` covers it; else `[defaults.model]`; else `None`. A
+//!   `[models]` entry thus carves one model out of a family's prefix pattern
+//!   (`[models."gpt-4o-mini-2024-07-18"]` beside `match = ["gpt-4o-mini-*"]`).
+//! - **Budgets**: a model listed, or a model under the default, has its own budget; all the
+//!   models of a family share one. [`Budget`] says which, to key the limiters by.
+//! - **Model names and patterns ignore ASCII case**: `GPT-4o` finds `[models.gpt-4o]`;
+//!   two entries that differ only in case are an error ([`ErrorKind::Duplicate`]). Providers'
+//!   model IDs are lower case, and a name whose case was mistyped would otherwise silently get
+//!   the default limits. Tenant names are your own identifiers and are compared exactly.
+//! - **Patterns** are an exact name or a prefix followed by one `*` at the end
+//!   (`"gpt-4o-mini-*"`); a bare `"*"` is refused: use `[defaults.model]`.
+//! - **No model belongs to two budgets**: two families whose patterns can match the same name
+//!   are refused, and so is a name listed both in `[models]` and as an exact name in a family
+//!   ([`ErrorKind::Overlap`]). A prefix pattern covering a `[models]` entry is allowed (the
+//!   model wins, as above).
+//! - **Every value is checked**: unknown keys (with the keys allowed, and a suggestion for a
+//!   typo), wrong types, amounts below 1, periods that are not durations or are 0, unknown
+//!   algorithms, a burst on an algorithm without one, the same dimension and period twice in
+//!   one table, a policy table with no limit, a file with no limit at all; and every
+//!   [`BuildError`](crate::BuildError) of the library, pointed at the field it comes from.
+//!
+//! # Examples
+//! ```
+//! use tokengate::config::{Budget, Config};
+//! use tokengate::{Cost, Limiter};
+//! use std::collections::HashMap;
+//!
+//! let config = Config::from_toml_str(
+//!     r#"
+//!     [defaults.model]
+//!     requests_per_minute = 500
+//!
+//!     [families.gpt-4o-mini]
+//!     match = ["gpt-4o-mini", "gpt-4o-mini-*"]
+//!     requests_per_minute = 10_000
+//!     tokens_per_minute = 2_000_000
+//!
+//!     [tenants.acme]
+//!     requests_per_minute = 100
+//!     "#,
+//!     "limits.toml",
+//! )?;
+//!
+//! let (budget, policy) = config.model_policy("gpt-4o-mini-2024-07-18").expect("covered by the family");
+//! assert_eq!(budget, Budget::Family("gpt-4o-mini"));
+//! assert_eq!(policy.limits().count(), 2);
+//! assert_eq!(config.model_policy("o3").map(|(b, _)| b), Some(Budget::Default("o3")));
+//!
+//! // One limiter per budget; a request is admitted by its model's and its tenant's.
+//! let mut limiters: HashMap<String, Limiter> = HashMap::new();
+//! let mut limiter_for = |key: String, policy: &tokengate::Policy| {
+//!     limiters.entry(key).or_insert_with(|| Limiter::new(policy.clone())).clone()
+//! };
+//! let (budget, policy) = config.model_policy("gpt-4o-mini").expect("a family");
+//! let model = limiter_for(budget.to_string(), policy);
+//! let (tenant, policy) = config.tenant_policy("acme").expect("listed");
+//! let tenant = limiter_for(format!("tenant {tenant}"), policy);
+//! let cost = Cost::request().input(1_000).output(500);
+//! let _model_permit = model.try_acquire(cost.clone())?;
+//! let _tenant_permit = tenant.try_acquire(cost)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod policy_table;
+mod tree;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use toml::de::DeValue;
+
+pub use error::{ConfigError, ErrorKind};
+
+use crate::policy::Policy;
+use error::{child, index};
+use policy_table::{unknown_field_message, At, TableKind, POLICY_FIELDS};
+use tree::{Key, Node, Span};
+
+/// Limits for models, families of models and tenants, read from a TOML file. See the
+/// [module docs](self) for the file's form and rules.
+#[derive(Debug, Clone)]
+pub struct Config {
+    file: String,
+    default_model: Option<Policy>,
+    default_tenant: Option<Policy>,
+    models: Vec<(String, Policy)>,
+    /// Lower-case name → index in `models`.
+    model_index: HashMap<String, usize>,
+    families: Vec<Family>,
+    /// Lower-case exact name → index in `families`.
+    family_names: HashMap<String, usize>,
+    /// Lower-case prefix → index in `families`. Prefixes of different families never overlap.
+    family_prefixes: Vec<(String, usize)>,
+    tenants: Vec<(String, Policy)>,
+    tenant_index: HashMap<String, usize>,
+}
+
+/// A family: model names that share one budget.
+#[derive(Debug, Clone)]
+pub struct Family {
+    name: String,
+    patterns: Vec<String>,
+    policy: Policy,
+}
+
+impl Family {
+    /// The family's name (its key under `[families]`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its `match` patterns, as written.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Its policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// Which budget a model's requests are charged to: key limiters by it (it is `Hash + Eq`, and
+/// its [`Display`](fmt::Display) is a distinct string per budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Budget<'a> {
+    /// The model's own entry in `[models]` (the name as written there).
+    Model(&'a str),
+    /// A family's shared budget (the family's name).
+    Family(&'a str),
+    /// A model not listed, under `[defaults.model]`: a budget of its own (the name as asked
+    /// for).
+    Default(&'a str),
+}
+
+impl<'a> Budget<'a> {
+    /// The name of the model or family.
+    pub fn name(&self) -> &'a str {
+        match self {
+            Budget::Model(n) | Budget::Family(n) | Budget::Default(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Budget<'_> {
+    /// `model gpt-4o`, `family gpt-4o-mini`; a model under the default is `model NAME` too
+    /// (it never shares a name with a listed model).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Budget::Model(n) | Budget::Default(n) => write!(f, "model {n}"),
+            Budget::Family(n) => write!(f, "family {n}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a configuration from TOML text; `source_name` names it in errors (a path, or
+    /// something like `<env TOKENGATE_LIMITS>`).
+    ///
+    /// # Errors
+    /// The first mistake in the text, as a [`ConfigError`]. Never panics.
+    pub fn from_toml_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        Doc {
+            text,
+            file: source_name,
+        }
+        .config()
+    }
+
+    /// Reads a configuration from a file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] naming the path when the file cannot be read (or is not UTF-8);
+    /// otherwise as [`from_toml_str`](Self::from_toml_str), naming the path.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_toml_str(&text, &file),
+            Err(e) => Err(ConfigError {
+                message: format!("cannot read the file: {e}"),
+                kind: ErrorKind::Io(e.kind()),
+                file,
+                line: 0,
+                column: 0,
+                field: String::new(),
+            }),
+        }
+    }
+
+    /// The name given for the source (a path for [`from_file`](Self::from_file)).
+    pub fn source_name(&self) -> &str {
+        &self.file
+    }
+
+    /// The policy that governs `model`, and the budget it is charged to: the model's own entry
+    /// in `[models]`, else the family whose `match` covers it, else `[defaults.model]`, else
+    /// `None`. Names are compared ignoring ASCII case.
+    pub fn model_policy<'a>(&'a self, model: &'a str) -> Option<(Budget<'a>, &'a Policy)> {
+        let lower = model.to_ascii_lowercase();
+        if let Some(&i) = self.model_index.get(&lower) {
+            let (name, policy) = &self.models[i];
+            return Some((Budget::Model(name), policy));
+        }
+        let family = self.family_names.get(&lower).copied().or_else(|| {
+            self.family_prefixes
+                .iter()
+                .find(|(prefix, _)| lower.starts_with(prefix.as_str()))
+                .map(|&(_, i)| i)
+        });
+        if let Some(i) = family {
+            let family = &self.families[i];
+            return Some((Budget::Family(&family.name), &family.policy));
+        }
+        self.default_model
+            .as_ref()
+            .map(|policy| (Budget::Default(model), policy))
+    }
+
+    /// The policy of `tenant` and the name of its budget: its entry in `[tenants]` (compared
+    /// exactly), else `[defaults.tenant]` (a budget of its own, named as asked for), else
+    /// `None`.
+    pub fn tenant_policy<'a>(&'a self, tenant: &'a str) -> Option<(&'a str, &'a Policy)> {
+        match self.tenant_index.get(tenant) {
+            Some(&i) => {
+                let (name, policy) = &self.tenants[i];
+                Some((name, policy))
+            }
+            None => self.default_tenant.as_ref().map(|policy| (tenant, policy)),
+        }
+    }
+
+    /// The models listed, in the file's order.
+    pub fn models(&self) -> impl Iterator<Item = (&str, &Policy)> + '_ {
+        self.models.iter().map(|(n, p)| (n.as_str(), p))
+    }
+
+    /// The families, in the file's order.
+    pub fn families(&self) -> impl Iterator<Item = &Family> + '_ {
+        self.families.iter()
+    }
+
+    /// The tenants listed, in the file's order.
+    pub fn tenants(&self) -> impl Iterator<Item = (&str, &Policy)> + '_ {
+        self.tenants.iter().map(|(n, p)| (n.as_str(), p))
+    }
+
+    /// `[defaults.model]`, if given.
+    pub fn default_model(&self) -> Option<&Policy> {
+        self.default_model.as_ref()
+    }
+
+    /// `[defaults.tenant]`, if given.
+    pub fn default_tenant(&self) -> Option<&Policy> {
+        self.default_tenant.as_ref()
+    }
+}
+
+/// The document being read: its text (for line and column) and its name.
+pub(super) struct Doc<'t> {
+    text: &'t str,
+    file: &'t str,
+}
+
+const ROOT_FIELDS: [&str; 4] = ["defaults", "models", "families", "tenants"];
+const DEFAULTS_FIELDS: [&str; 2] = ["model", "tenant"];
+
+/// A pattern of a family: lower case, exact or prefix, where it was written.
+struct Pattern {
+    /// As written.
+    written: String,
+    text: String,
+    prefix: bool,
+    family: usize,
+    at: At,
+}
+
+impl Pattern {
+    /// Whether some model name matches both.
+    fn overlaps(&self, other: &Pattern) -> bool {
+        match (self.prefix, other.prefix) {
+            (false, false) => self.text == other.text,
+            (true, false) => other.text.starts_with(&self.text),
+            (false, true) => self.text.starts_with(&other.text),
+            (true, true) => {
+                self.text.starts_with(&other.text) || other.text.starts_with(&self.text)
+            }
+        }
+    }
+}
+
+impl Doc<'_> {
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        error::line_column(self.text, offset)
+    }
+
+    fn error(
+        &self,
+        span: Span,
+        field: &str,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = self.line_column(span.start);
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field: field.to_owned(),
+            message: message.into(),
+            kind,
+        }
+    }
+
+    fn config(&self) -> Result<Config, ConfigError> {
+        let root = tree::parse(self.text).map_err(|e| self.syntax_error(&e))?;
+        let mut config = Config {
+            file: self.file.to_owned(),
+            default_model: None,
+            default_tenant: None,
+            models: Vec::new(),
+            model_index: HashMap::new(),
+            families: Vec::new(),
+            family_names: HashMap::new(),
+            family_prefixes: Vec::new(),
+            tenants: Vec::new(),
+            tenant_index: HashMap::new(),
+        };
+        let mut model_spans: Vec<Span> = Vec::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
+        for (key, node) in tree::entries(root.get_ref()) {
+            let name: &str = key.get_ref();
+            let path = child("", name);
+            match name {
+                "defaults" => self.defaults(node, &path, &mut config)?,
+                "models" => self.models(node, &path, &mut config, &mut model_spans)?,
+                "families" => self.families(node, &path, &mut config, &mut patterns)?,
+                "tenants" => self.tenants(node, &path, &mut config)?,
+                _ => {
+                    let mut message = unknown_field_message(name, &ROOT_FIELDS);
+                    if POLICY_FIELDS.contains(&name) || name == "match" {
+                        message.push_str(
+                            "; limits belong in a table: [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]",
+                        );
+                    }
+                    return Err(self.error(key.span(), &path, ErrorKind::UnknownField, message));
+                }
+            }
+        }
+        self.check_patterns(&config, &patterns, &model_spans)?;
+        for p in patterns {
+            if p.prefix {
+                config.family_prefixes.push((p.text, p.family));
+            } else {
+                config.family_names.entry(p.text).or_insert(p.family);
+            }
+        }
+        if config.default_model.is_none()
+            && config.default_tenant.is_none()
+            && config.models.is_empty()
+            && config.families.is_empty()
+            && config.tenants.is_empty()
+        {
+            return Err(self.error(
+                0..0,
+                "",
+                ErrorKind::Empty,
+                "the file sets no limit: expected at least one of [defaults.model], [models.NAME], \
+                 [families.NAME], [tenants.NAME] or [defaults.tenant]",
+            ));
+        }
+        Ok(config)
+    }
+
+    fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim_end();
+        if message == "duplicate key" {
+            let written = self.text.get(span.clone()).unwrap_or("");
+            return self.error(
+                span.clone(),
+                &self.duplicate_path(span.start, written),
+                ErrorKind::Syntax,
+                format!(
+                    "duplicate key: `{written}` is already defined in this table; each key and table may be written once"
+                ),
+            );
+        }
+        self.error(
+            span,
+            "",
+            ErrorKind::Syntax,
+            format!("invalid TOML: {message}"),
+        )
+    }
+
+    /// The path of a key written twice, as far as the text tells: the table header it is in
+    /// (or is part of), and the key.
+    fn duplicate_path(&self, offset: usize, written: &str) -> String {
+        let before = self.text.get(..offset).unwrap_or("");
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text.get(line_start..).unwrap_or("");
+        let line = line.split('\n').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            // The key is part of this header: the header up to and with the key.
+            let end = offset - line_start + written.len();
+            let header = self.text.get(line_start..line_start + end).unwrap_or("");
+            return header.trim().trim_start_matches('[').trim().to_owned();
+        }
+        let header = before[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| {
+                l.trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+            });
+        match header {
+            Some(h) if !h.is_empty() => format!("{h}.{written}"),
+            _ => written.to_owned(),
+        }
+    }
+
+    /// The table at `node`, or a type error saying what it should hold.
+    fn table<'a, 'i>(
+        &self,
+        node: &'a Node<'i>,
+        path: &str,
+        expected: &str,
+    ) -> Result<&'a toml::de::DeTable<'i>, ConfigError> {
+        match node.get_ref() {
+            DeValue::Table(t) => Ok(t),
+            other => Err(self.error(
+                node.span(),
+                path,
+                ErrorKind::WrongType,
+                format!("expected {expected}, found {}", tree::kind(other)),
+            )),
+        }
+    }
+
+    fn defaults(
+        &self,
+        node: &Node<'_>,
+        path: &str,
+        config: &mut Config,
+    ) -> Result<(), ConfigError> {
+        let table = self.table(
+            node,
+            path,
+            "a table: [defaults.model] and/or [defaults.tenant]",
+        )?;
+        for (key, node) in tree::entries(table) {
+            let name: &str = key.get_ref();
+            let field = child(path, name);
+            match name {
+                "model" => {
+                    let kind = TableKind {
+                        what: "the default model policy",
+                        family: false,
+                    };
+                    config.default_model = Some(self.policy_table(key, node, &field, kind)?.0);
+                }
+                "tenant" => {
+                    let kind = TableKind {
+                        what: "the default tenant policy",
+                        family: false,
+                    };
+                    config.default_tenant = Some(self.policy_table(key, node, &field, kind)?.0);
+                }
+                _ => {
+                    let mut message = unknown_field_message(name, &DEFAULTS_FIELDS);
+                    if POLICY_FIELDS.contains(&name) {
+                        message
+                            .push_str("; limits belong in [defaults.model] or [defaults.tenant]");
+                    }
+                    return Err(self.error(key.span(), &field, ErrorKind::UnknownField, message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A name of a model, family or tenant: not empty, no surrounding spaces.
+    fn check_name(&self, key: &Key<'_>, field: &str, what: &str) -> Result<(), ConfigError> {
+        let name: &str = key.get_ref();
+        if name.trim().is_empty() || name.trim() != name {
+            return Err(self.error(
+                key.span(),
+                field,
+                ErrorKind::InvalidValue,
+                format!(
+                    "expected {what} name that is not empty and has no leading or trailing spaces, found \"{}\"",
+                    name.escape_debug()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn models(
+        &self,
+        node: &Node<'_>,
+        path: &str,
+        config: &mut Config,
+        spans: &mut Vec<Span>,
+    ) -> Result<(), ConfigError> {
+        let table = self.table(node, path, "a table of models, e.g. [models.\"gpt-4o\"]")?;
+        for (key, node) in tree::entries(table) {
+            let name: &str = key.get_ref();
+            let field = child(path, name);
+            self.check_name(key, &field, "a model")?;
+            if name.contains('*') {
+                return Err(self.error(
+                    key.span(),
+                    &field,
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "a model name cannot hold `*`: a pattern belongs in a family, e.g. [families.NAME] with match = [\"{}\"]",
+                        name.escape_debug()
+                    ),
+                ));
+            }
+            let lower = name.to_ascii_lowercase();
+            if let Some(&i) = config.model_index.get(&lower) {
+                let (line, column) = self.line_column(spans[i].start);
+                return Err(self.error(
+                    key.span(),
+                    &field,
+                    ErrorKind::Duplicate,
+                    format!(
+                        "model `{}` is listed twice: `{}` at {line}:{column} is the same model (names are compared ignoring case); keep one",
+                        name.escape_debug(),
+                        config.models[i].0.escape_debug()
+                    ),
+                ));
+            }
+            let kind = TableKind {
+                what: "the model",
+                family: false,
+            };
+            let (policy, _) = self.policy_table(key, node, &field, kind)?;
+            config.model_index.insert(lower, config.models.len());
+            config.models.push((name.to_owned(), policy));
+            spans.push(key.span());
+        }
+        Ok(())
+    }
+
+    fn families(
+        &self,
+        node: &Node<'_>,
+        path: &str,
+        config: &mut Config,
+        patterns: &mut Vec<Pattern>,
+    ) -> Result<(), ConfigError> {
+        let table = self.table(
+            node,
+            path,
+            "a table of families, e.g. [families.gpt-4o-mini]",
+        )?;
+        for (key, node) in tree::entries(table) {
+            let name: &str = key.get_ref();
+            let field = child(path, name);
+            self.check_name(key, &field, "a family")?;
+            let kind = TableKind {
+                what: "the family",
+                family: true,
+            };
+            let (policy, matched) = self.policy_table(key, node, &field, kind)?;
+            let Some((match_at, match_node)) = matched else {
+                // `policy_table` refuses a family without `match`.
+                return Err(self.error(
+                    key.span(),
+                    &field,
+                    ErrorKind::Missing,
+                    "a family needs `match`",
+                ));
+            };
+            let family = config.families.len();
+            let written = self.patterns(match_node, &match_at, family, patterns)?;
+            config.families.push(Family {
+                name: name.to_owned(),
+                patterns: written,
+                policy,
+            });
+        }
+        Ok(())
+    }
+
+    /// A family's `match`: one pattern or an array of them. Returns them as written.
+    fn patterns(
+        &self,
+        node: &Node<'_>,
+        at: &At,
+        family: usize,
+        patterns: &mut Vec<Pattern>,
+    ) -> Result<Vec<String>, ConfigError> {
+        const EXPECTED: &str = "expected a model name or pattern, or an array of them, e.g. \
+             match = [\"gpt-4o-mini\", \"gpt-4o-mini-*\"] (exact names, or a prefix and a trailing *)";
+        let items: Vec<(&Node<'_>, String)> = match node.get_ref() {
+            DeValue::String(_) => vec![(node, at.field.clone())],
+            DeValue::Array(items) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (item, index(&at.field, i)))
+                .collect(),
+            DeValue::Array(_) => {
+                return Err(self.error(
+                    node.span(),
+                    &at.field,
+                    ErrorKind::InvalidValue,
+                    format!("{EXPECTED}, found an empty array"),
+                ))
+            }
+            other => {
+                return Err(self.error(
+                    node.span(),
+                    &at.field,
+                    ErrorKind::WrongType,
+                    format!("{EXPECTED}, found {}", tree::kind(other)),
+                ))
+            }
+        };
+        let mut written = Vec::with_capacity(items.len());
+        for (item, field) in items {
+            let DeValue::String(s) = item.get_ref() else {
+                return Err(self.error(
+                    item.span(),
+                    &field,
+                    ErrorKind::WrongType,
+                    format!("{EXPECTED}, found {}", tree::kind(item.get_ref())),
+                ));
+            };
+            let s: &str = s;
+            let invalid = |why: String| {
+                self.error(
+                    item.span(),
+                    &field,
+                    ErrorKind::InvalidValue,
+                    format!("{EXPECTED}, found \"{}\": {why}", s.escape_debug()),
+                )
+            };
+            if s.trim().is_empty() || s.trim() != s {
+                return Err(invalid(
+                    "a pattern is not empty and has no leading or trailing spaces".into(),
+                ));
+            }
+            let (text, prefix) = match s.strip_suffix('*') {
+                Some(prefix) => (prefix, true),
+                None => (s, false),
+            };
+            if text.contains('*') {
+                return Err(invalid("`*` may only end a pattern, once".into()));
+            }
+            if prefix && text.is_empty() {
+                return Err(invalid(
+                    "a bare `*` would match every model: give a prefix, or use [defaults.model] for models not listed".into(),
+                ));
+            }
+            patterns.push(Pattern {
+                written: s.to_owned(),
+                text: text.to_ascii_lowercase(),
+                prefix,
+                family,
+                at: At {
+                    field,
+                    span: item.span(),
+                },
+            });
+            written.push(s.to_owned());
+        }
+        Ok(written)
+    }
+
+    /// No two families share a model name, and no exact name of a family is also a `[models]`
+    /// entry. Reports the later of the two, in the file's order.
+    fn check_patterns(
+        &self,
+        config: &Config,
+        patterns: &[Pattern],
+        model_spans: &[Span],
+    ) -> Result<(), ConfigError> {
+        let mut order: Vec<&Pattern> = patterns.iter().collect();
+        order.sort_by_key(|p| p.at.span.start);
+        for (i, later) in order.iter().enumerate() {
+            if !later.prefix {
+                if let Some(&m) = config.model_index.get(&later.text) {
+                    let (line, column) = self.line_column(model_spans[m].start);
+                    return Err(self.error(
+                        later.at.span.clone(),
+                        &later.at.field,
+                        ErrorKind::Overlap,
+                        format!(
+                            "`{}` is also listed as [models.{}] at {line}:{column}: a model has one budget, \
+                             so remove it from one of the two (a [models] entry may override a family's prefix pattern, not an exact name)",
+                            later.written.escape_debug(),
+                            error::quote_key(&config.models[m].0)
+                        ),
+                    ));
+                }
+            }
+            let first = order[..i]
+                .iter()
+                .find(|p| p.family != later.family && p.overlaps(later));
+            if let Some(first) = first {
+                let (line, column) = self.line_column(first.at.span.start);
+                return Err(self.error(
+                    later.at.span.clone(),
+                    &later.at.field,
+                    ErrorKind::Overlap,
+                    format!(
+                        "pattern \"{}\" overlaps \"{}\" of family `{}` (at {line}:{column}): a model would belong to two budgets; \
+                         make the patterns disjoint (list exact names, or a longer prefix)",
+                        later.written.escape_debug(),
+                        first.written.escape_debug(),
+                        config.families[first.family].name.escape_debug(),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn tenants(&self, node: &Node<'_>, path: &str, config: &mut Config) -> Result<(), ConfigError> {
+        let table = self.table(node, path, "a table of tenants, e.g. [tenants.acme]")?;
+        for (key, node) in tree::entries(table) {
+            let name: &str = key.get_ref();
+            let field = child(path, name);
+            self.check_name(key, &field, "a tenant")?;
+            let kind = TableKind {
+                what: "the tenant",
+                family: false,
+            };
+            let (policy, _) = self.policy_table(key, node, &field, kind)?;
+            config
+                .tenant_index
+                .insert(name.to_owned(), config.tenants.len());
+            config.tenants.push((name.to_owned(), policy));
+        }
+        Ok(())
+    }
+}
