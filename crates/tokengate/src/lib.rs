@@ -106,6 +106,8 @@ pub mod config;
 pub mod core;
 pub mod estimate;
 pub mod feedback;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 mod clock;
 mod cost;
