@@ -70,6 +70,45 @@
 //! [`Limiter::observe_throttled`] (or [`Limiter::pause`]) pauses admissions for a 429's
 //! `retry-after`, with waiters kept in order.
 //!
+//! # Observability
+//! Two features, both off by default, report what the in-memory [`Limiter`] does. Without them
+//! the instrumentation compiles to nothing. Each report is made after the limiter's lock is
+//! released. The names below are stable.
+//!
+//! **`tracing`**: events with structured fields, target `tokengate::limiter` (filter with
+//! `tokengate=debug`), each with the message in the first column:
+//!
+//! | message | level | fields | when |
+//! |---|---|---|---|
+//! | `waiting` | debug | `reason` (`rate_limited`, `paused`, `in_flight`, `waiters_ahead`); `dimension`, `cost` (on that dimension), `wait_secs`, `waiters`, as they apply | an acquisition joins the queue |
+//! | `admitted after waiting` | debug | `waited_secs` | a queued acquisition gets its permit |
+//! | `timed out` | debug | `error` (the [`AcquireError`]), `waited_secs` | a wait ends at its timeout |
+//! | `cancelled` | debug | `waited_secs`, `revoked` (it had been admitted: the admission is taken back) | a queued acquisition is dropped |
+//! | `denied` | trace | `reason` (as above, or `never`); `dimension`, `cost`, `wait_secs`, `max`, `waiters`, `error`, as they apply | [`Limiter::try_acquire`] says no |
+//! | `settled` | trace | `dimension`, `reserved`, `used`, `refunded`, `charged` | [`Permit::settle`], one event per dimension |
+//! | `paused` | info | `retry_after_secs`, `throttled` (a 429), `paused_for_secs` (the pause now in force) | the provider asks for a pause ([`Limiter::observe`], [`Limiter::observe_throttled`], [`Limiter::pause`]) |
+//! | `lowered` | debug | `dimension`, `units` | [`Limiter::observe`] charges what the provider counted beyond the limiter |
+//!
+//! **`metrics`**: through the [`metrics`](https://docs.rs/metrics) facade (install any
+//! recorder, such as a Prometheus exporter):
+//!
+//! | name | kind | labels | counts |
+//! |---|---|---|---|
+//! | `tokengate_admitted_total` | counter | | permits delivered, at once or after a wait |
+//! | `tokengate_denied_total` | counter | | [`Limiter::try_acquire`] denials ([`Stats::denied`]; not [`Denied::Never`]) |
+//! | `tokengate_timed_out_total` | counter | | waits that ended at their timeout |
+//! | `tokengate_cancelled_total` | counter | | queued acquisitions dropped |
+//! | `tokengate_throttled_total` | counter | | 429s reported ([`Limiter::observe_throttled`], [`Limiter::pause`]) |
+//! | `tokengate_units_charged_total` | counter | `dimension` | units reserved by admissions and charged beyond the reservation by settlements |
+//! | `tokengate_units_refunded_total` | counter | `dimension` | units a settlement gave back (reserved, not used) |
+//! | `tokengate_units_lowered_total` | counter | `dimension` | units [`Limiter::observe`] charged to match the provider |
+//! | `tokengate_wait_seconds` | histogram | | the wait of each admission that queued |
+//!
+//! `dimension` is [`Dimension::name`]. A dimension with several limits (per minute and per
+//! day) is counted once, on its first limit. The counters follow [`Stats`] and
+//! [`LimitStats`], except that an admission made for a waiter that was dropped before it
+//! picked up its permit (and so taken back) counts in none of them.
+//!
 //! # Algorithms
 //! Each mathematics is implemented once, in the pure [`core`]. The figures below were
 //! measured for N = 500 per minute on a manual clock by

@@ -1,5 +1,6 @@
 //! The in-memory limiter: one engine under the non-blocking, blocking and async front ends.
 
+mod observe;
 mod permit;
 mod provider;
 mod queue;
@@ -240,43 +241,55 @@ impl<C: Clock> Limiter<C> {
         let mut st = self.lock();
         if !st.queue.is_empty() {
             st.counters.denied += 1;
-            return Err(Denied::WaitersAhead {
-                waiters: st.queue.len(),
-            });
+            let waiters = st.queue.len();
+            drop(st);
+            return Err(self.denied(Denied::WaitersAhead { waiters }));
         }
-        match self.try_admit(&mut st, now, &cost, 0) {
+        let denied = match self.try_admit(&mut st, now, &cost, 0) {
             Ok(Ok(admission)) => {
                 drop(st);
-                Ok(Permit::new(self, cost, now, admission))
+                observe::admitted(&self.shared.policy, &cost, None);
+                return Ok(Permit::new(self, cost, now, admission));
             }
             Ok(Err(Verdict::Wait { until, limit })) => {
                 st.counters.denied += 1;
                 drop(st);
                 let l = &self.shared.policy.limits[limit];
-                Err(Denied::RateLimited {
+                Denied::RateLimited {
                     dimension: l.dimension.clone(),
                     cost: l.measure.amount(&cost).unwrap_or(u64::MAX),
                     limit: l.limit.to_string(),
                     wait: Duration::from_nanos(until - now),
-                })
+                }
             }
             Ok(Err(Verdict::Paused { until })) => {
                 st.counters.denied += 1;
-                Err(Denied::Paused {
+                drop(st);
+                Denied::Paused {
                     wait: Duration::from_nanos(until - now),
-                })
+                }
             }
             Ok(Err(_)) => {
                 st.counters.denied += 1;
-                Err(Denied::InFlightFull {
+                drop(st);
+                Denied::InFlightFull {
                     max: self.shared.policy.max_in_flight.unwrap_or(0),
-                })
+                }
             }
             Err(e) => {
                 st.counters.rejected += 1;
-                Err(Denied::Never(e))
+                drop(st);
+                Denied::Never(e)
             }
-        }
+        };
+        Err(self.denied(denied))
+    }
+
+    /// Reports a denial of `try_acquire` (outside the lock) and returns it.
+    #[inline(always)]
+    fn denied(&self, denied: Denied) -> Denied {
+        observe::denied(&denied);
+        denied
     }
 
     /// A snapshot of every limit, in-flight requests, waiters and totals.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Admission, Limiter, Marks};
+use super::{observe, Admission, Limiter, Marks};
 use crate::clock::Clock;
 use crate::core::Nanos;
 use crate::cost::{Cost, Usage};
@@ -108,6 +108,8 @@ impl<'a, C: Clock> Permit<'a, C> {
         }
         // Budget or a slot may have come back: the head waiter may be admitted now.
         limiter.serve_queue_now(&mut st);
+        drop(st);
+        observe::settled(&limiter.shared.policy, &self.cost, &used);
     }
 }
 

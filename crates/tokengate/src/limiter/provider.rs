@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::Limiter;
+use super::{observe, Limiter};
 use crate::clock::Clock;
 use crate::dimension::Dimension;
 use crate::feedback::ProviderReport;
@@ -37,12 +37,18 @@ impl<C: Clock> Limiter<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn observe(&self, report: &ProviderReport) -> u64 {
+        let lowered = self.lower_all(report);
+        if let Some(wait) = report.retry_after {
+            self.pause_for(wait, false);
+        }
+        lowered
+    }
+
+    /// Lowers every dimension `report` names (see [`observe`](Self::observe)).
+    fn lower_all(&self, report: &ProviderReport) -> u64 {
         let mut lowered = 0;
         for r in &report.limits {
             lowered += self.lower(&r.dimension, r.limit, r.remaining.unwrap_or(u64::MAX));
-        }
-        if let Some(wait) = report.retry_after {
-            self.pause_for(wait, false);
         }
         lowered
     }
@@ -51,7 +57,8 @@ impl<C: Clock> Limiter<C> {
     /// `retry_after`, or when it gave none, until the latest reset of a dimension it reports
     /// exhausted, or else for one second.
     pub fn observe_throttled(&self, report: &ProviderReport) -> u64 {
-        let lowered = self.observe(report);
+        // As `observe`, but paused (and the pause reported) once.
+        let lowered = self.lower_all(report);
         let exhausted = report
             .limits
             .iter()
@@ -98,8 +105,11 @@ impl<C: Clock> Limiter<C> {
             st.counters.throttled += 1;
         }
         st.paused_until = st.paused_until.max(until);
+        let paused_until = st.paused_until;
         // The head's wait changed: set its timer for the new instant.
         self.serve_queue_now(&mut st);
+        drop(st);
+        observe::paused(wait, count, Duration::from_nanos(paused_until - now));
     }
 
     /// Charges the limit on `dimension` what the provider has counted beyond what the limiter
@@ -141,6 +151,8 @@ impl<C: Clock> Limiter<C> {
             rule.charge(&mut states[i], now, excess);
             counters.lowered[i] = counters.lowered[i].saturating_add(excess);
         }
+        drop(st);
+        observe::lowered(dimension, excess);
         excess
     }
 }

@@ -14,6 +14,7 @@
 use std::task::Waker;
 use std::time::Duration;
 
+use super::observe::{self, WaitNote};
 use super::queue::deadline;
 use super::{Limiter, Permit};
 use crate::clock::Clock;
@@ -98,13 +99,17 @@ impl<'a, C: Clock> Waiting<'a, C> {
                 st.counters.rejected += 1;
                 return Step::Done(Err(e));
             }
+            let note = WaitNote::behind(st.queue.len());
             let id = st.queue.push(waker, cost, started, self.timeout);
             self.phase = Phase::Queued { id, started };
+            drop(st);
+            note.emit(&limiter.shared.policy);
             return Step::Pending(deadline);
         }
         let verdict = match limiter.try_admit(&mut st, now, &cost, 0) {
             Ok(Ok(admission)) => {
                 drop(st);
+                observe::admitted(&limiter.shared.policy, &cost, None);
                 return Step::Done(Ok(Permit::new(limiter, cost, now, admission)));
             }
             Err(e) => {
@@ -118,16 +123,22 @@ impl<'a, C: Clock> Waiting<'a, C> {
             // Fail now when the wait is known to outlast the deadline.
             if until.map_or(now >= d, |u| u > d) {
                 st.counters.timed_out += 1;
+                drop(st);
                 let timeout = self.timeout.unwrap_or_default();
-                return Step::Done(Err(limiter.timeout_error(verdict, &cost, now, timeout)));
+                let error = limiter.timeout_error(verdict, &cost, now, timeout);
+                observe::failed(&error, 0);
+                return Step::Done(Err(error));
             }
         }
+        let note = WaitNote::held(&limiter.shared.policy, verdict, &cost, now);
         let id = st.queue.push(waker, cost, started, self.timeout);
         self.phase = Phase::Queued { id, started };
         let armed = match until {
             Some(u) if self.uses_head_timer => st.timer.arm(id, now, u, waker),
             _ => false,
         };
+        drop(st);
+        note.emit(&limiter.shared.policy);
         Step::Pending(wake_at(if armed { None } else { until }, deadline))
     }
 
@@ -146,9 +157,17 @@ impl<'a, C: Clock> Waiting<'a, C> {
         if let Some(outcome) = st.queue.take_grant(id) {
             self.phase = Phase::Finished;
             drop(st);
-            return Step::Done(
-                outcome.map(|g| Permit::new(limiter, g.cost, g.admitted_at, g.admission)),
-            );
+            return Step::Done(match outcome {
+                Ok(g) => {
+                    let waited = g.admitted_at.saturating_sub(started);
+                    observe::admitted(&limiter.shared.policy, &g.cost, Some(waited));
+                    Ok(Permit::new(limiter, g.cost, g.admitted_at, g.admission))
+                }
+                Err(error) => {
+                    observe::failed(&error, now.saturating_sub(started));
+                    Err(error)
+                }
+            });
         }
         if !queued {
             // Neither queued nor granted: the engine lost this waiter, which it never does
@@ -170,10 +189,13 @@ impl<'a, C: Clock> Waiting<'a, C> {
             }
             self.phase = Phase::Finished;
             st.counters.timed_out += 1;
-            return Step::Done(Err(AcquireError::QueueTimeout {
+            drop(st);
+            let error = AcquireError::QueueTimeout {
                 waiters_ahead,
                 timeout: self.timeout.unwrap_or_default(),
-            }));
+            };
+            observe::failed(&error, now.saturating_sub(started));
+            return Step::Done(Err(error));
         }
         let own = head.filter(|h| h.id == id && !h.armed).map(|h| h.until);
         Step::Pending(wake_at(own, deadline))
@@ -189,19 +211,35 @@ fn wake_at(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
 
 impl<C: Clock> Drop for Waiting<'_, C> {
     fn drop(&mut self) {
-        let Phase::Queued { id, .. } = self.phase else {
+        let Phase::Queued { id, started } = self.phase else {
             return;
         };
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
         st.counters.cancelled += 1;
+        let mut revoked = false;
+        let mut failed = None;
         if let Some((_, was_head)) = st.queue.remove(id) {
             if was_head {
                 limiter.serve_queue(&mut st, now, None);
             }
-        } else if let Some(Ok(granted)) = st.queue.take_grant(id) {
-            limiter.revoke(&mut st, now, granted);
+        } else {
+            match st.queue.take_grant(id) {
+                Some(Ok(granted)) => {
+                    limiter.revoke(&mut st, now, granted);
+                    revoked = true;
+                }
+                // Failed (timed out at the head) before it picked up the error.
+                Some(Err(error)) => failed = Some(error),
+                None => {}
+            }
+        }
+        drop(st);
+        let waited = now.saturating_sub(started);
+        observe::cancelled(waited, revoked);
+        if let Some(error) = failed {
+            observe::failed(&error, waited);
         }
     }
 }

@@ -1,0 +1,319 @@
+//! Instrumentation of the engine: `tracing` events and `metrics` counters, behind the
+//! `tracing` and `metrics` features (see the crate docs' Observability section).
+//!
+//! The engine calls these once per outcome, after it has released its lock, with values it
+//! already holds. With both features off every body is compiled out and the calls vanish.
+//! Everything emitted here is named in the crate docs: the names are part of the API.
+
+use std::time::Duration;
+
+use crate::core::Nanos;
+use crate::cost::Cost;
+use crate::dimension::Dimension;
+use crate::error::{AcquireError, Denied};
+use crate::policy::Policy;
+
+use super::Verdict;
+
+/// The target of every event (stable: filter with `tokengate=debug`).
+#[cfg(feature = "tracing")]
+const TARGET: &str = "tokengate::limiter";
+
+/// The label value for `dimension`: no allocation for the built-in ones.
+#[cfg(feature = "metrics")]
+fn label(dimension: &Dimension) -> metrics::SharedString {
+    match dimension {
+        Dimension::Custom(name) => metrics::SharedString::from(std::sync::Arc::clone(name)),
+        other => metrics::SharedString::const_str(static_name(other)),
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn static_name(dimension: &Dimension) -> &'static str {
+    match dimension {
+        Dimension::Requests => "requests",
+        Dimension::InputTokens => "input_tokens",
+        Dimension::OutputTokens => "output_tokens",
+        Dimension::Tokens => "tokens",
+        Dimension::InFlight => "in_flight",
+        Dimension::Custom(_) => "custom",
+    }
+}
+
+/// Each dimension of `policy` once (the first limit on it), with that limit's index.
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+fn dimensions(policy: &Policy) -> impl Iterator<Item = usize> + '_ {
+    let limits = &policy.limits;
+    (0..limits.len()).filter(move |&i| {
+        !limits[..i]
+            .iter()
+            .any(|l| l.dimension == limits[i].dimension)
+    })
+}
+
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+fn secs(ns: Nanos) -> f64 {
+    Duration::from_nanos(ns).as_secs_f64()
+}
+
+/// A permit was delivered: at once (`waited` is `None`), or to a queued acquisition after
+/// `waited` ns. Counts the admission and the units it charged on each dimension.
+#[inline(always)]
+pub(super) fn admitted(policy: &Policy, cost: &Cost, waited: Option<Nanos>) {
+    #[cfg(feature = "tracing")]
+    if let Some(waited) = waited {
+        tracing::debug!(target: TARGET, waited_secs = secs(waited), "admitted after waiting");
+    }
+    #[cfg(feature = "metrics")]
+    {
+        metrics::counter!("tokengate_admitted_total").increment(1);
+        if let Some(waited) = waited {
+            metrics::histogram!("tokengate_wait_seconds").record(secs(waited));
+        }
+        for i in dimensions(policy) {
+            let l = &policy.limits[i];
+            let units = l.measure.amount(cost).unwrap_or(u64::MAX);
+            if units > 0 {
+                metrics::counter!("tokengate_units_charged_total", "dimension" => label(&l.dimension))
+                    .increment(units);
+            }
+        }
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (policy, cost, waited);
+}
+
+/// `try_acquire` said no.
+#[inline(always)]
+pub(super) fn denied(denied: &Denied) {
+    #[cfg(feature = "tracing")]
+    match denied {
+        Denied::RateLimited {
+            dimension,
+            cost,
+            wait,
+            ..
+        } => tracing::trace!(
+            target: TARGET,
+            reason = "rate_limited",
+            dimension = dimension.name(),
+            cost,
+            wait_secs = wait.as_secs_f64(),
+            "denied"
+        ),
+        Denied::Paused { wait } => tracing::trace!(
+            target: TARGET,
+            reason = "paused",
+            wait_secs = wait.as_secs_f64(),
+            "denied"
+        ),
+        Denied::InFlightFull { max } => {
+            tracing::trace!(target: TARGET, reason = "in_flight", max, "denied")
+        }
+        Denied::WaitersAhead { waiters } => {
+            tracing::trace!(target: TARGET, reason = "waiters_ahead", waiters, "denied")
+        }
+        Denied::Never(error) => {
+            tracing::trace!(target: TARGET, reason = "never", error = %error, "denied")
+        }
+    }
+    #[cfg(feature = "metrics")]
+    if !matches!(denied, Denied::Never(_)) {
+        metrics::counter!("tokengate_denied_total").increment(1);
+    }
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = denied;
+}
+
+/// Why an acquisition joined the queue: taken under the lock (the cost moves into the
+/// queue), emitted by [`WaitNote::emit`] after it. Empty without the `tracing` feature.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WaitNote {
+    #[cfg(feature = "tracing")]
+    why: Why,
+}
+
+#[cfg(feature = "tracing")]
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    /// Behind this many waiters.
+    Queue(usize),
+    /// The verdict for it at the head, its cost on the limit that holds it back, and now.
+    Verdict(Verdict, u64, Nanos),
+}
+
+impl WaitNote {
+    /// Joins behind `waiters` others.
+    #[inline(always)]
+    pub(super) fn behind(waiters: usize) -> Self {
+        #[cfg(not(feature = "tracing"))]
+        let _ = waiters;
+        Self {
+            #[cfg(feature = "tracing")]
+            why: Why::Queue(waiters),
+        }
+    }
+
+    /// Joins at the head, held back by `verdict` at `now`.
+    #[inline(always)]
+    pub(super) fn held(policy: &Policy, verdict: Verdict, cost: &Cost, now: Nanos) -> Self {
+        #[cfg(not(feature = "tracing"))]
+        let _ = (policy, verdict, cost, now);
+        Self {
+            #[cfg(feature = "tracing")]
+            why: {
+                let amount = match verdict {
+                    Verdict::Wait { limit, .. } => policy.limits[limit]
+                        .measure
+                        .amount(cost)
+                        .unwrap_or(u64::MAX),
+                    _ => 1,
+                };
+                Why::Verdict(verdict, amount, now)
+            },
+        }
+    }
+
+    /// The debug event for an acquisition that starts waiting.
+    #[inline(always)]
+    pub(super) fn emit(self, policy: &Policy) {
+        #[cfg(not(feature = "tracing"))]
+        let _ = policy;
+        #[cfg(feature = "tracing")]
+        match self.why {
+            Why::Queue(waiters) => tracing::debug!(
+                target: TARGET,
+                reason = "waiters_ahead",
+                waiters,
+                "waiting"
+            ),
+            Why::Verdict(Verdict::Wait { until, limit }, cost, now) => tracing::debug!(
+                target: TARGET,
+                reason = "rate_limited",
+                dimension = policy.limits[limit].dimension.name(),
+                cost,
+                wait_secs = secs(until.saturating_sub(now)),
+                "waiting"
+            ),
+            Why::Verdict(Verdict::Paused { until }, _, now) => tracing::debug!(
+                target: TARGET,
+                reason = "paused",
+                wait_secs = secs(until.saturating_sub(now)),
+                "waiting"
+            ),
+            Why::Verdict(_, cost, _) => tracing::debug!(
+                target: TARGET,
+                reason = "in_flight",
+                dimension = Dimension::InFlight.name(),
+                cost,
+                "waiting"
+            ),
+        }
+    }
+}
+
+/// A waiting acquisition failed with `error` after `waited` ns: counts it when it is a
+/// timeout.
+#[inline(always)]
+pub(super) fn failed(error: &AcquireError, waited: Nanos) {
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    if matches!(
+        error,
+        AcquireError::Timeout { .. }
+            | AcquireError::Paused { .. }
+            | AcquireError::QueueTimeout { .. }
+    ) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: TARGET, error = %error, waited_secs = secs(waited), "timed out");
+        #[cfg(feature = "metrics")]
+        metrics::counter!("tokengate_timed_out_total").increment(1);
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = waited;
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = error;
+}
+
+/// A queued acquisition was dropped after `waited` ns; `revoked` when it had been admitted
+/// on its behalf and the admission was taken back.
+#[inline(always)]
+pub(super) fn cancelled(waited: Nanos, revoked: bool) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: TARGET, waited_secs = secs(waited), revoked, "cancelled");
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tokengate_cancelled_total").increment(1);
+    #[cfg(not(feature = "tracing"))]
+    let _ = (waited, revoked);
+}
+
+/// A permit that reserved `reserved` settled with `used`: per dimension, the units refunded
+/// or charged beyond the reservation (as [`LimitStats`](crate::LimitStats) counts them).
+#[inline(always)]
+pub(super) fn settled(policy: &Policy, reserved: &Cost, used: &Cost) {
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    for i in dimensions(policy) {
+        let l = &policy.limits[i];
+        let reserved = l.measure.amount(reserved).unwrap_or(0);
+        let used = l.measure.amount(used).unwrap_or(u64::MAX);
+        let refunded = reserved.saturating_sub(used);
+        let charged = used.saturating_sub(reserved).min(l.rule.amount());
+        #[cfg(feature = "tracing")]
+        tracing::trace!(
+            target: TARGET,
+            dimension = l.dimension.name(),
+            reserved,
+            used,
+            refunded,
+            charged,
+            "settled"
+        );
+        #[cfg(feature = "metrics")]
+        {
+            if refunded > 0 {
+                metrics::counter!("tokengate_units_refunded_total", "dimension" => label(&l.dimension))
+                    .increment(refunded);
+            }
+            if charged > 0 {
+                metrics::counter!("tokengate_units_charged_total", "dimension" => label(&l.dimension))
+                    .increment(charged);
+            }
+        }
+    }
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = (policy, reserved, used);
+}
+
+/// Admissions pause for `retry_after` (a provider's answer); `throttled` when it was a 429.
+/// `paused_for` is the pause in force after it (a longer one may be in force already).
+#[inline(always)]
+pub(super) fn paused(retry_after: Duration, throttled: bool, paused_for: Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        target: TARGET,
+        retry_after_secs = retry_after.as_secs_f64(),
+        throttled,
+        paused_for_secs = paused_for.as_secs_f64(),
+        "paused"
+    );
+    #[cfg(feature = "metrics")]
+    if throttled {
+        metrics::counter!("tokengate_throttled_total").increment(1);
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (retry_after, throttled, paused_for);
+}
+
+/// `observe` charged the limit on `dimension` `units` the provider had counted beyond it.
+#[inline(always)]
+pub(super) fn lowered(dimension: &Dimension, units: u64) {
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    if units > 0 {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: TARGET, dimension = dimension.name(), units, "lowered");
+        #[cfg(feature = "metrics")]
+        metrics::counter!("tokengate_units_lowered_total", "dimension" => label(dimension))
+            .increment(units);
+    }
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = (dimension, units);
+}
