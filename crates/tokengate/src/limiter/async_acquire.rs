@@ -123,4 +123,55 @@ impl<C: Clock> Limiter<C> {
             sleep: None,
         }
     }
+
+    /// Acquires `cost` (waiting at most `timeout`, if given), runs `call`, and settles the
+    /// permit with what `usage_of` reads from its result; `None` (a failed call, or a reply that
+    /// says nothing) keeps the whole reservation as the usage, which is what a provider counts
+    /// for a call it cannot account. The in-flight slot is held exactly while `call` runs.
+    ///
+    /// # Errors
+    /// The [`AcquireError`] of the acquisition; the call's own result, error or not, is `Ok`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future while it waits charges nothing; while `call` runs, it frees the slot
+    /// and keeps the reservation.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokengate::{Cost, Limiter, Policy, Usage};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().output_tokens_per_minute(8_000).build()?);
+    /// let reply: Result<u64, std::io::Error> = limiter
+    ///     .run(Cost::request().output(800), None, || async { Ok(312) }, |r| r.as_ref().ok().map(|&n| Usage::new().output(n)))
+    ///     .await?;
+    /// assert_eq!(reply?, 312);
+    /// assert_eq!(limiter.stats().limits[0].used, 312);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run<T, F, Fut>(
+        &self,
+        cost: Cost,
+        timeout: Option<Duration>,
+        call: F,
+        usage_of: impl FnOnce(&T) -> Option<crate::cost::Usage>,
+    ) -> Result<T, AcquireError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let permit = match timeout {
+            Some(timeout) => self.acquire_timeout(cost, timeout).await?,
+            None => self.acquire(cost).await?,
+        };
+        let result = call().await;
+        match usage_of(&result) {
+            Some(usage) => permit.settle(usage),
+            // Unsettled: the reservation stays as the usage; the slot is freed.
+            None => drop(permit),
+        }
+        Ok(result)
+    }
 }

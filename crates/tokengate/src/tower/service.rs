@@ -165,18 +165,16 @@ where
         let usage_of = Arc::clone(&self.usage_of);
         let timeout = self.config.timeout();
         ResponseFuture::new(async move {
-            let acquire = match timeout {
-                Some(timeout) => limiter.acquire_timeout(cost, timeout),
-                None => limiter.acquire(cost),
-            };
-            let permit = acquire.await.map_err(TokenGateError::Limit)?;
-            let result = inner.call(request).await;
-            match usage_of(&result) {
-                Some(usage) => permit.settle(usage),
-                // Unsettled: the reservation stays as the usage; the slot is freed.
-                None => drop(permit),
-            }
-            result.map_err(TokenGateError::Inner)
+            limiter
+                .run(
+                    cost,
+                    timeout,
+                    || inner.call(request),
+                    |result| usage_of(result),
+                )
+                .await
+                .map_err(TokenGateError::Limit)?
+                .map_err(TokenGateError::Inner)
         })
     }
 }
