@@ -45,14 +45,27 @@ pub(crate) struct PolicyLimit {
 }
 
 impl PolicyLimit {
-    /// The amount `cost` puts on this limit.
+    /// Whether this limit can never admit `cost`. An amount that overflows 64 bits counts as
+    /// `u64::MAX`: above every capacity but that of a limit of `u64::MAX`, which it may as well
+    /// pass (the same reading the decision makes).
     #[inline]
-    pub(crate) fn amount(&self, cost: &Cost) -> Result<u64, AcquireError> {
-        self.measure
-            .amount(cost)
-            .ok_or_else(|| AcquireError::Overflow {
+    pub(crate) fn never_admits(&self, cost: &Cost) -> bool {
+        self.measure.amount(cost).unwrap_or(u64::MAX) > self.rule.capacity()
+    }
+
+    /// The error for a cost this limit can never admit.
+    pub(crate) fn impossible(&self, cost: &Cost) -> AcquireError {
+        match self.measure.amount(cost) {
+            None => AcquireError::Overflow {
                 dimension: self.dimension.clone(),
-            })
+            },
+            Some(amount) => AcquireError::Exceeds {
+                dimension: self.dimension.clone(),
+                cost: amount,
+                capacity: self.rule.capacity(),
+                limit: self.limit.to_string(),
+            },
+        }
     }
 }
 
@@ -103,19 +116,10 @@ impl Policy {
     /// Checks that `cost` can ever be admitted, and returns the first limit that it exceeds
     /// otherwise.
     pub(crate) fn check_possible(&self, cost: &Cost) -> Result<(), AcquireError> {
-        for l in &self.limits {
-            let amount = l.amount(cost)?;
-            let capacity = l.rule.capacity();
-            if amount > capacity {
-                return Err(AcquireError::Exceeds {
-                    dimension: l.dimension.clone(),
-                    cost: amount,
-                    capacity,
-                    limit: l.limit.to_string(),
-                });
-            }
+        match self.limits.iter().find(|l| l.never_admits(cost)) {
+            Some(l) => Err(l.impossible(cost)),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -398,19 +398,8 @@ impl<C: Clock> Limiter<C> {
             CombinedDecision::NotUntil { at, limit } => {
                 return Ok(Verdict::Wait { until: at, limit })
             }
-            CombinedDecision::Impossible { limit, capacity } => {
-                let l = &limits[limit];
-                return Err(match l.measure.amount(cost) {
-                    None => AcquireError::Overflow {
-                        dimension: l.dimension.clone(),
-                    },
-                    Some(cost) => AcquireError::Exceeds {
-                        dimension: l.dimension.clone(),
-                        cost,
-                        capacity,
-                        limit: l.limit.to_string(),
-                    },
-                });
+            CombinedDecision::Impossible { limit, .. } => {
+                return Err(limits[limit].impossible(cost));
             }
         }
         if self.takes_slot(cost) && Some(st.in_flight) >= self.shared.policy.max_in_flight {
