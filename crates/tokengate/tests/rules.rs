@@ -1070,3 +1070,29 @@ fn blocking_timeout_fails_at_once_when_the_wait_is_longer() {
     );
     assert_eq!(limiter.stats().timed_out, 1);
 }
+
+#[test]
+fn an_owned_permit_keeps_the_slot_and_settles_once() {
+    let (limiter, _clock) = manual(
+        Policy::builder()
+            .output_tokens_per_minute(8_000)
+            .max_in_flight(1),
+    );
+    let permit = limiter
+        .try_acquire(Cost::request().output(800))
+        .unwrap()
+        .into_owned();
+    // The borrowed permit is gone, the slot is not: a second request is held back.
+    assert_eq!(limiter.stats().in_flight, 1);
+    assert!(matches!(
+        limiter.try_acquire(Cost::request().output(1)),
+        Err(Denied::InFlightFull { max: 1 })
+    ));
+    let owned = std::thread::spawn(move || {
+        permit.settle(Usage::new().output(300));
+    });
+    owned.join().unwrap();
+    let stats = limiter.stats();
+    assert_eq!((stats.in_flight, stats.settled), (0, 1));
+    assert_eq!((stats.limits[0].used, stats.limits[0].refunded), (300, 500));
+}

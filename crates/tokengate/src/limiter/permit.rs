@@ -15,7 +15,7 @@ use crate::cost::{Cost, Usage};
 /// A permit settles at most once: `settle` consumes it.
 #[must_use = "dropping a permit at once frees its in-flight slot; hold it for the call's duration"]
 pub struct Permit<'a, C: Clock> {
-    limiter: &'a Limiter<C>,
+    limiter: LimiterRef<'a, C>,
     cost: Cost,
     admitted_at: Nanos,
     /// Each limit's bucket mark, for refunds.
@@ -32,10 +32,42 @@ impl<'a, C: Clock> Permit<'a, C> {
     ) -> Self {
         let Admission { holds_slot, marks } = admission;
         Self {
-            limiter,
+            limiter: LimiterRef::Borrowed(limiter),
             cost,
             admitted_at,
             marks,
+            holds_slot,
+        }
+    }
+
+    /// The same permit holding its own handle to the limiter, so it can outlive the borrow
+    /// it was acquired through: kept in a response body that settles when the stream ends, or
+    /// moved into a spawned task.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::{Cost, Limiter, ManualClock, Permit, Policy, Usage};
+    ///
+    /// fn reserve(limiter: &Limiter<ManualClock>) -> Permit<'static, ManualClock> {
+    ///     limiter.try_acquire(Cost::request().output(800)).unwrap().into_owned()
+    /// }
+    ///
+    /// let policy = Policy::builder().output_tokens_per_minute(8_000).build()?;
+    /// let limiter = Limiter::with_clock(policy, ManualClock::new());
+    /// let permit = reserve(&limiter);
+    /// permit.settle(Usage::new().output(100));
+    /// assert_eq!(limiter.stats().limits[0].used, 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_owned(mut self) -> Permit<'static, C> {
+        let limiter = LimiterRef::Owned(self.limiter.get().clone());
+        // The slot moves to the new permit: this one must not free it when it drops.
+        let holds_slot = std::mem::replace(&mut self.holds_slot, false);
+        Permit {
+            limiter,
+            cost: std::mem::replace(&mut self.cost, Cost::zero()),
+            admitted_at: self.admitted_at,
+            marks: std::mem::take(&mut self.marks),
             holds_slot,
         }
     }
@@ -90,7 +122,7 @@ impl<'a, C: Clock> Permit<'a, C> {
     /// ```
     pub fn settle(mut self, usage: Usage) {
         let used = usage.as_cost(&self.cost);
-        let limiter = self.limiter;
+        let limiter = self.limiter.get();
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
         limiter.settle_admission(
@@ -117,8 +149,26 @@ impl<C: Clock> Drop for Permit<'_, C> {
     #[inline]
     fn drop(&mut self) {
         if self.holds_slot {
-            let mut st = self.limiter.lock();
-            self.limiter.release_slot(&mut st);
+            let limiter = self.limiter.get();
+            let mut st = limiter.lock();
+            limiter.release_slot(&mut st);
+        }
+    }
+}
+
+/// The limiter a permit settles on: borrowed, or (after [`Permit::into_owned`]) a handle of
+/// its own.
+enum LimiterRef<'a, C: Clock> {
+    Borrowed(&'a Limiter<C>),
+    Owned(Limiter<C>),
+}
+
+impl<C: Clock> LimiterRef<'_, C> {
+    #[inline]
+    fn get(&self) -> &Limiter<C> {
+        match self {
+            LimiterRef::Borrowed(l) => l,
+            LimiterRef::Owned(l) => l,
         }
     }
 }
