@@ -167,6 +167,6 @@ pub use error::{AcquireError, BuildError, Denied};
 pub use limit::{Algorithm, Limit};
 #[cfg(feature = "tokio")]
 pub use limiter::Acquire;
-pub use limiter::{Limiter, Permit};
+pub use limiter::{Key, Limiter, Permit};
 pub use policy::{Policy, PolicyBuilder};
 pub use stats::{LimitStats, Stats, WaitStats};

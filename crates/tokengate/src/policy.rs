@@ -115,6 +115,15 @@ impl Policy {
 
     /// Checks that `cost` can ever be admitted, and returns the first limit that it exceeds
     /// otherwise.
+    /// No limits at all: the limiter's own policy when a config gives the limits.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn empty() -> Self {
+        Self {
+            limits: Vec::new(),
+            max_in_flight: None,
+        }
+    }
+
     pub(crate) fn check_possible(&self, cost: &Cost) -> Result<(), AcquireError> {
         match self.limits.iter().find(|l| l.never_admits(cost)) {
             Some(l) => Err(l.impossible(cost)),

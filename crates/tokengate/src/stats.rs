@@ -8,13 +8,18 @@ use crate::dimension::Dimension;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
+    /// Which budget this is: `limiter` for the limiter's own policy (whose counters count
+    /// every request), or `model NAME`, `family NAME`, `tenant NAME`, `model (overflow)`,
+    /// `tenant (overflow)` for the budgets of a limiter built from a config.
+    pub budget: String,
     /// One entry per rate limit, in the policy's order.
     pub limits: Vec<LimitStats>,
     /// Requests holding an in-flight slot.
     pub in_flight: u64,
     /// The in-flight cap, if any.
     pub max_in_flight: Option<u64>,
-    /// Acquisitions queued now.
+    /// Acquisitions queued now (for the `limiter` budget: all of them, whichever budget holds
+    /// them back).
     pub waiters: usize,
     /// Requests admitted since the limiter was created.
     pub admitted: u64,
@@ -85,9 +90,9 @@ pub struct WaitStats {
     pub p99: Duration,
 }
 
-/// Running totals, updated under the limiter's lock.
+/// Running totals of one budget, updated under the limiter's lock.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Counters {
+pub(crate) struct BudgetCounters {
     pub(crate) admitted: u64,
     pub(crate) denied: u64,
     pub(crate) timed_out: u64,
@@ -95,22 +100,52 @@ pub(crate) struct Counters {
     pub(crate) cancelled: u64,
     pub(crate) settled: u64,
     pub(crate) throttled: u64,
-    pub(crate) charged: Vec<u64>,
-    pub(crate) refunded: Vec<u64>,
-    pub(crate) lowered: Vec<u64>,
-    pub(crate) reported: Vec<Option<u64>>,
-    pub(crate) waits: WaitHistogram,
+    pub(crate) limits: Vec<LimitCounters>,
+    pub(crate) waits: Waits,
 }
 
-impl Counters {
+/// Running totals of one limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LimitCounters {
+    pub(crate) charged: u64,
+    pub(crate) refunded: u64,
+    pub(crate) lowered: u64,
+    pub(crate) reported: Option<u64>,
+}
+
+impl BudgetCounters {
     pub(crate) fn new(limits: usize) -> Self {
         Self {
-            charged: vec![0; limits],
-            refunded: vec![0; limits],
-            lowered: vec![0; limits],
-            reported: vec![None; limits],
+            limits: vec![LimitCounters::default(); limits],
             ..Self::default()
         }
+    }
+}
+
+/// Wait times: admissions that did not wait are only counted; the histogram is made at the
+/// first wait, so a budget that never waited stays small.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Waits {
+    no_wait: u64,
+    histogram: Option<Box<WaitHistogram>>,
+}
+
+impl Waits {
+    #[inline]
+    pub(crate) fn record(&mut self, wait_ns: u64) {
+        if wait_ns == 0 {
+            self.no_wait += 1;
+        } else {
+            self.histogram
+                .get_or_insert_with(Box::default)
+                .record(wait_ns);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> WaitStats {
+        let mut h = self.histogram.as_deref().cloned().unwrap_or_default();
+        h.buckets[0] += self.no_wait;
+        h.stats()
     }
 }
 

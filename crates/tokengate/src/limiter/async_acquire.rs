@@ -2,11 +2,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Sleep;
 
+use super::keys::KeyNames;
 use super::waiter::{Step, Waiting};
 use super::{Limiter, Permit};
 use crate::clock::Clock;
@@ -100,8 +102,18 @@ impl<C: Clock> Limiter<C> {
     /// # }
     /// ```
     pub fn acquire(&self, cost: Cost) -> Acquire<'_, C> {
+        self.acquire_on(None, cost, None)
+    }
+
+    /// An acquisition of `cost` on `key`'s budgets (the limiter's own for `None`).
+    pub(super) fn acquire_on(
+        &self,
+        key: Option<Arc<KeyNames>>,
+        cost: Cost,
+        timeout: Option<Duration>,
+    ) -> Acquire<'_, C> {
         Acquire {
-            waiting: Waiting::new(self, cost, None, true),
+            waiting: Waiting::new(self, key, cost, timeout, true),
             sleep: None,
         }
     }
@@ -118,10 +130,7 @@ impl<C: Clock> Limiter<C> {
     /// # Cancel safety
     /// As [`acquire`](Self::acquire).
     pub fn acquire_timeout(&self, cost: Cost, timeout: Duration) -> Acquire<'_, C> {
-        Acquire {
-            waiting: Waiting::new(self, cost, Some(timeout), true),
-            sleep: None,
-        }
+        self.acquire_on(None, cost, Some(timeout))
     }
 
     /// Acquires `cost` (waiting at most `timeout`, if given), runs `call`, and settles the

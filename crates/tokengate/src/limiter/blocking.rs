@@ -5,6 +5,7 @@ use std::task::{Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
+use super::keys::KeyNames;
 use super::waiter::{Step, Waiting};
 use super::{Limiter, Permit};
 use crate::clock::Clock;
@@ -44,7 +45,17 @@ impl<C: Clock> Limiter<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn acquire_blocking(&self, cost: Cost) -> Result<Permit<'_, C>, AcquireError> {
-        self.block_on(Waiting::new(self, cost, None, false))
+        self.acquire_blocking_on(None, cost, None)
+    }
+
+    /// A blocking acquisition of `cost` on `key`'s budgets (the limiter's own for `None`).
+    pub(super) fn acquire_blocking_on(
+        &self,
+        key: Option<Arc<KeyNames>>,
+        cost: Cost,
+        timeout: Option<Duration>,
+    ) -> Result<Permit<'_, C>, AcquireError> {
+        self.block_on(Waiting::new(self, key, cost, timeout, false))
     }
 
     /// Blocks until `cost` is admitted or `timeout` passes; fails at once when the wait is
@@ -57,7 +68,7 @@ impl<C: Clock> Limiter<C> {
         cost: Cost,
         timeout: Duration,
     ) -> Result<Permit<'_, C>, AcquireError> {
-        self.block_on(Waiting::new(self, cost, Some(timeout), false))
+        self.acquire_blocking_on(None, cost, Some(timeout))
     }
 
     fn block_on<'a>(&'a self, mut waiting: Waiting<'a, C>) -> Result<Permit<'a, C>, AcquireError> {

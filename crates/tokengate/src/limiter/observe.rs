@@ -127,19 +127,20 @@ pub(super) fn denied(denied: &Denied) {
 
 /// Why an acquisition joined the queue: taken under the lock (the cost moves into the
 /// queue), emitted by [`WaitNote::emit`] after it. Empty without the `tracing` feature.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct WaitNote {
     #[cfg(feature = "tracing")]
     why: Why,
 }
 
 #[cfg(feature = "tracing")]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Why {
     /// Behind this many waiters.
     Queue(usize),
-    /// The verdict for it at the head, its cost on the limit that holds it back, and now.
-    Verdict(Verdict, u64, Nanos),
+    /// The verdict for it at the head, the dimension and its cost on the limit that holds it
+    /// back, and now.
+    Verdict(Verdict, Dimension, u64, Nanos),
 }
 
 impl WaitNote {
@@ -162,23 +163,24 @@ impl WaitNote {
         Self {
             #[cfg(feature = "tracing")]
             why: {
-                let amount = match verdict {
-                    Verdict::Wait { limit, .. } => policy.limits[limit]
-                        .measure
-                        .amount(cost)
-                        .unwrap_or(u64::MAX),
-                    _ => 1,
+                let (dimension, amount) = match verdict {
+                    Verdict::Wait { limit, .. } => {
+                        let l = &policy.limits[limit];
+                        (
+                            l.dimension.clone(),
+                            l.measure.amount(cost).unwrap_or(u64::MAX),
+                        )
+                    }
+                    _ => (Dimension::InFlight, 1),
                 };
-                Why::Verdict(verdict, amount, now)
+                Why::Verdict(verdict, dimension, amount, now)
             },
         }
     }
 
     /// The debug event for an acquisition that starts waiting.
     #[inline(always)]
-    pub(super) fn emit(self, policy: &Policy) {
-        #[cfg(not(feature = "tracing"))]
-        let _ = policy;
+    pub(super) fn emit(self) {
         #[cfg(feature = "tracing")]
         match self.why {
             Why::Queue(waiters) => tracing::debug!(
@@ -187,21 +189,21 @@ impl WaitNote {
                 waiters,
                 "waiting"
             ),
-            Why::Verdict(Verdict::Wait { until, limit }, cost, now) => tracing::debug!(
+            Why::Verdict(Verdict::Wait { until, .. }, dimension, cost, now) => tracing::debug!(
                 target: TARGET,
                 reason = "rate_limited",
-                dimension = policy.limits[limit].dimension.name(),
+                dimension = dimension.name(),
                 cost,
                 wait_secs = secs(until.saturating_sub(now)),
                 "waiting"
             ),
-            Why::Verdict(Verdict::Paused { until }, _, now) => tracing::debug!(
+            Why::Verdict(Verdict::Paused { until }, _, _, now) => tracing::debug!(
                 target: TARGET,
                 reason = "paused",
                 wait_secs = secs(until.saturating_sub(now)),
                 "waiting"
             ),
-            Why::Verdict(_, cost, _) => tracing::debug!(
+            Why::Verdict(_, _, cost, _) => tracing::debug!(
                 target: TARGET,
                 reason = "in_flight",
                 dimension = Dimension::InFlight.name(),

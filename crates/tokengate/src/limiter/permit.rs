@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use super::{observe, Admission, Limiter, Marks};
+use super::route::Admission;
+use super::{observe, Limiter};
 use crate::clock::Clock;
 use crate::core::Nanos;
 use crate::cost::{Cost, Usage};
@@ -18,9 +19,10 @@ pub struct Permit<'a, C: Clock> {
     limiter: LimiterRef<'a, C>,
     cost: Cost,
     admitted_at: Nanos,
-    /// Each limit's bucket mark, for refunds.
-    marks: Marks,
-    holds_slot: bool,
+    /// Its budgets, their in-flight slots and each limit's bucket mark, for refunds.
+    admission: Admission,
+    /// Whether it still holds its slots and references (false once settled or moved).
+    live: bool,
 }
 
 impl<'a, C: Clock> Permit<'a, C> {
@@ -30,13 +32,12 @@ impl<'a, C: Clock> Permit<'a, C> {
         admitted_at: Nanos,
         admission: Admission,
     ) -> Self {
-        let Admission { holds_slot, marks } = admission;
         Self {
             limiter: LimiterRef::Borrowed(limiter),
             cost,
             admitted_at,
-            marks,
-            holds_slot,
+            admission,
+            live: true,
         }
     }
 
@@ -61,14 +62,14 @@ impl<'a, C: Clock> Permit<'a, C> {
     /// ```
     pub fn into_owned(mut self) -> Permit<'static, C> {
         let limiter = LimiterRef::Owned(self.limiter.get().clone());
-        // The slot moves to the new permit: this one must not free it when it drops.
-        let holds_slot = std::mem::replace(&mut self.holds_slot, false);
+        // The slots move to the new permit: this one must not free them when it drops.
+        let live = std::mem::replace(&mut self.live, false);
         Permit {
             limiter,
             cost: std::mem::replace(&mut self.cost, Cost::zero()),
             admitted_at: self.admitted_at,
-            marks: std::mem::take(&mut self.marks),
-            holds_slot,
+            admission: self.admission.clone(),
+            live,
         }
     }
 
@@ -125,21 +126,12 @@ impl<'a, C: Clock> Permit<'a, C> {
         let limiter = self.limiter.get();
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
-        limiter.settle_admission(
-            &mut st,
-            now,
-            &self.cost,
-            &used,
-            self.admitted_at,
-            &self.marks,
-        );
-        st.counters.settled += 1;
-        if self.holds_slot {
-            self.holds_slot = false;
-            st.in_flight = st.in_flight.saturating_sub(1);
-        }
-        // Budget or a slot may have come back: the head waiter may be admitted now.
-        limiter.serve_queue_now(&mut st);
+        let admission = &self.admission;
+        st.settle(now, admission, &self.cost, &used, self.admitted_at);
+        st.count(&admission.route, |c| c.settled += 1);
+        self.live = false;
+        // Budget or a slot may have come back: the head waiters may be admitted now.
+        st.release(now, &admission.route, admission.slots);
         drop(st);
         observe::settled(&limiter.shared.policy, &self.cost, &used);
     }
@@ -148,10 +140,12 @@ impl<'a, C: Clock> Permit<'a, C> {
 impl<C: Clock> Drop for Permit<'_, C> {
     #[inline]
     fn drop(&mut self) {
-        if self.holds_slot {
+        // Nothing to give back for a permit on the limiter's own budget without a slot: no lock.
+        if self.live && (self.admission.slots != 0 || !self.admission.route.is_root()) {
             let limiter = self.limiter.get();
+            let now = limiter.shared.clock.now();
             let mut st = limiter.lock();
-            limiter.release_slot(&mut st);
+            st.release(now, &self.admission.route, self.admission.slots);
         }
     }
 }
@@ -178,7 +172,7 @@ impl<C: Clock> fmt::Debug for Permit<'_, C> {
         f.debug_struct("Permit")
             .field("cost", &self.cost)
             .field("admitted_at", &self.admitted_at)
-            .field("holds_slot", &self.holds_slot)
+            .field("in_flight_slots", &self.admission.slots.count_ones())
             .finish()
     }
 }

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::keys::KeyNames;
+use super::route::{BudgetId, ROOT};
 use super::{observe, Limiter};
 use crate::clock::Clock;
 use crate::dimension::Dimension;
@@ -37,28 +39,54 @@ impl<C: Clock> Limiter<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn observe(&self, report: &ProviderReport) -> u64 {
-        let lowered = self.lower_all(report);
+        self.observe_on(None, report)
+    }
+
+    /// [`observe`](Self::observe) on the budget that mirrors the provider for `key`.
+    pub(super) fn observe_on(&self, key: Option<&KeyNames>, report: &ProviderReport) -> u64 {
+        let lowered = self.lower_all(key, report);
         if let Some(wait) = report.retry_after {
-            self.pause_for(wait, false);
+            self.pause_for(key, wait, false);
         }
         lowered
     }
 
     /// Lowers every dimension `report` names (see [`observe`](Self::observe)).
-    fn lower_all(&self, report: &ProviderReport) -> u64 {
+    fn lower_all(&self, key: Option<&KeyNames>, report: &ProviderReport) -> u64 {
         let mut lowered = 0;
         for r in &report.limits {
-            lowered += self.lower(&r.dimension, r.limit, r.remaining.unwrap_or(u64::MAX));
+            lowered += self.lower(key, &r.dimension, r.limit, r.remaining.unwrap_or(u64::MAX));
         }
         lowered
+    }
+
+    /// The budget that mirrors the provider's limits for `key`: its model's (or family's),
+    /// else the limiter's own.
+    fn provider_budget(&self, st: &mut super::State, key: Option<&KeyNames>, now: u64) -> BudgetId {
+        let route = self.route(st, key, now);
+        route
+            .keyed()
+            .iter()
+            .copied()
+            .find(|&id| st.budget(id).is_some_and(|b| b.name.is_model()))
+            .unwrap_or(ROOT)
     }
 
     /// Like [`observe`](Self::observe), for a 429: counts it, and pauses admissions for its
     /// `retry_after`, or when it gave none, until the latest reset of a dimension it reports
     /// exhausted, or else for one second.
     pub fn observe_throttled(&self, report: &ProviderReport) -> u64 {
+        self.observe_throttled_on(None, report)
+    }
+
+    /// [`observe_throttled`](Self::observe_throttled) for `key`.
+    pub(super) fn observe_throttled_on(
+        &self,
+        key: Option<&KeyNames>,
+        report: &ProviderReport,
+    ) -> u64 {
         // As `observe`, but paused (and the pause reported) once.
-        let lowered = self.lower_all(report);
+        let lowered = self.lower_all(key, report);
         let exhausted = report
             .limits
             .iter()
@@ -66,6 +94,7 @@ impl<C: Clock> Limiter<C> {
             .filter_map(|r| r.reset_after)
             .max();
         self.pause_for(
+            key,
             report
                 .retry_after
                 .or(exhausted)
@@ -94,20 +123,32 @@ impl<C: Clock> Limiter<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pause(&self, retry_after: Duration) {
-        self.pause_for(retry_after, true);
+        self.pause_for(None, retry_after, true);
     }
 
-    fn pause_for(&self, wait: Duration, count: bool) {
+    pub(super) fn pause_for(&self, key: Option<&KeyNames>, wait: Duration, count: bool) {
         let now = self.shared.clock.now();
         let until = now.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
         let mut st = self.lock();
+        let id = self.provider_budget(&mut st, key, now);
+        let Some(budget) = st.budget_mut(id) else {
+            return;
+        };
         if count {
-            st.counters.throttled += 1;
+            budget.counters.throttled += 1;
+            if id != ROOT {
+                st.root.counters.throttled += 1;
+            }
         }
-        st.paused_until = st.paused_until.max(until);
-        let paused_until = st.paused_until;
+        let Some(budget) = st.budget_mut(id) else {
+            return;
+        };
+        budget.paused_until = budget.paused_until.max(until);
+        let paused_until = budget.paused_until;
         // The head's wait changed: set its timer for the new instant.
-        self.serve_queue_now(&mut st);
+        if budget.queue_len() > 0 {
+            st.serve(now, id, None);
+        }
         drop(st);
         observe::paused(wait, count, Duration::from_nanos(paused_until - now));
     }
@@ -118,10 +159,20 @@ impl<C: Clock> Limiter<C> {
     ///
     /// Which of the dimension's limits: the one whose amount equals `reported`, else the one
     /// with the shortest period (providers report their per-minute window).
-    fn lower(&self, dimension: &Dimension, reported: Option<u64>, remaining: u64) -> u64 {
+    fn lower(
+        &self,
+        key: Option<&KeyNames>,
+        dimension: &Dimension,
+        reported: Option<u64>,
+        remaining: u64,
+    ) -> u64 {
         let now = self.shared.clock.now();
         let mut st = self.lock();
-        let limits = &self.shared.policy.limits;
+        let id = self.provider_budget(&mut st, key, now);
+        let Some(budget) = st.budget_mut(id) else {
+            return 0;
+        };
+        let limits = &budget.policy.limits;
         let on_dimension = || {
             limits
                 .iter()
@@ -133,14 +184,16 @@ impl<C: Clock> Limiter<C> {
             .or_else(|| on_dimension().min_by_key(|(_, l)| l.rule.period()))
             .map(|(i, _)| i);
         let Some(i) = chosen else { return 0 };
-        let super::State {
+        let super::Budget {
+            policy,
             limits: states,
             counters,
             ..
-        } = &mut *st;
-        let rule = &limits[i].rule;
+        } = budget;
+        let rule = &policy.limits[i].rule;
+        let c = &mut counters.limits[i];
         if let Some(reported) = reported {
-            counters.reported[i] = Some(reported);
+            c.reported = Some(reported);
         }
         // Compare what each side has counted: the provider's limit less its remaining, against
         // the units this limit counts now (in its window, or missing from its bucket).
@@ -149,7 +202,7 @@ impl<C: Clock> Limiter<C> {
         let excess = counted_there.saturating_sub(counted_here);
         if excess > 0 {
             rule.charge(&mut states[i], now, excess);
-            counters.lowered[i] = counters.lowered[i].saturating_add(excess);
+            c.lowered = c.lowered.saturating_add(excess);
         }
         drop(st);
         observe::lowered(dimension, excess);

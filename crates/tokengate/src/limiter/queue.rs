@@ -1,22 +1,23 @@
-//! The FIFO queue of waiting acquisitions, and the grants handed to them.
+//! Waiting acquisitions, and the grants handed to them.
 //!
-//! A queued entry carries its cost, so whoever changes the limiter's state (an admission, a
-//! settlement, a dropped permit, the head's timer) can admit the head *on its behalf* and wake
-//! it once, with its permit ready. Entries hold only what the engine needs; the waiting future
-//! keeps nothing but its id.
+//! A queued entry carries its cost and route, so whoever changes the limiter's state (an
+//! admission, a settlement, a dropped permit, the head's timer) can admit it *on its behalf*
+//! and wake it once, with its permit ready. Entries hold only what the engine needs; the
+//! waiting future keeps nothing but its ticket.
 
-use std::collections::VecDeque;
 use std::task::Waker;
 use std::time::Duration;
 
-use super::Admission;
+use super::route::{Admission, Route};
 use crate::core::Nanos;
 use crate::cost::Cost;
 use crate::error::AcquireError;
 
 #[derive(Debug)]
 pub(crate) struct Entry {
+    /// The ticket: tickets grow in arrival order, and every queue is in ticket order.
     pub(crate) id: u64,
+    pub(crate) route: Route,
     pub(crate) waker: Option<Waker>,
     pub(crate) cost: Cost,
     /// When the acquisition started, for wait-time stats.
@@ -29,6 +30,32 @@ pub(crate) struct Entry {
 const NO_DEADLINE: Nanos = u64::MAX;
 
 impl Entry {
+    pub(crate) fn new(
+        id: u64,
+        route: Route,
+        waker: &Waker,
+        cost: Cost,
+        started: Nanos,
+        timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            id,
+            route,
+            waker: Some(waker.clone()),
+            cost,
+            started,
+            deadline: timeout.map_or(NO_DEADLINE, |t| deadline(started, t)),
+        }
+    }
+
+    /// Stores the waker to use.
+    pub(crate) fn set_waker(&mut self, waker: &Waker) {
+        match &self.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.waker = Some(waker.clone()),
+        }
+    }
+
     /// When it gives up, if it has a timeout.
     pub(crate) fn deadline(&self) -> Option<Nanos> {
         (self.deadline != NO_DEADLINE).then_some(self.deadline)
@@ -59,90 +86,19 @@ pub(crate) struct Granted {
     pub(crate) admission: Admission,
 }
 
-/// Waiters in arrival order (ids increase, so an entry is found by binary search), and the
-/// grants not yet picked up.
+/// Grants not yet picked up.
 #[derive(Debug, Default)]
-pub(crate) struct WaitQueue {
-    entries: VecDeque<Entry>,
+pub(crate) struct Grants {
     grants: Vec<Grant>,
-    next_id: u64,
 }
 
-impl WaitQueue {
-    /// Waiters not yet admitted.
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Appends a waiter and returns its id.
-    pub(crate) fn push(
-        &mut self,
-        waker: &Waker,
-        cost: Cost,
-        started: Nanos,
-        timeout: Option<Duration>,
-    ) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.entries.push_back(Entry {
-            id,
-            waker: Some(waker.clone()),
-            cost,
-            started,
-            deadline: timeout.map_or(NO_DEADLINE, |t| deadline(started, t)),
-        });
-        id
-    }
-
-    pub(crate) fn head(&self) -> Option<&Entry> {
-        self.entries.front()
-    }
-
-    pub(crate) fn pop_head(&mut self) -> Option<Entry> {
-        self.entries.pop_front()
-    }
-
-    /// Where `id` stands: the number of waiters ahead of it.
-    pub(crate) fn position(&self, id: u64) -> Option<usize> {
-        self.entries.binary_search_by_key(&id, |e| e.id).ok()
-    }
-
-    /// Stores the waker to use for `id`; returns whether `id` is queued.
-    pub(crate) fn set_waker(&mut self, id: u64, waker: &Waker) -> bool {
-        let Some(i) = self.position(id) else {
-            return false;
-        };
-        let slot = &mut self.entries[i].waker;
-        match slot {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
-        }
-        true
-    }
-
-    /// Removes a queued waiter; returns its entry and whether it was the head.
-    pub(crate) fn remove(&mut self, id: u64) -> Option<(Entry, bool)> {
-        let i = self.position(id)?;
-        self.entries.remove(i).map(|e| (e, i == 0))
-    }
-
-    /// Wakes the head waiter, if any, so it tries again.
-    pub(crate) fn wake_head(&mut self) {
-        if let Some(w) = self.entries.front_mut().and_then(|e| e.waker.take()) {
-            w.wake();
-        }
-    }
-
+impl Grants {
     pub(crate) fn grant(&mut self, id: u64, outcome: Result<Granted, AcquireError>) {
         self.grants.push(Grant { id, outcome });
     }
 
     /// Takes the grant made to `id`, if any.
-    pub(crate) fn take_grant(&mut self, id: u64) -> Option<Result<Granted, AcquireError>> {
+    pub(crate) fn take(&mut self, id: u64) -> Option<Result<Granted, AcquireError>> {
         let i = self.grants.iter().position(|g| g.id == id)?;
         Some(self.grants.swap_remove(i).outcome)
     }

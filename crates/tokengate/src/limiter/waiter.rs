@@ -1,21 +1,26 @@
 //! One waiting acquisition, independent of how it sleeps.
 //!
-//! [`Waiting::poll_step`] does everything under the lock. With nobody queued and the limits
-//! allowing it, it admits at once. Otherwise it joins the FIFO queue, handing its cost to the
-//! queue entry; from then on the engine admits it *on its behalf* as soon as the limits allow
-//! (when the waiter ahead is admitted, a settlement refunds, a permit frees a slot, or the
-//! head timer fires) and wakes it once, with the permit ready. It answers when the waiter must
+//! [`Waiting::poll_step`] does everything under the lock. With nobody queued on its budgets
+//! and the limits allowing it, it admits at once. Otherwise it joins a queue (the first of its
+//! budgets' queues with waiters, else the queue of the budget that holds it back), handing its
+//! cost to the queue entry; from then on the engine admits it *on its behalf* as soon as the
+//! limits allow (when the waiter ahead is admitted, a settlement refunds, a permit frees a
+//! slot, or the head timer fires) and wakes it once, with the permit ready. It answers when the waiter must
 //! wake itself: the async front end sleeps on tokio's timer until then, the blocking one parks
 //! the thread.
 //!
 //! Dropping a `Waiting` leaves the queue and lets it move on; if it had been admitted but not
 //! yet picked up its permit, the admission is taken back. Nothing is lost or counted twice.
 
+use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
+use super::budget::Verdict;
+use super::keys::KeyNames;
 use super::observe::{self, WaitNote};
-use super::queue::deadline;
+use super::queue::{deadline, Entry};
+use super::route::Route;
 use super::{Limiter, Permit};
 use crate::clock::Clock;
 use crate::core::Nanos;
@@ -35,6 +40,8 @@ pub(crate) enum Step<'a, C: Clock> {
 #[derive(Debug)]
 pub(crate) struct Waiting<'a, C: Clock> {
     limiter: &'a Limiter<C>,
+    /// The key whose budgets it is charged to (the limiter's own only, for `None`).
+    key: Option<Arc<KeyNames>>,
     phase: Phase,
     timeout: Option<Duration>,
     /// Whether the async front end polls this, so the shared head timer can wake it.
@@ -48,6 +55,7 @@ enum Phase {
     /// Queued, or admitted on its behalf and not yet picked up.
     Queued {
         id: u64,
+        route: Route,
         started: Nanos,
     },
     Finished,
@@ -56,12 +64,14 @@ enum Phase {
 impl<'a, C: Clock> Waiting<'a, C> {
     pub(crate) fn new(
         limiter: &'a Limiter<C>,
+        key: Option<Arc<KeyNames>>,
         cost: Cost,
         timeout: Option<Duration>,
         uses_head_timer: bool,
     ) -> Self {
         Self {
             limiter,
+            key,
             phase: Phase::New(cost),
             timeout,
             uses_head_timer,
@@ -78,83 +88,129 @@ impl<'a, C: Clock> Waiting<'a, C> {
         let now = self.limiter.shared.clock.now();
         match std::mem::replace(&mut self.phase, Phase::Finished) {
             Phase::New(cost) => self.first_step(cost, now, waker),
-            Phase::Queued { id, started } => {
-                self.phase = Phase::Queued { id, started };
-                self.queued_step(id, started, now, waker)
+            Phase::Queued { id, route, started } => {
+                self.phase = Phase::Queued { id, route, started };
+                self.queued_step(id, route, started, now, waker)
             }
             Phase::Finished => Step::Pending(None), // polled again after completion
         }
     }
 
-    /// Admits at once when nobody is queued and the limits allow it; otherwise joins the queue
-    /// (or fails at once when the wait is known to outlast the timeout).
+    /// Admits at once when nobody is queued on its budgets and the limits allow it;
+    /// otherwise joins a queue (or fails at once when the wait is known to outlast the
+    /// timeout).
     fn first_step(&mut self, cost: Cost, now: Nanos, waker: &Waker) -> Step<'a, C> {
         let limiter = self.limiter;
         let started = now;
         let deadline = self.timeout.map(|t| deadline(started, t));
         let mut st = limiter.lock();
-        if !st.queue.is_empty() {
+        let route = limiter.route(&mut st, self.key.as_deref(), now);
+        if let Some(queue) = st.first_queue(&route) {
             // Join the queue behind the others, unless the cost can never be admitted.
-            if let Err(e) = limiter.shared.policy.check_possible(&cost) {
-                st.counters.rejected += 1;
+            let possible = route
+                .ids()
+                .iter()
+                .filter_map(|&id| st.budget(id))
+                .try_for_each(|b| b.policy.check_possible(&cost));
+            if let Err(e) = possible {
+                st.count(&route, |c| c.rejected += 1);
                 return Step::Done(Err(e));
             }
-            let note = WaitNote::behind(st.queue.len());
-            let id = st.queue.push(waker, cost, started, self.timeout);
-            self.phase = Phase::Queued { id, started };
+            let note = WaitNote::behind(st.queued_on(&route));
+            let id = st.ticket();
+            st.pin(&route);
+            st.enqueue(
+                queue,
+                Entry::new(id, route, waker, cost, started, self.timeout),
+            );
+            self.phase = Phase::Queued { id, route, started };
             drop(st);
-            note.emit(&limiter.shared.policy);
+            note.emit();
             return Step::Pending(deadline);
         }
-        let verdict = match limiter.try_admit(&mut st, now, &cost, 0) {
-            Ok(Ok(admission)) => {
+        let verdict = match st.verdict(&route, now, &cost) {
+            Ok(v) if v.verdict == Verdict::Admit => {
+                let admission = st.admit(route, now, &cost, 0);
                 drop(st);
                 observe::admitted(&limiter.shared.policy, &cost, None);
                 return Step::Done(Ok(Permit::new(limiter, cost, now, admission)));
             }
             Err(e) => {
-                st.counters.rejected += 1;
+                st.count(&route, |c| c.rejected += 1);
                 return Step::Done(Err(e));
             }
-            Ok(Err(verdict)) => verdict,
+            Ok(v) => v,
         };
-        let until = verdict.until();
+        let holder = route.ids()[verdict.at];
+        let until = verdict.verdict.until();
         if let Some(d) = deadline {
             // Fail now when the wait is known to outlast the deadline.
             if until.map_or(now >= d, |u| u > d) {
-                st.counters.timed_out += 1;
-                drop(st);
+                st.count(&route, |c| c.timed_out += 1);
                 let timeout = self.timeout.unwrap_or_default();
-                let error = limiter.timeout_error(verdict, &cost, now, timeout);
+                let error = st.budget(holder).unwrap_or(&st.root).timeout_error(
+                    verdict.verdict,
+                    &cost,
+                    now,
+                    timeout,
+                );
+                drop(st);
                 observe::failed(&error, 0);
                 return Step::Done(Err(error));
             }
         }
-        let note = WaitNote::held(&limiter.shared.policy, verdict, &cost, now);
-        let id = st.queue.push(waker, cost, started, self.timeout);
-        self.phase = Phase::Queued { id, started };
-        let armed = match until {
-            Some(u) if self.uses_head_timer => st.timer.arm(id, now, u, waker),
+        let note = WaitNote::held(
+            &st.budget(holder).unwrap_or(&st.root).policy,
+            verdict.verdict,
+            &cost,
+            now,
+        );
+        let id = st.ticket();
+        st.pin(&route);
+        st.enqueue(
+            holder,
+            Entry::new(id, route, waker, cost, started, self.timeout),
+        );
+        self.phase = Phase::Queued { id, route, started };
+        let armed = match (
+            until,
+            st.budget_mut(holder).and_then(|b| b.waiters.as_mut()),
+        ) {
+            (Some(u), Some(w)) if self.uses_head_timer => w.timer.arm(id, now, u, waker),
             _ => false,
         };
         drop(st);
-        note.emit(&limiter.shared.policy);
+        note.emit();
         Step::Pending(wake_at(if armed { None } else { until }, deadline))
     }
 
     /// Picks up a grant made on this waiter's behalf, or lets the queue move (this waiter may
     /// have been woken by the head timer), or gives up at the deadline.
-    fn queued_step(&mut self, id: u64, started: Nanos, now: Nanos, waker: &Waker) -> Step<'a, C> {
+    fn queued_step(
+        &mut self,
+        id: u64,
+        route: Route,
+        started: Nanos,
+        now: Nanos,
+        waker: &Waker,
+    ) -> Step<'a, C> {
         let limiter = self.limiter;
         let deadline = self.timeout.map(|t| deadline(started, t));
         let mut st = limiter.lock();
-        let queued = st.queue.set_waker(id, waker);
-        let head = if queued {
-            limiter.serve_queue(&mut st, now, Some(id))
-        } else {
-            None
-        };
-        if let Some(outcome) = st.queue.take_grant(id) {
+        let queue = st.queue_of(&route, id);
+        let mut head = None;
+        if let Some(b) = queue {
+            if let Some(budget) = st.budget_mut(b) {
+                if let Some(i) = budget.position(id) {
+                    if let Some(entry) = budget.waiters.as_mut().and_then(|w| w.queue.get_mut(i)) {
+                        entry.set_waker(waker);
+                    }
+                }
+            }
+            st.serve(now, b, Some(id));
+            head = st.take_head_wait(id);
+        }
+        if let Some(outcome) = st.grants.take(id) {
             self.phase = Phase::Finished;
             drop(st);
             return Step::Done(match outcome {
@@ -169,26 +225,24 @@ impl<'a, C: Clock> Waiting<'a, C> {
                 }
             });
         }
-        if !queued {
+        let Some(queue) = st.queue_of(&route, id) else {
             // Neither queued nor granted: the engine lost this waiter, which it never does
-            // (every removal from the queue leaves a grant). Fail rather than wait forever.
+            // (every removal from a queue leaves a grant). Fail rather than wait forever.
             debug_assert!(false, "waiter {id} is neither queued nor granted");
             self.phase = Phase::Finished;
             return Step::Done(Err(AcquireError::QueueTimeout {
-                waiters_ahead: st.queue.len(),
+                waiters_ahead: st.queued_on(&route),
                 timeout: self.timeout.unwrap_or_default(),
             }));
-        }
+        };
         if deadline.is_some_and(|d| now >= d) {
-            // Behind others at the deadline (a head that cannot make it fails in serve_queue).
-            let waiters_ahead = st.queue.position(id).unwrap_or(0);
-            if let Some((_, was_head)) = st.queue.remove(id) {
-                if was_head {
-                    limiter.serve_queue(&mut st, now, None);
-                }
+            // Behind others at the deadline (a head that cannot make it fails in serve).
+            let waiters_ahead = st.budget(queue).and_then(|b| b.position(id)).unwrap_or(0);
+            if st.dequeue(queue, id, now).is_some() {
+                st.unpin(&route);
             }
             self.phase = Phase::Finished;
-            st.counters.timed_out += 1;
+            st.count(&route, |c| c.timed_out += 1);
             drop(st);
             let error = AcquireError::QueueTimeout {
                 waiters_ahead,
@@ -197,7 +251,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
             observe::failed(&error, now.saturating_sub(started));
             return Step::Done(Err(error));
         }
-        let own = head.filter(|h| h.id == id && !h.armed).map(|h| h.until);
+        let own = head.filter(|h| !h.armed).map(|h| h.until);
         Step::Pending(wake_at(own, deadline))
     }
 }
@@ -211,23 +265,23 @@ fn wake_at(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
 
 impl<C: Clock> Drop for Waiting<'_, C> {
     fn drop(&mut self) {
-        let Phase::Queued { id, started } = self.phase else {
+        let Phase::Queued { id, route, started } = self.phase else {
             return;
         };
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
-        st.counters.cancelled += 1;
+        st.count(&route, |c| c.cancelled += 1);
         let mut revoked = false;
         let mut failed = None;
-        if let Some((_, was_head)) = st.queue.remove(id) {
-            if was_head {
-                limiter.serve_queue(&mut st, now, None);
+        if let Some(queue) = st.queue_of(&route, id) {
+            if st.dequeue(queue, id, now).is_some() {
+                st.unpin(&route);
             }
         } else {
-            match st.queue.take_grant(id) {
+            match st.grants.take(id) {
                 Some(Ok(granted)) => {
-                    limiter.revoke(&mut st, now, granted);
+                    st.revoke(now, granted);
                     revoked = true;
                 }
                 // Failed (timed out at the head) before it picked up the error.

@@ -1,0 +1,478 @@
+//! One budget: the state of one policy's limits (a model's, a family's, a tenant's, or the
+//! limiter's own), its in-flight slots, its provider pause, its waiters and its counters.
+//!
+//! A request falls under one or more budgets (its [`Route`](super::route::Route)); everything
+//! here answers for one of them, and the engine combines the answers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::queue::Entry;
+use super::route::Marks;
+use super::timer::HeadTimer;
+use crate::core::{
+    commit_all, decide_all, settle_all, CombinedDecision, LimitState, Nanos, Receipt,
+};
+use crate::cost::Cost;
+use crate::dimension::Dimension;
+use crate::error::AcquireError;
+use crate::policy::Policy;
+use crate::stats::{BudgetCounters, LimitStats, Stats};
+
+/// What one budget says about one cost at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Admit,
+    /// Rate-limited until this instant; `limit` is the index of the limit with the longest wait.
+    Wait {
+        until: Nanos,
+        limit: usize,
+    },
+    /// The provider asked for a pause (a 429) that lasts until this instant.
+    Paused {
+        until: Nanos,
+    },
+    /// Every in-flight slot is held.
+    InFlightFull,
+}
+
+impl Verdict {
+    /// The instant the wait ends, when it is known.
+    pub(crate) fn until(self) -> Option<Nanos> {
+        match self {
+            Verdict::Wait { until, .. } | Verdict::Paused { until } => Some(until),
+            Verdict::Admit | Verdict::InFlightFull => None,
+        }
+    }
+}
+
+/// Where an admission's bucket marks for one budget are (from `offset` in `marks`), and the
+/// epoch of the budget's policy when it was admitted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Taken<'a> {
+    pub(crate) marks: &'a Marks,
+    pub(crate) offset: usize,
+    pub(crate) epoch: u32,
+}
+
+/// Which kind of budget, and its name: how stats and events name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum BudgetName {
+    /// The limiter's own policy: every request falls under it.
+    Limiter,
+    Model(Box<str>),
+    Family(Box<str>),
+    Tenant(Box<str>),
+    /// Unlisted models past the cap on budgets, sharing the default model policy.
+    ModelOverflow,
+    /// Unlisted tenants past the cap on budgets, sharing the default tenant policy.
+    TenantOverflow,
+}
+
+impl BudgetName {
+    /// Whether it is a model's budget (or a family's): the one that mirrors a provider's.
+    pub(crate) fn is_model(&self) -> bool {
+        matches!(
+            self,
+            BudgetName::Model(_) | BudgetName::Family(_) | BudgetName::ModelOverflow
+        )
+    }
+
+    /// `limiter`, `model gpt-4o`, `family gpt-4o-mini`, `tenant acme`, `model (overflow)`, ...
+    pub(crate) fn label(&self) -> String {
+        match self {
+            BudgetName::Limiter => "limiter".to_owned(),
+            BudgetName::Model(n) => format!("model {n}"),
+            BudgetName::Family(n) => format!("family {n}"),
+            BudgetName::Tenant(n) => format!("tenant {n}"),
+            BudgetName::ModelOverflow => "model (overflow)".to_owned(),
+            BudgetName::TenantOverflow => "tenant (overflow)".to_owned(),
+        }
+    }
+}
+
+/// The waiters held back by this budget, in ticket order, and the timer of the first.
+/// Made when the first waiter comes, so idle budgets stay small.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    pub(crate) queue: VecDeque<Entry>,
+    pub(crate) timer: HeadTimer,
+}
+
+#[derive(Debug)]
+pub(crate) struct Budget {
+    pub(crate) name: BudgetName,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) limits: Vec<LimitState>,
+    pub(crate) in_flight: u64,
+    /// Nothing is admitted before this instant: the provider answered 429 with a retry-after.
+    pub(crate) paused_until: Nanos,
+    pub(crate) waiters: Option<Box<Waiters>>,
+    /// Permits and queued acquisitions that charge this budget: it is not dropped while any
+    /// is outstanding.
+    pub(crate) pins: u64,
+    /// Bumped when the policy is replaced: admissions made under an older policy settle
+    /// conservatively (see [`replace_policy`](Self::replace_policy)).
+    pub(crate) epoch: u32,
+    pub(crate) counters: BudgetCounters,
+}
+
+impl Budget {
+    pub(crate) fn new(name: BudgetName, policy: Arc<Policy>) -> Self {
+        let limits = policy.limits.iter().map(|l| l.rule.new_state()).collect();
+        let counters = BudgetCounters::new(policy.limits.len());
+        Self {
+            name,
+            policy,
+            limits,
+            in_flight: 0,
+            paused_until: 0,
+            waiters: None,
+            pins: 0,
+            epoch: 0,
+            counters,
+        }
+    }
+
+    /// Puts `policy` in force, carrying over what is counted: a limit that is unchanged keeps
+    /// its state exactly; a limit on the same dimension and period with a new amount,
+    /// burst or algorithm starts with the units the old one counts now charged at `now`
+    /// (they leave its window no earlier than they would have: never more room than before);
+    /// a new limit starts fresh. In-flight requests and waiters stay.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn replace_policy(&mut self, policy: Arc<Policy>, now: Nanos) {
+        let old_policy = std::mem::replace(&mut self.policy, policy);
+        let old_limits = std::mem::take(&mut self.limits);
+        let old_counters = std::mem::take(&mut self.counters.limits);
+        for l in &self.policy.limits {
+            let same = old_policy
+                .limits
+                .iter()
+                .position(|o| o.dimension == l.dimension && o.limit == l.limit);
+            let similar = || {
+                old_policy.limits.iter().position(|o| {
+                    o.dimension == l.dimension && o.limit.period() == l.limit.period()
+                })
+            };
+            let (state, counters) = match (same, same.or_else(similar)) {
+                (Some(i), _) => (old_limits[i].clone(), old_counters[i]),
+                (None, Some(i)) => {
+                    let used = old_policy.limits[i].rule.snapshot(&old_limits[i], now).used;
+                    let mut state = l.rule.new_state();
+                    l.rule.charge(&mut state, now, used);
+                    (state, old_counters[i])
+                }
+                (None, None) => (l.rule.new_state(), Default::default()),
+            };
+            self.limits.push(state);
+            self.counters.limits.push(counters);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// Waiters held back by this budget.
+    #[inline]
+    pub(crate) fn queue_len(&self) -> usize {
+        self.waiters.as_ref().map_or(0, |w| w.queue.len())
+    }
+
+    /// The first waiter, if any.
+    #[inline]
+    pub(crate) fn head(&self) -> Option<&Entry> {
+        self.waiters.as_ref().and_then(|w| w.queue.front())
+    }
+
+    /// Whether a waiter that came before ticket `id` is queued here.
+    #[inline]
+    pub(crate) fn has_waiter_before(&self, id: u64) -> bool {
+        self.head().is_some_and(|h| h.id < id)
+    }
+
+    /// Where ticket `id` stands in this budget's queue.
+    pub(crate) fn position(&self, id: u64) -> Option<usize> {
+        let w = self.waiters.as_ref()?;
+        w.queue.binary_search_by_key(&id, |e| e.id).ok()
+    }
+
+    /// Queues `entry` in ticket order.
+    pub(crate) fn enqueue(&mut self, entry: Entry) {
+        let w = self.waiters.get_or_insert_with(Box::default);
+        let at = w.queue.partition_point(|e| e.id < entry.id);
+        w.queue.insert(at, entry);
+    }
+
+    /// Takes ticket `id` out of the queue; returns its entry and whether it was the first.
+    pub(crate) fn dequeue(&mut self, id: u64) -> Option<(Entry, bool)> {
+        let i = self.position(id)?;
+        let w = self.waiters.as_mut()?;
+        let entry = w.queue.remove(i)?;
+        Some((entry, i == 0))
+    }
+
+    /// Takes the first waiter out of the queue.
+    pub(crate) fn pop_head(&mut self) -> Option<Entry> {
+        self.waiters.as_mut()?.queue.pop_front()
+    }
+
+    /// Stops the head timer and lets go of the queue's memory when nobody waits.
+    pub(crate) fn disarm(&mut self) {
+        if let Some(w) = &mut self.waiters {
+            w.timer.disarm();
+            if w.queue.is_empty() {
+                self.waiters = None;
+            }
+        }
+    }
+
+    /// Whether every limit is back to a fresh state and nothing refers to this budget: it can
+    /// be dropped and made again later with no difference.
+    pub(crate) fn is_idle(&self, now: Nanos) -> bool {
+        self.pins == 0
+            && self.in_flight == 0
+            && self.queue_len() == 0
+            && self.paused_until <= now
+            && self
+                .policy
+                .limits
+                .iter()
+                .zip(&self.limits)
+                .all(|(l, s)| l.rule.is_fresh(s, now))
+    }
+
+    /// Whether `cost` takes an in-flight slot here: every non-zero cost does when the policy
+    /// caps in-flight requests.
+    #[inline]
+    pub(crate) fn takes_slot(&self, cost: &Cost) -> bool {
+        self.policy.max_in_flight.is_some() && !cost.is_zero()
+    }
+
+    /// What this budget says about `cost` at `now`; changes nothing.
+    #[inline]
+    pub(crate) fn verdict(&self, now: Nanos, cost: &Cost) -> Result<Verdict, AcquireError> {
+        let limits = &self.policy.limits;
+        if self.paused_until > now {
+            // Even a cost that can never be admitted says so first.
+            self.policy.check_possible(cost)?;
+            return Ok(Verdict::Paused {
+                until: self.paused_until,
+            });
+        }
+        // An amount that overflows 64 bits is above every capacity but that of a limit of
+        // u64::MAX, which it may as well pass.
+        let decisions = limits
+            .iter()
+            .zip(&self.limits)
+            .map(|(l, s)| (&l.rule, s, l.measure.amount(cost).unwrap_or(u64::MAX)));
+        match decide_all(decisions, now) {
+            CombinedDecision::Admit => {}
+            CombinedDecision::NotUntil { at, limit } => {
+                return Ok(Verdict::Wait { until: at, limit })
+            }
+            CombinedDecision::Impossible { limit, .. } => {
+                return Err(limits[limit].impossible(cost));
+            }
+        }
+        if self.takes_slot(cost) && Some(self.in_flight) >= self.policy.max_in_flight {
+            return Ok(Verdict::InFlightFull);
+        }
+        Ok(Verdict::Admit)
+    }
+
+    /// Charges `cost` on every limit at `now` (after [`verdict`](Self::verdict) said admit),
+    /// writing each limit's bucket mark into `marks` from `offset`. Returns whether it took an
+    /// in-flight slot.
+    #[inline]
+    pub(crate) fn admit(
+        &mut self,
+        now: Nanos,
+        cost: &Cost,
+        waited: Nanos,
+        marks: &mut Marks,
+        offset: usize,
+    ) -> bool {
+        let Budget {
+            policy,
+            limits,
+            counters,
+            ..
+        } = self;
+        let commits = policy
+            .limits
+            .iter()
+            .zip(limits.iter_mut())
+            .zip(counters.limits.iter_mut())
+            .map(|((l, s), c)| {
+                // `verdict` admitted it, so the amount did not overflow.
+                let amount = l.measure.amount(cost).unwrap_or(u64::MAX);
+                c.charged = c.charged.saturating_add(amount);
+                (&l.rule, s, amount)
+            });
+        let mut i = offset;
+        commit_all(commits, now, |receipt| {
+            marks.set(i, receipt.bucket_mark);
+            i += 1;
+        });
+        counters.admitted += 1;
+        counters.waits.record(waited);
+        let holds_slot = self.takes_slot(cost);
+        if holds_slot {
+            self.in_flight += 1;
+        }
+        holds_slot
+    }
+
+    /// Settles an admission of `reserved` made at `admitted_at` with what it `used`: refunds
+    /// or charges every limit the difference, and counts it.
+    pub(crate) fn settle(
+        &mut self,
+        now: Nanos,
+        reserved: &Cost,
+        used: &Cost,
+        admitted_at: Nanos,
+        taken: Taken<'_>,
+    ) {
+        let Taken {
+            marks,
+            offset,
+            epoch,
+        } = taken;
+        if epoch != self.epoch {
+            // Admitted under a policy since replaced: its marks do not fit these limits. Charge
+            // what was used beyond the reservation; refund nothing (the safe side).
+            for ((l, s), c) in self
+                .policy
+                .limits
+                .iter()
+                .zip(self.limits.iter_mut())
+                .zip(self.counters.limits.iter_mut())
+            {
+                let reserved = l.measure.amount(reserved).unwrap_or(0);
+                let used = l.measure.amount(used).unwrap_or(u64::MAX);
+                let extra = used.saturating_sub(reserved);
+                if extra > 0 {
+                    l.rule.charge(s, now, extra);
+                    c.charged = c.charged.saturating_add(extra.min(l.rule.amount()));
+                }
+            }
+            return;
+        }
+        let Budget {
+            policy,
+            limits,
+            counters,
+            ..
+        } = self;
+        let each = policy
+            .limits
+            .iter()
+            .zip(limits.iter_mut())
+            .zip(counters.limits.iter_mut())
+            .enumerate();
+        settle_all(
+            each.map(|(i, ((l, s), c))| {
+                let bucket_mark = marks.get(offset + i);
+                let reserved = l.measure.amount(reserved).unwrap_or(0);
+                // A usage figure that overflows is charged as the most there is (capped by `charge`).
+                let used = l.measure.amount(used).unwrap_or(u64::MAX);
+                c.refunded = c.refunded.saturating_add(reserved.saturating_sub(used));
+                c.charged = c
+                    .charged
+                    .saturating_add(used.saturating_sub(reserved).min(l.rule.amount()));
+                (
+                    &l.rule,
+                    s,
+                    reserved,
+                    used,
+                    Receipt {
+                        admitted_at,
+                        bucket_mark,
+                    },
+                )
+            }),
+            now,
+        );
+    }
+
+    /// The error for a wait here that outlasts `timeout`: it names the dimension that holds
+    /// the request back (the limit with the longest wait, or `in_flight`) and the cost on it,
+    /// or the provider's pause.
+    pub(crate) fn timeout_error(
+        &self,
+        verdict: Verdict,
+        cost: &Cost,
+        now: Nanos,
+        timeout: Duration,
+    ) -> AcquireError {
+        let wait = verdict
+            .until()
+            .map(|u| Duration::from_nanos(u.saturating_sub(now)));
+        match verdict {
+            Verdict::Paused { .. } => AcquireError::Paused {
+                wait: wait.unwrap_or_default(),
+                timeout,
+            },
+            Verdict::Wait { limit, .. } => {
+                let l = &self.policy.limits[limit];
+                AcquireError::Timeout {
+                    dimension: l.dimension.clone(),
+                    cost: l.measure.amount(cost).unwrap_or(u64::MAX),
+                    wait,
+                    timeout,
+                }
+            }
+            Verdict::Admit | Verdict::InFlightFull => AcquireError::Timeout {
+                dimension: Dimension::InFlight,
+                cost: 1,
+                wait,
+                timeout,
+            },
+        }
+    }
+
+    /// A snapshot of this budget at `now`.
+    pub(crate) fn stats(&self, now: Nanos) -> Stats {
+        let limits = self
+            .policy
+            .limits
+            .iter()
+            .zip(&self.limits)
+            .zip(&self.counters.limits)
+            .map(|((l, s), c)| {
+                let snap = l.rule.snapshot(s, now);
+                LimitStats {
+                    dimension: l.dimension.clone(),
+                    limit: l.limit.to_string(),
+                    amount: l.limit.amount(),
+                    period: l.limit.period(),
+                    used: snap.used,
+                    remaining: snap.remaining,
+                    reset_in: snap.reset_at.map(|t| Duration::from_nanos(t - now)),
+                    next_refill_in: snap.next_refill_at.map(|t| Duration::from_nanos(t - now)),
+                    charged: c.charged,
+                    refunded: c.refunded,
+                    lowered: c.lowered,
+                    reported_amount: c.reported,
+                }
+            })
+            .collect();
+        let c = &self.counters;
+        Stats {
+            budget: self.name.label(),
+            limits,
+            in_flight: self.in_flight,
+            max_in_flight: self.policy.max_in_flight,
+            waiters: self.queue_len(),
+            admitted: c.admitted,
+            denied: c.denied,
+            timed_out: c.timed_out,
+            rejected: c.rejected,
+            cancelled: c.cancelled,
+            settled: c.settled,
+            throttled: c.throttled,
+            paused_for: (self.paused_until > now)
+                .then(|| Duration::from_nanos(self.paused_until - now)),
+            waits: c.waits.stats(),
+        }
+    }
+}

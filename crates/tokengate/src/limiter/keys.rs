@@ -1,0 +1,626 @@
+//! Keys: the budgets of models, families and tenants, made on first use from a config, charged
+//! together, and dropped again when idle.
+//!
+//! # Memory
+//! A budget whose every limit is back to a fresh state, with nothing in flight, queued or
+//! outstanding, equals a budget made anew: it is dropped without loss. Sweeps run as budgets
+//! are made (each time their number has doubled since the last sweep, so the cost per new
+//! key stays constant) and on [`Limiter::evict_idle`].
+//!
+//! Budgets for names the config does not list (tenants and models under its defaults) are
+//! capped ([`Limiter::set_max_keys`], 100,000 by default). At the cap, when a sweep frees
+//! nothing, a new name shares one *overflow* budget with the other new names of its kind,
+//! under the same default policy: together they get what one such key gets. That is the safe
+//! side on both counts: never unlimited, and never everyone denied (names that already have a
+//! budget keep it, and the overflow budget admits at the default rate). Listed names always
+//! get a budget of their own (the config bounds them).
+
+// Without the `config` feature no directory is ever made: keys all route to the limiter's own
+// budget, and the machinery for the others is unused.
+#![cfg_attr(not(feature = "config"), allow(dead_code))]
+
+use std::collections::HashMap;
+#[cfg(feature = "config")]
+use std::path::Path;
+use std::sync::Arc;
+
+use super::budget::{Budget, BudgetName};
+use super::engine::State;
+use super::route::{BudgetId, Route};
+use super::{Limiter, Permit};
+use crate::clock::Clock;
+#[cfg(feature = "config")]
+use crate::clock::SystemClock;
+#[cfg(feature = "config")]
+use crate::config::{Budget as ConfigBudget, Config, ConfigError};
+use crate::core::Nanos;
+use crate::cost::Cost;
+use crate::error::Denied;
+use crate::feedback::ProviderReport;
+use crate::policy::Policy;
+use crate::stats::Stats;
+
+/// The default cap on budgets for names a config does not list.
+pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// Sweeps wait for at least this many new budgets.
+const MIN_SWEEP: usize = 1_024;
+
+/// The names a request is charged under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyNames {
+    tenant: Option<Box<str>>,
+    model: Option<Box<str>>,
+}
+
+/// The policies of a limiter built from a config, shared by every budget of one kind.
+#[derive(Debug)]
+pub(crate) struct Directory {
+    #[cfg(feature = "config")]
+    config: Config,
+    /// Listed models, families and tenants by name as written, and the defaults.
+    models: HashMap<Box<str>, Arc<Policy>>,
+    families: HashMap<Box<str>, Arc<Policy>>,
+    tenants: HashMap<Box<str>, Arc<Policy>>,
+    default_model: Option<Arc<Policy>>,
+    default_tenant: Option<Arc<Policy>>,
+}
+
+#[cfg(feature = "config")]
+impl Directory {
+    fn new(config: Config) -> Self {
+        let arc = |p: &Policy| Arc::new(p.clone());
+        Self {
+            models: config.models().map(|(n, p)| (n.into(), arc(p))).collect(),
+            families: config
+                .families()
+                .map(|f| (f.name().into(), arc(f.policy())))
+                .collect(),
+            tenants: config.tenants().map(|(n, p)| (n.into(), arc(p))).collect(),
+            default_model: config.default_model().map(arc),
+            default_tenant: config.default_tenant().map(arc),
+            config,
+        }
+    }
+}
+
+/// Which budget a name falls under, before it is looked up.
+enum Slot<'a> {
+    Listed(Kind, &'a str, &'a Arc<Policy>),
+    Default(Kind, String, &'a Arc<Policy>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Model,
+    Family,
+    Tenant,
+}
+
+impl Directory {
+    fn model_slot<'a>(&'a self, model: &str) -> Option<Slot<'a>> {
+        #[cfg(feature = "config")]
+        {
+            let (budget, _) = self.config.model_policy(model)?;
+            match budget {
+                ConfigBudget::Model(name) => {
+                    let (name, policy) = self.models.get_key_value(name)?;
+                    Some(Slot::Listed(Kind::Model, name, policy))
+                }
+                ConfigBudget::Family(name) => {
+                    let (name, policy) = self.families.get_key_value(name)?;
+                    Some(Slot::Listed(Kind::Family, name, policy))
+                }
+                ConfigBudget::Default(name) => Some(Slot::Default(
+                    Kind::Model,
+                    name.to_ascii_lowercase(),
+                    self.default_model.as_ref()?,
+                )),
+            }
+        }
+        #[cfg(not(feature = "config"))]
+        {
+            let _ = model;
+            None
+        }
+    }
+
+    fn tenant_slot<'a>(&'a self, tenant: &str) -> Option<Slot<'a>> {
+        match self.tenants.get_key_value(tenant) {
+            Some((name, policy)) => Some(Slot::Listed(Kind::Tenant, name, policy)),
+            None => Some(Slot::Default(
+                Kind::Tenant,
+                tenant.to_owned(),
+                self.default_tenant.as_ref()?,
+            )),
+        }
+    }
+}
+
+/// Budget ids by name, and the bookkeeping of the cap.
+#[derive(Debug)]
+pub(crate) struct Names {
+    next_id: BudgetId,
+    /// Listed names by kind (bounded by the config).
+    listed: [HashMap<Box<str>, BudgetId>; 3],
+    /// Names under the defaults by kind (capped).
+    dynamic: [HashMap<Box<str>, BudgetId>; 3],
+    model_overflow: Option<BudgetId>,
+    tenant_overflow: Option<BudgetId>,
+    pub(crate) max_keys: usize,
+    /// Sweep when `dynamic` reaches this many.
+    sweep_at: usize,
+    /// New names sent to an overflow budget since the last sweep.
+    overflowed: usize,
+}
+
+impl Kind {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Names {
+    /// Budgets held for names under the defaults.
+    fn dynamic_len(&self) -> usize {
+        self.dynamic.iter().map(HashMap::len).sum()
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self {
+            next_id: 1,
+            listed: Default::default(),
+            dynamic: Default::default(),
+            model_overflow: None,
+            tenant_overflow: None,
+            max_keys: DEFAULT_MAX_KEYS,
+            sweep_at: MIN_SWEEP,
+            overflowed: 0,
+        }
+    }
+}
+
+impl State {
+    /// The route of a request on `key`: the limiter's own budget, then the model's (or its
+    /// family's), then the tenant's; budgets are made when missing.
+    pub(crate) fn resolve(&mut self, directory: &Directory, key: &KeyNames, now: Nanos) -> Route {
+        // Sweep first, never between the lookups below: a budget found for this route must
+        // not be dropped before the route is pinned.
+        let n = &self.names;
+        if n.dynamic_len() >= n.sweep_at || n.overflowed >= n.max_keys.max(MIN_SWEEP) / 8 {
+            self.sweep(now);
+        }
+        let mut route = Route::ROOT;
+        if let Some(slot) = key.model.as_deref().and_then(|m| directory.model_slot(m)) {
+            route.push(self.budget_for(slot));
+        }
+        if let Some(slot) = key.tenant.as_deref().and_then(|t| directory.tenant_slot(t)) {
+            route.push(self.budget_for(slot));
+        }
+        route
+    }
+
+    /// The budget of `slot`, made if missing.
+    fn budget_for(&mut self, slot: Slot<'_>) -> BudgetId {
+        match slot {
+            Slot::Listed(kind, name, policy) => {
+                if let Some(&id) = self.names.listed[kind.index()].get(name) {
+                    return id;
+                }
+                let id = self.make_budget(kind, name.into(), policy);
+                self.names.listed[kind.index()].insert(name.into(), id);
+                id
+            }
+            Slot::Default(kind, name, policy) => {
+                if let Some(&id) = self.names.dynamic[kind.index()].get(name.as_str()) {
+                    return id;
+                }
+                if self.names.dynamic_len() >= self.names.max_keys {
+                    self.names.overflowed += 1;
+                    return self.overflow(kind, policy);
+                }
+                let name = name.into_boxed_str();
+                let id = self.make_budget(kind, name.clone(), policy);
+                self.names.dynamic[kind.index()].insert(name, id);
+                id
+            }
+        }
+    }
+
+    fn make_budget(&mut self, kind: Kind, name: Box<str>, policy: &Arc<Policy>) -> BudgetId {
+        let id = self.names.next_id;
+        self.names.next_id += 1;
+        let name = match kind {
+            Kind::Model => BudgetName::Model(name),
+            Kind::Family => BudgetName::Family(name),
+            Kind::Tenant => BudgetName::Tenant(name),
+        };
+        self.budgets
+            .insert(id, Budget::new(name, Arc::clone(policy)));
+        id
+    }
+
+    /// The overflow budget of `kind`, made if missing.
+    fn overflow(&mut self, kind: Kind, policy: &Arc<Policy>) -> BudgetId {
+        let existing = match kind {
+            Kind::Tenant => self.names.tenant_overflow,
+            _ => self.names.model_overflow,
+        };
+        if let Some(id) = existing.filter(|id| self.budgets.contains_key(id)) {
+            return id;
+        }
+        let id = self.names.next_id;
+        self.names.next_id += 1;
+        let name = match kind {
+            Kind::Tenant => BudgetName::TenantOverflow,
+            _ => BudgetName::ModelOverflow,
+        };
+        self.budgets
+            .insert(id, Budget::new(name, Arc::clone(policy)));
+        match kind {
+            Kind::Tenant => self.names.tenant_overflow = Some(id),
+            _ => self.names.model_overflow = Some(id),
+        }
+        id
+    }
+
+    /// Files every budget's name under `directory` again (a tenant newly listed, a model
+    /// now under the defaults), so requests find the budget that holds their state. A name
+    /// whose requests now go to another budget (a model moved into a family) is forgotten:
+    /// its old budget is dropped once idle.
+    #[cfg(feature = "config")]
+    fn rebuild_names(&mut self, directory: &Directory) {
+        for map in self.names.listed.iter_mut().chain(&mut self.names.dynamic) {
+            map.clear();
+        }
+        for (&id, budget) in &self.budgets {
+            let (kind, name) = match &budget.name {
+                BudgetName::Model(n) => (Kind::Model, n),
+                BudgetName::Family(n) => (Kind::Family, n),
+                BudgetName::Tenant(n) => (Kind::Tenant, n),
+                _ => continue,
+            };
+            let slot = match kind {
+                Kind::Tenant => directory.tenant_slot(name),
+                Kind::Model => directory.model_slot(name),
+                Kind::Family => directory
+                    .families
+                    .get_key_value(&**name)
+                    .map(|(n, p)| Slot::Listed(Kind::Family, n, p)),
+            };
+            match slot {
+                Some(Slot::Listed(k, n, _)) if k == kind && n == &**name => {
+                    self.names.listed[kind.index()].insert(name.clone(), id);
+                }
+                Some(Slot::Default(k, n, _)) if k == kind && n == **name => {
+                    self.names.dynamic[kind.index()].insert(name.clone(), id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Drops every idle budget (see the [module docs](self)); returns how many.
+    pub(crate) fn sweep(&mut self, now: Nanos) -> usize {
+        let before = self.budgets.len();
+        self.budgets.retain(|_, b| !b.is_idle(now));
+        let budgets = &self.budgets;
+        for map in self.names.listed.iter_mut().chain(&mut self.names.dynamic) {
+            map.retain(|_, id| budgets.contains_key(id));
+            shrink(map);
+        }
+        for slot in [
+            &mut self.names.model_overflow,
+            &mut self.names.tenant_overflow,
+        ] {
+            if slot.is_some_and(|id| !budgets.contains_key(&id)) {
+                *slot = None;
+            }
+        }
+        shrink(&mut self.budgets);
+        let n = &mut self.names;
+        n.sweep_at = (2 * n.dynamic_len()).max(MIN_SWEEP);
+        n.overflowed = 0;
+        before - self.budgets.len()
+    }
+}
+
+/// Gives back a map's memory once it is mostly empty.
+fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(map: &mut HashMap<K, V, S>) {
+    if map.capacity() > 4 * map.len() + 64 {
+        map.shrink_to_fit();
+    }
+}
+
+#[cfg(feature = "config")]
+impl Limiter<SystemClock> {
+    /// A limiter for the models, families and tenants of `config`, on the system clock. Use
+    /// [`key`](Limiter::key) to charge a request to its tenant and model together.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::Config;
+    /// use tokengate::{Cost, Limiter};
+    ///
+    /// let config = Config::from_toml_str(r#"
+    ///     [models.gpt-4o]
+    ///     requests_per_minute = 500
+    ///     tokens_per_minute = 30_000
+    ///
+    ///     [defaults.tenant]
+    ///     requests_per_minute = 100
+    /// "#, "limits.toml")?;
+    /// let limiter = Limiter::from_config(config);
+    /// let permit = limiter.key("acme", "gpt-4o").try_acquire(Cost::request().input(1_000).output(500))?;
+    /// # drop(permit);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_config(config: Config) -> Self {
+        Self::from_config_with_clock(config, SystemClock::new())
+    }
+
+    /// Reads a config file ([`Config::from_file`]) and builds a limiter for it.
+    ///
+    /// # Errors
+    /// The file's first mistake, naming the file, line and field.
+    pub fn from_config_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Ok(Self::from_config(Config::from_file(path)?))
+    }
+}
+
+impl<C: Clock> Limiter<C> {
+    /// [`from_config`](Limiter::from_config) on `clock`.
+    #[cfg(feature = "config")]
+    pub fn from_config_with_clock(config: Config, clock: C) -> Self {
+        let root = Arc::new(Policy::empty());
+        Self::from_parts(root, Some(Directory::new(config)), clock)
+    }
+
+    /// The key of `tenant` asking for `model`: a request on it is charged to the model's
+    /// budget (or its family's) and the tenant's together, all or nothing, and to the
+    /// limiter's own policy. Names the config does not cover add no budget; on a limiter
+    /// built from one [`Policy`], every key is the limiter itself.
+    ///
+    /// Cheap: budgets are found (or made) when a request is made on the key.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::Config;
+    /// use tokengate::{Cost, Denied, Limiter, ManualClock};
+    ///
+    /// let config = Config::from_toml_str(r#"
+    ///     [models.gpt-4o]
+    ///     requests_per_minute = 600
+    ///     [tenants.acme]
+    ///     requests_per_minute = 60
+    /// "#, "limits.toml")?;
+    /// let limiter = Limiter::from_config_with_clock(config, ManualClock::new());
+    /// let acme = limiter.key("acme", "gpt-4o");
+    /// let _first = acme.try_acquire(Cost::request())?;
+    /// // acme may send one a second; the model takes ten a second.
+    /// assert!(matches!(acme.try_acquire(Cost::request()), Err(Denied::RateLimited { .. })));
+    /// let _other = limiter.key("globex", "gpt-4o").try_acquire(Cost::request())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn key(&self, tenant: &str, model: &str) -> Key<'_, C> {
+        Key {
+            limiter: self,
+            names: Arc::new(KeyNames {
+                tenant: Some(tenant.into()),
+                model: Some(model.into()),
+            }),
+        }
+    }
+
+    /// The key of `model` alone: charged to the model's budget (or its family's) and the
+    /// limiter's own policy, with no tenant's.
+    pub fn model(&self, model: &str) -> Key<'_, C> {
+        Key {
+            limiter: self,
+            names: Arc::new(KeyNames {
+                tenant: None,
+                model: Some(model.into()),
+            }),
+        }
+    }
+
+    /// Puts the limits of `config` in force from now on, keeping what is counted: budgets
+    /// whose model, family or tenant keeps a policy carry their state over (an unchanged
+    /// limit exactly; a limit with a new amount on the same dimension and period with the
+    /// units counted now; see [`Stats`] for the result), in-flight requests and waiters stay,
+    /// and budgets whose name lost its policy are dropped once idle. Permits admitted
+    /// before settle on the safe side: extra usage is charged, nothing is refunded.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::Config;
+    /// use tokengate::{Cost, Limiter, ManualClock};
+    ///
+    /// let v1 = Config::from_toml_str("[models.gpt-4o]\ntokens_per_minute = 10_000", "v1")?;
+    /// let limiter = Limiter::from_config_with_clock(v1, ManualClock::new());
+    /// let gpt = limiter.model("gpt-4o");
+    /// let _permit = gpt.try_acquire(Cost::request().input(6_000))?;
+    /// // The tier went up: 20,000 a minute, and the 6,000 already counted still count.
+    /// let v2 = Config::from_toml_str("[models.gpt-4o]\ntokens_per_minute = 20_000", "v2")?;
+    /// limiter.reload(v2);
+    /// let tokens = &gpt.stats()[1].limits[0];
+    /// assert_eq!((tokens.amount, tokens.used, tokens.remaining), (20_000, 6_000, 14_000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "config")]
+    pub fn reload(&self, config: Config) {
+        let now = self.shared.clock.now();
+        let directory = Arc::new(Directory::new(config));
+        let mut st = self.lock();
+        let ids: Vec<BudgetId> = st.budgets.keys().copied().collect();
+        for id in ids {
+            let Some(budget) = st.budgets.get_mut(&id) else {
+                continue;
+            };
+            let policy = match &budget.name {
+                BudgetName::Model(n) => directory
+                    .models
+                    .get(n)
+                    .or(directory.default_model.as_ref())
+                    .cloned(),
+                BudgetName::Family(n) => directory.families.get(n).cloned(),
+                BudgetName::Tenant(n) => directory
+                    .tenants
+                    .get(n)
+                    .or(directory.default_tenant.as_ref())
+                    .cloned(),
+                BudgetName::ModelOverflow => directory.default_model.clone(),
+                BudgetName::TenantOverflow => directory.default_tenant.clone(),
+                BudgetName::Limiter => None,
+            };
+            match policy {
+                Some(policy) => budget.replace_policy(policy, now),
+                // No policy any more: no new request is routed here; drop it once idle.
+                None => budget.replace_policy(Arc::new(Policy::empty()), now),
+            }
+        }
+        st.rebuild_names(&directory);
+        st.directory = Some(directory);
+        st.serve_all(now);
+    }
+
+    /// Sets the cap on budgets for names the config does not list (100,000 by default); see
+    /// the [module docs](crate::limiter) on memory for what happens at the cap.
+    pub fn set_max_keys(&self, max_keys: usize) {
+        self.lock().names.max_keys = max_keys;
+    }
+
+    /// Drops every budget that is idle now (all its limits fresh, nothing in flight, queued or
+    /// outstanding): such a budget equals one made anew, so nothing is lost. Returns how many
+    /// were dropped. Sweeps also run on their own as keys are made; call this to give memory
+    /// back at once (after a burst of one-off keys, say).
+    pub fn evict_idle(&self) -> usize {
+        let now = self.shared.clock.now();
+        self.lock().sweep(now)
+    }
+
+    /// Budgets held now, the limiter's own included.
+    pub fn budgets(&self) -> usize {
+        self.lock().budgets.len() + 1
+    }
+
+    /// A snapshot of every budget held now: the limiter's own first (its counters count every
+    /// request), then the others by name.
+    pub fn all_stats(&self) -> Vec<Stats> {
+        let now = self.shared.clock.now();
+        let st = self.lock();
+        let mut root = st.root.stats(now);
+        root.waiters = st.waiting;
+        let mut others: Vec<Stats> = st.budgets.values().map(|b| b.stats(now)).collect();
+        drop(st);
+        others.sort_by(|a, b| a.budget.cmp(&b.budget));
+        others.insert(0, root);
+        others
+    }
+}
+
+/// A tenant and model (or a model alone) on a [`Limiter`]: each request on it is charged to
+/// every budget it falls under at once, all or none. Made by [`Limiter::key`] and
+/// [`Limiter::model`]; it has the limiter's methods for one key.
+///
+/// Waiters that share a budget are admitted in arrival order where that budget holds them
+/// back; a waiter held back by one budget (a tenant over its own limit) does not hold up
+/// waiters of another budget it merely passes through (the model).
+#[derive(Debug, Clone)]
+pub struct Key<'a, C: Clock> {
+    limiter: &'a Limiter<C>,
+    names: Arc<KeyNames>,
+}
+
+impl<'a, C: Clock> Key<'a, C> {
+    /// [`Limiter::try_acquire`] on this key's budgets.
+    ///
+    /// # Errors
+    /// As [`Limiter::try_acquire`]; the dimension named is that of the budget that denies.
+    pub fn try_acquire(&self, cost: Cost) -> Result<Permit<'a, C>, Denied> {
+        self.limiter.try_acquire_on(Some(&self.names), cost)
+    }
+
+    /// [`Limiter::acquire`] on this key's budgets.
+    #[cfg(feature = "tokio")]
+    pub fn acquire(&self, cost: Cost) -> super::Acquire<'a, C> {
+        self.limiter
+            .acquire_on(Some(self.names_owned()), cost, None)
+    }
+
+    /// [`Limiter::acquire_timeout`] on this key's budgets.
+    #[cfg(feature = "tokio")]
+    pub fn acquire_timeout(
+        &self,
+        cost: Cost,
+        timeout: std::time::Duration,
+    ) -> super::Acquire<'a, C> {
+        self.limiter
+            .acquire_on(Some(self.names_owned()), cost, Some(timeout))
+    }
+
+    /// [`Limiter::acquire_blocking`] on this key's budgets.
+    ///
+    /// # Errors
+    /// As [`Limiter::acquire_blocking`].
+    pub fn acquire_blocking(&self, cost: Cost) -> Result<Permit<'a, C>, crate::AcquireError> {
+        self.limiter
+            .acquire_blocking_on(Some(self.names_owned()), cost, None)
+    }
+
+    /// [`Limiter::acquire_blocking_timeout`] on this key's budgets.
+    ///
+    /// # Errors
+    /// As [`Limiter::acquire_blocking_timeout`].
+    pub fn acquire_blocking_timeout(
+        &self,
+        cost: Cost,
+        timeout: std::time::Duration,
+    ) -> Result<Permit<'a, C>, crate::AcquireError> {
+        self.limiter
+            .acquire_blocking_on(Some(self.names_owned()), cost, Some(timeout))
+    }
+
+    /// [`Limiter::observe`] for this key: the provider's figures correct the budget that
+    /// mirrors the provider (the model's, or its family's; the limiter's own without one).
+    pub fn observe(&self, report: &ProviderReport) -> u64 {
+        self.limiter.observe_on(Some(&self.names), report)
+    }
+
+    /// [`Limiter::observe_throttled`] for this key: a 429 pauses the model's budget (or its
+    /// family's), so other models go on.
+    pub fn observe_throttled(&self, report: &ProviderReport) -> u64 {
+        self.limiter.observe_throttled_on(Some(&self.names), report)
+    }
+
+    /// [`Limiter::pause`] for this key's model (see [`observe_throttled`](Self::observe_throttled)).
+    pub fn pause(&self, retry_after: std::time::Duration) {
+        self.limiter.pause_for(Some(&self.names), retry_after, true);
+    }
+
+    /// A snapshot of each budget this key is charged to: the limiter's own, the model's (or
+    /// family's), the tenant's.
+    pub fn stats(&self) -> Vec<Stats> {
+        let limiter = self.limiter;
+        let now = limiter.shared.clock.now();
+        let mut st = limiter.lock();
+        let route = limiter.route(&mut st, Some(&self.names), now);
+        route
+            .ids()
+            .iter()
+            .filter_map(|&id| st.budget(id))
+            .map(|b| b.stats(now))
+            .collect()
+    }
+
+    /// The limiter.
+    pub fn limiter(&self) -> &'a Limiter<C> {
+        self.limiter
+    }
+
+    fn names_owned(&self) -> Arc<KeyNames> {
+        Arc::clone(&self.names)
+    }
+}

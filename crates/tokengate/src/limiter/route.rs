@@ -1,0 +1,112 @@
+//! Which budgets a request falls under, and what its admission took from each.
+
+/// A budget's id: `0` is the limiter's own; the others are never reused, so an id held by a
+/// permit can never name another budget.
+pub(crate) type BudgetId = u64;
+
+/// The limiter's own budget.
+pub(crate) const ROOT: BudgetId = 0;
+
+/// The most budgets one request falls under: the limiter's own, a model's (or its
+/// family's), a tenant's.
+pub(crate) const MAX_ROUTE: usize = 3;
+
+/// The budgets one request falls under, the limiter's own first; each is charged, all or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    ids: [BudgetId; MAX_ROUTE],
+    len: u8,
+}
+
+impl Route {
+    /// Only the limiter's own budget.
+    pub(crate) const ROOT: Route = Route {
+        ids: [ROOT; MAX_ROUTE],
+        len: 1,
+    };
+
+    /// Adds `id` after the others (ignored when full or already there).
+    pub(crate) fn push(&mut self, id: BudgetId) {
+        let len = usize::from(self.len);
+        if len < MAX_ROUTE && !self.ids[..len].contains(&id) {
+            self.ids[len] = id;
+            self.len += 1;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn ids(&self) -> &[BudgetId] {
+        &self.ids[..usize::from(self.len)]
+    }
+
+    /// Whether it holds only the limiter's own budget.
+    #[inline]
+    pub(crate) fn is_root(&self) -> bool {
+        self.len == 1
+    }
+
+    /// The budgets other than the limiter's own.
+    #[inline]
+    pub(crate) fn keyed(&self) -> &[BudgetId] {
+        &self.ids[1..usize::from(self.len)]
+    }
+}
+
+/// Each limit's bucket mark from one admission (see [`Receipt`](crate::core::Receipt)), for
+/// its settlement, over every budget of the route in turn: in place for the first four
+/// limits (requests, input, output and a daily cap), on the heap past that.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Marks {
+    first: [u64; 4],
+    rest: Option<Box<[u64]>>,
+}
+
+impl Marks {
+    /// Room for `len` marks, all zero.
+    #[inline]
+    pub(crate) fn new(len: usize) -> Self {
+        let rest = (len > 4).then(|| vec![0; len - 4].into_boxed_slice());
+        Self {
+            first: [0; 4],
+            rest,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set(&mut self, i: usize, mark: u64) {
+        match (self.first.get_mut(i), &mut self.rest) {
+            (Some(slot), _) => *slot = mark,
+            (None, Some(rest)) => {
+                if let Some(slot) = rest.get_mut(i - 4) {
+                    *slot = mark;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> u64 {
+        match self.first.get(i) {
+            Some(&mark) => mark,
+            None => self
+                .rest
+                .as_ref()
+                .and_then(|r| r.get(i - 4))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// What an admission took: its route, which of its budgets gave it an in-flight slot (bit
+/// `i` for the route's `i`th budget), each limit's bucket mark, and for each budget the
+/// number of its limits and its policy's epoch then.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    pub(crate) route: Route,
+    pub(crate) slots: u8,
+    pub(crate) marks: Marks,
+    pub(crate) lens: [u8; MAX_ROUTE],
+    pub(crate) epochs: [u32; MAX_ROUTE],
+}

@@ -1,0 +1,554 @@
+//! Keys: a request charged to its model's (or family's) budget and its tenant's together, all or
+//! none; arrival order among waiters that a budget holds back, without one tenant's limit
+//! holding up another tenant on a shared model; 429s that pause one model; idle budgets
+//! dropped without loss, a cap with a shared overflow budget; limits reloaded at run time
+//! without losing what is counted; and a property test of all of it against a plain log of
+//! admissions checked window by window.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use proptest::prelude::*;
+use tokengate::config::Config;
+use tokengate::feedback::ProviderReport;
+use tokengate::{
+    AcquireError, Clock, Cost, Denied, Dimension, Limiter, ManualClock, TokioClock, Usage,
+};
+
+const SEC: u64 = 1_000_000_000;
+
+fn config(text: &str) -> Config {
+    Config::from_toml_str(text, "limits.toml").expect("valid config")
+}
+
+/// gpt-4o: 10 requests a second (token bucket, burst 10); tenants: acme 2 a second (burst 2),
+/// others 5 a second (burst 5).
+const TWO_LEVELS: &str = r#"
+    [[models.gpt-4o.limits]]
+    dimension = "requests"
+    amount = 10
+    per = "1s"
+    algorithm = "token_bucket"
+
+    [[tenants.acme.limits]]
+    dimension = "requests"
+    amount = 2
+    per = "1s"
+    algorithm = "token_bucket"
+
+    [[defaults.tenant.limits]]
+    dimension = "requests"
+    amount = 5
+    per = "1s"
+    algorithm = "token_bucket"
+"#;
+
+fn manual(text: &str) -> Limiter<ManualClock> {
+    Limiter::from_config_with_clock(config(text), ManualClock::new())
+}
+
+/// `(budget, used)` of every budget of the key.
+fn used(stats: &[tokengate::Stats]) -> Vec<(String, u64)> {
+    stats
+        .iter()
+        .filter(|s| !s.limits.is_empty())
+        .map(|s| (s.budget.clone(), s.limits[0].used))
+        .collect()
+}
+
+#[test]
+fn a_request_is_charged_to_its_model_and_its_tenant_together() {
+    let limiter = manual(TWO_LEVELS);
+    let acme = limiter.key("acme", "gpt-4o");
+    let _a = acme.try_acquire(Cost::request()).unwrap();
+    let _b = acme.try_acquire(Cost::request()).unwrap();
+    assert_eq!(
+        used(&acme.stats()),
+        [("model gpt-4o".into(), 2), ("tenant acme".into(), 2)]
+    );
+    // The tenant is out; its denial charges the model nothing.
+    let denied = acme.try_acquire(Cost::request()).unwrap_err();
+    assert_eq!(denied.wait(), Some(Duration::from_millis(500)));
+    assert_eq!(
+        used(&acme.stats()),
+        [("model gpt-4o".into(), 2), ("tenant acme".into(), 2)]
+    );
+    // Another tenant still gets the model's room.
+    let globex = limiter.key("globex", "gpt-4o");
+    for _ in 0..5 {
+        std::mem::forget(globex.try_acquire(Cost::request()).unwrap());
+    }
+    assert_eq!(
+        used(&globex.stats()),
+        [("model gpt-4o".into(), 7), ("tenant globex".into(), 5)]
+    );
+    // The limiter's own stats count every request.
+    assert_eq!(limiter.stats().admitted, 7);
+    assert_eq!(limiter.stats().denied, 1);
+}
+
+#[test]
+fn a_model_denial_names_the_model_limit_and_charges_no_tenant() {
+    let limiter = manual(TWO_LEVELS);
+    let others: Vec<_> = (0..10)
+        .map(|i| {
+            let key = limiter.key(&format!("t{}", i % 5), "gpt-4o");
+            key.try_acquire(Cost::request()).unwrap()
+        })
+        .collect();
+    let key = limiter.key("acme", "gpt-4o");
+    match key.try_acquire(Cost::request()) {
+        Err(Denied::RateLimited {
+            dimension, wait, ..
+        }) => {
+            assert_eq!(dimension, Dimension::Requests);
+            assert_eq!(wait, Duration::from_millis(100));
+        }
+        other => panic!("expected the model to deny, got {other:?}"),
+    }
+    assert_eq!(used(&key.stats())[1], ("tenant acme".into(), 0));
+    drop(others);
+}
+
+#[test]
+fn names_the_config_does_not_cover_add_no_budget() {
+    let limiter = manual("[models.gpt-4o]\nrequests_per_minute = 60");
+    // No tenant policy, no default model: only what is configured applies.
+    let key = limiter.key("acme", "some-other-model");
+    for _ in 0..100 {
+        drop(key.try_acquire(Cost::request()).unwrap());
+    }
+    assert_eq!(key.stats().len(), 1); // the limiter's own only
+    let gpt = limiter.key("acme", "GPT-4o"); // model names ignore case
+    drop(gpt.try_acquire(Cost::request()).unwrap());
+    assert!(gpt.try_acquire(Cost::request()).is_err());
+}
+
+#[test]
+fn a_family_is_one_budget_for_all_its_models() {
+    let limiter = manual(
+        r#"
+        [families.mini]
+        match = ["gpt-4o-mini*"]
+        requests_per_minute = 120
+        "#,
+    );
+    drop(
+        limiter
+            .model("gpt-4o-mini")
+            .try_acquire(Cost::request())
+            .unwrap(),
+    );
+    drop(
+        limiter
+            .model("gpt-4o-mini-2024-07-18")
+            .try_acquire(Cost::request())
+            .unwrap(),
+    );
+    // Burst 2 (ceil(120 / 60)): the family is spent for both names.
+    assert!(limiter
+        .model("gpt-4o-mini")
+        .try_acquire(Cost::request())
+        .is_err());
+    let stats = limiter.model("gpt-4o-mini-x").stats();
+    assert_eq!(stats[1].budget, "family mini");
+    assert_eq!(stats[1].admitted, 2);
+}
+
+#[test]
+fn a_429_pauses_the_model_not_the_others() {
+    let limiter = manual(
+        r#"
+        [models.gpt-4o]
+        requests_per_minute = 600
+        [models.gpt-4o-mini]
+        requests_per_minute = 600
+        "#,
+    );
+    let report = ProviderReport::from_headers([("retry-after", "2")], SystemTime::now());
+    limiter.key("acme", "gpt-4o").observe_throttled(&report);
+    let denied = limiter
+        .model("gpt-4o")
+        .try_acquire(Cost::request())
+        .unwrap_err();
+    assert_eq!(
+        denied,
+        Denied::Paused {
+            wait: Duration::from_secs(2)
+        }
+    );
+    assert!(limiter
+        .model("gpt-4o-mini")
+        .try_acquire(Cost::request())
+        .is_ok());
+    assert_eq!(limiter.model("gpt-4o").stats()[1].throttled, 1);
+    assert_eq!(limiter.stats().throttled, 1);
+    limiter.clock().advance(Duration::from_secs(2));
+    assert!(limiter.model("gpt-4o").try_acquire(Cost::request()).is_ok());
+}
+
+#[test]
+fn provider_remaining_lowers_the_model_budget() {
+    let limiter = manual("[models.gpt-4o]\nrequests_per_minute = 500");
+    let key = limiter.key("acme", "gpt-4o");
+    let _p = key.try_acquire(Cost::request()).unwrap();
+    let report = ProviderReport::from_headers(
+        [
+            ("x-ratelimit-limit-requests", "500"),
+            ("x-ratelimit-remaining-requests", "480"),
+        ],
+        SystemTime::now(),
+    );
+    assert_eq!(key.observe(&report), 19);
+    assert_eq!(key.stats()[1].limits[0].used, 20);
+}
+
+#[test]
+fn idle_budgets_are_dropped_and_busy_ones_kept_with_their_state() {
+    let limiter = manual(TWO_LEVELS);
+    for i in 0..50 {
+        drop(
+            limiter
+                .key(&format!("t{i}"), "gpt-4o")
+                .try_acquire(Cost::zero()),
+        );
+    }
+    // Fifty tenants and the model, none charged (zero costs peek): all idle.
+    assert_eq!(limiter.budgets(), 52);
+    assert_eq!(limiter.evict_idle(), 51);
+    assert_eq!(limiter.budgets(), 1);
+
+    let held = limiter
+        .key("acme", "gpt-4o")
+        .try_acquire(Cost::request())
+        .unwrap();
+    let _spent = limiter
+        .key("globex", "gpt-4o")
+        .try_acquire(Cost::request())
+        .unwrap()
+        .into_owned();
+    drop(held);
+    // Both tenants' buckets are still draining: nothing is idle.
+    assert_eq!(limiter.evict_idle(), 0);
+    limiter.clock().advance(Duration::from_secs(1));
+    // Refilled: acme is idle now; the model and globex are pinned by globex's permit.
+    assert_eq!(limiter.evict_idle(), 1);
+    let stats = limiter.all_stats();
+    let names: Vec<&str> = stats.iter().map(|s| s.budget.as_str()).collect();
+    assert_eq!(names, ["limiter", "model gpt-4o", "tenant globex"]);
+}
+
+#[test]
+fn a_dropped_budget_comes_back_as_it_was() {
+    // Replaying a schedule with eviction after every step gives the same decisions as without.
+    let run = |evict: bool| {
+        let limiter = manual(TWO_LEVELS);
+        let mut decisions = Vec::new();
+        for step in 0..400u64 {
+            let tenant = ["acme", "globex", "initech"][(step % 3) as usize];
+            let d = limiter.key(tenant, "gpt-4o").try_acquire(Cost::request());
+            decisions.push(d.map(|p| p.admitted_at()).map_err(|e| e.wait()));
+            limiter
+                .clock()
+                .advance(Duration::from_millis(37 + step % 50));
+            if evict {
+                limiter.evict_idle();
+            }
+        }
+        decisions
+    };
+    assert_eq!(run(true), run(false));
+}
+
+#[test]
+fn past_the_cap_new_tenants_share_one_overflow_budget() {
+    let limiter = manual(TWO_LEVELS);
+    limiter.set_max_keys(3);
+    let held: Vec<_> = ["t1", "t2", "t3"]
+        .iter()
+        .map(|t| {
+            limiter
+                .key(t, "other-model")
+                .try_acquire(Cost::request())
+                .unwrap()
+        })
+        .collect();
+    // t4 and t5 share the overflow budget: 5 a second between them (the default), never
+    // unlimited, never nothing.
+    let mut admitted = 0;
+    for i in 0..20 {
+        let t = if i % 2 == 0 { "t4" } else { "t5" };
+        if let Ok(p) = limiter.key(t, "other-model").try_acquire(Cost::request()) {
+            std::mem::forget(p);
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+    let stats = limiter.key("t4", "other-model").stats();
+    assert_eq!(stats[1].budget, "tenant (overflow)");
+    // Tenants with a budget keep it.
+    assert_eq!(
+        limiter.key("t1", "other-model").stats()[1].budget,
+        "tenant t1"
+    );
+    drop(held);
+}
+
+#[test]
+fn reload_keeps_what_is_counted() {
+    let limiter = manual(TWO_LEVELS);
+    let acme = limiter.key("acme", "gpt-4o");
+    let _a = acme.try_acquire(Cost::request()).unwrap();
+    let _b = acme.try_acquire(Cost::request()).unwrap();
+    assert!(acme.try_acquire(Cost::request()).is_err());
+    // acme is raised to 4 a second; the model is unchanged.
+    limiter.reload(config(&TWO_LEVELS.replace(
+        "amount = 2\n    per = \"1s\"",
+        "amount = 4\n    per = \"1s\"",
+    )));
+    let stats = acme.stats();
+    assert_eq!(stats[2].limits[0].amount, 4);
+    assert_eq!(stats[2].limits[0].used, 2); // still counted
+    assert_eq!(stats[1].limits[0].used, 2); // the model's state kept exactly
+    let _c = acme.try_acquire(Cost::request()).unwrap();
+    let _d = acme.try_acquire(Cost::request()).unwrap();
+    assert!(acme.try_acquire(Cost::request()).is_err());
+}
+
+#[test]
+fn blocking_acquire_on_a_key() {
+    let limiter = Limiter::from_config(config(TWO_LEVELS));
+    let key = limiter.key("acme", "gpt-4o");
+    let start = std::time::Instant::now();
+    for _ in 0..3 {
+        drop(key.acquire_blocking(Cost::request()).unwrap());
+    }
+    // The third waits for acme's bucket: about half a second (generous bounds).
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(400), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let err = key
+        .acquire_blocking_timeout(Cost::request().with_requests(3), Duration::from_secs(1))
+        .unwrap_err();
+    assert!(matches!(err, AcquireError::Exceeds { .. }), "{err:?}");
+}
+
+fn tokio_limiter(text: &str) -> Limiter<TokioClock> {
+    Limiter::from_config_with_clock(config(text), TokioClock::new())
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_on_a_shared_model_are_admitted_in_arrival_order() {
+    let limiter = Arc::new(tokio_limiter(
+        r#"
+        [[models.gpt-4o.limits]]
+        dimension = "requests"
+        amount = 10
+        per = "1s"
+        algorithm = "token_bucket"
+        burst = 1
+        [defaults.tenant]
+        requests_per_minute = 6000
+        "#,
+    ));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..20u64 {
+        let limiter = Arc::clone(&limiter);
+        let order = Arc::clone(&order);
+        tasks.push(tokio::spawn(async move {
+            let tenant = format!("t{}", i % 4);
+            let permit = limiter
+                .key(&tenant, "gpt-4o")
+                .acquire(Cost::request())
+                .await
+                .unwrap();
+            order.lock().unwrap().push((i, permit.admitted_at()));
+        }));
+        tokio::task::yield_now().await; // arrive in order
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    let ids: Vec<u64> = order.iter().map(|&(i, _)| i).collect();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>());
+    // Exactly one every 100 ms.
+    for (n, &(_, at)) in order.iter().enumerate() {
+        assert_eq!(at - order[0].1, n as u64 * SEC / 10);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_tenant_over_its_limit_does_not_hold_up_another_on_the_model() {
+    let limiter = Arc::new(tokio_limiter(TWO_LEVELS));
+    let start = limiter.clock().now();
+    // acme queues 10 requests: its own limit (2 a second) holds them back for seconds.
+    let mut acme = Vec::new();
+    for _ in 0..10 {
+        let limiter = Arc::clone(&limiter);
+        acme.push(tokio::spawn(async move {
+            limiter
+                .key("acme", "gpt-4o")
+                .acquire(Cost::request())
+                .await
+                .map(|p| p.admitted_at())
+        }));
+        tokio::task::yield_now().await;
+    }
+    // globex arrives after them and has its own room: admitted at once, not after acme's.
+    let p = limiter
+        .key("globex", "gpt-4o")
+        .acquire(Cost::request())
+        .await
+        .unwrap();
+    assert_eq!(p.admitted_at(), start);
+    drop(p);
+    let mut times = Vec::new();
+    for t in acme {
+        times.push(t.await.unwrap().unwrap() - start);
+    }
+    // acme: 2 at once, then one every 500 ms, in order.
+    let expected: Vec<u64> = (0..10u64).map(|i| i.saturating_sub(1) * SEC / 2).collect();
+    assert_eq!(times, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_dropped_while_queued_gives_everything_back() {
+    let limiter = Arc::new(tokio_limiter(TWO_LEVELS));
+    let key = limiter.key("acme", "gpt-4o");
+    let _a = key.acquire(Cost::request()).await.unwrap();
+    let _b = key.acquire(Cost::request()).await.unwrap();
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(100), key.acquire(Cost::request())).await;
+    assert!(waiting.is_err());
+    let stats = key.stats();
+    assert_eq!(stats[0].cancelled, 1);
+    assert_eq!(stats[0].waiters, 0);
+    // Nothing charged for the cancelled one; the model (10 a second) refilled one in 100 ms.
+    assert_eq!(
+        used(&stats),
+        [("model gpt-4o".into(), 1), ("tenant acme".into(), 2)]
+    );
+    // The budgets are not pinned by the cancelled waiter: once refilled, they are idle.
+    drop((_a, _b));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(limiter.evict_idle(), 2);
+}
+
+/// One step of a random schedule.
+#[derive(Debug, Clone)]
+enum Op {
+    Acquire { tenant: u8, model: u8, tokens: u64 },
+    Settle { index: usize, used: u64 },
+    Drop { index: usize },
+    Advance { ms: u64 },
+    Evict,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..4u8, 0..3u8, 0..400u64).prop_map(|(tenant, model, tokens)| Op::Acquire { tenant, model, tokens }),
+        2 => (any::<usize>(), 0..600u64).prop_map(|(index, used)| Op::Settle { index, used }),
+        1 => any::<usize>().prop_map(|index| Op::Drop { index }),
+        3 => (1..3_000u64).prop_map(|ms| Op::Advance { ms }),
+        1 => Just(Op::Evict),
+    ]
+}
+
+/// Models 0 and 1 in one family (10 requests and 1,000 input tokens per 10 s, smooth
+/// window), model 2 on its own (5 per 10 s, sliding log); tenants 0-1 listed (4 per 10 s),
+/// 2-3 under the default (3 per 10 s, fixed window).
+const PROPERTY: &str = r#"
+    [families.f]
+    match = ["m0", "m1"]
+    [[families.f.limits]]
+    dimension = "requests"
+    amount = 10
+    per = "10s"
+    [[families.f.limits]]
+    dimension = "input_tokens"
+    amount = 1000
+    per = "10s"
+    [[models.m2.limits]]
+    dimension = "requests"
+    amount = 5
+    per = "10s"
+    algorithm = "sliding_window_log"
+    [[tenants.t0.limits]]
+    dimension = "requests"
+    amount = 4
+    per = "10s"
+    [[tenants.t1.limits]]
+    dimension = "requests"
+    amount = 4
+    per = "10s"
+    [[defaults.tenant.limits]]
+    dimension = "requests"
+    amount = 3
+    per = "10s"
+    algorithm = "fixed_window"
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever the schedule (acquires on random keys, settlements, drops, time, evictions),
+    /// each budget's admissions stay within its limit in every window: a request is counted
+    /// against both of its budgets, and a budget dropped while idle comes back with nothing
+    /// forgotten.
+    #[test]
+    fn budgets_never_over_admit(ops in proptest::collection::vec(op(), 1..120)) {
+        let limiter = manual(PROPERTY);
+        let clock = limiter.clock().clone();
+        let mut permits = Vec::new();
+        // Admissions per budget: (time, input tokens).
+        let mut log: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+        let mut admitted = 0u64;
+        for op in ops {
+            match op {
+                Op::Acquire { tenant, model, tokens } => {
+                    let (t, m) = (format!("t{tenant}"), format!("m{model}"));
+                    let key = limiter.key(&t, &m);
+                    if let Ok(p) = key.try_acquire(Cost::request().input(tokens)) {
+                        admitted += 1;
+                        let family = if model < 2 { "f".to_string() } else { m.clone() };
+                        log.entry(family).or_default().push((p.admitted_at(), tokens));
+                        log.entry(t).or_default().push((p.admitted_at(), 0));
+                        permits.push((p, model < 2));
+                    }
+                }
+                Op::Settle { index, used } if !permits.is_empty() => {
+                    let (p, _) = permits.swap_remove(index % permits.len());
+                    p.settle(Usage::new().input(used));
+                }
+                Op::Drop { index } if !permits.is_empty() => {
+                    drop(permits.swap_remove(index % permits.len()));
+                }
+                Op::Advance { ms } => clock.advance(Duration::from_millis(ms)),
+                Op::Evict => { limiter.evict_idle(); }
+                _ => {}
+            }
+        }
+        prop_assert_eq!(limiter.stats().admitted, admitted);
+        let caps: HashMap<&str, u64> =
+            [("f", 10), ("m2", 5), ("t0", 4), ("t1", 4), ("t2", 3), ("t3", 3)].into();
+        for (budget, entries) in &log {
+            let cap = caps[budget.as_str()];
+            let window = if budget.starts_with("t2") || budget.starts_with("t3") {
+                // A fixed window admits up to 2N across a boundary; check its aligned windows.
+                None
+            } else {
+                Some(10 * SEC)
+            };
+            for (i, &(t, _)) in entries.iter().enumerate() {
+                let in_window = match window {
+                    Some(w) => entries[..=i].iter().filter(|&&(u, _)| u + w > t).count(),
+                    None => entries[..=i].iter().filter(|&&(u, _)| u / (10 * SEC) == t / (10 * SEC)).count(),
+                } as u64;
+                prop_assert!(in_window <= cap, "{} admitted {} in a window at {}", budget, in_window, t);
+            }
+        }
+    }
+}
