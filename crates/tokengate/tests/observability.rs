@@ -233,7 +233,7 @@ impl Metrics {
             .histograms
             .lock()
             .unwrap()
-            .get(&key_of(name, &[]))
+            .get(&key_of(name, &[LIMITER]))
             .map_or_else(Vec::new, |h| h.lock().unwrap().clone())
     }
     /// Every counter recorded, by name and labels.
@@ -285,6 +285,8 @@ fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
 }
 
 const ADMITTED: &str = "tokengate_admitted_total";
+/// The label of a limiter's own budget (a key's model budget is `model NAME`).
+const LIMITER: (&str, &str) = ("budget", "limiter");
 const DENIED: &str = "tokengate_denied_total";
 const TIMED_OUT: &str = "tokengate_timed_out_total";
 const CANCELLED: &str = "tokengate_cancelled_total";
@@ -303,7 +305,7 @@ async fn denials_are_traced_and_counted() {
     let limiter = limiter(Policy::builder().requests_per_minute(60).max_in_flight(1));
     let permit = limiter.try_acquire(Cost::request()).unwrap();
     assert!(events.named("denied").is_empty());
-    assert_eq!(metrics.counter(ADMITTED, &[]), 1);
+    assert_eq!(metrics.counter(ADMITTED, &[LIMITER]), 1);
 
     // Rate-limited for a second.
     let denied = limiter.try_acquire(Cost::request()).unwrap_err();
@@ -345,7 +347,7 @@ async fn denials_are_traced_and_counted() {
     assert!(denials[3].str("error").contains("61"), "{:?}", denials[3]);
     assert_eq!(metrics.counter(DENIED, &[]), 3);
     assert_eq!(metrics.counter(DENIED, &[]), limiter.stats().denied);
-    assert_eq!(metrics.counter(ADMITTED, &[]), 1);
+    assert_eq!(metrics.counter(ADMITTED, &[LIMITER]), 1);
     assert!(events.named("waiting").is_empty());
 }
 
@@ -371,11 +373,14 @@ async fn waits_and_waited_admissions() {
     assert_eq!(admitted.level, Level::DEBUG);
     assert_eq!(admitted.f64("waited_secs"), 1.0);
 
-    assert_eq!(metrics.counter(ADMITTED, &[]), 2);
+    assert_eq!(metrics.counter(ADMITTED, &[LIMITER]), 2);
     assert_eq!(metrics.histogram(WAIT), [1.0]);
-    assert_eq!(metrics.counter(CHARGED, &[("dimension", "requests")]), 2);
     assert_eq!(
-        metrics.counter(CHARGED, &[("dimension", "input_tokens")]),
+        metrics.counter(CHARGED, &[("dimension", "requests"), LIMITER]),
+        2
+    );
+    assert_eq!(
+        metrics.counter(CHARGED, &[("dimension", "input_tokens"), LIMITER]),
         300
     );
     // An immediate admission records no wait.
@@ -406,7 +411,7 @@ async fn a_waiter_behind_others_says_so() {
         .collect();
     assert_eq!(waited, [1.0, 2.0]);
     assert_eq!(metrics.histogram(WAIT), [1.0, 2.0]);
-    assert_eq!(metrics.counter(ADMITTED, &[]), 3);
+    assert_eq!(metrics.counter(ADMITTED, &[LIMITER]), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -495,10 +500,13 @@ async fn cancellation_while_queued_and_after_the_grant() {
     assert_eq!(metrics.counter(CANCELLED, &[]), 2);
     assert_eq!(metrics.counter(CANCELLED, &[]), limiter.stats().cancelled);
     // The taken-back admission counts nowhere.
-    assert_eq!(metrics.counter(ADMITTED, &[]), 1);
-    assert_eq!(metrics.counter(ADMITTED, &[]), limiter.stats().admitted);
+    assert_eq!(metrics.counter(ADMITTED, &[LIMITER]), 1);
     assert_eq!(
-        metrics.counter(CHARGED, &[("dimension", "output_tokens")]),
+        metrics.counter(ADMITTED, &[LIMITER]),
+        limiter.stats().admitted
+    );
+    assert_eq!(
+        metrics.counter(CHARGED, &[("dimension", "output_tokens"), LIMITER]),
         100
     );
     assert!(events.named("admitted after waiting").is_empty());
@@ -544,14 +552,17 @@ async fn settlements_refund_and_charge_per_dimension() {
         (20, 0)
     );
     assert_eq!(
-        metrics.counter(REFUNDED, &[("dimension", "output_tokens")]),
+        metrics.counter(REFUNDED, &[("dimension", "output_tokens"), LIMITER]),
         488
     );
     assert_eq!(
-        metrics.counter(REFUNDED, &[("dimension", "input_tokens")]),
+        metrics.counter(REFUNDED, &[("dimension", "input_tokens"), LIMITER]),
         20
     );
-    assert_eq!(metrics.counter(REFUNDED, &[("dimension", "requests")]), 0);
+    assert_eq!(
+        metrics.counter(REFUNDED, &[("dimension", "requests"), LIMITER]),
+        0
+    );
 
     // Used beyond the reservation: charged the excess.
     let permit = limiter
@@ -560,22 +571,25 @@ async fn settlements_refund_and_charge_per_dimension() {
     permit.settle(Usage::new().input(100).output(350));
     let out = events.named("settled").pop().unwrap();
     assert_eq!((out.u64("refunded"), out.u64("charged")), (0, 250));
-    assert_eq!(metrics.counter(CHARGED, &[("dimension", "requests")]), 2);
     assert_eq!(
-        metrics.counter(CHARGED, &[("dimension", "input_tokens")]),
+        metrics.counter(CHARGED, &[("dimension", "requests"), LIMITER]),
+        2
+    );
+    assert_eq!(
+        metrics.counter(CHARGED, &[("dimension", "input_tokens"), LIMITER]),
         1_300
     );
     assert_eq!(
-        metrics.counter(CHARGED, &[("dimension", "output_tokens")]),
+        metrics.counter(CHARGED, &[("dimension", "output_tokens"), LIMITER]),
         800 + 100 + 250
     );
     let stats = limiter.stats();
     assert_eq!(
-        metrics.counter(CHARGED, &[("dimension", "output_tokens")]),
+        metrics.counter(CHARGED, &[("dimension", "output_tokens"), LIMITER]),
         stats.limits[3].charged
     );
     assert_eq!(
-        metrics.counter(REFUNDED, &[("dimension", "output_tokens")]),
+        metrics.counter(REFUNDED, &[("dimension", "output_tokens"), LIMITER]),
         stats.limits[3].refunded
     );
 }
@@ -656,4 +670,33 @@ async fn observe_lowering_a_limit() {
     assert_eq!(limiter.stats().limits[0].lowered, 19);
     // No pause without a retry-after.
     assert!(events.named("paused").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_reports_under_its_model_budget_not_its_tenant() {
+    observe!(events, metrics);
+    let config = tokengate::config::Config::from_toml_str(
+        "[models.gpt-4o]\noutput_tokens_per_minute = 8_000\n[defaults.tenant]\nrequests_per_minute = 60\n",
+        "limits.toml",
+    )
+    .unwrap();
+    let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
+    let key = limiter.key("acme", "gpt-4o");
+    key.try_acquire(Cost::request().output(800))
+        .unwrap()
+        .settle(tokengate::Usage::new().output(300));
+    let model = ("budget", "model gpt-4o");
+    assert_eq!(metrics.counter(ADMITTED, &[model]), 1);
+    assert_eq!(metrics.counter(ADMITTED, &[LIMITER]), 0);
+    assert_eq!(
+        metrics.counter(CHARGED, &[("dimension", "output_tokens"), model]),
+        800
+    );
+    assert_eq!(
+        metrics.counter(REFUNDED, &[("dimension", "output_tokens"), model]),
+        500
+    );
+    let settled = events.named("settled");
+    assert!(settled.iter().all(|e| e.str("budget") == "model gpt-4o"));
+    assert!(!settled.is_empty());
 }

@@ -423,7 +423,8 @@ impl LimitRule {
     /// Whether `state` behaves exactly like [`new_state`](Self::new_state) from `now` on, so a
     /// store may drop it without changing any future decision.
     pub fn is_fresh(&self, state: &LimitState, now: Nanos) -> bool {
-        self.snapshot(state, now).reset_at.is_none()
+        // The use alone: `snapshot` also works out the next refill, which this does not need.
+        self.use_at(state, now).reset_at.is_none()
     }
 }
 

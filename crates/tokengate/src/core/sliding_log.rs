@@ -57,6 +57,12 @@ fn expire(state: &mut SlidingLogState, period: Nanos, now: Nanos) {
         state.total -= u128::from(a);
         state.entries.pop_front();
     }
+    // A burst's entries are gone: give back the memory it needed (halving keeps the cost of
+    // shrinking constant per entry).
+    let (len, capacity) = (state.entries.len(), state.entries.capacity());
+    if capacity > 64 && len < capacity / 4 {
+        state.entries.shrink_to(capacity / 2);
+    }
 }
 
 /// Records `cost` units at `now`.

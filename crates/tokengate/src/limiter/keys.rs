@@ -145,6 +145,8 @@ pub(crate) struct Names {
     listed: [HashMap<Box<str>, BudgetId>; 3],
     /// Names under the defaults by kind (capped).
     dynamic: [HashMap<Box<str>, BudgetId>; 3],
+    /// Model names (as asked for) of a family's budget (as many as the cap).
+    aliases: HashMap<Box<str>, BudgetId>,
     model_overflow: Option<BudgetId>,
     tenant_overflow: Option<BudgetId>,
     pub(crate) max_keys: usize,
@@ -161,6 +163,22 @@ impl Kind {
 }
 
 impl Names {
+    /// The budget filed under `name` as written, without asking the config: the names are
+    /// filed as the config resolves them (listed names as written, names under the defaults
+    /// as looked up), and filed afresh on a reload, so a name found here is where the config
+    /// would send it. A name in another spelling falls through to the config.
+    #[inline]
+    fn known(&self, kind: Kind, name: &str) -> Option<BudgetId> {
+        let k = kind.index();
+        let found = self.listed[k]
+            .get(name)
+            .or_else(|| self.dynamic[k].get(name));
+        match kind {
+            Kind::Model => found.or_else(|| self.aliases.get(name)).copied(),
+            _ => found.copied(),
+        }
+    }
+
     /// Budgets held for names under the defaults.
     fn dynamic_len(&self) -> usize {
         self.dynamic.iter().map(HashMap::len).sum()
@@ -173,6 +191,7 @@ impl Default for Names {
             next_id: 1,
             listed: Default::default(),
             dynamic: Default::default(),
+            aliases: HashMap::new(),
             model_overflow: None,
             tenant_overflow: None,
             max_keys: DEFAULT_MAX_KEYS,
@@ -193,13 +212,36 @@ impl State {
             self.sweep(now);
         }
         let mut route = Route::ROOT;
-        if let Some(slot) = key.model.as_deref().and_then(|m| directory.model_slot(m)) {
-            route.push(self.budget_for(slot));
+        if let Some(model) = key.model.as_deref() {
+            let known = self.names.known(Kind::Model, model);
+            if let Some(id) = known.or_else(|| self.model_budget(directory, model)) {
+                route.push(id);
+            }
         }
-        if let Some(slot) = key.tenant.as_deref().and_then(|t| directory.tenant_slot(t)) {
-            route.push(self.budget_for(slot));
+        if let Some(tenant) = key.tenant.as_deref() {
+            let known = self.names.known(Kind::Tenant, tenant);
+            if let Some(id) = known.or_else(|| self.tenant_budget(directory, tenant)) {
+                route.push(id);
+            }
         }
         route
+    }
+
+    /// The budget of `model` as the config resolves it (made if missing); a model of a family
+    /// is remembered by name, so the next request finds it at once.
+    fn model_budget(&mut self, directory: &Directory, model: &str) -> Option<BudgetId> {
+        let slot = directory.model_slot(model)?;
+        let family = matches!(slot, Slot::Listed(Kind::Family, ..));
+        let id = self.budget_for(slot);
+        if family && self.names.aliases.len() < self.names.max_keys {
+            self.names.aliases.insert(model.into(), id);
+        }
+        Some(id)
+    }
+
+    fn tenant_budget(&mut self, directory: &Directory, tenant: &str) -> Option<BudgetId> {
+        let slot = directory.tenant_slot(tenant)?;
+        Some(self.budget_for(slot))
     }
 
     /// The budget of `slot`, made if missing.
@@ -272,7 +314,8 @@ impl State {
     /// its old budget is dropped once idle.
     #[cfg(feature = "config")]
     fn rebuild_names(&mut self, directory: &Directory) {
-        for map in self.names.listed.iter_mut().chain(&mut self.names.dynamic) {
+        let maps = self.names.listed.iter_mut().chain(&mut self.names.dynamic);
+        for map in maps.chain([&mut self.names.aliases]) {
             map.clear();
         }
         for (&id, budget) in &self.budgets {
@@ -307,7 +350,8 @@ impl State {
         let before = self.budgets.len();
         self.budgets.retain(|_, b| !b.is_idle(now));
         let budgets = &self.budgets;
-        for map in self.names.listed.iter_mut().chain(&mut self.names.dynamic) {
+        let maps = self.names.listed.iter_mut().chain(&mut self.names.dynamic);
+        for map in maps.chain([&mut self.names.aliases]) {
             map.retain(|_, id| budgets.contains_key(id));
             shrink(map);
         }

@@ -157,8 +157,9 @@ impl<C: Clock> Limiter<C> {
         let verdict = match st.verdict(&route, now, &cost) {
             Ok(v) if v.verdict == Verdict::Admit => {
                 let admission = st.admit(route, now, &cost, 0);
+                let scope = observe::Scope::of(&st, &route);
                 drop(st);
-                observe::admitted(&self.shared.policy, &cost, None);
+                observe::admitted(&scope, &self.shared.policy, &cost, None);
                 return Ok(Permit::new(self, cost, now, admission));
             }
             Ok(v) => v,

@@ -13,7 +13,54 @@ use crate::dimension::Dimension;
 use crate::error::{AcquireError, Denied};
 use crate::policy::Policy;
 
+use super::engine::State;
+use super::route::Route;
 use super::Verdict;
+
+/// What an outcome is reported under: the policy whose dimensions name the units, and the
+/// budget label (`limiter`, `model gpt-4o`, `family mini`). A request on a key is reported
+/// under its model's budget (or the first of its own); tenants are not labels: their number
+/// is unbounded (read them from [`Key::stats`](crate::Key::stats)). Without the `tracing`
+/// and `metrics` features it is empty and costs nothing.
+#[derive(Debug, Default)]
+pub(super) struct Scope {
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    keyed: Option<(std::sync::Arc<Policy>, String)>,
+}
+
+impl Scope {
+    /// The scope of a request on `route` (read under the lock).
+    #[inline(always)]
+    pub(super) fn of(st: &State, route: &Route) -> Self {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        {
+            let keyed = route
+                .keyed()
+                .iter()
+                .filter_map(|&id| st.budget(id))
+                .min_by_key(|b| !b.name.is_model())
+                .map(|b| (std::sync::Arc::clone(&b.policy), b.name.label()));
+            Self { keyed }
+        }
+        #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+        {
+            let _ = (st, route);
+            Self {}
+        }
+    }
+
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    fn policy<'a>(&'a self, root: &'a Policy) -> &'a Policy {
+        self.keyed.as_ref().map_or(root, |(p, _)| p)
+    }
+
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    fn budget(&self) -> String {
+        self.keyed
+            .as_ref()
+            .map_or_else(|| "limiter".to_owned(), |(_, b)| b.clone())
+    }
+}
 
 /// The target of every event (stable: filter with `tokengate=debug`).
 #[cfg(feature = "tracing")]
@@ -59,28 +106,31 @@ fn secs(ns: Nanos) -> f64 {
 /// A permit was delivered: at once (`waited` is `None`), or to a queued acquisition after
 /// `waited` ns. Counts the admission and the units it charged on each dimension.
 #[inline(always)]
-pub(super) fn admitted(policy: &Policy, cost: &Cost, waited: Option<Nanos>) {
+pub(super) fn admitted(scope: &Scope, root: &Policy, cost: &Cost, waited: Option<Nanos>) {
     #[cfg(feature = "tracing")]
     if let Some(waited) = waited {
-        tracing::debug!(target: TARGET, waited_secs = secs(waited), "admitted after waiting");
+        tracing::debug!(target: TARGET, budget = scope.budget(), waited_secs = secs(waited), "admitted after waiting");
     }
     #[cfg(feature = "metrics")]
     {
-        metrics::counter!("tokengate_admitted_total").increment(1);
+        let policy = scope.policy(root);
+        let budget = scope.budget();
+        metrics::counter!("tokengate_admitted_total", "budget" => budget.clone()).increment(1);
         if let Some(waited) = waited {
-            metrics::histogram!("tokengate_wait_seconds").record(secs(waited));
+            metrics::histogram!("tokengate_wait_seconds", "budget" => budget.clone())
+                .record(secs(waited));
         }
         for i in dimensions(policy) {
             let l = &policy.limits[i];
             let units = l.measure.amount(cost).unwrap_or(u64::MAX);
             if units > 0 {
-                metrics::counter!("tokengate_units_charged_total", "dimension" => label(&l.dimension))
+                metrics::counter!("tokengate_units_charged_total", "dimension" => label(&l.dimension), "budget" => budget.clone())
                     .increment(units);
             }
         }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (policy, cost, waited);
+    let _ = (scope, root, cost, waited);
 }
 
 /// `try_acquire` said no.
@@ -251,7 +301,9 @@ pub(super) fn cancelled(waited: Nanos, revoked: bool) {
 /// A permit that reserved `reserved` settled with `used`: per dimension, the units refunded
 /// or charged beyond the reservation (as [`LimitStats`](crate::LimitStats) counts them).
 #[inline(always)]
-pub(super) fn settled(policy: &Policy, reserved: &Cost, used: &Cost) {
+pub(super) fn settled(scope: &Scope, root: &Policy, reserved: &Cost, used: &Cost) {
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    let (policy, budget) = (scope.policy(root), scope.budget());
     #[cfg(any(feature = "tracing", feature = "metrics"))]
     for i in dimensions(policy) {
         let l = &policy.limits[i];
@@ -262,6 +314,7 @@ pub(super) fn settled(policy: &Policy, reserved: &Cost, used: &Cost) {
         #[cfg(feature = "tracing")]
         tracing::trace!(
             target: TARGET,
+            budget = budget.as_str(),
             dimension = l.dimension.name(),
             reserved,
             used,
@@ -272,17 +325,17 @@ pub(super) fn settled(policy: &Policy, reserved: &Cost, used: &Cost) {
         #[cfg(feature = "metrics")]
         {
             if refunded > 0 {
-                metrics::counter!("tokengate_units_refunded_total", "dimension" => label(&l.dimension))
+                metrics::counter!("tokengate_units_refunded_total", "dimension" => label(&l.dimension), "budget" => budget.clone())
                     .increment(refunded);
             }
             if charged > 0 {
-                metrics::counter!("tokengate_units_charged_total", "dimension" => label(&l.dimension))
+                metrics::counter!("tokengate_units_charged_total", "dimension" => label(&l.dimension), "budget" => budget.clone())
                     .increment(charged);
             }
         }
     }
     #[cfg(not(any(feature = "tracing", feature = "metrics")))]
-    let _ = (policy, reserved, used);
+    let _ = (scope, root, reserved, used);
 }
 
 /// Admissions pause for `retry_after` (a provider's answer); `throttled` when it was a 429.

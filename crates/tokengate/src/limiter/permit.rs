@@ -130,10 +130,11 @@ impl<'a, C: Clock> Permit<'a, C> {
         st.settle(now, admission, &self.cost, &used, self.admitted_at);
         st.count(&admission.route, |c| c.settled += 1);
         self.live = false;
+        let scope = observe::Scope::of(&st, &admission.route);
         // Budget or a slot may have come back: the head waiters may be admitted now.
         st.release(now, &admission.route, admission.slots);
         drop(st);
-        observe::settled(&limiter.shared.policy, &self.cost, &used);
+        observe::settled(&scope, &limiter.shared.policy, &self.cost, &used);
     }
 }
 

@@ -131,8 +131,9 @@ impl<'a, C: Clock> Waiting<'a, C> {
         let verdict = match st.verdict(&route, now, &cost) {
             Ok(v) if v.verdict == Verdict::Admit => {
                 let admission = st.admit(route, now, &cost, 0);
+                let scope = observe::Scope::of(&st, &route);
                 drop(st);
-                observe::admitted(&limiter.shared.policy, &cost, None);
+                observe::admitted(&scope, &limiter.shared.policy, &cost, None);
                 return Step::Done(Ok(Permit::new(limiter, cost, now, admission)));
             }
             Err(e) => {
@@ -212,11 +213,12 @@ impl<'a, C: Clock> Waiting<'a, C> {
         }
         if let Some(outcome) = st.grants.take(id) {
             self.phase = Phase::Finished;
+            let scope = observe::Scope::of(&st, &route);
             drop(st);
             return Step::Done(match outcome {
                 Ok(g) => {
                     let waited = g.admitted_at.saturating_sub(started);
-                    observe::admitted(&limiter.shared.policy, &g.cost, Some(waited));
+                    observe::admitted(&scope, &limiter.shared.policy, &g.cost, Some(waited));
                     Ok(Permit::new(limiter, g.cost, g.admitted_at, g.admission))
                 }
                 Err(error) => {
