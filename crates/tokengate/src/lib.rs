@@ -145,6 +145,8 @@ pub mod config;
 pub mod core;
 pub mod estimate;
 pub mod feedback;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 #[cfg(feature = "tower")]
 pub mod tower;
 

@@ -449,23 +449,29 @@ impl<C: Clock> Limiter<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn key(&self, tenant: &str, model: &str) -> Key<'_, C> {
-        Key {
-            limiter: self,
-            names: Arc::new(KeyNames {
-                tenant: Some(tenant.into()),
-                model: Some(model.into()),
-            }),
-        }
+        self.key_of(Some(tenant), Some(model))
     }
 
     /// The key of `model` alone: charged to the model's budget (or its family's) and the
     /// limiter's own policy, with no tenant's.
     pub fn model(&self, model: &str) -> Key<'_, C> {
+        self.key_of(None, Some(model))
+    }
+
+    /// The key of `tenant` alone: charged to the tenant's budget and the limiter's own policy,
+    /// with no model's.
+    pub fn tenant(&self, tenant: &str) -> Key<'_, C> {
+        self.key_of(Some(tenant), None)
+    }
+
+    /// The key of `tenant` and `model`, either of which may be missing (neither: the limiter's
+    /// own policy only).
+    pub fn key_of(&self, tenant: Option<&str>, model: Option<&str>) -> Key<'_, C> {
         Key {
             limiter: self,
             names: Arc::new(KeyNames {
-                tenant: None,
-                model: Some(model.into()),
+                tenant: tenant.map(Into::into),
+                model: model.map(Into::into),
             }),
         }
     }

@@ -1,0 +1,101 @@
+//! How a [`TokenGateMiddleware`](super::TokenGateMiddleware) waits, settles and keys.
+
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::cost::Cost;
+use crate::feedback::usage::CachedInput;
+
+/// How a [`TokenGateMiddleware`](super::TokenGateMiddleware) waits for admission, settles,
+/// and treats requests that are not model calls.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`with_timeout`](Self::with_timeout) | none: a call waits as long as the limits require |
+/// | [`with_cached_input`](Self::with_cached_input) | [`CachedInput::ProviderDefault`]: cache reads counted for OpenAI replies, not for Anthropic's |
+/// | [`with_default_cost`](Self::with_default_cost) | none: requests that are not model calls pass through, not limited |
+/// | [`with_tenant_header`](Self::with_tenant_header) | none: the tenant comes from a [`Tenant`](super::Tenant) extension only |
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use tokengate::feedback::usage::CachedInput;
+/// use tokengate::reqwest::GateConfig;
+/// use tokengate::Cost;
+///
+/// let config = GateConfig::new()
+///     .with_timeout(Duration::from_secs(30))
+///     .with_cached_input(CachedInput::Count)
+///     .with_default_cost(Cost::request())
+///     .with_tenant_header(http::HeaderName::from_static("x-tenant"));
+/// assert_eq!(config.timeout(), Some(Duration::from_secs(30)));
+/// assert_eq!(config.default_cost(), Some(&Cost::request()));
+/// assert_eq!(GateConfig::default().timeout(), None);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateConfig {
+    timeout: Option<Duration>,
+    cached_input: CachedInput,
+    default_cost: Option<Cost>,
+    tenant_header: Option<HeaderName>,
+}
+
+impl GateConfig {
+    /// The defaults (see the table above).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives up on admission after `timeout`: the call fails with
+    /// [`reqwest_middleware::Error::Middleware`] holding the
+    /// [`AcquireError`](crate::AcquireError), at once when the wait is known to exceed it.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Whether input tokens read from the provider's prompt cache are charged when a call
+    /// settles (see [`CachedInput`]).
+    pub fn with_cached_input(mut self, cached: CachedInput) -> Self {
+        self.cached_input = cached;
+        self
+    }
+
+    /// Charges `cost` for every request that is not a model call (another path, a body that
+    /// is not JSON or cannot be read); by default they pass through, not limited. `Cost::request()`
+    /// counts them against the request limits, as providers whose request limit covers every
+    /// endpoint do. Such a permit is held until the response headers arrive and never settled.
+    pub fn with_default_cost(mut self, cost: Cost) -> Self {
+        self.default_cost = Some(cost);
+        self
+    }
+
+    /// Reads the tenant from this request header when the request carries no
+    /// [`Tenant`](super::Tenant) extension. The header is removed before the request is sent:
+    /// it is for the limiter, not the provider.
+    pub fn with_tenant_header(mut self, name: HeaderName) -> Self {
+        self.tenant_header = Some(name);
+        self
+    }
+
+    /// The longest a call waits for admission, if bounded.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// How cached input tokens are charged.
+    pub fn cached_input(&self) -> CachedInput {
+        self.cached_input
+    }
+
+    /// The cost of a request that is not a model call, if charged.
+    pub fn default_cost(&self) -> Option<&Cost> {
+        self.default_cost.as_ref()
+    }
+
+    /// The header the tenant is read from, if any.
+    pub fn tenant_header(&self) -> Option<&HeaderName> {
+        self.tenant_header.as_ref()
+    }
+}

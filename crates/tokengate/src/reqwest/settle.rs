@@ -1,0 +1,109 @@
+//! Settling a call's permit from what its reply says it used.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::clock::Clock;
+use crate::cost::Usage;
+use crate::estimate::Estimator;
+use crate::feedback::usage::{CachedInput, ReplyUsage, StreamUsage};
+use crate::limiter::Permit;
+
+/// A permit waiting for its reply, and what settling it needs.
+pub(super) struct Pending<C: Clock> {
+    pub(super) permit: Permit<'static, C>,
+    pub(super) cached: CachedInput,
+    /// For learned output reservations: the estimator and the model, when known.
+    pub(super) estimator: Estimator,
+    pub(super) model: Option<String>,
+}
+
+impl<C: Clock> Pending<C> {
+    /// Settles with the usage of `reply`; with none, the reservation stands (the permit is
+    /// dropped unsettled), as `Limiter::run` does for a call it cannot account.
+    pub(super) fn settle(self, reply: Option<ReplyUsage>) {
+        match reply {
+            Some(reply) => {
+                if reply.complete {
+                    if let Some(model) = &self.model {
+                        self.estimator.observe_output(model, reply.output_tokens);
+                    }
+                }
+                self.permit.settle(reply.usage(self.cached));
+            }
+            None => drop(self.permit),
+        }
+    }
+
+    /// Settles a call the provider did not process (a 429, a refused connection): no tokens,
+    /// the request itself still counted.
+    pub(super) fn settle_unprocessed(self) {
+        self.permit.settle(Usage::new().input(0).output(0));
+    }
+}
+
+/// A streamed reply body (`text/event-stream`) that reads the usage from the events as they
+/// pass, and settles the permit when the stream ends, breaks, or is dropped.
+pub(super) struct MeteredBody<C: Clock> {
+    inner: ::reqwest::Body,
+    meter: Option<StreamUsage>,
+    pending: Option<Pending<C>>,
+}
+
+impl<C: Clock> MeteredBody<C> {
+    pub(super) fn new(inner: ::reqwest::Body, pending: Pending<C>) -> Self {
+        Self {
+            inner,
+            meter: Some(StreamUsage::new()),
+            pending: Some(pending),
+        }
+    }
+
+    /// Settles with what was seen, once. A stream cut short keeps its output reservation
+    /// ([`ReplyUsage::usage`] of an incomplete reply); one with no usage keeps it all.
+    fn finish(&mut self) {
+        if let (Some(meter), Some(pending)) = (self.meter.take(), self.pending.take()) {
+            pending.settle(meter.finish());
+        }
+    }
+}
+
+impl<C: Clock> HttpBody for MeteredBody<C> {
+    type Data = Bytes;
+    type Error = ::reqwest::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        // Every field is Unpin.
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(meter)) = (frame.data_ref(), &mut this.meter) {
+                    meter.push(data);
+                }
+            }
+            Some(Err(_)) | None => this.finish(),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<C: Clock> Drop for MeteredBody<C> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
