@@ -311,8 +311,12 @@ impl ChatRequest {
     ///
     /// let body = br#"{"model": "text-embedding-3-small", "input": "Hello, world!"}"#;
     /// let chat = ChatRequest::from_json(ApiFormat::Embeddings, body).unwrap();
-    /// let cost = chat.cost(&Estimator::new());
-    /// assert_eq!((cost.requests(), cost.input_tokens(), cost.output_tokens()), (1, 6, 0));
+    /// let estimator = Estimator::new();
+    /// let cost = chat.cost(&estimator);
+    /// // Embeddings: the input's tokens as the model's tokenizer (or the heuristic) counts
+    /// // them, no chat overhead, no output.
+    /// let input = estimator.count_text("text-embedding-3-small", "Hello, world!").tokens;
+    /// assert_eq!((cost.requests(), cost.input_tokens(), cost.output_tokens()), (1, input, 0));
     /// ```
     pub fn cost(&self, estimator: &Estimator) -> Cost {
         self.estimate(estimator).cost()
