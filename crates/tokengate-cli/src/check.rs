@@ -1,0 +1,163 @@
+//! `tokengate check`: validates a limits file and explains it: the effective limits of every
+//! model, family and tenant, each limit's algorithm, and its worst case.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use tokengate::config::Config;
+use tokengate::{Algorithm, Dimension, Limit, Policy};
+
+use crate::error::Error;
+use crate::report::{algorithm_and_burst, per_period, thousands};
+
+/// The most one limit lets through: at one instant, and in any window of one period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorstCase {
+    /// Units admitted at one instant by costs of one unit.
+    pub instant: u64,
+    /// Units admitted in any window of one period, at most.
+    pub period: u64,
+    /// How the figures come about.
+    pub why: &'static str,
+}
+
+/// The worst case of a limit of `amount` with `algorithm` and `burst`, from the algorithm
+/// table of the library's docs.
+pub fn worst_case(amount: u64, algorithm: Algorithm, burst: Option<u64>) -> WorstCase {
+    let b = burst.unwrap_or(amount);
+    match algorithm {
+        Algorithm::SmoothWindow => WorstCase {
+            instant: b,
+            period: amount,
+            why: "exact sliding window; the bucket paces the rest (one cost up to the amount passes when the bucket is full)",
+        },
+        Algorithm::TokenBucket => WorstCase {
+            instant: b,
+            period: b.saturating_add(amount),
+            why: "a full bucket, then the refill over the period",
+        },
+        Algorithm::LeakyBucket => WorstCase {
+            instant: 1,
+            period: amount.saturating_mul(2),
+            why: "evenly spaced, then one cost of the whole amount when the bucket is full",
+        },
+        Algorithm::SlidingWindowLog => WorstCase {
+            instant: amount,
+            period: amount,
+            why: "exact sliding window; the whole amount may pass at once",
+        },
+        Algorithm::SlidingWindowCounter => WorstCase {
+            instant: amount,
+            period: amount.saturating_mul(2),
+            why: "approximate: a burst just before a window boundary, then another after it",
+        },
+        _ => WorstCase {
+            instant: amount,
+            period: amount.saturating_mul(2),
+            why: "a full window just before a boundary, then another just after it",
+        },
+    }
+}
+
+fn policy_lines(out: &mut String, policy: &Policy) {
+    let _ = writeln!(
+        out,
+        "    {:<14} {:<22} {:<22} {:>10} {:>16} {:>18}",
+        "dimension", "limit", "algorithm", "burst", "at one instant", "in any one period"
+    );
+    for (dimension, limit) in policy.limits() {
+        line(out, dimension, limit);
+    }
+    if let Some(n) = policy.max_in_flight() {
+        let _ = writeln!(out, "    {:<14} at most {n} requests at once", "in flight");
+    }
+}
+
+fn line(out: &mut String, dimension: &Dimension, limit: &Limit) {
+    let (algorithm, burst) = algorithm_and_burst(dimension, limit);
+    let w = worst_case(limit.amount(), algorithm, burst);
+    let _ = writeln!(
+        out,
+        "    {:<14} {:<22} {:<22} {:>10} {:>16} {:>18}   {}",
+        dimension.name(),
+        per_period(limit.amount(), limit.period()),
+        algorithm.to_string(),
+        burst.map_or("-".to_owned(), thousands),
+        thousands(w.instant),
+        thousands(w.period),
+        w.why
+    );
+}
+
+/// Validates the limits file at `path` and explains it.
+///
+/// # Errors
+/// The file cannot be read or is invalid: the message names the file, line, column and field.
+pub fn check(path: &Path) -> Result<String, Error> {
+    let config = Config::from_file(path)?;
+    Ok(explain(&config))
+}
+
+/// The explanation of a valid configuration.
+pub fn explain(config: &Config) -> String {
+    let mut out = String::new();
+    let models = config.models().count();
+    let families = config.families().count();
+    let tenants = config.tenants().count();
+    let _ = writeln!(
+        out,
+        "{}: valid: {models} model(s), {families} famil{} and {tenants} tenant(s); unlisted models {}; unlisted tenants {}.",
+        config.source_name(),
+        if families == 1 { "y" } else { "ies" },
+        if config.default_model().is_some() {
+            "get [defaults.model], a budget of their own each"
+        } else {
+            "have no limits (a request for one is an error)"
+        },
+        if config.default_tenant().is_some() {
+            "get [defaults.tenant], a budget of their own each"
+        } else {
+            "have no budget of their own"
+        },
+    );
+    let _ = writeln!(
+        out,
+        "(burst: a bucket's capacity; at one instant: the most admitted at once by requests of one unit; in any one period: the most admitted in any window of the limit's period)"
+    );
+    for (name, policy) in config.models() {
+        let _ = writeln!(out, "\nmodel {name} (a budget of its own)");
+        policy_lines(&mut out, policy);
+    }
+    for family in config.families() {
+        let patterns: Vec<String> = family.patterns().iter().map(|p| format!("{p:?}")).collect();
+        let _ = writeln!(
+            out,
+            "\nfamily {} (one budget shared by every model matching {})",
+            family.name(),
+            patterns.join(", ")
+        );
+        policy_lines(&mut out, family.policy());
+    }
+    if let Some(policy) = config.default_model() {
+        let _ = writeln!(
+            out,
+            "\ndefault model (each model not listed, a budget of its own)"
+        );
+        policy_lines(&mut out, policy);
+    }
+    for (name, policy) in config.tenants() {
+        let _ = writeln!(
+            out,
+            "\ntenant {name} (its own budget, charged together with the model's)"
+        );
+        policy_lines(&mut out, policy);
+    }
+    if let Some(policy) = config.default_tenant() {
+        let _ = writeln!(
+            out,
+            "\ndefault tenant (each tenant not listed, a budget of its own)"
+        );
+        policy_lines(&mut out, policy);
+    }
+    out
+}

@@ -1,0 +1,275 @@
+//! Every interaction of the simulation with the client-side limiter, in one place: building
+//! it from a [`Config`], acquiring for a (tenant, model), settling, telling it about the
+//! provider's answers, and reading its stats.
+//!
+//! A [`Gate`] holds one keyed [`Limiter`] built from the config
+//! ([`Limiter::from_config_with_clock`]): a request on (tenant, model) is charged to the
+//! model's budget (or its family's) and the tenant's together, all or nothing
+//! ([`Limiter::key`]). Keys in logs and reports are model budgets, named as
+//! [`Budget::name`] names them: the provider enforces per model.
+//!
+//! [`Budget::name`]: tokengate::config::Budget::name
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokengate::config::Config;
+use tokengate::feedback::ProviderReport;
+use tokengate::{
+    AcquireError, Cost, Denied, Dimension, Limit, Limiter, ManualClock, Permit, Policy, Stats,
+    TokioClock, Usage,
+};
+
+use crate::error::Error;
+
+/// The client's limiter for every (tenant, model) a workload uses.
+#[derive(Debug)]
+pub struct Gate {
+    /// Made from the config at the first route.
+    limiter: Option<Limiter<TokioClock>>,
+    /// The policy of each model budget routed to, by key.
+    models: BTreeMap<String, Policy>,
+    clock: TokioClock,
+}
+
+/// Where a (tenant, model) is charged: resolved once, used for every request.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The model budget's name: the model's, or its family's. Names the key in logs and
+    /// reports.
+    pub key: String,
+    /// The model asked for.
+    pub model: String,
+    /// The tenant asking.
+    pub tenant: String,
+    /// The policies charged: the model's, and the tenant's if the config has one.
+    policies: Vec<Policy>,
+}
+
+/// An admission: settle it with the real usage when the call ends.
+#[derive(Debug)]
+pub struct GatePermit {
+    permit: Permit<'static, TokioClock>,
+}
+
+impl GatePermit {
+    /// When it was admitted, in ns of the gate's clock.
+    pub fn admitted_at(&self) -> u64 {
+        self.permit.admitted_at()
+    }
+
+    /// Settles with what the call used: refunds the unused reservation, frees the slot.
+    pub fn settle(self, input_tokens: u64, output_tokens: u64) {
+        self.permit
+            .settle(Usage::new().input(input_tokens).output(output_tokens));
+    }
+}
+
+/// One rate limit of a key, with what a log line's amounts count on it.
+#[derive(Debug, Clone)]
+pub struct KeyLimit {
+    /// The dimension.
+    pub dimension: Dimension,
+    /// The limit.
+    pub limit: Limit,
+    /// Units counted per request, per input token and per output token.
+    pub weights: Weights,
+}
+
+/// What one request counts on a limit: `requests * r + input * i + output * o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Weights {
+    /// Per request.
+    pub requests: u64,
+    /// Per input token.
+    pub input: u64,
+    /// Per output token.
+    pub output: u64,
+}
+
+impl Weights {
+    /// The amount a request of `input` and `output` tokens counts.
+    pub fn amount(&self, input: u64, output: u64) -> u64 {
+        self.requests
+            .saturating_add(self.input.saturating_mul(input))
+            .saturating_add(self.output.saturating_mul(output))
+    }
+}
+
+impl Gate {
+    /// A gate reading time from `clock`; the limiter is made at the first route.
+    pub fn new(clock: TokioClock) -> Self {
+        Self {
+            limiter: None,
+            models: BTreeMap::new(),
+            clock,
+        }
+    }
+
+    /// Resolves (tenant, model) to its budgets.
+    ///
+    /// # Errors
+    /// When no policy of `config` covers the model.
+    pub fn route(&mut self, config: &Config, tenant: &str, model: &str) -> Result<Route, Error> {
+        let Some((budget, policy)) = config.model_policy(model) else {
+            return Err(Error::new(format!(
+                "{}: no limits for model {model:?}: add [models.{model:?}], a family whose `match` covers it, or [defaults.model]",
+                config.source_name()
+            )));
+        };
+        let clock = self.clock;
+        self.limiter
+            .get_or_insert_with(|| Limiter::from_config_with_clock(config.clone(), clock));
+        let key = budget.name().to_owned();
+        self.models
+            .entry(key.clone())
+            .or_insert_with(|| policy.clone());
+        let mut policies = vec![policy.clone()];
+        if let Some((_, tenant_policy)) = config.tenant_policy(tenant) {
+            policies.push(tenant_policy.clone());
+        }
+        Ok(Route {
+            key,
+            model: model.to_owned(),
+            tenant: tenant.to_owned(),
+            policies,
+        })
+    }
+
+    fn limiter(&self) -> Result<&Limiter<TokioClock>, AcquireError> {
+        // Every route is made through `route`, which makes the limiter first.
+        self.limiter.as_ref().ok_or(AcquireError::QueueTimeout {
+            waiters_ahead: 0,
+            timeout: Duration::ZERO,
+        })
+    }
+
+    /// Why `cost` can never be admitted on `route`, if it cannot (a cost above a limit's
+    /// capacity, the model's or the tenant's). Charges nothing.
+    pub fn impossible(&self, route: &Route, cost: &Cost) -> Option<AcquireError> {
+        // Scratch limiters with the same policies: asking the live one would charge it.
+        route.policies.iter().find_map(|policy| {
+            let scratch = Limiter::with_clock(policy.clone(), ManualClock::new());
+            let outcome = scratch.try_acquire(cost.clone()).err();
+            match outcome {
+                Some(Denied::Never(e)) => Some(e),
+                _ => None,
+            }
+        })
+    }
+
+    /// Waits (FIFO, exactly as long as the limits require) for admission of `cost` on the
+    /// model's and the tenant's budgets together, or fails at once when the wait is known to
+    /// exceed `timeout`.
+    ///
+    /// # Errors
+    /// As [`Limiter::acquire_timeout`].
+    pub async fn acquire(
+        &self,
+        route: &Route,
+        cost: Cost,
+        timeout: Duration,
+    ) -> Result<GatePermit, AcquireError> {
+        let key = self.limiter()?.key(&route.tenant, &route.model);
+        let permit = key.acquire_timeout(cost, timeout).await?;
+        Ok(GatePermit {
+            permit: permit.into_owned(),
+        })
+    }
+
+    /// Tells the limiter what a response's headers said (it lowers the model's budget when the
+    /// provider has counted more).
+    pub fn observe(&self, route: &Route, report: &ProviderReport) {
+        if let Ok(limiter) = self.limiter() {
+            let _ = limiter.key(&route.tenant, &route.model).observe(report);
+        }
+    }
+
+    /// Tells the limiter about a 429: the model's budget pauses for the retry-after.
+    pub fn observe_throttled(&self, route: &Route, report: &ProviderReport) {
+        if let Ok(limiter) = self.limiter() {
+            let _ = limiter
+                .key(&route.tenant, &route.model)
+                .observe_throttled(report);
+        }
+    }
+
+    /// Requests waiting for admission, over every key.
+    pub fn waiters(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.stats().waiters)
+    }
+
+    /// Each model budget's stats, by key.
+    pub fn stats(&self) -> Vec<(String, Stats)> {
+        let Some(limiter) = &self.limiter else {
+            return Vec::new();
+        };
+        let all = limiter.all_stats();
+        self.models
+            .iter()
+            .filter_map(|(key, policy)| {
+                let found = all.iter().find(|s| {
+                    s.budget == format!("model {key}") || s.budget == format!("family {key}")
+                });
+                // A budget dropped while idle counts nothing: report it fresh.
+                let stats = found.cloned().or_else(|| {
+                    Some(Limiter::with_clock(policy.clone(), ManualClock::new()).stats())
+                })?;
+                Some((key.clone(), stats))
+            })
+            .collect()
+    }
+
+    /// Each model budget's rate limits, with what a request counts on each, by key.
+    pub fn limits(&self) -> Vec<(String, Vec<KeyLimit>)> {
+        self.models
+            .iter()
+            .map(|(k, p)| (k.clone(), key_limits(p)))
+            .collect()
+    }
+}
+
+/// A policy's rate limits with their weights.
+pub fn key_limits(policy: &Policy) -> Vec<KeyLimit> {
+    let weights = probe_weights(policy);
+    policy
+        .limits()
+        .zip(weights)
+        .map(|((dimension, limit), weights)| KeyLimit {
+            dimension: dimension.clone(),
+            limit: limit.clone(),
+            weights,
+        })
+        .collect()
+}
+
+/// What one request, one input token and one output token count on each limit of `policy`.
+///
+/// The library's `Policy` does not expose a combined-tokens limit's weights (Bedrock counts
+/// output 5x), so they are measured: each unit is admitted on a fresh limiter and the use of
+/// every limit read back from its stats.
+pub fn probe_weights(policy: &Policy) -> Vec<Weights> {
+    let n = policy.limits().count();
+    let probe = |cost: Cost| -> Vec<u64> {
+        let limiter = Limiter::with_clock(policy.clone(), ManualClock::new());
+        let outcome = limiter.try_acquire(cost);
+        match outcome {
+            Ok(permit) => {
+                let used = limiter.stats().limits.iter().map(|l| l.used).collect();
+                drop(permit);
+                used
+            }
+            Err(_) => vec![0; n],
+        }
+    };
+    let requests = probe(Cost::request());
+    let input = probe(Cost::zero().input(1));
+    let output = probe(Cost::zero().output(1));
+    (0..n)
+        .map(|i| Weights {
+            requests: requests.get(i).copied().unwrap_or(0),
+            input: input.get(i).copied().unwrap_or(0),
+            output: output.get(i).copied().unwrap_or(0),
+        })
+        .collect()
+}

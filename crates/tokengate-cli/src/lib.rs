@@ -1,0 +1,29 @@
+//! The `tokengate` command line tool, as a library so that its tests and benchmarks call it
+//! directly.
+//!
+//! - [`simulate`] drives the real limiter ([`tokengate::Limiter`], through [`gate::Gate`])
+//!   with tokio's virtual clock against a simulated [`provider::Provider`] that enforces its
+//!   own limits, and returns a [`report::Report`], the admissions and the queue over time.
+//! - [`check::check`] validates a limits file and explains it.
+//! - [`chart::write_svg`] draws a simulation.
+//!
+//! ```no_run
+//! use tokengate_cli::{simulate, SimInput, SimOptions};
+//!
+//! let input = SimInput::example()?;
+//! let sim = simulate(&input, &SimOptions { seed: Some(7), ..SimOptions::default() })?;
+//! println!("{}", sim.report.table());
+//! # Ok::<(), tokengate_cli::Error>(())
+//! ```
+
+pub mod chart;
+pub mod check;
+pub mod error;
+pub mod gate;
+pub mod provider;
+pub mod report;
+pub mod sim;
+pub mod workload;
+
+pub use error::Error;
+pub use sim::{simulate, Record, Sample, SimInput, SimOptions, Simulation};

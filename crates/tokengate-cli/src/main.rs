@@ -1,0 +1,125 @@
+//! The `tokengate` command: `simulate` a workload against limits and a simulated provider, and
+//! `check` a limits file. See `tokengate --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokengate_cli::{chart, check, report, simulate, workload, Error, SimInput, SimOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tokengate",
+    version,
+    about = "Rate limits for LLM API clients: simulate a workload, check a limits file"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a workload through the limiter against a simulated provider (in virtual time unless
+    /// --realtime) and reports what passed, what waited and what the provider refused. Without
+    /// files it runs the shipped example.
+    Simulate(SimulateArgs),
+    /// Validates a limits file and explains it: the effective limits of every model, family and
+    /// tenant, their algorithms and worst-case bursts.
+    Check {
+        /// The limits file.
+        limits: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    /// The client's limits (default: the shipped example).
+    #[arg(long, value_name = "FILE")]
+    limits: Option<PathBuf>,
+    /// The workload (default: the shipped example).
+    #[arg(long, value_name = "FILE")]
+    workload: Option<PathBuf>,
+    /// The provider's limits and enforcement (default: the shipped example's, or with
+    /// --limits, the same limits as token buckets).
+    #[arg(long, value_name = "FILE")]
+    provider: Option<PathBuf>,
+    /// Writes the report as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Writes one JSON line per admission (for check-admissions).
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Writes an SVG chart: admitted requests and tokens per window against the limits, and
+    /// the queue.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
+    /// The seed of every random draw (default: the workload's, else chosen and printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Runs against the wall clock, with a progress bar, instead of in virtual time.
+    #[arg(long)]
+    realtime: bool,
+    /// Overrides the workload's duration (e.g. 30s, 10m).
+    #[arg(long, value_name = "DURATION", value_parser = workload::parse_duration_arg)]
+    duration: Option<Duration>,
+    /// Prints only the report's last line.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn run_simulate(args: &SimulateArgs) -> Result<(), Error> {
+    let input = SimInput::load(
+        args.limits.as_deref(),
+        args.workload.as_deref(),
+        args.provider.as_deref(),
+    )?;
+    let options = SimOptions {
+        seed: args.seed,
+        realtime: args.realtime,
+        duration: args.duration,
+        progress: args.realtime,
+    };
+    let sim = simulate(&input, &options)?;
+    if let Some(path) = &args.json {
+        sim.report.write_json(path)?;
+    }
+    if let Some(path) = &args.log {
+        report::write_log(path, &sim.records)?;
+    }
+    if let Some(path) = &args.chart {
+        chart::write_svg(path, &sim)?;
+    }
+    let table = sim.report.table();
+    if args.quiet {
+        println!("{}", table.trim_end().lines().last().unwrap_or(""));
+    } else {
+        print!("{table}");
+    }
+    for (flag, path) in [
+        ("json", &args.json),
+        ("log", &args.log),
+        ("chart", &args.chart),
+    ] {
+        if let Some(path) = path {
+            println!("wrote {} ({flag})", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Simulate(args) => run_simulate(args),
+        Command::Check { limits } => check::check(limits).map(|text| print!("{text}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokengate: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,715 @@
+//! The figures of a simulation: built from the limiter's stats, the provider's counters and
+//! the admissions; printed as a table, written as JSON (field names documented in README), and
+//! the admission log.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokengate::core::LimitRule;
+use tokengate::{Algorithm, Dimension, Limit};
+
+use crate::error::Error;
+use crate::gate::{Gate, Weights};
+use crate::provider::{OutputCharge, Provider};
+use crate::sim::{Counters, Record, Sample, SimInput};
+use crate::workload::{nanos, Workload};
+
+/// Everything a simulation measured. Field names are stable (see README).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The seed of every draw.
+    pub seed: u64,
+    /// `virtual` or `realtime`.
+    pub mode: &'static str,
+    /// How long requests arrived, in seconds.
+    pub duration_secs: f64,
+    /// Wall-clock seconds the run took.
+    pub wall_secs: f64,
+    /// The inputs, by name.
+    pub inputs: Inputs,
+    /// Request totals.
+    pub requests: Requests,
+    /// Token totals.
+    pub tokens: Tokens,
+    /// Waits for admission.
+    pub waits: Waits,
+    /// The queue over time.
+    pub queue: Queue,
+    /// The client's keys, each with its limits.
+    pub client: Vec<KeyReport>,
+    /// The provider's budgets, each with its limits.
+    pub provider: ProviderSide,
+    /// The provider limit with the highest utilisation.
+    pub binding: Option<Binding>,
+}
+
+/// The names of the inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inputs {
+    /// The client's limits.
+    pub limits: String,
+    /// The workload.
+    pub workload: String,
+    /// The provider.
+    pub provider: String,
+}
+
+/// Request totals.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Requests {
+    /// Requests that arrived.
+    pub arrived: u64,
+    /// Admissions by the client's limiter (a request retried after a 429 is admitted again).
+    pub admitted: u64,
+    /// Calls the provider ran to the end.
+    pub completed: u64,
+    /// 429s from the provider.
+    pub throttled: u64,
+    /// Attempts after a 429.
+    pub retried: u64,
+    /// Requests that gave up: waited `max_wait`, or were refused more than `retries` times.
+    pub gave_up: u64,
+    /// Requests still waiting when arrivals ended.
+    pub unfinished: u64,
+}
+
+/// Token totals of the calls completed.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Tokens {
+    /// Input tokens.
+    pub input: u64,
+    /// Output tokens produced.
+    pub output: u64,
+    /// Output tokens reserved (`max_tokens` per admission).
+    pub reserved_output: u64,
+}
+
+/// Waits for admission: from arrival (or from the 429 a retry follows) to admission by the
+/// limiter, over every admission.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Waits {
+    /// Admissions.
+    pub count: u64,
+    /// Admissions that waited at all.
+    pub waited: u64,
+    /// Mean wait.
+    pub mean_secs: f64,
+    /// Median.
+    pub p50_secs: f64,
+    /// 95th percentile.
+    pub p95_secs: f64,
+    /// 99th percentile.
+    pub p99_secs: f64,
+    /// Longest.
+    pub max_secs: f64,
+}
+
+/// The queue: requests arrived and not yet admitted (waiting for a client slot or for the
+/// limiter), and calls in flight.
+#[derive(Debug, Clone, Serialize)]
+pub struct Queue {
+    /// Longest queue sampled.
+    pub max: u64,
+    /// Mean of the samples.
+    pub mean: f64,
+    /// Seconds between samples.
+    pub every_secs: f64,
+    /// The samples.
+    pub samples: Vec<QueueSample>,
+}
+
+/// One sample of the queue.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct QueueSample {
+    /// Seconds from the start.
+    pub t: f64,
+    /// Requests waiting.
+    pub queued: u64,
+    /// Calls running.
+    pub in_flight: u64,
+}
+
+/// A key (budget) of the client or the provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyReport {
+    /// The budget's name: a model's, or its family's.
+    pub key: String,
+    /// Admissions (client) or calls accepted (provider).
+    pub admitted: u64,
+    /// 429s answered for this key.
+    pub throttled: u64,
+    /// Its rate limits.
+    pub limits: Vec<LimitReport>,
+}
+
+/// One rate limit and what passed it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitReport {
+    /// `requests`, `input_tokens`, `output_tokens`, `tokens`, or a name of one's own.
+    pub dimension: String,
+    /// As written: `500 per minute`.
+    pub limit: String,
+    /// Units per period.
+    pub amount: u64,
+    /// The period, in seconds.
+    pub period_secs: f64,
+    /// The algorithm enforcing it.
+    pub algorithm: String,
+    /// Its bucket's capacity, for the bucket algorithms.
+    pub burst: Option<u64>,
+    /// Units counted over the run (settled amounts; for a provider counting `max_tokens`, the
+    /// reservations).
+    pub used: u64,
+    /// `used` per period: `used * period / duration`.
+    pub rate_per_period: f64,
+    /// `rate_per_period / amount`, in percent.
+    pub utilisation_pct: f64,
+    /// The most counted in any window of one period.
+    pub worst_window: u64,
+    /// `worst_window / amount`, in percent.
+    pub worst_window_pct: f64,
+    /// Units reserved and charged, all told.
+    pub charged: u64,
+    /// Units given back when calls used less than reserved.
+    pub refunded: u64,
+}
+
+/// The provider's side.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderSide {
+    /// The algorithm of limits that name none.
+    pub algorithm: String,
+    /// `usage` or `max_tokens`.
+    pub output_tokens: &'static str,
+    /// 429s answered.
+    pub throttled: u64,
+    /// Its budgets in use.
+    pub keys: Vec<KeyReport>,
+}
+
+/// The limit that binds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Binding {
+    /// The provider's budget.
+    pub key: String,
+    /// The dimension.
+    pub dimension: String,
+    /// The limit.
+    pub limit: String,
+    /// Its utilisation, in percent.
+    pub utilisation_pct: f64,
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// The `q` quantile of sorted values (nearest rank).
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// The largest sum over any half-open window `[s, s + width)`; `points` sorted by time.
+pub fn largest_window(points: &[(u64, u64)], width: u64) -> u64 {
+    let (mut best, mut sum, mut first) = (0u64, 0u64, 0usize);
+    for &(t, amount) in points {
+        sum += amount;
+        while points[first].0.saturating_add(width) <= t {
+            sum -= points[first].1;
+            first += 1;
+        }
+        best = best.max(sum);
+    }
+    best
+}
+
+/// The name of an algorithm and the burst of a limit as a policy applies it (the policy gives
+/// token dimensions a burst of the whole amount under the default algorithm).
+pub fn algorithm_and_burst(dimension: &Dimension, limit: &Limit) -> (Algorithm, Option<u64>) {
+    let Ok(rule) = LimitRule::new(limit) else {
+        return (Algorithm::default(), None);
+    };
+    let explicit = rule.burst().filter(|&b| limit.clone().burst(b) == *limit);
+    let burst = match (rule.algorithm(), explicit) {
+        (_, Some(b)) => Some(b),
+        (Algorithm::SmoothWindow, None) if *dimension != Dimension::Requests => {
+            Some(limit.amount())
+        }
+        (_, None) => rule.burst(),
+    };
+    (rule.algorithm(), burst)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn limit_report(
+    dimension: &Dimension,
+    limit: &Limit,
+    algorithm: Algorithm,
+    burst: Option<u64>,
+    points: &[(u64, u64)],
+    duration: Duration,
+    charged: u64,
+    refunded: u64,
+) -> LimitReport {
+    let used: u64 = points.iter().map(|p| p.1).sum();
+    let period = limit.period().as_secs_f64();
+    // A limit whose period is longer than the run (a daily cap): the share of one period's
+    // amount the run used.
+    let rate = used as f64 * period / duration.as_secs_f64().max(period);
+    let worst = largest_window(points, nanos(limit.period()));
+    let amount = limit.amount();
+    LimitReport {
+        dimension: dimension.name().to_owned(),
+        limit: per_period(amount, limit.period()),
+        amount,
+        period_secs: period,
+        algorithm: algorithm.to_string(),
+        burst,
+        used,
+        rate_per_period: rate,
+        utilisation_pct: 100.0 * rate / amount as f64,
+        worst_window: worst,
+        worst_window_pct: 100.0 * worst as f64 / amount as f64,
+        charged,
+        refunded,
+    }
+}
+
+fn points(records: &[&Record], weights: Weights, reserved: bool) -> Vec<(u64, u64)> {
+    records
+        .iter()
+        .map(|r| {
+            let (i, o) = if reserved {
+                (r.reserved_input, r.reserved_output)
+            } else {
+                (r.input, r.output)
+            };
+            // A 429 counted the request on the client (it was admitted), nothing else.
+            let amount = if r.status == 200 || reserved {
+                weights.amount(i, o)
+            } else {
+                weights.requests
+            };
+            (r.t, amount)
+        })
+        .collect()
+}
+
+/// Builds the report.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build(
+    input: &SimInput,
+    workload: &Workload,
+    seed: u64,
+    realtime: bool,
+    gate: &Gate,
+    provider: &Provider,
+    counters: &Counters,
+    records: &[Record],
+    samples: &[Sample],
+    every: u64,
+) -> Report {
+    let duration = workload.duration;
+    let completed: Vec<&Record> = records.iter().filter(|r| r.status == 200).collect();
+    let mut waits: Vec<u64> = records.iter().map(|r| r.wait).collect();
+    waits.sort_unstable();
+    let stats = gate.stats();
+    let client = gate
+        .limits()
+        .into_iter()
+        .zip(stats)
+        .map(|((key, limits), (_, stats))| {
+            let mine: Vec<&Record> = records.iter().filter(|r| *r.key == *key).collect();
+            let limits = limits
+                .iter()
+                .zip(&stats.limits)
+                .map(|(kl, ls)| {
+                    let (alg, burst) = algorithm_and_burst(&kl.dimension, &kl.limit);
+                    limit_report(
+                        &kl.dimension,
+                        &kl.limit,
+                        alg,
+                        burst,
+                        &points(&mine, kl.weights, false),
+                        duration,
+                        ls.charged,
+                        ls.refunded,
+                    )
+                })
+                .collect();
+            KeyReport {
+                key,
+                admitted: stats.admitted,
+                throttled: stats.throttled,
+                limits,
+            }
+        })
+        .collect();
+    let charge_reserved = provider.output_charge() == OutputCharge::MaxTokens;
+    let provider_keys: Vec<KeyReport> = provider
+        .budgets()
+        .iter()
+        .map(|b| {
+            let mine: Vec<&Record> = completed
+                .iter()
+                .copied()
+                .filter(|r| *r.provider_key == *b.name)
+                .collect();
+            let limits = b
+                .limits
+                .iter()
+                .map(|l| {
+                    limit_report(
+                        &l.dimension,
+                        &l.limit,
+                        l.rule.algorithm(),
+                        l.rule.burst(),
+                        &points(&mine, l.weights, charge_reserved),
+                        duration,
+                        l.charged,
+                        l.refunded,
+                    )
+                })
+                .collect();
+            KeyReport {
+                key: b.name.clone(),
+                admitted: b.accepted,
+                throttled: b.throttled,
+                limits,
+            }
+        })
+        .collect();
+    let binding = provider_keys
+        .iter()
+        .flat_map(|k| k.limits.iter().map(move |l| (k, l)))
+        .filter(|(_, l)| l.period_secs <= duration.as_secs_f64())
+        .max_by(|a, b| a.1.utilisation_pct.total_cmp(&b.1.utilisation_pct))
+        .map(|(k, l)| Binding {
+            key: k.key.clone(),
+            dimension: l.dimension.clone(),
+            limit: l.limit.clone(),
+            utilisation_pct: l.utilisation_pct,
+        });
+    let queued: Vec<u64> = samples.iter().map(|s| s.queued).collect();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    Report {
+        seed,
+        mode: if realtime { "realtime" } else { "virtual" },
+        duration_secs: duration.as_secs_f64(),
+        wall_secs: 0.0,
+        inputs: Inputs {
+            limits: input.names[0].clone(),
+            workload: input.names[1].clone(),
+            provider: input.names[2].clone(),
+        },
+        requests: Requests {
+            arrived: load(&counters.arrived),
+            admitted: load(&counters.admitted),
+            completed: load(&counters.completed),
+            throttled: load(&counters.throttled),
+            retried: load(&counters.retried),
+            gave_up: load(&counters.gave_up),
+            unfinished: load(&counters.unfinished),
+        },
+        tokens: Tokens {
+            input: completed.iter().map(|r| r.input).sum(),
+            output: completed.iter().map(|r| r.output).sum(),
+            reserved_output: records.iter().map(|r| r.reserved_output).sum(),
+        },
+        waits: Waits {
+            count: waits.len() as u64,
+            waited: waits.iter().filter(|&&w| w > 0).count() as u64,
+            mean_secs: secs(waits.iter().sum::<u64>()) / waits.len().max(1) as f64,
+            p50_secs: secs(quantile(&waits, 0.50)),
+            p95_secs: secs(quantile(&waits, 0.95)),
+            p99_secs: secs(quantile(&waits, 0.99)),
+            max_secs: secs(waits.last().copied().unwrap_or(0)),
+        },
+        queue: Queue {
+            max: queued.iter().copied().max().unwrap_or(0),
+            mean: queued.iter().sum::<u64>() as f64 / queued.len().max(1) as f64,
+            every_secs: secs(every),
+            samples: samples
+                .iter()
+                .map(|s| QueueSample {
+                    t: secs(s.t),
+                    queued: s.queued,
+                    in_flight: s.in_flight,
+                })
+                .collect(),
+        },
+        client,
+        provider: ProviderSide {
+            algorithm: input.provider.algorithm.to_string(),
+            output_tokens: match provider.output_charge() {
+                OutputCharge::Usage => "usage",
+                OutputCharge::MaxTokens => "max_tokens",
+            },
+            throttled: provider.budgets().iter().map(|b| b.throttled).sum(),
+            keys: provider_keys,
+        },
+        binding,
+    }
+}
+
+/// `500 per minute`, `30000 per 90 s`.
+pub fn per_period(amount: u64, period: Duration) -> String {
+    let unit = match (period.as_secs(), period.subsec_nanos()) {
+        (1, 0) => "second".to_owned(),
+        (60, 0) => "minute".to_owned(),
+        (3_600, 0) => "hour".to_owned(),
+        (86_400, 0) => "day".to_owned(),
+        _ => fmt_duration(period),
+    };
+    format!("{amount} per {unit}")
+}
+
+/// A clock time from the start: `0:20:00`.
+fn clock_time(secs: f64) -> String {
+    let s = secs.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3_600, s / 60 % 60, s % 60)
+}
+
+/// A duration as people write it: `60 s` is `1 min`, `3600 s` is `1 h`.
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    let whole = d.subsec_nanos() == 0;
+    let secs = d.as_secs();
+    if whole && secs > 0 && secs % 86_400 == 0 {
+        format!("{} d", secs / 86_400)
+    } else if whole && secs > 0 && secs % 3_600 == 0 {
+        format!("{} h", secs / 3_600)
+    } else if whole && secs > 0 && secs % 60 == 0 {
+        format!("{} min", secs / 60)
+    } else if s >= 1.0 {
+        format!("{} s", trim(s))
+    } else {
+        format!("{} ms", trim(s * 1e3))
+    }
+}
+
+fn trim(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// A wait in seconds, readable.
+fn fmt_secs(s: f64) -> String {
+    if s == 0.0 {
+        "0".to_owned()
+    } else if s < 1.0 {
+        format!("{:.0} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// A count with thousands separators.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Report {
+    /// The report as the table the command prints.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let r = &self.requests;
+        let _ = writeln!(
+            out,
+            "tokengate simulate: {} time, seed {} (reproduce with --seed {})",
+            self.mode, self.seed, self.seed
+        );
+        let _ = writeln!(
+            out,
+            "  limits: {}\n  workload: {}\n  provider: {} ({}; output tokens counted as {})",
+            self.inputs.limits,
+            self.inputs.workload,
+            self.inputs.provider,
+            self.provider.algorithm,
+            self.provider.output_tokens
+        );
+        let _ = writeln!(
+            out,
+            "  {} of traffic in {:.2} s of wall-clock time\n",
+            fmt_duration(Duration::from_secs_f64(self.duration_secs)),
+            self.wall_secs
+        );
+        let _ = writeln!(
+            out,
+            "requests  {} arrived, {} admitted, {} completed, {} throttled by the provider (429), {} retried, {} gave up, {} still waiting at the end",
+            thousands(r.arrived),
+            thousands(r.admitted),
+            thousands(r.completed),
+            thousands(r.throttled),
+            thousands(r.retried),
+            thousands(r.gave_up),
+            thousands(r.unfinished)
+        );
+        let t = &self.tokens;
+        let _ = writeln!(
+            out,
+            "tokens    {} input, {} output ({} reserved as max_tokens)",
+            thousands(t.input),
+            thousands(t.output),
+            thousands(t.reserved_output)
+        );
+        let w = &self.waits;
+        let _ = writeln!(
+            out,
+            "waits     p50 {}, p95 {}, p99 {}, max {}, mean {} ({} of {} admissions waited)",
+            fmt_secs(w.p50_secs),
+            fmt_secs(w.p95_secs),
+            fmt_secs(w.p99_secs),
+            fmt_secs(w.max_secs),
+            fmt_secs(w.mean_secs),
+            thousands(w.waited),
+            thousands(w.count)
+        );
+        let _ = writeln!(
+            out,
+            "queue     max {}, mean {:.1} (requests arrived and not yet admitted, sampled every {})",
+            self.queue.max,
+            self.queue.mean,
+            fmt_secs(self.queue.every_secs)
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<14} {:<9} {:<14} {:<26} {:<23} {:>12} {:>14} {:>7} {:>8} {:>12}",
+            "key",
+            "side",
+            "dimension",
+            "limit",
+            "algorithm",
+            "used",
+            "per period",
+            "util",
+            "worst",
+            "refunded"
+        );
+        let sides = [("client", &self.client), ("provider", &self.provider.keys)];
+        for (side, keys) in sides {
+            for k in keys.iter() {
+                for l in &k.limits {
+                    let alg = match l.burst {
+                        Some(b) => format!("{} (burst {})", l.algorithm, b),
+                        None => l.algorithm.clone(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{:<14} {:<9} {:<14} {:<26} {:<23} {:>12} {:>14} {:>6.1}% {:>7.1}% {:>12}",
+                        k.key,
+                        side,
+                        l.dimension,
+                        l.limit,
+                        alg,
+                        thousands(l.used),
+                        thousands(l.rate_per_period.round() as u64),
+                        l.utilisation_pct,
+                        l.worst_window_pct,
+                        thousands(l.refunded)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n(util: the rate achieved over the run against the limit, or for a limit longer than the run, the share of it used; worst: the most in any one window of the limit's period)"
+        );
+        let _ = writeln!(out, "\nqueue over time:");
+        let rows = 12usize.min(self.queue.samples.len().max(1));
+        let chunk = self.queue.samples.len().div_ceil(rows).max(1);
+        for part in self.queue.samples.chunks(chunk) {
+            let (Some(first), Some(last)) = (part.first(), part.last()) else {
+                continue;
+            };
+            let max = part.iter().map(|s| s.queued).max().unwrap_or(0);
+            let flight = part.iter().map(|s| s.in_flight).max().unwrap_or(0);
+            let bar =
+                "#".repeat(((max as f64 / self.queue.max.max(1) as f64) * 30.0).round() as usize);
+            let _ = writeln!(
+                out,
+                "  {} - {}  queued max {:>6}  in flight max {:>5}  {bar}",
+                clock_time(first.t),
+                clock_time(last.t),
+                max,
+                flight
+            );
+        }
+        if let Some(b) = &self.binding {
+            let _ = writeln!(
+                out,
+                "\nbinding limit: {} {} {} at {:.1}% utilisation; {} 429s from the provider",
+                b.key, b.dimension, b.limit, b.utilisation_pct, r.throttled
+            );
+        }
+        out
+    }
+
+    /// Writes the report as JSON.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_json(&self, path: &Path) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::new(format!("cannot encode the report: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|e| {
+            Error::new(format!(
+                "{}: cannot write the JSON report: {e}",
+                path.display()
+            ))
+        })
+    }
+}
+
+/// Writes one JSON line per admission, in the form `check-admissions` reads.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_log(path: &Path, records: &[Record]) -> Result<(), Error> {
+    let fail = |e: std::io::Error| {
+        Error::new(format!(
+            "{}: cannot write the admission log: {e}",
+            path.display()
+        ))
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
+    for r in records {
+        // Strings go through serde_json for escaping.
+        let s = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned());
+        writeln!(
+            out,
+            "{{\"t\": {:.9}, \"key\": {}, \"provider_key\": {}, \"model\": {}, \"tenant\": {}, \"status\": {}, \"attempt\": {}, \"requests\": 1, \"input_tokens\": {}, \"output_tokens\": {}, \"tokens\": {}, \"reserved_input_tokens\": {}, \"reserved_output_tokens\": {}, \"wait\": {:.9}}}",
+            secs(r.t),
+            s(&r.key),
+            s(&r.provider_key),
+            s(&r.model),
+            s(&r.tenant),
+            r.status,
+            r.attempt,
+            r.input,
+            r.output,
+            r.input + r.output,
+            r.reserved_input,
+            r.reserved_output,
+            secs(r.wait),
+        )
+        .map_err(fail)?;
+    }
+    out.flush().map_err(fail)
+}

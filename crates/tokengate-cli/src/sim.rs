@@ -1,0 +1,544 @@
+//! The simulation: the workload's requests go through the real limiter ([`Gate`]) to the
+//! simulated [`Provider`], in tokio's virtual time (paused clock, so an hour of traffic runs in
+//! a fraction of a second) or against the wall clock.
+//!
+//! Each request is a tokio task: it arrives, waits for one of the client's `concurrency`
+//! slots, waits for admission by the limiter (reserving its prompt and `max_tokens`), calls
+//! the provider, which either answers 429 (the limiter is told, with the response's headers,
+//! and pauses; the request retries) or runs the call for its latency, and settles the permit
+//! with the tokens really produced.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokengate::config::Config;
+use tokengate::feedback::ProviderReport;
+use tokengate::{AcquireError, Clock, Cost, TokioClock};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::error::Error;
+use crate::gate::{Gate, KeyLimit, Route};
+use crate::provider::{Answer, Provider, ProviderSpec};
+use crate::report::{self, Report};
+use crate::workload::{nanos, Arrival, Workload};
+
+/// The shipped example's limits (`examples/limits.toml`).
+pub const EXAMPLE_LIMITS: &str = include_str!("../examples/limits.toml");
+/// The shipped example's workload (`examples/workload.toml`).
+pub const EXAMPLE_WORKLOAD: &str = include_str!("../examples/workload.toml");
+/// The shipped example's provider (`examples/provider.toml`).
+pub const EXAMPLE_PROVIDER: &str = include_str!("../examples/provider.toml");
+
+/// What a simulation runs: the client's limits, the workload and the provider.
+#[derive(Debug, Clone)]
+pub struct SimInput {
+    /// The client's limits.
+    pub limits: Config,
+    /// The traffic.
+    pub workload: Workload,
+    /// The provider's limits and enforcement.
+    pub provider: ProviderSpec,
+    /// The names of the three sources, for the report.
+    pub names: [String; 3],
+}
+
+impl SimInput {
+    /// The shipped example.
+    ///
+    /// # Errors
+    /// Never in a released build (the example is checked by the tests).
+    pub fn example() -> Result<Self, Error> {
+        Self::load(None, None, None)
+    }
+
+    /// Reads the files given; each one missing is the shipped example's. Without `--provider`,
+    /// the provider enforces the shipped example's provider limits, or, when `--limits` is
+    /// given, the same limits as the client with token buckets.
+    ///
+    /// # Errors
+    /// A file that cannot be read or is invalid, named with its line and field.
+    pub fn load(
+        limits: Option<&Path>,
+        workload: Option<&Path>,
+        provider: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let example = |name: &str| format!("<example {name}>");
+        let (limits_config, limits_name) = match limits {
+            Some(p) => (Config::from_file(p)?, p.display().to_string()),
+            None => (
+                Config::from_toml_str(EXAMPLE_LIMITS, &example("limits.toml"))?,
+                example("limits.toml"),
+            ),
+        };
+        let (workload, workload_name) = match workload {
+            Some(p) => (Workload::from_file(p)?, p.display().to_string()),
+            None => (
+                Workload::from_toml_str(EXAMPLE_WORKLOAD, &example("workload.toml"))?,
+                example("workload.toml"),
+            ),
+        };
+        let (provider, provider_name) = match (provider, limits) {
+            (Some(p), _) => (ProviderSpec::from_file(p)?, p.display().to_string()),
+            (None, Some(_)) => (
+                ProviderSpec::enforcing(limits_config.clone()),
+                format!("the limits of {limits_name}, as token buckets"),
+            ),
+            (None, None) => (
+                ProviderSpec::from_toml_str(EXAMPLE_PROVIDER, &example("provider.toml"))?,
+                example("provider.toml"),
+            ),
+        };
+        Ok(Self {
+            limits: limits_config,
+            workload,
+            provider,
+            names: [limits_name, workload_name, provider_name],
+        })
+    }
+}
+
+/// How to run a simulation.
+#[derive(Debug, Clone, Default)]
+pub struct SimOptions {
+    /// The seed of every draw; else the workload's, else one chosen from the system time.
+    pub seed: Option<u64>,
+    /// Against the wall clock, on a multi-thread runtime, instead of virtual time.
+    pub realtime: bool,
+    /// Overrides the workload's duration.
+    pub duration: Option<Duration>,
+    /// Shows a progress bar with live figures (real time only).
+    pub progress: bool,
+}
+
+/// One admission by the client's limiter.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The admission instant, ns from the start.
+    pub t: u64,
+    /// The client's key (budget) it was charged to.
+    pub key: Arc<str>,
+    /// The provider's budget it went to.
+    pub provider_key: Arc<str>,
+    /// The model.
+    pub model: Arc<str>,
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// Input tokens as settled (0 when the provider answered 429).
+    pub input: u64,
+    /// Output tokens as settled (0 when the provider answered 429).
+    pub output: u64,
+    /// Input tokens reserved.
+    pub reserved_input: u64,
+    /// Output tokens reserved (`max_tokens`).
+    pub reserved_output: u64,
+    /// How long it waited for this admission, ns (from arrival, or from the 429 it retries).
+    pub wait: u64,
+    /// 200, or 429 when the provider refused it.
+    pub status: u16,
+    /// 0 for the first attempt, then 1, 2, ... for retries after a 429.
+    pub attempt: u32,
+}
+
+/// The queue and the calls in flight at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// The instant, ns from the start.
+    pub t: u64,
+    /// Requests arrived and waiting (for a client slot, or for admission).
+    pub queued: u64,
+    /// Calls running at the provider.
+    pub in_flight: u64,
+}
+
+/// Totals kept while the simulation runs.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) arrived: AtomicU64,
+    pub(crate) admitted: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) gave_up: AtomicU64,
+    pub(crate) unfinished: AtomicU64,
+    pub(crate) queued: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+}
+
+/// What a simulation produced.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// The figures (printed as a table, written by `--json`).
+    pub report: Report,
+    /// Every admission, in admission order (written by `--log`).
+    pub records: Vec<Record>,
+    /// The queue over time.
+    pub samples: Vec<Sample>,
+    /// The client's limits per key, with what a request counts on each.
+    pub client_limits: Vec<(String, Vec<KeyLimit>)>,
+}
+
+/// Runs a simulation.
+///
+/// # Errors
+/// An impossible workload (a model without limits, a request above a limit's capacity), or a
+/// runtime that cannot be built.
+pub fn simulate(input: &SimInput, options: &SimOptions) -> Result<Simulation, Error> {
+    let seed = options
+        .seed
+        .or(input.workload.seed)
+        .unwrap_or_else(random_seed);
+    let mut workload = input.workload.clone();
+    if let Some(d) = options.duration {
+        workload.duration = d;
+    }
+    let runtime = if options.realtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+    }
+    .map_err(|e| Error::new(format!("cannot start the tokio runtime: {e}")))?;
+    let wall = Instant::now();
+    let mut sim = runtime.block_on(run(input, &workload, seed, options))?;
+    sim.report.wall_secs = wall.elapsed().as_secs_f64();
+    Ok(sim)
+}
+
+/// A seed from the system time, for runs that name none.
+fn random_seed() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    // Keep it short enough to type back.
+    (now.as_nanos() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44
+}
+
+/// Everything the request tasks share.
+struct Shared {
+    gate: Gate,
+    /// `routes[model][tenant]`.
+    routes: Vec<Vec<Route>>,
+    /// The provider's budget of each model.
+    provider_budget: Vec<usize>,
+    provider_keys: Vec<Arc<str>>,
+    provider: Mutex<Provider>,
+    slots: Semaphore,
+    clock: TokioClock,
+    end: u64,
+    max_wait: Option<u64>,
+    retries: u32,
+    max_tokens: u64,
+    records: Mutex<Vec<Record>>,
+    counters: Counters,
+    names: Names,
+}
+
+/// Interned names for records.
+struct Names {
+    keys: Vec<Arc<str>>,
+    models: Vec<Arc<str>>,
+    tenants: Vec<Arc<str>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The instant rate-limit headers are read at (only HTTP-dates and RFC 3339 resets use it; the
+/// simulated provider sends neither).
+fn wall_now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+async fn run(
+    input: &SimInput,
+    workload: &Workload,
+    seed: u64,
+    options: &SimOptions,
+) -> Result<Simulation, Error> {
+    let clock = TokioClock::new();
+    let origin = tokio::time::Instant::now();
+    let mut gate = Gate::new(clock);
+    let mut provider = Provider::new(input.provider.clone());
+    let mut routes = Vec::new();
+    let mut provider_budget = Vec::new();
+    let mut keys = Vec::new();
+    for (m, model) in workload.models.iter().enumerate() {
+        let mut row = Vec::new();
+        for tenant in &workload.tenants {
+            row.push(gate.route(&input.limits, &tenant.name, &model.name)?);
+        }
+        let b = provider.budget_of(&model.name)?;
+        let line = workload.places.models.get(m).copied().unwrap_or(0);
+        check_possible(&gate, &row[0], &provider, b, workload, line)?;
+        keys.push(Arc::<str>::from(row[0].key.as_str()));
+        provider_budget.push(b);
+        routes.push(row);
+    }
+    let provider_keys = provider
+        .budgets()
+        .iter()
+        .map(|b| Arc::<str>::from(b.name.as_str()))
+        .collect();
+    let arrivals = workload.draw(seed);
+    let end = nanos(workload.duration);
+    let shared = Arc::new(Shared {
+        gate,
+        routes,
+        provider_budget,
+        provider_keys,
+        provider: Mutex::new(provider),
+        slots: Semaphore::new(
+            usize::try_from(workload.concurrency)
+                .unwrap_or(usize::MAX)
+                .min(Semaphore::MAX_PERMITS),
+        ),
+        clock,
+        end,
+        max_wait: workload.max_wait.map(nanos),
+        retries: workload.retries,
+        max_tokens: workload.max_tokens,
+        records: Mutex::new(Vec::with_capacity(arrivals.len())),
+        counters: Counters::default(),
+        names: Names {
+            keys,
+            models: workload
+                .models
+                .iter()
+                .map(|m| Arc::from(m.name.as_str()))
+                .collect(),
+            tenants: workload
+                .tenants
+                .iter()
+                .map(|t| Arc::from(t.name.as_str()))
+                .collect(),
+        },
+    });
+
+    // The queue over time: 360 samples over the run, and live figures in real time.
+    let every = (end / 360).max(1_000_000);
+    let sampler = tokio::spawn(sample(Arc::clone(&shared), origin, every));
+    let progress = (options.realtime && options.progress)
+        .then(|| tokio::spawn(live_progress(Arc::clone(&shared), workload.duration)));
+
+    let mut tasks = JoinSet::new();
+    for a in arrivals {
+        tokio::time::sleep_until(origin + Duration::from_nanos(a.at)).await;
+        shared.counters.arrived.fetch_add(1, Relaxed);
+        tasks.spawn(request(Arc::clone(&shared), a));
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let samples = sampler.await.unwrap_or_default();
+    if let Some(p) = progress {
+        p.abort();
+        let _ = p.await;
+    }
+    let mut records = std::mem::take(&mut *lock(&shared.records));
+    records.sort_by_key(|r| r.t);
+    let report = report::build(
+        input,
+        workload,
+        seed,
+        options.realtime,
+        &shared.gate,
+        &lock(&shared.provider),
+        &shared.counters,
+        &records,
+        &samples,
+        every,
+    );
+    Ok(Simulation {
+        report,
+        records,
+        samples,
+        client_limits: shared.gate.limits(),
+    })
+}
+
+/// A progress bar over the run's duration, with live figures, redrawn five times a second.
+async fn live_progress(shared: Arc<Shared>, duration: Duration) {
+    let bar = indicatif::ProgressBar::new(duration.as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let c = &shared.counters;
+    loop {
+        let now = shared.clock.now();
+        bar.set_position(now / 1_000_000);
+        bar.set_message(format!(
+            "admitted {} · completed {} · 429s {} · queued {} · in flight {}",
+            c.admitted.load(Relaxed),
+            c.completed.load(Relaxed),
+            c.throttled.load(Relaxed),
+            c.queued.load(Relaxed),
+            c.in_flight.load(Relaxed),
+        ));
+        if now >= shared.end {
+            bar.finish();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Refuses a workload whose largest request can never be admitted by the client or accepted
+/// by the provider.
+fn check_possible(
+    gate: &Gate,
+    route: &Route,
+    provider: &Provider,
+    budget: usize,
+    workload: &Workload,
+    model_line: usize,
+) -> Result<(), Error> {
+    let (input, output) = (workload.input_tokens.max(), workload.max_tokens);
+    let cost = Cost::request().input(input).output(output);
+    let explain = format!(
+        "a request to {:?} ({}) can reserve {input} input tokens (the largest of input_tokens, {}) and {output} output tokens (max_tokens, {})",
+        route.model,
+        workload.place(model_line),
+        workload.place(workload.places.input_tokens),
+        workload.place(workload.places.max_tokens),
+    );
+    if let Some(e) = gate.impossible(route, &cost) {
+        return Err(Error::new(format!(
+            "impossible workload: {explain}, but the client's limits can never admit it: {e}. Lower input_tokens' max or max_tokens in the workload, or raise the limit."
+        )));
+    }
+    if let Some(m) = provider.impossible(budget, input, output) {
+        return Err(Error::new(format!(
+            "impossible workload: {explain}, but the provider would never accept it: {m}. Lower input_tokens' max or max_tokens in the workload, or raise the provider's limit."
+        )));
+    }
+    Ok(())
+}
+
+/// Samples the queue every `every` ns until the end of the run.
+async fn sample(shared: Arc<Shared>, origin: tokio::time::Instant, every: u64) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut t = 0;
+    loop {
+        tokio::time::sleep_until(origin + Duration::from_nanos(t)).await;
+        out.push(Sample {
+            t,
+            queued: shared.counters.queued.load(Relaxed),
+            in_flight: shared.counters.in_flight.load(Relaxed),
+        });
+        if t >= shared.end {
+            return out;
+        }
+        t = (t + every).min(shared.end);
+    }
+}
+
+/// One request, from arrival to its last answer.
+async fn request(shared: Arc<Shared>, a: Arrival) {
+    let c = &shared.counters;
+    let arrived = shared.clock.now();
+    let deadline = shared
+        .max_wait
+        .map_or(shared.end, |w| shared.end.min(arrived.saturating_add(w)));
+    // Gives up at the deadline: the run's end, or max_wait.
+    let give_up = |c: &Counters| {
+        c.queued.fetch_sub(1, Relaxed);
+        if deadline >= shared.end {
+            c.unfinished.fetch_add(1, Relaxed);
+        } else {
+            c.gave_up.fetch_add(1, Relaxed);
+        }
+    };
+    c.queued.fetch_add(1, Relaxed);
+    let wait_for_slot = Duration::from_nanos(deadline.saturating_sub(arrived));
+    let _slot = match tokio::time::timeout(wait_for_slot, shared.slots.acquire()).await {
+        Ok(Ok(slot)) => slot,
+        _ => return give_up(c),
+    };
+    let route = &shared.routes[a.model][a.tenant];
+    let budget = shared.provider_budget[a.model];
+    let mut waiting_since = arrived;
+    let mut attempt = 0;
+    loop {
+        let now = shared.clock.now();
+        let cost = Cost::request().input(a.input).output(shared.max_tokens);
+        let timeout = Duration::from_nanos(deadline.saturating_sub(now));
+        let permit = match shared.gate.acquire(route, cost, timeout).await {
+            Ok(permit) => permit,
+            Err(
+                AcquireError::Timeout { .. }
+                | AcquireError::QueueTimeout { .. }
+                | AcquireError::Paused { .. },
+            ) => return give_up(c),
+            // Impossible costs were refused before the run.
+            Err(_) => return give_up(c),
+        };
+        c.queued.fetch_sub(1, Relaxed);
+        c.admitted.fetch_add(1, Relaxed);
+        let t = permit.admitted_at();
+        let mut record = Record {
+            t,
+            key: Arc::clone(&shared.names.keys[a.model]),
+            provider_key: Arc::clone(&shared.provider_keys[budget]),
+            model: Arc::clone(&shared.names.models[a.model]),
+            tenant: Arc::clone(&shared.names.tenants[a.tenant]),
+            input: 0,
+            output: 0,
+            reserved_input: a.input,
+            reserved_output: shared.max_tokens,
+            wait: t.saturating_sub(waiting_since),
+            status: 429,
+            attempt,
+        };
+        let answer = lock(&shared.provider).call(budget, a.input, shared.max_tokens, t);
+        match answer {
+            Answer::Throttled(headers) => {
+                let report = ProviderReport::from_headers(
+                    headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    wall_now(),
+                );
+                shared.gate.observe_throttled(route, &report);
+                // The call did not run: nothing but the request itself was used.
+                permit.settle(0, 0);
+                lock(&shared.records).push(record);
+                c.throttled.fetch_add(1, Relaxed);
+                attempt += 1;
+                if attempt > shared.retries {
+                    c.gave_up.fetch_add(1, Relaxed);
+                    return;
+                }
+                c.retried.fetch_add(1, Relaxed);
+                c.queued.fetch_add(1, Relaxed);
+                waiting_since = shared.clock.now();
+            }
+            Answer::Accepted(ticket) => {
+                c.in_flight.fetch_add(1, Relaxed);
+                tokio::time::sleep(Duration::from_nanos(a.latency)).await;
+                let now = shared.clock.now();
+                let headers = lock(&shared.provider).finish(ticket, a.output, now);
+                permit.settle(a.input, a.output);
+                let report = ProviderReport::from_headers(
+                    headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    wall_now(),
+                );
+                shared.gate.observe(route, &report);
+                c.in_flight.fetch_sub(1, Relaxed);
+                c.completed.fetch_add(1, Relaxed);
+                record.input = a.input;
+                record.output = a.output;
+                record.status = 200;
+                lock(&shared.records).push(record);
+                return;
+            }
+        }
+    }
+}
