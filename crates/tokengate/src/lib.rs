@@ -140,6 +140,7 @@
 //! all N at once. A single cost above the burst is admitted once the bucket is full and pays
 //! its excess back before the next admission.
 
+pub mod call;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod core;

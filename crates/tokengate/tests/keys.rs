@@ -552,3 +552,87 @@ proptest! {
         }
     }
 }
+
+/// gpt-4o: 100,000 tokens a minute (input and output combined); tenants 20,000.
+const TOKENS: &str = r#"
+    [models.gpt-4o]
+    tokens_per_minute = 100_000
+    [defaults.tenant]
+    tokens_per_minute = 20_000
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn run_prices_the_request_and_settles_from_the_reply() {
+    let limiter = tokio_limiter(TOKENS);
+    let key = limiter.key("acme", "gpt-4o");
+    let request = serde_json::json!({"model": "gpt-4o", "max_tokens": 2_000,
+        "messages": [{"role": "user", "content": "Write a haiku about rate limits."}]});
+    let expected = tokengate::estimate::ChatRequest::from_value(None, &request)
+        .unwrap()
+        .cost(&limiter.estimator());
+    assert_eq!(expected.output_tokens(), 2_000);
+    let seen = Arc::new(Mutex::new(None));
+    let reply = key
+        .run(&request, |_req| {
+            let seen = Arc::clone(&seen);
+            let limiter = &limiter;
+            async move {
+                // While the call runs, the whole estimate is reserved on both budgets.
+                *seen.lock().unwrap() = Some(limiter.key("acme", "gpt-4o").stats());
+                Ok::<_, String>(serde_json::json!({"object": "chat.completion",
+                    "usage": {"prompt_tokens": 14, "completion_tokens": 17}}))
+            }
+        })
+        .await
+        .unwrap();
+    assert!(reply.is_ok());
+    let during = seen.lock().unwrap().take().unwrap();
+    let reserved = expected.input_tokens() + 2_000;
+    assert_eq!(
+        used(&during),
+        [
+            ("model gpt-4o".into(), reserved),
+            ("tenant acme".into(), reserved)
+        ]
+    );
+    assert_eq!(
+        used(&key.stats()),
+        [("model gpt-4o".into(), 31), ("tenant acme".into(), 31)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_keeps_the_reservation_of_a_failed_call_and_refuses_the_impossible() {
+    let limiter = tokio_limiter(TOKENS);
+    let key = limiter.key("acme", "gpt-4o");
+    let request = serde_json::json!({"model": "claude-x", "system": "Be brief.", "max_tokens": 500,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]});
+    let reply = key
+        .run(&request, |_| async {
+            Err::<serde_json::Value, _>("connection reset")
+        })
+        .await
+        .unwrap();
+    assert!(reply.is_err());
+    let used_now = used(&key.stats());
+    assert!(used_now[1].1 > 500, "{used_now:?}"); // the whole reservation stands
+    assert_eq!(key.stats()[0].settled, 0);
+    // More than the tenant could ever admit: fails at once, the call is never made.
+    let huge = serde_json::json!({"model": "gpt-4o", "max_tokens": 50_000, "messages": []});
+    let err = key
+        .run(&huge, |_| async {
+            panic!("not called") as Result<serde_json::Value, ()>
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AcquireError::Exceeds {
+                capacity: 20_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

@@ -64,6 +64,8 @@ mod chat;
 mod encoding;
 mod heuristic;
 mod output;
+#[cfg(feature = "json")]
+mod request;
 
 use std::fmt;
 use std::sync::Arc;
@@ -74,6 +76,8 @@ pub use chat::{ChatMessage, REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME};
 pub use encoding::Encoding;
 pub use heuristic::heuristic_tokens;
 pub use output::{OutputLearning, OutputStats};
+#[cfg(feature = "json")]
+pub use request::{ApiFormat, ChatRequest, RequestMessage, IMAGE_TOKENS};
 
 use output::Learner;
 

@@ -665,6 +665,81 @@ impl<'a, C: Clock> Key<'a, C> {
             .collect()
     }
 
+    /// Estimates `request` with the limiter's [estimator](Limiter::estimator), waits for its
+    /// admission on this key's budgets, runs `call`, and settles the permit with the usage its
+    /// reply reports (a reply without usage, or a failed call, keeps the reservation: what a
+    /// provider counts for a call nobody can account for). The in-flight slot is held exactly
+    /// while `call` runs. With an estimator that learns output sizes, the reply's output is
+    /// fed to it.
+    ///
+    /// # Errors
+    /// The [`AcquireError`](crate::AcquireError) of the acquisition; the call's own result,
+    /// error or not, is `Ok`.
+    ///
+    /// # Cancel safety
+    /// Dropping the future while it waits charges nothing; while `call` runs, it frees the
+    /// slot and keeps the reservation.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    /// use tokengate::config::Config;
+    /// use tokengate::Limiter;
+    ///
+    /// let config = Config::from_toml_str(r#"
+    ///     [models.gpt-4o]
+    ///     requests_per_minute = 500
+    ///     tokens_per_minute = 30_000
+    ///     [defaults.tenant]
+    ///     tokens_per_minute = 10_000
+    /// "#, "limits.toml")?;
+    /// let limiter = Limiter::from_config(config);
+    /// let request = json!({"model": "gpt-4o", "max_tokens": 800,
+    ///     "messages": [{"role": "user", "content": "Say hello."}]});
+    /// // A client that answers with the provider's JSON (here, a canned reply).
+    /// let chat = |_req: &serde_json::Value| async {
+    ///     Ok::<_, std::io::Error>(json!({"object": "chat.completion",
+    ///         "usage": {"prompt_tokens": 11, "completion_tokens": 4}}))
+    /// };
+    /// let reply = limiter.key("acme", "gpt-4o").run(&request, chat).await??;
+    /// assert_eq!(reply["usage"]["completion_tokens"], 4);
+    /// // Both budgets were charged what the call used: 15 tokens.
+    /// let stats = limiter.key("acme", "gpt-4o").stats();
+    /// assert_eq!((stats[1].limits[1].used, stats[2].limits[0].used), (15, 15));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn run<Req, R, F, Fut>(
+        &self,
+        request: &Req,
+        call: F,
+    ) -> Result<R, crate::AcquireError>
+    where
+        Req: crate::call::ModelRequest + ?Sized,
+        R: crate::call::ModelReply,
+        F: FnOnce(&Req) -> Fut,
+        Fut: std::future::Future<Output = R>,
+    {
+        let estimator = self.limiter.estimator();
+        let model = self.names.model.as_deref().unwrap_or("");
+        let cost = request.cost(&estimator, model);
+        let permit = self.acquire(cost).await?;
+        let reply = call(request).await;
+        match reply.usage() {
+            Some(usage) => {
+                if let Some(output) = usage.output_tokens().filter(|_| !model.is_empty()) {
+                    estimator.observe_output(model, output);
+                }
+                permit.settle(usage);
+            }
+            None => drop(permit),
+        }
+        Ok(reply)
+    }
+
     /// The limiter.
     pub fn limiter(&self) -> &'a Limiter<C> {
         self.limiter

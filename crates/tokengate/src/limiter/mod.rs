@@ -22,6 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::core::Nanos;
 use crate::cost::Cost;
 use crate::error::Denied;
+use crate::estimate::Estimator;
 use crate::policy::Policy;
 use crate::stats::Stats;
 
@@ -74,6 +75,8 @@ struct Shared<C> {
     clock: C,
     /// The limiter's own policy: every request falls under it.
     policy: Arc<Policy>,
+    /// Prices requests for [`Key::run`].
+    estimator: Mutex<Estimator>,
     state: Mutex<State>,
 }
 
@@ -99,6 +102,7 @@ impl<C: Clock> Limiter<C> {
             shared: Arc::new(Shared {
                 clock,
                 policy,
+                estimator: Mutex::new(Estimator::new()),
                 state: Mutex::new(state),
             }),
         }
@@ -112,6 +116,25 @@ impl<C: Clock> Limiter<C> {
     /// The clock.
     pub fn clock(&self) -> &C {
         &self.shared.clock
+    }
+
+    /// The estimator that prices requests for [`Key::run`] ([`Estimator::new`] unless set).
+    pub fn estimator(&self) -> Estimator {
+        self.shared
+            .estimator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Prices requests for [`Key::run`] with `estimator` from now on (one that learns output
+    /// sizes, say: [`Estimator::builder`]).
+    pub fn set_estimator(&self, estimator: Estimator) {
+        *self
+            .shared
+            .estimator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = estimator;
     }
 
     /// Admits `cost` now, or says why not and for how long. Never waits, and never overtakes

@@ -93,13 +93,12 @@
 
 mod config;
 mod middleware;
-mod request;
 mod route;
 mod settle;
 
+pub use crate::estimate::{ApiFormat, ChatRequest, RequestMessage, IMAGE_TOKENS};
 pub use config::GateConfig;
 pub use middleware::TokenGateMiddleware;
-pub use request::{ApiFormat, ChatRequest, RequestMessage, IMAGE_TOKENS};
 pub use route::Tenant;
 
 use crate::error::AcquireError;

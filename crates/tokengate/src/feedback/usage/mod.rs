@@ -258,13 +258,31 @@ impl ReplyUsage {
             }
             UsageError::Json { reason }
         })?;
+        Self::from_value(&value)
+    }
+
+    /// [`from_json`](Self::from_json) on a reply already parsed.
+    ///
+    /// # Errors
+    /// As [`from_json`](Self::from_json), but for JSON syntax.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::feedback::usage::ReplyUsage;
+    ///
+    /// let reply = serde_json::json!({"type": "message", "usage": {"input_tokens": 12, "output_tokens": 30}});
+    /// let usage = ReplyUsage::from_value(&reply)?;
+    /// assert_eq!((usage.input_tokens, usage.output_tokens), (12, 30));
+    /// # Ok::<(), tokengate::feedback::usage::UsageError>(())
+    /// ```
+    pub fn from_value(value: &Value) -> Result<Self, UsageError> {
         let Value::Object(reply) = value else {
             return Err(UsageError::NoUsage {
                 expected: EXPECT_ANY,
             });
         };
-        let kind = str_field(&reply, "type");
-        let object = str_field(&reply, "object");
+        let kind = str_field(reply, "type");
+        let object = str_field(reply, "object");
         let format = if kind == Some("message") {
             Some(ReplyFormat::AnthropicMessages)
         } else if object == Some("response") {
@@ -276,8 +294,8 @@ impl ReplyUsage {
         } else {
             None
         };
-        let Some(usage) = object_field(&reply, "usage")? else {
-            if let Some(message) = error_message(&reply) {
+        let Some(usage) = object_field(reply, "usage")? else {
+            if let Some(message) = error_message(reply) {
                 return Err(UsageError::ProviderError { message });
             }
             return Err(UsageError::NoUsage {

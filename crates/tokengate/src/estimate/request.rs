@@ -13,7 +13,7 @@ use crate::estimate::{ChatMessage, Estimate, Estimator};
 ///
 /// # Examples
 /// ```
-/// use tokengate::reqwest::{ApiFormat, ChatRequest, IMAGE_TOKENS};
+/// use tokengate::estimate::{ApiFormat, ChatRequest, IMAGE_TOKENS};
 ///
 /// let body = br#"{"model": "gpt-4o", "messages": [{"role": "user", "content": [
 ///     {"type": "image_url", "image_url": {"url": "https://example.invalid/cat.png"}}]}]}"#;
@@ -26,7 +26,7 @@ pub const IMAGE_TOKENS: u64 = 1_600;
 ///
 /// # Examples
 /// ```
-/// use tokengate::reqwest::ApiFormat;
+/// use tokengate::estimate::ApiFormat;
 ///
 /// assert_eq!(ApiFormat::from_path("/v1/chat/completions"), Some(ApiFormat::ChatCompletions));
 /// assert_eq!(ApiFormat::from_path("/openai/deployments/gpt-4o/chat/completions"), Some(ApiFormat::ChatCompletions));
@@ -51,12 +51,35 @@ pub enum ApiFormat {
 }
 
 impl ApiFormat {
+    /// The API a request body is written for, told by its fields (see
+    /// [`ChatRequest::from_value`]).
+    fn detect(body: &Map<String, Value>) -> Option<Self> {
+        let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+        if body.contains_key("messages") {
+            let anthropic = body.contains_key("system") || model.starts_with("claude");
+            return Some(if anthropic {
+                ApiFormat::AnthropicMessages
+            } else {
+                ApiFormat::ChatCompletions
+            });
+        }
+        if body.contains_key("input") {
+            return Some(if model.contains("embedding") {
+                ApiFormat::Embeddings
+            } else {
+                ApiFormat::Responses
+            });
+        }
+        body.contains_key("prompt")
+            .then_some(ApiFormat::Completions)
+    }
+
     /// The API of a request to `path` (a URL path; a trailing `/` is ignored), or `None` when
     /// the path is not a model call this module reads.
     ///
     /// # Examples
     /// ```
-    /// use tokengate::reqwest::ApiFormat;
+    /// use tokengate::estimate::ApiFormat;
     ///
     /// assert_eq!(ApiFormat::from_path("/v1/responses/"), Some(ApiFormat::Responses));
     /// assert_eq!(ApiFormat::from_path("/v1/embeddings"), Some(ApiFormat::Embeddings));
@@ -84,7 +107,7 @@ impl ApiFormat {
 ///
 /// # Examples
 /// ```
-/// use tokengate::reqwest::{ApiFormat, ChatRequest, RequestMessage};
+/// use tokengate::estimate::{ApiFormat, ChatRequest, RequestMessage};
 ///
 /// let body = br#"{"model": "gpt-4o", "messages": [{"role": "user", "name": "ada",
 ///     "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]}]}"#;
@@ -122,7 +145,7 @@ pub struct RequestMessage {
 /// # Examples
 /// ```
 /// use tokengate::estimate::Estimator;
-/// use tokengate::reqwest::{ApiFormat, ChatRequest};
+/// use tokengate::estimate::{ApiFormat, ChatRequest};
 ///
 /// let body = br#"{"model": "claude-sonnet-4-5", "max_tokens": 1024,
 ///     "system": "You are terse.",
@@ -162,7 +185,7 @@ impl ChatRequest {
     ///
     /// # Examples
     /// ```
-    /// use tokengate::reqwest::{ApiFormat, ChatRequest};
+    /// use tokengate::estimate::{ApiFormat, ChatRequest};
     ///
     /// let body = br#"{"model": "gpt-4.1", "instructions": "Be brief.", "input": "Hi", "max_output_tokens": 300, "stream": true}"#;
     /// let chat = ChatRequest::from_json(ApiFormat::Responses, body).unwrap();
@@ -172,9 +195,29 @@ impl ChatRequest {
     /// assert_eq!(ChatRequest::from_json(ApiFormat::Responses, b"not json"), None);
     /// ```
     pub fn from_json(format: ApiFormat, body: &[u8]) -> Option<Self> {
-        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+        let value = serde_json::from_slice::<Value>(body).ok()?;
+        Self::from_value(format, &value)
+    }
+
+    /// Reads a request body already parsed; the API is told by the fields when `format` is
+    /// `None` (`input`: Responses or Embeddings; `messages` with a top-level `system` or a
+    /// `claude` model: Anthropic Messages; `messages`: Chat Completions; `prompt`: Completions).
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::estimate::{ApiFormat, ChatRequest};
+    ///
+    /// let body = serde_json::json!({"model": "claude-sonnet-4-5", "system": "Be brief.",
+    ///     "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 512});
+    /// let chat = ChatRequest::from_value(None, &body).unwrap();
+    /// assert_eq!(chat.format, ApiFormat::AnthropicMessages);
+    /// assert_eq!(chat.max_output_tokens, Some(512));
+    /// ```
+    pub fn from_value(format: impl Into<Option<ApiFormat>>, body: &Value) -> Option<Self> {
+        let Value::Object(body) = body else {
             return None;
         };
+        let format = format.into().or_else(|| ApiFormat::detect(body))?;
         let mut chat = ChatRequest {
             format,
             model: body.get("model").and_then(Value::as_str).map(str::to_owned),
@@ -267,7 +310,7 @@ impl ChatRequest {
     /// # Examples
     /// ```
     /// use tokengate::estimate::{ChatMessage, Estimator, OutputSource};
-    /// use tokengate::reqwest::{ApiFormat, ChatRequest};
+    /// use tokengate::estimate::{ApiFormat, ChatRequest};
     ///
     /// let body = br#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}"#;
     /// let chat = ChatRequest::from_json(ApiFormat::ChatCompletions, body).unwrap();
@@ -307,7 +350,7 @@ impl ChatRequest {
     /// # Examples
     /// ```
     /// use tokengate::estimate::Estimator;
-    /// use tokengate::reqwest::{ApiFormat, ChatRequest};
+    /// use tokengate::estimate::{ApiFormat, ChatRequest};
     ///
     /// let body = br#"{"model": "text-embedding-3-small", "input": "Hello, world!"}"#;
     /// let chat = ChatRequest::from_json(ApiFormat::Embeddings, body).unwrap();
