@@ -729,3 +729,71 @@ fn realtime_runs_against_the_wall_clock() {
     assert!(r["requests"]["admitted"].as_u64().unwrap() > 0);
     assert!(r["wall_secs"].as_f64().unwrap() >= 2.0);
 }
+
+#[test]
+fn tenant_budgets_are_charged_with_the_model_budgets() {
+    let dir = scratch("tenants");
+    // Tight tenant budgets: acme 30 requests a minute, everyone else 20 (paced, as the
+    // default algorithm does); the models allow far more.
+    let limits = std::fs::read_to_string(examples().join("limits.toml"))
+        .unwrap()
+        .replace(
+            "[tenants.acme]\nrequests_per_minute = 600",
+            "[tenants.acme]\nrequests_per_minute = 30",
+        )
+        .replace(
+            "[defaults.tenant]\nrequests_per_minute = 300",
+            "[defaults.tenant]\nrequests_per_minute = 20",
+        );
+    assert!(
+        limits.contains("requests_per_minute = 30") && limits.contains("requests_per_minute = 20")
+    );
+    let l = dir.join("limits.toml");
+    std::fs::write(&l, limits).unwrap();
+    let log = dir.join("a.jsonl");
+    let out = tokengate(&[
+        "simulate",
+        "--limits",
+        l.to_str().unwrap(),
+        "--duration",
+        "5m",
+        "--seed",
+        "5",
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (tenant, cap) in [("acme", 30usize), ("globex", 20)] {
+        // In whole nanoseconds: an admission at u counts in the window of t while u + 60 s > t.
+        let times: Vec<u64> = lines
+            .iter()
+            .filter(|l| l["tenant"] == tenant)
+            .map(|l| (l["t"].as_f64().unwrap() * 1e9).round() as u64)
+            .collect();
+        // Held to its budget in every 60 s window, and using it: the workload asks for more.
+        let worst = times
+            .iter()
+            .map(|&t| {
+                times
+                    .iter()
+                    .filter(|&&u| u <= t && u + 60_000_000_000 > t)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            worst <= cap,
+            "{tenant}: {worst} in one minute, budget {cap}"
+        );
+        assert!(
+            times.len() >= 4 * cap,
+            "{tenant}: only {} admitted in 5 minutes",
+            times.len()
+        );
+    }
+}

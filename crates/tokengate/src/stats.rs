@@ -33,7 +33,7 @@ pub struct Stats {
     pub cancelled: u64,
     /// Permits settled.
     pub settled: u64,
-    /// 429s reported by [`Limiter::pause`](crate::Limiter::pause).
+    /// 429s reported ([`Limiter::observe_throttled`](crate::Limiter::observe_throttled), [`Limiter::pause`](crate::Limiter::pause), and the same on a [`Key`](crate::Key)).
     pub throttled: u64,
     /// Time until a provider's pause ends, if one is in force.
     pub paused_for: Option<Duration>,

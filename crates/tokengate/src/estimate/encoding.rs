@@ -5,7 +5,7 @@ use std::fmt;
 /// One of OpenAI's byte-pair encodings (tokenizers).
 ///
 /// Which encoding a model uses is always known ([`Encoding::for_model`]); counting with it needs
-/// the `tiktoken` feature ([`Encoding::count`]).
+/// the `tiktoken` feature (`Encoding::count`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Encoding {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::budget::{Budget, Taken, Verdict};
 use super::keys::{Directory, Names};
 use super::queue::{Entry, Granted, Grants};
-use super::route::{Admission, BudgetId, Marks, Route, MAX_ROUTE, ROOT};
+use super::route::{Admission, BudgetId, KeyedAdmission, Marks, Route, MAX_ROUTE, ROOT};
 use crate::core::Nanos;
 use crate::cost::Cost;
 use crate::error::AcquireError;
@@ -148,7 +148,11 @@ impl State {
     }
 
     /// Waiters queued on the budgets of `route`.
+    #[inline]
     pub(crate) fn queued_on(&self, route: &Route) -> usize {
+        if route.is_root() {
+            return self.root.queue_len();
+        }
         route
             .ids()
             .iter()
@@ -202,6 +206,22 @@ impl State {
         now: Nanos,
         cost: &Cost,
     ) -> Result<RouteVerdict, AcquireError> {
+        if route.is_root() {
+            return self
+                .root
+                .verdict(now, cost)
+                .map(|verdict| RouteVerdict { verdict, at: 0 });
+        }
+        self.verdict_route(route, now, cost)
+    }
+
+    #[inline(never)]
+    fn verdict_route(
+        &self,
+        route: &Route,
+        now: Nanos,
+        cost: &Cost,
+    ) -> Result<RouteVerdict, AcquireError> {
         let mut combined = RouteVerdict {
             verdict: Verdict::Admit,
             at: 0,
@@ -244,6 +264,29 @@ impl State {
         cost: &Cost,
         waited: Nanos,
     ) -> Admission {
+        if route.is_root() {
+            return self.admit_root(now, cost, waited);
+        }
+        self.admit_route(route, now, cost, waited)
+    }
+
+    /// [`admit`](Self::admit) on the limiter's own budget alone: the path of a limiter of one
+    /// policy, kept short.
+    #[inline(always)]
+    pub(crate) fn admit_root(&mut self, now: Nanos, cost: &Cost, waited: Nanos) -> Admission {
+        let root = &mut self.root;
+        let mut marks = Marks::new(root.limits.len());
+        let slots = u8::from(root.admit(now, cost, waited, &mut marks, 0));
+        Admission {
+            slots,
+            epoch: root.epoch,
+            marks,
+            keyed: None,
+        }
+    }
+
+    #[inline(never)]
+    fn admit_route(&mut self, route: Route, now: Nanos, cost: &Cost, waited: Nanos) -> Admission {
         let total: usize = route
             .ids()
             .iter()
@@ -268,11 +311,14 @@ impl State {
         }
         self.pin(&route);
         Admission {
-            route,
             slots,
+            epoch: epochs[0],
             marks,
-            lens,
-            epochs,
+            keyed: Some(Box::new(KeyedAdmission {
+                route,
+                lens,
+                epochs,
+            })),
         }
     }
 
@@ -286,16 +332,18 @@ impl State {
         admitted_at: Nanos,
     ) {
         let mut offset = 0;
-        for (i, &id) in admission.route.ids().iter().enumerate() {
+        let root_len = self.root.limits.len();
+        for (i, &id) in admission.route().ids().iter().enumerate() {
+            let (len, epoch) = admission.budget_at(i, root_len);
             if let Some(b) = self.budget_mut(id) {
                 let taken = Taken {
                     marks: &admission.marks,
                     offset,
-                    epoch: admission.epochs[i],
+                    epoch,
                 };
                 b.settle(now, reserved, used, admitted_at, taken);
             }
-            offset += usize::from(admission.lens[i]);
+            offset += len;
         }
     }
 
@@ -322,10 +370,9 @@ impl State {
             admission,
         } = granted;
         self.settle(now, &admission, &cost, &Cost::zero(), admitted_at);
-        self.count(&admission.route, |c| {
-            c.admitted = c.admitted.saturating_sub(1)
-        });
-        self.release(now, &admission.route, admission.slots);
+        let route = admission.route();
+        self.count(&route, |c| c.admitted = c.admitted.saturating_sub(1));
+        self.release(now, &route, admission.slots);
     }
 
     /// Serves the queue of every budget of `route` that has one.

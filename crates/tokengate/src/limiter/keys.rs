@@ -536,8 +536,12 @@ impl<C: Clock> Limiter<C> {
         st.serve_all(now);
     }
 
-    /// Sets the cap on budgets for names the config does not list (100,000 by default); see
-    /// the [module docs](crate::limiter) on memory for what happens at the cap.
+    /// Sets the cap on budgets for names the config does not list (100,000 by default). Past
+    /// it, when a sweep frees nothing, a new name shares one overflow budget with the other new
+    /// names of its kind (tenants, or models), under the same default policy: together they get
+    /// what one such key gets. Never unlimited, never everyone denied: names that have a budget
+    /// keep it, and the overflow budget admits at the default rate. Listed names always get a
+    /// budget of their own.
     pub fn set_max_keys(&self, max_keys: usize) {
         self.lock().names.max_keys = max_keys;
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::route::Admission;
+use super::route::{Admission, Marks};
 use super::{observe, Limiter};
 use crate::clock::Clock;
 use crate::core::Nanos;
@@ -68,7 +68,15 @@ impl<'a, C: Clock> Permit<'a, C> {
             limiter,
             cost: std::mem::replace(&mut self.cost, Cost::zero()),
             admitted_at: self.admitted_at,
-            admission: self.admission.clone(),
+            admission: std::mem::replace(
+                &mut self.admission,
+                Admission {
+                    slots: 0,
+                    epoch: 0,
+                    marks: Marks::default(),
+                    keyed: None,
+                },
+            ),
             live,
         }
     }
@@ -128,11 +136,12 @@ impl<'a, C: Clock> Permit<'a, C> {
         let mut st = limiter.lock();
         let admission = &self.admission;
         st.settle(now, admission, &self.cost, &used, self.admitted_at);
-        st.count(&admission.route, |c| c.settled += 1);
+        let route = admission.route();
+        st.count(&route, |c| c.settled += 1);
         self.live = false;
-        let scope = observe::Scope::of(&st, &admission.route);
+        let scope = observe::Scope::of(&st, &route);
         // Budget or a slot may have come back: the head waiters may be admitted now.
-        st.release(now, &admission.route, admission.slots);
+        st.release(now, &route, admission.slots);
         drop(st);
         observe::settled(&scope, &limiter.shared.policy, &self.cost, &used);
     }
@@ -142,11 +151,11 @@ impl<C: Clock> Drop for Permit<'_, C> {
     #[inline]
     fn drop(&mut self) {
         // Nothing to give back for a permit on the limiter's own budget without a slot: no lock.
-        if self.live && (self.admission.slots != 0 || !self.admission.route.is_root()) {
+        if self.live && (self.admission.slots != 0 || self.admission.keyed.is_some()) {
             let limiter = self.limiter.get();
             let now = limiter.shared.clock.now();
             let mut st = limiter.lock();
-            st.release(now, &self.admission.route, self.admission.slots);
+            st.release(now, &self.admission.route(), self.admission.slots);
         }
     }
 }

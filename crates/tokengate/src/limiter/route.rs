@@ -99,14 +99,39 @@ impl Marks {
     }
 }
 
-/// What an admission took: its route, which of its budgets gave it an in-flight slot (bit
-/// `i` for the route's `i`th budget), each limit's bucket mark, and for each budget the
-/// number of its limits and its policy's epoch then.
+/// What an admission took: which of its budgets gave it an in-flight slot (bit `i` for the
+/// route's `i`th budget), each limit's bucket mark, the epoch of the limiter's own policy then,
+/// and for a request on a key, the rest of its route. Kept small for the limiter's own path.
 #[derive(Debug, Clone)]
 pub(crate) struct Admission {
-    pub(crate) route: Route,
     pub(crate) slots: u8,
+    pub(crate) epoch: u32,
     pub(crate) marks: Marks,
+    pub(crate) keyed: Option<Box<KeyedAdmission>>,
+}
+
+/// The route of an admission on a key, and for each of its budgets the number of its limits
+/// and its policy's epoch then.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedAdmission {
+    pub(crate) route: Route,
     pub(crate) lens: [u8; MAX_ROUTE],
     pub(crate) epochs: [u32; MAX_ROUTE],
+}
+
+impl Admission {
+    /// The budgets it was charged to.
+    #[inline]
+    pub(crate) fn route(&self) -> Route {
+        self.keyed.as_ref().map_or(Route::ROOT, |k| k.route)
+    }
+
+    /// The number of limits and the epoch of the route's `i`th budget at admission.
+    #[inline]
+    pub(crate) fn budget_at(&self, i: usize, root_len: usize) -> (usize, u32) {
+        match &self.keyed {
+            Some(k) => (usize::from(k.lens[i]), k.epochs[i]),
+            None => (root_len, self.epoch),
+        }
+    }
 }
