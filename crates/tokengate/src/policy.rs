@@ -113,8 +113,6 @@ impl Policy {
         self.max_in_flight
     }
 
-    /// Checks that `cost` can ever be admitted, and returns the first limit that it exceeds
-    /// otherwise.
     /// No limits at all: the limiter's own policy when a config gives the limits.
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn empty() -> Self {
@@ -124,6 +122,26 @@ impl Policy {
         }
     }
 
+    /// This policy with the amount of limit `index` set to `amount`; what was left to the
+    /// defaults (a burst) is derived afresh from the new amount.
+    pub(crate) fn with_amount(&self, index: usize, amount: u64) -> Result<Policy, BuildError> {
+        let mut builder = PolicyBuilder {
+            limits: self
+                .limits
+                .iter()
+                .map(|l| (l.dimension.clone(), l.measure.clone(), l.limit.clone()))
+                .collect(),
+            max_in_flight: self.max_in_flight,
+            ..PolicyBuilder::default()
+        };
+        if let Some((_, _, limit)) = builder.limits.get_mut(index) {
+            limit.amount = amount;
+        }
+        builder.build()
+    }
+
+    /// Checks that `cost` can ever be admitted, and returns the first limit that it exceeds
+    /// otherwise.
     pub(crate) fn check_possible(&self, cost: &Cost) -> Result<(), AcquireError> {
         match self.limits.iter().find(|l| l.never_admits(cost)) {
             Some(l) => Err(l.impossible(cost)),

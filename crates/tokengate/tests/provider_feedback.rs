@@ -197,3 +197,67 @@ async fn a_pause_during_a_wait_moves_the_head_to_its_end() {
     let (at, ()) = tokio::join!(waiter, pauser);
     assert_eq!(Duration::from_nanos(at), Duration::from_secs(3));
 }
+
+#[test]
+fn a_reported_limit_is_recorded_and_only_adopted_when_asked() {
+    let limiter = Limiter::with_clock(
+        Policy::builder()
+            .requests_per_minute(60)
+            .tokens_per_minute(10_000)
+            .build()
+            .unwrap(),
+        ManualClock::new(),
+    );
+    let _held = limiter.try_acquire(Cost::request().input(4_000)).unwrap();
+    let higher = report(&[
+        ("x-ratelimit-limit-requests", "600"),
+        ("x-ratelimit-remaining-requests", "599"),
+        ("x-ratelimit-limit-tokens", "20000"),
+        ("x-ratelimit-remaining-tokens", "16000"),
+    ]);
+    limiter.observe(&higher);
+    let stats = limiter.stats();
+    assert_eq!(
+        (stats.limits[0].amount, stats.limits[0].reported_amount),
+        (60, Some(600))
+    );
+    assert_eq!(
+        (stats.limits[1].amount, stats.limits[1].reported_amount),
+        (10_000, Some(20_000))
+    );
+
+    limiter.adopt_reported_limits(true);
+    limiter.observe(&higher);
+    let stats = limiter.stats();
+    assert_eq!(stats.limits[0].amount, 600);
+    assert_eq!(stats.limits[1].amount, 20_000);
+    // What was counted is kept: one request, 4,000 tokens.
+    assert_eq!((stats.limits[0].used, stats.limits[1].used), (1, 4_000));
+    assert_eq!(stats.limits[1].remaining, 16_000);
+    // The request burst follows the new amount: 600 a minute paces at 10 a second.
+    let mut admitted = 0;
+    while limiter.try_acquire(Cost::request()).is_ok() {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 9); // 10 a second, one already taken
+}
+
+#[test]
+fn adopting_on_a_key_changes_its_model_only() {
+    let config = tokengate::config::Config::from_toml_str(
+        "[defaults.model]\nrequests_per_minute = 60\n",
+        "limits.toml",
+    )
+    .unwrap();
+    let limiter = Limiter::from_config_with_clock(config, ManualClock::new());
+    limiter.adopt_reported_limits(true);
+    let a = limiter.model("model-a");
+    let b = limiter.model("model-b");
+    drop(a.try_acquire(Cost::request()).unwrap());
+    drop(b.try_acquire(Cost::request()).unwrap());
+    a.observe(&report(&[("x-ratelimit-limit-requests", "6000")]));
+    assert_eq!(a.stats()[1].limits[0].amount, 6_000);
+    assert_eq!(b.stats()[1].limits[0].amount, 60);
+    // A budget made later for another model still gets the configured default.
+    assert_eq!(limiter.model("model-c").stats()[1].limits[0].amount, 60);
+}

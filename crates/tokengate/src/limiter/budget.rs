@@ -140,7 +140,6 @@ impl Budget {
     /// burst or algorithm starts with the units the old one counts now charged at `now`
     /// (they leave its window no earlier than they would have: never more room than before);
     /// a new limit starts fresh. In-flight requests and waiters stay.
-    #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn replace_policy(&mut self, policy: Arc<Policy>, now: Nanos) {
         let old_policy = std::mem::replace(&mut self.policy, policy);
         let old_limits = std::mem::take(&mut self.limits);

@@ -74,6 +74,8 @@ pub(crate) struct State {
     next_ticket: u64,
     /// Acquisitions queued, in all queues.
     pub(crate) waiting: usize,
+    /// Whether limits the provider reports replace the configured ones.
+    pub(crate) adopt_reported: bool,
     /// Where the polling waiter stands after [`serve`](Self::serve), when it heads a queue.
     head_wait: Option<HeadWait>,
 }
@@ -88,6 +90,7 @@ impl State {
             grants: Grants::default(),
             next_ticket: 0,
             waiting: 0,
+            adopt_reported: false,
             head_wait: None,
         }
     }

@@ -2,6 +2,7 @@
 //! local view lowers it. Never the other way: a provider that reports more room than the
 //! limiter sees does not make the limiter admit more.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::keys::KeyNames;
@@ -104,6 +105,32 @@ impl<C: Clock> Limiter<C> {
         lowered
     }
 
+    /// Whether a limit the provider reports (`x-ratelimit-limit-*`, `anthropic-ratelimit-*-limit`)
+    /// that differs from the configured one replaces it (off by default: the provider's figure
+    /// is only recorded, in [`LimitStats::reported_amount`](crate::LimitStats::reported_amount)).
+    /// When on, [`observe`](Self::observe) puts the reported amount in force on the budget that
+    /// mirrors the provider (a key's model budget), keeping what is counted, with defaults
+    /// such as the burst derived afresh. A `reload` puts the config's figures
+    /// back.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::SystemTime;
+    /// use tokengate::feedback::ProviderReport;
+    /// use tokengate::{Limiter, ManualClock, Policy};
+    ///
+    /// let limiter = Limiter::with_clock(Policy::builder().requests_per_minute(500).build()?, ManualClock::new());
+    /// limiter.adopt_reported_limits(true);
+    /// // The account was moved to a higher tier.
+    /// let report = ProviderReport::from_headers([("x-ratelimit-limit-requests", "5000")], SystemTime::now());
+    /// limiter.observe(&report);
+    /// assert_eq!(limiter.stats().limits[0].amount, 5_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn adopt_reported_limits(&self, adopt: bool) {
+        self.lock().adopt_reported = adopt;
+    }
+
     /// Pauses admissions for `retry_after` (a 429's `retry-after`), and counts the 429. Waiters
     /// keep their place and are admitted, in order, when the pause ends. A shorter pause than
     /// one already in force changes nothing.
@@ -169,6 +196,7 @@ impl<C: Clock> Limiter<C> {
         let now = self.shared.clock.now();
         let mut st = self.lock();
         let id = self.provider_budget(&mut st, key, now);
+        let adopt = st.adopt_reported;
         let Some(budget) = st.budget_mut(id) else {
             return 0;
         };
@@ -184,6 +212,14 @@ impl<C: Clock> Limiter<C> {
             .or_else(|| on_dimension().min_by_key(|(_, l)| l.rule.period()))
             .map(|(i, _)| i);
         let Some(i) = chosen else { return 0 };
+        if let Some(amount) = reported.filter(|&r| adopt && r > 0) {
+            if amount != budget.policy.limits[i].rule.amount() {
+                // Opted in: the provider's figure replaces ours, keeping what is counted.
+                if let Ok(policy) = budget.policy.with_amount(i, amount) {
+                    budget.replace_policy(Arc::new(policy), now);
+                }
+            }
+        }
         let super::Budget {
             policy,
             limits: states,
