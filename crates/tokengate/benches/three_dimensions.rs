@@ -16,8 +16,10 @@
 //!   1 ms: each log holds about 1 ms of admissions (see `single_dimension` for why not per second).
 //! - `governor/three_limiters_quanta`: governor's nearest equivalent of one three-limit
 //!   decision: three direct limiters (requests, input, output, each `u32::MAX` per second)
-//!   checked in turn with `check_n` for the same amounts. Not all or nothing: a later denial
-//!   leaves the earlier limiters charged. Compared with `tokengate/system_clock/token_bucket_exact`.
+//!   checked in turn, the token ones with `check_n`. Not all or nothing: a later denial leaves
+//!   the earlier limiters charged. The amounts are 1 (governor's quotas top out at `u32::MAX`
+//!   per second, which 1,200 tokens per decision would exhaust; a GCRA check costs the same
+//!   whatever the amount). Compared with `tokengate/system_clock/token_bucket_exact`.
 //! - `tokengate/manual_clock/smooth_window_paced`: the realistic default policy
 //!   `requests_per_minute(10_000)`, `input_tokens_per_minute(12_000_000)`,
 //!   `output_tokens_per_minute(8_000_000)`, the clock advanced by exactly 6 ms per decision, so

@@ -191,14 +191,26 @@ impl Budget {
     /// Where ticket `id` stands in this budget's queue.
     pub(crate) fn position(&self, id: u64) -> Option<usize> {
         let w = self.waiters.as_ref()?;
-        w.queue.binary_search_by_key(&id, |e| e.id).ok()
+        match w.queue.front() {
+            // The head is the waiter most often asked about (it is the one woken).
+            Some(head) if head.id == id => Some(0),
+            Some(head) if head.id > id => None,
+            Some(_) => w.queue.binary_search_by_key(&id, |e| e.id).ok(),
+            None => None,
+        }
     }
 
     /// Queues `entry` in ticket order.
     pub(crate) fn enqueue(&mut self, entry: Entry) {
         let w = self.waiters.get_or_insert_with(Box::default);
-        let at = w.queue.partition_point(|e| e.id < entry.id);
-        w.queue.insert(at, entry);
+        if w.queue.back().is_none_or(|last| last.id < entry.id) {
+            // A newcomer: the latest ticket goes last.
+            w.queue.push_back(entry);
+        } else {
+            // A waiter moved here from another budget's queue: in ticket order.
+            let at = w.queue.partition_point(|e| e.id < entry.id);
+            w.queue.insert(at, entry);
+        }
     }
 
     /// Takes ticket `id` out of the queue; returns its entry and whether it was the first.

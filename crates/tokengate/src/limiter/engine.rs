@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::task::Waker;
 
 use super::budget::{Budget, Taken, Verdict};
 use super::keys::{Directory, Names};
@@ -41,7 +42,7 @@ pub(crate) struct RouteVerdict {
     pub(crate) at: usize,
 }
 
-/// Budget ids are handed out in order and never reused: hashing them is multiplying.
+/// Budget ids are handed out in order: hashing them is multiplying.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
@@ -56,8 +57,8 @@ impl Hasher for IdHasher {
         }
     }
 
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -180,6 +181,23 @@ impl State {
             .iter()
             .copied()
             .find(|&b| self.budget(b).is_some_and(|b| b.position(id).is_some()))
+    }
+
+    /// Stores the waker of queued ticket `id` (on one of `route`'s budgets); returns the budget
+    /// whose queue holds it.
+    pub(crate) fn set_waker(&mut self, route: &Route, id: u64, waker: &Waker) -> Option<BudgetId> {
+        for &b in route.ids() {
+            let Some(budget) = self.budget_mut(b) else {
+                continue;
+            };
+            if let Some(i) = budget.position(id) {
+                if let Some(entry) = budget.waiters.as_mut().and_then(|w| w.queue.get_mut(i)) {
+                    entry.set_waker(waker);
+                }
+                return Some(b);
+            }
+        }
+        None
     }
 
     /// Queues `entry` on budget `b`.
@@ -419,11 +437,14 @@ impl State {
     ///
     /// `polling` is the waiter whose own poll runs this: it is not woken for its own grant.
     pub(crate) fn serve(&mut self, now: Nanos, b: BudgetId, polling: Option<u64>) {
-        let mut work = vec![b];
+        // Budgets whose queues a moved waiter joined: served in turn. Empty (no allocation)
+        // unless a waiter moves, which only a request on a key can.
+        let mut work = Vec::new();
+        let mut next = Some(b);
         // Every step admits, fails or moves a waiter, or ends a queue's turn; the bound only
         // guards against a mistake turning into a hang.
         let mut steps = 4 * self.waiting + 16;
-        while let Some(b) = work.pop() {
+        while let Some(b) = next.take().or_else(|| work.pop()) {
             while steps > 0 {
                 steps -= 1;
                 if !self.serve_head(now, b, polling, &mut work) {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use super::budget::{Budget, BudgetName};
 use super::engine::State;
-use super::route::{BudgetId, Route};
+use super::route::{BudgetId, Route, ROOT};
 use super::{Limiter, Permit};
 use crate::clock::Clock;
 #[cfg(feature = "config")]
@@ -272,8 +272,7 @@ impl State {
     }
 
     fn make_budget(&mut self, kind: Kind, name: Box<str>, policy: &Arc<Policy>) -> BudgetId {
-        let id = self.names.next_id;
-        self.names.next_id += 1;
+        let id = self.free_id();
         let name = match kind {
             Kind::Model => BudgetName::Model(name),
             Kind::Family => BudgetName::Family(name),
@@ -282,6 +281,19 @@ impl State {
         self.budgets
             .insert(id, Budget::new(name, Arc::clone(policy)));
         id
+    }
+
+    /// An id no budget holds: the next in order, skipping the limiter's own (0) and, once the
+    /// ids have wrapped, those still in use (there are fewer budgets than ids: memory bounds
+    /// them long before 2^32).
+    fn free_id(&mut self) -> BudgetId {
+        loop {
+            let id = self.names.next_id;
+            self.names.next_id = id.wrapping_add(1);
+            if id != ROOT && !self.budgets.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// The overflow budget of `kind`, made if missing.
@@ -293,8 +305,7 @@ impl State {
         if let Some(id) = existing.filter(|id| self.budgets.contains_key(id)) {
             return id;
         }
-        let id = self.names.next_id;
-        self.names.next_id += 1;
+        let id = self.free_id();
         let name = match kind {
             Kind::Tenant => BudgetName::TenantOverflow,
             _ => BudgetName::ModelOverflow,

@@ -1,8 +1,9 @@
 //! Which budgets a request falls under, and what its admission took from each.
 
-/// A budget's id: `0` is the limiter's own; the others are never reused, so an id held by a
-/// permit can never name another budget.
-pub(crate) type BudgetId = u64;
+/// A budget's id: `0` is the limiter's own. Ids are handed out in order and, after wrapping,
+/// only when free; every holder of an id (a permit, a queued waiter) pins its budget, so an
+/// id in use never names another budget. 32 bits keep queue entries and permits small.
+pub(crate) type BudgetId = u32;
 
 /// The limiter's own budget.
 pub(crate) const ROOT: BudgetId = 0;

@@ -27,6 +27,9 @@ use crate::core::Nanos;
 use crate::cost::Cost;
 use crate::error::AcquireError;
 
+/// `timeout_ns` of an acquisition without a timeout (a timeout of 584 years is one less).
+const NO_TIMEOUT: u64 = u64::MAX;
+
 /// What one step of a waiting acquisition came to.
 #[derive(Debug)]
 pub(crate) enum Step<'a, C: Clock> {
@@ -43,7 +46,8 @@ pub(crate) struct Waiting<'a, C: Clock> {
     /// The key whose budgets it is charged to (the limiter's own only, for `None`).
     key: Option<Arc<KeyNames>>,
     phase: Phase,
-    timeout: Option<Duration>,
+    /// The timeout in nanoseconds, `NO_TIMEOUT` for none (one word: queued futures stay small).
+    timeout_ns: u64,
     /// Whether the async front end polls this, so the shared head timer can wake it.
     uses_head_timer: bool,
 }
@@ -72,10 +76,17 @@ impl<'a, C: Clock> Waiting<'a, C> {
         Self {
             limiter,
             key,
+            timeout_ns: timeout.map_or(NO_TIMEOUT, |t| {
+                u64::try_from(t.as_nanos()).unwrap_or(NO_TIMEOUT - 1)
+            }),
             phase: Phase::New(cost),
-            timeout,
             uses_head_timer,
         }
+    }
+
+    /// The timeout it was given.
+    fn timeout(&self) -> Option<Duration> {
+        (self.timeout_ns != NO_TIMEOUT).then(|| Duration::from_nanos(self.timeout_ns))
     }
 
     #[cfg(feature = "tokio")]
@@ -102,7 +113,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
     fn first_step(&mut self, cost: Cost, now: Nanos, waker: &Waker) -> Step<'a, C> {
         let limiter = self.limiter;
         let started = now;
-        let deadline = self.timeout.map(|t| deadline(started, t));
+        let deadline = self.timeout().map(|t| deadline(started, t));
         let mut st = limiter.lock();
         let route = limiter.route(&mut st, self.key.as_deref(), now);
         if let Some(queue) = st.first_queue(&route) {
@@ -121,7 +132,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
             st.pin(&route);
             st.enqueue(
                 queue,
-                Entry::new(id, route, waker, cost, started, self.timeout),
+                Entry::new(id, route, waker, cost, started, self.timeout()),
             );
             self.phase = Phase::Queued { id, route, started };
             drop(st);
@@ -148,7 +159,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
             // Fail now when the wait is known to outlast the deadline.
             if until.map_or(now >= d, |u| u > d) {
                 st.count(&route, |c| c.timed_out += 1);
-                let timeout = self.timeout.unwrap_or_default();
+                let timeout = self.timeout().unwrap_or_default();
                 let error = st.budget(holder).unwrap_or(&st.root).timeout_error(
                     verdict.verdict,
                     &cost,
@@ -170,7 +181,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
         st.pin(&route);
         st.enqueue(
             holder,
-            Entry::new(id, route, waker, cost, started, self.timeout),
+            Entry::new(id, route, waker, cost, started, self.timeout()),
         );
         self.phase = Phase::Queued { id, route, started };
         let armed = match (
@@ -196,18 +207,11 @@ impl<'a, C: Clock> Waiting<'a, C> {
         waker: &Waker,
     ) -> Step<'a, C> {
         let limiter = self.limiter;
-        let deadline = self.timeout.map(|t| deadline(started, t));
+        let deadline = self.timeout().map(|t| deadline(started, t));
         let mut st = limiter.lock();
-        let queue = st.queue_of(&route, id);
+        let queue = st.set_waker(&route, id, waker);
         let mut head = None;
         if let Some(b) = queue {
-            if let Some(budget) = st.budget_mut(b) {
-                if let Some(i) = budget.position(id) {
-                    if let Some(entry) = budget.waiters.as_mut().and_then(|w| w.queue.get_mut(i)) {
-                        entry.set_waker(waker);
-                    }
-                }
-            }
             st.serve(now, b, Some(id));
             head = st.take_head_wait(id);
         }
@@ -234,7 +238,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
             self.phase = Phase::Finished;
             return Step::Done(Err(AcquireError::QueueTimeout {
                 waiters_ahead: st.queued_on(&route),
-                timeout: self.timeout.unwrap_or_default(),
+                timeout: self.timeout().unwrap_or_default(),
             }));
         };
         if deadline.is_some_and(|d| now >= d) {
@@ -248,7 +252,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
             drop(st);
             let error = AcquireError::QueueTimeout {
                 waiters_ahead,
-                timeout: self.timeout.unwrap_or_default(),
+                timeout: self.timeout().unwrap_or_default(),
             };
             observe::failed(&error, now.saturating_sub(started));
             return Step::Done(Err(error));
