@@ -14,12 +14,6 @@
 //!   most real limits take.
 //! - `tokengate/system_clock/smooth_window_1ms`: three default-algorithm limits of `u32::MAX` per
 //!   1 ms: each log holds about 1 ms of admissions (see `single_dimension` for why not per second).
-//! - `governor/three_limiters_quanta`: governor's nearest equivalent of one three-limit
-//!   decision: three direct limiters (requests, input, output, each `u32::MAX` per second)
-//!   checked in turn, the token ones with `check_n`. Not all or nothing: a later denial leaves
-//!   the earlier limiters charged. The amounts are 1 (governor's quotas top out at `u32::MAX`
-//!   per second, which 1,200 tokens per decision would exhaust; a GCRA check costs the same
-//!   whatever the amount). Compared with `tokengate/system_clock/token_bucket_exact`.
 //! - `tokengate/manual_clock/smooth_window_paced`: the realistic default policy
 //!   `requests_per_minute(10_000)`, `input_tokens_per_minute(12_000_000)`,
 //!   `output_tokens_per_minute(8_000_000)`, the clock advanced by exactly 6 ms per decision, so
@@ -31,12 +25,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use std::num::NonZeroU32;
-
 use common::vs_governor::{self, Cases, Labels, PACED_RPM};
-use criterion::measurement::WallTime;
-use criterion::BenchmarkGroup;
-use governor::{Quota, RateLimiter};
 use tokengate::{Algorithm, Cost, Dimension, Limit, Policy};
 
 const INPUT: u64 = 1_200;
@@ -104,43 +93,6 @@ impl Cases for ThreeDimensions {
         Cost::request()
             .input(black_box(INPUT))
             .output(black_box(OUTPUT))
-    }
-
-    fn extra_cases(group: &mut BenchmarkGroup<'_, WallTime>, group_name: &str) {
-        common::bench(
-            group,
-            group_name,
-            "governor/three_limiters_quanta",
-            |iters| {
-                let quota = || Quota::per_second(NonZeroU32::MAX);
-                let (requests, input, output) = (
-                    RateLimiter::direct(quota()),
-                    RateLimiter::direct(quota()),
-                    RateLimiter::direct(quota()),
-                );
-                let n = |v: u64| {
-                    NonZeroU32::new(u32::try_from(black_box(v)).expect("small")).expect("non-zero")
-                };
-                common::timed_loop(
-                    iters,
-                    || {},
-                    || {
-                        requests.check().is_ok()
-                            && input.check_n(n(INPUT)).is_ok_and(|r| r.is_ok())
-                            && output.check_n(n(OUTPUT)).is_ok_and(|r| r.is_ok())
-                    },
-                )
-            },
-        );
-    }
-
-    fn extra_summary(key: &dyn Fn(&str) -> String) {
-        common::print_ratio(
-            "3 token buckets in one decision (all or nothing), exact rates, system clock vs governor checking 3 limiters in turn (quanta)",
-            &key("tokengate/system_clock/token_bucket_exact"),
-            &key("governor/three_limiters_quanta"),
-            30,
-        );
     }
 }
 

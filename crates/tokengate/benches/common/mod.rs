@@ -116,14 +116,11 @@ pub(crate) mod vs_governor {
     use std::num::NonZeroU32;
     use std::time::Duration;
 
-    use criterion::measurement::WallTime;
-    use criterion::{BenchmarkGroup, Criterion};
+    use criterion::Criterion;
     use governor::clock::FakeRelativeClock;
     use governor::{Quota, RateLimiter};
     use tokengate::{Cost, Limiter, ManualClock, Policy};
 
-    #[allow(unused_imports)] // named in the docs of `Cases::extra_summary`
-    use super::ns_per_iter;
     use super::{bench, print_ratio, timed_loop, tokengate_loop};
 
     /// Measured samples per case.
@@ -152,10 +149,6 @@ pub(crate) mod vs_governor {
         fn smooth_window_paced() -> Policy;
         /// The cost of one decision, called inside the timed loop.
         fn cost() -> Cost;
-        /// Cases of this bench alone, run after the common ones (none by default).
-        fn extra_cases(_group: &mut BenchmarkGroup<'_, WallTime>, _group_name: &str) {}
-        /// Summary lines for them; `key` makes a benchmark id a key of [`ns_per_iter`].
-        fn extra_summary(_key: &dyn Fn(&str) -> String) {}
     }
 
     /// The label of each summary line, in the order printed.
@@ -259,7 +252,6 @@ pub(crate) mod vs_governor {
                 tokengate_loop(&limiter, iters, T::cost, || clock.advance(PACE))
             },
         );
-        T::extra_cases(&mut g, group);
         g.finish();
     }
 
@@ -306,6 +298,5 @@ pub(crate) mod vs_governor {
         ] {
             print_ratio(label, &key(subject), &key(baseline), SAMPLES);
         }
-        T::extra_summary(&key);
     }
 }
