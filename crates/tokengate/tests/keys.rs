@@ -636,3 +636,33 @@ async fn run_keeps_the_reservation_of_a_failed_call_and_refuses_the_impossible()
         "{err:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_serves_the_waiters_under_the_new_limits() {
+    let limiter = Arc::new(tokio_limiter(TWO_LEVELS));
+    let start = limiter.clock().now();
+    let key = limiter.key("acme", "gpt-4o");
+    let _a = key.acquire(Cost::request()).await.unwrap();
+    let _b = key.acquire(Cost::request()).await.unwrap();
+    // acme (2 a second) is spent: the next waits 500 ms under the old limits.
+    let waiter = {
+        let limiter = Arc::clone(&limiter);
+        tokio::spawn(async move {
+            let p = limiter
+                .key("acme", "gpt-4o")
+                .acquire(Cost::request())
+                .await
+                .unwrap();
+            p.admitted_at()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(limiter.stats().waiters, 1);
+    // Raised to 20 a second (burst 20): the waiter fits at once.
+    limiter.reload(config(&TWO_LEVELS.replace(
+        "amount = 2\n    per = \"1s\"",
+        "amount = 20\n    per = \"1s\"",
+    )));
+    let admitted_at = waiter.await.unwrap();
+    assert_eq!(admitted_at - start, 100_000_000);
+}
