@@ -124,6 +124,13 @@ pub fn explain(config: &Config) -> String {
         out,
         "(burst: a bucket's capacity; at one instant: the most admitted at once by requests of one unit; in any one period: the most admitted in any window of the limit's period)"
     );
+    if let Some(policy) = config.account() {
+        let _ = writeln!(
+            out,
+            "\naccount (every request, whatever its model and tenant, charged together with them)"
+        );
+        policy_lines(&mut out, policy);
+    }
     for (name, policy) in config.models() {
         let _ = writeln!(out, "\nmodel {name} (a budget of its own)");
         policy_lines(&mut out, policy);

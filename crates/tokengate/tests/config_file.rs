@@ -474,15 +474,15 @@ fn unknown_fields_at_every_level_are_refused() {
             1,
             1,
             "requests_per_minute",
-            "unknown field `requests_per_minute`: expected one of defaults, models, families, tenants; \
-             limits belong in a table: [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]",
+            "unknown field `requests_per_minute`: expected one of account, defaults, models, families, tenants; \
+             limits belong in a table: [account] (every request), [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]",
         ),
         (
             "[model.x]\nrequests_per_minute = 5\n",
             1,
             2,
             "model",
-            "unknown field `model`: expected one of defaults, models, families, tenants (did you mean `models`?)",
+            "unknown field `model`: expected one of account, defaults, models, families, tenants (did you mean `models`?)",
         ),
         (
             "[defaults.modle]\nrequests_per_minute = 5\n",
@@ -1123,8 +1123,8 @@ fn a_file_with_no_limit_is_refused() {
         assert_eq!(e.kind, ErrorKind::Empty);
         assert_eq!(
             e.message,
-            "the file sets no limit: expected at least one of [defaults.model], [models.NAME], [families.NAME], \
-             [tenants.NAME] or [defaults.tenant]"
+            "the file sets no limit: expected at least one of [account], [defaults.model], [models.NAME], \
+             [families.NAME], [tenants.NAME] or [defaults.tenant]"
         );
     }
 }
@@ -1345,4 +1345,19 @@ fn deep_nesting_is_a_syntax_error_not_a_stack_overflow() {
         assert_eq!((e.line, &e.kind), (1, &ErrorKind::Syntax), "{e}");
         assert!(e.message.contains("recursion"), "{e}");
     }
+}
+
+#[test]
+fn the_account_table_is_a_policy_like_the_others() {
+    let config = tokengate::config::Config::from_toml_str(
+        "[account]\nrequests_per_minute = 10_000\ntokens_per_day = 50_000_000\n",
+        "limits.toml",
+    )
+    .unwrap();
+    let account = config.account().expect("[account] is read");
+    assert_eq!(account.limits().count(), 2);
+    assert!(config.default_model().is_none());
+    let text = "[account]\nrequests_per_minute = 0\n";
+    let e = refuse(text);
+    assert_at(text, &e, 2, 23, "account.requests_per_minute", "");
 }

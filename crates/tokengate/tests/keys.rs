@@ -666,3 +666,42 @@ async fn a_reload_serves_the_waiters_under_the_new_limits() {
     let admitted_at = waiter.await.unwrap();
     assert_eq!(admitted_at - start, 100_000_000);
 }
+
+#[test]
+fn the_account_limits_every_request_whatever_its_model() {
+    let limiter = manual(
+        r#"
+        [account]
+        requests_per_minute = 120   # paced at 2 a second, burst 2
+        [defaults.model]
+        requests_per_minute = 600
+        "#,
+    );
+    let _a = limiter
+        .model("gpt-4o")
+        .try_acquire(Cost::request())
+        .unwrap();
+    let _b = limiter
+        .model("gpt-4o-mini")
+        .try_acquire(Cost::request())
+        .unwrap();
+    // Each model has room; the account does not.
+    let denied = limiter
+        .key("acme", "o3")
+        .try_acquire(Cost::request())
+        .unwrap_err();
+    assert_eq!(denied.wait(), Some(Duration::from_millis(500)));
+    let stats = limiter.stats();
+    assert_eq!(
+        (stats.budget.as_str(), stats.limits[0].used),
+        ("limiter", 2)
+    );
+    // A reload without [account] lifts it; the models' budgets keep their counts.
+    limiter.reload(config("[defaults.model]\nrequests_per_minute = 600"));
+    assert!(limiter.stats().limits.is_empty());
+    assert!(limiter
+        .key("acme", "o3")
+        .try_acquire(Cost::request())
+        .is_ok());
+    assert_eq!(limiter.model("gpt-4o").stats()[1].limits[0].used, 1);
+}

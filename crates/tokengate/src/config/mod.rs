@@ -11,6 +11,8 @@
 //!
 //! # The file
 //! ```toml
+//! [account]                      # limits on every request, whatever its model (optional)
+//! requests_per_minute = 10_000
 //! [defaults.model]               # the policy of a model not listed (optional)
 //! requests_per_minute = 500
 //! input_tokens_per_minute = 30_000
@@ -45,8 +47,8 @@
 //! burst = 5_000                  # optional (smooth_window and token_bucket only)
 //! ```
 //!
-//! A policy table (`[models.NAME]`, `[families.NAME]`, `[tenants.NAME]`, `[defaults.model]`,
-//! `[defaults.tenant]`) holds any of:
+//! A policy table (`[account]`, `[models.NAME]`, `[families.NAME]`, `[tenants.NAME]`,
+//! `[defaults.model]`, `[defaults.tenant]`) holds any of:
 //!
 //! | key | value | limit |
 //! |---|---|---|
@@ -147,6 +149,7 @@ use tree::{Key, Node, Span};
 #[derive(Debug, Clone)]
 pub struct Config {
     file: String,
+    account: Option<Policy>,
     default_model: Option<Policy>,
     default_tenant: Option<Policy>,
     models: Vec<(String, Policy)>,
@@ -311,6 +314,12 @@ impl Config {
         self.tenants.iter().map(|(n, p)| (n.as_str(), p))
     }
 
+    /// `[account]`, if given: limits on every request, whatever its model and tenant (an
+    /// organisation-wide limit). A limiter built from the config makes it its own policy.
+    pub fn account(&self) -> Option<&Policy> {
+        self.account.as_ref()
+    }
+
     /// `[defaults.model]`, if given.
     pub fn default_model(&self) -> Option<&Policy> {
         self.default_model.as_ref()
@@ -328,7 +337,7 @@ pub(super) struct Doc<'t> {
     file: &'t str,
 }
 
-const ROOT_FIELDS: [&str; 4] = ["defaults", "models", "families", "tenants"];
+const ROOT_FIELDS: [&str; 5] = ["account", "defaults", "models", "families", "tenants"];
 const DEFAULTS_FIELDS: [&str; 2] = ["model", "tenant"];
 
 /// A pattern of a family: lower case, exact or prefix, where it was written.
@@ -382,6 +391,7 @@ impl Doc<'_> {
         let root = tree::parse(self.text).map_err(|e| self.syntax_error(&e))?;
         let mut config = Config {
             file: self.file.to_owned(),
+            account: None,
             default_model: None,
             default_tenant: None,
             models: Vec::new(),
@@ -398,6 +408,13 @@ impl Doc<'_> {
             let name: &str = key.get_ref();
             let path = child("", name);
             match name {
+                "account" => {
+                    let kind = TableKind {
+                        what: "the account's policy (every request)",
+                        family: false,
+                    };
+                    config.account = Some(self.policy_table(&key, node, &path, kind)?.0);
+                }
                 "defaults" => self.defaults(node, &path, &mut config)?,
                 "models" => self.models(node, &path, &mut config, &mut model_spans)?,
                 "families" => self.families(node, &path, &mut config, &mut patterns)?,
@@ -406,7 +423,7 @@ impl Doc<'_> {
                     let mut message = unknown_field_message(name, &ROOT_FIELDS);
                     if POLICY_FIELDS.contains(&name) || name == "match" {
                         message.push_str(
-                            "; limits belong in a table: [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]",
+                            "; limits belong in a table: [account] (every request), [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]",
                         );
                     }
                     return Err(self.error(key.span(), &path, ErrorKind::UnknownField, message));
@@ -421,7 +438,8 @@ impl Doc<'_> {
                 config.family_names.entry(p.text).or_insert(p.family);
             }
         }
-        if config.default_model.is_none()
+        if config.account.is_none()
+            && config.default_model.is_none()
             && config.default_tenant.is_none()
             && config.models.is_empty()
             && config.families.is_empty()
@@ -431,8 +449,8 @@ impl Doc<'_> {
                 0..0,
                 "",
                 ErrorKind::Empty,
-                "the file sets no limit: expected at least one of [defaults.model], [models.NAME], \
-                 [families.NAME], [tenants.NAME] or [defaults.tenant]",
+                "the file sets no limit: expected at least one of [account], [defaults.model], \
+                 [models.NAME], [families.NAME], [tenants.NAME] or [defaults.tenant]",
             ));
         }
         Ok(config)

@@ -77,6 +77,8 @@ pub(crate) struct State {
     pub(crate) waiting: usize,
     /// Whether limits the provider reports replace the configured ones.
     pub(crate) adopt_reported: bool,
+    /// Whether the limiter's own policy is a config's `[account]` (it follows reloads).
+    pub(crate) root_from_config: bool,
     /// Where the polling waiter stands after [`serve`](Self::serve), when it heads a queue.
     head_wait: Option<HeadWait>,
 }
@@ -92,6 +94,7 @@ impl State {
             next_ticket: 0,
             waiting: 0,
             adopt_reported: false,
+            root_from_config: false,
             head_wait: None,
         }
     }

@@ -391,8 +391,9 @@ fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(map: &mut HashM
 
 #[cfg(feature = "config")]
 impl Limiter<SystemClock> {
-    /// A limiter for the models, families and tenants of `config`, on the system clock. Use
-    /// [`key`](Limiter::key) to charge a request to its tenant and model together.
+    /// A limiter for the models, families and tenants of `config`, on the system clock; its own
+    /// policy is the config's `[account]` (none when absent). Use [`key`](Limiter::key) to
+    /// charge a request to its tenant and model together.
     ///
     /// # Examples
     /// ```
@@ -429,8 +430,10 @@ impl<C: Clock> Limiter<C> {
     /// [`from_config`](Limiter::from_config) on `clock`.
     #[cfg(feature = "config")]
     pub fn from_config_with_clock(config: Config, clock: C) -> Self {
-        let root = Arc::new(Policy::empty());
-        Self::from_parts(root, Some(Directory::new(config)), clock)
+        let root = Arc::new(config.account().cloned().unwrap_or_else(Policy::empty));
+        let limiter = Self::from_parts(root, Some(Directory::new(config)), clock);
+        limiter.lock().root_from_config = true;
+        limiter
     }
 
     /// The key of `tenant` asking for `model`: a request on it is charged to the model's
@@ -487,7 +490,8 @@ impl<C: Clock> Limiter<C> {
         }
     }
 
-    /// Puts the limits of `config` in force from now on, keeping what is counted: budgets
+    /// Puts the limits of `config` in force from now on (its `[account]` too), keeping what is
+    /// counted: budgets
     /// whose model, family or tenant keeps a policy carry their state over (an unchanged
     /// limit exactly; a limit with a new amount on the same dimension and period with the
     /// units counted now; see [`Stats`] for the result), in-flight requests and waiters stay,
@@ -513,8 +517,16 @@ impl<C: Clock> Limiter<C> {
     #[cfg(feature = "config")]
     pub fn reload(&self, config: Config) {
         let now = self.shared.clock.now();
+        let account = config.account().cloned();
         let directory = Arc::new(Directory::new(config));
         let mut st = self.lock();
+        // The limiter's own policy follows `[account]` when it came from a config (or the new
+        // one has it); a limiter built from a policy keeps that policy otherwise.
+        if st.root_from_config || account.is_some() {
+            st.root_from_config = true;
+            let policy = Arc::new(account.unwrap_or_else(Policy::empty));
+            st.root.replace_policy(policy, now);
+        }
         let ids: Vec<BudgetId> = st.budgets.keys().copied().collect();
         for id in ids {
             let Some(budget) = st.budgets.get_mut(&id) else {
