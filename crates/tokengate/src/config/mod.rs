@@ -413,7 +413,7 @@ impl Doc<'_> {
                         what: "the account's policy (every request)",
                         family: false,
                     };
-                    config.account = Some(self.policy_table(&key, node, &path, kind)?.0);
+                    config.account = Some(self.policy_table(key, node, &path, kind)?.0);
                 }
                 "defaults" => self.defaults(node, &path, &mut config)?,
                 "models" => self.models(node, &path, &mut config, &mut model_spans)?,
