@@ -78,6 +78,7 @@ pub(crate) struct State {
     /// Whether limits the provider reports replace the configured ones.
     pub(crate) adopt_reported: bool,
     /// Whether the limiter's own policy is a config's `[account]` (it follows reloads).
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) root_from_config: bool,
     /// Where the polling waiter stands after [`serve`](Self::serve), when it heads a queue.
     head_wait: Option<HeadWait>,
