@@ -108,9 +108,10 @@ impl<C: Clock> Limiter<C> {
         }
     }
 
-    /// The policy.
-    pub fn policy(&self) -> &Policy {
-        &self.shared.policy
+    /// The limiter's own policy, which every request falls under: the one it was built with,
+    /// or a config's `[account]` (no limits without one), as a reload left it.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.lock().root.policy)
     }
 
     /// The clock.

@@ -34,12 +34,18 @@ impl Scope {
     pub(super) fn of(st: &State, route: &Route) -> Self {
         #[cfg(any(feature = "tracing", feature = "metrics"))]
         {
-            let keyed = route
-                .keyed()
-                .iter()
-                .filter_map(|&id| st.budget(id))
-                .min_by_key(|b| !b.name.is_model())
-                .map(|b| (std::sync::Arc::clone(&b.policy), b.name.label()));
+            // The limiter's own budget for a request on no key (its policy as a reload left
+            // it), else the key's model budget, else its first.
+            let budget = if route.keyed().is_empty() {
+                Some(&st.root)
+            } else {
+                route
+                    .keyed()
+                    .iter()
+                    .filter_map(|&id| st.budget(id))
+                    .min_by_key(|b| !b.name.is_model())
+            };
+            let keyed = budget.map(|b| (std::sync::Arc::clone(&b.policy), b.name.label()));
             Self { keyed }
         }
         #[cfg(not(any(feature = "tracing", feature = "metrics")))]
