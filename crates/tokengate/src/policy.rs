@@ -122,6 +122,15 @@ impl Policy {
         }
     }
 
+    /// Whether `other` has the same limits, in the same order, and the same in-flight cap.
+    pub(crate) fn same_as(&self, other: &Policy) -> bool {
+        self.max_in_flight == other.max_in_flight
+            && self.limits.len() == other.limits.len()
+            && self.limits.iter().zip(&other.limits).all(|(a, b)| {
+                a.dimension == b.dimension && a.measure == b.measure && a.limit == b.limit
+            })
+    }
+
     /// This policy with the amount of limit `index` set to `amount`; what was left to the
     /// defaults (a burst) is derived afresh from the new amount.
     pub(crate) fn with_amount(&self, index: usize, amount: u64) -> Result<Policy, BuildError> {

@@ -705,3 +705,43 @@ fn the_account_limits_every_request_whatever_its_model() {
         .is_ok());
     assert_eq!(limiter.model("gpt-4o").stats()[1].limits[0].used, 1);
 }
+
+#[test]
+fn a_reload_keeps_a_models_count_whatever_the_spelling_of_its_name() {
+    // Under the defaults, then listed in capitals (model names ignore case).
+    let limiter = manual("[defaults.model]\nrequests_per_minute = 2");
+    let m = limiter.model("gpt-4o");
+    let _a = m.try_acquire(Cost::request()).unwrap();
+    assert!(m.try_acquire(Cost::request()).is_err());
+    limiter.reload(config("[models.GPT-4o]\nrequests_per_minute = 2"));
+    let stats = m.stats();
+    assert_eq!(
+        (stats[1].budget.as_str(), stats[1].limits[0].used),
+        ("model GPT-4o", 1)
+    );
+    assert!(m.try_acquire(Cost::request()).is_err());
+    // And back under the defaults.
+    limiter.reload(config("[defaults.model]\nrequests_per_minute = 2"));
+    assert_eq!(m.stats()[1].limits[0].used, 1);
+    assert!(m.try_acquire(Cost::request()).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_taken_back_after_an_unchanged_reload_gives_everything_back() {
+    let text = "[models.m]\nrequests_per_minute = 60\ninput_tokens_per_minute = 1000";
+    let limiter = tokio_limiter(text);
+    let m = limiter.model("m");
+    let first = m.try_acquire(Cost::request().input(100)).unwrap();
+    // Queued behind the request limit (one a second).
+    let mut waiting = Box::pin(m.acquire(Cost::request().input(500)));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(std::future::Future::poll(waiting.as_mut(), &mut cx).is_pending());
+    drop(first);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    limiter.reload(config(text)); // serves the queue: granted on its behalf
+    limiter.reload(config(text)); // the same limits again: nothing changes
+    drop(waiting); // never picked up: the grant is taken back
+    let stats = m.stats();
+    assert_eq!(stats[1].limits[1].used, 100);
+    assert_eq!(stats[0].admitted, 1);
+}

@@ -141,6 +141,11 @@ impl Budget {
     /// (they leave its window no earlier than they would have: never more room than before);
     /// a new limit starts fresh. In-flight requests and waiters stay.
     pub(crate) fn replace_policy(&mut self, policy: Arc<Policy>, now: Nanos) {
+        if policy.same_as(&self.policy) {
+            // Nothing changes: states, marks and outstanding permits stay exactly as they are.
+            self.policy = policy;
+            return;
+        }
         let old_policy = std::mem::replace(&mut self.policy, policy);
         let old_limits = std::mem::take(&mut self.limits);
         let old_counters = std::mem::take(&mut self.counters.limits);

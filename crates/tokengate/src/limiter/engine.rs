@@ -445,18 +445,40 @@ impl State {
         // unless a waiter moves, which only a request on a key can.
         let mut work = Vec::new();
         let mut next = Some(b);
-        // Every step admits, fails or moves a waiter, or ends a queue's turn; the bound only
-        // guards against a mistake turning into a hang.
-        let mut steps = 4 * self.waiting + 16;
+        // Every step admits, fails or moves a waiter, or ends a queue's turn. A waiter moves
+        // only to a queue where a waiter that came before it waits, or to the budget that
+        // holds it back longest, which only an admission can change: a few steps per waiter.
+        // The bound only guards against a mistake turning into a hang.
+        let mut steps = 16 * (self.waiting + 4);
         while let Some(b) = next.take().or_else(|| work.pop()) {
+            if steps == 0 {
+                // Out of steps (never seen): wake the heads left, each serves its own queue
+                // when it runs, so none is left without a wake-up.
+                self.wake_head(b);
+                continue;
+            }
             while steps > 0 {
                 steps -= 1;
                 if !self.serve_head(now, b, polling, &mut work) {
                     break;
                 }
             }
+            if steps == 0 {
+                self.wake_head(b);
+            }
         }
         debug_assert!(steps > 0, "serving the queues did not settle");
+    }
+
+    /// Wakes the head of `b`'s queue, so it serves the queue itself.
+    fn wake_head(&mut self, b: BudgetId) {
+        let head = self
+            .budget_mut(b)
+            .and_then(|budget| budget.waiters.as_mut())
+            .and_then(|w| w.queue.front_mut());
+        if let Some(waker) = head.and_then(|e| e.waker.take()) {
+            waker.wake();
+        }
     }
 
     /// One step of [`serve`](Self::serve) on `b`'s head; false when `b`'s turn is over.
@@ -554,9 +576,10 @@ impl State {
         let Some(head) = w.queue.front_mut() else {
             return;
         };
+        let owner = head.runtime;
         let armed = match head.waker.clone() {
             Some(waker) => {
-                let armed = w.timer.arm(id, now, until, &waker);
+                let armed = w.timer.arm(id, owner, now, until, &waker);
                 if !armed && polling != Some(id) {
                     // No timer here: wake the head to set its own (not when the head itself
                     // is asking: it waits on its own timer then).

@@ -8,12 +8,16 @@
 //! key stays constant) and on [`Limiter::evict_idle`].
 //!
 //! Budgets for names the config does not list (tenants and models under its defaults) are
-//! capped ([`Limiter::set_max_keys`], 100,000 by default). At the cap, when a sweep frees
-//! nothing, a new name shares one *overflow* budget with the other new names of its kind,
-//! under the same default policy: together they get what one such key gets. That is the safe
-//! side on both counts: never unlimited, and never everyone denied (names that already have a
-//! budget keep it, and the overflow budget admits at the default rate). Listed names always
-//! get a budget of their own (the config bounds them).
+//! capped ([`Limiter::set_max_keys`], 100,000 by default). At the cap, a new name shares one
+//! *overflow* budget with the other new names of its kind, under the same default policy:
+//! together they get what one such key gets. That is the safe side on both counts: never
+//! unlimited, and never everyone denied (names that already have a budget keep it, and the
+//! overflow budget admits at the default rate). Listed names always get a budget of their own
+//! (the config bounds them). At the cap, a sweep runs once an eighth of the cap's worth of new
+//! names has gone to the overflow budget (so a full cap costs no scan per request), or on
+//! [`Limiter::evict_idle`]; idle budgets dropped then make room again. A name that then gets
+//! a budget of its own starts it fresh: what it used in the overflow budget stays counted
+//! there, so for one period it may get up to its own limit again.
 
 // Without the `config` feature no directory is ever made: keys all route to the limiter's own
 // budget, and the machinery for the others is unused.
@@ -136,6 +140,9 @@ impl Directory {
         }
     }
 }
+
+/// Budget ids by name, for one kind of name.
+type NameMap = HashMap<Box<str>, BudgetId>;
 
 /// Budget ids by name, and the bookkeeping of the cap.
 #[derive(Debug)]
@@ -319,39 +326,80 @@ impl State {
         id
     }
 
-    /// Files every budget's name under `directory` again (a tenant newly listed, a model
-    /// now under the defaults), so requests find the budget that holds their state. A name
-    /// whose requests now go to another budget (a model moved into a family) is forgotten:
-    /// its old budget is dropped once idle.
+    /// Puts `directory`'s policies in force on every budget, keeping what is counted, and
+    /// files every budget's name again as `directory` resolves it, so that requests find the
+    /// budget that holds their state: a tenant newly listed, a model now under the defaults
+    /// or listed in another spelling (model names ignore case; the budget takes the config's
+    /// spelling). A budget whose name now resolves elsewhere (a model moved into a family), or
+    /// to no policy, gets no limits and is dropped once idle.
     #[cfg(feature = "config")]
-    fn rebuild_names(&mut self, directory: &Directory) {
+    fn refile(&mut self, directory: &Directory, now: Nanos) {
         let maps = self.names.listed.iter_mut().chain(&mut self.names.dynamic);
         for map in maps.chain([&mut self.names.aliases]) {
             map.clear();
         }
-        for (&id, budget) in &self.budgets {
-            let (kind, name) = match &budget.name {
-                BudgetName::Model(n) => (Kind::Model, n),
-                BudgetName::Family(n) => (Kind::Family, n),
-                BudgetName::Tenant(n) => (Kind::Tenant, n),
-                _ => continue,
-            };
-            let slot = match kind {
-                Kind::Tenant => directory.tenant_slot(name),
-                Kind::Model => directory.model_slot(name),
-                Kind::Family => directory
+        let Names {
+            listed,
+            dynamic,
+            model_overflow,
+            tenant_overflow,
+            ..
+        } = &mut self.names;
+        for (&id, budget) in &mut self.budgets {
+            // (where to file it, its name there, its policy)
+            let filed: Option<(&mut NameMap, Box<str>, Arc<Policy>)> = match &budget.name {
+                BudgetName::Model(name) => match directory.model_slot(name) {
+                    Some(Slot::Listed(Kind::Model, n, p)) if n.eq_ignore_ascii_case(name) => {
+                        Some((&mut listed[Kind::Model.index()], n.into(), Arc::clone(p)))
+                    }
+                    Some(Slot::Default(Kind::Model, n, p)) if n.eq_ignore_ascii_case(name) => {
+                        Some((&mut dynamic[Kind::Model.index()], n.into(), Arc::clone(p)))
+                    }
+                    _ => None,
+                },
+                BudgetName::Family(name) => directory
                     .families
                     .get_key_value(&**name)
-                    .map(|(n, p)| Slot::Listed(Kind::Family, n, p)),
+                    .map(|(n, p)| (&mut listed[Kind::Family.index()], n.clone(), Arc::clone(p))),
+                BudgetName::Tenant(name) => match directory.tenant_slot(name) {
+                    Some(Slot::Listed(Kind::Tenant, n, p)) if n == &**name => {
+                        Some((&mut listed[Kind::Tenant.index()], n.into(), Arc::clone(p)))
+                    }
+                    Some(Slot::Default(Kind::Tenant, n, p)) if n == **name => {
+                        Some((&mut dynamic[Kind::Tenant.index()], n.into(), Arc::clone(p)))
+                    }
+                    _ => None,
+                },
+                BudgetName::ModelOverflow => {
+                    let policy = directory.default_model.clone();
+                    if policy.is_none() {
+                        *model_overflow = None;
+                    }
+                    budget.replace_policy(policy.unwrap_or_else(|| Arc::new(Policy::empty())), now);
+                    continue;
+                }
+                BudgetName::TenantOverflow => {
+                    let policy = directory.default_tenant.clone();
+                    if policy.is_none() {
+                        *tenant_overflow = None;
+                    }
+                    budget.replace_policy(policy.unwrap_or_else(|| Arc::new(Policy::empty())), now);
+                    continue;
+                }
+                BudgetName::Limiter => continue,
             };
-            match slot {
-                Some(Slot::Listed(k, n, _)) if k == kind && n == &**name => {
-                    self.names.listed[kind.index()].insert(name.clone(), id);
+            match filed {
+                Some((map, name, policy)) => {
+                    budget.replace_policy(policy, now);
+                    budget.name = match budget.name {
+                        BudgetName::Model(_) => BudgetName::Model(name.clone()),
+                        BudgetName::Family(_) => BudgetName::Family(name.clone()),
+                        _ => BudgetName::Tenant(name.clone()),
+                    };
+                    map.insert(name, id);
                 }
-                Some(Slot::Default(k, n, _)) if k == kind && n == **name => {
-                    self.names.dynamic[kind.index()].insert(name.clone(), id);
-                }
-                _ => {}
+                // No new request is routed here: no limits, and dropped once idle.
+                None => budget.replace_policy(Arc::new(Policy::empty()), now),
             }
         }
     }
@@ -527,44 +575,18 @@ impl<C: Clock> Limiter<C> {
             let policy = Arc::new(account.unwrap_or_else(Policy::empty));
             st.root.replace_policy(policy, now);
         }
-        let ids: Vec<BudgetId> = st.budgets.keys().copied().collect();
-        for id in ids {
-            let Some(budget) = st.budgets.get_mut(&id) else {
-                continue;
-            };
-            let policy = match &budget.name {
-                BudgetName::Model(n) => directory
-                    .models
-                    .get(n)
-                    .or(directory.default_model.as_ref())
-                    .cloned(),
-                BudgetName::Family(n) => directory.families.get(n).cloned(),
-                BudgetName::Tenant(n) => directory
-                    .tenants
-                    .get(n)
-                    .or(directory.default_tenant.as_ref())
-                    .cloned(),
-                BudgetName::ModelOverflow => directory.default_model.clone(),
-                BudgetName::TenantOverflow => directory.default_tenant.clone(),
-                BudgetName::Limiter => None,
-            };
-            match policy {
-                Some(policy) => budget.replace_policy(policy, now),
-                // No policy any more: no new request is routed here; drop it once idle.
-                None => budget.replace_policy(Arc::new(Policy::empty()), now),
-            }
-        }
-        st.rebuild_names(&directory);
+        st.refile(&directory, now);
         st.directory = Some(directory);
         st.serve_all(now);
     }
 
-    /// Sets the cap on budgets for names the config does not list (100,000 by default). Past
-    /// it, when a sweep frees nothing, a new name shares one overflow budget with the other new
-    /// names of its kind (tenants, or models), under the same default policy: together they get
-    /// what one such key gets. Never unlimited, never everyone denied: names that have a budget
-    /// keep it, and the overflow budget admits at the default rate. Listed names always get a
-    /// budget of their own.
+    /// Sets the cap on budgets for names the config does not list (100,000 by default). At it,
+    /// a new name shares one overflow budget with the other new names of its kind (tenants, or
+    /// models), under the same default policy: together they get what one such key gets. Never
+    /// unlimited, never everyone denied: names that have a budget keep it, and the overflow
+    /// budget admits at the default rate. Listed names always get a budget of their own. Idle
+    /// budgets make room again at the next sweep: once an eighth of the cap's worth of names
+    /// has gone to the overflow budget, or at [`evict_idle`](Self::evict_idle).
     pub fn set_max_keys(&self, max_keys: usize) {
         self.lock().names.max_keys = max_keys;
     }

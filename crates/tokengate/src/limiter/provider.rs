@@ -110,8 +110,8 @@ impl<C: Clock> Limiter<C> {
     /// is only recorded, in [`LimitStats::reported_amount`](crate::LimitStats::reported_amount)).
     /// When on, [`observe`](Self::observe) puts the reported amount in force on the budget that
     /// mirrors the provider (a key's model budget), keeping what is counted, with defaults
-    /// such as the burst derived afresh. A `reload` puts the config's figures
-    /// back.
+    /// such as the burst derived afresh. A `reload` puts the config's figures back on the
+    /// budgets it gives a policy to (a limiter built from one policy keeps what it adopted).
     ///
     /// # Examples
     /// ```
@@ -212,11 +212,13 @@ impl<C: Clock> Limiter<C> {
             .or_else(|| on_dimension().min_by_key(|(_, l)| l.rule.period()))
             .map(|(i, _)| i);
         let Some(i) = chosen else { return 0 };
+        let mut adopted = false;
         if let Some(amount) = reported.filter(|&r| adopt && r > 0) {
             if amount != budget.policy.limits[i].rule.amount() {
                 // Opted in: the provider's figure replaces ours, keeping what is counted.
                 if let Ok(policy) = budget.policy.with_amount(i, amount) {
                     budget.replace_policy(Arc::new(policy), now);
+                    adopted = true;
                 }
             }
         }
@@ -239,6 +241,10 @@ impl<C: Clock> Limiter<C> {
         if excess > 0 {
             rule.charge(&mut states[i], now, excess);
             c.lowered = c.lowered.saturating_add(excess);
+        }
+        // A limit raised to the provider's figure may let the head in now.
+        if adopted && st.budget(id).is_some_and(|b| b.queue_len() > 0) {
+            st.serve(now, id, None);
         }
         drop(st);
         observe::lowered(dimension, excess);

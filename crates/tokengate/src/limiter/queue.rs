@@ -9,6 +9,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use super::route::{Admission, Route};
+use super::timer::{current_runtime, RuntimeTag};
 use crate::core::Nanos;
 use crate::cost::Cost;
 use crate::error::AcquireError;
@@ -18,6 +19,8 @@ pub(crate) struct Entry {
     /// The ticket: tickets grow in arrival order, and every queue is in ticket order.
     pub(crate) id: u64,
     pub(crate) route: Route,
+    /// The runtime the waiter was last polled on: only a timer of that runtime may wake it.
+    pub(crate) runtime: RuntimeTag,
     pub(crate) waker: Option<Waker>,
     pub(crate) cost: Cost,
     /// When the acquisition started, for wait-time stats.
@@ -41,6 +44,7 @@ impl Entry {
         Self {
             id,
             route,
+            runtime: current_runtime(),
             waker: Some(waker.clone()),
             cost,
             started,
@@ -48,8 +52,9 @@ impl Entry {
         }
     }
 
-    /// Stores the waker to use.
+    /// Stores the waker to use, and the runtime it is polled on.
     pub(crate) fn set_waker(&mut self, waker: &Waker) {
+        self.runtime = current_runtime();
         match &self.waker {
             Some(w) if w.will_wake(waker) => {}
             _ => self.waker = Some(waker.clone()),

@@ -13,43 +13,47 @@ pub(crate) const ROOT: BudgetId = 0;
 pub(crate) const MAX_ROUTE: usize = 3;
 
 /// The budgets one request falls under, the limiter's own first; each is charged, all or none.
+/// The others follow in order; an unused place holds `ROOT`, which no other budget is (so the
+/// route is 12 bytes, and queue entries stay small).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Route {
     ids: [BudgetId; MAX_ROUTE],
-    len: u8,
 }
 
 impl Route {
     /// Only the limiter's own budget.
     pub(crate) const ROOT: Route = Route {
         ids: [ROOT; MAX_ROUTE],
-        len: 1,
     };
 
-    /// Adds `id` after the others (ignored when full or already there).
+    #[inline]
+    fn len(&self) -> usize {
+        1 + self.ids[1..].iter().take_while(|&&id| id != ROOT).count()
+    }
+
+    /// Adds `id` after the others (ignored when full, already there, or the limiter's own).
     pub(crate) fn push(&mut self, id: BudgetId) {
-        let len = usize::from(self.len);
-        if len < MAX_ROUTE && !self.ids[..len].contains(&id) {
+        let len = self.len();
+        if id != ROOT && len < MAX_ROUTE && !self.ids[..len].contains(&id) {
             self.ids[len] = id;
-            self.len += 1;
         }
     }
 
     #[inline]
     pub(crate) fn ids(&self) -> &[BudgetId] {
-        &self.ids[..usize::from(self.len)]
+        &self.ids[..self.len()]
     }
 
     /// Whether it holds only the limiter's own budget.
     #[inline]
     pub(crate) fn is_root(&self) -> bool {
-        self.len == 1
+        self.ids[1] == ROOT
     }
 
     /// The budgets other than the limiter's own.
     #[inline]
     pub(crate) fn keyed(&self) -> &[BudgetId] {
-        &self.ids[1..usize::from(self.len)]
+        &self.ids[1..self.len()]
     }
 }
 

@@ -29,13 +29,24 @@ pub(crate) struct HeadTimer {
 
 #[cfg(feature = "tokio")]
 impl HeadTimer {
-    /// Sets the timer to wake `waker` (of waiter `id`) at `until`, `until - now` from now on
-    /// tokio's clock. Returns false outside a tokio runtime: the waiter must then arrange its
-    /// own wake-up.
-    pub(crate) fn arm(&mut self, id: u64, now: Nanos, until: Nanos, waker: &Waker) -> bool {
+    /// Sets the timer to wake `waker` (of waiter `id`, polled on the runtime tagged `owner`)
+    /// at `until`, `until - now` from now on tokio's clock. Returns false when this thread is
+    /// not in the waiter's own runtime (or in none, or the waiter has none): a timer of another
+    /// runtime might never be driven, so the waiter must arrange its own wake-up.
+    pub(crate) fn arm(
+        &mut self,
+        id: u64,
+        owner: RuntimeTag,
+        now: Nanos,
+        until: Nanos,
+        waker: &Waker,
+    ) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
+        if owner == NO_RUNTIME || owner != tag_of(runtime.id()) {
+            return false;
+        }
         let deadline =
             tokio::time::Instant::now() + Duration::from_nanos(until.saturating_sub(now));
         let sleep = match &mut self.sleep {
@@ -84,6 +95,35 @@ impl HeadTimer {
     }
 }
 
+/// Which tokio runtime a waiter is polled on, folded to 32 bits (entries stay small); a clash
+/// of two runtimes' tags would only let one arm a timer the other drives, as before tags.
+pub(crate) type RuntimeTag = u32;
+
+/// The tag of a waiter polled outside any tokio runtime (a blocking waiter).
+pub(crate) const NO_RUNTIME: RuntimeTag = 0;
+
+#[cfg(feature = "tokio")]
+fn tag_of(id: tokio::runtime::Id) -> RuntimeTag {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    let v = h.finish();
+    // Never NO_RUNTIME.
+    (((v >> 32) ^ v) as u32).max(1)
+}
+
+/// The tag of the runtime this thread is in, if any.
+pub(crate) fn current_runtime() -> RuntimeTag {
+    #[cfg(feature = "tokio")]
+    {
+        tokio::runtime::Handle::try_current().map_or(NO_RUNTIME, |h| tag_of(h.id()))
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        NO_RUNTIME
+    }
+}
+
 /// Without tokio there is no timer to share: every waiter wakes itself.
 #[cfg(not(feature = "tokio"))]
 #[derive(Debug, Default)]
@@ -93,7 +133,14 @@ pub(crate) struct HeadTimer {
 
 #[cfg(not(feature = "tokio"))]
 impl HeadTimer {
-    pub(crate) fn arm(&mut self, _id: u64, _now: Nanos, _until: Nanos, _waker: &Waker) -> bool {
+    pub(crate) fn arm(
+        &mut self,
+        _id: u64,
+        _owner: RuntimeTag,
+        _now: Nanos,
+        _until: Nanos,
+        _waker: &Waker,
+    ) -> bool {
         false
     }
 

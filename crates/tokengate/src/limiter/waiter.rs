@@ -10,7 +10,9 @@
 //! the thread.
 //!
 //! Dropping a `Waiting` leaves the queue and lets it move on; if it had been admitted but not
-//! yet picked up its permit, the admission is taken back. Nothing is lost or counted twice.
+//! yet picked up its permit, the admission is taken back. Nothing is lost or counted twice
+//! (but for a budget whose policy a reload or an adopted provider limit changed in between:
+//! like any permit of an older policy, its reservation then stays, the safe side).
 
 use std::sync::Arc;
 use std::task::Waker;
@@ -21,6 +23,7 @@ use super::keys::KeyNames;
 use super::observe::{self, WaitNote};
 use super::queue::{deadline, Entry};
 use super::route::Route;
+use super::timer::current_runtime;
 use super::{Limiter, Permit};
 use crate::clock::Clock;
 use crate::core::Nanos;
@@ -188,7 +191,9 @@ impl<'a, C: Clock> Waiting<'a, C> {
             until,
             st.budget_mut(holder).and_then(|b| b.waiters.as_mut()),
         ) {
-            (Some(u), Some(w)) if self.uses_head_timer => w.timer.arm(id, now, u, waker),
+            (Some(u), Some(w)) if self.uses_head_timer => {
+                w.timer.arm(id, current_runtime(), now, u, waker)
+            }
             _ => false,
         };
         drop(st);
@@ -277,20 +282,21 @@ impl<C: Clock> Drop for Waiting<'_, C> {
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
-        st.count(&route, |c| c.cancelled += 1);
         let mut revoked = false;
         let mut failed = None;
         if let Some(queue) = st.queue_of(&route, id) {
+            st.count(&route, |c| c.cancelled += 1);
             if st.dequeue(queue, id, now).is_some() {
                 st.unpin(&route);
             }
         } else {
             match st.grants.take(id) {
                 Some(Ok(granted)) => {
+                    st.count(&route, |c| c.cancelled += 1);
                     st.revoke(now, granted);
                     revoked = true;
                 }
-                // Failed (timed out at the head) before it picked up the error.
+                // Failed (timed out at the head, counted then) before it picked up the error.
                 Some(Err(error)) => failed = Some(error),
                 None => {}
             }
