@@ -440,11 +440,26 @@ async fn a_waiter_dropped_while_queued_gives_everything_back() {
 /// One step of a random schedule.
 #[derive(Debug, Clone)]
 enum Op {
-    Acquire { tenant: u8, model: u8, tokens: u64 },
-    Settle { index: usize, used: u64 },
-    Drop { index: usize },
-    Advance { ms: u64 },
+    Acquire {
+        tenant: u8,
+        model: u8,
+        tokens: u64,
+    },
+    Settle {
+        index: usize,
+        used: u64,
+    },
+    Drop {
+        index: usize,
+    },
+    Advance {
+        ms: u64,
+    },
     Evict,
+    /// Puts the raised config in force (or back to the first).
+    Reload {
+        raised: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -454,6 +469,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|index| Op::Drop { index }),
         3 => (1..3_000u64).prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Evict),
+        1 => any::<bool>().prop_map(|raised| Op::Reload { raised }),
     ]
 }
 
@@ -491,13 +507,29 @@ const PROPERTY: &str = r#"
     algorithm = "fixed_window"
 "#;
 
+/// `PROPERTY` with every limit raised, and model `m2` listed in capitals (model names ignore
+/// case): the family 12 per 10 s, m2 7, tenants t0-t1 6, the default 5.
+fn raised() -> String {
+    PROPERTY
+        .replace(
+            "amount = 10\n    per = \"10s\"",
+            "amount = 12\n    per = \"10s\"",
+        )
+        .replace(
+            "[[models.m2.limits]]\n    dimension = \"requests\"\n    amount = 5",
+            "[[models.M2.limits]]\n    dimension = \"requests\"\n    amount = 7",
+        )
+        .replace("amount = 4", "amount = 6")
+        .replace("amount = 3", "amount = 5")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// Whatever the schedule (acquires on random keys, settlements, drops, time, evictions),
-    /// each budget's admissions stay within its limit in every window: a request is counted
-    /// against both of its budgets, and a budget dropped while idle comes back with nothing
-    /// forgotten.
+    /// Whatever the schedule (acquires on random keys, settlements, drops, time, evictions,
+    /// reloads), each budget's admissions stay within its limit in every window: a request is
+    /// counted against both of its budgets, a budget dropped while idle comes back with
+    /// nothing forgotten, and a reload carries what is counted over.
     #[test]
     fn budgets_never_over_admit(ops in proptest::collection::vec(op(), 1..120)) {
         let limiter = manual(PROPERTY);
@@ -528,12 +560,18 @@ proptest! {
                 }
                 Op::Advance { ms } => clock.advance(Duration::from_millis(ms)),
                 Op::Evict => { limiter.evict_idle(); }
+                Op::Reload { raised: up } => {
+                    let text = if up { raised() } else { PROPERTY.to_owned() };
+                    limiter.reload(config(&text));
+                }
                 _ => {}
             }
         }
         prop_assert_eq!(limiter.stats().admitted, admitted);
+        // The higher of the two configs' figures: a window that spans a reload may hold what
+        // was admitted under either, never more (what is counted is carried over).
         let caps: HashMap<&str, u64> =
-            [("f", 10), ("m2", 5), ("t0", 4), ("t1", 4), ("t2", 3), ("t3", 3)].into();
+            [("f", 12), ("m2", 7), ("t0", 6), ("t1", 6), ("t2", 5), ("t3", 5)].into();
         for (budget, entries) in &log {
             let cap = caps[budget.as_str()];
             let window = if budget.starts_with("t2") || budget.starts_with("t3") {

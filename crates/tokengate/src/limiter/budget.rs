@@ -164,7 +164,9 @@ impl Budget {
                 (None, Some(i)) => {
                     let used = old_policy.limits[i].rule.snapshot(&old_limits[i], now).used;
                     let mut state = l.rule.new_state();
-                    l.rule.charge(&mut state, now, used);
+                    // All of it, even above the new amount (into debt): capping it, as a
+                    // settlement's charge is, would forget units a later raise would count.
+                    let _ = l.rule.commit(&mut state, now, used);
                     (state, old_counters[i])
                 }
                 (None, None) => (l.rule.new_state(), Default::default()),
