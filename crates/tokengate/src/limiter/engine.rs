@@ -118,6 +118,13 @@ impl State {
         }
     }
 
+    /// A snapshot of the limiter's own budget, whose waiters are all the queued acquisitions.
+    pub(crate) fn root_stats(&self, now: Nanos) -> crate::stats::Stats {
+        let mut stats = self.root.stats(now);
+        stats.waiters = self.waiting;
+        stats
+    }
+
     /// Applies `f` to the counters of every budget of `route` (the limiter's own counts all).
     #[inline]
     pub(crate) fn count(&mut self, route: &Route, f: impl Fn(&mut BudgetCounters)) {

@@ -610,8 +610,7 @@ impl<C: Clock> Limiter<C> {
     pub fn all_stats(&self) -> Vec<Stats> {
         let now = self.shared.clock.now();
         let st = self.lock();
-        let mut root = st.root.stats(now);
-        root.waiters = st.waiting;
+        let root = st.root_stats(now);
         let mut others: Vec<Stats> = st.budgets.values().map(|b| b.stats(now)).collect();
         drop(st);
         others.sort_by(|a, b| a.budget.cmp(&b.budget));

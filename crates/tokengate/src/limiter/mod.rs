@@ -73,8 +73,6 @@ impl<C: Clock> Clone for Limiter<C> {
 #[derive(Debug)]
 struct Shared<C> {
     clock: C,
-    /// The limiter's own policy: every request falls under it.
-    policy: Arc<Policy>,
     /// Prices requests for [`Key::run`].
     estimator: Mutex<Estimator>,
     state: Mutex<State>,
@@ -95,13 +93,12 @@ impl<C: Clock> Limiter<C> {
     }
 
     fn from_parts(policy: Arc<Policy>, directory: Option<Directory>, clock: C) -> Self {
-        let root = Budget::new(BudgetName::Limiter, Arc::clone(&policy));
+        let root = Budget::new(BudgetName::Limiter, policy);
         let mut state = State::new(root);
         state.directory = directory.map(Arc::new);
         Self {
             shared: Arc::new(Shared {
                 clock,
-                policy,
                 estimator: Mutex::new(Estimator::new()),
                 state: Mutex::new(state),
             }),
@@ -183,7 +180,7 @@ impl<C: Clock> Limiter<C> {
                 let admission = st.admit(route, now, &cost, 0);
                 let scope = observe::Scope::of(&st, &route);
                 drop(st);
-                observe::admitted(&scope, &self.shared.policy, &cost, None);
+                observe::admitted(&scope, &cost, None);
                 return Ok(Permit::new(self, cost, now, admission));
             }
             Ok(v) => v,
@@ -261,10 +258,7 @@ impl<C: Clock> Limiter<C> {
     /// ```
     pub fn stats(&self) -> Stats {
         let now = self.shared.clock.now();
-        let st = self.lock();
-        let mut stats = st.root.stats(now);
-        stats.waiters = st.waiting;
-        stats
+        self.lock().root_stats(now)
     }
 
     #[inline]

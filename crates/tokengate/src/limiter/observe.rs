@@ -22,49 +22,38 @@ use super::Verdict;
 /// under its model's budget (or the first of its own); tenants are not labels: their number
 /// is unbounded (read them from [`Key::stats`](crate::Key::stats)). Without the `tracing`
 /// and `metrics` features it is empty and costs nothing.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Scope {
     #[cfg(any(feature = "tracing", feature = "metrics"))]
-    keyed: Option<(std::sync::Arc<Policy>, String)>,
+    policy: std::sync::Arc<Policy>,
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    budget: String,
 }
 
 impl Scope {
-    /// The scope of a request on `route` (read under the lock).
+    /// The scope of a request on `route` (read under the lock): the limiter's own budget for
+    /// a request on no key (its policy as a reload left it), else the key's model budget,
+    /// else its first.
     #[inline(always)]
     pub(super) fn of(st: &State, route: &Route) -> Self {
         #[cfg(any(feature = "tracing", feature = "metrics"))]
         {
-            // The limiter's own budget for a request on no key (its policy as a reload left
-            // it), else the key's model budget, else its first.
-            let budget = if route.keyed().is_empty() {
-                Some(&st.root)
-            } else {
-                route
-                    .keyed()
-                    .iter()
-                    .filter_map(|&id| st.budget(id))
-                    .min_by_key(|b| !b.name.is_model())
-            };
-            let keyed = budget.map(|b| (std::sync::Arc::clone(&b.policy), b.name.label()));
-            Self { keyed }
+            let budget = route
+                .keyed()
+                .iter()
+                .filter_map(|&id| st.budget(id))
+                .min_by_key(|b| !b.name.is_model())
+                .unwrap_or(&st.root);
+            Self {
+                policy: std::sync::Arc::clone(&budget.policy),
+                budget: budget.name.label(),
+            }
         }
         #[cfg(not(any(feature = "tracing", feature = "metrics")))]
         {
             let _ = (st, route);
             Self {}
         }
-    }
-
-    #[cfg(any(feature = "tracing", feature = "metrics"))]
-    fn policy<'a>(&'a self, root: &'a Policy) -> &'a Policy {
-        self.keyed.as_ref().map_or(root, |(p, _)| p)
-    }
-
-    #[cfg(any(feature = "tracing", feature = "metrics"))]
-    fn budget(&self) -> String {
-        self.keyed
-            .as_ref()
-            .map_or_else(|| "limiter".to_owned(), |(_, b)| b.clone())
     }
 }
 
@@ -112,15 +101,14 @@ fn secs(ns: Nanos) -> f64 {
 /// A permit was delivered: at once (`waited` is `None`), or to a queued acquisition after
 /// `waited` ns. Counts the admission and the units it charged on each dimension.
 #[inline(always)]
-pub(super) fn admitted(scope: &Scope, root: &Policy, cost: &Cost, waited: Option<Nanos>) {
+pub(super) fn admitted(scope: &Scope, cost: &Cost, waited: Option<Nanos>) {
     #[cfg(feature = "tracing")]
     if let Some(waited) = waited {
-        tracing::debug!(target: TARGET, budget = scope.budget(), waited_secs = secs(waited), "admitted after waiting");
+        tracing::debug!(target: TARGET, budget = scope.budget.as_str(), waited_secs = secs(waited), "admitted after waiting");
     }
     #[cfg(feature = "metrics")]
     {
-        let policy = scope.policy(root);
-        let budget = scope.budget();
+        let (policy, budget) = (&*scope.policy, scope.budget.clone());
         metrics::counter!("tokengate_admitted_total", "budget" => budget.clone()).increment(1);
         if let Some(waited) = waited {
             metrics::histogram!("tokengate_wait_seconds", "budget" => budget.clone())
@@ -136,7 +124,7 @@ pub(super) fn admitted(scope: &Scope, root: &Policy, cost: &Cost, waited: Option
         }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (scope, root, cost, waited);
+    let _ = (scope, cost, waited);
 }
 
 /// `try_acquire` said no.
@@ -307,9 +295,9 @@ pub(super) fn cancelled(waited: Nanos, revoked: bool) {
 /// A permit that reserved `reserved` settled with `used`: per dimension, the units refunded
 /// or charged beyond the reservation (as [`LimitStats`](crate::LimitStats) counts them).
 #[inline(always)]
-pub(super) fn settled(scope: &Scope, root: &Policy, reserved: &Cost, used: &Cost) {
+pub(super) fn settled(scope: &Scope, reserved: &Cost, used: &Cost) {
     #[cfg(any(feature = "tracing", feature = "metrics"))]
-    let (policy, budget) = (scope.policy(root), scope.budget());
+    let (policy, budget) = (&*scope.policy, &scope.budget);
     #[cfg(any(feature = "tracing", feature = "metrics"))]
     for i in dimensions(policy) {
         let l = &policy.limits[i];
@@ -341,7 +329,7 @@ pub(super) fn settled(scope: &Scope, root: &Policy, reserved: &Cost, used: &Cost
         }
     }
     #[cfg(not(any(feature = "tracing", feature = "metrics")))]
-    let _ = (scope, root, reserved, used);
+    let _ = (scope, reserved, used);
 }
 
 /// Admissions pause for `retry_after` (a provider's answer); `throttled` when it was a 429.

@@ -143,7 +143,7 @@ impl<'a, C: Clock> Permit<'a, C> {
         // Budget or a slot may have come back: the head waiters may be admitted now.
         st.release(now, &route, admission.slots);
         drop(st);
-        observe::settled(&scope, &limiter.shared.policy, &self.cost, &used);
+        observe::settled(&scope, &self.cost, &used);
     }
 }
 

@@ -147,7 +147,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
                 let admission = st.admit(route, now, &cost, 0);
                 let scope = observe::Scope::of(&st, &route);
                 drop(st);
-                observe::admitted(&scope, &limiter.shared.policy, &cost, None);
+                observe::admitted(&scope, &cost, None);
                 return Step::Done(Ok(Permit::new(limiter, cost, now, admission)));
             }
             Err(e) => {
@@ -227,7 +227,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
             return Step::Done(match outcome {
                 Ok(g) => {
                     let waited = g.admitted_at.saturating_sub(started);
-                    observe::admitted(&scope, &limiter.shared.policy, &g.cost, Some(waited));
+                    observe::admitted(&scope, &g.cost, Some(waited));
                     Ok(Permit::new(limiter, g.cost, g.admitted_at, g.admission))
                 }
                 Err(error) => {
