@@ -721,25 +721,14 @@ fn check_log(name: &str, log: &str, limits: &[&str], weights: &[&str]) {
 
 const RUN: Duration = Duration::from_secs(600);
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn openai_saturating_load_no_429_and_tokens_per_minute_used() {
-    let (rpm, tpm) = (300, 40_000);
-    let policy = Policy::builder()
-        .requests_per_minute(rpm)
-        .tokens_per_minute(tpm)
-        .build()
-        .unwrap();
-    let limits = MockLimits {
-        requests: rpm,
-        tokens: Some(tpm),
-        input: None,
-        output: None,
-    };
-    let outcome = run_load(Api::OpenAi, policy, limits, 24, RUN, "tokens").await;
-    let allowed = tpm * RUN.as_secs() / 60;
+/// What every saturating run must show: no 429 on either side, the limiter setting the pace
+/// (at least 90% of admissions waited), and at least 95% (never more than 100%) of the
+/// binding limit of `per_minute` used over the run.
+fn assert_saturated_without_429s(api: &str, binding: &str, outcome: &Outcome, per_minute: u64) {
+    let allowed = per_minute * RUN.as_secs() / 60;
     let utilisation = outcome.binding_used as f64 / allowed as f64;
     println!(
-        "OpenAI: tokens used {} of {} allowed in {:?}: {:.2}%",
+        "{api}: {binding} used {} of {} allowed in {:?}: {:.2}%",
         outcome.binding_used,
         allowed,
         RUN,
@@ -756,10 +745,28 @@ async fn openai_saturating_load_no_429_and_tokens_per_minute_used() {
     assert!(outcome.stats.waits.count * 10 >= outcome.stats.admitted * 9);
     assert!(
         utilisation >= 0.95,
-        "tokens per minute used: {:.2}%",
+        "{binding} per minute used: {:.2}%",
         utilisation * 100.0
     );
     assert!(utilisation <= 1.0 + 1e-9);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn openai_saturating_load_no_429_and_tokens_per_minute_used() {
+    let (rpm, tpm) = (300, 40_000);
+    let policy = Policy::builder()
+        .requests_per_minute(rpm)
+        .tokens_per_minute(tpm)
+        .build()
+        .unwrap();
+    let limits = MockLimits {
+        requests: rpm,
+        tokens: Some(tpm),
+        input: None,
+        output: None,
+    };
+    let outcome = run_load(Api::OpenAi, policy, limits, 24, RUN, "tokens").await;
+    assert_saturated_without_429s("OpenAI", "tokens", &outcome, tpm);
     check_log(
         "openai",
         &outcome.log,
@@ -784,30 +791,7 @@ async fn anthropic_saturating_load_no_429_and_output_tokens_per_minute_used() {
         output: Some(otpm),
     };
     let outcome = run_load(Api::Anthropic, policy, limits, 16, RUN, "output_tokens").await;
-    let allowed = otpm * RUN.as_secs() / 60;
-    let utilisation = outcome.binding_used as f64 / allowed as f64;
-    println!(
-        "Anthropic: output tokens used {} of {} allowed in {:?}: {:.2}%",
-        outcome.binding_used,
-        allowed,
-        RUN,
-        utilisation * 100.0
-    );
-    assert_eq!(
-        (outcome.client_429s, outcome.mock_throttled),
-        (0, 0),
-        "no 429"
-    );
-    assert_eq!(outcome.stats.throttled, 0);
-    assert!(outcome.responses > 100);
-    // Saturated: the limiter, not the callers, set the pace.
-    assert!(outcome.stats.waits.count * 10 >= outcome.stats.admitted * 9);
-    assert!(
-        utilisation >= 0.95,
-        "output tokens per minute used: {:.2}%",
-        utilisation * 100.0
-    );
-    assert!(utilisation <= 1.0 + 1e-9);
+    assert_saturated_without_429s("Anthropic", "output tokens", &outcome, otpm);
     check_log(
         "anthropic",
         &outcome.log,
