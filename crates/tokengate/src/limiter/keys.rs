@@ -279,12 +279,17 @@ impl State {
     }
 
     fn make_budget(&mut self, kind: Kind, name: Box<str>, policy: &Arc<Policy>) -> BudgetId {
-        let id = self.free_id();
         let name = match kind {
             Kind::Model => BudgetName::Model(name),
             Kind::Family => BudgetName::Family(name),
             Kind::Tenant => BudgetName::Tenant(name),
         };
+        self.insert_budget(name, policy)
+    }
+
+    /// A new budget under a free id.
+    fn insert_budget(&mut self, name: BudgetName, policy: &Arc<Policy>) -> BudgetId {
+        let id = self.free_id();
         self.budgets
             .insert(id, Budget::new(name, Arc::clone(policy)));
         id
@@ -312,13 +317,11 @@ impl State {
         if let Some(id) = existing.filter(|id| self.budgets.contains_key(id)) {
             return id;
         }
-        let id = self.free_id();
         let name = match kind {
             Kind::Tenant => BudgetName::TenantOverflow,
             _ => BudgetName::ModelOverflow,
         };
-        self.budgets
-            .insert(id, Budget::new(name, Arc::clone(policy)));
+        let id = self.insert_budget(name, policy);
         match kind {
             Kind::Tenant => self.names.tenant_overflow = Some(id),
             _ => self.names.model_overflow = Some(id),
@@ -370,20 +373,18 @@ impl State {
                     }
                     _ => None,
                 },
-                BudgetName::ModelOverflow => {
-                    let policy = directory.default_model.clone();
+                BudgetName::ModelOverflow | BudgetName::TenantOverflow => {
+                    let (policy, slot) = match budget.name {
+                        BudgetName::ModelOverflow => {
+                            (&directory.default_model, &mut *model_overflow)
+                        }
+                        _ => (&directory.default_tenant, &mut *tenant_overflow),
+                    };
                     if policy.is_none() {
-                        *model_overflow = None;
+                        *slot = None;
                     }
-                    budget.replace_policy(policy.unwrap_or_else(|| Arc::new(Policy::empty())), now);
-                    continue;
-                }
-                BudgetName::TenantOverflow => {
-                    let policy = directory.default_tenant.clone();
-                    if policy.is_none() {
-                        *tenant_overflow = None;
-                    }
-                    budget.replace_policy(policy.unwrap_or_else(|| Arc::new(Policy::empty())), now);
+                    let policy = policy.clone().unwrap_or_else(|| Arc::new(Policy::empty()));
+                    budget.replace_policy(policy, now);
                     continue;
                 }
                 BudgetName::Limiter => continue,
