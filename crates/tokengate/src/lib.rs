@@ -211,6 +211,7 @@ mod limit;
 mod limiter;
 mod policy;
 mod stats;
+mod sync;
 
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;

@@ -19,6 +19,29 @@ pub(crate) enum Measure {
 }
 
 impl Measure {
+    /// The measure as plain integers `(kind, input weight, output weight)`, for the built-in
+    /// dimensions (not a custom one): what the in-memory limiter's lock-free lane keeps.
+    pub(crate) fn code(&self) -> Option<(u32, u64, u64)> {
+        match self {
+            Measure::Requests => Some((0, 0, 0)),
+            Measure::Input => Some((1, 0, 0)),
+            Measure::Output => Some((2, 0, 0)),
+            Measure::Weighted { input, output } => Some((3, *input, *output)),
+            Measure::Custom(_) => None,
+        }
+    }
+
+    /// The measure whose [`code`](Self::code) this is.
+    #[inline]
+    pub(crate) fn from_code(kind: u32, input: u64, output: u64) -> Self {
+        match kind {
+            0 => Measure::Requests,
+            1 => Measure::Input,
+            2 => Measure::Output,
+            _ => Measure::Weighted { input, output },
+        }
+    }
+
     #[inline]
     pub(crate) fn amount(&self, cost: &Cost) -> Option<u64> {
         match self {

@@ -142,6 +142,12 @@ impl Waits {
         }
     }
 
+    /// Counts `n` admissions that did not wait.
+    #[inline]
+    pub(crate) fn record_no_waits(&mut self, n: u64) {
+        self.no_wait = self.no_wait.saturating_add(n);
+    }
+
     pub(crate) fn stats(&self) -> WaitStats {
         let mut h = self.histogram.as_deref().cloned().unwrap_or_default();
         h.buckets[0] += self.no_wait;

@@ -8,6 +8,7 @@
 //! `burst`'s worth of time from `now`.
 
 use super::time::{Nanos, Rate};
+use super::Decision;
 
 /// State of a GCRA limit: the instant at which its bucket is full again, and how much time
 /// refunds have given back so far.
@@ -45,9 +46,37 @@ impl Gcra {
         }
     }
 
+    /// The largest cost admitted at once: the burst, or (with `oversize_when_full`) the
+    /// amount per period.
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> u64 {
+        if self.oversize_when_full {
+            self.rate.parts().0
+        } else {
+            self.burst
+        }
+    }
+
+    /// Whether `cost` units are admitted at `now`: [`LimitRule::decide`](super::LimitRule::decide)
+    /// for a bucket.
+    #[inline(always)]
+    pub(crate) fn decide(&self, state: &GcraState, now: Nanos, cost: u64) -> Decision {
+        if cost > self.capacity() {
+            return Decision::Impossible {
+                capacity: self.capacity(),
+            };
+        }
+        let at = self.earliest(state, now, cost);
+        if at <= now {
+            Decision::Admit
+        } else {
+            Decision::NotUntil(at)
+        }
+    }
+
     /// The earliest instant `>= now` at which `cost` units are admitted, assuming
     /// `cost` is possible. Returns `now` when admitted at once.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn earliest(&self, state: &GcraState, now: Nanos, cost: u64) -> Nanos {
         let tolerance = if cost > self.burst {
             // Only reachable with `oversize_when_full`: wait for a full bucket.
@@ -67,7 +96,7 @@ impl Gcra {
     /// Records `cost` units at `now`; returns the admission's mark: the instant at which the
     /// bucket will have drained these units (the new TAT: units leave the bucket after
     /// everything admitted before them) plus the time refunds had given back so far.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit(&self, state: &mut GcraState, now: Nanos, cost: u64) -> Nanos {
         state.tat = state.tat.max(now).saturating_add(self.rate.time_for(cost));
         state.tat.saturating_add(state.refunded)

@@ -42,7 +42,9 @@ mod time;
 
 pub use combined::{commit_all, decide_all, settle_all, CombinedDecision};
 pub use fixed_window::FixedWindowState;
+pub(crate) use gcra::Gcra;
 pub use gcra::GcraState;
+pub(crate) use rule::BucketParts;
 pub use rule::{Decision, LimitRule, LimitState, Receipt, Snapshot};
 pub use sliding_counter::SlidingCounterState;
 pub use sliding_log::SlidingLogState;

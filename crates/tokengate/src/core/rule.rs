@@ -69,6 +69,33 @@ enum Kind {
     Smooth(Gcra),
 }
 
+/// A token or leaky bucket rule as plain integers: what the in-memory limiter's lock-free lane
+/// keeps of a rule, to rebuild it with [`BucketParts::gcra`] and decide with the very same
+/// code as [`LimitRule::decide`] and [`LimitRule::commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct BucketParts {
+    pub(crate) amount: u64,
+    pub(crate) period: Nanos,
+    pub(crate) exact_unit: Nanos,
+    pub(crate) burst: u64,
+    pub(crate) tolerance: Nanos,
+    pub(crate) oversize_when_full: bool,
+}
+
+impl BucketParts {
+    /// The bucket whose [`LimitRule::bucket_parts`] these are: its `decide` and `commit` are
+    /// what the rule's do for a [`GcraState`].
+    #[inline(always)]
+    pub(crate) fn gcra(self) -> Gcra {
+        Gcra {
+            rate: Rate::from_parts(self.amount, self.period, self.exact_unit),
+            burst: self.burst,
+            tolerance: self.tolerance,
+            oversize_when_full: self.oversize_when_full,
+        }
+    }
+}
+
 /// The state of one limit for one key: plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitState {
@@ -158,6 +185,25 @@ impl LimitRule {
         })
     }
 
+    /// The rule as plain integers, when it is a token or leaky bucket (its state is then a
+    /// [`GcraState`]).
+    pub(crate) fn bucket_parts(&self) -> Option<BucketParts> {
+        match self.kind {
+            Kind::Gcra(g) => {
+                let (amount, period, exact_unit) = g.rate.parts();
+                Some(BucketParts {
+                    amount,
+                    period,
+                    exact_unit,
+                    burst: g.burst,
+                    tolerance: g.tolerance,
+                    oversize_when_full: g.oversize_when_full,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Units admitted per period.
     pub fn amount(&self) -> u64 {
         self.amount
@@ -193,7 +239,7 @@ impl LimitRule {
     #[inline]
     pub fn capacity(&self) -> u64 {
         match self.kind {
-            Kind::Gcra(g) if !g.oversize_when_full => g.burst,
+            Kind::Gcra(g) => g.capacity(),
             _ => self.amount,
         }
     }
@@ -214,6 +260,9 @@ impl LimitRule {
     /// A state that belongs to another rule (a mismatched variant) is treated as fresh.
     #[inline]
     pub fn decide(&self, state: &LimitState, now: Nanos, cost: u64) -> Decision {
+        if let (Kind::Gcra(g), LimitState::Gcra(s)) = (&self.kind, state) {
+            return g.decide(s, now, cost);
+        }
         if cost > self.capacity() {
             return Decision::Impossible {
                 capacity: self.capacity(),

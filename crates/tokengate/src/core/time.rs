@@ -31,8 +31,25 @@ impl Rate {
         }
     }
 
-    /// Nanoseconds needed to earn `units`, rounded up; saturates at `u64::MAX`.
+    /// The rate as `(amount, period, exact_unit)`: plain integers a copy of it is kept as
+    /// (the in-memory limiter's lock-free lane), rebuilt by [`from_parts`](Self::from_parts).
     #[inline]
+    pub(crate) fn parts(self) -> (u64, Nanos, Nanos) {
+        (self.amount, self.period, self.exact_unit)
+    }
+
+    /// The rate whose [`parts`](Self::parts) these are.
+    #[inline]
+    pub(crate) fn from_parts(amount: u64, period: Nanos, exact_unit: Nanos) -> Self {
+        Self {
+            amount,
+            period,
+            exact_unit,
+        }
+    }
+
+    /// Nanoseconds needed to earn `units`, rounded up; saturates at `u64::MAX`.
+    #[inline(always)]
     pub(crate) fn time_for(self, units: u64) -> Nanos {
         if self.exact_unit != 0 {
             return units.saturating_mul(self.exact_unit);

@@ -82,6 +82,10 @@ pub(crate) struct State {
     pub(crate) root_from_config: bool,
     /// Where the polling waiter stands after [`serve`](Self::serve), when it heads a queue.
     head_wait: Option<HeadWait>,
+    /// The policy whose rules the lane holds, and whether it fits the lane (see
+    /// [`StateGuard`](super::StateGuard)).
+    pub(crate) lane_policy: Option<Arc<crate::policy::Policy>>,
+    pub(crate) lane_fits: bool,
 }
 
 impl State {
@@ -97,6 +101,8 @@ impl State {
             adopt_reported: false,
             root_from_config: false,
             head_wait: None,
+            lane_policy: None,
+            lane_fits: false,
         }
     }
 

@@ -639,7 +639,8 @@ impl<'a, C: Clock> Key<'a, C> {
     /// # Errors
     /// As [`Limiter::try_acquire`]; the dimension named is that of the budget that denies.
     pub fn try_acquire(&self, cost: Cost) -> Result<Permit<'a, C>, Denied> {
-        self.limiter.try_acquire_on(Some(&self.names), cost)
+        let now = self.limiter.shared.clock.now();
+        self.limiter.try_acquire_on(Some(&self.names), cost, now)
     }
 
     /// [`Limiter::acquire`] on this key's budgets.

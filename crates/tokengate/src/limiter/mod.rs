@@ -3,6 +3,7 @@
 mod budget;
 mod engine;
 mod keys;
+mod lane;
 mod observe;
 mod permit;
 mod provider;
@@ -15,7 +16,8 @@ mod waiter;
 mod async_acquire;
 mod blocking;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
@@ -25,6 +27,7 @@ use crate::error::Denied;
 use crate::estimate::Estimator;
 use crate::policy::Policy;
 use crate::stats::Stats;
+use crate::sync::{Mutex, MutexGuard};
 
 #[cfg(feature = "tokio")]
 pub use async_acquire::Acquire;
@@ -34,7 +37,8 @@ pub use permit::Permit;
 use budget::{Budget, BudgetName, Verdict};
 use engine::State;
 use keys::{Directory, KeyNames};
-use route::Route;
+use lane::Lane;
+use route::{Admission, Route};
 
 /// Admits requests under a [`Policy`]: every limit at once or none, FIFO, with exact waits.
 ///
@@ -74,8 +78,10 @@ impl<C: Clock> Clone for Limiter<C> {
 struct Shared<C> {
     clock: C,
     /// Prices requests for [`Key::run`].
-    estimator: Mutex<Estimator>,
+    estimator: std::sync::Mutex<Estimator>,
     state: Mutex<State>,
+    /// Admissions on the limiter's own budget without the lock, when its policy allows.
+    lane: Lane,
 }
 
 impl Limiter<SystemClock> {
@@ -96,13 +102,17 @@ impl<C: Clock> Limiter<C> {
         let root = Budget::new(BudgetName::Limiter, policy);
         let mut state = State::new(root);
         state.directory = directory.map(Arc::new);
-        Self {
+        let limiter = Self {
             shared: Arc::new(Shared {
                 clock,
-                estimator: Mutex::new(Estimator::new()),
+                estimator: std::sync::Mutex::new(Estimator::new()),
                 state: Mutex::new(state),
+                lane: Lane::new(),
             }),
-        }
+        };
+        // Letting go of the lock opens the lane, if the policy fits it.
+        drop(limiter.lock());
+        limiter
     }
 
     /// The limiter's own policy, which every request falls under: the one it was built with,
@@ -157,16 +167,25 @@ impl<C: Clock> Limiter<C> {
     /// assert_eq!(denied.wait(), Some(Duration::from_secs(1)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire(&self, cost: Cost) -> Result<Permit<'_, C>, Denied> {
-        self.try_acquire_on(None, cost)
+        // The lane's decision is inlined here; everything else is behind a call.
+        let now = self.shared.clock.now();
+        match self.shared.lane.try_admit(now, &cost) {
+            Some(admission) => Ok(self.lane_permit(now, cost, admission)),
+            None => self.try_acquire_on(None, cost, now),
+        }
     }
 
     /// [`try_acquire`](Self::try_acquire) on the budgets of `key` (the limiter's own only
-    /// when `None`).
-    #[inline]
-    fn try_acquire_on(&self, key: Option<&KeyNames>, cost: Cost) -> Result<Permit<'_, C>, Denied> {
-        let now = self.shared.clock.now();
+    /// when `None`), under the lock, at `now`.
+    #[inline(never)]
+    fn try_acquire_on(
+        &self,
+        key: Option<&KeyNames>,
+        cost: Cost,
+        now: Nanos,
+    ) -> Result<Permit<'_, C>, Denied> {
         let mut st = self.lock();
         let route = self.route(&mut st, key, now);
         let waiters = st.queued_on(&route);
@@ -211,6 +230,17 @@ impl<C: Clock> Limiter<C> {
         };
         drop(st);
         Err(self.denied(denied))
+    }
+
+    /// The permit of `cost`, admitted in the lane at `now`.
+    #[inline(always)]
+    fn lane_permit(&self, now: Nanos, cost: Cost, admission: Admission) -> Permit<'_, C> {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        {
+            let scope = observe::Scope::of(&self.lock(), &Route::ROOT);
+            observe::admitted(&scope, &cost, None);
+        }
+        Permit::new(self, cost, now, admission)
     }
 
     /// The budgets a request on `key` falls under (made when missing); the limiter's own only
@@ -261,10 +291,61 @@ impl<C: Clock> Limiter<C> {
         self.lock().root_stats(now)
     }
 
+    /// Takes the lock, and the lane with it (see [`StateGuard`]).
     #[inline]
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> StateGuard<'_> {
         // No code panics while holding the lock, and every update keeps the state consistent,
         // so a poisoned lock (a panic elsewhere in the holder's thread) is safe to use.
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut guard = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = &self.shared.lane;
+        if lane.claim() {
+            lane.pull(&mut guard.root);
+        }
+        StateGuard { guard, lane }
+    }
+}
+
+/// The state under the lock, with the lane claimed: the limiter's own budget holds its exact
+/// state while the guard lives. Dropping it opens the lane again with that state when the
+/// budget can be decided there (its policy fits, and nobody is queued on it), or leaves it
+/// closed; then lets go of the lock.
+struct StateGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    lane: &'a Lane,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = State;
+
+    #[inline]
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        let st = &mut *self.guard;
+        let current = st
+            .lane_policy
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &st.root.policy));
+        if !current {
+            // A new policy (a reload, or the first release): check it fits, and copy its rules.
+            st.lane_fits = Lane::fits(&st.root.policy);
+            if st.lane_fits {
+                self.lane.set_policy(&st.root.policy);
+            }
+            st.lane_policy = Some(Arc::clone(&st.root.policy));
+        }
+        let open = st.lane_fits && st.root.queue_len() == 0;
+        self.lane.release(&st.root, open);
     }
 }

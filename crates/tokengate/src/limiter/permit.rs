@@ -153,6 +153,9 @@ impl<C: Clock> Drop for Permit<'_, C> {
         // Nothing to give back for a permit on the limiter's own budget without a slot: no lock.
         if self.live && (self.admission.slots != 0 || self.admission.keyed.is_some()) {
             let limiter = self.limiter.get();
+            if self.admission.keyed.is_none() && limiter.shared.lane.try_release() {
+                return;
+            }
             let now = limiter.shared.clock.now();
             let mut st = limiter.lock();
             st.release(now, &self.admission.route(), self.admission.slots);

@@ -77,6 +77,12 @@ impl Marks {
         }
     }
 
+    /// Up to four marks, in place.
+    #[inline]
+    pub(crate) fn inline(first: [u64; 4]) -> Self {
+        Self { first, rest: None }
+    }
+
     #[inline]
     pub(crate) fn set(&mut self, i: usize, mark: u64) {
         match (self.first.get_mut(i), &mut self.rest) {

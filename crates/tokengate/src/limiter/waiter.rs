@@ -117,6 +117,11 @@ impl<'a, C: Clock> Waiting<'a, C> {
         let limiter = self.limiter;
         let started = now;
         let deadline = self.timeout().map(|t| deadline(started, t));
+        if self.key.is_none() {
+            if let Some(admission) = limiter.shared.lane.try_admit(now, &cost) {
+                return Step::Done(Ok(limiter.lane_permit(now, cost, admission)));
+            }
+        }
         let mut st = limiter.lock();
         let route = limiter.route(&mut st, self.key.as_deref(), now);
         if let Some(queue) = st.first_queue(&route) {

@@ -1,0 +1,395 @@
+//! The lane: admissions on the limiter's own budget without taking the lock.
+//!
+//! # Why
+//! A decision under the limiter's mutex pays for the lock twice (two atomic read-modify-write
+//! instructions: lock, then unlock), which is more than the decision itself. When the
+//! limiter's own policy is made of buckets (token or leaky, at most [`LANE_LIMITS`] limits on
+//! the built-in dimensions), its whole state is a few integers per limit: the lane keeps them
+//! in atomics beside the lock, with a copy of each rule, and admits a request with one
+//! compare-and-swap to enter and a plain store to leave.
+//!
+//! # How
+//! The lane is a small spin lock (`word`) over those atomics, held for one decision at a time
+//! (tens of nanoseconds, nothing that blocks). Its state is in one of two places:
+//! - **on**: the lane holds the budget's bucket states, in-flight count and counters, and a
+//!   caller that finds the word free decides in the lane ([`try_admit`](Lane::try_admit),
+//!   [`try_release`](Lane::try_release));
+//! - **off**: the budget under the mutex holds them; every caller takes the mutex.
+//!
+//! Whoever takes the mutex also [`claim`](Lane::claim)s the lane (waiting out a caller inside
+//! it), and, if it was on, [`pull`](Lane::pull)s its state into the budget. So under the mutex
+//! the budget is always exact, and every step of the engine (queues, settlements, reloads,
+//! stats) works on it as if there were no lane. When the mutex is let go the lane is
+//! [`open`](Lane::open)ed again (the state pushed back) if it can decide alone: the policy
+//! fits, and nobody is queued on the limiter's own budget (a newcomer must not overtake a
+//! waiter). Otherwise it stays off, and every caller takes the mutex.
+//!
+//! The lane decides with the very rules the engine uses ([`LimitRule::decide`] and
+//! [`LimitRule::commit`], rebuilt from their integers), and admits only what the engine would:
+//! whenever it cannot admit at once (a limit that says wait, a full in-flight cap, a pause, an
+//! amount that overflows, a busy word), the caller takes the mutex and the engine decides,
+//! with its queue and its exact error. A loom model (`tests/loom.rs`) checks that no unit and
+//! no slot is lost or counted twice whichever way the two paths interleave.
+
+use super::budget::Budget;
+use super::route::{Admission, Marks};
+use crate::core::{BucketParts, Decision, Gcra, GcraState, LimitState, Nanos};
+use crate::cost::Cost;
+use crate::policy::{Measure, Policy};
+use crate::sync::{spin, yield_now, AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use Ordering::{Acquire, Relaxed, Release};
+
+/// The most limits a policy can have and be decided in the lane: requests, input and output
+/// tokens, and a daily cap.
+pub(crate) const LANE_LIMITS: usize = 4;
+
+/// The word: free, and the lane holds the state.
+const OPEN: u32 = 0;
+/// A caller decides in the lane.
+const FAST: u32 = 1;
+/// Free, and the budget under the mutex holds the state.
+const CLOSED: u32 = 2;
+/// The mutex holder has the lane.
+const SLOW: u32 = 3;
+
+/// How many times a caller retries the word while another caller decides in the lane, before
+/// it takes the mutex instead.
+const FAST_SPINS: u32 = 64;
+
+/// How many times the mutex holder spins on the word before yielding its core between tries
+/// (the caller inside may have been preempted).
+const SLOW_SPINS: u32 = 128;
+
+#[derive(Debug)]
+pub(crate) struct Lane {
+    word: AtomicU32,
+    /// Set while the mutex holder waits for the word: callers go to the mutex rather than
+    /// keep taking the word before it.
+    pending: AtomicBool,
+    /// How many of `limits` are in use.
+    len: AtomicU32,
+    /// The budget's policy epoch, recorded in each admission.
+    epoch: AtomicU32,
+    /// `u64::MAX` when the policy has no in-flight cap.
+    max_in_flight: AtomicU64,
+    in_flight: AtomicU64,
+    paused_until: AtomicU64,
+    /// Admissions since the last [`pull`](Lane::pull).
+    admitted: AtomicU64,
+    limits: [LaneLimit; LANE_LIMITS],
+}
+
+/// One limit in the lane: its rule and measure as integers, its bucket state, and the units
+/// charged since the last pull.
+#[derive(Debug, Default)]
+struct LaneLimit {
+    tat: AtomicU64,
+    refunded: AtomicU64,
+    charged: AtomicU64,
+    amount: AtomicU64,
+    period: AtomicU64,
+    exact_unit: AtomicU64,
+    burst: AtomicU64,
+    tolerance: AtomicU64,
+    oversize_when_full: AtomicBool,
+    measure: AtomicU32,
+    input_weight: AtomicU64,
+    output_weight: AtomicU64,
+}
+
+/// One limit's part of an admission: its bucket's TAT after it, the admission's mark, and the
+/// units charged.
+#[derive(Debug, Clone, Copy, Default)]
+struct Step {
+    tat: Nanos,
+    mark: Nanos,
+    amount: u64,
+}
+
+impl LaneLimit {
+    #[inline(always)]
+    fn rule(&self) -> Gcra {
+        BucketParts {
+            amount: self.amount.load(Relaxed),
+            period: self.period.load(Relaxed),
+            exact_unit: self.exact_unit.load(Relaxed),
+            burst: self.burst.load(Relaxed),
+            tolerance: self.tolerance.load(Relaxed),
+            oversize_when_full: self.oversize_when_full.load(Relaxed),
+        }
+        .gcra()
+    }
+
+    #[inline(always)]
+    fn measure(&self) -> Measure {
+        Measure::from_code(
+            self.measure.load(Relaxed),
+            self.input_weight.load(Relaxed),
+            self.output_weight.load(Relaxed),
+        )
+    }
+
+    /// What admitting `cost` at `now` does to this limit, if it admits it at once.
+    #[inline(always)]
+    fn step(&self, now: Nanos, cost: &Cost) -> Option<Step> {
+        let amount = self.measure().amount(cost)?;
+        let rule = self.rule();
+        let mut state = self.state();
+        if rule.decide(&state, now, amount) != Decision::Admit {
+            return None;
+        }
+        let mark = rule.commit(&mut state, now, amount);
+        Some(Step {
+            tat: state.tat,
+            mark,
+            amount,
+        })
+    }
+
+    /// Writes an admission's `step`.
+    #[inline(always)]
+    fn apply(&self, step: &Step) {
+        self.tat.store(step.tat, Relaxed);
+        self.charged.store(
+            self.charged.load(Relaxed).saturating_add(step.amount),
+            Relaxed,
+        );
+    }
+
+    #[inline(always)]
+    fn state(&self) -> GcraState {
+        GcraState {
+            tat: self.tat.load(Relaxed),
+            refunded: self.refunded.load(Relaxed),
+        }
+    }
+
+    fn set(&self, parts: BucketParts, (kind, input, output): (u32, u64, u64)) {
+        self.amount.store(parts.amount, Relaxed);
+        self.period.store(parts.period, Relaxed);
+        self.exact_unit.store(parts.exact_unit, Relaxed);
+        self.burst.store(parts.burst, Relaxed);
+        self.tolerance.store(parts.tolerance, Relaxed);
+        self.oversize_when_full
+            .store(parts.oversize_when_full, Relaxed);
+        self.measure.store(kind, Relaxed);
+        self.input_weight.store(input, Relaxed);
+        self.output_weight.store(output, Relaxed);
+    }
+}
+
+impl Lane {
+    /// A closed lane: the first release of the mutex opens it.
+    pub(crate) fn new() -> Self {
+        Self {
+            word: AtomicU32::new(CLOSED),
+            pending: AtomicBool::new(false),
+            len: AtomicU32::new(0),
+            epoch: AtomicU32::new(0),
+            max_in_flight: AtomicU64::new(u64::MAX),
+            in_flight: AtomicU64::new(0),
+            paused_until: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            limits: Default::default(),
+        }
+    }
+
+    /// Whether `policy` can be decided in the lane: at most [`LANE_LIMITS`] bucket limits on
+    /// built-in dimensions.
+    pub(crate) fn fits(policy: &Policy) -> bool {
+        policy.limits.len() <= LANE_LIMITS
+            && policy
+                .limits
+                .iter()
+                .all(|l| l.rule.bucket_parts().is_some() && l.measure.code().is_some())
+    }
+
+    /// Enters the lane as a caller: false when it is closed, the mutex holder wants it, or
+    /// another caller keeps it busy.
+    #[inline(always)]
+    fn enter(&self) -> bool {
+        if self.pending.load(Relaxed) {
+            return false;
+        }
+        match self
+            .word
+            .compare_exchange_weak(OPEN, FAST, Acquire, Relaxed)
+        {
+            Ok(_) => true,
+            Err(FAST | OPEN) => self.enter_busy(),
+            Err(_) => false,
+        }
+    }
+
+    /// [`enter`](Self::enter) while another caller is inside: retries a little (a decision
+    /// takes tens of nanoseconds), then gives up.
+    #[cold]
+    #[inline(never)]
+    fn enter_busy(&self) -> bool {
+        for _ in 0..FAST_SPINS {
+            spin();
+            if self.pending.load(Relaxed) {
+                return false;
+            }
+            match self
+                .word
+                .compare_exchange_weak(OPEN, FAST, Acquire, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(FAST | OPEN) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    #[inline]
+    fn leave(&self) {
+        self.word.store(OPEN, Release);
+    }
+
+    /// Admits `cost` at `now` if the lane is open and every limit (and the in-flight cap)
+    /// admits it at once; `None` sends the caller to the mutex, where the engine decides.
+    #[inline(always)]
+    pub(crate) fn try_admit(&self, now: Nanos, cost: &Cost) -> Option<Admission> {
+        if !self.enter() {
+            return None;
+        }
+        let admission = self.admit_inside(now, cost);
+        self.leave();
+        admission
+    }
+
+    #[inline(always)]
+    fn admit_inside(&self, now: Nanos, cost: &Cost) -> Option<Admission> {
+        if now < self.paused_until.load(Relaxed) {
+            return None;
+        }
+        let max_in_flight = self.max_in_flight.load(Relaxed);
+        let in_flight = self.in_flight.load(Relaxed);
+        let takes_slot = max_in_flight != u64::MAX && !cost.is_zero();
+        if takes_slot && in_flight >= max_in_flight {
+            return None;
+        }
+        let len = (self.len.load(Relaxed) as usize).min(LANE_LIMITS);
+        let limits = &self.limits[..len];
+        // All or nothing: every limit decides (and works out its state after the admission),
+        // then every limit is written.
+        let mut steps = [Step::default(); LANE_LIMITS];
+        for (l, step) in limits.iter().zip(steps.iter_mut()) {
+            *step = l.step(now, cost)?;
+        }
+        for (l, step) in limits.iter().zip(steps.iter()) {
+            l.apply(step);
+        }
+        // Mark by mark (each as wide as it was written): a wider copy of marks just written
+        // would stall on store forwarding.
+        let marks = Marks::inline([steps[0].mark, steps[1].mark, steps[2].mark, steps[3].mark]);
+        self.admitted
+            .store(self.admitted.load(Relaxed) + 1, Relaxed);
+        if takes_slot {
+            self.in_flight.store(in_flight + 1, Relaxed);
+        }
+        Some(Admission {
+            slots: u8::from(takes_slot),
+            epoch: self.epoch.load(Relaxed),
+            marks,
+            keyed: None,
+        })
+    }
+
+    /// Gives back an in-flight slot of the limiter's own budget if the lane is open (then
+    /// nobody waits on that budget, so nobody is to be served); false sends the caller to
+    /// the mutex.
+    #[inline]
+    pub(crate) fn try_release(&self) -> bool {
+        if !self.enter() {
+            return false;
+        }
+        let held = self.in_flight.load(Relaxed);
+        self.in_flight.store(held.saturating_sub(1), Relaxed);
+        self.leave();
+        true
+    }
+
+    /// Takes the lane for the mutex holder, waiting out a caller inside it; returns whether it
+    /// was open (it held the state: [`pull`](Self::pull) it).
+    pub(crate) fn claim(&self) -> bool {
+        self.pending.store(true, Relaxed);
+        let mut tries = 0u32;
+        loop {
+            let word = self.word.load(Relaxed);
+            if word == OPEN || word == CLOSED {
+                if self
+                    .word
+                    .compare_exchange_weak(word, SLOW, Acquire, Relaxed)
+                    .is_ok()
+                {
+                    self.pending.store(false, Relaxed);
+                    return word == OPEN;
+                }
+            } else if tries < SLOW_SPINS {
+                tries += 1;
+                spin();
+            } else {
+                yield_now();
+            }
+        }
+    }
+
+    /// Moves the state the open lane held into `root` (claimed, and `root`'s policy is the
+    /// one the lane was opened with).
+    pub(crate) fn pull(&self, root: &mut Budget) {
+        let len = root.limits.len().min(LANE_LIMITS);
+        for ((l, state), counters) in self.limits[..len]
+            .iter()
+            .zip(root.limits.iter_mut())
+            .zip(root.counters.limits.iter_mut())
+        {
+            *state = LimitState::Gcra(GcraState {
+                tat: l.tat.load(Relaxed),
+                refunded: l.refunded.load(Relaxed),
+            });
+            counters.charged = counters.charged.saturating_add(l.charged.load(Relaxed));
+            l.charged.store(0, Relaxed);
+        }
+        let admitted = self.admitted.load(Relaxed);
+        self.admitted.store(0, Relaxed);
+        root.counters.admitted = root.counters.admitted.saturating_add(admitted);
+        root.counters.waits.record_no_waits(admitted);
+        root.in_flight = self.in_flight.load(Relaxed);
+    }
+
+    /// Writes the rules of `policy` (which [`fits`](Self::fits)) into the claimed lane.
+    pub(crate) fn set_policy(&self, policy: &Policy) {
+        let len = policy.limits.len().min(LANE_LIMITS);
+        for (l, p) in self.limits.iter().zip(&policy.limits[..len]) {
+            if let (Some(parts), Some(code)) = (p.rule.bucket_parts(), p.measure.code()) {
+                l.set(parts, code);
+            }
+        }
+        self.len.store(len as u32, Relaxed);
+        self.max_in_flight
+            .store(policy.max_in_flight.unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Lets go of the claimed lane: open with `root`'s state when `open` (its policy was set
+    /// with [`set_policy`](Self::set_policy)), else closed.
+    pub(crate) fn release(&self, root: &Budget, open: bool) {
+        if !open {
+            self.word.store(CLOSED, Release);
+            return;
+        }
+        for (l, state) in self.limits.iter().zip(&root.limits) {
+            if let LimitState::Gcra(s) = state {
+                l.tat.store(s.tat, Relaxed);
+                l.refunded.store(s.refunded, Relaxed);
+            }
+        }
+        self.epoch.store(root.epoch, Relaxed);
+        self.in_flight.store(root.in_flight, Relaxed);
+        self.paused_until.store(root.paused_until, Relaxed);
+        self.word.store(OPEN, Release);
+    }
+}

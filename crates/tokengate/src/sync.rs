@@ -1,0 +1,34 @@
+//! The synchronization primitives of the in-memory limiter: std's, or loom's when the crate is
+//! built with `--cfg loom` so the loom model (`tests/loom.rs`) can explore every interleaving
+//! of the lock and the lock-free lane.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
+
+pub(crate) use std::sync::atomic::Ordering;
+
+/// One step of a short wait for a holder that is running (on another core): a pause
+/// instruction, or under loom a yield so the model lets the holder run.
+#[inline]
+pub(crate) fn spin() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}
+
+/// One step of a longer wait: lets another thread run (the holder may have been preempted).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
