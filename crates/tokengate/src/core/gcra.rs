@@ -61,35 +61,56 @@ impl Gcra {
     /// for a bucket.
     #[inline(always)]
     pub(crate) fn decide(&self, state: &GcraState, now: Nanos, cost: u64) -> Decision {
+        match self.admit(state, now, cost) {
+            Ok(_) => Decision::Admit,
+            Err(denied) => denied,
+        }
+    }
+
+    /// [`decide`](Self::decide) and [`commit`](Self::commit) in one, changing nothing: the
+    /// state after admitting `cost` at `now` and the admission's mark, or the decision that
+    /// denies it. The units' time is worked out once.
+    #[inline(always)]
+    pub(crate) fn admit(
+        &self,
+        state: &GcraState,
+        now: Nanos,
+        cost: u64,
+    ) -> Result<(GcraState, Nanos), Decision> {
         if cost > self.capacity() {
-            return Decision::Impossible {
+            return Err(Decision::Impossible {
                 capacity: self.capacity(),
-            };
+            });
         }
-        let at = self.earliest(state, now, cost);
-        if at <= now {
-            Decision::Admit
-        } else {
-            Decision::NotUntil(at)
+        let time = self.rate.time_for(cost);
+        let at = self.earliest_with(state, now, cost, time);
+        if at > now {
+            return Err(Decision::NotUntil(at));
         }
+        let mut after = *state;
+        let mark = Self::commit_with(&mut after, now, time);
+        Ok((after, mark))
     }
 
     /// The earliest instant `>= now` at which `cost` units are admitted, assuming
     /// `cost` is possible. Returns `now` when admitted at once.
     #[inline(always)]
     pub(crate) fn earliest(&self, state: &GcraState, now: Nanos, cost: u64) -> Nanos {
+        self.earliest_with(state, now, cost, self.rate.time_for(cost))
+    }
+
+    /// [`earliest`](Self::earliest), given `time = rate.time_for(cost)`.
+    #[inline(always)]
+    fn earliest_with(&self, state: &GcraState, now: Nanos, cost: u64, time: Nanos) -> Nanos {
         let tolerance = if cost > self.burst {
             // Only reachable with `oversize_when_full`: wait for a full bucket.
-            self.rate.time_for(cost)
+            time
         } else {
             self.tolerance
         };
         // Admitted at t when max(tat, t) + time_for(cost) - t <= tolerance, i.e. (for tat > t)
         // t >= tat + time_for(cost) - tolerance.
-        let at = state
-            .tat
-            .saturating_add(self.rate.time_for(cost))
-            .saturating_sub(tolerance);
+        let at = state.tat.saturating_add(time).saturating_sub(tolerance);
         at.max(now)
     }
 
@@ -98,7 +119,13 @@ impl Gcra {
     /// everything admitted before them) plus the time refunds had given back so far.
     #[inline(always)]
     pub(crate) fn commit(&self, state: &mut GcraState, now: Nanos, cost: u64) -> Nanos {
-        state.tat = state.tat.max(now).saturating_add(self.rate.time_for(cost));
+        Self::commit_with(state, now, self.rate.time_for(cost))
+    }
+
+    /// [`commit`](Self::commit), given the units' `time`.
+    #[inline(always)]
+    fn commit_with(state: &mut GcraState, now: Nanos, time: Nanos) -> Nanos {
+        state.tat = state.tat.max(now).saturating_add(time);
         state.tat.saturating_add(state.refunded)
     }
 

@@ -54,6 +54,10 @@ impl Rate {
         if self.exact_unit != 0 {
             return units.saturating_mul(self.exact_unit);
         }
+        // One 64-bit division when the product fits (a 128-bit one is a library call).
+        if let Some(num) = units.checked_mul(self.period) {
+            return num.div_ceil(self.amount);
+        }
         let num = units as u128 * self.period as u128;
         let t = num.div_ceil(self.amount as u128);
         u64::try_from(t).unwrap_or(u64::MAX)
@@ -64,6 +68,9 @@ impl Rate {
     pub(crate) fn time_for_floor(self, units: u64) -> Nanos {
         if self.exact_unit != 0 {
             return units.saturating_mul(self.exact_unit);
+        }
+        if let Some(num) = units.checked_mul(self.period) {
+            return num / self.amount;
         }
         let t = units as u128 * self.period as u128 / self.amount as u128;
         u64::try_from(t).unwrap_or(u64::MAX)

@@ -33,7 +33,7 @@
 
 use super::budget::Budget;
 use super::route::{Admission, Marks};
-use crate::core::{BucketParts, Decision, Gcra, GcraState, LimitState, Nanos};
+use crate::core::{BucketParts, Gcra, GcraState, LimitState, Nanos};
 use crate::cost::Cost;
 use crate::policy::{Measure, Policy};
 use crate::sync::{spin, yield_now, AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -71,7 +71,8 @@ pub(crate) struct Lane {
     len: AtomicU32,
     /// The budget's policy epoch, recorded in each admission.
     epoch: AtomicU32,
-    /// `u64::MAX` when the policy has no in-flight cap.
+    /// Whether the policy caps in-flight requests, and at how many.
+    capped: AtomicBool,
     max_in_flight: AtomicU64,
     in_flight: AtomicU64,
     paused_until: AtomicU64,
@@ -134,14 +135,9 @@ impl LaneLimit {
     #[inline(always)]
     fn step(&self, now: Nanos, cost: &Cost) -> Option<Step> {
         let amount = self.measure().amount(cost)?;
-        let rule = self.rule();
-        let mut state = self.state();
-        if rule.decide(&state, now, amount) != Decision::Admit {
-            return None;
-        }
-        let mark = rule.commit(&mut state, now, amount);
+        let (after, mark) = self.rule().admit(&self.state(), now, amount).ok()?;
         Some(Step {
-            tat: state.tat,
+            tat: after.tat,
             mark,
             amount,
         })
@@ -187,7 +183,8 @@ impl Lane {
             pending: AtomicBool::new(false),
             len: AtomicU32::new(0),
             epoch: AtomicU32::new(0),
-            max_in_flight: AtomicU64::new(u64::MAX),
+            capped: AtomicBool::new(false),
+            max_in_flight: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             paused_until: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
@@ -209,7 +206,9 @@ impl Lane {
     /// another caller keeps it busy.
     #[inline(always)]
     fn enter(&self) -> bool {
-        if self.pending.load(Relaxed) {
+        // A closed lane (a policy that does not fit it, waiters queued) is told by a load: a
+        // failed compare-and-swap costs as much as one that succeeds.
+        if self.pending.load(Relaxed) || self.word.load(Relaxed) == CLOSED {
             return false;
         }
         match self
@@ -249,16 +248,25 @@ impl Lane {
         self.word.store(OPEN, Release);
     }
 
-    /// Admits `cost` at `now` if the lane is open and every limit (and the in-flight cap)
-    /// admits it at once; `None` sends the caller to the mutex, where the engine decides.
+    /// Admits `cost` at `now()` (read once inside the lane) if the lane is open and every
+    /// limit (and the in-flight cap) admits it at once, and returns the instant with the
+    /// admission; an error sends the caller to the mutex, where the engine decides (at the
+    /// instant read, if it was).
     #[inline(always)]
-    pub(crate) fn try_admit(&self, now: Nanos, cost: &Cost) -> Option<Admission> {
+    pub(crate) fn try_admit(
+        &self,
+        now: impl FnOnce() -> Nanos,
+        cost: &Cost,
+    ) -> Result<(Nanos, Admission), Option<Nanos>> {
         if !self.enter() {
-            return None;
+            return Err(None);
         }
+        // The clock is read inside: its latency overlaps the loads of the state rather than
+        // holding up the compare-and-swap, and admissions in the lane see time in order.
+        let now = now();
         let admission = self.admit_inside(now, cost);
         self.leave();
-        admission
+        admission.map(|a| (now, a)).ok_or(Some(now))
     }
 
     #[inline(always)]
@@ -266,26 +274,25 @@ impl Lane {
         if now < self.paused_until.load(Relaxed) {
             return None;
         }
-        let max_in_flight = self.max_in_flight.load(Relaxed);
         let in_flight = self.in_flight.load(Relaxed);
-        let takes_slot = max_in_flight != u64::MAX && !cost.is_zero();
-        if takes_slot && in_flight >= max_in_flight {
+        // As the engine: every non-zero cost takes a slot when the policy caps them.
+        let takes_slot = self.capped.load(Relaxed) && !cost.is_zero();
+        if takes_slot && in_flight >= self.max_in_flight.load(Relaxed) {
             return None;
         }
-        let len = (self.len.load(Relaxed) as usize).min(LANE_LIMITS);
-        let limits = &self.limits[..len];
+        let len = self.len.load(Relaxed) as usize;
         // All or nothing: every limit decides (and works out its state after the admission),
-        // then every limit is written.
-        let mut steps = [Step::default(); LANE_LIMITS];
-        for (l, step) in limits.iter().zip(steps.iter_mut()) {
-            *step = l.step(now, cost)?;
-        }
-        for (l, step) in limits.iter().zip(steps.iter()) {
+        // then every limit is written. Place by place, so the steps stay in registers.
+        let steps = [
+            self.step_at(0, len, now, cost)?,
+            self.step_at(1, len, now, cost)?,
+            self.step_at(2, len, now, cost)?,
+            self.step_at(3, len, now, cost)?,
+        ];
+        for (l, step) in self.limits.iter().zip(&steps).take(len) {
             l.apply(step);
         }
-        // Mark by mark (each as wide as it was written): a wider copy of marks just written
-        // would stall on store forwarding.
-        let marks = Marks::inline([steps[0].mark, steps[1].mark, steps[2].mark, steps[3].mark]);
+        let marks = Marks::inline(steps.map(|s| s.mark));
         self.admitted
             .store(self.admitted.load(Relaxed) + 1, Relaxed);
         if takes_slot {
@@ -297,6 +304,15 @@ impl Lane {
             marks,
             keyed: None,
         })
+    }
+
+    /// The step of the limit in place `i` (of `len` in use), or none.
+    #[inline(always)]
+    fn step_at(&self, i: usize, len: usize, now: Nanos, cost: &Cost) -> Option<Step> {
+        match self.limits.get(i) {
+            Some(l) if i < len => l.step(now, cost),
+            _ => Some(Step::default()),
+        }
     }
 
     /// Gives back an in-flight slot of the limiter's own budget if the lane is open (then
@@ -314,22 +330,25 @@ impl Lane {
     }
 
     /// Takes the lane for the mutex holder, waiting out a caller inside it; returns whether it
-    /// was open (it held the state: [`pull`](Self::pull) it).
+    /// was open (it held the state: [`pull`](Self::pull) it). A closed lane is left as it is:
+    /// only the mutex holder opens it, so nobody else can enter it meanwhile.
     pub(crate) fn claim(&self) -> bool {
+        if self.word.load(Acquire) == CLOSED {
+            return false;
+        }
         self.pending.store(true, Relaxed);
         let mut tries = 0u32;
         loop {
-            let word = self.word.load(Relaxed);
-            if word == OPEN || word == CLOSED {
-                if self
-                    .word
-                    .compare_exchange_weak(word, SLOW, Acquire, Relaxed)
-                    .is_ok()
-                {
-                    self.pending.store(false, Relaxed);
-                    return word == OPEN;
-                }
-            } else if tries < SLOW_SPINS {
+            // Open, or a caller inside (the mutex holder is the only one to close it).
+            if self
+                .word
+                .compare_exchange_weak(OPEN, SLOW, Acquire, Relaxed)
+                .is_ok()
+            {
+                self.pending.store(false, Relaxed);
+                return true;
+            }
+            if tries < SLOW_SPINS {
                 tries += 1;
                 spin();
             } else {
@@ -370,15 +389,19 @@ impl Lane {
             }
         }
         self.len.store(len as u32, Relaxed);
+        self.capped.store(policy.max_in_flight.is_some(), Relaxed);
         self.max_in_flight
-            .store(policy.max_in_flight.unwrap_or(u64::MAX), Relaxed);
+            .store(policy.max_in_flight.unwrap_or(0), Relaxed);
     }
 
-    /// Lets go of the claimed lane: open with `root`'s state when `open` (its policy was set
-    /// with [`set_policy`](Self::set_policy)), else closed.
+    /// Lets go of the lane the mutex holder has (claimed, or closed): open with `root`'s state
+    /// when `open` (its policy was set with [`set_policy`](Self::set_policy)), else closed.
     pub(crate) fn release(&self, root: &Budget, open: bool) {
         if !open {
-            self.word.store(CLOSED, Release);
+            // Claimed (or closed already: then nothing changes, and nothing is written).
+            if self.word.load(Relaxed) != CLOSED {
+                self.word.store(CLOSED, Release);
+            }
             return;
         }
         for (l, state) in self.limits.iter().zip(&root.limits) {
