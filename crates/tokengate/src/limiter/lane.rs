@@ -53,37 +53,42 @@ const CLOSED: u32 = 2;
 /// The mutex holder has the lane.
 const SLOW: u32 = 3;
 
-/// How many times a caller retries the word while another caller decides in the lane, before
-/// it takes the mutex instead.
+/// How many times a caller spins on the word while another caller decides in the lane, before
+/// it yields its core between tries.
 const FAST_SPINS: u32 = 64;
 
 /// How many times the mutex holder spins on the word before yielding its core between tries
 /// (the caller inside may have been preempted).
 const SLOW_SPINS: u32 = 128;
 
+/// Laid out so that a decision on one limit writes one cache line (the word, the counters and
+/// the first limit's state come first), and what it only reads comes after: two threads
+/// deciding in turn pass one line between their cores, not several.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Lane {
     word: AtomicU32,
-    /// Set while the mutex holder waits for the word: callers go to the mutex rather than
-    /// keep taking the word before it.
-    pending: AtomicBool,
     /// How many of `limits` are in use.
     len: AtomicU32,
     /// The budget's policy epoch, recorded in each admission.
     epoch: AtomicU32,
-    /// Whether the policy caps in-flight requests, and at how many.
+    /// Set while the mutex holder waits for the word: callers go to the mutex rather than
+    /// keep taking the word before it.
+    pending: AtomicBool,
+    /// Whether the policy caps in-flight requests (at `max_in_flight`).
     capped: AtomicBool,
-    max_in_flight: AtomicU64,
     in_flight: AtomicU64,
-    paused_until: AtomicU64,
     /// Admissions since the last [`pull`](Lane::pull).
     admitted: AtomicU64,
     limits: [LaneLimit; LANE_LIMITS],
+    max_in_flight: AtomicU64,
+    paused_until: AtomicU64,
 }
 
-/// One limit in the lane: its rule and measure as integers, its bucket state, and the units
-/// charged since the last pull.
+/// One limit in the lane: its bucket state and the units charged since the last pull (what a
+/// decision writes, first), then its rule and measure as integers.
 #[derive(Debug, Default)]
+#[repr(C)]
 struct LaneLimit {
     tat: AtomicU64,
     refunded: AtomicU64,
@@ -93,10 +98,10 @@ struct LaneLimit {
     exact_unit: AtomicU64,
     burst: AtomicU64,
     tolerance: AtomicU64,
-    oversize_when_full: AtomicBool,
-    measure: AtomicU32,
     input_weight: AtomicU64,
     output_weight: AtomicU64,
+    measure: AtomicU32,
+    oversize_when_full: AtomicBool,
 }
 
 /// One limit's part of an admission: its bucket's TAT after it, the admission's mark, and the
@@ -221,26 +226,41 @@ impl Lane {
         }
     }
 
-    /// [`enter`](Self::enter) while another caller is inside: retries a little (a decision
-    /// takes tens of nanoseconds), then gives up.
+    /// [`enter`](Self::enter) while another caller is inside: waits for it to leave (a
+    /// decision takes tens of nanoseconds; past a few spins, it yields its core in case that
+    /// caller was preempted), then tries again. Gives up only when the lane closes or the mutex
+    /// holder wants it: contention between callers is resolved here, not on the mutex, where a
+    /// sleeping caller would cost a system call to wake.
     #[cold]
     #[inline(never)]
     fn enter_busy(&self) -> bool {
-        for _ in 0..FAST_SPINS {
-            spin();
-            if self.pending.load(Relaxed) {
-                return false;
+        let mut spins = 0u32;
+        loop {
+            loop {
+                if self.pending.load(Relaxed) {
+                    return false;
+                }
+                match self.word.load(Relaxed) {
+                    OPEN => break,
+                    FAST => {
+                        if spins < FAST_SPINS {
+                            spins += 1;
+                            spin();
+                        } else {
+                            yield_now();
+                        }
+                    }
+                    _ => return false,
+                }
             }
-            match self
+            if self
                 .word
                 .compare_exchange_weak(OPEN, FAST, Acquire, Relaxed)
+                .is_ok()
             {
-                Ok(_) => return true,
-                Err(FAST | OPEN) => {}
-                Err(_) => return false,
+                return true;
             }
         }
-        false
     }
 
     #[inline]
@@ -248,25 +268,19 @@ impl Lane {
         self.word.store(OPEN, Release);
     }
 
-    /// Admits `cost` at `now()` (read once inside the lane) if the lane is open and every
-    /// limit (and the in-flight cap) admits it at once, and returns the instant with the
-    /// admission; an error sends the caller to the mutex, where the engine decides (at the
-    /// instant read, if it was).
+    /// Admits `cost` at `now` if the lane is open and every limit (and the in-flight cap)
+    /// admits it at once; `None` sends the caller to the mutex, where the engine decides.
+    ///
+    /// The caller reads the clock before entering: the lane is held for as short a time as
+    /// can be, which is what two callers at once wait for.
     #[inline(always)]
-    pub(crate) fn try_admit(
-        &self,
-        now: impl FnOnce() -> Nanos,
-        cost: &Cost,
-    ) -> Result<(Nanos, Admission), Option<Nanos>> {
+    pub(crate) fn try_admit(&self, now: Nanos, cost: &Cost) -> Option<Admission> {
         if !self.enter() {
-            return Err(None);
+            return None;
         }
-        // The clock is read inside: its latency overlaps the loads of the state rather than
-        // holding up the compare-and-swap, and admissions in the lane see time in order.
-        let now = now();
         let admission = self.admit_inside(now, cost);
         self.leave();
-        admission.map(|a| (now, a)).ok_or(Some(now))
+        admission
     }
 
     #[inline(always)]
@@ -332,10 +346,17 @@ impl Lane {
     /// Takes the lane for the mutex holder, waiting out a caller inside it; returns whether it
     /// was open (it held the state: [`pull`](Self::pull) it). A closed lane is left as it is:
     /// only the mutex holder opens it, so nobody else can enter it meanwhile.
+    #[inline]
     pub(crate) fn claim(&self) -> bool {
         if self.word.load(Acquire) == CLOSED {
             return false;
         }
+        self.claim_open()
+    }
+
+    /// [`claim`](Self::claim) of a lane that is not closed.
+    #[inline(never)]
+    fn claim_open(&self) -> bool {
         self.pending.store(true, Relaxed);
         let mut tries = 0u32;
         loop {
@@ -396,6 +417,7 @@ impl Lane {
 
     /// Lets go of the lane the mutex holder has (claimed, or closed): open with `root`'s state
     /// when `open` (its policy was set with [`set_policy`](Self::set_policy)), else closed.
+    #[inline]
     pub(crate) fn release(&self, root: &Budget, open: bool) {
         if !open {
             // Claimed (or closed already: then nothing changes, and nothing is written).

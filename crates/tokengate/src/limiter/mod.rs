@@ -170,10 +170,10 @@ impl<C: Clock> Limiter<C> {
     #[inline(always)]
     pub fn try_acquire(&self, cost: Cost) -> Result<Permit<'_, C>, Denied> {
         // The lane's decision is inlined here; everything else is behind a call.
-        let clock = &self.shared.clock;
-        match self.shared.lane.try_admit(|| clock.now(), &cost) {
-            Ok((now, admission)) => Ok(self.lane_permit(now, cost, admission)),
-            Err(now) => self.try_acquire_on(None, cost, now.unwrap_or_else(|| clock.now())),
+        let now = self.shared.clock.now();
+        match self.shared.lane.try_admit(now, &cost) {
+            Some(admission) => Ok(self.lane_permit(now, cost, admission)),
+            None => self.try_acquire_on(None, cost, now),
         }
     }
 
@@ -331,6 +331,7 @@ impl DerefMut for StateGuard<'_> {
 }
 
 impl Drop for StateGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let st = &mut *self.guard;
         let current = st
