@@ -17,8 +17,9 @@ pub struct Cost {
     pub(crate) requests: u64,
     pub(crate) input: u64,
     pub(crate) output: u64,
-    /// User-named dimensions: boxed, so a cost without them stays four words.
-    pub(crate) custom: Option<Box<[Named]>>,
+    /// User-named dimensions: shared, so a cost without them stays five words, cloning one is
+    /// a reference count, and dropping one without them is a test (no call).
+    pub(crate) custom: Option<Arc<[Named]>>,
 }
 
 /// An amount on a user-named dimension.
@@ -78,9 +79,13 @@ impl Cost {
 
     /// Sets the amount of a user-named dimension.
     pub fn with(mut self, dimension: impl Into<Arc<str>>, amount: u64) -> Self {
-        let mut list = self.custom.take().map(Vec::from).unwrap_or_default();
+        let mut list = self
+            .custom
+            .take()
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
         set_named(&mut list, dimension.into(), amount);
-        self.custom = Some(list.into_boxed_slice());
+        self.custom = Some(list.into());
         self
     }
 
@@ -178,7 +183,7 @@ impl Usage {
             for (name, amount) in &self.custom {
                 set_named(&mut list, name.clone(), *amount);
             }
-            Some(list.into_boxed_slice())
+            Some(list.into())
         };
         Cost {
             requests: reserved.requests,
