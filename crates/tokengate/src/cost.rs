@@ -79,11 +79,7 @@ impl Cost {
 
     /// Sets the amount of a user-named dimension.
     pub fn with(mut self, dimension: impl Into<Arc<str>>, amount: u64) -> Self {
-        let mut list = self
-            .custom
-            .take()
-            .map(|c| c.to_vec())
-            .unwrap_or_default();
+        let mut list = self.custom.take().map(|c| c.to_vec()).unwrap_or_default();
         set_named(&mut list, dimension.into(), amount);
         self.custom = Some(list.into());
         self

@@ -54,6 +54,13 @@ impl Rate {
         if self.exact_unit != 0 {
             return units.saturating_mul(self.exact_unit);
         }
+        self.time_for_divided(units)
+    }
+
+    /// [`time_for`](Self::time_for) of a rate that is not a whole number of nanoseconds per
+    /// unit: a division, kept out of line so the callers of the common case stay small.
+    #[inline(never)]
+    fn time_for_divided(self, units: u64) -> Nanos {
         // One 64-bit division when the product fits (a 128-bit one is a library call).
         if let Some(num) = units.checked_mul(self.period) {
             return num.div_ceil(self.amount);

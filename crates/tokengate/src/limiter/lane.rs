@@ -380,6 +380,7 @@ impl Lane {
 
     /// Moves the state the open lane held into `root` (claimed, and `root`'s policy is the
     /// one the lane was opened with).
+    #[inline(never)]
     pub(crate) fn pull(&self, root: &mut Budget) {
         let len = root.limits.len().min(LANE_LIMITS);
         for ((l, state), counters) in self.limits[..len]
@@ -402,6 +403,7 @@ impl Lane {
     }
 
     /// Writes the rules of `policy` (which [`fits`](Self::fits)) into the claimed lane.
+    #[cold]
     pub(crate) fn set_policy(&self, policy: &Policy) {
         let len = policy.limits.len().min(LANE_LIMITS);
         for (l, p) in self.limits.iter().zip(&policy.limits[..len]) {
@@ -419,13 +421,17 @@ impl Lane {
     /// when `open` (its policy was set with [`set_policy`](Self::set_policy)), else closed.
     #[inline]
     pub(crate) fn release(&self, root: &Budget, open: bool) {
-        if !open {
-            // Claimed (or closed already: then nothing changes, and nothing is written).
-            if self.word.load(Relaxed) != CLOSED {
-                self.word.store(CLOSED, Release);
-            }
-            return;
+        if open {
+            self.open(root);
+        } else if self.word.load(Relaxed) != CLOSED {
+            // Claimed: close it. (Closed already: nothing changes, and nothing is written.)
+            self.word.store(CLOSED, Release);
         }
+    }
+
+    /// Opens the lane with `root`'s state.
+    #[inline(never)]
+    fn open(&self, root: &Budget) {
         for (l, state) in self.limits.iter().zip(&root.limits) {
             if let LimitState::Gcra(s) = state {
                 l.tat.store(s.tat, Relaxed);

@@ -179,7 +179,7 @@ impl<C: Clock> Limiter<C> {
 
     /// [`try_acquire`](Self::try_acquire) on the budgets of `key` (the limiter's own only
     /// when `None`), under the lock, at `now`.
-    #[inline(never)]
+    #[inline]
     fn try_acquire_on(
         &self,
         key: Option<&KeyNames>,
