@@ -111,20 +111,22 @@
 //!
 //! # Threads and speed
 //! A limiter is shared by cloning it (clones share one state). Every budget lives under one
-//! mutex, with one exception, the **lane**: when the limiter's own policy is made of at most
-//! four [`Algorithm::TokenBucket`] or [`Algorithm::LeakyBucket`] limits on the built-in
-//! dimensions (with or without an in-flight cap), [`Limiter::try_acquire`], the first try of
-//! [`Limiter::acquire`] and [`Limiter::acquire_blocking`], and dropping a permit decide without
-//! the mutex: one compare-and-swap to enter, a plain store to leave, the very same bucket code
-//! as the engine. Whatever the lane cannot admit at once (a wait, a full in-flight cap, a
-//! pause, a queue to join) goes to the engine under the mutex, which takes the lane's state
-//! first, so the rules above hold whichever path a request takes. The lane closes while anyone
-//! waits on the limiter's own budget, so nobody overtakes a queue. A loom model checks that no
-//! unit or slot is lost or counted twice whichever way the two paths interleave, and a
-//! differential test that both give the same answers. Requests on keys, the default
-//! [`Algorithm::SmoothWindow`] (its window log is not a few integers) and settlements take the
-//! mutex. With the `tracing` or `metrics` feature, a lane admission also takes the mutex to
-//! report itself. The README's Performance section has the figures, next to governor's.
+//! mutex, with one exception, the **lane**. When a limiter of one policy (built with
+//! [`Limiter::new`] or [`Limiter::with_clock`]) has at most four [`Algorithm::TokenBucket`] or
+//! [`Algorithm::LeakyBucket`] limits on the built-in dimensions (with or without an in-flight
+//! cap), [`Limiter::try_acquire`], the first try of [`Limiter::acquire`] and
+//! [`Limiter::acquire_blocking`], and dropping a permit decide without the mutex: one
+//! compare-and-swap to enter, a plain store to leave, the very same bucket code as the engine.
+//! Whatever the lane cannot admit at once (a wait, a full in-flight cap, a pause, a queue to
+//! join) goes to the engine under the mutex, which takes the lane's state first, so the rules
+//! above hold whichever path a request takes. The lane closes while anyone waits on the
+//! limiter's own budget, so nobody overtakes a queue. A loom model checks that no unit or slot
+//! is lost or counted twice whichever way the two paths interleave, and a differential test
+//! that both give the same answers. Limiters built from a config (their budget is shared by
+//! every key), the default [`Algorithm::SmoothWindow`] (its window log is not a few integers)
+//! and settlements take the mutex. With the `tracing` or `metrics` feature, a lane admission
+//! also takes the mutex to report itself. The README's Performance section has the figures,
+//! next to governor's.
 //!
 //! # Learning from the provider
 //! Every response says how much of each limit is left; a 429 says how long to wait.

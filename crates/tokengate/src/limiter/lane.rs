@@ -21,8 +21,10 @@
 //! the budget is always exact, and every step of the engine (queues, settlements, reloads,
 //! stats) works on it as if there were no lane. When the mutex is let go the lane is
 //! [`open`](Lane::open)ed again (the state pushed back) if it can decide alone: the policy
-//! fits, and nobody is queued on the limiter's own budget (a newcomer must not overtake a
-//! waiter). Otherwise it stays off, and every caller takes the mutex.
+//! fits, the limiter has no keys (every request on a key takes the mutex and would claim the
+//! lane of the budget they all share), and nobody is queued on the limiter's own budget (a
+//! newcomer must not overtake a waiter). Otherwise it stays off, and every caller takes the
+//! mutex.
 //!
 //! The lane decides with the very rules the engine uses ([`LimitRule::decide`] and
 //! [`LimitRule::commit`], rebuilt from their integers), and admits only what the engine would:

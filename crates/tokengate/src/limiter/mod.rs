@@ -307,8 +307,8 @@ impl<C: Clock> Limiter<C> {
 
 /// The state under the lock, with the lane claimed: the limiter's own budget holds its exact
 /// state while the guard lives. Dropping it opens the lane again with that state when the
-/// budget can be decided there (its policy fits, and nobody is queued on it), or leaves it
-/// closed; then lets go of the lock.
+/// budget can be decided there (its policy fits, the limiter has no keys, and nobody is queued
+/// on it), or leaves it closed; then lets go of the lock.
 struct StateGuard<'a> {
     guard: MutexGuard<'a, State>,
     lane: &'a Lane,
@@ -346,7 +346,10 @@ impl Drop for StateGuard<'_> {
             }
             st.lane_policy = Some(Arc::clone(&st.root.policy));
         }
-        let open = st.lane_fits && st.root.queue_len() == 0;
+        // A limiter of keys shares its own budget with every key, whose requests all take the
+        // lock: a lane there would be claimed and pulled on each of them, costing more than it
+        // saves. The lane serves limiters of one policy.
+        let open = st.lane_fits && st.directory.is_none() && st.root.queue_len() == 0;
         self.lane.release(&st.root, open);
     }
 }
