@@ -31,14 +31,22 @@ impl Measure {
         }
     }
 
-    /// The measure whose [`code`](Self::code) this is.
-    #[inline]
-    pub(crate) fn from_code(kind: u32, input: u64, output: u64) -> Self {
+    /// [`amount`](Self::amount) of the measure whose [`code`](Self::code) has kind `kind`;
+    /// `weights` gives the input and output weights, read only for a weighted measure.
+    #[inline(always)]
+    pub(crate) fn coded_amount(
+        kind: u32,
+        weights: impl FnOnce() -> (u64, u64),
+        cost: &Cost,
+    ) -> Option<u64> {
         match kind {
-            0 => Measure::Requests,
-            1 => Measure::Input,
-            2 => Measure::Output,
-            _ => Measure::Weighted { input, output },
+            0 => Some(cost.requests),
+            1 => Some(cost.input),
+            2 => Some(cost.output),
+            _ => {
+                let (input, output) = weights();
+                Measure::Weighted { input, output }.amount(cost)
+            }
         }
     }
 

@@ -129,19 +129,22 @@ impl LaneLimit {
         .gcra()
     }
 
+    /// The amount of `cost` this limit counts (`None` when it overflows).
     #[inline(always)]
-    fn measure(&self) -> Measure {
-        Measure::from_code(
-            self.measure.load(Relaxed),
-            self.input_weight.load(Relaxed),
-            self.output_weight.load(Relaxed),
-        )
+    fn amount(&self, cost: &Cost) -> Option<u64> {
+        let weights = || {
+            (
+                self.input_weight.load(Relaxed),
+                self.output_weight.load(Relaxed),
+            )
+        };
+        Measure::coded_amount(self.measure.load(Relaxed), weights, cost)
     }
 
     /// What admitting `cost` at `now` does to this limit, if it admits it at once.
     #[inline(always)]
     fn step(&self, now: Nanos, cost: &Cost) -> Option<Step> {
-        let amount = self.measure().amount(cost)?;
+        let amount = self.amount(cost)?;
         let (after, mark) = self.rule().admit(&self.state(), now, amount).ok()?;
         Some(Step {
             tat: after.tat,
