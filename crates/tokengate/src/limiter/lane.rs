@@ -26,12 +26,16 @@
 //! newcomer must not overtake a waiter). Otherwise it stays off, and every caller takes the
 //! mutex.
 //!
-//! The lane decides with the very rules the engine uses ([`LimitRule::decide`] and
-//! [`LimitRule::commit`], rebuilt from their integers), and admits only what the engine would:
-//! whenever it cannot admit at once (a limit that says wait, a full in-flight cap, a pause, an
-//! amount that overflows, a busy word), the caller takes the mutex and the engine decides,
-//! with its queue and its exact error. A loom model (`tests/loom.rs`) checks that no unit and
-//! no slot is lost or counted twice whichever way the two paths interleave.
+//! The lane decides with the very bucket code the engine uses (`Gcra::admit`, through which
+//! [`LimitRule::decide`](crate::core::LimitRule::decide) and
+//! [`LimitRule::commit`](crate::core::LimitRule::commit) go for a bucket, rebuilt from its
+//! integers), and admits only what the engine would: whenever it cannot admit at once (a
+//! limit that says wait, a full in-flight cap, a pause, an amount that overflows, a lane
+//! closed or wanted by the mutex holder), the caller takes the mutex and the engine decides,
+//! with its queue and its exact error. A caller that finds another caller inside waits for it
+//! in the lane. The loom model (`crates/tokengate-loom/tests/lane.rs`) checks that no unit and
+//! no slot is lost or counted twice whichever way the two paths interleave, and
+//! `tests/lane.rs` that the lane and the engine give the same answers.
 
 use super::budget::Budget;
 use super::route::{Admission, Marks};

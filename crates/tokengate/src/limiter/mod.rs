@@ -169,7 +169,7 @@ impl<C: Clock> Limiter<C> {
     /// ```
     #[inline(always)]
     pub fn try_acquire(&self, cost: Cost) -> Result<Permit<'_, C>, Denied> {
-        // The lane's decision is inlined here; everything else is behind a call.
+        // The lane first (inlined here); the engine, under the lock, for everything else.
         let now = self.shared.clock.now();
         match self.shared.lane.try_admit(now, &cost) {
             Some(admission) => Ok(self.lane_permit(now, cost, admission)),
