@@ -1,6 +1,6 @@
 //! The synchronization primitives of the in-memory limiter: std's, or loom's when the crate is
-//! built with `--cfg loom` so the loom model (`tests/loom.rs`) can explore every interleaving
-//! of the lock and the lock-free lane.
+//! built with `--cfg loom`, so that the loom model (`crates/tokengate-loom/tests/lane.rs`) can
+//! explore every interleaving of the lock and the lock-free lane.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};

@@ -960,3 +960,16 @@ fn a_limit_on_a_custom_dimension_is_checked_too() {
         })
     ));
 }
+
+#[test]
+fn debug_output_shows_what_the_lane_holds() {
+    // Three admissions in the lane: the limiter's Debug output reads the state under the lock,
+    // which takes the lane's part first.
+    let (a, _) = spec(vec![token_bucket(Dim::Requests, 10, 1)], None).limiters();
+    for _ in 0..3 {
+        drop(a.try_acquire(Cost::request()).unwrap());
+    }
+    let debug = format!("{a:?}");
+    assert!(debug.contains("admitted: 3"), "{debug}");
+    assert!(debug.contains("charged: 3"), "{debug}");
+}

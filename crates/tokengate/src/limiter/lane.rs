@@ -369,11 +369,13 @@ impl Lane {
         self.pending.store(true, Relaxed);
         let mut tries = 0u32;
         loop {
-            // Open, or a caller inside (the mutex holder is the only one to close it).
-            if self
-                .word
-                .compare_exchange_weak(OPEN, SLOW, Acquire, Relaxed)
-                .is_ok()
+            // Open, or a caller inside (the mutex holder is the only one to close it). Read
+            // before trying, so the wait does not take the line from the caller inside.
+            if self.word.load(Relaxed) == OPEN
+                && self
+                    .word
+                    .compare_exchange_weak(OPEN, SLOW, Acquire, Relaxed)
+                    .is_ok()
             {
                 self.pending.store(false, Relaxed);
                 return true;

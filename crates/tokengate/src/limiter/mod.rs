@@ -16,6 +16,7 @@ mod waiter;
 mod async_acquire;
 mod blocking;
 
+use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,9 +62,18 @@ use route::{Admission, Route};
 /// permit.settle(Usage::new().input(1_180).output(312)); // 488 output tokens come back at once
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
 pub struct Limiter<C: Clock = SystemClock> {
     shared: Arc<Shared<C>>,
+}
+
+impl<C: Clock + fmt::Debug> fmt::Debug for Limiter<C> {
+    /// The clock and the state, read under the lock (so the lane's part is in it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("clock", &self.shared.clock)
+            .field("state", &*self.lock())
+            .finish()
+    }
 }
 
 impl<C: Clock> Clone for Limiter<C> {
@@ -74,7 +84,6 @@ impl<C: Clock> Clone for Limiter<C> {
     }
 }
 
-#[derive(Debug)]
 struct Shared<C> {
     clock: C,
     /// Prices requests for [`Key::run`].
@@ -145,8 +154,9 @@ impl<C: Clock> Limiter<C> {
             .unwrap_or_else(|e| e.into_inner()) = estimator;
     }
 
-    /// Admits `cost` now, or says why not and for how long. Never waits, and never overtakes
-    /// queued acquisitions.
+    /// Admits `cost` now, or says why not and for how long. Never waits for budget (only, as
+    /// any lock would, for another thread's decision in progress), and never overtakes queued
+    /// acquisitions.
     ///
     /// A zero cost ([`Cost::zero`]) peeks: it is admitted whenever no limit is in debt, and
     /// charges nothing.
