@@ -124,9 +124,9 @@
 //! is lost or counted twice whichever way the two paths interleave, and a differential test
 //! that both give the same answers. Limiters built from a config (their budget is shared by
 //! every key), the default [`Algorithm::SmoothWindow`] (its window log is not a few integers)
-//! and settlements take the mutex. With the `tracing` or `metrics` feature, a lane admission
-//! also takes the mutex to report itself. The README's Performance section has the figures,
-//! next to governor's.
+//! and settlements take the mutex, and so does everything with the `tracing` or `metrics`
+//! feature (a report names the budget's policy, which lives under the mutex). The README's
+//! Performance section has the figures, next to governor's.
 //!
 //! # Learning from the provider
 //! Every response says how much of each limit is left; a 429 says how long to wait.

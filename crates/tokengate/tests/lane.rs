@@ -27,12 +27,10 @@
 //!
 //! Failures are persisted next to this file (`lane.proptest-regressions`) and replayed first.
 //!
-//! Run both with and without `--all-features`: the `tracing` and `metrics` features make every
-//! lane admission take the lock afterwards (to report it), which pulls the lane's state into
-//! the engine at once; without them, the lane keeps admitting on its own between two pulls.
-//! `cargo test -p tokengate --test lane` and `cargo test -p tokengate --all-features --test
-//! lane` (256 cases per property); `PROPTEST_CASES=2000 cargo test --release -p tokengate
-//! --test lane` for more.
+//! Run it without the `tracing` and `metrics` features: with either, the lane stays closed
+//! (each admission is reported with its budget's policy, read under the lock), and both
+//! limiters are the engine's. `cargo test -p tokengate --test lane` (256 cases per property);
+//! `PROPTEST_CASES=2000 cargo test --release -p tokengate --test lane` for more.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -22,9 +22,10 @@
 //! stats) works on it as if there were no lane. When the mutex is let go the lane is
 //! [`open`](Lane::open)ed again (the state pushed back) if it can decide alone: the policy
 //! fits, the limiter has no keys (every request on a key takes the mutex and would claim the
-//! lane of the budget they all share), and nobody is queued on the limiter's own budget (a
-//! newcomer must not overtake a waiter). Otherwise it stays off, and every caller takes the
-//! mutex.
+//! lane of the budget they all share), admissions are not reported (the `tracing` and
+//! `metrics` features name the budget's policy in each report, read under the mutex), and
+//! nobody is queued on the limiter's own budget (a newcomer must not overtake a waiter).
+//! Otherwise it stays off, and every caller takes the mutex.
 //!
 //! The lane decides with the very bucket code the engine uses (`Gcra::admit`, through which
 //! [`LimitRule::decide`](crate::core::LimitRule::decide) and

@@ -242,14 +242,10 @@ impl<C: Clock> Limiter<C> {
         Err(self.denied(denied))
     }
 
-    /// The permit of `cost`, admitted in the lane at `now`.
+    /// The permit of `cost`, admitted in the lane at `now`. (Never reported: with the features
+    /// that report admissions, the lane stays closed; see [`LANE_IN_USE`].)
     #[inline(always)]
     fn lane_permit(&self, now: Nanos, cost: Cost, admission: Admission) -> Permit<'_, C> {
-        #[cfg(any(feature = "tracing", feature = "metrics"))]
-        {
-            let scope = observe::Scope::of(&self.lock(), &Route::ROOT);
-            observe::admitted(&scope, &cost, None);
-        }
         Permit::new(self, cost, now, admission)
     }
 
@@ -315,6 +311,11 @@ impl<C: Clock> Limiter<C> {
     }
 }
 
+/// Whether the lane ever opens: not with the `tracing` or `metrics` feature, whose report of
+/// each admission reads the budget's policy under the lock (a lane admission would take the
+/// lock anyway, and claim and pull the lane on top).
+const LANE_IN_USE: bool = !cfg!(any(feature = "tracing", feature = "metrics"));
+
 /// The state under the lock, with the lane claimed: the limiter's own budget holds its exact
 /// state while the guard lives. Dropping it opens the lane again with that state when the
 /// budget can be decided there (its policy fits, the limiter has no keys, and nobody is queued
@@ -358,8 +359,10 @@ impl Drop for StateGuard<'_> {
         }
         // A limiter of keys shares its own budget with every key, whose requests all take the
         // lock: a lane there would be claimed and pulled on each of them, costing more than it
-        // saves. The lane serves limiters of one policy.
-        let open = st.lane_fits && st.directory.is_none() && st.root.queue_len() == 0;
+        // saves. The lane serves limiters of one policy. So it does when admissions are not
+        // reported: a report names the budget's policy, which lives under the lock.
+        let open =
+            LANE_IN_USE && st.lane_fits && st.directory.is_none() && st.root.queue_len() == 0;
         self.lane.release(&st.root, open);
     }
 }
