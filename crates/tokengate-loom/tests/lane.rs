@@ -1,6 +1,6 @@
 //! The loom model of the in-memory limiter: callers deciding in the lock-free lane
 //! (`try_acquire`, dropping a permit) race with callers under the mutex (`stats`, `settle`,
-//! denials), and loom runs every interleaving of their atomic operations. In each, no unit and
+//! `pause`, denials), and loom runs every interleaving of their atomic operations. In each, no unit and
 //! no in-flight slot is lost or counted twice, and the counters add up.
 //!
 //! Only built with `--cfg loom` (tokengate then runs on loom's mutex and atomics):
@@ -14,7 +14,9 @@
 use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use loom::sync::Arc;
 use loom::thread;
-use tokengate::{Algorithm, Cost, Dimension, Limit, Limiter, ManualClock, Policy, Usage};
+use std::time::Duration;
+
+use tokengate::{Algorithm, Cost, Denied, Dimension, Limit, Limiter, ManualClock, Policy, Usage};
 
 /// `amount` a minute, all of it at once (the clock never moves in these models).
 fn bucket(amount: u64) -> Limit {
@@ -125,5 +127,34 @@ fn settlements_and_admissions_both_land() {
         assert_eq!(after.limits[0].charged, 6 + if second { 6 } else { 0 });
         assert_eq!(after.admitted, 1 + u64::from(second));
         assert_eq!(after.denied, u64::from(!second));
+    });
+}
+
+/// A pause (a 429's retry-after, set under the lock) races with an admission in the lane: the
+/// admission lands before the pause or is denied by it, and once `pause` has returned the lane
+/// admits nothing until the pause ends.
+#[test]
+fn a_pause_reaches_the_lane() {
+    loom::model(|| {
+        let policy = Policy::builder()
+            .limit(Dimension::Requests, bucket(100))
+            .build()
+            .unwrap();
+        let limiter = Limiter::with_clock(policy, ManualClock::new());
+        let other = limiter.clone();
+        let caller = thread::spawn(move || match other.try_acquire(Cost::request()) {
+            Ok(_) => true,
+            Err(Denied::Paused { .. }) => false,
+            Err(e) => panic!("denied for another reason: {e}"),
+        });
+        limiter.pause(Duration::from_secs(1));
+        assert!(matches!(
+            limiter.try_acquire(Cost::request()),
+            Err(Denied::Paused { .. })
+        ));
+        let admitted = caller.join().unwrap();
+        let after = limiter.stats();
+        assert_eq!(after.admitted, u64::from(admitted));
+        assert_eq!(after.limits[0].used, u64::from(admitted));
     });
 }
