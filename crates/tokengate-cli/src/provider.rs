@@ -69,16 +69,6 @@ struct Settings {
     output_tokens: Option<toml::Spanned<String>>,
 }
 
-/// The algorithms by their names in a file.
-pub const ALGORITHMS: [(&str, Algorithm); 6] = [
-    ("smooth_window", Algorithm::SmoothWindow),
-    ("token_bucket", Algorithm::TokenBucket),
-    ("leaky_bucket", Algorithm::LeakyBucket),
-    ("sliding_window_log", Algorithm::SlidingWindowLog),
-    ("sliding_window_counter", Algorithm::SlidingWindowCounter),
-    ("fixed_window", Algorithm::FixedWindow),
-];
-
 /// Whether a line opens a table (`[x]`, `[[x]]`), and whether that table is `[provider]`.
 fn header(line: &str) -> Option<bool> {
     let t = line.trim_start();
@@ -136,22 +126,18 @@ impl ProviderSpec {
         };
         if let Some(p) = settings.provider {
             if let Some(a) = &p.algorithm {
-                spec.algorithm = ALGORITHMS
-                    .iter()
-                    .find(|(n, _)| n == a.get_ref())
-                    .map(|&(_, alg)| alg)
-                    .ok_or_else(|| {
-                        let names: Vec<_> = ALGORITHMS.iter().map(|(n, _)| *n).collect();
-                        at(
-                            a,
-                            "algorithm",
-                            format!(
-                                "expected one of {}, found {:?}",
-                                names.join(", "),
-                                a.get_ref()
-                            ),
-                        )
-                    })?;
+                spec.algorithm = Algorithm::from_name(a.get_ref()).ok_or_else(|| {
+                    let names = Algorithm::ALL.map(Algorithm::name);
+                    at(
+                        a,
+                        "algorithm",
+                        format!(
+                            "expected one of {}, found {:?}",
+                            names.join(", "),
+                            a.get_ref()
+                        ),
+                    )
+                })?;
             }
             if let Some(o) = &p.output_tokens {
                 spec.output = match o.get_ref().as_str() {

@@ -18,6 +18,8 @@
 //! cargo run --release --example algorithms
 //! ```
 
+mod common;
+
 use std::mem::size_of;
 use std::time::Duration;
 
@@ -95,20 +97,6 @@ fn greedy(
     admitted
 }
 
-/// The largest sum over any half-open window `[s, s + width)`; `points` sorted by time.
-fn largest_window(points: &[(Nanos, u64)], width: Nanos) -> u64 {
-    let (mut best, mut sum, mut first) = (0, 0, 0);
-    for &(t, amount) in points {
-        sum += amount;
-        while points[first].0.saturating_add(width) <= t {
-            sum -= points[first].1;
-            first += 1;
-        }
-        best = best.max(sum);
-    }
-    best
-}
-
 /// (a): the worst window over the client strategies, as a multiple of N, and the strategy
 /// that reached it. `largest` is the largest single cost (b).
 fn worst_window(limit: &Limit, largest: u64) -> (f64, String) {
@@ -142,7 +130,7 @@ fn worst_window(limit: &Limit, largest: u64) -> (f64, String) {
     }
     let mut worst = (0, String::new());
     for (label, run) in runs {
-        let w = largest_window(&run, P);
+        let w = common::largest_window(&run, P);
         if w > worst.0 {
             worst = (w, label);
         }

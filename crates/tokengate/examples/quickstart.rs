@@ -16,6 +16,8 @@
 //! With `--log PATH` it writes one JSON line per admission, and prints the
 //! `check-admissions` command line that checks the log against the policy.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -247,20 +249,6 @@ async fn run<C: Clock>(sc: &'static Scenario, limiter: Limiter<C>) -> (Vec<Recor
     (records, stats)
 }
 
-/// The largest sum over any half-open window `[s, s + width)`; `points` sorted by time.
-fn largest_window(points: &[(Nanos, u64)], width: Nanos) -> u64 {
-    let (mut best, mut sum, mut first) = (0, 0, 0);
-    for &(t, amount) in points {
-        sum += amount;
-        while points[first].0.saturating_add(width) <= t {
-            sum -= points[first].1;
-            first += 1;
-        }
-        best = best.max(sum);
-    }
-    best
-}
-
 fn secs(ns: Nanos) -> f64 {
     ns as f64 / 1e9
 }
@@ -304,8 +292,8 @@ fn print_timeline(sc: &Scenario, records: &[Record]) {
         let settled: Vec<_> = records.iter().map(|r| (r.at, r.amounts()[k])).collect();
         let reserved: Vec<_> = records.iter().map(|r| (r.at, r.reserved()[k])).collect();
         let (s, r) = (
-            largest_window(&settled, period),
-            largest_window(&reserved, period),
+            common::largest_window(&settled, period),
+            common::largest_window(&reserved, period),
         );
         println!(
             "  {name:<14} settled {s:>7} of {amount} ({:>5.1}%)   reserved {r:>7} ({:.1}%)",

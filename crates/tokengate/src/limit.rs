@@ -50,6 +50,43 @@ pub enum Algorithm {
     FixedWindow,
 }
 
+impl Algorithm {
+    /// Every algorithm.
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::SmoothWindow,
+        Algorithm::TokenBucket,
+        Algorithm::LeakyBucket,
+        Algorithm::SlidingWindowLog,
+        Algorithm::SlidingWindowCounter,
+        Algorithm::FixedWindow,
+    ];
+
+    /// The algorithm's name in a limits file (`algorithm = "token_bucket"`).
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::Algorithm;
+    /// assert_eq!(Algorithm::TokenBucket.name(), "token_bucket");
+    /// assert_eq!(Algorithm::from_name("token_bucket"), Some(Algorithm::TokenBucket));
+    /// assert_eq!(Algorithm::from_name("token bucket"), None);
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::SmoothWindow => "smooth_window",
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::LeakyBucket => "leaky_bucket",
+            Algorithm::SlidingWindowLog => "sliding_window_log",
+            Algorithm::SlidingWindowCounter => "sliding_window_counter",
+            Algorithm::FixedWindow => "fixed_window",
+        }
+    }
+
+    /// The algorithm whose [`name`](Self::name) is `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
 impl fmt::Display for Algorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

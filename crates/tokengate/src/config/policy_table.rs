@@ -58,16 +58,6 @@ const LIMIT_FIELDS: [&str; 7] = [
 /// The keys of the table form of `tokens_per_minute` / `tokens_per_day`.
 const WEIGHTED_FIELDS: [&str; 3] = ["amount", "input_weight", "output_weight"];
 
-/// The names of the algorithms, as written in a file.
-const ALGORITHMS: [(&str, Algorithm); 6] = [
-    ("smooth_window", Algorithm::SmoothWindow),
-    ("token_bucket", Algorithm::TokenBucket),
-    ("leaky_bucket", Algorithm::LeakyBucket),
-    ("sliding_window_log", Algorithm::SlidingWindowLog),
-    ("sliding_window_counter", Algorithm::SlidingWindowCounter),
-    ("fixed_window", Algorithm::FixedWindow),
-];
-
 /// Abbreviations people write for the shorthand keys.
 const ALIASES: [(&str, &str); 8] = [
     ("rpm", "requests_per_minute"),
@@ -525,7 +515,7 @@ impl<'t> Doc<'t> {
                     ErrorKind::InvalidValue,
                     format!(
                         "the {} algorithm has no burst: remove `burst`, or use algorithm = \"token_bucket\" or \"smooth_window\"",
-                        algorithm_name(algorithm)
+                        algorithm.name()
                     ),
                 ));
             }
@@ -642,7 +632,7 @@ impl<'t> Doc<'t> {
 
     /// `algorithm = "token_bucket"`.
     fn algorithm(&self, node: &Node<'_>, field: &str) -> Result<Algorithm, ConfigError> {
-        let names: Vec<&str> = ALGORITHMS.iter().map(|(n, _)| *n).collect();
+        let names = Algorithm::ALL.map(Algorithm::name);
         let expected = format!("expected one of {}", names.join(", "));
         let DeValue::String(s) = node.get_ref() else {
             return Err(self.error(
@@ -652,8 +642,8 @@ impl<'t> Doc<'t> {
                 format!("{expected}, found {}", tree::kind(node.get_ref())),
             ));
         };
-        if let Some((_, a)) = ALGORITHMS.iter().find(|(n, _)| *n == s.as_ref()) {
-            return Ok(*a);
+        if let Some(a) = Algorithm::from_name(s.as_ref()) {
+            return Ok(a);
         }
         let mut message = format!("{expected}, found \"{}\"", s.escape_debug());
         let normal = s.to_lowercase().replace(['-', ' '], "_");
@@ -741,7 +731,7 @@ impl<'t> Doc<'t> {
                         &spec.burst,
                         Some(format!(
                             "the {} algorithm has no burst: remove `burst`, or use algorithm = \"token_bucket\" or \"smooth_window\"",
-                            algorithm_name(*algorithm)
+                            algorithm.name()
                         )),
                     ),
                     BuildError::ZeroBurst | BuildError::BurstTooLarge { .. } => (&spec.burst, None),
@@ -764,14 +754,6 @@ impl<'t> Doc<'t> {
             message,
         )
     }
-}
-
-/// The name of an algorithm as written in a file.
-fn algorithm_name(algorithm: Algorithm) -> &'static str {
-    ALGORITHMS
-        .iter()
-        .find(|(_, a)| *a == algorithm)
-        .map_or("chosen", |(n, _)| n)
 }
 
 /// A period: `second`, `minute`, `hour`, `day`, a Go duration (`90s`, `1m30s`, `500ms`), or
