@@ -107,6 +107,7 @@ impl Cost {
     }
 
     /// Whether every amount is zero.
+    #[inline]
     pub fn is_zero(&self) -> bool {
         self.requests == 0
             && self.input == 0

@@ -19,10 +19,9 @@ pub struct Permit<'a, C: Clock> {
     limiter: LimiterRef<'a, C>,
     cost: Cost,
     admitted_at: Nanos,
-    /// Its budgets, their in-flight slots and each limit's bucket mark, for refunds.
+    /// Its budgets, their in-flight slots and each limit's bucket mark, for refunds. Emptied
+    /// (no slots, no route) once settled or moved, so that dropping it then gives back nothing.
     admission: Admission,
-    /// Whether it still holds its slots and references (false once settled or moved).
-    live: bool,
 }
 
 impl<'a, C: Clock> Permit<'a, C> {
@@ -37,7 +36,6 @@ impl<'a, C: Clock> Permit<'a, C> {
             cost,
             admitted_at,
             admission,
-            live: true,
         }
     }
 
@@ -62,8 +60,7 @@ impl<'a, C: Clock> Permit<'a, C> {
     /// ```
     pub fn into_owned(mut self) -> Permit<'static, C> {
         let limiter = LimiterRef::Owned(self.limiter.get().clone());
-        // The slots move to the new permit: this one must not free them when it drops.
-        let live = std::mem::replace(&mut self.live, false);
+        // The slots move to the new permit: this one, emptied, frees nothing when it drops.
         Permit {
             limiter,
             cost: std::mem::replace(&mut self.cost, Cost::zero()),
@@ -77,7 +74,6 @@ impl<'a, C: Clock> Permit<'a, C> {
                     keyed: None,
                 },
             ),
-            live,
         }
     }
 
@@ -138,11 +134,13 @@ impl<'a, C: Clock> Permit<'a, C> {
         st.settle(now, admission, &self.cost, &used, self.admitted_at);
         let route = admission.route();
         st.count(&route, |c| c.settled += 1);
-        self.live = false;
         let scope = observe::Scope::of(&st, &route);
         // Budget or a slot may have come back: the head waiters may be admitted now.
         st.release(now, &route, admission.slots);
         drop(st);
+        // Settled: dropping it now gives back nothing.
+        self.admission.slots = 0;
+        self.admission.keyed = None;
         observe::settled(&scope, &self.cost, &used);
     }
 }
@@ -151,15 +149,25 @@ impl<C: Clock> Drop for Permit<'_, C> {
     #[inline]
     fn drop(&mut self) {
         // Nothing to give back for a permit on the limiter's own budget without a slot: no lock.
-        if self.live && (self.admission.slots != 0 || self.admission.keyed.is_some()) {
-            let limiter = self.limiter.get();
-            if self.admission.keyed.is_none() && limiter.shared.lane.try_release() {
-                return;
-            }
-            let now = limiter.shared.clock.now();
-            let mut st = limiter.lock();
-            st.release(now, &self.admission.route(), self.admission.slots);
+        if self.admission.slots != 0 || self.admission.keyed.is_some() {
+            self.give_back();
         }
+    }
+}
+
+impl<C: Clock> Permit<'_, C> {
+    /// Frees the slots of a permit dropped unsettled: in the lane when it can, else under the
+    /// lock, where the head waiters may be served. Out of line, so dropping a permit with
+    /// nothing to give back stays a few tests.
+    #[inline(never)]
+    fn give_back(&mut self) {
+        let limiter = self.limiter.get();
+        if self.admission.keyed.is_none() && limiter.shared.lane.try_release() {
+            return;
+        }
+        let now = limiter.shared.clock.now();
+        let mut st = limiter.lock();
+        st.release(now, &self.admission.route(), self.admission.slots);
     }
 }
 
