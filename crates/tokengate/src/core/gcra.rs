@@ -61,57 +61,17 @@ impl Gcra {
     /// for a bucket.
     #[inline(always)]
     pub(crate) fn decide(&self, state: &GcraState, now: Nanos, cost: u64) -> Decision {
-        match self.admit(state, now, cost) {
+        match admit(self, state, now, cost) {
             Ok(_) => Decision::Admit,
             Err(denied) => denied,
         }
-    }
-
-    /// [`decide`](Self::decide) and [`commit`](Self::commit) in one, changing nothing: the
-    /// state after admitting `cost` at `now` and the admission's mark, or the decision that
-    /// denies it. The units' time is worked out once.
-    #[inline(always)]
-    pub(crate) fn admit(
-        &self,
-        state: &GcraState,
-        now: Nanos,
-        cost: u64,
-    ) -> Result<(GcraState, Nanos), Decision> {
-        if cost > self.capacity() {
-            return Err(Decision::Impossible {
-                capacity: self.capacity(),
-            });
-        }
-        let time = self.rate.time_for(cost);
-        let at = self.earliest_with(state, now, cost, time);
-        if at > now {
-            return Err(Decision::NotUntil(at));
-        }
-        let mut after = *state;
-        let mark = Self::commit_with(&mut after, now, time);
-        Ok((after, mark))
     }
 
     /// The earliest instant `>= now` at which `cost` units are admitted, assuming
     /// `cost` is possible. Returns `now` when admitted at once.
     #[inline(always)]
     pub(crate) fn earliest(&self, state: &GcraState, now: Nanos, cost: u64) -> Nanos {
-        self.earliest_with(state, now, cost, self.rate.time_for(cost))
-    }
-
-    /// [`earliest`](Self::earliest), given `time = rate.time_for(cost)`.
-    #[inline(always)]
-    fn earliest_with(&self, state: &GcraState, now: Nanos, cost: u64, time: Nanos) -> Nanos {
-        let tolerance = if cost > self.burst {
-            // Only reachable with `oversize_when_full`: wait for a full bucket.
-            time
-        } else {
-            self.tolerance
-        };
-        // Admitted at t when max(tat, t) + time_for(cost) - t <= tolerance, i.e. (for tat > t)
-        // t >= tat + time_for(cost) - tolerance.
-        let at = state.tat.saturating_add(time).saturating_sub(tolerance);
-        at.max(now)
+        earliest_with(self, state, now, cost, self.rate.time_for(cost))
     }
 
     /// Records `cost` units at `now`; returns the admission's mark: the instant at which the
@@ -119,14 +79,7 @@ impl Gcra {
     /// everything admitted before them) plus the time refunds had given back so far.
     #[inline(always)]
     pub(crate) fn commit(&self, state: &mut GcraState, now: Nanos, cost: u64) -> Nanos {
-        Self::commit_with(state, now, self.rate.time_for(cost))
-    }
-
-    /// [`commit`](Self::commit), given the units' `time`.
-    #[inline(always)]
-    fn commit_with(state: &mut GcraState, now: Nanos, time: Nanos) -> Nanos {
-        state.tat = state.tat.max(now).saturating_add(time);
-        state.tat.saturating_add(state.refunded)
+        commit_with(state, now, self.rate.time_for(cost))
     }
 
     /// Gives back up to `units` of the admission whose commit returned `mark`. Only what is
@@ -159,6 +112,97 @@ impl Gcra {
         // remaining = burst - ahead * rate, rounded down in the caller's disfavour.
         self.burst.saturating_sub(self.rate.units_in_ceil(ahead))
     }
+}
+
+/// What a bucket's decision reads of its rule: a [`Gcra`], or a copy of one kept elsewhere
+/// (the in-memory limiter's lock-free lane keeps it in atomics, where every read is a load, and
+/// reads only what a decision needs: the rate itself only when it is not a whole number of
+/// nanoseconds per unit).
+pub(crate) trait Bucket {
+    /// The largest cost admitted at once ([`Gcra::capacity`]).
+    fn capacity(&self) -> u64;
+    /// The bucket's size in units.
+    fn burst(&self) -> u64;
+    /// The time worth of a full bucket.
+    fn tolerance(&self) -> Nanos;
+    /// The time `units` take to refill, rounded up ([`Rate::time_for`]).
+    fn time_for(&self, units: u64) -> Nanos;
+}
+
+impl Bucket for Gcra {
+    #[inline(always)]
+    fn capacity(&self) -> u64 {
+        Gcra::capacity(self)
+    }
+
+    #[inline(always)]
+    fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    #[inline(always)]
+    fn tolerance(&self) -> Nanos {
+        self.tolerance
+    }
+
+    #[inline(always)]
+    fn time_for(&self, units: u64) -> Nanos {
+        self.rate.time_for(units)
+    }
+}
+
+/// A bucket's decision and commit in one, changing nothing: the state after admitting `cost`
+/// at `now` and the admission's mark, or the decision that denies it. The units' time is
+/// worked out once. [`LimitRule::decide`](super::LimitRule::decide) and
+/// [`LimitRule::commit`](super::LimitRule::commit) go through it for a bucket, and so does the
+/// in-memory limiter's lane.
+#[inline(always)]
+pub(crate) fn admit(
+    bucket: &impl Bucket,
+    state: &GcraState,
+    now: Nanos,
+    cost: u64,
+) -> Result<(GcraState, Nanos), Decision> {
+    let capacity = bucket.capacity();
+    if cost > capacity {
+        return Err(Decision::Impossible { capacity });
+    }
+    let time = bucket.time_for(cost);
+    let at = earliest_with(bucket, state, now, cost, time);
+    if at > now {
+        return Err(Decision::NotUntil(at));
+    }
+    let mut after = *state;
+    let mark = commit_with(&mut after, now, time);
+    Ok((after, mark))
+}
+
+/// [`Gcra::earliest`], given `time = time_for(cost)`.
+#[inline(always)]
+fn earliest_with(
+    bucket: &impl Bucket,
+    state: &GcraState,
+    now: Nanos,
+    cost: u64,
+    time: Nanos,
+) -> Nanos {
+    let tolerance = if cost > bucket.burst() {
+        // Only reachable with `oversize_when_full`: wait for a full bucket.
+        time
+    } else {
+        bucket.tolerance()
+    };
+    // Admitted at t when max(tat, t) + time_for(cost) - t <= tolerance, i.e. (for tat > t)
+    // t >= tat + time_for(cost) - tolerance.
+    let at = state.tat.saturating_add(time).saturating_sub(tolerance);
+    at.max(now)
+}
+
+/// [`Gcra::commit`], given the units' `time`.
+#[inline(always)]
+fn commit_with(state: &mut GcraState, now: Nanos, time: Nanos) -> Nanos {
+    state.tat = state.tat.max(now).saturating_add(time);
+    state.tat.saturating_add(state.refunded)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@
 
 mod combined;
 mod fixed_window;
-mod gcra;
+pub(crate) mod gcra;
 mod rule;
 mod sliding_counter;
 mod sliding_log;
@@ -42,10 +42,10 @@ mod time;
 
 pub use combined::{commit_all, decide_all, settle_all, CombinedDecision};
 pub use fixed_window::FixedWindowState;
-pub(crate) use gcra::Gcra;
 pub use gcra::GcraState;
 pub(crate) use rule::BucketParts;
 pub use rule::{Decision, LimitRule, LimitState, Receipt, Snapshot};
 pub use sliding_counter::SlidingCounterState;
 pub use sliding_log::SlidingLogState;
 pub use time::Nanos;
+pub(crate) use time::Rate;

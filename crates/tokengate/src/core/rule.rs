@@ -70,30 +70,20 @@ enum Kind {
 }
 
 /// A token or leaky bucket rule as plain integers: what the in-memory limiter's lock-free lane
-/// keeps of a rule, to rebuild it with [`BucketParts::gcra`] and decide with the very same
-/// code as [`LimitRule::decide`] and [`LimitRule::commit`].
+/// keeps of a rule, to decide with the very same code as [`LimitRule::decide`] and
+/// [`LimitRule::commit`] ([`gcra::admit`](super::gcra::admit), over its own
+/// [`Bucket`](super::gcra::Bucket) view of these integers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct BucketParts {
+    /// The rate: `amount` units per `period` ns, `exact_unit` ns each when that is whole
+    /// (else 0).
     pub(crate) amount: u64,
     pub(crate) period: Nanos,
     pub(crate) exact_unit: Nanos,
     pub(crate) burst: u64,
     pub(crate) tolerance: Nanos,
-    pub(crate) oversize_when_full: bool,
-}
-
-impl BucketParts {
-    /// The bucket whose [`LimitRule::bucket_parts`] these are: its `decide` and `commit` are
-    /// what the rule's do for a [`GcraState`].
-    #[inline(always)]
-    pub(crate) fn gcra(self) -> Gcra {
-        Gcra {
-            rate: Rate::from_parts(self.amount, self.period, self.exact_unit),
-            burst: self.burst,
-            tolerance: self.tolerance,
-            oversize_when_full: self.oversize_when_full,
-        }
-    }
+    /// The largest cost admitted at once.
+    pub(crate) capacity: u64,
 }
 
 /// The state of one limit for one key: plain data.
@@ -197,7 +187,7 @@ impl LimitRule {
                     exact_unit,
                     burst: g.burst,
                     tolerance: g.tolerance,
-                    oversize_when_full: g.oversize_when_full,
+                    capacity: g.capacity(),
                 })
             }
             _ => None,

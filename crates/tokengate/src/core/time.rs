@@ -51,10 +51,22 @@ impl Rate {
     /// Nanoseconds needed to earn `units`, rounded up; saturates at `u64::MAX`.
     #[inline(always)]
     pub(crate) fn time_for(self, units: u64) -> Nanos {
-        if self.exact_unit != 0 {
-            return units.saturating_mul(self.exact_unit);
+        Self::time_for_lazy(self.exact_unit, units, || self)
+    }
+
+    /// [`time_for`](Self::time_for) of the rate whose `exact_unit` is given, reading the rate
+    /// itself (`rate()`) only when it is not a whole number of nanoseconds per unit: for a copy
+    /// of the rate kept in atomics, where every read is a load.
+    #[inline(always)]
+    pub(crate) fn time_for_lazy(
+        exact_unit: Nanos,
+        units: u64,
+        rate: impl FnOnce() -> Rate,
+    ) -> Nanos {
+        if exact_unit != 0 {
+            return units.saturating_mul(exact_unit);
         }
-        self.time_for_divided(units)
+        rate().time_for_divided(units)
     }
 
     /// [`time_for`](Self::time_for) of a rate that is not a whole number of nanoseconds per

@@ -27,10 +27,10 @@
 //! nobody is queued on the limiter's own budget (a newcomer must not overtake a waiter).
 //! Otherwise it stays off, and every caller takes the mutex.
 //!
-//! The lane decides with the very bucket code the engine uses (`Gcra::admit`, through which
-//! [`LimitRule::decide`](crate::core::LimitRule::decide) and
-//! [`LimitRule::commit`](crate::core::LimitRule::commit) go for a bucket, rebuilt from its
-//! integers), and admits only what the engine would: whenever it cannot admit at once (a
+//! The lane decides with the very bucket code the engine uses (`gcra::admit`, through which
+//! [`LimitRule::decide`](crate::core::LimitRule::decide) goes for a bucket, reading the rule
+//! from the lane's integers one field at a time, as it needs them), and admits only what the
+//! engine would: whenever it cannot admit at once (a
 //! limit that says wait, a full in-flight cap, a pause, an amount that overflows, a lane
 //! closed or wanted by the mutex holder), the caller takes the mutex and the engine decides,
 //! with its queue and its exact error. A caller that finds another caller inside waits for it
@@ -40,7 +40,8 @@
 
 use super::budget::Budget;
 use super::route::{Admission, Marks};
-use crate::core::{BucketParts, Gcra, GcraState, LimitState, Nanos};
+use crate::core::gcra::{self, Bucket};
+use crate::core::{BucketParts, GcraState, LimitState, Nanos, Rate};
 use crate::cost::Cost;
 use crate::policy::{Measure, Policy};
 use crate::sync::{spin, yield_now, AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -75,40 +76,46 @@ const SLOW_SPINS: u32 = 128;
 #[repr(C, align(64))]
 pub(crate) struct Lane {
     word: AtomicU32,
-    /// How many of `limits` are in use.
-    len: AtomicU32,
+    /// How many of `limits` are in use (the low bits, [`LEN`]), and [`CAPPED`] when the policy
+    /// caps in-flight requests (at `max_in_flight`): one load tells a decision both.
+    shape: AtomicU32,
     /// The budget's policy epoch, recorded in each admission.
     epoch: AtomicU32,
     /// Set while the mutex holder waits for the word: callers go to the mutex rather than
     /// keep taking the word before it.
     pending: AtomicBool,
-    /// Whether the policy caps in-flight requests (at `max_in_flight`).
-    capped: AtomicBool,
     in_flight: AtomicU64,
     /// Admissions since the last [`pull`](Lane::pull).
     admitted: AtomicU64,
+    paused_until: AtomicU64,
     limits: [LaneLimit; LANE_LIMITS],
     max_in_flight: AtomicU64,
-    paused_until: AtomicU64,
 }
 
-/// One limit in the lane: its bucket state and the units charged since the last pull (what a
-/// decision writes, first), then its rule and measure as integers.
+/// The bits of [`Lane::shape`] that hold the number of limits.
+const LEN: u32 = 0xff;
+/// The bit of [`Lane::shape`] set when the policy caps in-flight requests.
+const CAPPED: u32 = 0x100;
+
+/// One limit in the lane: what a decision writes (its bucket's TAT, the units charged since the
+/// last pull), then what every decision reads, then what only some read (the rate of one that
+/// is not a whole number of nanoseconds per unit, the weights of a weighted measure). Each
+/// field a decision does not need is never loaded.
 #[derive(Debug, Default)]
 #[repr(C)]
 struct LaneLimit {
     tat: AtomicU64,
-    refunded: AtomicU64,
     charged: AtomicU64,
-    amount: AtomicU64,
-    period: AtomicU64,
+    refunded: AtomicU64,
     exact_unit: AtomicU64,
+    capacity: AtomicU64,
     burst: AtomicU64,
     tolerance: AtomicU64,
+    measure: AtomicU32,
+    amount: AtomicU64,
+    period: AtomicU64,
     input_weight: AtomicU64,
     output_weight: AtomicU64,
-    measure: AtomicU32,
-    oversize_when_full: AtomicBool,
 }
 
 /// One limit's part of an admission: its bucket's TAT after it, the admission's mark, and the
@@ -120,20 +127,32 @@ struct Step {
     amount: u64,
 }
 
-impl LaneLimit {
+/// The lane's copy of the rule, read field by field as the bucket's decision asks.
+impl Bucket for LaneLimit {
     #[inline(always)]
-    fn rule(&self) -> Gcra {
-        BucketParts {
-            amount: self.amount.load(Relaxed),
-            period: self.period.load(Relaxed),
-            exact_unit: self.exact_unit.load(Relaxed),
-            burst: self.burst.load(Relaxed),
-            tolerance: self.tolerance.load(Relaxed),
-            oversize_when_full: self.oversize_when_full.load(Relaxed),
-        }
-        .gcra()
+    fn capacity(&self) -> u64 {
+        self.capacity.load(Relaxed)
     }
 
+    #[inline(always)]
+    fn burst(&self) -> u64 {
+        self.burst.load(Relaxed)
+    }
+
+    #[inline(always)]
+    fn tolerance(&self) -> Nanos {
+        self.tolerance.load(Relaxed)
+    }
+
+    #[inline(always)]
+    fn time_for(&self, units: u64) -> Nanos {
+        Rate::time_for_lazy(self.exact_unit.load(Relaxed), units, || {
+            Rate::from_parts(self.amount.load(Relaxed), self.period.load(Relaxed), 0)
+        })
+    }
+}
+
+impl LaneLimit {
     /// The amount of `cost` this limit counts (`None` when it overflows).
     #[inline(always)]
     fn amount(&self, cost: &Cost) -> Option<u64> {
@@ -150,7 +169,7 @@ impl LaneLimit {
     #[inline(always)]
     fn step(&self, now: Nanos, cost: &Cost) -> Option<Step> {
         let amount = self.amount(cost)?;
-        let (after, mark) = self.rule().admit(&self.state(), now, amount).ok()?;
+        let (after, mark) = gcra::admit(self, &self.state(), now, amount).ok()?;
         Some(Step {
             tat: after.tat,
             mark,
@@ -177,14 +196,13 @@ impl LaneLimit {
     }
 
     fn set(&self, parts: BucketParts, (kind, input, output): (u32, u64, u64)) {
-        self.amount.store(parts.amount, Relaxed);
-        self.period.store(parts.period, Relaxed);
         self.exact_unit.store(parts.exact_unit, Relaxed);
+        self.capacity.store(parts.capacity, Relaxed);
         self.burst.store(parts.burst, Relaxed);
         self.tolerance.store(parts.tolerance, Relaxed);
-        self.oversize_when_full
-            .store(parts.oversize_when_full, Relaxed);
         self.measure.store(kind, Relaxed);
+        self.amount.store(parts.amount, Relaxed);
+        self.period.store(parts.period, Relaxed);
         self.input_weight.store(input, Relaxed);
         self.output_weight.store(output, Relaxed);
     }
@@ -196,9 +214,8 @@ impl Lane {
         Self {
             word: AtomicU32::new(CLOSED),
             pending: AtomicBool::new(false),
-            len: AtomicU32::new(0),
+            shape: AtomicU32::new(0),
             epoch: AtomicU32::new(0),
-            capped: AtomicBool::new(false),
             max_in_flight: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             paused_until: AtomicU64::new(0),
@@ -298,13 +315,19 @@ impl Lane {
         if now < self.paused_until.load(Relaxed) {
             return None;
         }
-        let in_flight = self.in_flight.load(Relaxed);
+        let shape = self.shape.load(Relaxed);
+        let len = (shape & LEN) as usize;
         // As the engine: every non-zero cost takes a slot when the policy caps them.
-        let takes_slot = self.capped.load(Relaxed) && !cost.is_zero();
-        if takes_slot && in_flight >= self.max_in_flight.load(Relaxed) {
-            return None;
-        }
-        let len = self.len.load(Relaxed) as usize;
+        let takes_slot = shape & CAPPED != 0 && !cost.is_zero();
+        let in_flight = if takes_slot {
+            let held = self.in_flight.load(Relaxed);
+            if held >= self.max_in_flight.load(Relaxed) {
+                return None;
+            }
+            held
+        } else {
+            0
+        };
         // All or nothing: every limit decides (and works out its state after the admission),
         // then every limit is written. Place by place, so the steps stay in registers.
         let steps = [
@@ -423,8 +446,12 @@ impl Lane {
                 l.set(parts, code);
             }
         }
-        self.len.store(len as u32, Relaxed);
-        self.capped.store(policy.max_in_flight.is_some(), Relaxed);
+        let capped = if policy.max_in_flight.is_some() {
+            CAPPED
+        } else {
+            0
+        };
+        self.shape.store(len as u32 | capped, Relaxed);
         self.max_in_flight
             .store(policy.max_in_flight.unwrap_or(0), Relaxed);
     }
