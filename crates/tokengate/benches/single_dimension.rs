@@ -14,6 +14,9 @@
 //!   every decision divides 128-bit numbers (twice); most real limits (500 per minute: 120 ms
 //!   each) take the multiply-only path this case shows. governor rounds its interval to whole
 //!   nanoseconds once, at construction, and never divides.
+//! - `tokengate/{system,manual}_clock/token_bucket_exact_admit`: the same limiter through
+//!   `try_admit`, which admits without a permit (nothing to settle, no slot held): the call that
+//!   does what governor's `check` does. The other cases build and drop a permit per decision.
 //! - `tokengate/system_clock/smooth_window_1ms`: the default algorithm on the system clock.
 //!   `SmoothWindow` keeps one log entry per distinct admission instant for a whole period, so
 //!   `u32::MAX` per *second* would hold tens of millions of entries at benchmark speed, which no
@@ -54,6 +57,10 @@ impl Cases for SingleDimension {
             "token bucket, exact rate (1/ns), system clock vs governor (quanta)",
         token_bucket_exact_manual:
             "token bucket, exact rate (1/ns), manual clock vs governor (fake clock)",
+        token_bucket_exact_admit_system:
+            "token bucket, exact rate, try_admit (no permit), system clock vs governor (quanta)",
+        token_bucket_exact_admit_manual:
+            "token bucket, exact rate, try_admit (no permit), manual clock vs governor (fake clock)",
         smooth_window_1ms:
             "smooth window (default), 1 ms window, system clock vs governor (quanta)",
         smooth_window_paced:

@@ -56,6 +56,10 @@ impl Cases for ThreeDimensions {
             "3 token buckets, exact rates, system clock vs governor single check (quanta)",
         token_bucket_exact_manual:
             "3 token buckets, exact rates, manual clock vs governor single check (fake clock)",
+        token_bucket_exact_admit_system:
+            "3 token buckets, exact rates, try_admit (no permit), system clock vs governor single check (quanta)",
+        token_bucket_exact_admit_manual:
+            "3 token buckets, exact rates, try_admit (no permit), manual clock vs governor single check (fake clock)",
         smooth_window_1ms:
             "3 smooth windows (default), 1 ms windows, system clock vs governor (quanta)",
         smooth_window_paced:

@@ -107,7 +107,6 @@ impl Cost {
     }
 
     /// Whether every amount is zero.
-    #[inline]
     pub fn is_zero(&self) -> bool {
         self.requests == 0
             && self.input == 0

@@ -45,9 +45,17 @@ impl Measure {
             2 => Some(cost.output),
             _ => {
                 let (input, output) = weights();
-                Measure::Weighted { input, output }.amount(cost)
+                Self::weighted(input, output, cost)
             }
         }
+    }
+
+    /// The amount of `cost` a weighted measure counts: `input` per input token plus `output`
+    /// per output token (`None` when it overflows).
+    #[inline(always)]
+    fn weighted(input: u64, output: u64, cost: &Cost) -> Option<u64> {
+        let i = cost.input.checked_mul(input)?;
+        i.checked_add(cost.output.checked_mul(output)?)
     }
 
     #[inline]
@@ -56,11 +64,7 @@ impl Measure {
             Measure::Requests => Some(cost.requests),
             Measure::Input => Some(cost.input),
             Measure::Output => Some(cost.output),
-            Measure::Weighted { input, output } => cost.input.checked_mul(*input).and_then(|i| {
-                cost.output
-                    .checked_mul(*output)
-                    .and_then(|o| i.checked_add(o))
-            }),
+            Measure::Weighted { input, output } => Self::weighted(*input, *output, cost),
             Measure::Custom(name) => Some(cost.custom(name)),
         }
     }

@@ -161,6 +161,10 @@ pub(crate) mod vs_governor {
         pub(crate) token_bucket_exact_system: &'static str,
         /// `tokengate/manual_clock/token_bucket_exact` vs `governor/fake_clock`.
         pub(crate) token_bucket_exact_manual: &'static str,
+        /// `tokengate/system_clock/token_bucket_exact_admit` vs `governor/quanta_clock`.
+        pub(crate) token_bucket_exact_admit_system: &'static str,
+        /// `tokengate/manual_clock/token_bucket_exact_admit` vs `governor/fake_clock`.
+        pub(crate) token_bucket_exact_admit_manual: &'static str,
         /// `tokengate/system_clock/smooth_window_1ms` vs `governor/quanta_clock`.
         pub(crate) smooth_window_1ms: &'static str,
         /// `tokengate/manual_clock/smooth_window_paced` vs `governor/fake_clock_paced`.
@@ -223,6 +227,26 @@ pub(crate) mod vs_governor {
                 tokengate_loop(&limiter, iters, T::cost, || {})
             },
         );
+        // `try_admit`: the same decision, admitted and over at once, without a permit (what
+        // governor's `check` is).
+        bench(
+            &mut g,
+            group,
+            "tokengate/system_clock/token_bucket_exact_admit",
+            |iters| {
+                let limiter = Limiter::new(T::token_bucket_exact());
+                timed_loop(iters, || {}, || limiter.try_admit(T::cost()).is_ok())
+            },
+        );
+        bench(
+            &mut g,
+            group,
+            "tokengate/manual_clock/token_bucket_exact_admit",
+            |iters| {
+                let limiter = Limiter::with_clock(T::token_bucket_exact(), ManualClock::new());
+                timed_loop(iters, || {}, || limiter.try_admit(T::cost()).is_ok())
+            },
+        );
         bench(
             &mut g,
             group,
@@ -283,6 +307,16 @@ pub(crate) mod vs_governor {
             (
                 labels.token_bucket_exact_manual,
                 "tokengate/manual_clock/token_bucket_exact",
+                "governor/fake_clock",
+            ),
+            (
+                labels.token_bucket_exact_admit_system,
+                "tokengate/system_clock/token_bucket_exact_admit",
+                "governor/quanta_clock",
+            ),
+            (
+                labels.token_bucket_exact_admit_manual,
+                "tokengate/manual_clock/token_bucket_exact_admit",
                 "governor/fake_clock",
             ),
             (

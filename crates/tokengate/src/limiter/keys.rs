@@ -643,6 +643,31 @@ impl<'a, C: Clock> Key<'a, C> {
         self.limiter.try_acquire_on(Some(&self.names), cost, now)
     }
 
+    /// [`Limiter::try_admit`] on this key's budgets: admitted and over at once, without a
+    /// permit.
+    ///
+    /// # Errors
+    /// As [`Limiter::try_acquire`]; the dimension named is that of the budget that denies.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::Config;
+    /// use tokengate::{Cost, Limiter, ManualClock};
+    ///
+    /// let config = Config::from_toml_str(
+    ///     "[models.gpt-4o]\nrequests_per_minute = 60\n",
+    ///     "tokengate.toml",
+    /// )?;
+    /// let limiter = Limiter::from_config_with_clock(config, ManualClock::new());
+    /// let key = limiter.model("gpt-4o");
+    /// assert!(key.try_admit(Cost::request()).is_ok());
+    /// assert!(key.try_admit(Cost::request()).is_err()); // one a second, burst 1
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_admit(&self, cost: Cost) -> Result<(), Denied> {
+        self.try_acquire(cost).map(drop)
+    }
+
     /// [`Limiter::acquire`] on this key's budgets.
     #[cfg(feature = "tokio")]
     pub fn acquire(&self, cost: Cost) -> super::Acquire<'a, C> {

@@ -300,18 +300,22 @@ impl Lane {
     ///
     /// The caller reads the clock before entering: the lane is held for as short a time as
     /// can be, which is what two callers at once wait for.
+    ///
+    /// With `hold` false, the admission is over at once (no permit is made, as for
+    /// [`Limiter::try_admit`](super::Limiter::try_admit)): a full in-flight cap still denies it,
+    /// but it takes no slot, which it would give back at once.
     #[inline(always)]
-    pub(crate) fn try_admit(&self, now: Nanos, cost: &Cost) -> Option<Admission> {
+    pub(crate) fn try_admit(&self, now: Nanos, cost: &Cost, hold: bool) -> Option<Admission> {
         if !self.enter() {
             return None;
         }
-        let admission = self.admit_inside(now, cost);
+        let admission = self.admit_inside(now, cost, hold);
         self.leave();
         admission
     }
 
     #[inline(always)]
-    fn admit_inside(&self, now: Nanos, cost: &Cost) -> Option<Admission> {
+    fn admit_inside(&self, now: Nanos, cost: &Cost, hold: bool) -> Option<Admission> {
         if now < self.paused_until.load(Relaxed) {
             return None;
         }
@@ -342,6 +346,7 @@ impl Lane {
         let marks = Marks::inline(steps.map(|s| s.mark));
         self.admitted
             .store(self.admitted.load(Relaxed) + 1, Relaxed);
+        let takes_slot = takes_slot && hold;
         if takes_slot {
             self.in_flight.store(in_flight + 1, Relaxed);
         }

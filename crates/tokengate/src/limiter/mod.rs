@@ -181,10 +181,41 @@ impl<C: Clock> Limiter<C> {
     pub fn try_acquire(&self, cost: Cost) -> Result<Permit<'_, C>, Denied> {
         // The lane first (inlined here); the engine, under the lock, for everything else.
         let now = self.shared.clock.now();
-        match self.shared.lane.try_admit(now, &cost) {
+        match self.shared.lane.try_admit(now, &cost, true) {
             Some(admission) => Ok(self.lane_permit(now, cost, admission)),
             None => self.try_acquire_on(None, cost, now),
         }
+    }
+
+    /// Admits `cost` now as a call that is over at once, without a permit: what
+    /// [`try_acquire`](Self::try_acquire) and dropping its permit at once do, for requests that
+    /// are counted and never settled (a gate in front of a high-rate service, a governor-style
+    /// check). The cost stays charged as used; a full in-flight cap denies it, as it would the
+    /// permit, but no slot is held afterwards. Never waits for budget and never overtakes
+    /// queued acquisitions.
+    ///
+    /// # Errors
+    /// As [`try_acquire`](Self::try_acquire).
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::{Cost, Limiter, ManualClock, Policy};
+    ///
+    /// let policy = Policy::builder().requests_per_minute(60).build()?; // one a second, burst 1
+    /// let limiter = Limiter::with_clock(policy, ManualClock::new());
+    /// assert!(limiter.try_admit(Cost::request()).is_ok());
+    /// let denied = limiter.try_admit(Cost::request()).unwrap_err();
+    /// assert_eq!(denied.wait(), Some(std::time::Duration::from_secs(1)));
+    /// assert_eq!(limiter.stats().admitted, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline(always)]
+    pub fn try_admit(&self, cost: Cost) -> Result<(), Denied> {
+        let now = self.shared.clock.now();
+        if self.shared.lane.try_admit(now, &cost, false).is_some() {
+            return Ok(());
+        }
+        self.try_acquire_on(None, cost, now).map(drop)
     }
 
     /// [`try_acquire`](Self::try_acquire) on the budgets of `key` (the limiter's own only
