@@ -165,11 +165,17 @@ impl LaneLimit {
         Measure::coded_amount(self.measure.load(Relaxed), weights, cost)
     }
 
-    /// What admitting `cost` at `now` does to this limit, if it admits it at once.
+    /// What admitting `cost` at `now` does to this limit, if it admits it at once. The mark is
+    /// worked out only for an admission that is held (`hold`: it makes a permit, which settles
+    /// with it); the refunds it counts are not even read otherwise.
     #[inline(always)]
-    fn step(&self, now: Nanos, cost: &Cost) -> Option<Step> {
+    fn step(&self, now: Nanos, cost: &Cost, hold: bool) -> Option<Step> {
         let amount = self.amount(cost)?;
-        let (after, mark) = gcra::admit(self, &self.state(), now, amount).ok()?;
+        let state = GcraState {
+            tat: self.tat.load(Relaxed),
+            refunded: if hold { self.refunded.load(Relaxed) } else { 0 },
+        };
+        let (after, mark) = gcra::admit(self, &state, now, amount).ok()?;
         Some(Step {
             tat: after.tat,
             mark,
@@ -185,14 +191,6 @@ impl LaneLimit {
             self.charged.load(Relaxed).saturating_add(step.amount),
             Relaxed,
         );
-    }
-
-    #[inline(always)]
-    fn state(&self) -> GcraState {
-        GcraState {
-            tat: self.tat.load(Relaxed),
-            refunded: self.refunded.load(Relaxed),
-        }
     }
 
     fn set(&self, parts: BucketParts, (kind, input, output): (u32, u64, u64)) {
@@ -335,10 +333,10 @@ impl Lane {
         // All or nothing: every limit decides (and works out its state after the admission),
         // then every limit is written. Place by place, so the steps stay in registers.
         let steps = [
-            self.step_at(0, len, now, cost)?,
-            self.step_at(1, len, now, cost)?,
-            self.step_at(2, len, now, cost)?,
-            self.step_at(3, len, now, cost)?,
+            self.step_at(0, len, now, cost, hold)?,
+            self.step_at(1, len, now, cost, hold)?,
+            self.step_at(2, len, now, cost, hold)?,
+            self.step_at(3, len, now, cost, hold)?,
         ];
         for (l, step) in self.limits.iter().zip(&steps).take(len) {
             l.apply(step);
@@ -352,7 +350,7 @@ impl Lane {
         }
         Some(Admission {
             slots: u8::from(takes_slot),
-            epoch: self.epoch.load(Relaxed),
+            epoch: if hold { self.epoch.load(Relaxed) } else { 0 },
             marks,
             keyed: None,
         })
@@ -360,9 +358,9 @@ impl Lane {
 
     /// The step of the limit in place `i` (of `len` in use), or none.
     #[inline(always)]
-    fn step_at(&self, i: usize, len: usize, now: Nanos, cost: &Cost) -> Option<Step> {
+    fn step_at(&self, i: usize, len: usize, now: Nanos, cost: &Cost, hold: bool) -> Option<Step> {
         match self.limits.get(i) {
-            Some(l) if i < len => l.step(now, cost),
+            Some(l) if i < len => l.step(now, cost, hold),
             _ => Some(Step::default()),
         }
     }
