@@ -1,5 +1,5 @@
 //! The loom model of the in-memory limiter: callers deciding in the lock-free lane
-//! (`try_acquire`, dropping a permit) race with callers under the mutex (`stats`, `settle`,
+//! (`try_acquire`, `try_admit`, dropping a permit) race with callers under the mutex (`stats`, `settle`,
 //! `pause`, denials), and loom runs every interleaving of their atomic operations. In each, no unit and
 //! no in-flight slot is lost or counted twice, and the counters add up.
 //!
@@ -156,5 +156,45 @@ fn a_pause_reaches_the_lane() {
         let after = limiter.stats();
         assert_eq!(after.admitted, u64::from(admitted));
         assert_eq!(after.limits[0].used, u64::from(admitted));
+    });
+}
+
+/// `try_admit` (no permit) races with a permit held and dropped, under an in-flight cap of
+/// one, while a third party takes the lock: it is admitted or denied for the full cap only,
+/// it never holds a slot afterwards, and every admission is counted once.
+#[test]
+fn try_admit_checks_the_cap_and_holds_no_slot() {
+    loom::model(|| {
+        let policy = Policy::builder()
+            .limit(Dimension::Requests, bucket(100))
+            .max_in_flight(1)
+            .build()
+            .unwrap();
+        let limiter = Limiter::with_clock(policy, ManualClock::new());
+        let holder = limiter.clone();
+        let holding = thread::spawn(move || {
+            let permit = holder.try_acquire(Cost::request());
+            let held = permit.is_ok();
+            drop(permit);
+            held
+        });
+        let other = limiter.clone();
+        let admitting = thread::spawn(move || match other.try_admit(Cost::request()) {
+            Ok(()) => true,
+            Err(Denied::InFlightFull { max: 1 }) => false,
+            Err(e) => panic!("denied for another reason: {e}"),
+        });
+        assert!(limiter.stats().in_flight <= 1);
+        let held = holding.join().unwrap();
+        let admitted = admitting.join().unwrap();
+        // At least one of them got the only slot; the other found it taken or free.
+        assert!(held || admitted);
+        let after = limiter.stats();
+        assert_eq!(after.in_flight, 0);
+        assert_eq!(after.admitted, u64::from(held) + u64::from(admitted));
+        assert_eq!(after.limits[0].used, after.admitted);
+        assert_eq!(after.denied, u64::from(!held) + u64::from(!admitted));
+        // Nothing holds the slot now: another admission finds it free.
+        assert!(limiter.try_admit(Cost::request()).is_ok());
     });
 }
