@@ -1,5 +1,5 @@
 //! The loom model of the in-memory limiter: callers deciding in the lock-free lane
-//! (`try_acquire`, `try_admit`, dropping a permit) race with callers under the mutex (`stats`, `settle`,
+//! (`try_acquire`, `try_admit`, dropping a permit) and a blocking waiter that closes it race with callers under the mutex (`stats`, `settle`,
 //! `pause`, denials), and loom runs every interleaving of their atomic operations. In each, no unit and
 //! no in-flight slot is lost or counted twice, and the counters add up.
 //!
@@ -196,5 +196,44 @@ fn try_admit_checks_the_cap_and_holds_no_slot() {
         assert_eq!(after.denied, u64::from(!held) + u64::from(!admitted));
         // Nothing holds the slot now: another admission finds it free.
         assert!(limiter.try_admit(Cost::request()).is_ok());
+    });
+}
+
+/// A blocking waiter closes the lane (nobody may overtake it) and its admission opens it
+/// again, while the main thread tries the lane (finding it open, closed, or told open by a hint
+/// not yet cleared): under an in-flight cap of one, the try is denied for the full cap or for
+/// the waiter ahead, the held permit's drop serves the waiter, nothing is counted twice, and
+/// no thread is left parked (loom reports a deadlock otherwise).
+#[test]
+fn a_waiter_closes_the_lane_and_its_admission_reopens_it() {
+    // The mutex holder waits out a caller inside the lane by spinning, one loom branch a spin:
+    // this model's paths are long enough to pass loom's default bound of 1,000.
+    let mut model = loom::model::Builder::new();
+    model.max_branches = 20_000;
+    model.check(|| {
+        let policy = Policy::builder()
+            .limit(Dimension::Requests, bucket(100))
+            .max_in_flight(1)
+            .build()
+            .unwrap();
+        let limiter = Limiter::with_clock(policy, ManualClock::new());
+        let first = limiter.try_acquire(Cost::request()).unwrap();
+        let waiter = limiter.clone();
+        let waiting = thread::spawn(move || {
+            let permit = waiter.acquire_blocking(Cost::request()).unwrap();
+            drop(permit);
+        });
+        match limiter.try_acquire(Cost::request()) {
+            Err(Denied::InFlightFull { max: 1 } | Denied::WaitersAhead { waiters: 1 }) => {}
+            other => panic!("admitted past the cap or the waiter: {other:?}"),
+        }
+        drop(first);
+        waiting.join().unwrap();
+        let after = limiter.stats();
+        assert_eq!((after.in_flight, after.waiters), (0, 0));
+        assert_eq!((after.admitted, after.denied), (2, 1));
+        assert_eq!(after.limits[0].used, 2);
+        // Nobody waits now: the lane is open again, and admits.
+        assert!(limiter.try_acquire(Cost::request()).is_ok());
     });
 }

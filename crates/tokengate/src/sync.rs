@@ -14,6 +14,20 @@ pub(crate) use std::sync::{Mutex, MutexGuard};
 
 pub(crate) use std::sync::atomic::Ordering;
 
+// Parking a thread, for the blocking front end: a waiter parks until a permit, a settlement
+// or its timer serves it, and loom must see the park to model waiters closing the lane.
+#[cfg(loom)]
+pub(crate) use loom::thread::{current, park, Thread};
+#[cfg(not(loom))]
+pub(crate) use std::thread::{current, park, park_timeout, Thread};
+
+/// Parks for at most `timeout`. Loom has no timed park; a wake-up with nothing to do is
+/// allowed to any park, so under loom it lets the other threads run and returns.
+#[cfg(loom)]
+pub(crate) fn park_timeout(_timeout: std::time::Duration) {
+    loom::thread::yield_now();
+}
+
 /// One step of a short wait for a holder that is running (on another core): a pause
 /// instruction, or under loom a yield so the model lets the holder run.
 #[inline]

@@ -783,3 +783,67 @@ async fn a_grant_taken_back_after_an_unchanged_reload_gives_everything_back() {
     assert_eq!(stats[1].limits[1].used, 100);
     assert_eq!(stats[0].admitted, 1);
 }
+
+/// `Key::try_admit` is `try_acquire` with the permit dropped at once: on two limiters of one
+/// config (a model capped at one request in flight, 3 requests per 3 s; a tenant's 100 input
+/// tokens a second), one admits through
+/// `try_admit` and the other through `try_acquire` + drop, step by step; every answer and
+/// every budget's stats must be the same, and `try_admit` never leaves a slot held.
+#[test]
+fn key_try_admit_is_try_acquire_with_the_permit_dropped() {
+    const CAPPED: &str = r#"
+        [models.gpt-4o]
+        max_in_flight = 1
+        [[models.gpt-4o.limits]]
+        dimension = "requests"
+        amount = 3
+        per = "3s"
+        algorithm = "token_bucket"
+        [[tenants.acme.limits]]
+        dimension = "input_tokens"
+        amount = 100
+        per = "1s"
+        algorithm = "token_bucket"
+    "#;
+    let (a, b) = (manual(CAPPED), manual(CAPPED));
+    let (ka, kb) = (a.key("acme", "gpt-4o"), b.key("acme", "gpt-4o"));
+    let same = |step: &str| {
+        assert_eq!(a.all_stats(), b.all_stats(), "stats after {step}");
+    };
+    let admit = |cost: Cost, step: &str| {
+        let ra = ka.try_admit(cost.clone());
+        let rb = kb.try_acquire(cost).map(drop);
+        assert_eq!(ra, rb, "{step}");
+        same(step);
+        ra
+    };
+    assert_eq!(admit(Cost::request().input(40), "first"), Ok(()));
+    assert_eq!(a.all_stats()[1].in_flight, 0, "try_admit holds no slot");
+    // A held permit fills the model's cap: both deny for it, and neither takes the tenant's
+    // tokens.
+    let (pa, pb) = (
+        ka.try_acquire(Cost::request()).expect("admitted"),
+        kb.try_acquire(Cost::request()).expect("admitted"),
+    );
+    let full = admit(Cost::request().input(10), "cap full");
+    assert!(
+        matches!(full, Err(Denied::InFlightFull { max: 1 })),
+        "{full:?}"
+    );
+    drop((pa, pb));
+    same("permits dropped");
+    // The tenant's tokens, then the model's requests, run out.
+    assert!(matches!(
+        admit(Cost::request().input(70), "tenant out of tokens"),
+        Err(Denied::RateLimited { .. })
+    ));
+    assert_eq!(admit(Cost::request().input(60), "third request"), Ok(()));
+    assert!(matches!(
+        admit(Cost::request(), "model out of requests"),
+        Err(Denied::RateLimited { .. })
+    ));
+    a.clock().advance(Duration::from_secs(1));
+    b.clock().advance(Duration::from_secs(1));
+    assert_eq!(admit(Cost::request().input(100), "a second later"), Ok(()));
+    assert!(a.all_stats().iter().all(|s| s.in_flight == 0));
+}

@@ -11,7 +11,8 @@
 //!   decisions is the engine's.
 //!
 //! Operations: `try_acquire` (zero costs, costs above capacity, weighted amounts that overflow),
-//! `try_admit` (on B: `try_acquire` with the permit dropped at once, which is what it means),
+//! `try_admit` (on B: the engine's `try_admit`, or `try_acquire` with the permit dropped at once,
+//! which is what it means),
 //! acquisitions with a zero timeout (blocking, and async polled once by hand), settlements with
 //! random usage, dropped permits, `into_owned`, clock steps (0, 1 ns, milliseconds, seconds),
 //! pauses, provider reports that lower a limit or (when adopted) replace its amount, and stats.
@@ -283,8 +284,10 @@ impl Report {
 #[derive(Debug, Clone)]
 enum Op {
     Try(Cost),
-    /// `try_admit` on A; on B, what it is defined as: `try_acquire` and the permit dropped.
-    Admit(Cost),
+    /// `try_admit` on A; on B, `try_admit` too (the engine's, which frees the slot under the
+    /// same lock) or, when the flag is set, what it is defined as: `try_acquire` and the permit
+    /// dropped.
+    Admit(Cost, bool),
     /// `acquire_blocking_timeout(cost, 0)`, or `acquire_timeout(cost, 0)` polled once: never
     /// waits (without waiters ahead, it never even queues).
     ZeroTimeout {
@@ -331,7 +334,7 @@ fn report() -> impl Strategy<Value = Report> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         20 => cost().prop_map(Op::Try),
-        6 => cost().prop_map(Op::Admit),
+        6 => (cost(), any::<bool>()).prop_map(|(cost, defined)| Op::Admit(cost, defined)),
         3 => (cost(), any::<bool>()).prop_map(|(cost, blocking)| Op::ZeroTimeout { cost, blocking }),
         5 => (any::<Index>(), usage()).prop_map(|(i, u)| Op::Settle(i, u)),
         5 => any::<Index>().prop_map(Op::Drop),
@@ -464,9 +467,13 @@ fn run(spec: &PolicySpec, ops: &[Op], every_step: bool) -> Result<(), TestCaseEr
                     step,
                 )?;
             }
-            Op::Admit(cost) => {
+            Op::Admit(cost, defined) => {
                 let ra = a.try_admit(cost.clone());
-                let rb = b.try_acquire(cost.clone()).map(drop);
+                let rb = if *defined {
+                    b.try_acquire(cost.clone()).map(drop)
+                } else {
+                    b.try_admit(cost.clone())
+                };
                 prop_assert_eq!(ra, rb, "step {}", step);
             }
             Op::ZeroTimeout {

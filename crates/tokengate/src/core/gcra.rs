@@ -153,9 +153,9 @@ impl Bucket for Gcra {
 
 /// A bucket's decision and commit in one, changing nothing: the state after admitting `cost`
 /// at `now` and the admission's mark, or the decision that denies it. The units' time is
-/// worked out once. [`LimitRule::decide`](super::LimitRule::decide) and
-/// [`LimitRule::commit`](super::LimitRule::commit) go through it for a bucket, and so does the
-/// in-memory limiter's lane.
+/// worked out once. [`LimitRule::decide`](super::LimitRule::decide) goes through it for a
+/// bucket, and so does the in-memory limiter's lane; [`Gcra::commit`] shares its last step
+/// (`commit_with`).
 #[inline(always)]
 pub(crate) fn admit(
     bucket: &impl Bucket,

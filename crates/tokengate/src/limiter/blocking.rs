@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::task::{Wake, Waker};
-use std::thread::{self, Thread};
 use std::time::Duration;
 
 use super::keys::KeyNames;
@@ -11,6 +10,7 @@ use super::{Limiter, Permit};
 use crate::clock::Clock;
 use crate::cost::Cost;
 use crate::error::AcquireError;
+use crate::sync::{current, park, park_timeout, Thread};
 
 /// Wakes a parked thread.
 struct Unpark(Thread);
@@ -72,15 +72,15 @@ impl<C: Clock> Limiter<C> {
     }
 
     fn block_on<'a>(&'a self, mut waiting: Waiting<'a, C>) -> Result<Permit<'a, C>, AcquireError> {
-        let waker = Waker::from(Arc::new(Unpark(thread::current())));
+        let waker = Waker::from(Arc::new(Unpark(current())));
         loop {
             match waiting.poll_step(&waker) {
                 Step::Done(result) => return result,
-                Step::Pending(None) => thread::park(),
+                Step::Pending(None) => park(),
                 Step::Pending(Some(at)) => {
                     let now = self.shared.clock.now();
                     if at > now {
-                        thread::park_timeout(Duration::from_nanos(at - now));
+                        park_timeout(Duration::from_nanos(at - now));
                     }
                 }
             }

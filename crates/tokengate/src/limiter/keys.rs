@@ -665,7 +665,8 @@ impl<'a, C: Clock> Key<'a, C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_admit(&self, cost: Cost) -> Result<(), Denied> {
-        self.try_acquire(cost).map(drop)
+        let now = self.limiter.shared.clock.now();
+        self.limiter.try_admit_on(Some(&self.names), &cost, now)
     }
 
     /// [`Limiter::acquire`] on this key's budgets.

@@ -174,9 +174,10 @@ impl LaneLimit {
         Measure::coded_amount(self.measure.load(Relaxed), weights, cost)
     }
 
-    /// What admitting `cost` at `now` does to this limit, if it admits it at once. The mark is
-    /// worked out only for an admission that is held (`hold`: it makes a permit, which settles
-    /// with it); the refunds it counts are not even read otherwise.
+    /// What admitting `cost` at `now` does to this limit, if it admits it at once. The mark
+    /// counts the refunds so far only for an admission that is held (`hold`: it makes a
+    /// permit, which settles with its marks); otherwise the mark is not used, and the refunds
+    /// are not read.
     #[inline(always)]
     fn step(&self, now: Nanos, cost: &Cost, hold: bool) -> Option<Step> {
         let amount = self.amount(cost)?;
@@ -242,8 +243,8 @@ impl Lane {
                 .all(|l| l.rule.bucket_parts().is_some() && l.measure.code().is_some())
     }
 
-    /// Enters the lane as a caller: false when it is closed, the mutex holder wants it, or
-    /// another caller keeps it busy.
+    /// Enters the lane as a caller: false when it is closed or the mutex holder wants it (a
+    /// caller inside is waited for, in [`enter_busy`](Self::enter_busy)).
     ///
     /// The word is tried at once, not read first: when two threads take turns, a read brings
     /// the word's line over shared and the compare-and-swap then has to take it again, two
@@ -321,18 +322,30 @@ impl Lane {
     ///
     /// The caller reads the clock before entering: the lane is held for as short a time as
     /// can be, which is what two callers at once wait for.
-    ///
-    /// With `hold` false, the admission is over at once (no permit is made, as for
-    /// [`Limiter::try_admit`](super::Limiter::try_admit)): a full in-flight cap still denies it,
-    /// but it takes no slot, which it would give back at once.
     #[inline(always)]
-    pub(crate) fn try_admit(&self, now: Nanos, cost: &Cost, hold: bool) -> Option<Admission> {
+    pub(crate) fn try_admit(&self, now: Nanos, cost: &Cost) -> Option<Admission> {
         if !self.enter() {
             return None;
         }
-        let admission = self.admit_inside(now, cost, hold);
+        let admission = self.admit_inside(now, cost, true);
         self.leave();
         admission
+    }
+
+    /// [`try_admit`](Self::try_admit) for an admission that is over at once, with no permit
+    /// ([`Limiter::try_admit`](super::Limiter::try_admit)): a full in-flight cap still denies
+    /// it, but it takes no slot, which it would give back at once. False sends the caller to
+    /// the mutex.
+    #[inline(always)]
+    pub(crate) fn try_count(&self, now: Nanos, cost: &Cost) -> bool {
+        if !self.enter() {
+            return false;
+        }
+        // Not held: no slot is taken, and the admission (whose marks are not worked out: they
+        // would only serve a permit's settlement) is dropped here.
+        let admitted = self.admit_inside(now, cost, false).is_some();
+        self.leave();
+        admitted
     }
 
     #[inline(always)]

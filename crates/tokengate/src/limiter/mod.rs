@@ -181,7 +181,7 @@ impl<C: Clock> Limiter<C> {
     pub fn try_acquire(&self, cost: Cost) -> Result<Permit<'_, C>, Denied> {
         // The lane first (inlined here); the engine, under the lock, for everything else.
         let now = self.shared.clock.now();
-        match self.shared.lane.try_admit(now, &cost, true) {
+        match self.shared.lane.try_admit(now, &cost) {
             Some(admission) => Ok(self.lane_permit(now, cost, admission)),
             None => self.try_acquire_on(None, cost, now),
         }
@@ -212,10 +212,10 @@ impl<C: Clock> Limiter<C> {
     #[inline(always)]
     pub fn try_admit(&self, cost: Cost) -> Result<(), Denied> {
         let now = self.shared.clock.now();
-        if self.shared.lane.try_admit(now, &cost, false).is_some() {
+        if self.shared.lane.try_count(now, &cost) {
             return Ok(());
         }
-        self.try_acquire_on(None, cost, now).map(drop)
+        self.try_admit_on(None, &cost, now)
     }
 
     /// [`try_acquire`](Self::try_acquire) on the budgets of `key` (the limiter's own only
@@ -227,6 +227,28 @@ impl<C: Clock> Limiter<C> {
         cost: Cost,
         now: Nanos,
     ) -> Result<Permit<'_, C>, Denied> {
+        let admission = self.try_on(key, &cost, now, |_, _, admission| admission)?;
+        Ok(Permit::new(self, cost, now, admission))
+    }
+
+    /// [`try_admit`](Self::try_admit) on the budgets of `key`, under the lock, at `now`: the
+    /// admission's slots are given back before the lock is let go, as dropping its permit would.
+    fn try_admit_on(&self, key: Option<&KeyNames>, cost: &Cost, now: Nanos) -> Result<(), Denied> {
+        self.try_on(key, cost, now, |st, route, admission| {
+            st.release(now, route, admission.slots)
+        })
+    }
+
+    /// Decides `cost` on the budgets of `key` at `now`, under the lock: an admission is
+    /// handed to `admitted` (with the state and its route) before the lock is let go.
+    #[inline]
+    fn try_on<R>(
+        &self,
+        key: Option<&KeyNames>,
+        cost: &Cost,
+        now: Nanos,
+        admitted: impl FnOnce(&mut State, &Route, Admission) -> R,
+    ) -> Result<R, Denied> {
         let mut st = self.lock();
         let route = self.route(&mut st, key, now);
         let waiters = st.queued_on(&route);
@@ -235,13 +257,14 @@ impl<C: Clock> Limiter<C> {
             drop(st);
             return Err(self.denied(Denied::WaitersAhead { waiters }));
         }
-        let verdict = match st.verdict(&route, now, &cost) {
+        let verdict = match st.verdict(&route, now, cost) {
             Ok(v) if v.verdict == Verdict::Admit => {
-                let admission = st.admit(route, now, &cost, 0);
+                let admission = st.admit(route, now, cost, 0);
                 let scope = observe::Scope::of(&st, &route);
+                let result = admitted(&mut st, &route, admission);
                 drop(st);
-                observe::admitted(&scope, &cost, None);
-                return Ok(Permit::new(self, cost, now, admission));
+                observe::admitted(&scope, cost, None);
+                return Ok(result);
             }
             Ok(v) => v,
             Err(e) => {
@@ -257,7 +280,7 @@ impl<C: Clock> Limiter<C> {
                 let l = &holder.policy.limits[limit];
                 Denied::RateLimited {
                     dimension: l.dimension.clone(),
-                    cost: l.measure.amount(&cost).unwrap_or(u64::MAX),
+                    cost: l.measure.amount(cost).unwrap_or(u64::MAX),
                     limit: l.limit.to_string(),
                     wait: Duration::from_nanos(until - now),
                 }

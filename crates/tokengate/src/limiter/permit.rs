@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::route::{Admission, Marks};
+use super::route::Admission;
 use super::{observe, Limiter};
 use crate::clock::Clock;
 use crate::core::Nanos;
@@ -65,15 +65,7 @@ impl<'a, C: Clock> Permit<'a, C> {
             limiter,
             cost: std::mem::replace(&mut self.cost, Cost::zero()),
             admitted_at: self.admitted_at,
-            admission: std::mem::replace(
-                &mut self.admission,
-                Admission {
-                    slots: 0,
-                    epoch: 0,
-                    marks: Marks::default(),
-                    keyed: None,
-                },
-            ),
+            admission: std::mem::replace(&mut self.admission, Admission::EMPTY),
         }
     }
 
@@ -129,18 +121,16 @@ impl<'a, C: Clock> Permit<'a, C> {
         let used = usage.as_cost(&self.cost);
         let limiter = self.limiter.get();
         let now = limiter.shared.clock.now();
+        // Taken out first: whatever happens from here, dropping the permit gives back nothing.
+        let admission = std::mem::replace(&mut self.admission, Admission::EMPTY);
         let mut st = limiter.lock();
-        let admission = &self.admission;
-        st.settle(now, admission, &self.cost, &used, self.admitted_at);
+        st.settle(now, &admission, &self.cost, &used, self.admitted_at);
         let route = admission.route();
         st.count(&route, |c| c.settled += 1);
         let scope = observe::Scope::of(&st, &route);
         // Budget or a slot may have come back: the head waiters may be admitted now.
         st.release(now, &route, admission.slots);
         drop(st);
-        // Settled: dropping it now gives back nothing.
-        self.admission.slots = 0;
-        self.admission.keyed = None;
         observe::settled(&scope, &self.cost, &used);
     }
 }

@@ -131,6 +131,17 @@ pub(crate) struct KeyedAdmission {
 }
 
 impl Admission {
+    /// Nothing: what a settled or moved permit keeps, so that dropping it gives back nothing.
+    pub(crate) const EMPTY: Admission = Admission {
+        slots: 0,
+        epoch: 0,
+        marks: Marks {
+            first: [0; 4],
+            rest: None,
+        },
+        keyed: None,
+    };
+
     /// The budgets it was charged to.
     #[inline]
     pub(crate) fn route(&self) -> Route {

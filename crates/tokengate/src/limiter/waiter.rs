@@ -118,7 +118,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
         let started = now;
         let deadline = self.timeout().map(|t| deadline(started, t));
         if self.key.is_none() {
-            if let Some(admission) = limiter.shared.lane.try_admit(now, &cost, true) {
+            if let Some(admission) = limiter.shared.lane.try_admit(now, &cost) {
                 return Step::Done(Ok(limiter.lane_permit(now, cost, admission)));
             }
         }
