@@ -348,6 +348,9 @@ impl Lane {
         admitted
     }
 
+    /// The decision and its writes, with the lane entered. A held admission (`hold`: it makes a
+    /// permit) takes its in-flight slot and records its policy epoch and marks; one that is
+    /// not only checks the cap, and its marks are not to be used.
     #[inline(always)]
     fn admit_inside(&self, now: Nanos, cost: &Cost, hold: bool) -> Option<Admission> {
         if now < self.paused_until.load(Relaxed) {
