@@ -23,16 +23,22 @@ fn bucket(amount: u64) -> Limit {
     Limit::per_minute(amount).algorithm(Algorithm::TokenBucket)
 }
 
+/// A limiter of `amount` requests a minute (a bucket: it fits the lane), with an in-flight cap
+/// if given, on a manual clock.
+fn requests(amount: u64, max_in_flight: Option<u64>) -> Limiter<ManualClock> {
+    let mut policy = Policy::builder().limit(Dimension::Requests, bucket(amount));
+    if let Some(cap) = max_in_flight {
+        policy = policy.max_in_flight(cap);
+    }
+    Limiter::with_clock(policy.build().unwrap(), ManualClock::new())
+}
+
 /// Two callers race for one unit while a third party takes the lock (reads stats): exactly
 /// one is admitted, the other is denied, and the stats say so.
 #[test]
 fn racing_callers_take_the_last_unit_once() {
     loom::model(|| {
-        let policy = Policy::builder()
-            .limit(Dimension::Requests, bucket(1))
-            .build()
-            .unwrap();
-        let limiter = Limiter::with_clock(policy, ManualClock::new());
+        let limiter = requests(1, None);
         let admitted = Arc::new(AtomicUsize::new(0));
         let callers: Vec<_> = (0..2)
             .map(|_| {
@@ -63,12 +69,7 @@ fn racing_callers_take_the_last_unit_once() {
 #[test]
 fn in_flight_slots_are_never_shared_or_lost() {
     loom::model(|| {
-        let policy = Policy::builder()
-            .limit(Dimension::Requests, bucket(100))
-            .max_in_flight(1)
-            .build()
-            .unwrap();
-        let limiter = Limiter::with_clock(policy, ManualClock::new());
+        let limiter = requests(100, Some(1));
         let held = Arc::new(AtomicUsize::new(0));
         let admitted = Arc::new(AtomicU64::new(0));
         let callers: Vec<_> = (0..2)
@@ -136,11 +137,7 @@ fn settlements_and_admissions_both_land() {
 #[test]
 fn a_pause_reaches_the_lane() {
     loom::model(|| {
-        let policy = Policy::builder()
-            .limit(Dimension::Requests, bucket(100))
-            .build()
-            .unwrap();
-        let limiter = Limiter::with_clock(policy, ManualClock::new());
+        let limiter = requests(100, None);
         let other = limiter.clone();
         let caller = thread::spawn(move || match other.try_acquire(Cost::request()) {
             Ok(_) => true,
@@ -165,12 +162,7 @@ fn a_pause_reaches_the_lane() {
 #[test]
 fn try_admit_checks_the_cap_and_holds_no_slot() {
     loom::model(|| {
-        let policy = Policy::builder()
-            .limit(Dimension::Requests, bucket(100))
-            .max_in_flight(1)
-            .build()
-            .unwrap();
-        let limiter = Limiter::with_clock(policy, ManualClock::new());
+        let limiter = requests(100, Some(1));
         let holder = limiter.clone();
         let holding = thread::spawn(move || {
             let permit = holder.try_acquire(Cost::request());
@@ -211,12 +203,7 @@ fn a_waiter_closes_the_lane_and_its_admission_reopens_it() {
     let mut model = loom::model::Builder::new();
     model.max_branches = 20_000;
     model.check(|| {
-        let policy = Policy::builder()
-            .limit(Dimension::Requests, bucket(100))
-            .max_in_flight(1)
-            .build()
-            .unwrap();
-        let limiter = Limiter::with_clock(policy, ManualClock::new());
+        let limiter = requests(100, Some(1));
         let first = limiter.try_acquire(Cost::request()).unwrap();
         let waiter = limiter.clone();
         let waiting = thread::spawn(move || {
