@@ -70,9 +70,9 @@ enum Kind {
 }
 
 /// A token or leaky bucket rule as plain integers: what the in-memory limiter's lock-free lane
-/// keeps of a rule, to decide with the very same code as [`LimitRule::decide`] and
-/// [`LimitRule::commit`] ([`gcra::admit`](super::gcra::admit), over its own
-/// [`Bucket`](super::gcra::Bucket) view of these integers).
+/// keeps of a rule, to decide with the very same code as [`LimitRule::decide`]
+/// ([`gcra::admit`](super::gcra::admit), over its own [`Bucket`](super::gcra::Bucket) view of
+/// these integers), which also works out the state after the admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct BucketParts {
     /// The rate: `amount` units per `period` ns, `exact_unit` ns each when that is whole
