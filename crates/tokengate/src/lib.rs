@@ -189,12 +189,12 @@
 //!
 //! | algorithm | same mathematics as | most admitted in any window of one period | burst at one instant (cost 1) | utilisation, cost 1 / cost N/20 | state per key |
 //! |---|---|---|---|---|---|
-//! | [`Algorithm::SmoothWindow`] (default) | sliding window log + GCRA | 1.000 N (exact) | 9 (N/60) on requests; N on tokens | 100% / 100% | 48 B + 16 B per admission instant in the window (8,240 B at 500/min) |
-//! | [`Algorithm::TokenBucket`] | GCRA; leaky bucket as a meter | 1.998 N (burst + N) | N (the burst) | 100% / 100% | 48 B (8 B of it used) |
-//! | [`Algorithm::LeakyBucket`] | GCRA with a burst of 1 (shaper) | 1.998 N (paced, then one cost of N) | 1 | 100% / 100% | 48 B (8 B used) |
-//! | [`Algorithm::SlidingWindowLog`] | — | 1.000 N (exact) | N | 100% / 100% | 48 B + 16 B per admission instant (8,240 B) |
-//! | [`Algorithm::SlidingWindowCounter`] | two fixed windows, weighted | 1.998 N (a burst just before a boundary) | N | 99.8% / 95.0% | 48 B (24 B used) |
-//! | [`Algorithm::FixedWindow`] | — | 2.000 N (across a boundary) | N | 100% / 100% | 48 B (16 B used) |
+//! | [`Algorithm::SmoothWindow`] (default) | sliding window log + GCRA | 1.000 N (exact) | 9 (N/60) on requests; N on tokens | 100% / 100% | 80 B + 16 B per admission instant in the window (8,272 B at 500/min) |
+//! | [`Algorithm::TokenBucket`] | GCRA; leaky bucket as a meter | 1.998 N (burst + N) | N (the burst) | 100% / 100% | 80 B (24 B of it used) |
+//! | [`Algorithm::LeakyBucket`] | GCRA with a burst of 1 (shaper) | 1.998 N (paced, then one cost of N) | 1 | 100% / 100% | 80 B (24 B used) |
+//! | [`Algorithm::SlidingWindowLog`] | — | 1.000 N (exact) | N | 100% / 100% | 80 B + 16 B per admission instant (8,272 B) |
+//! | [`Algorithm::SlidingWindowCounter`] | two fixed windows, weighted | 1.998 N (a burst just before a boundary) | N | 99.8% / 95.0% | 80 B (24 B used) |
+//! | [`Algorithm::FixedWindow`] | — | 2.000 N (across a boundary) | N | 100% / 100% | 80 B (16 B used) |
 //!
 //! Providers read "N per minute" in two ways: at most N in any 60-second window, and a smooth
 //! rate enforced over shorter periods (OpenAI and Anthropic both say a per-minute limit may be

@@ -128,7 +128,7 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 fn load() -> File {
     let file: File = serde_json::from_str(VECTORS).expect("algorithms.json parses");
     assert_eq!(file.format, "tokengate-algorithm-vectors");
-    assert_eq!(file.version, 3);
+    assert_eq!(file.version, 4);
     file
 }
 

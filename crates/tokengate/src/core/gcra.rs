@@ -7,15 +7,24 @@
 //! the time those units take to refill; the admission is allowed while the TAT stays within
 //! `burst`'s worth of time from `now`.
 
-use super::time::{Nanos, Rate};
+use super::time::{Nanos, Rate, Span};
 use super::Decision;
 
 /// State of a GCRA limit: the instant at which its bucket is full again, and how much time
 /// refunds have given back so far.
+///
+/// The instant is kept exactly: at a rate that is not a whole number of nanoseconds per unit
+/// (3 a second is 333,333,333.33 ns each) `tat` is rounded up and `overshoot` says by how
+/// much, so that rounding never adds up over a burst (three requests at once fill a bucket of
+/// three a second, not one 2 ns short of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GcraState {
-    /// Theoretical arrival time, in nanoseconds since the clock's origin.
+    /// Theoretical arrival time, in nanoseconds since the clock's origin, rounded up.
     pub tat: Nanos,
+    /// How far `tat` is past the exact theoretical arrival time, in `1/N`ths of a nanosecond
+    /// for a limit of `N` per period: below `N`, and always 0 at a rate that is a whole number
+    /// of nanoseconds per unit. The exact instant is `tat - overshoot / N`.
+    pub overshoot: u64,
     /// Time given back by refunds since the state was created (ns, saturating). Refunds move
     /// the units admitted after the refunded one forward; receipts subtract what was given back
     /// since they were issued to know how much of their own units the bucket still holds.
@@ -28,8 +37,8 @@ pub(crate) struct Gcra {
     pub(crate) rate: Rate,
     /// Bucket capacity in units.
     pub(crate) burst: u64,
-    /// Time worth of a full bucket: `rate.time_for(burst)`.
-    pub(crate) tolerance: Nanos,
+    /// Time worth of a full bucket: `rate.span(burst)`.
+    pub(crate) tolerance: Span,
     /// When set, a cost above `burst` is admitted once the bucket is full, leaving it in debt
     /// (the shaper, and the smoothing half of the default algorithm). When clear, such a cost is
     /// impossible (the meter).
@@ -37,11 +46,14 @@ pub(crate) struct Gcra {
 }
 
 impl Gcra {
+    /// A bucket of `burst` units (at most the amount when `oversize_when_full`: the burst is
+    /// never above the capacity) whose time fits in a `u64` (`LimitRule::new` checks both).
     pub(crate) fn new(rate: Rate, burst: u64, oversize_when_full: bool) -> Self {
+        debug_assert!(!oversize_when_full || burst <= rate.amount());
         Self {
             rate,
             burst,
-            tolerance: rate.time_for(burst),
+            tolerance: rate.span(burst),
             oversize_when_full,
         }
     }
@@ -51,7 +63,7 @@ impl Gcra {
     #[inline(always)]
     pub(crate) fn capacity(&self) -> u64 {
         if self.oversize_when_full {
-            self.rate.parts().0
+            self.rate.amount()
         } else {
             self.burst
         }
@@ -71,15 +83,25 @@ impl Gcra {
     /// `cost` is possible. Returns `now` when admitted at once.
     #[inline(always)]
     pub(crate) fn earliest(&self, state: &GcraState, now: Nanos, cost: u64) -> Nanos {
-        earliest_with(self, state, now, cost, self.rate.time_for(cost))
+        let span = self.rate.span(cost);
+        let after = advance(state, span, self.rate.amount());
+        let tolerance = if cost > self.burst {
+            span
+        } else {
+            self.tolerance
+        };
+        earliest_with(after, tolerance, now)
     }
 
     /// Records `cost` units at `now`; returns the admission's mark: the instant at which the
-    /// bucket will have drained these units (the new TAT: units leave the bucket after
-    /// everything admitted before them) plus the time refunds had given back so far.
+    /// bucket will have drained these units (the new exact TAT, rounded down: units leave the
+    /// bucket after everything admitted before them) plus the time refunds had given back so
+    /// far.
     #[inline(always)]
     pub(crate) fn commit(&self, state: &mut GcraState, now: Nanos, cost: u64) -> Nanos {
-        commit_with(state, now, self.rate.time_for(cost))
+        let span = self.rate.span(cost);
+        let after = advance(state, span, self.rate.amount());
+        commit_with(state, now, span, after)
     }
 
     /// Gives back up to `units` of the admission whose commit returned `mark`. Only what is
@@ -91,6 +113,9 @@ impl Gcra {
     /// concerned: each moved everything after the refunded units forward by what it gave back,
     /// and counting refunds of later admissions too only makes the estimate earlier. So this
     /// never gives back more than an admission of only the used units would have left.
+    ///
+    /// What comes back is whole nanoseconds, rounded down: the exact TAT moves back by them,
+    /// and keeps its fraction unless the bucket is full again.
     #[inline]
     pub(crate) fn refund(&self, state: &mut GcraState, now: Nanos, mark: Nanos, units: u64) {
         let drained_at = mark.saturating_sub(state.refunded);
@@ -100,17 +125,23 @@ impl Gcra {
             let tat = state.tat.saturating_sub(back).max(now);
             state.refunded = state.refunded.saturating_add(state.tat - tat);
             state.tat = tat;
+            if tat == now {
+                // Full: the exact TAT is `now` or before it, and counts as `now`.
+                state.overshoot = 0;
+            }
         }
     }
 
     /// Units available at `now` (0 while in debt).
     pub(crate) fn available(&self, state: &GcraState, now: Nanos) -> u64 {
         let ahead = state.tat.saturating_sub(now);
-        if ahead >= self.tolerance {
-            return 0;
+        if ahead == 0 {
+            return self.burst;
         }
-        // remaining = burst - ahead * rate, rounded down in the caller's disfavour.
-        self.burst.saturating_sub(self.rate.units_in_ceil(ahead))
+        // remaining = burst - ahead * rate, with the exact `ahead`, rounded down in the
+        // caller's disfavour.
+        let held = self.rate.units_in_ceil(ahead, state.overshoot);
+        self.burst.saturating_sub(held)
     }
 }
 
@@ -123,10 +154,15 @@ pub(crate) trait Bucket {
     fn capacity(&self) -> u64;
     /// The bucket's size in units.
     fn burst(&self) -> u64;
-    /// The time worth of a full bucket.
+    /// Nanoseconds per unit when that is a whole number, else 0.
+    fn exact_unit(&self) -> Nanos;
+    /// The time worth of a full bucket, rounded up (its [`Span`]'s `time`).
     fn tolerance(&self) -> Nanos;
-    /// The time `units` take to refill, rounded up ([`Rate::time_for`]).
-    fn time_for(&self, units: u64) -> Nanos;
+    /// The time worth of a full bucket, exactly: read only for a rate that is not a whole
+    /// number of nanoseconds per unit.
+    fn tolerance_span(&self) -> Span;
+    /// The rate: read only when it is not a whole number of nanoseconds per unit.
+    fn rate(&self) -> Rate;
 }
 
 impl Bucket for Gcra {
@@ -141,21 +177,36 @@ impl Bucket for Gcra {
     }
 
     #[inline(always)]
+    fn exact_unit(&self) -> Nanos {
+        self.rate.parts().2
+    }
+
+    #[inline(always)]
     fn tolerance(&self) -> Nanos {
+        self.tolerance.time
+    }
+
+    #[inline(always)]
+    fn tolerance_span(&self) -> Span {
         self.tolerance
     }
 
     #[inline(always)]
-    fn time_for(&self, units: u64) -> Nanos {
-        self.rate.time_for(units)
+    fn rate(&self) -> Rate {
+        self.rate
     }
 }
 
 /// A bucket's decision and commit in one, changing nothing: the state after admitting `cost`
 /// at `now` and the admission's mark, or the decision that denies it. The units' time is
 /// worked out once. [`LimitRule::decide`](super::LimitRule::decide) goes through it for a
-/// bucket, and so does the in-memory limiter's lane; [`Gcra::commit`] shares its last step
-/// (`commit_with`).
+/// bucket, and so does the in-memory limiter's lane; [`Gcra::earliest`] and
+/// [`Gcra::commit`] share its steps.
+///
+/// The common case comes first: a cost within the burst (so possible: the burst is never above
+/// the capacity), at a rate that is a whole number of nanoseconds per unit (500 a minute is
+/// 120 ms each). Then every time is whole, the state's overshoot is 0 (a caller may pass 0
+/// without reading it), and neither the rate nor the capacity is read.
 #[inline(always)]
 pub(crate) fn admit(
     bucket: &impl Bucket,
@@ -163,46 +214,115 @@ pub(crate) fn admit(
     now: Nanos,
     cost: u64,
 ) -> Result<(GcraState, Nanos), Decision> {
-    let capacity = bucket.capacity();
-    if cost > capacity {
-        return Err(Decision::Impossible { capacity });
+    let unit = bucket.exact_unit();
+    let within = cost <= bucket.burst();
+    if within && unit != 0 {
+        // No overflow: `cost <= burst`, and the burst's time fits (`LimitRule::new` checks it).
+        let span = Span::whole(cost.wrapping_mul(unit));
+        // `amount` is not read: a whole span has nothing to carry.
+        let after = advance(state, span, 1);
+        return admit_with(state, now, span, after, Span::whole(bucket.tolerance()));
     }
-    let time = bucket.time_for(cost);
-    let at = earliest_with(bucket, state, now, cost, time);
+    // The same steps with the exact times.
+    if !within {
+        let capacity = bucket.capacity();
+        if cost > capacity {
+            return Err(Decision::Impossible { capacity });
+        }
+    }
+    let rate = bucket.rate();
+    let span = rate.span(cost);
+    let after = advance(state, span, rate.amount());
+    let tolerance = if within {
+        bucket.tolerance_span()
+    } else {
+        // The shaper, the smoothing half of the default: waits for a full bucket.
+        span
+    };
+    admit_with(state, now, span, after, tolerance)
+}
+
+/// [`admit`]'s last steps, given the units' `span`, the TAT `after` them and the tolerance.
+#[inline(always)]
+fn admit_with(
+    state: &GcraState,
+    now: Nanos,
+    span: Span,
+    after: Span,
+    tolerance: Span,
+) -> Result<(GcraState, Nanos), Decision> {
+    let at = earliest_with(after, tolerance, now);
     if at > now {
         return Err(Decision::NotUntil(at));
     }
-    let mut after = *state;
-    let mark = commit_with(&mut after, now, time);
-    Ok((after, mark))
+    let mut next = *state;
+    let mark = commit_with(&mut next, now, span, after);
+    Ok((next, mark))
 }
 
-/// [`Gcra::earliest`], given `time = time_for(cost)`.
+/// The exact TAT `span` after the state's own (as a [`Span`] from the clock's origin): where
+/// it moves to when the bucket is not full. The two roundings up (the state's and the span's)
+/// may add up to a whole nanosecond or more, which is given back. `amount` is the rate's (the
+/// unit of the overshoots); it is read only when `span` has an overshoot.
 #[inline(always)]
-fn earliest_with(
-    bucket: &impl Bucket,
-    state: &GcraState,
-    now: Nanos,
-    cost: u64,
-    time: Nanos,
-) -> Nanos {
-    let tolerance = if cost > bucket.burst() {
-        // Only reachable with `oversize_when_full`: wait for a full bucket.
-        time
-    } else {
-        bucket.tolerance()
+fn advance(state: &GcraState, span: Span, amount: u64) -> Span {
+    let Some(time) = state.tat.checked_add(span.time) else {
+        return Span::whole(Nanos::MAX);
     };
-    // Admitted at t when max(tat, t) + time_for(cost) - t <= tolerance, i.e. (for tat > t)
-    // t >= tat + time_for(cost) - tolerance.
-    let at = state.tat.saturating_add(time).saturating_sub(tolerance);
+    if span.over == 0 {
+        return Span {
+            time,
+            over: state.overshoot,
+        };
+    }
+    // Both overshoots are below `amount`: their sum is below 2 * amount, at most one
+    // nanosecond too many. `span.over != 0` means `time >= 1`. Chosen without a branch: which
+    // way it goes changes from one admission to the next.
+    let gap = amount - span.over;
+    let carry = state.overshoot >= gap;
+    Span {
+        time: time - u64::from(carry),
+        over: if carry {
+            state.overshoot - gap
+        } else {
+            state.overshoot + span.over
+        },
+    }
+}
+
+/// [`Gcra::earliest`], given the TAT `after` the units ([`advance`]) and the `tolerance`: the
+/// bucket's, or for a cost above the burst the units' own (it waits for a full bucket).
+#[inline(always)]
+fn earliest_with(after: Span, tolerance: Span, now: Nanos) -> Nanos {
+    // Admitted at t when max(tat, t) + span - t <= tolerance (exact values), i.e. (for
+    // tat > t) t >= after - tolerance. With after = A - a/N and tolerance = T - b/N (whole
+    // A and T, a and b below N), that is t >= A - T - (a - b)/N, whose ceiling is A - T,
+    // plus one when a < b.
+    let at = match after.time.checked_sub(tolerance.time) {
+        Some(gap) => gap.saturating_add(u64::from(after.over < tolerance.over)),
+        None => 0,
+    };
     at.max(now)
 }
 
-/// [`Gcra::commit`], given the units' `time`.
+/// [`Gcra::commit`], given the units' `span` and the TAT `after` them ([`advance`]).
 #[inline(always)]
-fn commit_with(state: &mut GcraState, now: Nanos, time: Nanos) -> Nanos {
-    state.tat = state.tat.max(now).saturating_add(time);
-    state.tat.saturating_add(state.refunded)
+fn commit_with(state: &mut GcraState, now: Nanos, span: Span, after: Span) -> Nanos {
+    let tat = if state.tat > now {
+        after
+    } else {
+        // Full at `now`: the units start from it.
+        Span {
+            time: now.saturating_add(span.time),
+            over: span.over,
+        }
+    };
+    state.tat = tat.time;
+    state.overshoot = tat.over;
+    // The units drain at the exact TAT: rounded down here, so a refund never counts as still
+    // held a fraction of a nanosecond they do not hold.
+    let drained_at = tat.time.saturating_sub(u64::from(tat.over != 0));
+    drained_at.saturating_add(state.refunded)
 }
 
 #[cfg(test)]
@@ -265,6 +385,45 @@ mod tests {
                                              // At 2, one unit of the second is still held, not two.
         g.refund(&mut s, 2, second, 2);
         assert_eq!(s.tat, 3);
+    }
+
+    #[test]
+    fn a_burst_at_a_fractional_rate_fills_the_bucket_exactly() {
+        // 3 a second: 333,333,333.33 ns a unit. Rounded up one by one, three would take
+        // 2 ns more than the bucket's second.
+        let g = bucket(3, S, 3);
+        let mut s = GcraState::default();
+        for _ in 0..3 {
+            assert_eq!(g.decide(&s, 0, 1), Decision::Admit);
+            let _ = g.commit(&mut s, 0, 1);
+        }
+        assert_eq!((s.tat, s.overshoot), (S, 0));
+        assert_eq!(g.decide(&s, 0, 1), Decision::NotUntil(S / 3 + 1));
+        // 666,666,666.67 ns ahead at S/3 (two units and a bit held), 666,666,666 just after.
+        assert_eq!(g.available(&s, S / 3), 0);
+        assert_eq!(g.available(&s, S / 3 + 1), 1);
+    }
+
+    #[test]
+    fn a_refund_keeps_the_fraction_until_the_bucket_is_full() {
+        let g = bucket(3, 10, 3); // 3.33 ns a unit
+        let mut s = GcraState::default();
+        let _ = g.commit(&mut s, 0, 1); // 3.33: tat 4, 2/3 ns over
+        let second = g.commit(&mut s, 0, 1); // 6.67: tat 7, 1/3 ns over
+        assert_eq!((s.tat, s.overshoot), (7, 1));
+        g.refund(&mut s, 0, second, 1); // back floor(3.33) = 3 ns: 3.67
+        assert_eq!((s.tat, s.overshoot), (4, 1));
+        // The units drain at 3.33: the mark is 3, and at 1 a refund gives back the 2 ns still
+        // held, not 2.33 (rounded down).
+        let mut s = GcraState::default();
+        let only = g.commit(&mut s, 0, 1); // tat 4, 2/3 ns over
+        assert_eq!(only, 3);
+        g.refund(&mut s, 1, only, 1);
+        assert_eq!((s.tat, s.overshoot), (2, 2));
+        // A refund that brings the bucket back to full drops the fraction (a mark from a
+        // state kept elsewhere, later than this one's).
+        g.refund(&mut s, 1, 10, 3);
+        assert_eq!((s.tat, s.overshoot), (1, 0));
     }
 
     #[test]

@@ -48,4 +48,4 @@ pub use rule::{Decision, LimitRule, LimitState, Receipt, Snapshot};
 pub use sliding_counter::SlidingCounterState;
 pub use sliding_log::SlidingLogState;
 pub use time::Nanos;
-pub(crate) use time::Rate;
+pub(crate) use time::{Rate, Span};

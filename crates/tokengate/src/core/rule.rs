@@ -31,7 +31,8 @@ pub struct Receipt {
     /// When it was admitted.
     pub admitted_at: Nanos,
     /// For the bucket algorithms (token bucket, leaky bucket, the smooth window's bucket): the
-    /// instant at which the bucket will have drained the units it took, plus the time refunds
+    /// instant at which the bucket will have drained the units it took (rounded down to whole
+    /// nanoseconds), plus the time refunds
     /// had given back when it was issued ([`GcraState::refunded`](super::GcraState::refunded)).
     /// 0 for the others.
     pub bucket_mark: Nanos,
@@ -81,7 +82,10 @@ pub(crate) struct BucketParts {
     pub(crate) period: Nanos,
     pub(crate) exact_unit: Nanos,
     pub(crate) burst: u64,
+    /// A full bucket's time, rounded up, and what the rounding added in `1/amount`ths of a
+    /// nanosecond (0 when `exact_unit` is not).
     pub(crate) tolerance: Nanos,
+    pub(crate) tolerance_over: u64,
     /// The largest cost admitted at once.
     pub(crate) capacity: u64,
 }
@@ -186,7 +190,8 @@ impl LimitRule {
                     period,
                     exact_unit,
                     burst: g.burst,
-                    tolerance: g.tolerance,
+                    tolerance: g.tolerance.time,
+                    tolerance_over: g.tolerance.over,
                     capacity: g.capacity(),
                 })
             }

@@ -45,7 +45,7 @@
 use super::budget::Budget;
 use super::route::{Admission, Marks};
 use crate::core::gcra::{self, Bucket};
-use crate::core::{BucketParts, GcraState, LimitState, Nanos, Rate};
+use crate::core::{BucketParts, GcraState, LimitState, Nanos, Rate, Span};
 use crate::cost::Cost;
 use crate::policy::{Measure, Policy};
 use crate::sync::{spin, yield_now, AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -115,6 +115,9 @@ const CAPPED: u32 = 0x100;
 struct LaneLimit {
     tat: AtomicU64,
     charged: AtomicU64,
+    /// The TAT's overshoot ([`GcraState::overshoot`]): always 0, and not read, at a rate that is
+    /// a whole number of nanoseconds per unit.
+    overshoot: AtomicU64,
     refunded: AtomicU64,
     exact_unit: AtomicU64,
     capacity: AtomicU64,
@@ -123,41 +126,65 @@ struct LaneLimit {
     measure: AtomicU32,
     amount: AtomicU64,
     period: AtomicU64,
+    tolerance_over: AtomicU64,
     input_weight: AtomicU64,
     output_weight: AtomicU64,
 }
 
-/// One limit's part of an admission: its bucket's TAT after it, the admission's mark, and the
-/// units charged.
+/// One limit's part of an admission: its bucket's TAT after it (and the TAT's overshoot), the
+/// admission's mark, and the units charged.
 #[derive(Debug, Clone, Copy, Default)]
 struct Step {
     tat: Nanos,
+    overshoot: u64,
     mark: Nanos,
     amount: u64,
 }
 
-/// The lane's copy of the rule, read field by field as the bucket's decision asks.
-impl Bucket for LaneLimit {
+/// The lane's copy of a rule as the bucket's decision reads it, field by field as it asks,
+/// with the exact unit loaded first: it says whether the rest of the rate (and the state's
+/// overshoot) is read at all.
+struct LaneBucket<'a> {
+    limit: &'a LaneLimit,
+    exact_unit: Nanos,
+}
+
+impl Bucket for LaneBucket<'_> {
     #[inline(always)]
     fn capacity(&self) -> u64 {
-        self.capacity.load(Relaxed)
+        self.limit.capacity.load(Relaxed)
     }
 
     #[inline(always)]
     fn burst(&self) -> u64 {
-        self.burst.load(Relaxed)
+        self.limit.burst.load(Relaxed)
+    }
+
+    #[inline(always)]
+    fn exact_unit(&self) -> Nanos {
+        self.exact_unit
     }
 
     #[inline(always)]
     fn tolerance(&self) -> Nanos {
-        self.tolerance.load(Relaxed)
+        self.limit.tolerance.load(Relaxed)
     }
 
     #[inline(always)]
-    fn time_for(&self, units: u64) -> Nanos {
-        Rate::time_for_lazy(self.exact_unit.load(Relaxed), units, || {
-            Rate::from_parts(self.amount.load(Relaxed), self.period.load(Relaxed), 0)
-        })
+    fn tolerance_span(&self) -> Span {
+        Span {
+            time: self.limit.tolerance.load(Relaxed),
+            over: self.limit.tolerance_over.load(Relaxed),
+        }
+    }
+
+    #[inline(always)]
+    fn rate(&self) -> Rate {
+        Rate::from_parts(
+            self.limit.amount.load(Relaxed),
+            self.limit.period.load(Relaxed),
+            0,
+        )
     }
 }
 
@@ -181,13 +208,23 @@ impl LaneLimit {
     #[inline(always)]
     fn step(&self, now: Nanos, cost: &Cost, hold: bool) -> Option<Step> {
         let amount = self.amount(cost)?;
+        let bucket = LaneBucket {
+            limit: self,
+            exact_unit: self.exact_unit.load(Relaxed),
+        };
         let state = GcraState {
             tat: self.tat.load(Relaxed),
+            overshoot: if bucket.exact_unit == 0 {
+                self.overshoot.load(Relaxed)
+            } else {
+                0
+            },
             refunded: if hold { self.refunded.load(Relaxed) } else { 0 },
         };
-        let (after, mark) = gcra::admit(self, &state, now, amount).ok()?;
+        let (after, mark) = gcra::admit(&bucket, &state, now, amount).ok()?;
         Some(Step {
             tat: after.tat,
+            overshoot: after.overshoot,
             mark,
             amount,
         })
@@ -197,6 +234,7 @@ impl LaneLimit {
     #[inline(always)]
     fn apply(&self, step: &Step) {
         self.tat.store(step.tat, Relaxed);
+        self.overshoot.store(step.overshoot, Relaxed);
         self.charged.store(
             self.charged.load(Relaxed).saturating_add(step.amount),
             Relaxed,
@@ -208,6 +246,7 @@ impl LaneLimit {
         self.capacity.store(parts.capacity, Relaxed);
         self.burst.store(parts.burst, Relaxed);
         self.tolerance.store(parts.tolerance, Relaxed);
+        self.tolerance_over.store(parts.tolerance_over, Relaxed);
         self.measure.store(kind, Relaxed);
         self.amount.store(parts.amount, Relaxed);
         self.period.store(parts.period, Relaxed);
@@ -467,6 +506,7 @@ impl Lane {
         {
             *state = LimitState::Gcra(GcraState {
                 tat: l.tat.load(Relaxed),
+                overshoot: l.overshoot.load(Relaxed),
                 refunded: l.refunded.load(Relaxed),
             });
             counters.charged = counters.charged.saturating_add(l.charged.load(Relaxed));
@@ -517,6 +557,7 @@ impl Lane {
         for (l, state) in self.limits.iter().zip(&root.limits) {
             if let LimitState::Gcra(s) = state {
                 l.tat.store(s.tat, Relaxed);
+                l.overshoot.store(s.overshoot, Relaxed);
                 l.refunded.store(s.refunded, Relaxed);
             }
         }
