@@ -408,18 +408,16 @@ impl Lane {
         } else {
             0
         };
-        // All or nothing: every limit decides (and works out its state after the admission),
-        // then every limit is written. Place by place, so the steps stay in registers.
-        let steps = [
-            self.step_at(0, len, now, cost, hold)?,
-            self.step_at(1, len, now, cost, hold)?,
-            self.step_at(2, len, now, cost, hold)?,
-            self.step_at(3, len, now, cost, hold)?,
-        ];
-        for (l, step) in self.limits.iter().zip(&steps).take(len) {
-            l.apply(step);
-        }
-        let marks = Marks::inline(steps.map(|s| s.mark));
+        let marks = if len == 1 {
+            // One limit (a plain rate limit): its own short path, which keeps no other
+            // limits' steps in registers.
+            let l = &self.limits[0];
+            let step = l.step(now, cost, hold)?;
+            l.apply(&step);
+            Marks::inline([step.mark, 0, 0, 0])
+        } else {
+            self.admit_all(len, now, cost, hold)?
+        };
         self.admitted
             .store(self.admitted.load(Relaxed) + 1, Relaxed);
         let takes_slot = takes_slot && hold;
@@ -432,6 +430,23 @@ impl Lane {
             marks,
             keyed: None,
         })
+    }
+
+    /// The limits' part of [`admit_inside`](Self::admit_inside) for `len` limits, all or
+    /// nothing: every limit decides (and works out its state after the admission), then every
+    /// limit is written. Place by place, so the steps stay in registers.
+    #[inline(always)]
+    fn admit_all(&self, len: usize, now: Nanos, cost: &Cost, hold: bool) -> Option<Marks> {
+        let steps = [
+            self.step_at(0, len, now, cost, hold)?,
+            self.step_at(1, len, now, cost, hold)?,
+            self.step_at(2, len, now, cost, hold)?,
+            self.step_at(3, len, now, cost, hold)?,
+        ];
+        for (l, step) in self.limits.iter().zip(&steps).take(len) {
+            l.apply(step);
+        }
+        Some(Marks::inline(steps.map(|s| s.mark)))
     }
 
     /// The step of the limit in place `i` (of `len` in use), or none.
