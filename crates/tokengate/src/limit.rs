@@ -29,11 +29,11 @@ pub enum Algorithm {
     #[default]
     SmoothWindow,
     /// Token bucket (GCRA): capacity `burst` (default: `amount`), refilling at
-    /// `amount / period`. The leaky bucket *as a meter* is the same mathematics. One integer
-    /// of state. In any window of `period` it admits up to `burst + amount`.
+    /// `amount / period`. The leaky bucket *as a meter* is the same mathematics. Three
+    /// integers of state (its exact full-again instant and the time refunds gave back). In any window of `period` it admits up to `burst + amount`.
     TokenBucket,
     /// Leaky bucket *as a shaper*: GCRA with a burst of one unit, so admissions are spaced
-    /// evenly at `amount / period`. One integer of state. A cost above one unit waits for the
+    /// evenly at `amount / period`. Three integers of state, as the token bucket. A cost above one unit waits for the
     /// bucket to be full and is then admitted whole, so a window can hold the paced stream plus
     /// that one cost: up to 2N when the cost is N.
     LeakyBucket,

@@ -161,7 +161,8 @@ pub(crate) trait Bucket {
     /// The time worth of a full bucket, exactly: read only for a rate that is not a whole
     /// number of nanoseconds per unit.
     fn tolerance_span(&self) -> Span;
-    /// The rate: read only when it is not a whole number of nanoseconds per unit.
+    /// The rate: read only when it is not a whole number of nanoseconds per unit, or for a
+    /// cost above the burst.
     fn rate(&self) -> Rate;
 }
 
