@@ -80,17 +80,15 @@ impl Gcra {
     }
 
     /// The earliest instant `>= now` at which `cost` units are admitted, assuming
-    /// `cost` is possible. Returns `now` when admitted at once.
+    /// `cost` is possible (callers check the capacity first; above it, never: `u64::MAX`).
+    /// Returns `now` when admitted at once. The decision itself says: [`admit`].
     #[inline(always)]
     pub(crate) fn earliest(&self, state: &GcraState, now: Nanos, cost: u64) -> Nanos {
-        let span = self.rate.span(cost);
-        let after = advance(state, span, self.rate.amount());
-        let tolerance = if cost > self.burst {
-            span
-        } else {
-            self.tolerance
-        };
-        earliest_with(after, tolerance, now)
+        match admit(self, state, now, cost) {
+            Ok(_) => now,
+            Err(Decision::NotUntil(at)) => at,
+            Err(_) => Nanos::MAX,
+        }
     }
 
     /// Records `cost` units at `now`; returns the admission's mark: the instant at which the
@@ -201,8 +199,8 @@ impl Bucket for Gcra {
 /// A bucket's decision and commit in one, changing nothing: the state after admitting `cost`
 /// at `now` and the admission's mark, or the decision that denies it. The units' time is
 /// worked out once. [`LimitRule::decide`](super::LimitRule::decide) goes through it for a
-/// bucket, and so does the in-memory limiter's lane; [`Gcra::earliest`] and
-/// [`Gcra::commit`] share its steps.
+/// bucket, and so do [`Gcra::earliest`] and the in-memory limiter's lane; [`Gcra::commit`]
+/// shares its steps.
 ///
 /// The common case comes first: a cost within the burst (so possible: the burst is never above
 /// the capacity), at a rate that is a whole number of nanoseconds per unit (500 a minute is
@@ -291,8 +289,9 @@ fn advance(state: &GcraState, span: Span, amount: u64) -> Span {
     }
 }
 
-/// [`Gcra::earliest`], given the TAT `after` the units ([`advance`]) and the `tolerance`: the
-/// bucket's, or for a cost above the burst the units' own (it waits for a full bucket).
+/// The earliest instant `>= now` at which the units are admitted, given the TAT `after` them
+/// ([`advance`]) and the `tolerance`: the bucket's, or for a cost above the burst the units'
+/// own (it waits for a full bucket).
 #[inline(always)]
 fn earliest_with(after: Span, tolerance: Span, now: Nanos) -> Nanos {
     // Admitted at t when max(tat, t) + span - t <= tolerance (exact values), i.e. (for
