@@ -107,7 +107,11 @@
 //! 6. **Settlement**: unused reservation comes back at once, never above capacity; usage above
 //!    the reservation is charged, into debt; each permit settles at most once.
 //! 7. **Overflow-safe**: every amount and rate is integer arithmetic that saturates or fails
-//!    with an error; no user figure can wrap a limit into no limit.
+//!    with an error; no user figure can wrap a limit into no limit. Time is 64-bit
+//!    nanoseconds, and at its end (584 years from the clock's origin, within reach only of a
+//!    clock set near it or a period of centuries) a limit stays strict: what would need its
+//!    state past the end is never admitted, a wait to the end
+//!    ([`Decision::NotUntil`](core::Decision::NotUntil)`(u64::MAX)`).
 //!
 //! # Threads and speed
 //! A limiter is shared by cloning it (clones share one state). Every budget lives under one

@@ -837,3 +837,47 @@ async fn a_charge_delays_the_waiting_head_to_the_new_exact_instant() {
     assert_eq!(within(waiter).await.unwrap(), 800 * MS);
     assert_eq!(limiter.stats().waits.max, ms(800));
 }
+
+/// At the end of the clock (2^64 - 1 ns) a bucket admits no unit again: a waiter there waits
+/// for a change of state, with no timer to fire at once again and again, and a timeout that
+/// no wait can meet fails at once.
+///
+/// A timer due at once would spin inside one poll, never to return: the test runs on its own
+/// thread, and fails (rather than hangs) when that thread has not finished within a minute.
+#[test]
+fn a_wait_past_the_end_of_the_clock_sleeps_without_a_timer() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let clock = ManualClock::new();
+            clock.set(u64::MAX);
+            let policy = Policy::builder()
+                .limit(Dimension::Requests, bucket(1, 1))
+                .build()
+                .unwrap();
+            let limiter = Limiter::with_clock(policy, clock);
+            let waited = tokio::time::timeout(ms(1_000), limiter.acquire(Cost::request())).await;
+            assert!(waited.is_err(), "still waiting after a second: {waited:?}");
+            assert_eq!(
+                limiter.stats().waiters,
+                0,
+                "the dropped waiter left the queue"
+            );
+            match limiter.acquire_timeout(Cost::request(), ms(1_000)).await {
+                Err(AcquireError::Timeout { dimension, .. }) => {
+                    assert_eq!(dimension, Dimension::Requests)
+                }
+                other => panic!("expected a timeout at once, got {other:?}"),
+            };
+        });
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the waiter returned (a panic above, or a spin, if not)");
+}

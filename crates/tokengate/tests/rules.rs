@@ -1096,3 +1096,68 @@ fn an_owned_permit_keeps_the_slot_and_settles_once() {
     assert_eq!((stats.in_flight, stats.settled), (0, 1));
     assert_eq!((stats.limits[0].used, stats.limits[0].refunded), (300, 500));
 }
+
+/// Near the end of the clock (2^64 - 1 ns, 584 years from its origin) every algorithm stays a
+/// limit: an admission whose state would pass the end is never admitted, rather than admitted
+/// on a state that wrapped or saturated into no limit.
+#[test]
+fn a_limit_at_the_end_of_the_clock_stays_a_limit() {
+    for algorithm in [
+        Algorithm::SmoothWindow,
+        Algorithm::TokenBucket,
+        Algorithm::LeakyBucket,
+        Algorithm::SlidingWindowLog,
+        Algorithm::SlidingWindowCounter,
+        Algorithm::FixedWindow,
+    ] {
+        let (limiter, clock) = one(
+            Dimension::Requests,
+            Limit::per_second(1).algorithm(algorithm),
+        );
+        clock.set(Nanos::MAX - 10 * S - S / 2);
+        let mut admitted = 0;
+        for _ in 0..20 {
+            let result = limiter.try_acquire(Cost::request());
+            if result.is_ok() {
+                admitted += 1;
+            } else {
+                // A wait, never past the end.
+                let wait = u64::try_from(wait_of(result).as_nanos()).unwrap();
+                assert!(wait <= Nanos::MAX - clock.now(), "{algorithm:?}");
+            }
+            clock.advance(Duration::from_secs(1));
+        }
+        assert_eq!(clock.now(), Nanos::MAX, "the manual clock stops at the end");
+        // Calls at the end - 10.5 s, - 9.5 s, ..., - 0.5 s, then nine at the end itself. The
+        // buckets need the second after an admission to fit before the end: the last is at
+        // - 1.5 s. The log and the fixed window count an admission to the end when its window
+        // would end past it (the fixed window's windows start 0.709551615 s before each call's
+        // second), and admit the call at - 0.5 s. The counter weighs the window before at
+        // 79%: every other call. Nothing at the end.
+        let expected = match algorithm {
+            Algorithm::SlidingWindowLog | Algorithm::FixedWindow => 11,
+            Algorithm::SlidingWindowCounter => 6,
+            _ => 10,
+        };
+        assert_eq!(admitted, expected, "{algorithm:?}");
+    }
+}
+
+/// A period of centuries charged into debt puts a bucket's state past the end of the clock:
+/// from there it admits nothing, and says so as a wait to the end, not an earlier instant.
+#[test]
+fn a_bucket_charged_past_the_end_of_the_clock_admits_no_more() {
+    let three_centuries = Duration::from_secs(300 * 365 * 86_400);
+    let (limiter, _clock) = one(Dimension::OutputTokens, bucket(1, three_centuries));
+    let one_token = Cost::zero().output(1);
+    let permit = limiter.try_acquire(one_token.clone()).unwrap();
+    permit.settle(Usage::new().output(2)); // one more: 600 years of debt
+    let wait = wait_of(limiter.try_acquire(one_token.clone()));
+    assert_eq!(wait, ns(Nanos::MAX), "a wait to the end of the clock");
+    match limiter.acquire_blocking_timeout(one_token, Duration::from_secs(3_600)) {
+        Err(AcquireError::Timeout { dimension, .. }) => {
+            assert_eq!(dimension, Dimension::OutputTokens)
+        }
+        other => panic!("expected a timeout at once, got {other:?}"),
+    };
+}

@@ -84,12 +84,14 @@ enum Op {
     },
 }
 
-/// `"admit"`, `{"not_until": ns}` or `{"impossible": capacity}`.
+/// `"admit"`, `{"not_until": ns}`, `"never"` or `{"impossible": capacity}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Expect {
     Admit,
     NotUntil(Nanos),
+    /// `NotUntil(u64::MAX)`: past the end of the clock.
+    Never,
     Impossible(u64),
 }
 
@@ -97,6 +99,7 @@ impl From<Decision> for Expect {
     fn from(d: Decision) -> Self {
         match d {
             Decision::Admit => Expect::Admit,
+            Decision::NotUntil(Nanos::MAX) => Expect::Never,
             Decision::NotUntil(t) => Expect::NotUntil(t),
             Decision::Impossible { capacity } => Expect::Impossible(capacity),
         }
@@ -108,6 +111,7 @@ impl fmt::Display for Expect {
         match self {
             Expect::Admit => f.write_str("\"admit\""),
             Expect::NotUntil(t) => write!(f, "{{\"not_until\": {t}}}"),
+            Expect::Never => f.write_str("\"never\""),
             Expect::Impossible(c) => write!(f, "{{\"impossible\": {c}}}"),
         }
     }
@@ -128,7 +132,7 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 fn load() -> File {
     let file: File = serde_json::from_str(VECTORS).expect("algorithms.json parses");
     assert_eq!(file.format, "tokengate-algorithm-vectors");
-    assert_eq!(file.version, 4);
+    assert_eq!(file.version, 5);
     file
 }
 
@@ -239,6 +243,16 @@ fn replay(case: &Case) -> Result<(), String> {
                             ));
                         }
                         receipts[i] = Some(receipt);
+                    }
+                    Decision::NotUntil(Nanos::MAX) => {
+                        // Never: still denied at the clock's last instant.
+                        let last = rule.decide(&state.clone(), Nanos::MAX, cost);
+                        if last == Decision::Admit {
+                            return Err(format!(
+                                "op {i} (t = {now}, acquire {cost}): never, but at {} the library admits",
+                                Nanos::MAX
+                            ));
+                        }
                     }
                     Decision::NotUntil(t) => {
                         // The documented meaning of NotUntil(t): denied at t - 1, admitted at t.

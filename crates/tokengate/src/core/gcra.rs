@@ -10,6 +10,11 @@
 use super::time::{Nanos, Rate, Span};
 use super::Decision;
 
+/// The answer for an admission that would take the TAT past the end of the clock
+/// (`u64::MAX` ns from its origin, 584 years): never. The TAT does not change with time, and
+/// from a full bucket the units start from `now`, later still.
+const NEVER: Decision = Decision::NotUntil(Nanos::MAX);
+
 /// State of a GCRA limit: the instant at which its bucket is full again, and how much time
 /// refunds have given back so far.
 ///
@@ -95,11 +100,17 @@ impl Gcra {
     /// bucket will have drained these units (the new exact TAT, rounded down: units leave the
     /// bucket after everything admitted before them) plus the time refunds had given back so
     /// far.
+    ///
+    /// A commit without a decision (a charge) whose TAT would pass the end of the clock leaves
+    /// it at the end, `u64::MAX`: from there, no cost but 0 is ever admitted again (what the
+    /// exact TAT would answer too, until a refund brings it back).
     #[inline(always)]
     pub(crate) fn commit(&self, state: &mut GcraState, now: Nanos, cost: u64) -> Nanos {
         let span = self.rate.span(cost);
-        let after = advance(state, span, self.rate.amount());
-        commit_with(state, now, span, after)
+        let tat = advance(state, span, self.rate.amount())
+            .and_then(|after| next_tat(state, now, span, after))
+            .unwrap_or(Span::whole(Nanos::MAX));
+        commit_to(state, tat)
     }
 
     /// Gives back up to `units` of the admission whose commit returned `mark`. Only what is
@@ -119,7 +130,9 @@ impl Gcra {
         let drained_at = mark.saturating_sub(state.refunded);
         let still_held = drained_at.saturating_sub(now);
         let back = self.rate.time_for_floor(units).min(still_held);
-        if state.tat > now {
+        // A TAT at the end of the clock may stand for a later one that did not fit: what a
+        // refund would give back from there is unknown, so nothing is.
+        if state.tat > now && state.tat != Nanos::MAX {
             let tat = state.tat.saturating_sub(back).max(now);
             state.refunded = state.refunded.saturating_add(state.tat - tat);
             state.tat = tat;
@@ -219,7 +232,9 @@ pub(crate) fn admit(
         // No overflow: `cost <= burst`, and the burst's time fits (`LimitRule::new` checks it).
         let span = Span::whole(cost.wrapping_mul(unit));
         // `amount` is not read: a whole span has nothing to carry.
-        let after = advance(state, span, 1);
+        let Some(after) = advance(state, span, 1) else {
+            return Err(NEVER);
+        };
         return admit_with(state, now, span, after, Span::whole(bucket.tolerance()));
     }
     // The same steps with the exact times.
@@ -231,7 +246,9 @@ pub(crate) fn admit(
     }
     let rate = bucket.rate();
     let span = rate.span(cost);
-    let after = advance(state, span, rate.amount());
+    let Some(after) = advance(state, span, rate.amount()) else {
+        return Err(NEVER);
+    };
     let tolerance = if within {
         bucket.tolerance_span()
     } else {
@@ -254,39 +271,40 @@ fn admit_with(
     if at > now {
         return Err(Decision::NotUntil(at));
     }
+    let Some(tat) = next_tat(state, now, span, after) else {
+        return Err(NEVER);
+    };
     let mut next = *state;
-    let mark = commit_with(&mut next, now, span, after);
+    let mark = commit_to(&mut next, tat);
     Ok((next, mark))
 }
 
 /// The exact TAT `span` after the state's own (as a [`Span`] from the clock's origin): where
-/// it moves to when the bucket is not full. The two roundings up (the state's and the span's)
-/// may add up to a whole nanosecond or more, which is given back. `amount` is the rate's (the
-/// unit of the overshoots); it is read only when `span` has an overshoot.
+/// it moves to when the bucket is not full, or `None` when that is past the end of the clock
+/// (its rounding up does not fit in a `u64`). The two roundings up (the state's and the
+/// span's) may add up to a whole nanosecond or more, which is given back. `amount` is the
+/// rate's (the unit of the overshoots); it is read only when `span` has an overshoot.
 #[inline(always)]
-fn advance(state: &GcraState, span: Span, amount: u64) -> Span {
-    let Some(time) = state.tat.checked_add(span.time) else {
-        return Span::whole(Nanos::MAX);
-    };
+fn advance(state: &GcraState, span: Span, amount: u64) -> Option<Span> {
     if span.over == 0 {
-        return Span {
-            time,
+        return Some(Span {
+            time: state.tat.checked_add(span.time)?,
             over: state.overshoot,
-        };
+        });
     }
     // Both overshoots are below `amount`: their sum is below 2 * amount, at most one
-    // nanosecond too many. `span.over != 0` means `time >= 1`. Chosen without a branch: which
-    // way it goes changes from one admission to the next.
+    // nanosecond too many. `span.over != 0` means `span.time >= 1`. Chosen without a branch:
+    // which way it goes changes from one admission to the next.
     let gap = amount - span.over;
     let carry = state.overshoot >= gap;
-    Span {
-        time: time - u64::from(carry),
+    Some(Span {
+        time: state.tat.checked_add(span.time - u64::from(carry))?,
         over: if carry {
             state.overshoot - gap
         } else {
             state.overshoot + span.over
         },
-    }
+    })
 }
 
 /// The earliest instant `>= now` at which the units are admitted, given the TAT `after` them
@@ -305,18 +323,24 @@ fn earliest_with(after: Span, tolerance: Span, now: Nanos) -> Nanos {
     at.max(now)
 }
 
-/// [`Gcra::commit`], given the units' `span` and the TAT `after` them ([`advance`]).
+/// The TAT after admitting units of `span` at `now`, given the TAT `after` them when the bucket
+/// is not full ([`advance`]); `None` past the end of the clock.
 #[inline(always)]
-fn commit_with(state: &mut GcraState, now: Nanos, span: Span, after: Span) -> Nanos {
-    let tat = if state.tat > now {
-        after
+fn next_tat(state: &GcraState, now: Nanos, span: Span, after: Span) -> Option<Span> {
+    if state.tat > now {
+        Some(after)
     } else {
         // Full at `now`: the units start from it.
-        Span {
-            time: now.saturating_add(span.time),
+        Some(Span {
+            time: now.checked_add(span.time)?,
             over: span.over,
-        }
-    };
+        })
+    }
+}
+
+/// Stores the TAT `tat` ([`next_tat`]) and returns the admission's mark.
+#[inline(always)]
+fn commit_to(state: &mut GcraState, tat: Span) -> Nanos {
     state.tat = tat.time;
     state.overshoot = tat.over;
     // The units drain at the exact TAT: rounded down here, so a refund never counts as still
@@ -424,6 +448,35 @@ mod tests {
         // state kept elsewhere, later than this one's).
         g.refund(&mut s, 1, 10, 3);
         assert_eq!((s.tat, s.overshoot), (1, 0));
+    }
+
+    #[test]
+    fn the_end_of_the_clock_is_exact_with_a_carry() {
+        let g = bucket(3, 10, 3); // 3.33 ns a unit: 4 ns rounded up, 2/3 ns over
+        let end = Nanos::MAX;
+        // Exactly end - 3 - 2/3: one more unit puts the exact TAT at end - 1/3, which rounds
+        // up to the end itself, though 4 ns more than `tat` would pass it.
+        let mut s = GcraState {
+            tat: end - 3,
+            overshoot: 2,
+            refunded: 0,
+        };
+        assert_eq!(g.decide(&s, end - 11, 1), Decision::NotUntil(end - 10));
+        assert_eq!(g.decide(&s, end - 10, 1), Decision::Admit);
+        let _ = g.commit(&mut s, end - 10, 1);
+        assert_eq!((s.tat, s.overshoot), (end, 1));
+        assert_eq!(g.decide(&s, end - 1, 1), NEVER);
+        assert_eq!(g.decide(&s, end, 1), NEVER);
+        assert_eq!(g.decide(&s, end, 0), Decision::Admit);
+        // From a full bucket the units start from `now`: past the end too.
+        let fresh = GcraState::default();
+        assert_eq!(g.decide(&fresh, end - 4, 1), Decision::Admit);
+        assert_eq!(g.decide(&fresh, end - 3, 1), NEVER);
+        // A charge past the end stops there, and no refund brings the bucket back.
+        let mark = g.commit(&mut s, end, 3);
+        assert_eq!((s.tat, s.overshoot), (end, 0));
+        g.refund(&mut s, end - 1, mark, 3);
+        assert_eq!(s.tat, end);
     }
 
     #[test]

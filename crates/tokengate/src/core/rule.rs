@@ -17,6 +17,11 @@ pub enum Decision {
     /// Admitted now.
     Admit,
     /// Denied now; admitted at exactly this instant if nothing else is admitted first.
+    ///
+    /// `NotUntil(u64::MAX)` is never, by time alone: the admission would need the limit's state
+    /// past the end of the clock (`u64::MAX` ns, 584 years from its origin; reachable only with
+    /// a clock set near it, or a period of centuries charged into debt). The limit stays as
+    /// strict as it was rather than wrap around; a refund may still bring the admission back.
     NotUntil(Nanos),
     /// Never admitted: the cost is above the largest cost this limit can admit.
     Impossible {
@@ -264,7 +269,9 @@ impl LimitRule {
             };
         }
         let at = self.earliest(state, now, cost);
-        if at <= now {
+        // `u64::MAX` is never: the end of the clock, where a window that would end past it
+        // ends too, and a bucket that would pass it stops.
+        if at <= now && at != Nanos::MAX {
             Decision::Admit
         } else {
             Decision::NotUntil(at)

@@ -18,10 +18,12 @@ pub struct SlidingLogState {
     pub total: u128,
 }
 
-/// An entry admitted at `t` counts while `now < t + period`.
+/// An entry admitted at `t` counts while `now < t + period`, and to the end of the clock when
+/// `t + period` is past it (`u64::MAX` is never).
 #[inline]
 fn expired(t: Nanos, period: Nanos, now: Nanos) -> bool {
-    t.saturating_add(period) <= now
+    t.checked_add(period)
+        .is_some_and(|end| end <= now && end != Nanos::MAX)
 }
 
 /// Earliest instant `>= now` at which `cost` more units fit under `amount` (requires

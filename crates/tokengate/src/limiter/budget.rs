@@ -45,6 +45,21 @@ impl Verdict {
             Verdict::Admit | Verdict::InFlightFull => None,
         }
     }
+
+    /// Whether a waiter with this verdict at `now` misses `deadline` for sure: its wait ends
+    /// after the deadline, or never (by time alone), or is unknown (an in-flight slot) and the
+    /// deadline has come.
+    pub(crate) fn misses(self, now: Nanos, deadline: Nanos) -> bool {
+        self.until()
+            .map_or(now >= deadline, |u| u > deadline || u == Nanos::MAX)
+    }
+
+    /// When a timer should wake the waiter: the end of the wait, unless it is never (by time
+    /// alone: `u64::MAX`, the end of the clock) or unknown. Such a waiter is woken by a change
+    /// of state (a refund, a released slot, a reload) or its own deadline.
+    pub(crate) fn timer(self) -> Option<Nanos> {
+        self.until().filter(|&until| until != Nanos::MAX)
+    }
 }
 
 /// Where an admission's bucket marks for one budget are (from `offset` in `marks`), and the

@@ -523,11 +523,11 @@ impl State {
             return true;
         }
         let verdict = self.verdict(&route, now, &head.cost);
-        let until = verdict.as_ref().ok().and_then(|v| v.verdict.until());
         let missed_deadline = match (&verdict, head.deadline()) {
             (Ok(v), _) if v.verdict == Verdict::Admit => false,
+            (Ok(v), Some(d)) => v.verdict.misses(now, d),
+            (Err(_), Some(d)) => now >= d,
             (_, None) => false,
-            (_, Some(d)) => until.map_or(now >= d, |u| u > d),
         };
         if let (Ok(v), false) = (&verdict, missed_deadline) {
             if v.verdict != Verdict::Admit {
@@ -537,8 +537,9 @@ impl State {
                     work.push(holder);
                     return true;
                 }
-                let Some(until) = until else {
-                    // Waits for an in-flight slot: a released slot serves this queue again.
+                let Some(until) = v.verdict.timer() else {
+                    // Waits for an in-flight slot (a released slot serves this queue again),
+                    // or for a change of state that no timer can bring.
                     if let Some(w) = self.budget_mut(b).and_then(|b| b.waiters.as_mut()) {
                         w.timer.disarm();
                     }

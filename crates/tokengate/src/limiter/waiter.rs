@@ -162,10 +162,9 @@ impl<'a, C: Clock> Waiting<'a, C> {
             Ok(v) => v,
         };
         let holder = route.ids()[verdict.at];
-        let until = verdict.verdict.until();
         if let Some(d) = deadline {
             // Fail now when the wait is known to outlast the deadline.
-            if until.map_or(now >= d, |u| u > d) {
+            if verdict.verdict.misses(now, d) {
                 st.count(&route, |c| c.timed_out += 1);
                 let timeout = self.timeout().unwrap_or_default();
                 let error = st.budget(holder).unwrap_or(&st.root).timeout_error(
@@ -192,6 +191,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
             Entry::new(id, route, waker, cost, started, self.timeout()),
         );
         self.phase = Phase::Queued { id, route, started };
+        let until = verdict.verdict.timer();
         let armed = match (
             until,
             st.budget_mut(holder).and_then(|b| b.waiters.as_mut()),
