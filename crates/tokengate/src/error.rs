@@ -123,14 +123,15 @@ pub enum AcquireError {
     },
     /// The request could not be admitted within the caller's timeout. Returned at once when
     /// the wait is known to exceed it.
-    #[error("{cost} {dimension} cannot be admitted within {timeout:?}{}", match wait { Some(w) => format!(": it needs {w:?} more"), None => String::from(": the limiter is busy") })]
+    #[error("{cost} {dimension} cannot be admitted within {timeout:?}{}", match wait { Some(w) if *w == Duration::MAX => format!(": admitted {}", crate::fmt::NEVER), Some(w) => format!(": it needs {w:?} more"), None => String::from(": the limiter is busy") })]
     Timeout {
         /// The dimension that holds the request back (`in_flight`, or the limit with the
         /// longest wait).
         dimension: Dimension,
         /// The cost on that dimension.
         cost: u64,
-        /// The wait it would need, when known.
+        /// The wait it would need, when known: [`Duration::MAX`] for never (the limit's state
+        /// would pass the end of the clock).
         wait: Option<Duration>,
         /// The timeout given.
         timeout: Duration,
@@ -161,7 +162,7 @@ pub enum AcquireError {
 pub enum Denied {
     /// A rate limit is reached; the request would be admitted after `wait`, if nothing else is
     /// admitted first.
-    #[error("{cost} {dimension} would exceed the {limit} limit: retry in {wait:?}")]
+    #[error("{cost} {dimension} would exceed the {limit} limit: {}", crate::fmt::Retry(*wait))]
     RateLimited {
         /// The dimension with the longest wait.
         dimension: Dimension,
@@ -169,7 +170,8 @@ pub enum Denied {
         cost: u64,
         /// The limit, as written.
         limit: String,
-        /// How long until admission.
+        /// How long until admission: [`Duration::MAX`] for never, by time alone (the limit's
+        /// state would pass the end of the clock, 584 years from its origin).
         wait: Duration,
     },
     /// Every in-flight slot is held; one frees when a permit drops.

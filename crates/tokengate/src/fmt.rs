@@ -18,3 +18,20 @@ impl fmt::Display for Period {
         }
     }
 }
+
+/// What an error says of a wait that never ends by time ([`Duration::MAX`]).
+pub(crate) const NEVER: &str =
+    "never by time alone: the limit's state would pass the end of the clock (584 years from its origin)";
+
+/// The advice of a denial: `retry in 250ms`, or never for [`Duration::MAX`].
+pub(crate) struct Retry(pub(crate) Duration);
+
+impl fmt::Display for Retry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == Duration::MAX {
+            write!(f, "admitted {NEVER}")
+        } else {
+            write!(f, "retry in {:?}", self.0)
+        }
+    }
+}

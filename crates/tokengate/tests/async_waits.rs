@@ -881,3 +881,46 @@ fn a_wait_past_the_end_of_the_clock_sleeps_without_a_timer() {
         .recv_timeout(Duration::from_secs(60))
         .expect("the waiter returned (a panic above, or a spin, if not)");
 }
+
+/// A waiter with a timeout that comes to the head of the queue on a wait that never ends by
+/// time (its bucket would pass the end of the clock) fails at once, as it would have on its
+/// first try, even when its deadline lies past the end of the clock.
+#[tokio::test(start_paused = true)]
+async fn a_queued_waiter_whose_wait_never_ends_times_out_at_once() {
+    const S: u64 = 1_000 * MS;
+    let clock = ManualClock::new();
+    clock.set(u64::MAX - 3 * S);
+    let policy = Policy::builder()
+        .limit(Dimension::InputTokens, bucket(1, 2))
+        .build()
+        .unwrap();
+    let limiter = Limiter::with_clock(policy, clock.clone());
+    drop(limiter.try_acquire(Cost::zero().input(2)).unwrap()); // full again at the end - 1 s
+    let first = limiter.clone();
+    let first = tokio::spawn(async move {
+        let permit = first.acquire(Cost::zero().input(1)).await.unwrap();
+        permit.admitted_at()
+    });
+    tokio::task::yield_now().await;
+    let second = limiter.clone();
+    let second = tokio::spawn(async move {
+        second
+            .acquire_timeout(Cost::zero().input(2), ms(60_000))
+            .await
+            .map(|p| p.admitted_at())
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.stats().waiters, 2);
+    // The first is admitted 1 s on (its units fit before the end); then the second heads the
+    // queue, and 2 more units would take the bucket past the end.
+    clock.set(u64::MAX - 2 * S);
+    assert_eq!(first.await.unwrap(), u64::MAX - 2 * S);
+    let second = tokio::time::timeout(ms(10_000), second)
+        .await
+        .expect("failed at once, not left waiting")
+        .unwrap();
+    match second {
+        Err(AcquireError::Timeout { wait, .. }) => assert_eq!(wait, Some(Duration::MAX)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}

@@ -1121,9 +1121,12 @@ fn a_limit_at_the_end_of_the_clock_stays_a_limit() {
             if result.is_ok() {
                 admitted += 1;
             } else {
-                // A wait, never past the end.
-                let wait = u64::try_from(wait_of(result).as_nanos()).unwrap();
-                assert!(wait <= Nanos::MAX - clock.now(), "{algorithm:?}");
+                // A wait that ends before the end of the clock, or never.
+                let wait = wait_of(result);
+                assert!(
+                    wait == Duration::MAX || wait <= ns(Nanos::MAX - clock.now()),
+                    "{algorithm:?}: {wait:?}"
+                );
             }
             clock.advance(Duration::from_secs(1));
         }
@@ -1152,12 +1155,62 @@ fn a_bucket_charged_past_the_end_of_the_clock_admits_no_more() {
     let one_token = Cost::zero().output(1);
     let permit = limiter.try_acquire(one_token.clone()).unwrap();
     permit.settle(Usage::new().output(2)); // one more: 600 years of debt
-    let wait = wait_of(limiter.try_acquire(one_token.clone()));
-    assert_eq!(wait, ns(Nanos::MAX), "a wait to the end of the clock");
+    let denied = limiter.try_acquire(one_token.clone()).unwrap_err();
+    assert_eq!(denied.wait(), Some(Duration::MAX), "never");
+    assert!(
+        denied.to_string().contains("admitted never by time alone"),
+        "{denied}"
+    );
     match limiter.acquire_blocking_timeout(one_token, Duration::from_secs(3_600)) {
         Err(AcquireError::Timeout { dimension, .. }) => {
             assert_eq!(dimension, Dimension::OutputTokens)
         }
         other => panic!("expected a timeout at once, got {other:?}"),
     };
+}
+
+/// Several limits near the end of the clock: the instant at which the last of them admits is
+/// checked on every limit again. There a bucket is full, and the units starting from it would
+/// pass the end: never, not a wait to an instant at which it turns out to be never.
+#[test]
+fn several_limits_at_the_end_of_the_clock_answer_never_at_once() {
+    use tokengate::core::{decide_all, CombinedDecision, LimitRule};
+    let window = LimitRule::new(&Limit::per_second(1).algorithm(Algorithm::FixedWindow)).unwrap();
+    // 0.8 s a unit, burst 1.
+    let bucket = LimitRule::new(&bucket(5, Duration::from_secs(4))).unwrap();
+    let last_window = Nanos::MAX - Nanos::MAX % S; // 0.709551615 s before the end
+    let now = last_window - 100 * MS;
+    let (mut w, b) = (window.new_state(), bucket.new_state());
+    let _ = window.commit(&mut w, now, 1);
+    // Alone, each has an answer: the window at its next window, the bucket at once.
+    assert_eq!(
+        decide_all([(&window, &w, 1)], now),
+        CombinedDecision::NotUntil {
+            at: last_window,
+            limit: 0
+        }
+    );
+    assert_eq!(decide_all([(&bucket, &b, 1)], now), CombinedDecision::Admit);
+    // Together: at the next window the bucket's unit would end 0.09 s past the end.
+    assert_eq!(
+        decide_all([(&window, &w, 1), (&bucket, &b, 1)], now),
+        CombinedDecision::NotUntil {
+            at: Nanos::MAX,
+            limit: 1
+        }
+    );
+}
+
+/// Stats of a sliding window counter whose period is above 2^63 ns: its reset is past the end
+/// of the clock, not an overflow.
+#[test]
+fn stats_of_a_counter_with_a_period_of_centuries() {
+    let three_centuries = Duration::from_secs(300 * 365 * 86_400);
+    let (limiter, _clock) = one(
+        Dimension::Requests,
+        Limit::new(2, three_centuries).algorithm(Algorithm::SlidingWindowCounter),
+    );
+    drop(limiter.try_acquire(Cost::request()).unwrap());
+    let stats = limiter.stats();
+    assert_eq!((stats.limits[0].used, stats.limits[0].remaining), (1, 1));
 }

@@ -33,7 +33,9 @@ pub enum CombinedDecision {
 /// Decides `(rule, state, amount)` for every limit at `now`; changes nothing.
 ///
 /// Each limit's earliest admission instant only moves later when something is admitted, so
-/// with nothing else admitted in between, the latest of them is exactly when all admit.
+/// with nothing else admitted in between, the latest of them is exactly when all admit. (Near
+/// the end of the clock that instant is checked on every limit again: a bucket full by then
+/// may not fit the units before the end, and the answer is never, `u64::MAX`.)
 ///
 /// # Examples
 /// ```
@@ -49,12 +51,14 @@ pub enum CombinedDecision {
 /// # Ok::<(), tokengate::BuildError>(())
 /// ```
 #[inline]
-pub fn decide_all<'a>(
-    limits: impl IntoIterator<Item = (&'a LimitRule, &'a LimitState, u64)>,
-    now: Nanos,
-) -> CombinedDecision {
+pub fn decide_all<'a, I>(limits: I, now: Nanos) -> CombinedDecision
+where
+    I: IntoIterator<Item = (&'a LimitRule, &'a LimitState, u64)>,
+    I::IntoIter: Clone,
+{
+    let limits = limits.into_iter();
     let mut latest: Option<(Nanos, usize)> = None;
-    for (i, (rule, state, amount)) in limits.into_iter().enumerate() {
+    for (i, (rule, state, amount)) in limits.clone().enumerate() {
         match rule.decide(state, now, amount) {
             Decision::Admit => {}
             Decision::NotUntil(at) => {
@@ -67,10 +71,22 @@ pub fn decide_all<'a>(
             }
         }
     }
-    match latest {
-        Some((at, limit)) => CombinedDecision::NotUntil { at, limit },
-        None => CombinedDecision::Admit,
+    let Some((mut at, mut limit)) = latest else {
+        return CombinedDecision::Admit;
+    };
+    if at != Nanos::MAX {
+        // Every limit again at that instant: a bucket full by then starts the units from it,
+        // which near the end of the clock may take it past the end (never). Away from the end
+        // every limit admits there.
+        for (i, (rule, state, amount)) in limits.enumerate() {
+            if let Decision::NotUntil(later) = rule.decide(state, at, amount) {
+                if later > at {
+                    (at, limit) = (later, i);
+                }
+            }
+        }
     }
+    CombinedDecision::NotUntil { at, limit }
 }
 
 /// Records an admission of `amount` on every limit at `now` (after [`decide_all`] said admit),

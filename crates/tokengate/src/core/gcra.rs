@@ -269,6 +269,11 @@ fn admit_with(
 ) -> Result<(GcraState, Nanos), Decision> {
     let at = earliest_with(after, tolerance, now);
     if at > now {
+        // Full by then, the bucket starts the units from `at`: near the end of the clock,
+        // maybe past it.
+        if state.tat <= at && at.checked_add(span.time).is_none() {
+            return Err(NEVER);
+        }
         return Err(Decision::NotUntil(at));
     }
     let Some(tat) = next_tat(state, now, span, after) else {

@@ -20,8 +20,9 @@ pub enum Decision {
     ///
     /// `NotUntil(u64::MAX)` is never, by time alone: the admission would need the limit's state
     /// past the end of the clock (`u64::MAX` ns, 584 years from its origin; reachable only with
-    /// a clock set near it, or a period of centuries charged into debt). The limit stays as
-    /// strict as it was rather than wrap around; a refund may still bring the admission back.
+    /// a clock set near it, or a period of centuries: a bucket of one per 300 years is full
+    /// again only after the end, so it never admits a second unit). The limit stays as strict
+    /// as it was rather than wrap around; a refund may still bring the admission back.
     NotUntil(Nanos),
     /// Never admitted: the cost is above the largest cost this limit can admit.
     Impossible {
@@ -299,9 +300,18 @@ impl LimitRule {
                 sliding_counter::earliest(s, a, p, now, cost)
             }
             (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::earliest(s, a, p, now, cost),
-            (Kind::Smooth(g), LimitState::Smooth(b, w)) => g
-                .earliest(b, now, cost)
-                .max(sliding_log::earliest(w, a, p, now, cost)),
+            (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
+                let at = g
+                    .earliest(b, now, cost)
+                    .max(sliding_log::earliest(w, a, p, now, cost));
+                // The bucket again at that instant: full by then, it starts the units from
+                // it, which near the end of the clock may pass the end (never).
+                if at > now && at != Nanos::MAX {
+                    g.earliest(b, at, cost)
+                } else {
+                    at
+                }
+            }
             _ => now,
         }
     }
@@ -425,7 +435,7 @@ impl LimitRule {
                 let w = fixed_window::window_of(now, p);
                 let current = if s.window_start == w { s.current } else { 0 };
                 let reset_at = if current > 0 {
-                    Some(w.saturating_add(2 * p))
+                    Some(w.saturating_add(p).saturating_add(p))
                 } else if used > 0 {
                     Some(w.saturating_add(p))
                 } else {

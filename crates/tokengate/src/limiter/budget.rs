@@ -54,6 +54,16 @@ impl Verdict {
             .map_or(now >= deadline, |u| u > deadline || u == Nanos::MAX)
     }
 
+    /// The wait from `now` to `until` as callers see it: [`Duration::MAX`] for never (the end
+    /// of the clock).
+    pub(crate) fn wait_for(now: Nanos, until: Nanos) -> Duration {
+        if until == Nanos::MAX {
+            Duration::MAX
+        } else {
+            Duration::from_nanos(until.saturating_sub(now))
+        }
+    }
+
     /// When a timer should wake the waiter: the end of the wait, unless it is never (by time
     /// alone: `u64::MAX`, the end of the clock) or unknown. Such a waiter is woken by a change
     /// of state (a refund, a released slot, a reload) or its own deadline.
@@ -437,9 +447,7 @@ impl Budget {
         now: Nanos,
         timeout: Duration,
     ) -> AcquireError {
-        let wait = verdict
-            .until()
-            .map(|u| Duration::from_nanos(u.saturating_sub(now)));
+        let wait = verdict.until().map(|u| Verdict::wait_for(now, u));
         match verdict {
             Verdict::Paused { .. } => AcquireError::Paused {
                 wait: wait.unwrap_or_default(),

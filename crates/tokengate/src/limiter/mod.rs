@@ -19,7 +19,6 @@ mod blocking;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::core::Nanos;
@@ -282,11 +281,11 @@ impl<C: Clock> Limiter<C> {
                     dimension: l.dimension.clone(),
                     cost: l.measure.amount(cost).unwrap_or(u64::MAX),
                     limit: l.limit.to_string(),
-                    wait: Duration::from_nanos(until - now),
+                    wait: Verdict::wait_for(now, until),
                 }
             }
             Verdict::Paused { until } => Denied::Paused {
-                wait: Duration::from_nanos(until - now),
+                wait: Verdict::wait_for(now, until),
             },
             Verdict::InFlightFull | Verdict::Admit => Denied::InFlightFull {
                 max: holder.policy.max_in_flight.unwrap_or(0),

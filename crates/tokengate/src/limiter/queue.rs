@@ -29,7 +29,7 @@ pub(crate) struct Entry {
     deadline: Nanos,
 }
 
-/// The deadline of an acquisition without a timeout (or one beyond 584 years).
+/// The deadline of an acquisition without a timeout.
 const NO_DEADLINE: Nanos = u64::MAX;
 
 impl Entry {
@@ -72,9 +72,12 @@ impl Entry {
     }
 }
 
-/// `started + timeout`, saturating.
+/// `started + timeout`, saturating at the clock's last instant but one: a deadline is never
+/// taken for none (`NO_DEADLINE`), so a wait that never ends by time fails it at once.
 pub(crate) fn deadline(started: Nanos, timeout: Duration) -> Nanos {
-    started.saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX))
+    started
+        .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX))
+        .min(NO_DEADLINE - 1)
 }
 
 /// An admission made on behalf of a queued waiter, waiting for it to pick it up.
