@@ -71,18 +71,31 @@ where
             }
         }
     }
-    let Some((mut at, mut limit)) = latest else {
-        return CombinedDecision::Admit;
-    };
-    if at != Nanos::MAX {
-        // Every limit again at that instant: a bucket full by then starts the units from it,
-        // which near the end of the clock may take it past the end (never). Away from the end
-        // every limit admits there.
-        for (i, (rule, state, amount)) in limits.enumerate() {
-            if let Decision::NotUntil(later) = rule.decide(state, at, amount) {
-                if later > at {
-                    (at, limit) = (later, i);
-                }
+    match latest {
+        None => CombinedDecision::Admit,
+        Some((Nanos::MAX, limit)) => CombinedDecision::NotUntil {
+            at: Nanos::MAX,
+            limit,
+        },
+        Some((at, limit)) => recheck(limits, at, limit),
+    }
+}
+
+/// [`decide_all`]'s answer `NotUntil { at, limit }`, with every limit asked again at `at`: a
+/// bucket full by then starts the units from it, which near the end of the clock may take it
+/// past the end (never). Away from the end every limit admits there. Out of line: a denial
+/// only.
+#[cold]
+#[inline(never)]
+fn recheck<'a>(
+    limits: impl Iterator<Item = (&'a LimitRule, &'a LimitState, u64)>,
+    mut at: Nanos,
+    mut limit: usize,
+) -> CombinedDecision {
+    for (i, (rule, state, amount)) in limits.enumerate() {
+        if let Decision::NotUntil(later) = rule.decide(state, at, amount) {
+            if later > at {
+                (at, limit) = (later, i);
             }
         }
     }

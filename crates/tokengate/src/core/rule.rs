@@ -11,6 +11,14 @@ use crate::limit::{Algorithm, Limit};
 /// is enforced by some providers as N/60 per sixtieth of the period.
 const SMOOTHING_MAX_PERIOD: Nanos = 60_000_000_000;
 
+/// `at` if the bucket admits `cost` at `at` (after its own earliest instant), else never: the
+/// units would pass the end of the clock. Out of line: a denial only.
+#[cold]
+#[inline(never)]
+fn recheck_bucket(g: &Gcra, b: &GcraState, at: Nanos, cost: u64) -> Nanos {
+    g.earliest(b, at, cost)
+}
+
 /// The answer of an algorithm to "may `cost` be admitted at `now`?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -307,7 +315,7 @@ impl LimitRule {
                 // The bucket again at that instant: full by then, it starts the units from
                 // it, which near the end of the clock may pass the end (never).
                 if at > now && at != Nanos::MAX {
-                    g.earliest(b, at, cost)
+                    recheck_bucket(g, b, at, cost)
                 } else {
                     at
                 }

@@ -18,12 +18,12 @@ pub struct SlidingLogState {
     pub total: u128,
 }
 
-/// An entry admitted at `t` counts while `now < t + period`, and to the end of the clock when
-/// `t + period` is past it (`u64::MAX` is never).
+/// The last admission instant that has left the window at `now`, if any: an entry admitted
+/// at `t` counts while `now < t + period`, and to the end of the clock when `t + period` is at
+/// or past it (`u64::MAX` is never).
 #[inline]
-fn expired(t: Nanos, period: Nanos, now: Nanos) -> bool {
-    t.checked_add(period)
-        .is_some_and(|end| end <= now && end != Nanos::MAX)
+fn expired_until(period: Nanos, now: Nanos) -> Option<Nanos> {
+    now.min(Nanos::MAX - 1).checked_sub(period)
 }
 
 /// Earliest instant `>= now` at which `cost` more units fit under `amount` (requires
@@ -52,8 +52,11 @@ pub(crate) fn earliest(
 /// Drops the entries that have left the window at `now`.
 #[inline]
 fn expire(state: &mut SlidingLogState, period: Nanos, now: Nanos) {
+    let Some(last) = expired_until(period, now) else {
+        return;
+    };
     while let Some(&(t, a)) = state.entries.front() {
-        if !expired(t, period, now) {
+        if t > last {
             break;
         }
         state.total -= u128::from(a);
@@ -95,10 +98,11 @@ pub(crate) fn refund(state: &mut SlidingLogState, admitted_at: Nanos, units: u64
 
 /// Units counted in the window at `now`.
 pub(crate) fn used(state: &SlidingLogState, period: Nanos, now: Nanos) -> u64 {
+    let last = expired_until(period, now);
     let live: u128 = state
         .entries
         .iter()
-        .filter(|&&(t, _)| !expired(t, period, now))
+        .filter(|&&(t, _)| last.is_none_or(|last| t > last))
         .map(|&(_, a)| u128::from(a))
         .sum();
     u64::try_from(live).unwrap_or(u64::MAX)
