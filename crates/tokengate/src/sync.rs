@@ -38,6 +38,18 @@ pub(crate) fn spin() {
     std::hint::spin_loop();
 }
 
+/// A short delay of `n` pause instructions, before a waiter looks again. Under loom nothing:
+/// a delay synchronises nothing, and the model already tries every interleaving.
+#[inline]
+pub(crate) fn spin_for(n: u32) {
+    #[cfg(loom)]
+    let _ = n;
+    #[cfg(not(loom))]
+    for _ in 0..n {
+        std::hint::spin_loop();
+    }
+}
+
 /// One step of a longer wait: lets another thread run (the holder may have been preempted).
 #[inline]
 pub(crate) fn yield_now() {

@@ -48,7 +48,7 @@ use crate::core::gcra::{self, Bucket};
 use crate::core::{BucketParts, GcraState, LimitState, Nanos, Rate, Span};
 use crate::cost::Cost;
 use crate::policy::{Measure, Policy};
-use crate::sync::{spin, yield_now, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{spin, spin_for, yield_now, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use Ordering::{Acquire, Relaxed, Release};
 
@@ -68,6 +68,10 @@ const SLOW: u32 = 3;
 /// How many times a caller spins on the word while another caller decides in the lane, before
 /// it yields its core between tries.
 const FAST_SPINS: u32 = 64;
+
+/// How many pauses a caller that finds another inside the lane waits before it looks again
+/// (see [`Lane::enter_busy`]).
+const BACKOFF: u32 = 8;
 
 /// How many times the mutex holder spins on the word before yielding its core between tries
 /// (the caller inside may have been preempted).
@@ -324,6 +328,13 @@ impl Lane {
     #[inline(never)]
     fn enter_busy(&self) -> bool {
         let mut spins = 0u32;
+        // Back off before looking again: the caller inside is usually about to decide again,
+        // and letting it run a few decisions on its own core beats passing the line between
+        // cores for every decision. Two threads deciding on one limiter (`contended` bench)
+        // took 96-112 ns a decision each when the caller looked at once, 91-93 ns after one
+        // pause, 65 ns after four, 55 ns after eight (governor: 51-61 ns), on a VM whose pause
+        // takes 36 ns.
+        spin_for(BACKOFF);
         loop {
             loop {
                 if self.pending.load(Relaxed) {
