@@ -36,17 +36,10 @@ const P: Nanos = 60_000_000_000;
 /// The limits measured: every algorithm with its default burst (on requests, the smooth
 /// window's is N/60), and the smooth window with the burst it takes by default on tokens.
 fn variants() -> Vec<(String, Limit)> {
-    let mut v: Vec<_> = [
-        Algorithm::SmoothWindow,
-        Algorithm::TokenBucket,
-        Algorithm::LeakyBucket,
-        Algorithm::SlidingWindowLog,
-        Algorithm::SlidingWindowCounter,
-        Algorithm::FixedWindow,
-    ]
-    .into_iter()
-    .map(|a| (a.to_string(), Limit::new(N, PERIOD).algorithm(a)))
-    .collect();
+    let mut v: Vec<_> = Algorithm::ALL
+        .into_iter()
+        .map(|a| (a.to_string(), Limit::new(N, PERIOD).algorithm(a)))
+        .collect();
     v[0].0 += ", burst N/60 (requests' default)";
     v.insert(
         1,

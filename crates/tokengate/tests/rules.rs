@@ -218,14 +218,7 @@ fn impossible_cost_on_a_later_limit_charges_nothing_on_earlier_ones() {
 
 #[test]
 fn a_denial_changes_no_state_for_any_algorithm() {
-    for algorithm in [
-        Algorithm::SmoothWindow,
-        Algorithm::TokenBucket,
-        Algorithm::LeakyBucket,
-        Algorithm::SlidingWindowLog,
-        Algorithm::SlidingWindowCounter,
-        Algorithm::FixedWindow,
-    ] {
+    for algorithm in Algorithm::ALL {
         let (limiter, clock) = one(
             Dimension::InputTokens,
             Limit::new(10, Duration::from_secs(1)).algorithm(algorithm),
@@ -865,14 +858,7 @@ fn one_charge_is_capped_at_one_period_amount() {
 
 #[test]
 fn usage_equal_to_the_reservation_changes_nothing() {
-    for algorithm in [
-        Algorithm::SmoothWindow,
-        Algorithm::TokenBucket,
-        Algorithm::LeakyBucket,
-        Algorithm::SlidingWindowLog,
-        Algorithm::SlidingWindowCounter,
-        Algorithm::FixedWindow,
-    ] {
+    for algorithm in Algorithm::ALL {
         let (limiter, clock) = manual(
             Policy::builder()
                 .limit(
@@ -1102,14 +1088,7 @@ fn an_owned_permit_keeps_the_slot_and_settles_once() {
 /// on a state that wrapped or saturated into no limit.
 #[test]
 fn a_limit_at_the_end_of_the_clock_stays_a_limit() {
-    for algorithm in [
-        Algorithm::SmoothWindow,
-        Algorithm::TokenBucket,
-        Algorithm::LeakyBucket,
-        Algorithm::SlidingWindowLog,
-        Algorithm::SlidingWindowCounter,
-        Algorithm::FixedWindow,
-    ] {
+    for algorithm in Algorithm::ALL {
         let (limiter, clock) = one(
             Dimension::Requests,
             Limit::per_second(1).algorithm(algorithm),
