@@ -30,12 +30,13 @@ pub enum Algorithm {
     SmoothWindow,
     /// Token bucket (GCRA): capacity `burst` (default: `amount`), refilling at
     /// `amount / period`. The leaky bucket *as a meter* is the same mathematics. Three
-    /// integers of state (its exact full-again instant and the time refunds gave back). In any window of `period` it admits up to `burst + amount`.
+    /// integers of state (its exact full-again instant and the time refunds gave back). In any
+    /// window of `period` it admits up to `burst + amount`.
     TokenBucket,
     /// Leaky bucket *as a shaper*: GCRA with a burst of one unit, so admissions are spaced
-    /// evenly at `amount / period`. Three integers of state, as the token bucket. A cost above one unit waits for the
-    /// bucket to be full and is then admitted whole, so a window can hold the paced stream plus
-    /// that one cost: up to 2N when the cost is N.
+    /// evenly at `amount / period`. Three integers of state, as the token bucket. A cost above
+    /// one unit waits for the bucket to be full and is then admitted whole, so a window can
+    /// hold the paced stream plus that one cost: up to 2N when the cost is N.
     LeakyBucket,
     /// Sliding window log: exactly at most `amount` in any window of `period`; bursts of the
     /// whole amount are allowed. Memory grows with the admissions in one window.

@@ -246,7 +246,7 @@ fn replay(case: &Case) -> Result<(), String> {
                     }
                     Decision::NotUntil(Nanos::MAX) => {
                         // Never: still denied at the clock's last instant.
-                        let last = rule.decide(&state.clone(), Nanos::MAX, cost);
+                        let last = rule.decide(&state, Nanos::MAX, cost);
                         if last == Decision::Admit {
                             return Err(format!(
                                 "op {i} (t = {now}, acquire {cost}): never, but at {} the library admits",

@@ -271,7 +271,7 @@ fn admit_with(
     if at > now {
         // Full by then, the bucket starts the units from `at`: near the end of the clock,
         // maybe past it.
-        if state.tat <= at && at.checked_add(span.time).is_none() {
+        if next_tat(state, at, span, after).is_none() {
             return Err(NEVER);
         }
         return Err(Decision::NotUntil(at));

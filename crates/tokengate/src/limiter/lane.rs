@@ -113,8 +113,7 @@ const CAPPED: u32 = 0x100;
 /// One limit in the lane: what a decision writes (its bucket's TAT, the units charged since the
 /// last pull), then what every decision reads, then what only some read (the rate of one that
 /// is not a whole number of nanoseconds per unit or of a cost above the burst, the weights of
-/// a weighted measure). Each
-/// field a decision does not need is never loaded.
+/// a weighted measure). Each field a decision does not need is never loaded.
 #[derive(Debug, Default)]
 #[repr(C)]
 struct LaneLimit {
