@@ -74,7 +74,7 @@ fn policy_lines(out: &mut String, policy: &Policy) {
 }
 
 fn line(out: &mut String, dimension: &Dimension, limit: &Limit) {
-    let (algorithm, burst) = algorithm_and_burst(dimension, limit);
+    let (algorithm, burst) = algorithm_and_burst(limit);
     let w = worst_case(limit.amount(), algorithm, burst);
     let _ = writeln!(
         out,

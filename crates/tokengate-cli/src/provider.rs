@@ -249,9 +249,6 @@ fn effective(dimension: &Dimension, limit: &Limit, algorithm: Algorithm) -> Resu
                 "the {dimension} limit {limit} has a burst ({b}), which {target} does not have: remove the burst or name the limit's algorithm"
             ))
         }
-        None if target == Algorithm::SmoothWindow && *dimension != Dimension::Requests => {
-            out = out.burst(limit.amount());
-        }
         None => {}
     }
     Ok(out)

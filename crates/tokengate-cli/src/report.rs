@@ -231,21 +231,13 @@ pub fn largest_window(points: &[(u64, u64)], width: u64) -> u64 {
     best
 }
 
-/// The name of an algorithm and the burst of a limit as a policy applies it (the policy gives
-/// token dimensions a burst of the whole amount under the default algorithm).
-pub fn algorithm_and_burst(dimension: &Dimension, limit: &Limit) -> (Algorithm, Option<u64>) {
-    let Ok(rule) = LimitRule::new(limit) else {
-        return (Algorithm::default(), None);
-    };
-    let explicit = rule.burst().filter(|&b| limit.clone().burst(b) == *limit);
-    let burst = match (rule.algorithm(), explicit) {
-        (_, Some(b)) => Some(b),
-        (Algorithm::SmoothWindow, None) if *dimension != Dimension::Requests => {
-            Some(limit.amount())
-        }
-        (_, None) => rule.burst(),
-    };
-    (rule.algorithm(), burst)
+/// The algorithm and the burst of a limit as a policy applies it (the burst given, or the
+/// algorithm's default).
+pub fn algorithm_and_burst(limit: &Limit) -> (Algorithm, Option<u64>) {
+    match LimitRule::new(limit) {
+        Ok(rule) => (rule.algorithm(), rule.burst()),
+        Err(_) => (Algorithm::default(), None),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -332,7 +324,7 @@ pub(crate) fn build(
                 .iter()
                 .zip(&stats.limits)
                 .map(|(kl, ls)| {
-                    let (alg, burst) = algorithm_and_burst(&kl.dimension, &kl.limit);
+                    let (alg, burst) = algorithm_and_burst(&kl.limit);
                     limit_report(
                         &kl.dimension,
                         &kl.limit,

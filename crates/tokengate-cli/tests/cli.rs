@@ -416,8 +416,8 @@ fn check_explains_every_budget() {
     ] {
         assert!(s.contains(needle), "no {needle:?} in\n{s}");
     }
-    // 500 a minute under the default algorithm: a burst of ceil(500/60) = 9 requests at once,
-    // at most 500 in any minute; tokens keep a burst of the whole amount.
+    // 500 a minute under the default algorithm: a burst of floor(500/60) = 8 requests at once,
+    // at most 500 in any minute; tokens alike, a sixtieth of 2,000,000 at once.
     let line = |start: &str| -> Vec<String> {
         s.lines()
             .find(|l| l.trim_start().starts_with(start))
@@ -428,7 +428,7 @@ fn check_explains_every_budget() {
     };
     assert_eq!(
         line("requests       500 per minute")[..9],
-        ["requests", "500", "per", "minute", "smooth", "window", "9", "9", "500"]
+        ["requests", "500", "per", "minute", "smooth", "window", "8", "8", "500"]
     );
     assert_eq!(
         line("tokens         2000000 per minute")[..9],
@@ -439,8 +439,8 @@ fn check_explains_every_budget() {
             "minute",
             "smooth",
             "window",
-            "2,000,000",
-            "2,000,000",
+            "33,333",
+            "33,333",
             "2,000,000"
         ]
     );

@@ -33,18 +33,19 @@ const N: u64 = 500;
 const PERIOD: Duration = Duration::from_secs(60);
 const P: Nanos = 60_000_000_000;
 
-/// The limits measured: every algorithm with its default burst (on requests, the smooth
-/// window's is N/60), and the smooth window with the burst it takes by default on tokens.
+/// The limits measured: every algorithm with its default burst (the smooth window's is N/60,
+/// rounded down), and the smooth window with the whole-period burst a user may choose for a
+/// provider documented to accept a period's amount at once.
 fn variants() -> Vec<(String, Limit)> {
     let mut v: Vec<_> = Algorithm::ALL
         .into_iter()
         .map(|a| (a.to_string(), Limit::new(N, PERIOD).algorithm(a)))
         .collect();
-    v[0].0 += ", burst N/60 (requests' default)";
+    v[0].0 += ", burst N/60 (the default)";
     v.insert(
         1,
         (
-            String::from("smooth window, burst N (tokens' default)"),
+            String::from("smooth window, burst N (an explicit choice)"),
             Limit::new(N, PERIOD).burst(N),
         ),
     );

@@ -57,13 +57,13 @@ struct Scenario {
     output_used: (u64, u64),
 }
 
-/// Three minutes of a 500 RPM / 40k ITPM / 8k OTPM key, in virtual time.
+/// Three minutes of a 500 RPM / 40k ITPM / 16k OTPM key, in virtual time.
 const VIRTUAL: Scenario = Scenario {
     name: "virtual time (tokio paused clock)",
     period: Duration::from_secs(60),
     requests: 500,
     input_tokens: 40_000,
-    output_tokens: 8_000,
+    output_tokens: 16_000,
     max_in_flight: 24,
     run: Duration::from_secs(180),
     bin: Duration::from_secs(10),
@@ -72,7 +72,7 @@ const VIRTUAL: Scenario = Scenario {
     input: (10, 110),
     long_prompt_percent: 2,
     long_input: (1_000, 2_000),
-    output_reserved: 64,
+    output_reserved: 32,
     output_used: (2, 30),
 };
 
@@ -103,8 +103,6 @@ impl Scenario {
                 Dimension::InputTokens,
                 Limit::new(self.input_tokens, self.period),
             )
-            // Tokens default to a burst of the whole amount under the exact window, so
-            // reservations in flight (max_tokens) can stack up to a minute's tokens.
             .limit(
                 Dimension::OutputTokens,
                 Limit::new(self.output_tokens, self.period),

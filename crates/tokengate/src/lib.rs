@@ -193,7 +193,7 @@
 //!
 //! | algorithm | same mathematics as | most admitted in any window of one period | burst at one instant (cost 1) | utilisation, cost 1 / cost N/20 | state per key |
 //! |---|---|---|---|---|---|
-//! | [`Algorithm::SmoothWindow`] (default) | sliding window log + GCRA | 1.000 N (exact) | 9 (N/60) on requests; N on tokens | 100% / 100% | 80 B + 16 B per admission instant in the window (8,272 B at 500/min) |
+//! | [`Algorithm::SmoothWindow`] (default) | sliding window log + GCRA | 1.000 N (exact) | 8 (N/60, rounded down), on every dimension | 100% / 100% | 80 B + 16 B per admission instant in the window (8,272 B at 500/min) |
 //! | [`Algorithm::TokenBucket`] | GCRA; leaky bucket as a meter | 1.998 N (burst + N) | N (the burst) | 100% / 100% | 80 B (24 B of it used) |
 //! | [`Algorithm::LeakyBucket`] | GCRA with a burst of 1 (shaper) | 1.998 N (paced, then one cost of N) | 1 | 100% / 100% | 80 B (24 B used) |
 //! | [`Algorithm::SlidingWindowLog`] | — | 1.000 N (exact) | N | 100% / 100% | 80 B + 16 B per admission instant (8,272 B) |
@@ -203,17 +203,20 @@
 //! Providers read "N per minute" in two ways: at most N in any 60-second window, and a smooth
 //! rate enforced over shorter periods (OpenAI and Anthropic both say a per-minute limit may be
 //! enforced per second), so a burst of all N requests at once is refused. The default,
-//! [`Algorithm::SmoothWindow`], stays within both: an exact sliding window caps every window at
-//! N, and a token bucket refilling at N per period paces requests with a burst of N/60 (one
-//! second's worth of a per-minute limit). Token limits keep the exact window with a burst of
-//! the whole amount, as providers' token buckets do (one prompt may be a large share of a
-//! minute's tokens), and are paced by the request limit. Daily caps are budgets, not paces:
-//! their burst is the whole amount.
+//! [`Algorithm::SmoothWindow`], stays within both on every dimension: an exact sliding window
+//! caps every window at N, and a token bucket refilling at N per period holds N/60 (one
+//! second's worth of a per-minute limit, rounded down), whether N counts requests or tokens.
+//! A prompt larger than that bucket is admitted when the bucket is full, into debt, as a
+//! provider enforcing the short period admits it. So with only the limits a provider states,
+//! a provider that enforces both readings on every dimension refuses nothing the limiter
+//! admits. Daily caps are budgets, not paces: their burst is the whole amount. A burst of the
+//! whole minute is an explicit choice ([`Limit::burst`]), for a provider documented to accept
+//! a minute's amount at once.
 //!
 //! The long-run utilisation is 100% of N: an evenly paced stream at N per period passes both
 //! checks. What it costs: memory, one entry per distinct admission instant within a period;
-//! and after an idle spell, requests start at the paced rate after a burst of N/60 rather than
-//! all N at once. A single cost above the burst is admitted once the bucket is full and pays
+//! and after an idle spell, requests and tokens start at the paced rate after a burst of N/60
+//! rather than all N at once. A single cost above the burst is admitted once the bucket is full and pays
 //! its excess back before the next admission.
 
 pub mod call;

@@ -13,19 +13,22 @@ pub enum Algorithm {
     /// The default: an exact sliding window (at most `amount` in any window of `period`), with
     /// a token bucket refilling at `amount / period` that caps bursts at `burst` units.
     ///
-    /// It stays within both readings providers give "N per minute": at most N in any 60 s
-    /// window, and a smooth rate (N/60 a second) over shorter periods. Default burst:
-    /// - on requests (and in [`LimitRule::new`](crate::core::LimitRule::new), which does not
-    ///   know the dimension): a sixtieth of the amount for periods of a minute or less, since
-    ///   providers say they may enforce N requests a minute as N/60 a second; the whole amount
-    ///   for longer periods (a daily cap is a budget, not a pace);
-    /// - on tokens and user-named dimensions (set by [`Policy`](crate::Policy)): the whole
-    ///   amount, as providers' token buckets hold a full minute's tokens (a single prompt may
-    ///   be large); the request pacing spreads them out anyway.
+    /// It stays within both readings providers give "N per minute", on every dimension
+    /// (requests, input, output and combined tokens, user-named ones): at most N in any 60 s
+    /// window, and a smooth rate over shorter periods, as OpenAI and Anthropic both say a
+    /// per-minute limit may be enforced ("60,000 a minute as 1,000 a second"). Default
+    /// burst: a sixtieth of the amount, rounded down and at least one unit, for periods of a
+    /// minute or less (a provider holding N/60 at once refuses a unit more); the whole
+    /// amount for longer periods (a daily cap is a budget, not a pace).
     ///
-    /// A single cost above the burst is admitted once the bucket is full, leaving it in debt.
-    /// Steady-state utilisation is 100% of N; the price is memory that grows with the
-    /// admissions in one window (one entry per distinct admission instant).
+    /// A single cost above the burst (a long prompt) is admitted once the bucket is full,
+    /// leaving it in debt, as such a provider admits it. Steady-state utilisation is 100% of
+    /// N; the price is memory that grows with the admissions in one window (one entry per
+    /// distinct admission instant).
+    ///
+    /// A burst of the whole amount ([`Limit::burst`]`(amount)`, `burst = N` in a limits file)
+    /// keeps only the exact window: a minute's amount may go at once. Choose it only for a
+    /// provider that documents accepting that; none of OpenAI, Anthropic and AWS Bedrock does.
     #[default]
     SmoothWindow,
     /// Token bucket (GCRA): capacity `burst` (default: `amount`), refilling at

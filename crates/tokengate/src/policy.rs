@@ -6,7 +6,7 @@ use crate::core::LimitRule;
 use crate::cost::Cost;
 use crate::dimension::Dimension;
 use crate::error::{AcquireError, BuildError};
-use crate::limit::{Algorithm, Limit};
+use crate::limit::Limit;
 
 /// How a limit reads its amount from a [`Cost`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,20 +327,18 @@ impl PolicyBuilder {
         let limits = self
             .limits
             .into_iter()
-            .map(|(dimension, measure, limit)| {
-                match LimitRule::new(&with_default_burst(&dimension, &limit)) {
-                    Ok(rule) => Ok(PolicyLimit {
-                        dimension,
-                        measure,
-                        rule,
-                        limit,
-                    }),
-                    Err(e) => Err(BuildError::InLimit {
-                        dimension,
-                        limit: limit.to_string(),
-                        source: Box::new(e),
-                    }),
-                }
+            .map(|(dimension, measure, limit)| match LimitRule::new(&limit) {
+                Ok(rule) => Ok(PolicyLimit {
+                    dimension,
+                    measure,
+                    rule,
+                    limit,
+                }),
+                Err(e) => Err(BuildError::InLimit {
+                    dimension,
+                    limit: limit.to_string(),
+                    source: Box::new(e),
+                }),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Policy {
@@ -348,17 +346,4 @@ impl PolicyBuilder {
             max_in_flight: self.max_in_flight,
         })
     }
-}
-
-/// Resolves the default burst of the default algorithm by dimension: providers pace requests
-/// (N a minute may be enforced as N/60 a second), but hold a full minute's worth of tokens.
-fn with_default_burst(dimension: &Dimension, limit: &Limit) -> Limit {
-    let mut limit = limit.clone();
-    if limit.algorithm == Algorithm::SmoothWindow
-        && limit.burst.is_none()
-        && *dimension != Dimension::Requests
-    {
-        limit.burst = Some(limit.amount);
-    }
-    limit
 }

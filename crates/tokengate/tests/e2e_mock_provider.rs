@@ -42,7 +42,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokengate::estimate::{ChatMessage, Estimator};
 use tokengate::reqwest::TokenGateMiddleware;
-use tokengate::{Limiter, Policy, TokioClock};
+use tokengate::{Dimension, Limit, Limiter, Policy, TokioClock};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -754,9 +754,11 @@ fn assert_saturated_without_429s(api: &str, binding: &str, outcome: &Outcome, pe
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn openai_saturating_load_no_429_and_tokens_per_minute_used() {
     let (rpm, tpm) = (300, 40_000);
+    // This mock's token buckets hold a whole minute's tokens, and say so: the limiter is told
+    // (a burst of the whole amount, an explicit choice; the default holds one second's worth).
     let policy = Policy::builder()
         .requests_per_minute(rpm)
-        .tokens_per_minute(tpm)
+        .limit(Dimension::Tokens, Limit::per_minute(tpm).burst(tpm))
         .build()
         .unwrap();
     let limits = MockLimits {
@@ -778,10 +780,11 @@ async fn openai_saturating_load_no_429_and_tokens_per_minute_used() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn anthropic_saturating_load_no_429_and_output_tokens_per_minute_used() {
     let (rpm, itpm, otpm) = (200, 30_000, 16_000);
+    // A whole minute's tokens at once, as this mock's buckets hold (see the OpenAI test).
     let policy = Policy::builder()
         .requests_per_minute(rpm)
-        .input_tokens_per_minute(itpm)
-        .output_tokens_per_minute(otpm)
+        .limit(Dimension::InputTokens, Limit::per_minute(itpm).burst(itpm))
+        .limit(Dimension::OutputTokens, Limit::per_minute(otpm).burst(otpm))
         .build()
         .unwrap();
     let limits = MockLimits {

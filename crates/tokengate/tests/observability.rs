@@ -470,7 +470,8 @@ async fn cancellation_while_queued_and_after_the_grant() {
     let limiter = limiter(
         Policy::builder()
             .requests_per_minute(600)
-            .output_tokens_per_minute(1_000)
+            // A second's worth (1,000) holds both: only the slot is in question.
+            .output_tokens_per_minute(60_000)
             .max_in_flight(1),
     );
     let permit = limiter.try_acquire(Cost::request().output(100)).unwrap();
@@ -521,8 +522,9 @@ async fn settlements_refund_and_charge_per_dimension() {
         Policy::builder()
             .requests_per_minute(500)
             .requests_per_day(10_000)
-            .input_tokens_per_minute(30_000)
-            .output_tokens_per_minute(8_000),
+            // Seconds' worth (2,000 and 1,000) that hold both requests at once.
+            .input_tokens_per_minute(120_000)
+            .output_tokens_per_minute(60_000),
     );
     let permit = limiter
         .try_acquire(Cost::request().input(1_200).output(800))

@@ -74,20 +74,9 @@ struct Params {
     n: u64,
     p: Nanos,
     burst: Option<u64>,
-    /// The limit sits on a token (or user-named) dimension of a policy, where the smooth
-    /// window's documented default burst is the whole amount.
-    tokens: bool,
 }
 
 impl Params {
-    /// These parameters as a policy's limit on `dimension`.
-    fn on(&self, dimension: &Dimension) -> Params {
-        Params {
-            tokens: *dimension != Dimension::Requests,
-            ..self.clone()
-        }
-    }
-
     fn limit(&self) -> Limit {
         let l = Limit::new(self.n, Duration::from_nanos(self.p)).algorithm(self.alg);
         match self.burst {
@@ -104,8 +93,9 @@ impl Params {
     fn expected_burst(&self) -> Option<u64> {
         match self.alg {
             Algorithm::SmoothWindow => {
-                Some(self.burst.unwrap_or(if self.p <= MINUTE && !self.tokens {
-                    self.n.div_ceil(60)
+                // On every dimension alike.
+                Some(self.burst.unwrap_or(if self.p <= MINUTE {
+                    (self.n / 60).max(1)
                 } else {
                     self.n
                 }))
@@ -198,7 +188,6 @@ fn params(alg: impl Strategy<Value = Algorithm>, exact: bool) -> impl Strategy<V
             n,
             p: (n * k + r) * scale,
             burst,
-            tokens: false,
         })
 }
 
@@ -1261,9 +1250,8 @@ fn run_limiter(
     max_in_flight: u64,
     ops: &[LimiterOp],
 ) -> Result<(), TestCaseError> {
-    let limits: [Params; 3] = [0, 1, 2].map(|k| limits[k].on(&DIMENSIONS[k]));
     let mut builder = Policy::builder();
-    for (d, l) in DIMENSIONS.iter().zip(&limits) {
+    for (d, l) in DIMENSIONS.iter().zip(limits) {
         builder = builder.limit(d.clone(), l.limit());
     }
     let policy = builder.max_in_flight(max_in_flight).build().unwrap();

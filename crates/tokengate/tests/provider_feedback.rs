@@ -200,13 +200,14 @@ async fn a_pause_during_a_wait_moves_the_head_to_its_end() {
 
 #[test]
 fn a_reported_limit_is_recorded_and_only_adopted_when_asked() {
+    let clock = ManualClock::new();
     let limiter = Limiter::with_clock(
         Policy::builder()
             .requests_per_minute(60)
             .tokens_per_minute(10_000)
             .build()
             .unwrap(),
-        ManualClock::new(),
+        clock.clone(),
     );
     let _held = limiter.try_acquire(Cost::request().input(4_000)).unwrap();
     let higher = report(&[
@@ -233,13 +234,19 @@ fn a_reported_limit_is_recorded_and_only_adopted_when_asked() {
     assert_eq!(stats.limits[1].amount, 20_000);
     // What was counted is kept: one request, 4,000 tokens.
     assert_eq!((stats.limits[0].used, stats.limits[1].used), (1, 4_000));
-    assert_eq!(stats.limits[1].remaining, 16_000);
-    // The request burst follows the new amount: 600 a minute paces at 10 a second.
+    // None remain at once: the 4,000 are more than the new limit's one-second bucket (333
+    // tokens) and are paid back at its pace; the window has 16,000 left.
+    assert_eq!(stats.limits[1].remaining, 0);
+    // Once the debt is paid (4,000 - 333 at 20,000 a minute: 11.001 s), the request burst
+    // follows the new amount: 600 a minute paces at 10 a second.
+    clock.advance(Duration::from_secs(11));
+    assert!(limiter.try_acquire(Cost::request()).is_err());
+    clock.advance(Duration::from_secs(1));
     let mut admitted = 0;
     while limiter.try_acquire(Cost::request()).is_ok() {
         admitted += 1;
     }
-    assert_eq!(admitted, 9); // 10 a second, one already taken
+    assert_eq!(admitted, 10);
 }
 
 #[test]

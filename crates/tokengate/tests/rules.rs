@@ -1061,7 +1061,8 @@ fn blocking_timeout_fails_at_once_when_the_wait_is_longer() {
 fn an_owned_permit_keeps_the_slot_and_settles_once() {
     let (limiter, _clock) = manual(
         Policy::builder()
-            .output_tokens_per_minute(8_000)
+            // A second's worth (1,000) holds the 800 reserved: only the slot is in question.
+            .output_tokens_per_minute(60_000)
             .max_in_flight(1),
     );
     let permit = limiter

@@ -132,7 +132,7 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 fn load() -> File {
     let file: File = serde_json::from_str(VECTORS).expect("algorithms.json parses");
     assert_eq!(file.format, "tokengate-algorithm-vectors");
-    assert_eq!(file.version, 5);
+    assert_eq!(file.version, 6);
     file
 }
 

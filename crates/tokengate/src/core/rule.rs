@@ -7,9 +7,22 @@ use super::{FixedWindowState, SlidingCounterState, SlidingLogState};
 use crate::error::BuildError;
 use crate::limit::{Algorithm, Limit};
 
-/// A period up to which the default algorithm smooths bursts: a limit of N per minute or less
-/// is enforced by some providers as N/60 per sixtieth of the period.
+/// A period up to which the default algorithm smooths bursts: providers may enforce a limit of
+/// N per minute as N/60 per second, so a limit of N per period of a minute or less holds at
+/// most N/60 at once (rounded down: a bucket any larger would admit what such a provider
+/// refuses).
 const SMOOTHING_MAX_PERIOD: Nanos = 60_000_000_000;
+
+/// The default burst of [`Algorithm::SmoothWindow`]: a sixtieth of the amount, rounded down
+/// (at least one unit), for periods up to a minute; the whole amount for longer periods (a
+/// daily cap is a budget, not a pace).
+fn smooth_default_burst(amount: u64, period: Nanos) -> u64 {
+    if period <= SMOOTHING_MAX_PERIOD {
+        (amount / 60).max(1)
+    } else {
+        amount
+    }
+}
 
 /// `at` if the bucket admits `cost` at `at` (after its own earliest instant), else never: the
 /// units would pass the end of the clock. Out of line: a denial only.
@@ -157,12 +170,9 @@ impl LimitRule {
         };
         let kind = match limit.algorithm {
             Algorithm::SmoothWindow => {
-                let default = if period <= SMOOTHING_MAX_PERIOD {
-                    amount.div_ceil(60)
-                } else {
-                    amount
-                };
-                let burst = limit.burst.unwrap_or(default);
+                let burst = limit
+                    .burst
+                    .unwrap_or_else(|| smooth_default_burst(amount, period));
                 if burst > amount {
                     return Err(BuildError::BurstAboveAmount { burst, amount });
                 }

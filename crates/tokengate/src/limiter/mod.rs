@@ -329,20 +329,21 @@ impl<C: Clock> Limiter<C> {
     /// use std::time::Duration;
     /// use tokengate::{Cost, Limiter, ManualClock, Policy, Usage};
     ///
-    /// let policy = Policy::builder().requests_per_minute(60).input_tokens_per_minute(6_000).max_in_flight(2).build()?;
+    /// let policy = Policy::builder().requests_per_minute(60).input_tokens_per_minute(60_000).max_in_flight(2).build()?;
     /// let limiter = Limiter::with_clock(policy, ManualClock::new());
-    /// let permit = limiter.try_acquire(Cost::request().input(1_000))?;
+    /// let permit = limiter.try_acquire(Cost::request().input(400))?;
     /// let stats = limiter.stats();
     /// assert_eq!((stats.admitted, stats.in_flight), (1, 1));
     /// assert_eq!(stats.limits[1].dimension.name(), "input_tokens");
-    /// assert_eq!((stats.limits[1].used, stats.limits[1].remaining), (1_000, 5_000));
-    /// // The window is back to fresh 60 s after the admission, and refills then too.
+    /// // 400 in the window; 600 more at once: the limit holds a second's worth (1,000) at once.
+    /// assert_eq!((stats.limits[1].used, stats.limits[1].remaining), (400, 600));
+    /// // The window is back to fresh 60 s after the admission; a token refills every 1 ms.
     /// assert_eq!(stats.limits[1].reset_in, Some(Duration::from_secs(60)));
-    /// assert_eq!(stats.limits[1].next_refill_in, Some(Duration::from_secs(60)));
+    /// assert_eq!(stats.limits[1].next_refill_in, Some(Duration::from_millis(1)));
     /// // Requests are paced at one a second (burst 1): the next one refills in a second.
     /// assert_eq!(stats.limits[0].next_refill_in, Some(Duration::from_secs(1)));
-    /// permit.settle(Usage::new().input(400));
-    /// assert_eq!(limiter.stats().limits[1].refunded, 600);
+    /// permit.settle(Usage::new().input(100));
+    /// assert_eq!(limiter.stats().limits[1].refunded, 300);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Stats {
