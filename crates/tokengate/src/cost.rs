@@ -129,7 +129,49 @@ impl Cost {
 pub struct Usage {
     pub(crate) input: Option<u64>,
     pub(crate) output: Option<u64>,
+    pub(crate) output_count: OutputCount,
     pub(crate) custom: Vec<Named>,
+}
+
+/// How a provider's limits count a call's output tokens, which settling must follow: a limiter
+/// that gives back what the provider keeps believes it has room the provider does not give.
+///
+/// Both providers charge `max_tokens` (the output reservation) when a call is admitted; they
+/// differ at its end. [`ReplyFormat::output_count`](crate::feedback::usage::ReplyFormat::output_count)
+/// says which each API does, and settling from a
+/// [`ReplyUsage`](crate::feedback::usage::ReplyUsage) follows it.
+///
+/// # Examples
+/// ```
+/// use tokengate::{Cost, Limiter, ManualClock, OutputCount, Policy, Usage};
+///
+/// let limiter = Limiter::with_clock(Policy::builder().output_tokens_per_minute(60_000).build()?, ManualClock::new());
+/// let permit = limiter.try_acquire(Cost::request().output(800))?;
+/// // The provider keeps max_tokens counted: so does the limiter.
+/// permit.settle(Usage::new().output_counted(312, OutputCount::Reserved));
+/// assert_eq!(limiter.stats().limits[0].used, 800);
+///
+/// let permit = limiter.try_acquire(Cost::request().output(800))?;
+/// // The provider counts what was produced: 488 come back.
+/// permit.settle(Usage::new().output_counted(312, OutputCount::Produced));
+/// assert_eq!(limiter.stats().limits[0].used, 800 + 312);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum OutputCount {
+    /// The reservation while the call runs, then the tokens produced: what it did not use
+    /// comes back when it settles. Anthropic counts output tokens so: estimated from
+    /// `max_tokens` when a request starts and adjusted at its end to the tokens produced
+    /// (<https://docs.anthropic.com/en/api/rate-limits>). What [`Usage::output`] settles.
+    #[default]
+    Produced,
+    /// The reservation, kept whatever the call produced (more, if it produced more). OpenAI
+    /// counts a request against its token limit as the larger of `max_tokens` and its estimate
+    /// of the prompt when the request arrives
+    /// (<https://platform.openai.com/docs/guides/rate-limits>), and documents no adjustment
+    /// at its end.
+    Reserved,
 }
 
 impl Usage {
@@ -144,9 +186,16 @@ impl Usage {
         self
     }
 
-    /// Output tokens really produced.
-    pub fn output(mut self, tokens: u64) -> Self {
+    /// Output tokens really produced, counted as produced: the unused reservation comes back
+    /// ([`OutputCount::Produced`]).
+    pub fn output(self, tokens: u64) -> Self {
+        self.output_counted(tokens, OutputCount::Produced)
+    }
+
+    /// Output tokens really produced, counted as the provider counts them ([`OutputCount`]).
+    pub fn output_counted(mut self, tokens: u64, count: OutputCount) -> Self {
         self.output = Some(tokens);
+        self.output_count = count;
         self
     }
 
@@ -184,7 +233,11 @@ impl Usage {
         Cost {
             requests: reserved.requests,
             input: self.input.unwrap_or(reserved.input),
-            output: self.output.unwrap_or(reserved.output),
+            output: match (self.output, self.output_count) {
+                (Some(used), OutputCount::Produced) => used,
+                (Some(used), OutputCount::Reserved) => used.max(reserved.output),
+                (None, _) => reserved.output,
+            },
             custom,
         }
     }

@@ -244,7 +244,7 @@ mod sync;
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use cost::{Cost, Usage};
+pub use cost::{Cost, OutputCount, Usage};
 pub use dimension::Dimension;
 pub use error::{AcquireError, BuildError, Denied};
 pub use limit::{Algorithm, Limit};

@@ -633,9 +633,14 @@ async fn run_prices_the_request_and_settles_from_the_reply() {
             ("tenant acme".into(), reserved)
         ]
     );
+    // Settled as OpenAI counts: the prompt as the reply says (14), the 2,000 reserved for
+    // output kept (it charges max_tokens and gives nothing back).
     assert_eq!(
         used(&key.stats()),
-        [("model gpt-4o".into(), 31), ("tenant acme".into(), 31)]
+        [
+            ("model gpt-4o".into(), 2_014),
+            ("tenant acme".into(), 2_014)
+        ]
     );
 }
 

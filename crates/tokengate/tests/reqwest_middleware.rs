@@ -154,11 +154,12 @@ async fn openai_body_is_estimated_and_the_reply_settles() {
     assert_eq!(used(&during, Dimension::OutputTokens), 700);
     assert_eq!(during.in_flight, 1);
 
-    // Settled from the usage before the caller sees the response (OpenAI counts cached tokens);
-    // the caller gets the same status, headers and body.
+    // Settled from the usage before the caller sees the response, as OpenAI counts: cached
+    // input tokens count, and the output reservation (max_completion_tokens) stays charged.
+    // The caller gets the same status, headers and body.
     let after = setup.limiter.stats();
     assert_eq!(used(&after, Dimension::InputTokens), 19);
-    assert_eq!(used(&after, Dimension::OutputTokens), 10);
+    assert_eq!(used(&after, Dimension::OutputTokens), 700);
     assert_eq!((after.in_flight, after.settled), (0, 1));
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "req_1");
@@ -382,8 +383,9 @@ async fn headers_of_every_reply_lower_the_limiter() {
     assert_eq!(requests.dimension, Dimension::Requests);
     // Another client used 19 more requests than we did: the limiter counts them too.
     assert_eq!((requests.used, requests.reported_amount), (20, Some(500)));
-    // The malformed header changed nothing; the tokens settled from the usage.
-    assert_eq!(stats.limits[1].used, 29);
+    // The malformed header changed nothing; the tokens settled from the usage: 19 input, and
+    // the 700 reserved for output, which OpenAI keeps.
+    assert_eq!(stats.limits[1].used, 719);
 }
 
 #[tokio::test]
@@ -539,7 +541,8 @@ async fn a_streamed_reply_settles_when_it_ends() {
     let stats = setup.limiter.stats();
     assert_eq!((stats.in_flight, stats.settled), (0, 1));
     assert_eq!(used(&stats, Dimension::InputTokens), 9);
-    assert_eq!(used(&stats, Dimension::OutputTokens), 42);
+    // OpenAI keeps max_tokens charged: so does the limiter.
+    assert_eq!(used(&stats, Dimension::OutputTokens), 300);
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::Usage;
+use crate::{OutputCount, Usage};
 
 mod fields;
 mod formats;
@@ -113,6 +113,28 @@ impl ReplyFormat {
         match self {
             ReplyFormat::ChatCompletions | ReplyFormat::Responses => CachedInput::Count,
             ReplyFormat::AnthropicMessages => CachedInput::Exclude,
+        }
+    }
+
+    /// How the provider's limits count the output of a call in this format, which
+    /// [`ReplyUsage::usage`] settles by: [`OutputCount::Reserved`] for OpenAI's formats (the
+    /// `max_tokens` charged at admission stays charged), [`OutputCount::Produced`] for
+    /// Anthropic's (corrected to the tokens produced when the call ends). An OpenAI-compatible
+    /// server that gives back unused output is counted as OpenAI is: more than it counts,
+    /// never less; settle it with [`Usage::output`] to give the rest back.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::feedback::usage::ReplyFormat;
+    /// use tokengate::OutputCount;
+    ///
+    /// assert_eq!(ReplyFormat::ChatCompletions.output_count(), OutputCount::Reserved);
+    /// assert_eq!(ReplyFormat::AnthropicMessages.output_count(), OutputCount::Produced);
+    /// ```
+    pub fn output_count(self) -> OutputCount {
+        match self {
+            ReplyFormat::ChatCompletions | ReplyFormat::Responses => OutputCount::Reserved,
+            ReplyFormat::AnthropicMessages => OutputCount::Produced,
         }
     }
 }
@@ -386,7 +408,8 @@ impl ReplyUsage {
 
     /// The [`Usage`] to settle a permit with: the charged input tokens
     /// ([`charged_input_tokens`](Self::charged_input_tokens)) and, when the figures are
-    /// [`complete`](Self::complete), the output tokens.
+    /// [`complete`](Self::complete), the output tokens, counted as the format's provider
+    /// counts them ([`ReplyFormat::output_count`]: an OpenAI call keeps its reservation).
     ///
     /// The output of an incomplete reply (a stream that ended early) is left unset, so the
     /// reservation stands: the tokens seen are only a lower bound of what the provider counts.
@@ -408,7 +431,7 @@ impl ReplyUsage {
     pub fn usage(&self, cached: CachedInput) -> Usage {
         let usage = Usage::new().input(self.charged_input_tokens(cached));
         if self.complete {
-            usage.output(self.output_tokens)
+            usage.output_counted(self.output_tokens, self.format.output_count())
         } else {
             usage
         }
