@@ -40,8 +40,15 @@ fn limit(
         dimension,
         limit,
         remaining,
+        remaining_slack: 0,
         reset_after,
     }
+}
+
+/// An Anthropic token limit: its remaining figure is rounded to the nearest thousand.
+fn rounded(mut limit: ReportedLimit) -> ReportedLimit {
+    limit.remaining_slack = 500;
+    limit
 }
 
 fn ignored(name: &str, value: &str, reason: &'static str) -> IgnoredHeader {
@@ -275,20 +282,26 @@ fn anthropic_success_headers() {
         ProviderReport {
             limits: vec![
                 limit(Dimension::Requests, Some(50), Some(49), Some(secs(1))),
-                limit(
+                // Token figures are rounded to the nearest thousand: up to 500 more may be left.
+                rounded(limit(
                     Dimension::InputTokens,
                     Some(40_000),
                     Some(39_000),
                     Some(secs(2))
-                ),
+                )),
                 // Resets at the response's own instant: zero.
-                limit(
+                rounded(limit(
                     Dimension::OutputTokens,
                     Some(8_000),
                     Some(8_000),
                     Some(Duration::ZERO)
-                ),
-                limit(Dimension::Tokens, Some(48_000), Some(47_000), Some(secs(2))),
+                )),
+                rounded(limit(
+                    Dimension::Tokens,
+                    Some(48_000),
+                    Some(47_000),
+                    Some(secs(2))
+                )),
             ],
             retry_after: None,
             ignored: vec![],
@@ -330,12 +343,12 @@ fn anthropic_429_headers() {
     assert_eq!(got.retry_after, Some(secs(18)));
     assert_eq!(
         got.limit(&Dimension::InputTokens),
-        Some(&limit(
+        Some(&rounded(limit(
             Dimension::InputTokens,
             Some(40_000),
             Some(0),
             Some(ms(17_482))
-        ))
+        )))
     );
     assert_eq!(
         got.limit(&Dimension::OutputTokens)

@@ -268,3 +268,42 @@ fn adopting_on_a_key_changes_its_model_only() {
     // A budget made later for another model still gets the configured default.
     assert_eq!(limiter.model("model-c").stats()[1].limits[0].amount, 60);
 }
+
+/// Anthropic rounds its token `remaining` figures to the nearest thousand: a figure up to 500
+/// below the limiter's own view may be rounding, and lowers nothing; beyond that, the excess
+/// over the rounding is charged.
+#[test]
+fn a_rounded_token_figure_lowers_only_beyond_its_rounding() {
+    let limiter = Limiter::with_clock(
+        Policy::builder()
+            .input_tokens_per_minute(40_000)
+            .build()
+            .unwrap(),
+        ManualClock::new(),
+    );
+    let _held = limiter.try_acquire(Cost::request().input(700)).unwrap();
+    let anthropic = |remaining: &str| {
+        report(&[
+            ("anthropic-ratelimit-input-tokens-limit", "40000"),
+            ("anthropic-ratelimit-input-tokens-remaining", remaining),
+        ])
+    };
+    // 39,300 left, sent as 39,000: read exactly, 300 tokens the provider never counted would
+    // be charged; read as at most 39,500 left, nothing is.
+    assert_eq!(limiter.observe(&anthropic("39000")), 0);
+    assert_eq!(limiter.stats().limits[0].used, 700);
+    // 38,000: at most 38,500 left, so at least 1,500 counted there, 800 more than here.
+    assert_eq!(limiter.observe(&anthropic("38000")), 800);
+    assert_eq!(limiter.stats().limits[0].lowered, 800);
+    // OpenAI's figures are exact: one token fewer is one token lowered.
+    let exact = report(&[
+        ("x-ratelimit-limit-tokens", "40000"),
+        ("x-ratelimit-remaining-tokens", "38499"),
+    ]);
+    let openai = Limiter::with_clock(
+        Policy::builder().tokens_per_minute(40_000).build().unwrap(),
+        ManualClock::new(),
+    );
+    let _held = openai.try_acquire(Cost::request().input(1_500)).unwrap();
+    assert_eq!(openai.observe(&exact), 1);
+}

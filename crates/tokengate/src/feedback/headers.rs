@@ -59,6 +59,7 @@ pub struct ProviderReport {
 ///         dimension: Dimension::Tokens,
 ///         limit: None,
 ///         remaining: Some(149_984),
+///         remaining_slack: 0,
 ///         reset_after: Some(Duration::from_secs(360)),
 ///     }]
 /// );
@@ -69,9 +70,13 @@ pub struct ReportedLimit {
     pub dimension: Dimension,
     /// The provider's limit (`...-limit`): units per the provider's period.
     pub limit: Option<u64>,
-    /// Units left now (`...-remaining`). Anthropic rounds token remainders, so treat them as
-    /// approximate.
+    /// Units left now (`...-remaining`), as written: see
+    /// [`remaining_slack`](Self::remaining_slack).
     pub remaining: Option<u64>,
+    /// How far the units really left may be above `remaining`: 0 when the figure is exact;
+    /// 500 for Anthropic's token figures, which it rounds to the nearest thousand. The
+    /// limiter reads `remaining + remaining_slack`: a rounded figure never lowers it.
+    pub remaining_slack: u64,
     /// Time from the response until the limit is replenished (`...-reset`): OpenAI sends a
     /// duration, Anthropic an instant, which becomes the time from `now` to it (zero if it is
     /// already past).
@@ -268,6 +273,7 @@ impl ProviderReport {
                     dimension,
                     limit: None,
                     remaining: None,
+                    remaining_slack: 0,
                     reset_after: None,
                 });
                 self.limits.len() - 1
@@ -278,7 +284,10 @@ impl ProviderReport {
         };
         match value {
             FieldValue::Limit(n) => entry.limit = min_of(entry.limit, n),
-            FieldValue::Remaining(n) => entry.remaining = min_of(entry.remaining, n),
+            FieldValue::Remaining(n, slack) => {
+                entry.remaining = min_of(entry.remaining, n);
+                entry.remaining_slack = entry.remaining_slack.max(slack);
+            }
             FieldValue::Reset(d) => entry.reset_after = max_of(entry.reset_after, d),
         }
     }
@@ -303,6 +312,8 @@ fn max_of<T: Ord>(old: Option<T>, new: T) -> Option<T> {
 enum Field {
     Limit,
     Remaining,
+    /// Anthropic's token figures: rounded to the nearest thousand.
+    RemainingRounded,
     /// OpenAI: a Go duration from now.
     ResetDuration,
     /// Anthropic: an RFC 3339 instant.
@@ -312,7 +323,8 @@ enum Field {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FieldValue {
     Limit(u64),
-    Remaining(u64),
+    /// The figure, and how far the true one may be above it.
+    Remaining(u64, u64),
     Reset(Duration),
 }
 
@@ -363,6 +375,11 @@ fn classify_openai(rest: &[u8]) -> Option<Kind> {
     Some(Kind::Limit(dimension, field))
 }
 
+/// How far above its token `remaining` figures Anthropic's true figure may be: it rounds them
+/// to the nearest thousand ("rounded to the nearest thousand",
+/// <https://docs.anthropic.com/en/api/rate-limits#response-headers>).
+const ANTHROPIC_TOKEN_ROUNDING: u64 = 500;
+
 /// `{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`.
 fn classify_anthropic(rest: &[u8]) -> Option<Kind> {
     let (dimension, field) = if let Some(d) = strip_suffix_ignore_case(rest, b"-limit") {
@@ -385,6 +402,11 @@ fn classify_anthropic(rest: &[u8]) -> Option<Kind> {
     } else {
         return None;
     };
+    let field = match (field, &dimension) {
+        (Field::Remaining, Dimension::Requests) => Field::Remaining,
+        (Field::Remaining, _) => Field::RemainingRounded,
+        (other, _) => other,
+    };
     Some(Kind::Limit(dimension, field))
 }
 
@@ -401,7 +423,10 @@ fn strip_suffix_ignore_case<'a>(s: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> 
 fn parse_field(field: Field, text: &str, now: SystemTime) -> Result<FieldValue, &'static str> {
     match field {
         Field::Limit => parse_count(text).map(FieldValue::Limit),
-        Field::Remaining => parse_count(text).map(FieldValue::Remaining),
+        Field::Remaining => parse_count(text).map(|n| FieldValue::Remaining(n, 0)),
+        Field::RemainingRounded => {
+            parse_count(text).map(|n| FieldValue::Remaining(n, ANTHROPIC_TOKEN_ROUNDING))
+        }
         Field::ResetDuration => go_duration(text).map(FieldValue::Reset),
         Field::ResetInstant => parse_rfc3339(text).map(|at| FieldValue::Reset(delay(now, at))),
     }
@@ -939,7 +964,11 @@ mod tests {
             ),
             (
                 "anthropic-ratelimit-output-tokens-remaining",
-                Kind::Limit(OutputTokens, Field::Remaining),
+                Kind::Limit(OutputTokens, Field::RemainingRounded),
+            ),
+            (
+                "anthropic-ratelimit-requests-remaining",
+                Kind::Limit(Requests, Field::Remaining),
             ),
             (
                 "anthropic-ratelimit-tokens-limit",

@@ -56,7 +56,11 @@ impl<C: Clock> Limiter<C> {
     fn lower_all(&self, key: Option<&KeyNames>, report: &ProviderReport) -> u64 {
         let mut lowered = 0;
         for r in &report.limits {
-            lowered += self.lower(key, &r.dimension, r.limit, r.remaining.unwrap_or(u64::MAX));
+            // The most the provider may have left: a rounded figure never lowers.
+            let remaining = r
+                .remaining
+                .map_or(u64::MAX, |n| n.saturating_add(r.remaining_slack));
+            lowered += self.lower(key, &r.dimension, r.limit, remaining);
         }
         lowered
     }
