@@ -16,6 +16,7 @@ use crate::feedback::usage::CachedInput;
 /// | [`with_cached_input`](Self::with_cached_input) | [`CachedInput::ProviderDefault`]: cache reads counted for OpenAI replies, not for Anthropic's |
 /// | [`with_default_cost`](Self::with_default_cost) | none: requests that are not model calls pass through, not limited |
 /// | [`with_tenant_header`](Self::with_tenant_header) | none: the tenant comes from a [`Tenant`](super::Tenant) extension only |
+/// | [`with_feedback`](Self::with_feedback) | on: every reply's rate-limit headers correct the limiter, a 429 pauses it |
 ///
 /// # Examples
 /// ```
@@ -28,23 +29,47 @@ use crate::feedback::usage::CachedInput;
 ///     .with_timeout(Duration::from_secs(30))
 ///     .with_cached_input(CachedInput::Count)
 ///     .with_default_cost(Cost::request())
-///     .with_tenant_header(http::HeaderName::from_static("x-tenant"));
+///     .with_tenant_header(http::HeaderName::from_static("x-tenant"))
+///     .with_feedback(false);
 /// assert_eq!(config.timeout(), Some(Duration::from_secs(30)));
+/// assert!(!config.feedback());
 /// assert_eq!(config.default_cost(), Some(&Cost::request()));
 /// assert_eq!(GateConfig::default().timeout(), None);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateConfig {
     timeout: Option<Duration>,
     cached_input: CachedInput,
     default_cost: Option<Cost>,
     tenant_header: Option<HeaderName>,
+    feedback: bool,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            timeout: None,
+            cached_input: CachedInput::default(),
+            default_cost: None,
+            tenant_header: None,
+            feedback: true,
+        }
+    }
 }
 
 impl GateConfig {
     /// The defaults (see the table above).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the provider's replies correct the limiter: with it on (the default), every
+    /// reply's rate-limit headers go to [`Key::observe`](crate::Key::observe) and a 429's to
+    /// [`Key::observe_throttled`](crate::Key::observe_throttled); off, the limiter runs on its
+    /// own count alone (a 429 still settles the call as one the provider did not run).
+    pub fn with_feedback(mut self, on: bool) -> Self {
+        self.feedback = on;
+        self
     }
 
     /// Gives up on admission after `timeout`: the call fails with
@@ -97,5 +122,10 @@ impl GateConfig {
     /// The header the tenant is read from, if any.
     pub fn tenant_header(&self) -> Option<&HeaderName> {
         self.tenant_header.as_ref()
+    }
+
+    /// Whether the provider's replies correct the limiter.
+    pub fn feedback(&self) -> bool {
+        self.feedback
     }
 }

@@ -245,14 +245,19 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
         for ignored in &report.ignored {
             tracing::debug!(target: "tokengate::reqwest", "{ignored}");
         }
+        let feedback = self.config.feedback();
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            limits.observe_throttled(&report);
+            if feedback {
+                limits.observe_throttled(&report);
+            }
             if let Some(pending) = pending {
                 pending.settle_unprocessed();
             }
             return Ok(response);
         }
-        limits.observe(&report);
+        if feedback {
+            limits.observe(&report);
+        }
 
         let Some(pending) = pending else {
             return Ok(response);
