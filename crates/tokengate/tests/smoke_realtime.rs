@@ -4,11 +4,11 @@
 //! times are checked against every limit, and the run must take at least as long as the
 //! fastest schedule the limits allow (computed on a `ManualClock`).
 //!
-//! If the environment variable `TOKENGATE_CHECK_ADMISSIONS` names an existing file (the
-//! `check-admissions` script), the admission log is also checked by it, with `python3`.
+//! When the `check-admissions` script is there (named by `TOKENGATE_CHECK_ADMISSIONS`, or
+//! beside the work tree), the admission log is also checked by it, with `python3`.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,19 +85,8 @@ fn largest_bucket_excess(times: &[Nanos]) -> i128 {
     worst
 }
 
-/// Runs `check-admissions` on the log when the environment names it.
+/// Runs `check-admissions` on the log when it is there.
 fn check_with_script(times: &[Nanos]) {
-    let tool = std::env::var_os("TOKENGATE_CHECK_ADMISSIONS").map(PathBuf::from);
-    let Some(tool) = tool.filter(|p| p.is_file()) else {
-        println!(
-            "TOKENGATE_CHECK_ADMISSIONS does not name an existing file: skipping the check-admissions run"
-        );
-        return;
-    };
-    let log = std::env::temp_dir().join(format!(
-        "tokengate-smoke-realtime-{}.jsonl",
-        std::process::id()
-    ));
     let lines: String = times
         .iter()
         .map(|&t| {
@@ -108,21 +97,10 @@ fn check_with_script(times: &[Nanos]) {
             )
         })
         .collect();
-    std::fs::write(&log, lines).expect("write the admission log");
-    let output = Command::new("python3")
-        .arg(&tool)
-        .arg(&log)
-        .args(["--limit", "requests=50/0.2", "--bucket", "requests=250:25"])
-        .output()
-        .expect("run python3 check-admissions");
-    let _ = std::fs::remove_file(&log);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!(
-        "check-admissions:\n{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "check-admissions failed: {stdout}");
-    assert!(stdout.contains(&format!("admissions: {TASKS}")), "{stdout}");
+    let args = ["--limit", "requests=50/0.2", "--bucket", "requests=250:25"].map(String::from);
+    if let Some(stdout) = common::check_admissions::check("smoke-realtime", &lines, &args) {
+        assert!(stdout.contains(&format!("admissions: {TASKS}")), "{stdout}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,8 @@
+//! Helpers shared by the integration tests: each test file that needs them says `mod common;`
+//! and uses what it needs (hence `dead_code` allowed: no file uses all of it).
+#![allow(dead_code, unreachable_pub)]
+
+pub mod check_admissions;
+pub mod meters;
+pub mod mock_provider;
+pub mod rng;

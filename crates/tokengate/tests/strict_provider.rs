@@ -1,0 +1,518 @@
+//! The promise of the defaults, end to end: with only the limits a provider states, written as
+//! it states them, a provider that enforces them strictly sends no 429, and nearly all of the
+//! quota is used.
+//!
+//! The provider is `common::mock_provider` in its strict mode: every per-minute limit is held
+//! both ways a provider may read it, the sliding 60 s window of N **and** a token bucket of
+//! N/60 refilling at N/60 a second (a request larger than that bucket waits for a full bucket
+//! and drives it into debt), on every dimension; a rejected request counts nothing and is
+//! answered 429 with `retry-after-ms` and `retry-after`. The OpenAI shape counts input plus
+//! `max_tokens` against tokens per minute and keeps it; the Anthropic shape counts input and
+//! output tokens apart, output from `max_tokens` at admission, corrected at the end, and
+//! rounds its token `remaining` to thousands.
+//!
+//! The matrix: {a `Limiter` used directly, `Key::run`, `TokenGateMiddleware`} x {a 429 retried
+//! straight to the provider, as an SDK's own retries do; retried through the limiter} x
+//! {provider feedback off, on} x {OpenAI shape, Anthropic shape with half the calls streamed}.
+//! 24 concurrent workers for 10 minutes of tokio's virtual time (about a second each), prompts
+//! of 200-3,000 tokens with `max_tokens` 256 (costs up to 3.3 times the one-second bucket),
+//! limits of 600 requests and 60,000 tokens a minute from a limits file. Every cell: 0 429s,
+//! at least 95% of the binding limit used, and the provider's admission log within the window
+//! and the bucket by `check-admissions` (`--limit`, `--bucket`: the bucket's burst is the
+//! largest single request where that is larger, as such a request goes alone into debt).
+
+mod common;
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use common::check_admissions;
+use common::meters::Enforcement;
+use common::mock_provider::{chat_body, Api, MockLimits, MockProvider, MockSpec};
+use common::rng::{between, prompt};
+use http::Extensions;
+use reqwest::{Request, Response, StatusCode};
+use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
+use serde_json::Value;
+use tokengate::config::Config;
+use tokengate::estimate::{ChatMessage, ChatRequest, Estimator};
+use tokengate::feedback::usage::{CachedInput, ReplyUsage};
+use tokengate::feedback::ProviderReport;
+use tokengate::reqwest::{GateConfig, TokenGateMiddleware};
+use tokengate::{Key, Limiter, OutputCount, TokioClock, Usage};
+use tokio::time::Instant;
+
+const WORKERS: u64 = 24;
+const RUN: Duration = Duration::from_secs(600);
+const REQUESTS_PER_MINUTE: u64 = 600;
+const TOKENS_PER_MINUTE: u64 = 60_000;
+const MAX_TOKENS: u64 = 256;
+/// Prompt sizes, in tokens as the estimator counts them.
+const PROMPT_TOKENS: (u64, u64) = (200, 3_000);
+/// Attempts of one call before it gives up (none does here: there are no 429s).
+const ATTEMPTS: u32 = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrontEnd {
+    Direct,
+    Run,
+    Middleware,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retries {
+    /// The caller's SDK retries a 429 itself, straight to the provider.
+    Straight,
+    /// Every retry waits for the limiter again.
+    ThroughLimiter,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    front: FrontEnd,
+    retries: Retries,
+    feedback: bool,
+    api: Api,
+}
+
+impl Cell {
+    fn model(&self) -> &'static str {
+        match self.api {
+            Api::OpenAi => "gpt-4o-mini",
+            Api::Anthropic => "claude-haiku-4-5",
+        }
+    }
+
+    /// The provider's limits, written as it states them: nothing else tuned.
+    fn limits_file(&self) -> String {
+        match self.api {
+            Api::OpenAi => format!(
+                "[models.\"gpt-4o-mini\"]\nrequests_per_minute = {REQUESTS_PER_MINUTE}\ntokens_per_minute = {TOKENS_PER_MINUTE}\n"
+            ),
+            Api::Anthropic => format!(
+                "[models.\"claude-haiku-4-5\"]\nrequests_per_minute = {REQUESTS_PER_MINUTE}\ninput_tokens_per_minute = {TOKENS_PER_MINUTE}\noutput_tokens_per_minute = {TOKENS_PER_MINUTE}\n"
+            ),
+        }
+    }
+
+    fn mock(&self) -> MockSpec {
+        match self.api {
+            Api::OpenAi => MockSpec::new(
+                MockLimits::openai(REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE),
+                Enforcement::Strict,
+                OutputCount::Reserved,
+            ),
+            Api::Anthropic => MockSpec::new(
+                MockLimits::anthropic(REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE, TOKENS_PER_MINUTE),
+                Enforcement::Strict,
+                OutputCount::Produced,
+            ),
+        }
+    }
+
+    /// The dimension that binds: the prompts' tokens.
+    fn binding(&self) -> &'static str {
+        match self.api {
+            Api::OpenAi => "tokens",
+            Api::Anthropic => "input_tokens",
+        }
+    }
+
+    fn dimensions(&self) -> &'static [&'static str] {
+        match self.api {
+            Api::OpenAi => &["requests", "tokens"],
+            Api::Anthropic => &["requests", "input_tokens", "output_tokens"],
+        }
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{:?} {:?} feedback-{} {:?}",
+            self.front,
+            self.retries,
+            if self.feedback { "on" } else { "off" },
+            self.api
+        )
+    }
+}
+
+/// How long a 429 asks to wait: `retry-after-ms`, else `retry-after` in seconds.
+fn retry_after(headers: &http::HeaderMap) -> Duration {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    get("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1_000.0))
+        .or_else(|| get("retry-after").map(Duration::from_secs_f64))
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// Retries a 429 after its `retry-after`, up to [`ATTEMPTS`] attempts in all. Placed inside
+/// the tokengate middleware it retries straight to the provider (as an SDK's own retries do);
+/// outside, each retry goes through the limiter again.
+struct Retry429;
+
+#[async_trait::async_trait]
+impl Middleware for Retry429 {
+    async fn handle(
+        &self,
+        request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let mut attempt = 1;
+        loop {
+            let copy = request.try_clone().expect("a body in memory");
+            let response = next.clone().run(copy, extensions).await?;
+            if response.status() != StatusCode::TOO_MANY_REQUESTS || attempt == ATTEMPTS {
+                return Ok(response);
+            }
+            attempt += 1;
+            tokio::time::sleep(retry_after(response.headers())).await;
+        }
+    }
+}
+
+/// A plain HTTP client: no proxy (the mock is on loopback).
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+fn send(http: &reqwest::Client, url: &str, body: &Value) -> reqwest::RequestBuilder {
+    http.post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+}
+
+/// The usage a reply reports: a JSON body, or a stream's events.
+fn reply_usage(bytes: &Bytes, stream: bool) -> ReplyUsage {
+    if stream {
+        ReplyUsage::from_sse(bytes).expect("the stream's usage")
+    } else {
+        ReplyUsage::from_json(bytes).expect("the reply's usage")
+    }
+}
+
+/// The words per token of the prompts `prompt` writes, as the estimator counts them for
+/// `model` (and so the mock provider), measured once.
+fn words_per_token(model: &str) -> f64 {
+    let mut seed = 7;
+    let text = prompt(&mut seed, 10_000);
+    let tokens = Estimator::new()
+        .count_chat(model, &[ChatMessage::user(&text)])
+        .tokens;
+    10_000.0 / tokens as f64
+}
+
+/// One worker's calls, one after the other, until the run ends.
+async fn worker(
+    cell: Cell,
+    w: u64,
+    limiter: Limiter<TokioClock>,
+    url: String,
+    client: Option<ClientWithMiddleware>,
+    words_per_token: f64,
+    start: Instant,
+) {
+    let http = http();
+    let key = limiter.model(cell.model());
+    let estimator = limiter.estimator();
+    let mut seed = 0xD1B5_4A32_D192_ED03 ^ (w + 1).wrapping_mul(0x9E37_79B9);
+    let mut n = 0u64;
+    while start.elapsed() < RUN {
+        n += 1;
+        let tokens = between(&mut seed, PROMPT_TOKENS.0, PROMPT_TOKENS.1);
+        let words = (tokens as f64 * words_per_token) as usize;
+        let stream = cell.api == Api::Anthropic && (n + w) % 2 == 0;
+        let body = chat_body(
+            cell.api,
+            cell.model(),
+            MAX_TOKENS,
+            stream,
+            &prompt(&mut seed, words),
+        );
+        match cell.front {
+            FrontEnd::Direct => direct(cell, &key, &estimator, &http, &url, &body, stream).await,
+            FrontEnd::Run => run(cell, &key, &http, &url, &body, stream).await,
+            FrontEnd::Middleware => {
+                let client = client.as_ref().unwrap();
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .expect("the call went through");
+                assert!(response.status() == 200 || response.status() == 429);
+                // Read to the end: a stream settles when it ends.
+                let _ = response.bytes().await;
+            }
+        }
+    }
+}
+
+/// A user's own code around a `Limiter`: price, acquire, call, observe, settle from the reply.
+async fn direct(
+    cell: Cell,
+    key: &Key<'_, TokioClock>,
+    estimator: &Estimator,
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    stream: bool,
+) {
+    let cost = ChatRequest::from_value(None, body)
+        .expect("a chat request")
+        .cost(estimator);
+    let mut attempt = 0;
+    'acquire: loop {
+        let permit = key.acquire(cost.clone()).await.expect("admitted");
+        loop {
+            attempt += 1;
+            let response = send(http, url, body).send().await.expect("sent");
+            let report = ProviderReport::from_headers(response.headers(), SystemTime::now());
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                if cell.feedback {
+                    key.observe_throttled(&report);
+                }
+                if attempt == ATTEMPTS {
+                    permit.settle(Usage::new().input(0).output(0));
+                    return;
+                }
+                tokio::time::sleep(retry_after(response.headers())).await;
+                if cell.retries == Retries::ThroughLimiter {
+                    // The provider did not run it: give the tokens back, acquire again.
+                    permit.settle(Usage::new().input(0).output(0));
+                    continue 'acquire;
+                }
+                continue;
+            }
+            if cell.feedback {
+                key.observe(&report);
+            }
+            let bytes = response.bytes().await.expect("the body");
+            permit.settle(reply_usage(&bytes, stream).usage(CachedInput::ProviderDefault));
+            return;
+        }
+    }
+}
+
+/// `Key::run`: the closure sends the call (and retries it straight to the provider, or not).
+async fn run(
+    cell: Cell,
+    key: &Key<'_, TokioClock>,
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    stream: bool,
+) {
+    let mut attempt = 0;
+    loop {
+        let reply = key
+            .run(body, |_| async {
+                loop {
+                    attempt += 1;
+                    let response = send(http, url, body).send().await.expect("sent");
+                    let report =
+                        ProviderReport::from_headers(response.headers(), SystemTime::now());
+                    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                        if cell.feedback {
+                            key.observe_throttled(&report);
+                        }
+                        let wait = retry_after(response.headers());
+                        if cell.retries == Retries::ThroughLimiter || attempt == ATTEMPTS {
+                            return Err(wait);
+                        }
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    if cell.feedback {
+                        key.observe(&report);
+                    }
+                    let bytes = response.bytes().await.expect("the body");
+                    return Ok(reply_usage(&bytes, stream));
+                }
+            })
+            .await
+            .expect("admitted");
+        match reply {
+            Ok(_) => return,
+            Err(_) if attempt >= ATTEMPTS => return,
+            Err(wait) => tokio::time::sleep(wait).await,
+        }
+    }
+}
+
+/// What one cell measured.
+struct Outcome {
+    cell: Cell,
+    successes: u64,
+    throttled: u64,
+    /// The binding limit's share used over the run, from the provider's own count.
+    used: f64,
+    log: String,
+    /// The largest single request on each dimension, for the bucket check.
+    largest: Vec<(&'static str, u64)>,
+    lowered: u64,
+}
+
+async fn run_cell(cell: Cell, words_per_token: f64) -> Outcome {
+    let mock = MockProvider::start(cell.mock()).await;
+    let config = Config::from_toml_str(&cell.limits_file(), "limits.toml").unwrap();
+    let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
+    let url = mock.url(cell.api);
+    let client = (cell.front == FrontEnd::Middleware).then(|| {
+        let gate = TokenGateMiddleware::new(limiter.clone())
+            .with_config(GateConfig::new().with_feedback(cell.feedback));
+        let builder = reqwest_middleware::ClientBuilder::new(http());
+        match cell.retries {
+            Retries::Straight => builder.with(gate).with(Retry429),
+            Retries::ThroughLimiter => builder.with(Retry429).with(gate),
+        }
+        .build()
+    });
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            tokio::spawn(worker(
+                cell,
+                w,
+                limiter.clone(),
+                url.clone(),
+                client.clone(),
+                words_per_token,
+                start,
+            ))
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let st = mock.state.lock().unwrap();
+    let allowed = TOKENS_PER_MINUTE as f64 * RUN.as_secs_f64() / 60.0;
+    let stats = limiter.model(cell.model()).stats();
+    Outcome {
+        cell,
+        successes: st.admitted,
+        throttled: st.throttled,
+        used: st.counted(cell.binding(), RUN.as_secs_f64()) as f64 / allowed,
+        log: st.log(),
+        largest: cell
+            .dimensions()
+            .iter()
+            .map(|&d| (d, st.largest(d)))
+            .collect(),
+        lowered: stats
+            .iter()
+            .flat_map(|s| s.limits.iter())
+            .map(|l| l.lowered)
+            .sum(),
+    }
+}
+
+/// Runs every cell of `front`, prints the table, and holds each cell to the promise.
+async fn matrix(front: FrontEnd) {
+    let mut outcomes = Vec::new();
+    for api in [Api::OpenAi, Api::Anthropic] {
+        for retries in [Retries::Straight, Retries::ThroughLimiter] {
+            for feedback in [false, true] {
+                let cell = Cell {
+                    front,
+                    retries,
+                    feedback,
+                    api,
+                };
+                outcomes.push(run_cell(cell, words_per_token(cell.model())).await);
+            }
+        }
+    }
+    let mut table = String::from(
+        "| front end | retries | feedback | shape | successes | 429s | 429s per 1,000 | binding limit used | units lowered |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for o in &outcomes {
+        writeln!(
+            table,
+            "| {:?} | {:?} | {} | {:?} | {} | {} | {:.1} | {} {:.1}% | {} |",
+            o.cell.front,
+            o.cell.retries,
+            if o.cell.feedback { "on" } else { "off" },
+            o.cell.api,
+            o.successes,
+            o.throttled,
+            o.throttled as f64 * 1_000.0 / o.successes.max(1) as f64,
+            o.cell.binding(),
+            o.used * 100.0,
+            o.lowered,
+        )
+        .unwrap();
+    }
+    println!("{table}");
+    for o in &outcomes {
+        let name = o.cell.name();
+        let mut args = Vec::new();
+        for &(dimension, largest) in &o.largest {
+            let amount = if dimension == "requests" {
+                REQUESTS_PER_MINUTE
+            } else {
+                TOKENS_PER_MINUTE
+            };
+            args.push("--limit".to_owned());
+            args.push(format!("{dimension}={amount}/60"));
+            args.push("--bucket".to_owned());
+            args.push(format!(
+                "{dimension}={}:{}",
+                amount / 60,
+                (amount / 60).max(largest)
+            ));
+        }
+        check_admissions::check(&name.replace(' ', "-"), &o.log, &args);
+        assert_eq!(o.throttled, 0, "{name}: 429s");
+        assert!(o.successes > 100, "{name}: {} calls", o.successes);
+        assert!(
+            o.used >= 0.95 && o.used <= 1.0 + 1e-9,
+            "{name}: {} used {:.2}%",
+            o.cell.binding(),
+            o.used * 100.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_limiter_used_directly_gets_no_429_and_uses_the_quota() {
+    matrix(FrontEnd::Direct).await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn key_run_gets_no_429_and_uses_the_quota() {
+    matrix(FrontEnd::Run).await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_middleware_gets_no_429_and_uses_the_quota() {
+    matrix(FrontEnd::Middleware).await;
+}
+
+/// The measured workload is what the module docs say: prompts of 200-3,000 tokens, as the
+/// provider counts them, for either model.
+#[test]
+fn prompts_span_what_the_docs_say() {
+    let estimator = Estimator::new();
+    let mut seed = 11;
+    for model in ["gpt-4o-mini", "claude-haiku-4-5"] {
+        let wpt = words_per_token(model);
+        for tokens in [PROMPT_TOKENS.0, PROMPT_TOKENS.1] {
+            let text = prompt(&mut seed, (tokens as f64 * wpt) as usize);
+            let counted = estimator
+                .count_chat(model, &[ChatMessage::user(&text)])
+                .tokens;
+            assert!(
+                counted.abs_diff(tokens) * 20 <= tokens,
+                "{model}: {tokens} asked, {counted} counted"
+            );
+        }
+    }
+}
