@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokengate::config::Config;
 use tokengate::feedback::ProviderReport;
 use tokengate::{
-    AcquireError, Cost, Denied, Dimension, Limit, Limiter, ManualClock, Permit, Policy, Stats,
-    TokioClock, Usage,
+    AcquireError, Cost, Denied, Dimension, Limit, Limiter, ManualClock, OutputCount, Permit,
+    Policy, Stats, TokioClock, Usage,
 };
 
 use crate::error::Error;
@@ -58,10 +58,14 @@ impl GatePermit {
         self.permit.admitted_at()
     }
 
-    /// Settles with what the call used: refunds the unused reservation, frees the slot.
-    pub fn settle(self, input_tokens: u64, output_tokens: u64) {
-        self.permit
-            .settle(Usage::new().input(input_tokens).output(output_tokens));
+    /// Settles with what the call used, its output counted as the provider counts it (the
+    /// reply's format says how: [`OutputCount`]), and frees the slot.
+    pub fn settle(self, input_tokens: u64, output_tokens: u64, count: OutputCount) {
+        self.permit.settle(
+            Usage::new()
+                .input(input_tokens)
+                .output_counted(output_tokens, count),
+        );
     }
 }
 

@@ -42,7 +42,7 @@ struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     workload: Option<PathBuf>,
     /// The provider's limits and enforcement (default: the shipped example's, or with
-    /// --limits, the same limits as token buckets).
+    /// --limits, the same limits, enforced both ways a provider may read them).
     #[arg(long, value_name = "FILE")]
     provider: Option<PathBuf>,
     /// Writes the report as JSON.

@@ -7,12 +7,15 @@
 //!
 //! ```toml
 //! [provider]
-//! algorithm = "token_bucket"  # how it enforces every limit below that names no algorithm of its own:
-//!                             # token_bucket (a bucket holding one period's amount, as OpenAI says it
-//!                             # does), smooth_window, leaky_bucket, sliding_window_log,
-//!                             # sliding_window_counter, fixed_window. Default: token_bucket.
+//! algorithm = "smooth_window" # how it enforces every limit below that names no algorithm of its own:
+//!                             # smooth_window (both readings of "N per minute": at most N in any
+//!                             # 60 s and N/60 at once, as a provider that enforces a per-minute
+//!                             # limit over shorter periods does), token_bucket (a bucket holding
+//!                             # one period's amount), leaky_bucket, sliding_window_log,
+//!                             # sliding_window_counter, fixed_window. Default: smooth_window.
 //! output_tokens = "usage"     # "usage": max_tokens is counted while the call runs, then the tokens
-//!                             # produced; "max_tokens": max_tokens is counted and never given back.
+//!                             # produced (Anthropic); "max_tokens": max_tokens is counted and never
+//!                             # given back (OpenAI). Default: usage.
 //!
 //! [models."gpt-4o"]
 //! requests_per_minute = 500
@@ -30,7 +33,7 @@ use tokengate::config::Config;
 use tokengate::core::{
     commit_all, decide_all, settle_all, CombinedDecision, LimitRule, LimitState, Receipt,
 };
-use tokengate::{Algorithm, Dimension, Limit};
+use tokengate::{Algorithm, Dimension, Limit, OutputCount};
 
 use crate::error::{self, Error};
 use crate::gate::{key_limits, Weights};
@@ -44,16 +47,7 @@ pub struct ProviderSpec {
     /// The algorithm of every limit that names none.
     pub algorithm: Algorithm,
     /// How it counts output tokens.
-    pub output: OutputCharge,
-}
-
-/// How the provider counts output tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputCharge {
-    /// `max_tokens` while the call runs, then the tokens produced.
-    Usage,
-    /// `max_tokens`, never given back.
-    MaxTokens,
+    pub output: OutputCount,
 }
 
 #[derive(Deserialize)]
@@ -141,8 +135,8 @@ impl ProviderSpec {
             }
             if let Some(o) = &p.output_tokens {
                 spec.output = match o.get_ref().as_str() {
-                    "usage" => OutputCharge::Usage,
-                    "max_tokens" => OutputCharge::MaxTokens,
+                    "usage" => OutputCount::Produced,
+                    "max_tokens" => OutputCount::Reserved,
                     other => {
                         return Err(at(
                             o,
@@ -156,13 +150,14 @@ impl ProviderSpec {
         Ok(spec)
     }
 
-    /// A provider enforcing `config`'s limits with token buckets of one period's capacity and
-    /// counting output as used.
+    /// A provider enforcing `config`'s limits both ways a provider may read them (the smooth
+    /// window: the exact window, and a sixtieth of a per-minute limit at once), counting output
+    /// as produced.
     pub fn enforcing(config: Config) -> Self {
         Self {
             config,
-            algorithm: Algorithm::TokenBucket,
-            output: OutputCharge::Usage,
+            algorithm: Algorithm::SmoothWindow,
+            output: OutputCount::Produced,
         }
     }
 }
@@ -315,7 +310,7 @@ impl Provider {
     }
 
     /// How it counts output tokens.
-    pub fn output_charge(&self) -> OutputCharge {
+    pub fn output_count(&self) -> OutputCount {
         self.spec.output
     }
 
@@ -415,7 +410,7 @@ impl Provider {
     pub fn finish(&mut self, ticket: Ticket, output: u64, now: u64) -> Vec<(String, String)> {
         let charge = self.spec.output;
         let budget = &mut self.budgets[ticket.budget];
-        if charge == OutputCharge::Usage {
+        if charge == OutputCount::Produced {
             let mut settles = Vec::with_capacity(budget.limits.len());
             for (l, r) in budget.limits.iter_mut().zip(&ticket.receipts) {
                 let reserved = l.weights.amount(ticket.input, ticket.max_tokens);

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokengate::core::LimitRule;
-use tokengate::{Algorithm, Dimension, Limit};
+use tokengate::{Algorithm, Dimension, Limit, OutputCount};
 
 use crate::error::Error;
 use crate::gate::{Gate, Weights};
-use crate::provider::{OutputCharge, Provider};
+use crate::provider::Provider;
 use crate::sim::{Counters, Record, Sample, SimInput};
 use crate::workload::{nanos, Workload};
 
@@ -275,18 +275,15 @@ fn limit_report(
     }
 }
 
-fn points(records: &[&Record], weights: Weights, reserved: bool) -> Vec<(u64, u64)> {
+/// What each record counts on a limit of `weights`, as the provider counts it (the client
+/// settles so).
+fn points(records: &[&Record], weights: Weights) -> Vec<(u64, u64)> {
     records
         .iter()
         .map(|r| {
-            let (i, o) = if reserved {
-                (r.reserved_input, r.reserved_output)
-            } else {
-                (r.input, r.output)
-            };
             // A 429 counted the request on the client (it was admitted), nothing else.
-            let amount = if r.status == 200 || reserved {
-                weights.amount(i, o)
+            let amount = if r.status == 200 {
+                weights.amount(r.input, r.counted_output)
             } else {
                 weights.requests
             };
@@ -330,7 +327,7 @@ pub(crate) fn build(
                         &kl.limit,
                         alg,
                         burst,
-                        &points(&mine, kl.weights, false),
+                        &points(&mine, kl.weights),
                         duration,
                         ls.charged,
                         ls.refunded,
@@ -345,7 +342,6 @@ pub(crate) fn build(
             }
         })
         .collect();
-    let charge_reserved = provider.output_charge() == OutputCharge::MaxTokens;
     let provider_keys: Vec<KeyReport> = provider
         .budgets()
         .iter()
@@ -364,7 +360,7 @@ pub(crate) fn build(
                         &l.limit,
                         l.rule.algorithm(),
                         l.rule.burst(),
-                        &points(&mine, l.weights, charge_reserved),
+                        &points(&mine, l.weights),
                         duration,
                         l.charged,
                         l.refunded,
@@ -441,9 +437,9 @@ pub(crate) fn build(
         client,
         provider: ProviderSide {
             algorithm: input.provider.algorithm.to_string(),
-            output_tokens: match provider.output_charge() {
-                OutputCharge::Usage => "usage",
-                OutputCharge::MaxTokens => "max_tokens",
+            output_tokens: match provider.output_count() {
+                OutputCount::Reserved => "max_tokens",
+                _ => "usage",
             },
             throttled: provider.budgets().iter().map(|b| b.throttled).sum(),
             keys: provider_keys,
@@ -686,7 +682,7 @@ pub fn write_log(path: &Path, records: &[Record]) -> Result<(), Error> {
         let s = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned());
         writeln!(
             out,
-            "{{\"t\": {:.9}, \"key\": {}, \"provider_key\": {}, \"model\": {}, \"tenant\": {}, \"status\": {}, \"attempt\": {}, \"requests\": 1, \"input_tokens\": {}, \"output_tokens\": {}, \"tokens\": {}, \"reserved_input_tokens\": {}, \"reserved_output_tokens\": {}, \"wait\": {:.9}}}",
+            "{{\"t\": {:.9}, \"key\": {}, \"provider_key\": {}, \"model\": {}, \"tenant\": {}, \"status\": {}, \"attempt\": {}, \"requests\": 1, \"input_tokens\": {}, \"output_tokens\": {}, \"tokens\": {}, \"produced_output_tokens\": {}, \"reserved_input_tokens\": {}, \"reserved_output_tokens\": {}, \"wait\": {:.9}}}",
             secs(r.t),
             s(&r.key),
             s(&r.provider_key),
@@ -695,8 +691,9 @@ pub fn write_log(path: &Path, records: &[Record]) -> Result<(), Error> {
             r.status,
             r.attempt,
             r.input,
+            r.counted_output,
+            r.input + r.counted_output,
             r.output,
-            r.input + r.output,
             r.reserved_input,
             r.reserved_output,
             secs(r.wait),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokengate::config::Config;
 use tokengate::feedback::ProviderReport;
-use tokengate::{AcquireError, Clock, Cost, TokioClock};
+use tokengate::{AcquireError, Clock, Cost, OutputCount, TokioClock};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -56,7 +56,7 @@ impl SimInput {
 
     /// Reads the files given; each one missing is the shipped example's. Without `--provider`,
     /// the provider enforces the shipped example's provider limits, or, when `--limits` is
-    /// given, the same limits as the client with token buckets.
+    /// given, the same limits as the client, both ways a provider may read them.
     ///
     /// # Errors
     /// A file that cannot be read or is invalid, named with its line and field.
@@ -84,7 +84,7 @@ impl SimInput {
             (Some(p), _) => (ProviderSpec::from_file(p)?, p.display().to_string()),
             (None, Some(_)) => (
                 ProviderSpec::enforcing(limits_config.clone()),
-                format!("the limits of {limits_name}, as token buckets"),
+                format!("the limits of {limits_name}, as a strict provider enforces them"),
             ),
             (None, None) => (
                 ProviderSpec::from_toml_str(EXAMPLE_PROVIDER, &example("provider.toml"))?,
@@ -128,8 +128,11 @@ pub struct Record {
     pub tenant: Arc<str>,
     /// Input tokens as settled (0 when the provider answered 429).
     pub input: u64,
-    /// Output tokens as settled (0 when the provider answered 429).
+    /// Output tokens produced (0 when the provider answered 429).
     pub output: u64,
+    /// Output tokens as the provider counts them, and the call settled: those produced, or
+    /// `max_tokens` when the provider keeps it counted (0 when it answered 429).
+    pub counted_output: u64,
     /// Input tokens reserved.
     pub reserved_input: u64,
     /// Output tokens reserved (`max_tokens`).
@@ -493,6 +496,7 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
             tenant: Arc::clone(&shared.names.tenants[a.tenant]),
             input: 0,
             output: 0,
+            counted_output: 0,
             reserved_input: a.input,
             reserved_output: shared.max_tokens,
             wait: t.saturating_sub(waiting_since),
@@ -508,7 +512,7 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
                 );
                 shared.gate.observe_throttled(route, &report);
                 // The call did not run: nothing but the request itself was used.
-                permit.settle(0, 0);
+                permit.settle(0, 0, OutputCount::Produced);
                 lock(&shared.records).push(record);
                 c.throttled.fetch_add(1, Relaxed);
                 attempt += 1;
@@ -524,8 +528,15 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
                 c.in_flight.fetch_add(1, Relaxed);
                 tokio::time::sleep(Duration::from_nanos(a.latency)).await;
                 let now = shared.clock.now();
-                let headers = lock(&shared.provider).finish(ticket, a.output, now);
-                permit.settle(a.input, a.output);
+                let (headers, count) = {
+                    let mut provider = lock(&shared.provider);
+                    (
+                        provider.finish(ticket, a.output, now),
+                        provider.output_count(),
+                    )
+                };
+                // As the reply's format says the provider counts its output.
+                permit.settle(a.input, a.output, count);
                 let report = ProviderReport::from_headers(
                     headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                     wall_now(),
@@ -535,6 +546,10 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
                 c.completed.fetch_add(1, Relaxed);
                 record.input = a.input;
                 record.output = a.output;
+                record.counted_output = match count {
+                    OutputCount::Reserved => a.output.max(shared.max_tokens),
+                    _ => a.output,
+                };
                 record.status = 200;
                 lock(&shared.records).push(record);
                 return;

@@ -575,7 +575,7 @@ fn bad_toml_names_file_line_and_field() {
     // The provider's own table is checked too.
     let provider = std::fs::read_to_string(examples().join("provider.toml"))
         .unwrap()
-        .replace("algorithm = \"token_bucket\"", "algorithm = \"bucket\"");
+        .replace("algorithm = \"smooth_window\"", "algorithm = \"bucket\"");
     let p = dir.join("provider.toml");
     std::fs::write(&p, &provider).unwrap();
     let line = provider
