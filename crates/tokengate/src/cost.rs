@@ -145,7 +145,7 @@ pub struct Usage {
 /// ```
 /// use tokengate::{Cost, Limiter, ManualClock, OutputCount, Policy, Usage};
 ///
-/// let limiter = Limiter::with_clock(Policy::builder().output_tokens_per_minute(60_000).build()?, ManualClock::new());
+/// let limiter = Limiter::with_clock(Policy::builder().output_tokens_per_minute(120_000).build()?, ManualClock::new());
 /// let permit = limiter.try_acquire(Cost::request().output(800))?;
 /// // The provider keeps max_tokens counted: so does the limiter.
 /// permit.settle(Usage::new().output_counted(312, OutputCount::Reserved));

@@ -781,9 +781,10 @@ impl<'a, C: Clock> Key<'a, C> {
     /// };
     /// let reply = limiter.key("acme", "gpt-4o").run(&request, chat).await??;
     /// assert_eq!(reply["usage"]["completion_tokens"], 4);
-    /// // Both budgets were charged what the call used: 15 tokens.
+    /// // Both budgets were charged as OpenAI counts: the prompt's 11 tokens, and the 800
+    /// // reserved for output, which it keeps counted.
     /// let stats = limiter.key("acme", "gpt-4o").stats();
-    /// assert_eq!((stats[1].limits[1].used, stats[2].limits[0].used), (15, 15));
+    /// assert_eq!((stats[1].limits[1].used, stats[2].limits[0].used), (811, 811));
     /// # Ok(())
     /// # }
     /// ```
