@@ -316,6 +316,34 @@ fn reload_keeps_what_is_counted() {
     assert!(acme.try_acquire(Cost::request()).is_err());
 }
 
+/// A reload that changes an amount moves nothing: each admission stays in the window where
+/// it was, and the bucket keeps the units it holds, draining at the new rate.
+#[test]
+fn a_reload_keeps_each_admission_where_it_was() {
+    let clock = ManualClock::new();
+    let limiter = Limiter::from_config_with_clock(
+        config("[models.m]\nrequests_per_minute = 2\n"),
+        clock.clone(),
+    );
+    let m = limiter.model("m");
+    // 2 a minute: one every 30 s (a burst of one).
+    drop(m.try_acquire(Cost::request()).unwrap());
+    clock.advance(Duration::from_secs(30));
+    drop(m.try_acquire(Cost::request()).unwrap());
+    clock.advance(Duration::from_secs(10));
+    // At 40 s, raised to 3 a minute: one every 20 s. The bucket holds what is left of the
+    // request at 30 s (20 s at the old pace, a unit, 20 s at the new one): full again at 60 s.
+    limiter.reload(config("[models.m]\nrequests_per_minute = 3\n"));
+    assert_eq!(m.stats()[1].limits[0].used, 2);
+    clock.advance(Duration::from_secs(20) - Duration::from_nanos(1));
+    assert!(m.try_acquire(Cost::request()).is_err());
+    clock.advance(Duration::from_nanos(1));
+    // At 60 s the request at 0 leaves the window: 2 in it with this one, of 3. Counted afresh
+    // at 40 s, the window would hold 3 until 100 s.
+    drop(m.try_acquire(Cost::request()).unwrap());
+    assert_eq!(m.stats()[1].limits[0].used, 2);
+}
+
 #[test]
 fn blocking_acquire_on_a_key() {
     let limiter = Limiter::from_config(config(TWO_LEVELS));

@@ -143,6 +143,26 @@ impl Gcra {
         }
     }
 
+    /// The state of this bucket holding, from `now`, what `state` of the bucket `from` holds
+    /// at `now` (rounded up to whole units): the same units, draining at this bucket's rate.
+    /// A full bucket stays full; one at the end of the clock stays there.
+    pub(crate) fn carry(&self, from: &Gcra, state: &GcraState, now: Nanos) -> GcraState {
+        if state.tat <= now || state.tat == Nanos::MAX {
+            return *state;
+        }
+        let held = from.rate.units_in_ceil(state.tat - now, state.overshoot);
+        let span = self.rate.span(held);
+        let (tat, overshoot) = match now.checked_add(span.time) {
+            Some(tat) if tat != Nanos::MAX => (tat, span.over),
+            _ => (Nanos::MAX, 0),
+        };
+        GcraState {
+            tat,
+            overshoot,
+            refunded: state.refunded,
+        }
+    }
+
     /// Units available at `now` (0 while in debt).
     pub(crate) fn available(&self, state: &GcraState, now: Nanos) -> u64 {
         let ahead = state.tat.saturating_sub(now);

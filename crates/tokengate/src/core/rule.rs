@@ -407,6 +407,43 @@ impl LimitRule {
         let _ = self.commit(state, now, units.min(self.amount));
     }
 
+    /// The state under this rule of what `state` counts under the rule `from` at `now`, for a
+    /// limit whose figures change while it is in use (a reload, a provider's figure adopted, a
+    /// rate lowered after 429s). For the same algorithm (and, for the windows, the same
+    /// period) nothing is forgotten and nothing is moved: the windows keep every admission
+    /// where it was, against the new amount, and a bucket keeps the units it holds, which
+    /// drain at the new rate from `now`. Otherwise the units `from` counts now are charged
+    /// afresh at `now` (into debt when they are more than the new limit holds).
+    ///
+    /// Receipts issued under `from` do not fit the new state: a store settles them on the
+    /// safe side (charges beyond the reservation, no refunds).
+    pub fn carry_over(&self, from: &LimitRule, state: &LimitState, now: Nanos) -> LimitState {
+        let same_period = self.period == from.period;
+        match (&self.kind, &from.kind, state) {
+            (Kind::Gcra(to), Kind::Gcra(f), LimitState::Gcra(s)) => {
+                LimitState::Gcra(to.carry(f, s, now))
+            }
+            (Kind::Smooth(to), Kind::Smooth(f), LimitState::Smooth(b, w)) if same_period => {
+                LimitState::Smooth(to.carry(f, b, now), w.clone())
+            }
+            (Kind::Log, Kind::Log, LimitState::Log(_))
+            | (Kind::Counter, Kind::Counter, LimitState::Counter(_))
+            | (Kind::Fixed, Kind::Fixed, LimitState::Fixed(_))
+                if same_period =>
+            {
+                state.clone()
+            }
+            _ => {
+                let used = from.snapshot(state, now).used;
+                let mut fresh = self.new_state();
+                // All of it, even above the new amount (into debt): capping it, as a
+                // settlement's charge is, would forget units a later raise would count.
+                let _ = self.commit(&mut fresh, now, used);
+                fresh
+            }
+        }
+    }
+
     /// What the limit looks like at `now`.
     pub fn snapshot(&self, state: &LimitState, now: Nanos) -> Snapshot {
         let mut snapshot = self.use_at(state, now);
@@ -517,6 +554,49 @@ mod tests {
 
     fn rule(limit: Limit) -> LimitRule {
         LimitRule::new(&limit).unwrap()
+    }
+
+    #[test]
+    fn carry_over_keeps_the_window_in_place_and_the_units_a_bucket_holds() {
+        const MS: Nanos = 1_000_000;
+        // 10 a second (100 ms a unit), burst 10: 8 at 0 fill the window to 8 and the bucket
+        // until 800 ms.
+        let before = rule(Limit::per_second(10).burst(10));
+        let mut s = before.new_state();
+        let _ = before.commit(&mut s, 0, 8);
+        // At 200 ms the bucket holds 6; raised to 20 a second (50 ms a unit), it drains them
+        // by 500 ms, and the 8 stay in the window where they were, until 1 s.
+        let after = rule(Limit::per_second(20).burst(20));
+        let s = after.carry_over(&before, &s, 200 * MS);
+        assert_eq!(after.snapshot(&s, 200 * MS).used, 8);
+        assert_eq!(after.decide(&s, 200 * MS, 12), Decision::Admit);
+        assert_eq!(after.decide(&s, 200 * MS, 13), Decision::NotUntil(S));
+        match &s {
+            LimitState::Smooth(bucket, _) => assert_eq!(bucket.tat, 500 * MS),
+            other => panic!("{other:?}"),
+        }
+        // Lowered to 5 a second instead: the 6 held take 1.2 s from 200 ms.
+        let lower = rule(Limit::per_second(5).burst(5));
+        let mut s = before.new_state();
+        let _ = before.commit(&mut s, 0, 8);
+        match lower.carry_over(&before, &s, 200 * MS) {
+            LimitState::Smooth(bucket, window) => {
+                assert_eq!(bucket.tat, 1_400 * MS);
+                assert_eq!(window.entries, s_entries(&s));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another algorithm: what is counted now is charged afresh at 200 ms.
+        let fixed = rule(Limit::per_second(20).algorithm(Algorithm::FixedWindow));
+        let moved = fixed.carry_over(&before, &s, 200 * MS);
+        assert_eq!(fixed.snapshot(&moved, 200 * MS).used, 8);
+    }
+
+    fn s_entries(state: &LimitState) -> std::collections::VecDeque<(Nanos, u64)> {
+        match state {
+            LimitState::Smooth(_, w) | LimitState::Log(w) => w.entries.clone(),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

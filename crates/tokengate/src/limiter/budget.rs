@@ -186,14 +186,11 @@ impl Budget {
             };
             let (state, counters) = match (same, same.or_else(similar)) {
                 (Some(i), _) => (old_limits[i].clone(), old_counters[i]),
-                (None, Some(i)) => {
-                    let used = old_policy.limits[i].rule.snapshot(&old_limits[i], now).used;
-                    let mut state = l.rule.new_state();
-                    // All of it, even above the new amount (into debt): capping it, as a
-                    // settlement's charge is, would forget units a later raise would count.
-                    let _ = l.rule.commit(&mut state, now, used);
-                    (state, old_counters[i])
-                }
+                (None, Some(i)) => (
+                    l.rule
+                        .carry_over(&old_policy.limits[i].rule, &old_limits[i], now),
+                    old_counters[i],
+                ),
                 (None, None) => (l.rule.new_state(), Default::default()),
             };
             self.limits.push(state);
