@@ -307,3 +307,25 @@ fn a_rounded_token_figure_lowers_only_beyond_its_rounding() {
     let _held = openai.try_acquire(Cost::request().input(1_500)).unwrap();
     assert_eq!(openai.observe(&exact), 1);
 }
+
+/// Units another client used, as a lower `remaining` shows them, count in the default
+/// algorithm's window, not in its one-second bucket: the provider counted them over the last
+/// minute, and most have left a bucket that size.
+#[test]
+fn units_counted_elsewhere_fill_the_window_not_the_bucket() {
+    let limiter = Limiter::with_clock(
+        Policy::builder().requests_per_minute(600).build().unwrap(),
+        ManualClock::new(),
+    );
+    let lowered = limiter.observe(&report(&[
+        ("x-ratelimit-limit-requests", "600"),
+        ("x-ratelimit-remaining-requests", "100"),
+    ]));
+    assert_eq!(lowered, 500);
+    // A second's worth (10) still goes at once; the window holds the rest: 90 more.
+    for _ in 0..10 {
+        drop(limiter.try_acquire(Cost::request()).unwrap());
+    }
+    let stats = limiter.stats();
+    assert_eq!((stats.limits[0].used, stats.limits[0].lowered), (510, 500));
+}

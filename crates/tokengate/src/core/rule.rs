@@ -407,6 +407,20 @@ impl LimitRule {
         let _ = self.commit(state, now, units.min(self.amount));
     }
 
+    /// Counts `units` the provider reports it has counted beyond this limit's own count (another
+    /// client on the same key), at `now`: as a [`charge`](Self::charge), except that the smooth
+    /// window counts them in its window only. Its bucket holds one second's worth, and units
+    /// the provider counted over the last minute have mostly left such a bucket; charging them
+    /// all to it would put it in debt for as long as they took to admit, and leave quota unused.
+    pub fn lower(&self, state: &mut LimitState, now: Nanos, units: u64) {
+        match (&self.kind, &mut *state) {
+            (Kind::Smooth(_), LimitState::Smooth(_, w)) => {
+                sliding_log::commit(w, self.period, now, units.min(self.amount));
+            }
+            _ => self.charge(state, now, units),
+        }
+    }
+
     /// The state under this rule of what `state` counts under the rule `from` at `now`, for a
     /// limit whose figures change while it is in use (a reload, a provider's figure adopted, a
     /// rate lowered after 429s). For the same algorithm (and, for the windows, the same

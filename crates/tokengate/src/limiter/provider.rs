@@ -243,7 +243,7 @@ impl<C: Clock> Limiter<C> {
         let counted_here = rule.snapshot(&states[i], now).used;
         let excess = counted_there.saturating_sub(counted_here);
         if excess > 0 {
-            rule.charge(&mut states[i], now, excess);
+            rule.lower(&mut states[i], now, excess);
             c.lowered = c.lowered.saturating_add(excess);
         }
         // A limit raised to the provider's figure may let the head in now.
