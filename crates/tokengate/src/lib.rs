@@ -160,6 +160,8 @@
 //! | `settled` | trace | `dimension`, `reserved`, `used`, `refunded`, `charged` | [`Permit::settle`], one event per dimension |
 //! | `paused` | info | `retry_after_secs`, `throttled` (a 429), `paused_for_secs` (the pause now in force) | the provider asks for a pause ([`Limiter::observe`], [`Limiter::observe_throttled`], [`Limiter::pause`]) |
 //! | `lowered` | debug | `dimension`, `units` | [`Limiter::observe`] charges what the provider counted beyond the limiter |
+//! | `lowered after a 429` | info | `dimension`, `amount` (now in force), `configured` | [`Limiter::observe_throttled`] lowers a limit's amount |
+//! | `raised a step` | debug | `dimension`, `amount`, `configured` | time without a 429 raises a lowered limit back a step (read at the next [`Limiter::observe`]) |
 //!
 //! **`metrics`**: through the [`metrics`](https://docs.rs/metrics) facade (install any
 //! recorder, such as a Prometheus exporter):
@@ -174,6 +176,8 @@
 //! | `tokengate_units_charged_total` | counter | `dimension`, `budget` | units reserved by admissions and charged beyond the reservation by settlements |
 //! | `tokengate_units_refunded_total` | counter | `dimension`, `budget` | units a settlement gave back (reserved, not used) |
 //! | `tokengate_units_lowered_total` | counter | `dimension` | units [`Limiter::observe`] charged to match the provider |
+//! | `tokengate_rate_decreases_total` | counter | `dimension` | times a 429 lowered a limit's amount ([`LimitStats::decreases`]) |
+//! | `tokengate_limit_amount` | gauge | `dimension` | a limit's amount in force, set when a 429 lowers it or a step raises it ([`LimitStats::amount`]) |
 //! | `tokengate_wait_seconds` | histogram | `budget` | the wait of each admission that queued |
 //!
 //! `dimension` is [`Dimension::name`]. `budget` is `limiter` for a limiter of one policy, and

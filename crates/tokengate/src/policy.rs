@@ -166,9 +166,16 @@ impl Policy {
             })
     }
 
-    /// This policy with the amount of limit `index` set to `amount`; what was left to the
-    /// defaults (a burst) is derived afresh from the new amount.
+    /// This policy with the amount of limit `index` set to `amount`; see
+    /// [`with_amounts`](Self::with_amounts).
     pub(crate) fn with_amount(&self, index: usize, amount: u64) -> Result<Policy, BuildError> {
+        self.with_amounts(&[(index, amount)])
+    }
+
+    /// This policy with the amounts of some limits changed, `(index, amount)`: what was left
+    /// to the defaults (a burst) is derived afresh from the new amount, and a burst given
+    /// explicitly is scaled with it (at least one unit).
+    pub(crate) fn with_amounts(&self, changes: &[(usize, u64)]) -> Result<Policy, BuildError> {
         let mut builder = PolicyBuilder {
             limits: self
                 .limits
@@ -178,8 +185,15 @@ impl Policy {
             max_in_flight: self.max_in_flight,
             ..PolicyBuilder::default()
         };
-        if let Some((_, _, limit)) = builder.limits.get_mut(index) {
-            limit.amount = amount;
+        for &(index, amount) in changes {
+            if let Some((_, _, limit)) = builder.limits.get_mut(index) {
+                if let Some(burst) = limit.burst {
+                    let scaled =
+                        u128::from(burst) * u128::from(amount) / u128::from(limit.amount.max(1));
+                    limit.burst = Some(u64::try_from(scaled).unwrap_or(u64::MAX).max(1));
+                }
+                limit.amount = amount;
+            }
         }
         builder.build()
     }

@@ -69,6 +69,14 @@ pub struct LimitStats {
     pub lowered: u64,
     /// The provider's own figure for this limit, as last reported; compare with `amount`.
     pub reported_amount: Option<u64>,
+    /// The amount configured. `amount` is below it while 429s (from a provider that enforces
+    /// less than configured: another client on the key, a shorter period) keep it lowered;
+    /// it climbs back step by step while no 429 comes (see [`Limiter::observe_throttled`]).
+    ///
+    /// [`Limiter::observe_throttled`]: crate::Limiter::observe_throttled
+    pub configured_amount: u64,
+    /// Times a 429 lowered the amount.
+    pub decreases: u64,
 }
 
 /// Wait-time figures of admitted requests. Quantiles are read from a histogram with
@@ -111,6 +119,22 @@ pub(crate) struct LimitCounters {
     pub(crate) refunded: u64,
     pub(crate) lowered: u64,
     pub(crate) reported: Option<u64>,
+    /// Times 429s lowered the limit's amount.
+    pub(crate) decreases: u64,
+    /// While 429s keep the amount in force below the configured one: how it got there.
+    pub(crate) taught: Option<Taught>,
+}
+
+/// A limit whose amount in force 429s lowered below the configured one
+/// (`limiter/teach.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taught {
+    /// The amount configured, which recovery climbs back to.
+    pub(crate) configured: u64,
+    /// When a 429 last lowered it.
+    pub(crate) lowered_at: u64,
+    /// When it last changed (lowered, or raised a step).
+    pub(crate) changed_at: u64,
 }
 
 impl BudgetCounters {

@@ -15,7 +15,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata,
+    SharedString, Unit,
 };
 use tokengate::feedback::ProviderReport;
 use tokengate::{AcquireError, Cost, Denied, Limiter, Policy, PolicyBuilder, TokioClock, Usage};
@@ -178,6 +179,8 @@ type MetricKey = (String, Vec<(String, String)>);
 #[derive(Default)]
 struct Store {
     counters: Mutex<BTreeMap<MetricKey, Arc<AtomicU64>>>,
+    /// Each gauge's last value, as the bits of an `f64`.
+    gauges: Mutex<BTreeMap<MetricKey, Arc<AtomicU64>>>,
     histograms: Mutex<BTreeMap<MetricKey, Arc<Mutex<Vec<f64>>>>>,
 }
 
@@ -211,6 +214,21 @@ impl CounterFn for CounterCell {
     }
 }
 
+struct GaugeCell(Arc<AtomicU64>);
+
+impl GaugeFn for GaugeCell {
+    fn increment(&self, value: f64) {
+        let now = f64::from_bits(self.0.load(Ordering::Relaxed));
+        self.set(now + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.increment(-value);
+    }
+    fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+}
+
 struct HistogramCell(Arc<Mutex<Vec<f64>>>);
 
 impl HistogramFn for HistogramCell {
@@ -227,6 +245,14 @@ impl Metrics {
             .unwrap()
             .get(&key_of(name, labels))
             .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+    fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0
+            .gauges
+            .lock()
+            .unwrap()
+            .get(&key_of(name, labels))
+            .map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
     }
     fn histogram(&self, name: &str) -> Vec<f64> {
         self.0
@@ -255,8 +281,10 @@ impl metrics::Recorder for Metrics {
         let cell = counters.entry(metric_key(key)).or_default();
         Counter::from_arc(Arc::new(CounterCell(Arc::clone(cell))))
     }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut gauges = self.0.gauges.lock().unwrap();
+        let cell = gauges.entry(metric_key(key)).or_default();
+        Gauge::from_arc(Arc::new(GaugeCell(Arc::clone(cell))))
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         let mut histograms = self.0.histograms.lock().unwrap();
@@ -295,6 +323,8 @@ const CHARGED: &str = "tokengate_units_charged_total";
 const REFUNDED: &str = "tokengate_units_refunded_total";
 const LOWERED: &str = "tokengate_units_lowered_total";
 const WAIT: &str = "tokengate_wait_seconds";
+const DECREASES: &str = "tokengate_rate_decreases_total";
+const AMOUNT: &str = "tokengate_limit_amount";
 
 // ---------------------------------------------------------------------------------------------
 
@@ -672,6 +702,34 @@ async fn observe_lowering_a_limit() {
     assert_eq!(limiter.stats().limits[0].lowered, 19);
     // No pause without a retry-after.
     assert!(events.named("paused").is_empty());
+}
+
+/// A 429 that lowers a limit, and the steps that raise it back: an event each, a counter of
+/// decreases and a gauge of the amount in force.
+#[tokio::test(start_paused = true)]
+async fn a_429_lowering_a_limit_and_time_raising_it() {
+    observe!(events, metrics);
+    let limiter = limiter(Policy::builder().tokens_per_minute(60_000));
+    limiter.observe_throttled(&ProviderReport::from_headers(
+        [("x-ratelimit-remaining-tokens", "0")],
+        SystemTime::now(),
+    ));
+    let e = events.one("lowered after a 429");
+    assert_eq!(e.level, Level::INFO);
+    assert_eq!(
+        (e.str("dimension"), e.u64("amount"), e.u64("configured")),
+        ("tokens", 42_000, 60_000)
+    );
+    let tokens = [("dimension", "tokens")];
+    assert_eq!(metrics.counter(DECREASES, &tokens), 1);
+    assert_eq!(metrics.gauge(AMOUNT, &tokens), Some(42_000.0));
+    tokio::time::advance(ms(5_000)).await;
+    limiter.observe(&ProviderReport::default());
+    let e = events.one("raised a step");
+    assert_eq!((e.level, e.u64("amount")), (Level::DEBUG, 45_000));
+    assert_eq!(metrics.gauge(AMOUNT, &tokens), Some(45_000.0));
+    assert_eq!(metrics.counter(DECREASES, &tokens), 1);
+    assert_eq!(limiter.stats().limits[0].decreases, 1);
 }
 
 #[tokio::test(start_paused = true)]

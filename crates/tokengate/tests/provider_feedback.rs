@@ -329,3 +329,129 @@ fn units_counted_elsewhere_fill_the_window_not_the_bucket() {
     let stats = limiter.stats();
     assert_eq!((stats.limits[0].used, stats.limits[0].lowered), (510, 500));
 }
+
+fn throttled(headers: &[(&str, &str)]) -> tokengate::feedback::ProviderReport {
+    report(headers)
+}
+
+/// A 429 lowers the limits it reports exhausted to 7/10, once per 2 s (a per-minute limit),
+/// never below a tenth; time without one raises them back a twentieth each 5 s.
+#[test]
+fn a_429_lowers_what_it_names_and_time_raises_it_back() {
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(
+        Policy::builder()
+            .requests_per_minute(600)
+            .tokens_per_minute(60_000)
+            .build()
+            .unwrap(),
+        clock.clone(),
+    );
+    let amounts = |l: &Limiter<ManualClock>| {
+        l.stats()
+            .limits
+            .iter()
+            .map(|s| (s.amount, s.configured_amount, s.decreases))
+            .collect::<Vec<_>>()
+    };
+    let tokens_out = throttled(&[
+        ("x-ratelimit-remaining-requests", "300"),
+        ("x-ratelimit-remaining-tokens", "0"),
+    ]);
+    limiter.observe_throttled(&tokens_out);
+    assert_eq!(
+        amounts(&limiter),
+        [(600, 600, 0), (42_000, 60_000, 1)],
+        "only tokens"
+    );
+    // The 429s of calls sent before the first came back teach nothing new.
+    clock.advance(ms(1_999));
+    limiter.observe_throttled(&tokens_out);
+    assert_eq!(amounts(&limiter)[1], (42_000, 60_000, 1));
+    clock.advance(ms(1));
+    limiter.observe_throttled(&tokens_out);
+    assert_eq!(amounts(&limiter)[1], (29_400, 60_000, 2));
+    // A 429 that names nothing exhausted lowers every limit of a minute or less.
+    clock.advance(ms(2_000));
+    limiter.observe_throttled(&throttled(&[("retry-after-ms", "10")]));
+    assert_eq!(
+        amounts(&limiter),
+        [(420, 600, 1), (20_580, 60_000, 3)],
+        "everything"
+    );
+    // Never below a tenth of the configured amount.
+    for _ in 0..20 {
+        clock.advance(ms(2_000));
+        limiter.observe_throttled(&tokens_out);
+    }
+    assert_eq!(amounts(&limiter)[1].0, 6_000);
+    // Back up a twentieth (3,000) each 5 s without a 429, read on the next reply.
+    clock.advance(ms(4_999));
+    limiter.observe(&report(&[]));
+    assert_eq!(amounts(&limiter)[1].0, 6_000);
+    clock.advance(ms(1));
+    limiter.observe(&report(&[]));
+    assert_eq!(amounts(&limiter)[1].0, 9_000);
+    // From the floor, back in full after 17 more steps.
+    clock.advance(ms(84_999));
+    limiter.observe(&report(&[]));
+    assert_eq!(amounts(&limiter)[1].0, 57_000);
+    clock.advance(ms(1));
+    limiter.observe(&report(&[]));
+    let back = amounts(&limiter);
+    assert_eq!((back[0].0, back[1].0), (600, 60_000));
+    // Nothing counted was lost on the way: no admission was made, none is counted.
+    assert_eq!(limiter.stats().limits[1].used, 0);
+}
+
+/// Permits admitted before a 429 lowered a limit settle that limit on the safe side (what
+/// they used beyond the reservation is charged, nothing comes back) and the others as usual.
+#[test]
+fn permits_from_before_a_lowered_limit_settle_the_rest_as_usual() {
+    let limiter = Limiter::with_clock(
+        Policy::builder()
+            .requests_per_minute(600)
+            .input_tokens_per_minute(60_000)
+            .output_tokens_per_minute(60_000)
+            .build()
+            .unwrap(),
+        ManualClock::new(),
+    );
+    let permit = limiter
+        .try_acquire(Cost::request().input(500).output(500))
+        .unwrap();
+    limiter.observe_throttled(&throttled(&[(
+        "anthropic-ratelimit-output-tokens-remaining",
+        "0",
+    )]));
+    permit.settle(tokengate::Usage::new().input(100).output(100));
+    let stats = limiter.stats();
+    assert_eq!(stats.limits[2].amount, 42_000);
+    // Input: 400 back. Output: its limit changed since; the 500 stay (with the 59,000 the
+    // 429's rounded `remaining` of 0, at most 500, says the provider counted beyond them).
+    assert_eq!((stats.limits[1].used, stats.limits[1].refunded), (100, 400));
+    let output = &stats.limits[2];
+    assert_eq!(
+        (output.used, output.refunded, output.lowered),
+        (59_500, 0, 59_000)
+    );
+}
+
+/// A reload puts the configured figures in force again: what 429s taught is forgotten.
+#[test]
+fn a_reload_forgets_what_429s_taught() {
+    let config = || {
+        tokengate::config::Config::from_toml_str(
+            "[models.m]\nrequests_per_minute = 600\n",
+            "limits.toml",
+        )
+        .unwrap()
+    };
+    let limiter = Limiter::from_config_with_clock(config(), ManualClock::new());
+    let m = limiter.model("m");
+    m.observe_throttled(&throttled(&[("x-ratelimit-remaining-requests", "0")]));
+    assert_eq!(m.stats()[1].limits[0].amount, 420);
+    limiter.reload(config());
+    let requests = &m.stats()[1].limits[0];
+    assert_eq!((requests.amount, requests.configured_amount), (600, 600));
+}

@@ -276,19 +276,24 @@ async fn direct(
             let response = send(http, url, body).send().await.expect("sent");
             let report = ProviderReport::from_headers(response.headers(), SystemTime::now());
             if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                let wait = retry_after(response.headers());
+                if cell.retries == Retries::ThroughLimiter || attempt == ATTEMPTS {
+                    // The provider did not run it: give the tokens back (before the 429 is
+                    // observed: a limit it lowers takes nothing back from earlier permits).
+                    permit.settle(Usage::new().input(0).output(0));
+                    if cell.feedback {
+                        key.observe_throttled(&report);
+                    }
+                    if attempt == ATTEMPTS {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                    continue 'acquire;
+                }
                 if cell.feedback {
                     key.observe_throttled(&report);
                 }
-                if attempt == ATTEMPTS {
-                    permit.settle(Usage::new().input(0).output(0));
-                    return;
-                }
-                tokio::time::sleep(retry_after(response.headers())).await;
-                if cell.retries == Retries::ThroughLimiter {
-                    // The provider did not run it: give the tokens back, acquire again.
-                    permit.settle(Usage::new().input(0).output(0));
-                    continue 'acquire;
-                }
+                tokio::time::sleep(wait).await;
                 continue;
             }
             if cell.feedback {

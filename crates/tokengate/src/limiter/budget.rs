@@ -18,7 +18,7 @@ use crate::cost::Cost;
 use crate::dimension::Dimension;
 use crate::error::AcquireError;
 use crate::policy::Policy;
-use crate::stats::{BudgetCounters, LimitStats, Stats};
+use crate::stats::{BudgetCounters, LimitCounters, LimitStats, Stats};
 
 /// What one budget says about one cost at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,13 +138,22 @@ pub(crate) struct Budget {
     /// is outstanding.
     pub(crate) pins: u64,
     /// Bumped when the policy is replaced: admissions made under an older policy settle
-    /// conservatively (see [`replace_policy`](Self::replace_policy)).
+    /// conservatively on the limits that changed since (see
+    /// [`replace_policy`](Self::replace_policy)).
     pub(crate) epoch: u32,
+    /// The epoch at which each limit's figures last changed: the receipts of an admission made
+    /// since still fit it.
+    changed: Vec<u32>,
+    /// The epoch at which the policy's shape last changed (limits added, removed, reordered,
+    /// or of another dimension, measure, period or algorithm): no receipt of an admission made
+    /// before fits.
+    reshaped: u32,
     pub(crate) counters: BudgetCounters,
 }
 
 impl Budget {
     pub(crate) fn new(name: BudgetName, policy: Arc<Policy>) -> Self {
+        let policy_len = policy.limits.len();
         let limits = policy.limits.iter().map(|l| l.rule.new_state()).collect();
         let counters = BudgetCounters::new(policy.limits.len());
         Self {
@@ -156,20 +165,43 @@ impl Budget {
             waiters: None,
             pins: 0,
             epoch: 0,
+            changed: vec![0; policy_len],
+            reshaped: 0,
             counters,
         }
     }
 
     /// Puts `policy` in force, carrying over what is counted: a limit that is unchanged keeps
-    /// its state exactly; a limit on the same dimension and period with a new amount,
-    /// burst or algorithm starts with the units the old one counts now charged at `now`
-    /// (they leave its window no earlier than they would have: never more room than before);
-    /// a new limit starts fresh. In-flight requests and waiters stay.
+    /// its state exactly; a limit on the same dimension and period with a new amount, burst
+    /// or algorithm carries its state over ([`LimitRule::carry_over`]: never more room than
+    /// before); a new limit starts fresh. In-flight requests and waiters stay. The figures of
+    /// `policy` are the ones in force: what 429s had taught is forgotten (teaching sets it
+    /// again after it puts a lowered policy in force).
+    ///
+    /// [`LimitRule::carry_over`]: crate::core::LimitRule::carry_over
     pub(crate) fn replace_policy(&mut self, policy: Arc<Policy>, now: Nanos) {
         if policy.same_as(&self.policy) {
             // Nothing changes: states, marks and outstanding permits stay exactly as they are.
             self.policy = policy;
             return;
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        let same_shape = self.policy.limits.len() == policy.limits.len()
+            && self.policy.limits.iter().zip(&policy.limits).all(|(o, l)| {
+                o.dimension == l.dimension
+                    && o.measure == l.measure
+                    && o.limit.period() == l.limit.period()
+                    && o.rule.algorithm() == l.rule.algorithm()
+            });
+        if same_shape {
+            for (i, (o, l)) in self.policy.limits.iter().zip(&policy.limits).enumerate() {
+                if o.limit != l.limit {
+                    self.changed[i] = self.epoch;
+                }
+            }
+        } else {
+            self.reshaped = self.epoch;
+            self.changed = vec![self.epoch; policy.limits.len()];
         }
         let old_policy = std::mem::replace(&mut self.policy, policy);
         let old_limits = std::mem::take(&mut self.limits);
@@ -194,9 +226,11 @@ impl Budget {
                 (None, None) => (l.rule.new_state(), Default::default()),
             };
             self.limits.push(state);
-            self.counters.limits.push(counters);
+            self.counters.limits.push(LimitCounters {
+                taught: None,
+                ..counters
+            });
         }
-        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// Waiters held back by this budget.
@@ -377,49 +411,45 @@ impl Budget {
             offset,
             epoch,
         } = taken;
-        if epoch != self.epoch {
-            // Admitted under a policy since replaced: its marks do not fit these limits. Charge
-            // what was used beyond the reservation; refund nothing (the safe side).
-            for ((l, s), c) in self
-                .policy
-                .limits
-                .iter()
-                .zip(self.limits.iter_mut())
-                .zip(self.counters.limits.iter_mut())
-            {
-                let reserved = l.measure.amount(reserved).unwrap_or(0);
-                let used = l.measure.amount(used).unwrap_or(u64::MAX);
-                let extra = used.saturating_sub(reserved);
-                if extra > 0 {
-                    l.rule.charge(s, now, extra);
-                    c.charged = c.charged.saturating_add(extra.min(l.rule.amount()));
-                }
-            }
-            return;
-        }
+        // How many replacements ago it was admitted; a limit whose figures changed since (or
+        // any, after a change of shape) no longer fits its receipt: charge what was used
+        // beyond the reservation, refund nothing (the safe side).
         let Budget {
             policy,
             limits,
             counters,
+            epoch: current,
+            changed,
+            reshaped,
             ..
         } = self;
+        let age = current.wrapping_sub(epoch);
+        let reshaped = current.wrapping_sub(*reshaped) < age;
         let each = policy
             .limits
             .iter()
             .zip(limits.iter_mut())
             .zip(counters.limits.iter_mut())
+            .zip(changed.iter())
             .enumerate();
         settle_all(
-            each.map(|(i, ((l, s), c))| {
-                let bucket_mark = marks.get(offset + i);
+            each.filter_map(|(i, (((l, s), c), &changed))| {
                 let reserved = l.measure.amount(reserved).unwrap_or(0);
                 // A usage figure that overflows is charged as the most there is (capped by `charge`).
                 let used = l.measure.amount(used).unwrap_or(u64::MAX);
-                c.refunded = c.refunded.saturating_add(reserved.saturating_sub(used));
                 c.charged = c
                     .charged
                     .saturating_add(used.saturating_sub(reserved).min(l.rule.amount()));
-                (
+                if reshaped || current.wrapping_sub(changed) < age {
+                    let extra = used.saturating_sub(reserved);
+                    if extra > 0 {
+                        l.rule.charge(s, now, extra);
+                    }
+                    return None;
+                }
+                c.refunded = c.refunded.saturating_add(reserved.saturating_sub(used));
+                let bucket_mark = marks.get(offset + i);
+                Some((
                     &l.rule,
                     s,
                     reserved,
@@ -428,7 +458,7 @@ impl Budget {
                         admitted_at,
                         bucket_mark,
                     },
-                )
+                ))
             }),
             now,
         );
@@ -491,6 +521,8 @@ impl Budget {
                     refunded: c.refunded,
                     lowered: c.lowered,
                     reported_amount: c.reported,
+                    configured_amount: c.taught.map_or(l.limit.amount(), |t| t.configured),
+                    decreases: c.decreases,
                 }
             })
             .collect();

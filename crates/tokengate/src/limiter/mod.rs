@@ -9,6 +9,7 @@ mod permit;
 mod provider;
 mod queue;
 mod route;
+mod teach;
 mod timer;
 mod waiter;
 

@@ -352,6 +352,41 @@ pub(super) fn paused(retry_after: Duration, throttled: bool, paused_for: Duratio
     let _ = (retry_after, throttled, paused_for);
 }
 
+/// A 429 lowered a limit's amount in force, or time without one raised it a step.
+#[inline(always)]
+pub(super) fn taught(change: &super::teach::Change) {
+    #[cfg(feature = "tracing")]
+    if change.lowered {
+        tracing::info!(
+            target: TARGET,
+            dimension = change.dimension.name(),
+            amount = change.amount,
+            configured = change.configured,
+            "lowered after a 429"
+        );
+    } else {
+        tracing::debug!(
+            target: TARGET,
+            dimension = change.dimension.name(),
+            amount = change.amount,
+            configured = change.configured,
+            "raised a step"
+        );
+    }
+    #[cfg(feature = "metrics")]
+    {
+        let dimension = label(&change.dimension);
+        if change.lowered {
+            metrics::counter!("tokengate_rate_decreases_total", "dimension" => dimension.clone())
+                .increment(1);
+        }
+        metrics::gauge!("tokengate_limit_amount", "dimension" => dimension)
+            .set(change.amount as f64);
+    }
+    #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+    let _ = change;
+}
+
 /// `observe` charged the limit on `dimension` `units` the provider had counted beyond it.
 #[inline(always)]
 pub(super) fn lowered(dimension: &Dimension, units: u64) {

@@ -49,7 +49,35 @@ impl<C: Clock> Limiter<C> {
         if let Some(wait) = report.retry_after {
             self.pause_for(key, wait, false);
         }
+        // A reply that was no 429: limits that 429s lowered climb back a step per step of time.
+        self.teach_on(key, None);
         lowered
+    }
+
+    /// What a 429 (`throttled`: its report) or the time since the last one teaches the budget
+    /// that mirrors the provider for `key` (`limiter/teach.rs`).
+    fn teach_on(&self, key: Option<&KeyNames>, throttled: Option<&ProviderReport>) {
+        let now = self.shared.clock.now();
+        let mut st = self.lock();
+        let id = self.provider_budget(&mut st, key, now);
+        let Some(budget) = st.budget_mut(id) else {
+            return;
+        };
+        let changes = match throttled {
+            Some(report) => budget.teach(report, now),
+            None if budget.counters.limits.iter().any(|c| c.taught.is_some()) => {
+                budget.recover(now)
+            }
+            None => return,
+        };
+        // A limit raised a step may let the head in now; a lowered one moves its timer.
+        if !changes.is_empty() && st.budget(id).is_some_and(|b| b.queue_len() > 0) {
+            st.serve(now, id, None);
+        }
+        drop(st);
+        for change in &changes {
+            observe::taught(change);
+        }
     }
 
     /// Lowers every dimension `report` names (see [`observe`](Self::observe)).
@@ -77,9 +105,51 @@ impl<C: Clock> Limiter<C> {
             .unwrap_or(ROOT)
     }
 
-    /// Like [`observe`](Self::observe), for a 429: counts it, and pauses admissions for its
-    /// `retry_after`, or when it gave none, until the latest reset of a dimension it reports
-    /// exhausted, or else for one second.
+    /// Like [`observe`](Self::observe), for a 429: counts it, pauses admissions for its
+    /// `retry_after` (or when it gave none, until the latest reset of a dimension it reports
+    /// exhausted, or else for one second), and learns from it.
+    ///
+    /// A 429 for a request the limiter admitted means the provider enforces less than the
+    /// limits configured: another client spends the same key, it enforces a shorter period,
+    /// or the account's limit is lower than written. The budget that mirrors the provider (a
+    /// key's model budget, or the limiter's own) lowers the amount in force of the limits the
+    /// 429 reports exhausted (or, when it names none, of all its limits of a minute or less) to
+    /// 7/10, at most once per thirtieth of the period (2 s a minute) and never below a tenth
+    /// of the configured amount; then raises it by a twentieth of the configured amount per
+    /// twelfth of the period (5 s a minute) without a 429, back to the configured amount. So
+    /// a limit lowered once is back in full 30 s later, and two clients that each believe
+    /// they own the whole of a key settle on sharing it. [`LimitStats::amount`] is the amount
+    /// in force, [`LimitStats::configured_amount`] the configured one, and
+    /// [`LimitStats::decreases`] counts the 429s that lowered it; the `metrics` feature
+    /// exports them too (crate docs, Observability).
+    ///
+    /// A limit lowered or raised settles the permits admitted before on the safe side (extra
+    /// usage charged, nothing refunded): settle the permit of the refused call first.
+    ///
+    /// [`LimitStats::amount`]: crate::LimitStats::amount
+    /// [`LimitStats::configured_amount`]: crate::LimitStats::configured_amount
+    /// [`LimitStats::decreases`]: crate::LimitStats::decreases
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use tokengate::feedback::ProviderReport;
+    /// use tokengate::{Limiter, ManualClock, Policy};
+    ///
+    /// let limiter = Limiter::with_clock(Policy::builder().tokens_per_minute(60_000).build()?, ManualClock::new());
+    /// let throttled = ProviderReport::from_headers(
+    ///     [("x-ratelimit-remaining-tokens", "0"), ("retry-after-ms", "250")],
+    ///     SystemTime::now(),
+    /// );
+    /// limiter.observe_throttled(&throttled);
+    /// let tokens = &limiter.stats().limits[0];
+    /// assert_eq!((tokens.amount, tokens.configured_amount, tokens.decreases), (42_000, 60_000, 1));
+    /// // 30 s without a 429: back to the configured amount, a twentieth each 5 s.
+    /// limiter.clock().advance(Duration::from_secs(30));
+    /// limiter.observe(&ProviderReport::default());
+    /// assert_eq!(limiter.stats().limits[0].amount, 60_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn observe_throttled(&self, report: &ProviderReport) -> u64 {
         self.observe_throttled_on(None, report)
     }
@@ -106,6 +176,7 @@ impl<C: Clock> Limiter<C> {
                 .unwrap_or(Duration::from_secs(1)),
             true,
         );
+        self.teach_on(key, Some(report));
         lowered
     }
 

@@ -247,11 +247,13 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
         }
         let feedback = self.config.feedback();
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
-            if feedback {
-                limits.observe_throttled(&report);
-            }
+            // Settled first: the limits the 429 lowers no longer take back the tokens of
+            // permits admitted before.
             if let Some(pending) = pending {
                 pending.settle_unprocessed();
+            }
+            if feedback {
+                limits.observe_throttled(&report);
             }
             return Ok(response);
         }

@@ -4,5 +4,7 @@
 
 pub mod check_admissions;
 pub mod meters;
+// Its HTTP server uses crates the `reqwest` feature brings.
+#[cfg(feature = "reqwest")]
 pub mod mock_provider;
 pub mod rng;
