@@ -140,6 +140,8 @@ pub struct MockState {
     spec: MockSpec,
     start: Instant,
     log: Vec<Admitted>,
+    /// When each 429 was answered, seconds from the start.
+    throttled_at: Vec<f64>,
     pub admitted: u64,
     pub throttled: u64,
     seed: u64,
@@ -169,9 +171,14 @@ impl MockState {
     /// The units counted on `dimension` ("requests", "tokens", "input_tokens",
     /// "output_tokens") by admissions before `until` (seconds from the start).
     pub fn counted(&self, dimension: &str, until: f64) -> u64 {
+        self.counted_between(dimension, 0.0, until)
+    }
+
+    /// The same for admissions in `[from, until)`.
+    pub fn counted_between(&self, dimension: &str, from: f64, until: f64) -> u64 {
         self.log
             .iter()
-            .filter(|a| a.t < until)
+            .filter(|a| a.t >= from && a.t < until)
             .map(|a| match dimension {
                 "requests" => 1,
                 "tokens" => a.input + a.counted_output,
@@ -180,6 +187,19 @@ impl MockState {
                 other => panic!("no dimension {other}"),
             })
             .sum()
+    }
+
+    /// 429s answered in `[from, until)` (seconds from the start).
+    pub fn throttled_between(&self, from: f64, until: f64) -> u64 {
+        self.throttled_at
+            .iter()
+            .filter(|&&t| t >= from && t < until)
+            .count() as u64
+    }
+
+    /// Admissions in `[from, until)`.
+    pub fn admitted_between(&self, from: f64, until: f64) -> u64 {
+        self.counted_between("requests", from, until)
     }
 
     /// The largest amount one admission counted on `dimension`.
@@ -362,6 +382,8 @@ fn admit(st: &mut MockState, input: u64, max_tokens: u64) -> Result<(u64, u64), 
     }
     if wait > Duration::ZERO {
         st.throttled += 1;
+        let t = now.duration_since(st.start).as_secs_f64();
+        st.throttled_at.push(t);
         return Err(wait);
     }
     let id = st.log.len() as u64;
@@ -558,6 +580,7 @@ impl MockProvider {
             spec,
             start: now,
             log: Vec::new(),
+            throttled_at: Vec::new(),
             admitted: 0,
             throttled: 0,
             seed: 0x9E37_79B9_7F4A_7C15,
