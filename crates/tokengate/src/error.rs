@@ -88,7 +88,7 @@ pub enum BuildError {
 ///
 /// # Examples
 /// ```
-/// use tokengate::{AcquireError, Cost, Denied, Limiter, Policy};
+/// use tokengate::{AcquireError, Algorithm, Cost, Dimension, Limit, Limiter, Policy};
 ///
 /// let limiter = Limiter::new(Policy::builder().input_tokens_per_minute(30_000).build()?);
 /// let err = limiter.acquire_blocking(Cost::request().input(40_000)).unwrap_err();
@@ -96,15 +96,29 @@ pub enum BuildError {
 /// assert_eq!(
 ///     err.to_string(),
 ///     "40000 input_tokens can never be admitted: the 30000 per minute limit admits at most 30000 at once; \
-///      split the request or raise the limit's burst"
+///      split the request or raise the limit"
 /// );
+///
+/// // A token bucket admits at most its burst at once; the default algorithm admits a larger
+/// // request when its bucket is full, into debt, as providers do.
+/// let bucket = Limit::per_minute(30_000).algorithm(Algorithm::TokenBucket).burst(1_000);
+/// let limiter = Limiter::new(Policy::builder().limit(Dimension::InputTokens, bucket).build()?);
+/// let err = limiter.acquire_blocking(Cost::request().input(2_000)).unwrap_err();
+/// assert!(err.to_string().ends_with(
+///     "split the request, raise the burst, or use the smooth window (the default algorithm), \
+///      which admits a request above its burst once its bucket is full, as providers do"
+/// ));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AcquireError {
     /// The cost is above the largest cost a limit can ever admit: waiting would never help.
-    #[error("{cost} {dimension} can never be admitted: the {limit} limit admits at most {capacity} at once; split the request or raise the limit's burst")]
+    #[error("{cost} {dimension} can never be admitted: the {limit} limit admits at most {capacity} at once; {}", if *algorithm == Algorithm::TokenBucket {
+        "split the request, raise the burst, or use the smooth window (the default algorithm), which admits a request above its burst once its bucket is full, as providers do"
+    } else {
+        "split the request or raise the limit"
+    })]
     Exceeds {
         /// The dimension whose limit is too small.
         dimension: Dimension,
@@ -114,6 +128,9 @@ pub enum AcquireError {
         capacity: u64,
         /// The limit, as written.
         limit: String,
+        /// The limit's algorithm: the capacity of a token bucket is its burst; of every other
+        /// algorithm, the amount per period.
+        algorithm: Algorithm,
     },
     /// A weighted amount does not fit in 64 bits.
     #[error("the {dimension} amount of this cost overflows 64 bits: the figures are far beyond any real request")]

@@ -99,6 +99,7 @@ impl PolicyLimit {
                 cost: amount,
                 capacity: self.rule.capacity(),
                 limit: self.limit.to_string(),
+                algorithm: self.rule.algorithm(),
             },
         }
     }
