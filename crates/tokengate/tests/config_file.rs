@@ -11,6 +11,12 @@ use tokengate::{Algorithm, BuildError, Cost, Dimension, Limit, Limiter, ManualCl
 
 const FILE: &str = "limits.toml";
 
+/// The keys that set a limit in a policy table, as messages list them.
+const LIMIT_KEYS: &str = "requests_per_second, requests_per_minute, requests_per_hour, requests_per_day, \
+     input_tokens_per_second, input_tokens_per_minute, input_tokens_per_hour, input_tokens_per_day, \
+     output_tokens_per_second, output_tokens_per_minute, output_tokens_per_hour, output_tokens_per_day, \
+     tokens_per_second, tokens_per_minute, tokens_per_hour, tokens_per_day, max_in_flight";
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml_str(text, FILE)
 }
@@ -269,6 +275,208 @@ output_weight = 3
     assert_eq!(used, [700, 200, 400]);
 }
 
+#[test]
+fn per_second_and_per_hour_shorthands_build_limits_of_one_second_and_one_hour() {
+    let text = r#"
+[models.m]
+requests_per_second = 10
+requests_per_hour = 20_000
+input_tokens_per_second = 1_000
+input_tokens_per_hour = 2_000_000
+output_tokens_per_second = 300
+output_tokens_per_hour = 400_000
+
+[models.n]
+tokens_per_second = { amount = 5_000, output_weight = 5 }
+tokens_per_hour = 9_000_000
+"#;
+    let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let (_, m) = config.model_policy("m").expect("listed");
+    let second = Duration::from_secs(1);
+    let hour = Duration::from_secs(3_600);
+    let figures: Vec<(Dimension, u64, Duration)> = m
+        .limits()
+        .map(|(d, l)| (d.clone(), l.amount(), l.period()))
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            (Dimension::Requests, 10, second),
+            (Dimension::Requests, 20_000, hour),
+            (Dimension::InputTokens, 1_000, second),
+            (Dimension::InputTokens, 2_000_000, hour),
+            (Dimension::OutputTokens, 300, second),
+            (Dimension::OutputTokens, 400_000, hour),
+        ]
+    );
+    let (_, n) = config.model_policy("n").expect("listed");
+    assert_eq!(
+        limits_of(n),
+        [
+            (Dimension::Tokens, Limit::per_second(5_000)),
+            (Dimension::Tokens, Limit::per_hour(9_000_000)),
+        ]
+    );
+    // The output weight of the table form applies: 1 in + 5 x 1 out per second; the integer
+    // form per hour counts 1 + 1.
+    let limiter = Limiter::with_clock(n.clone(), ManualClock::new());
+    let _permit = limiter
+        .try_acquire(Cost::request().input(1).output(1))
+        .expect("admitted");
+    let used: Vec<u64> = limiter.stats().limits.iter().map(|l| l.used).collect();
+    assert_eq!(used, [6, 2]);
+
+    // A per-second shorthand and a [[...limits]] entry per "1s" are the same limit twice.
+    let text = "[models.x]\nrequests_per_second = 5\n\n[[models.x.limits]]\ndimension = \"requests\"\namount = 1\nper = \"1s\"\n";
+    let e = refuse(text);
+    assert_at(text, &e, 4, 1, "models.x.limits[0]", "[[models.x.limits]]");
+    assert_eq!(e.kind, ErrorKind::Duplicate);
+    assert_eq!(
+        e.message,
+        "a second requests limit per second (the first is `models.x.requests_per_second` at 2:23): keep one, or give them different periods"
+    );
+}
+
+/// How many costs of `cost` the model `m` of `text` admits at once, on a clock that stands
+/// still (at most `cap`).
+fn admitted_at_once(text: &str, cost: &Cost, cap: usize) -> usize {
+    let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let limiter = Limiter::from_config_with_clock(config, ManualClock::new());
+    let model = limiter.model("m");
+    let mut permits = Vec::new();
+    while permits.len() < cap {
+        match model.try_acquire(cost.clone()) {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
+        }
+    }
+    permits.len()
+}
+
+#[test]
+fn the_table_form_of_a_shorthand_sets_its_burst() {
+    // The default holds a sixtieth of a per-minute limit at once; a burst of the whole minute
+    // admits all of it.
+    let plain = "[models.m]\nrequests_per_minute = 600\n";
+    let whole_minute = "[models.m]\nrequests_per_minute = { amount = 600, burst = 600 }\n";
+    assert_eq!(admitted_at_once(plain, &Cost::request(), 1_000), 10);
+    assert_eq!(admitted_at_once(whole_minute, &Cost::request(), 1_000), 600);
+    let config = parse(whole_minute).unwrap_or_else(|e| panic!("{e}"));
+    let (_, policy) = config.model_policy("m").expect("listed");
+    assert_eq!(
+        limits_of(policy),
+        [(Dimension::Requests, Limit::per_minute(600).burst(600))]
+    );
+
+    // Every shorthand has the table form; `burst` may be left out.
+    let config = parse(
+        "[models.m]\n\
+         requests_per_second = { amount = 10, burst = 5 }\n\
+         input_tokens_per_minute = { amount = 30_000 }\n\
+         output_tokens_per_hour = { amount = 8_000, burst = 100 }\n\
+         tokens_per_day = { amount = 1_000_000, burst = 1_000, input_weight = 2 }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (_, policy) = config.model_policy("m").expect("listed");
+    assert_eq!(
+        limits_of(policy),
+        [
+            (Dimension::Requests, Limit::per_second(10).burst(5)),
+            (Dimension::InputTokens, Limit::per_minute(30_000)),
+            (Dimension::OutputTokens, Limit::per_hour(8_000).burst(100)),
+            (Dimension::Tokens, Limit::per_day(1_000_000).burst(1_000)),
+        ]
+    );
+
+    // Combined tokens take a burst and weights together: 6,000 at once, an output token
+    // counting 5 (the default would hold 100 at once).
+    let tokens =
+        "[models.m]\ntokens_per_minute = { amount = 6_000, burst = 6_000, output_weight = 5 }\n";
+    let one_out = Cost::request().output(1);
+    assert_eq!(admitted_at_once(tokens, &one_out, 10_000), 1_200);
+    let tokens = "[models.m]\ntokens_per_minute = { amount = 6_000, output_weight = 5 }\n";
+    assert_eq!(admitted_at_once(tokens, &one_out, 10_000), 20);
+}
+
+#[test]
+fn a_missing_amount_in_the_table_form_of_a_shorthand_is_named_with_an_example() {
+    let text = "[models.x]\nrequests_per_minute = { burst = 600 }\n";
+    let e = refuse(text);
+    assert_at(
+        text,
+        &e,
+        2,
+        1,
+        "models.x.requests_per_minute.amount",
+        "requests_per_minute",
+    );
+    assert_eq!(e.kind, ErrorKind::Missing);
+    assert_eq!(
+        e.message,
+        "is missing: expected the requests per minute, e.g. { amount = 600, burst = 600 }"
+    );
+}
+
+#[test]
+fn an_unknown_key_in_the_table_form_of_a_shorthand_lists_the_allowed_keys() {
+    let cases: [(&str, usize, &str, &str); 4] = [
+        (
+            "[models.x]\nrequests_per_minute = { amount = 600, brust = 600 }\n",
+            39,
+            "models.x.requests_per_minute.brust",
+            "unknown field `brust`: expected one of amount, burst (did you mean `burst`?)",
+        ),
+        (
+            "[models.x]\ninput_tokens_per_hour = { amount = 600, per = \"2h\" }\n",
+            41,
+            "models.x.input_tokens_per_hour.per",
+            "unknown field `per`: expected one of amount, burst; \
+             for another algorithm or period, use a [[...limits]] entry instead of the shorthand",
+        ),
+        (
+            "[models.x]\nrequests_per_day = { amount = 600, output_weight = 5 }\n",
+            36,
+            "models.x.requests_per_day.output_weight",
+            "unknown field `output_weight`: expected one of amount, burst; weights apply to combined tokens only, \
+             e.g. tokens_per_minute = { amount = 2_000_000, output_weight = 5 }",
+        ),
+        (
+            "[models.x]\ntokens_per_second = { amount = 600, bursts = 6 }\n",
+            37,
+            "models.x.tokens_per_second.bursts",
+            "unknown field `bursts`: expected one of amount, burst, input_weight, output_weight (did you mean `burst`?)",
+        ),
+    ];
+    for (text, column, field, message) in cases {
+        let e = refuse(text);
+        let token = field.rsplit('.').next().expect("a key");
+        assert_at(text, &e, 2, column, field, token);
+        assert_eq!(e.kind, ErrorKind::UnknownField, "{e}");
+        assert_eq!(e.message, message);
+    }
+}
+
+#[test]
+fn a_typo_of_a_per_second_or_per_hour_shorthand_suggests_it() {
+    for (typo, meant) in [
+        ("request_per_second", "requests_per_second"),
+        ("tokens_per_hours", "tokens_per_hour"),
+        ("input_token_per_second", "input_tokens_per_second"),
+        ("rps", "requests_per_second"),
+    ] {
+        let text = format!("[models.x]\n{typo} = {{ amount = 10, burst = 10 }}\n");
+        let e = refuse(&text);
+        assert_at(&text, &e, 2, 1, &format!("models.x.{typo}"), typo);
+        assert_eq!(e.kind, ErrorKind::UnknownField);
+        assert_eq!(
+            e.message,
+            format!(
+                "unknown field `{typo}`: expected one of {LIMIT_KEYS}, limits (did you mean `{meant}`?)"
+            )
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Resolution
 
@@ -423,9 +631,10 @@ fn an_unknown_field_lists_the_allowed_ones_and_suggests_the_closest() {
     assert_eq!(e.kind, ErrorKind::UnknownField);
     assert_eq!(
         e.message,
-        "unknown field `requests_per_minit`: expected one of requests_per_minute, requests_per_day, \
-         input_tokens_per_minute, input_tokens_per_day, output_tokens_per_minute, output_tokens_per_day, \
-         tokens_per_minute, tokens_per_day, max_in_flight, limits (did you mean `requests_per_minute`?)"
+        format!(
+            "unknown field `requests_per_minit`: expected one of {LIMIT_KEYS}, limits \
+             (did you mean `requests_per_minute`?)"
+        )
     );
 }
 
@@ -436,7 +645,7 @@ fn an_abbreviation_is_unknown_with_the_full_name_suggested() {
     assert_at(text, &e, 2, 1, "tenants.acme.tpm", "tpm");
     assert!(
         e.message
-            .starts_with("unknown field `tpm`: expected one of requests_per_minute,"),
+            .starts_with("unknown field `tpm`: expected one of requests_per_second,"),
         "{e}"
     );
     assert!(
@@ -468,52 +677,54 @@ fn an_unquoted_dotted_model_name_is_explained() {
 
 #[test]
 fn unknown_fields_at_every_level_are_refused() {
-    let cases: [(&str, usize, usize, &str, &str); 6] = [
+    let cases: [(&str, usize, usize, &str, String); 6] = [
         (
             "requests_per_minute = 5\n",
             1,
             1,
             "requests_per_minute",
             "unknown field `requests_per_minute`: expected one of account, defaults, models, families, tenants; \
-             limits belong in a table: [account] (every request), [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]",
+             limits belong in a table: [account] (every request), [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]"
+                .to_owned(),
         ),
         (
             "[model.x]\nrequests_per_minute = 5\n",
             1,
             2,
             "model",
-            "unknown field `model`: expected one of account, defaults, models, families, tenants (did you mean `models`?)",
+            "unknown field `model`: expected one of account, defaults, models, families, tenants (did you mean `models`?)"
+                .to_owned(),
         ),
         (
             "[defaults.modle]\nrequests_per_minute = 5\n",
             1,
             11,
             "defaults.modle",
-            "unknown field `modle`: expected one of model, tenant (did you mean `model`?)",
+            "unknown field `modle`: expected one of model, tenant (did you mean `model`?)".to_owned(),
         ),
         (
             "[[models.x.limits]]\ndimension = \"requests\"\namount = 5\nper = \"1m\"\nwindow = 3\n",
             5,
             1,
             "models.x.limits[0].window",
-            "unknown field `window`: expected one of dimension, amount, per, algorithm, burst, input_weight, output_weight",
+            "unknown field `window`: expected one of dimension, amount, per, algorithm, burst, input_weight, output_weight"
+                .to_owned(),
         ),
         (
-            "[models.x]\ntokens_per_minute = { amount = 5, burst = 3 }\n",
+            "[models.x]\ntokens_per_minute = { amount = 5, algorithm = \"token_bucket\" }\n",
             2,
             35,
-            "models.x.tokens_per_minute.burst",
-            "unknown field `burst`: expected one of amount, input_weight, output_weight \
-             (for a burst or an algorithm, use a [[...limits]] entry with dimension = \"tokens\")",
+            "models.x.tokens_per_minute.algorithm",
+            "unknown field `algorithm`: expected one of amount, burst, input_weight, output_weight; \
+             for another algorithm or period, use a [[...limits]] entry instead of the shorthand"
+                .to_owned(),
         ),
         (
             "[models.x]\nrequests_per_minute = 5\nmatch = [\"x\"]\n",
             3,
             1,
             "models.x.match",
-            "unknown field `match`: expected one of requests_per_minute, requests_per_day, input_tokens_per_minute, \
-             input_tokens_per_day, output_tokens_per_minute, output_tokens_per_day, tokens_per_minute, tokens_per_day, \
-             max_in_flight, limits",
+            format!("unknown field `match`: expected one of {LIMIT_KEYS}, limits"),
         ),
     ];
     for (text, line, column, field, message) in cases {
@@ -921,6 +1132,73 @@ fn burst_mistakes_point_at_the_burst() {
     );
 }
 
+#[test]
+fn burst_mistakes_in_the_table_form_of_a_shorthand_point_at_the_burst() {
+    // A burst of 0.
+    let text = "[models.x]\nrequests_per_minute = { amount = 600, burst = 0 }\n";
+    let e = refuse(text);
+    assert_at(text, &e, 2, 47, "models.x.requests_per_minute.burst", "0");
+    assert_eq!(e.kind, ErrorKind::InvalidValue);
+    assert_eq!(
+        e.message,
+        "expected a whole number of at least 1 (units (leave `burst` out for the default)), found 0: \
+         a bucket must hold at least 1 unit"
+    );
+    assert_eq!(
+        e.to_string(),
+        "limits.toml:2:47: field `models.x.requests_per_minute.burst`: expected a whole number of at least 1 \
+         (units (leave `burst` out for the default)), found 0: a bucket must hold at least 1 unit"
+    );
+
+    // A burst above the amount: the library's error, at the burst.
+    let text = "[models.x]\nrequests_per_minute = 5\ntokens_per_minute = { amount = 60_000, burst = 60_001, output_weight = 5 }\n";
+    let e = refuse(text);
+    assert_at(
+        text,
+        &e,
+        3,
+        48,
+        "models.x.tokens_per_minute.burst",
+        "60_001",
+    );
+    assert!(
+        matches!(&e.kind, ErrorKind::Policy(b) if matches!(&**b, BuildError::InLimit { source, .. }
+            if **source == BuildError::BurstAboveAmount { burst: 60_001, amount: 60_000 })),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.message,
+        "tokens limit 60000 per minute: the burst 60001 is above the amount 60000: the smooth window never admits \
+         more than the amount per period; lower `burst`, or use a [[...limits]] entry with algorithm = \"token_bucket\""
+    );
+
+    // A burst that is not a whole number.
+    for (value, found) in [
+        ("\"600\"", "found a string: write 600 without quotes"),
+        ("1.5", "found a float"),
+        ("-2", "found -2"),
+    ] {
+        let text = format!(
+            "[tenants.t]\noutput_tokens_per_second = {{ amount = 600, burst = {value} }}\n"
+        );
+        let e = refuse(&text);
+        assert_at(
+            &text,
+            &e,
+            2,
+            52,
+            "tenants.t.output_tokens_per_second.burst",
+            value,
+        );
+        assert_eq!(
+            e.message,
+            format!(
+                "expected a whole number of at least 1 (units (leave `burst` out for the default)), {found}"
+            )
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mistakes: duplicates and overlaps
 
@@ -1092,9 +1370,7 @@ fn an_empty_policy_table_is_refused() {
     assert_eq!(e.kind, ErrorKind::Empty);
     assert_eq!(
         e.message,
-        "the model sets no limit: expected at least one of requests_per_minute, requests_per_day, input_tokens_per_minute, \
-         input_tokens_per_day, output_tokens_per_minute, output_tokens_per_day, tokens_per_minute, tokens_per_day, \
-         max_in_flight, or a [[...limits]] entry"
+        format!("the model sets no limit: expected at least one of {LIMIT_KEYS}, or a [[...limits]] entry")
     );
     let text = "[defaults.tenant]\n";
     let e = refuse(text);
@@ -1203,8 +1479,11 @@ fn fragment() -> impl Strategy<Value = String> {
     let keys = prop::sample::select(vec![
         "requests_per_minute",
         "requests_per_day",
+        "requests_per_second",
         "input_tokens_per_minute",
+        "input_tokens_per_hour",
         "output_tokens_per_day",
+        "tokens_per_second",
         "tokens_per_minute",
         "tokens_per_day",
         "max_in_flight",
@@ -1246,6 +1525,11 @@ fn fragment() -> impl Strategy<Value = String> {
         "{ amount = 5, output_weight = 0 }",
         "{ amount = 5, input_weight = 2 }",
         "{ output_weight = 5 }",
+        "{ amount = 5, burst = 5 }",
+        "{ amount = 5, burst = 0 }",
+        "{ amount = 5, burst = 6 }",
+        "{ amount = 5, burst = 18446744073709551615, input_weight = 3 }",
+        "{ burst = 5 }",
         "{}",
         "true",
         "1979-05-27T07:32:00Z",

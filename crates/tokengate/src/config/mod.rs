@@ -32,6 +32,12 @@
 //! requests_per_minute = 250
 //! tokens_per_minute = { amount = 2_000_000, output_weight = 5 }
 //!
+//! [models.o3]                    # per second and per hour too
+//! requests_per_second = 20
+//! requests_per_hour = 50_000
+//! # A burst of the whole minute, only for a provider documented to accept it (see below):
+//! input_tokens_per_minute = { amount = 60_000, burst = 60_000 }
+//!
 //! [tenants.acme]                 # a tenant's own budget, charged together with the model's
 //! requests_per_minute = 100
 //! [defaults.tenant]              # the budget of a tenant not listed (optional)
@@ -52,15 +58,27 @@
 //!
 //! | key | value | limit |
 //! |---|---|---|
-//! | `requests_per_minute`, `requests_per_day` | integer | [`Dimension::Requests`](crate::Dimension::Requests) |
-//! | `input_tokens_per_minute`, `input_tokens_per_day` | integer | [`Dimension::InputTokens`](crate::Dimension::InputTokens) |
-//! | `output_tokens_per_minute`, `output_tokens_per_day` | integer | [`Dimension::OutputTokens`](crate::Dimension::OutputTokens) |
-//! | `tokens_per_minute`, `tokens_per_day` | integer, or `{ amount, input_weight = 1, output_weight = 1 }` | [`Dimension::Tokens`](crate::Dimension::Tokens), counted `input * input_weight + output * output_weight` |
+//! | `requests_per_second`, `requests_per_minute`, `requests_per_hour`, `requests_per_day` | integer, or `{ amount, burst }` | [`Dimension::Requests`](crate::Dimension::Requests) |
+//! | `input_tokens_per_second`, `input_tokens_per_minute`, `input_tokens_per_hour`, `input_tokens_per_day` | integer, or `{ amount, burst }` | [`Dimension::InputTokens`](crate::Dimension::InputTokens) |
+//! | `output_tokens_per_second`, `output_tokens_per_minute`, `output_tokens_per_hour`, `output_tokens_per_day` | integer, or `{ amount, burst }` | [`Dimension::OutputTokens`](crate::Dimension::OutputTokens) |
+//! | `tokens_per_second`, `tokens_per_minute`, `tokens_per_hour`, `tokens_per_day` | integer, or `{ amount, burst, input_weight = 1, output_weight = 1 }` | [`Dimension::Tokens`](crate::Dimension::Tokens), counted `input * input_weight + output * output_weight` |
 //! | `max_in_flight` | integer | [`PolicyBuilder::max_in_flight`](crate::PolicyBuilder::max_in_flight) |
 //! | `limits` | array of tables: `dimension`, `amount`, `per`, and optional `algorithm`, `burst`, `input_weight` and `output_weight` (weights with `dimension = "tokens"` only) | any [`Limit`](crate::Limit) |
 //!
 //! and a family also holds `match`: a model name or pattern, or an array of them. Each table
 //! is built with [`Policy::builder`], so defaults (bursts, algorithm) are the library's.
+//!
+//! The shorthands (`*_per_second`, `*_per_minute`, `*_per_hour`, `*_per_day`) are limits over
+//! 1 s, 60 s, 3,600 s and 86,400 s with the default algorithm,
+//! [`Algorithm::SmoothWindow`](crate::Algorithm::SmoothWindow). Written as an integer, a
+//! shorthand is the amount, with the default burst: a sixtieth of the amount at once (rounded
+//! down, at least 1) for a limit per second or per minute, the whole amount for a limit per
+//! hour or per day. Written as a table, it also takes `burst`, the units admitted at once: a
+//! whole number from 1 up to `amount` ([`Limit::burst`](crate::Limit::burst)). A burst of the
+//! whole minute, `tokens_per_minute = { amount = 60_000, burst = 60_000 }`, lets a minute's
+//! units go at once: choose it only for a provider documented to accept that (none of
+//! OpenAI, Anthropic and AWS Bedrock says so). For another algorithm or period, write a
+//! `[[...limits]]` entry.
 //!
 //! # Rules
 //! - **Resolution** ([`Config::model_policy`]): a model listed in `[models]` uses its own
@@ -81,7 +99,8 @@
 //!   model wins, as above).
 //! - **Every value is checked**: unknown keys (with the keys allowed, and a suggestion for a
 //!   typo), wrong types, amounts below 1, periods that are not durations or are 0, unknown
-//!   algorithms, a burst on an algorithm without one, the same dimension and period twice in
+//!   algorithms, a burst below 1, a burst above the amount of the default algorithm, a burst
+//!   on an algorithm without one, the same dimension and period twice in
 //!   one table, a policy table with no limit, a file with no limit at all; and every
 //!   [`BuildError`](crate::BuildError) of the library, pointed at the field it comes from.
 //!
@@ -124,6 +143,34 @@
 //! let cost = Cost::request().input(1_000).output(500);
 //! let _model_permit = model.try_acquire(cost.clone())?;
 //! let _tenant_permit = tenant.try_acquire(cost)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A burst of the whole minute, in the table form of a shorthand:
+//! ```
+//! use tokengate::config::Config;
+//! use tokengate::{Cost, Limiter, ManualClock};
+//!
+//! let config = Config::from_toml_str(
+//!     r#"
+//!     [models.chat]
+//!     requests_per_minute = 600      # the default burst: 10 at once, then 1 every 100 ms
+//!
+//!     [models.batch]                 # a provider documented to accept a minute at once
+//!     requests_per_minute = { amount = 600, burst = 600 }
+//!     "#,
+//!     "limits.toml",
+//! )?;
+//! let limiter = Limiter::from_config_with_clock(config, ManualClock::new());
+//! let admitted_at_once = |model: &str| {
+//!     let key = limiter.model(model);
+//!     let permits: Vec<_> = std::iter::from_fn(|| key.try_acquire(Cost::request()).ok())
+//!         .take(1_000)
+//!         .collect();
+//!     permits.len()
+//! };
+//! assert_eq!(admitted_at_once("chat"), 10);
+//! assert_eq!(admitted_at_once("batch"), 600);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

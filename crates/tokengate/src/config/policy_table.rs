@@ -15,34 +15,76 @@ use crate::feedback::parse_go_duration;
 use crate::limit::{Algorithm, Limit};
 use crate::policy::{Policy, PolicyBuilder};
 
+const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3_600);
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// The shorthand keys: name, dimension, period.
-const SHORTHANDS: [(&str, Builtin, Duration); 8] = [
-    ("requests_per_minute", Builtin::Requests, MINUTE),
-    ("requests_per_day", Builtin::Requests, DAY),
-    ("input_tokens_per_minute", Builtin::Input, MINUTE),
-    ("input_tokens_per_day", Builtin::Input, DAY),
-    ("output_tokens_per_minute", Builtin::Output, MINUTE),
-    ("output_tokens_per_day", Builtin::Output, DAY),
-    ("tokens_per_minute", Builtin::Tokens, MINUTE),
-    ("tokens_per_day", Builtin::Tokens, DAY),
+/// A shorthand key of a policy table: `requests_per_minute = 500`, or its table form
+/// `requests_per_minute = { amount = 500, burst = 500 }`.
+#[derive(Debug, Clone, Copy)]
+struct Shorthand {
+    name: &'static str,
+    builtin: Builtin,
+    period: Duration,
+}
+
+impl Shorthand {
+    const fn new(name: &'static str, builtin: Builtin, period: Duration) -> Self {
+        Self {
+            name,
+            builtin,
+            period,
+        }
+    }
+}
+
+/// The shorthand keys: every built-in dimension per second, minute, hour and day.
+const SHORTHANDS: [Shorthand; 16] = [
+    Shorthand::new("requests_per_second", Builtin::Requests, SECOND),
+    Shorthand::new("requests_per_minute", Builtin::Requests, MINUTE),
+    Shorthand::new("requests_per_hour", Builtin::Requests, HOUR),
+    Shorthand::new("requests_per_day", Builtin::Requests, DAY),
+    Shorthand::new("input_tokens_per_second", Builtin::Input, SECOND),
+    Shorthand::new("input_tokens_per_minute", Builtin::Input, MINUTE),
+    Shorthand::new("input_tokens_per_hour", Builtin::Input, HOUR),
+    Shorthand::new("input_tokens_per_day", Builtin::Input, DAY),
+    Shorthand::new("output_tokens_per_second", Builtin::Output, SECOND),
+    Shorthand::new("output_tokens_per_minute", Builtin::Output, MINUTE),
+    Shorthand::new("output_tokens_per_hour", Builtin::Output, HOUR),
+    Shorthand::new("output_tokens_per_day", Builtin::Output, DAY),
+    Shorthand::new("tokens_per_second", Builtin::Tokens, SECOND),
+    Shorthand::new("tokens_per_minute", Builtin::Tokens, MINUTE),
+    Shorthand::new("tokens_per_hour", Builtin::Tokens, HOUR),
+    Shorthand::new("tokens_per_day", Builtin::Tokens, DAY),
 ];
 
+/// The keys that set a limit on their own line: every shorthand, and `max_in_flight`.
+const LIMIT_KEYS: [&str; SHORTHANDS.len() + 1] = shorthands_and(["max_in_flight"]);
+
 /// Every key of a policy table but a family's `match`.
-pub(super) const POLICY_FIELDS: [&str; 10] = [
-    "requests_per_minute",
-    "requests_per_day",
-    "input_tokens_per_minute",
-    "input_tokens_per_day",
-    "output_tokens_per_minute",
-    "output_tokens_per_day",
-    "tokens_per_minute",
-    "tokens_per_day",
-    "max_in_flight",
-    "limits",
-];
+pub(super) const POLICY_FIELDS: [&str; SHORTHANDS.len() + 2] =
+    shorthands_and(["max_in_flight", "limits"]);
+
+/// The names of [`SHORTHANDS`], in order, followed by `extra` (`E` = `N - SHORTHANDS.len()`,
+/// checked when the constant is evaluated, at compile time).
+const fn shorthands_and<const N: usize, const E: usize>(
+    extra: [&'static str; E],
+) -> [&'static str; N] {
+    assert!(N == SHORTHANDS.len() + E, "N must be SHORTHANDS.len() + E");
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < SHORTHANDS.len() {
+        names[i] = SHORTHANDS[i].name;
+        i += 1;
+    }
+    let mut j = 0;
+    while j < E {
+        names[i + j] = extra[j];
+        j += 1;
+    }
+    names
+}
 
 /// The keys of one entry of `limits`.
 const LIMIT_FIELDS: [&str; 7] = [
@@ -55,11 +97,15 @@ const LIMIT_FIELDS: [&str; 7] = [
     "output_weight",
 ];
 
-/// The keys of the table form of `tokens_per_minute` / `tokens_per_day`.
-const WEIGHTED_FIELDS: [&str; 3] = ["amount", "input_weight", "output_weight"];
+/// The keys of the table form of a shorthand of requests, input or output tokens.
+const SHORTHAND_TABLE_FIELDS: [&str; 2] = ["amount", "burst"];
+
+/// The keys of the table form of a shorthand of combined tokens (`tokens_per_*`).
+const WEIGHTED_TABLE_FIELDS: [&str; 4] = ["amount", "burst", "input_weight", "output_weight"];
 
 /// Abbreviations people write for the shorthand keys.
-const ALIASES: [(&str, &str); 8] = [
+const ALIASES: [(&str, &str); 9] = [
+    ("rps", "requests_per_second"),
     ("rpm", "requests_per_minute"),
     ("rpd", "requests_per_day"),
     ("itpm", "input_tokens_per_minute"),
@@ -87,6 +133,34 @@ impl Builtin {
             Builtin::Tokens => Dimension::Tokens,
         }
     }
+
+    /// What an amount of this dimension counts, for messages.
+    fn units(self) -> &'static str {
+        match self {
+            Builtin::Requests => "requests",
+            _ => "tokens",
+        }
+    }
+}
+
+impl Shorthand {
+    /// What its amount counts, for messages: `requests per minute`.
+    fn what(&self) -> String {
+        format!(
+            "{} per {}",
+            self.builtin.units(),
+            crate::fmt::Period(self.period)
+        )
+    }
+}
+
+/// How a limit was written, for the advice of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// A shorthand key (`requests_per_minute = ...`): always the default algorithm.
+    Shorthand,
+    /// A `[[...limits]]` entry, which may choose its algorithm.
+    Entry,
 }
 
 /// Where a part of a limit (or a family's `match`) was written, for errors.
@@ -103,6 +177,7 @@ struct LimitSpec {
     limit: Limit,
     /// `Some` for combined tokens: (input, output).
     weights: Option<(u64, u64)>,
+    form: Form,
     /// The whole limit (the shorthand key, or the `[[limits]]` entry).
     at: At,
     amount: At,
@@ -113,11 +188,12 @@ struct LimitSpec {
 }
 
 impl LimitSpec {
-    fn new(dimension: Dimension, limit: Limit, at: At) -> Self {
+    fn new(dimension: Dimension, limit: Limit, form: Form, at: At) -> Self {
         Self {
             dimension,
             limit,
             weights: None,
+            form,
             amount: at.clone(),
             per: at.clone(),
             burst: at.clone(),
@@ -125,6 +201,19 @@ impl LimitSpec {
             output_weight: at.clone(),
             at,
         }
+    }
+
+    /// Counts combined tokens with the weights given (1 for a weight left out), pointing a
+    /// weight's errors at it; without either weight, the limit stays unweighted.
+    fn set_weights(&mut self, input: Option<(u64, At)>, output: Option<(u64, At)>) {
+        if input.is_none() && output.is_none() {
+            return;
+        }
+        let (i, i_at) = input.unwrap_or_else(|| (1, self.at.clone()));
+        let (o, o_at) = output.unwrap_or_else(|| (1, self.at.clone()));
+        self.weights = Some((i, o));
+        self.input_weight = i_at;
+        self.output_weight = o_at;
     }
 
     fn add_to(&self, builder: PolicyBuilder) -> PolicyBuilder {
@@ -177,8 +266,8 @@ impl<'t> Doc<'t> {
         for (k, v) in tree::entries(table) {
             let name: &str = k.get_ref();
             let field = child(path, name);
-            if let Some(&(_, builtin, period)) = SHORTHANDS.iter().find(|(n, _, _)| *n == name) {
-                specs.push(self.shorthand(k, v, &field, builtin, period)?);
+            if let Some(shorthand) = SHORTHANDS.iter().find(|s| s.name == name) {
+                specs.push(self.shorthand(k, v, &field, shorthand)?);
             } else if name == "max_in_flight" {
                 let n = self.whole(v, &field, 1, "requests in flight")?;
                 max_in_flight = Some((
@@ -204,7 +293,11 @@ impl<'t> Doc<'t> {
                     allowed.push("match");
                 }
                 let mut message = unknown_field_message(name, &allowed);
-                if matches!(v.get_ref(), DeValue::Table(_)) && !kind.family {
+                // A table under a name that is no typo of a key: a model name cut at a dot.
+                if matches!(v.get_ref(), DeValue::Table(_))
+                    && !kind.family
+                    && near_field(name, &allowed).is_none()
+                {
                     message.push_str(
                         "; a name holding a dot must be quoted, e.g. [models.\"anthropic.claude-3-5-sonnet\"]",
                     );
@@ -229,7 +322,7 @@ impl<'t> Doc<'t> {
                 format!(
                     "{} sets no limit: expected at least one of {}, or a [[...limits]] entry",
                     kind.what,
-                    POLICY_FIELDS[..9].join(", ")
+                    LIMIT_KEYS.join(", ")
                 ),
             ));
         }
@@ -286,64 +379,59 @@ impl<'t> Doc<'t> {
             })
     }
 
-    /// `requests_per_minute = 500`, `tokens_per_minute = { amount = 2_000_000, output_weight = 5 }`.
+    /// A shorthand key: `requests_per_minute = 500`, or its table form (see
+    /// [`shorthand_table`](Self::shorthand_table)).
     fn shorthand(
         &self,
         key: &Key<'_>,
         node: &Node<'_>,
         field: &str,
-        builtin: Builtin,
-        period: Duration,
+        shorthand: &Shorthand,
     ) -> Result<LimitSpec, ConfigError> {
         let at = At {
             field: field.to_owned(),
             span: node.span(),
         };
-        let units = match builtin {
-            Builtin::Requests => "requests",
-            _ => "tokens",
-        };
-        let per = crate::fmt::Period(period);
-        match (builtin, node.get_ref()) {
-            (Builtin::Tokens, DeValue::Table(table)) => {
-                let mut spec = self.weighted(key, table, field, at, period)?;
-                spec.dimension = Dimension::Tokens;
-                Ok(spec)
-            }
-            _ => {
-                let what = format!("{units} per {per}");
-                let amount = if builtin == Builtin::Tokens {
-                    self.whole_or(
-                        node,
-                        field,
-                        1,
-                        &what,
-                        ", or { amount = N, input_weight = 1, output_weight = 5 }",
-                    )?
-                } else {
-                    self.whole(node, field, 1, &what)?
-                };
-                Ok(LimitSpec::new(
-                    builtin.dimension(),
-                    Limit::new(amount, period),
-                    at,
-                ))
-            }
+        if let DeValue::Table(table) = node.get_ref() {
+            return self.shorthand_table(key, table, field, at, shorthand);
         }
+        let what = shorthand.what();
+        let amount = if shorthand.builtin == Builtin::Tokens {
+            self.whole_or(
+                node,
+                field,
+                1,
+                &what,
+                ", or { amount = N, input_weight = 1, output_weight = 5 }",
+            )?
+        } else {
+            self.whole(node, field, 1, &what)?
+        };
+        Ok(LimitSpec::new(
+            shorthand.builtin.dimension(),
+            Limit::new(amount, shorthand.period),
+            Form::Shorthand,
+            at,
+        ))
     }
 
-    /// The table form of combined tokens: `{ amount, input_weight = 1, output_weight = 1 }`.
-    fn weighted(
+    /// The table form of a shorthand: `{ amount = 600, burst = 600 }`; for combined tokens
+    /// also `input_weight` and `output_weight` (1 each when left out), e.g.
+    /// `{ amount = 2_000_000, output_weight = 5 }`. `burst` is optional.
+    fn shorthand_table(
         &self,
         key: &Key<'_>,
         table: &DeTable<'_>,
         field: &str,
         at: At,
-        period: Duration,
+        shorthand: &Shorthand,
     ) -> Result<LimitSpec, ConfigError> {
-        let mut amount = None;
-        let mut input_weight = (1, at.clone());
-        let mut output_weight = (1, at.clone());
+        let weighted = shorthand.builtin == Builtin::Tokens;
+        let what = shorthand.what();
+        let mut amount: Option<(u64, At)> = None;
+        let mut burst: Option<(u64, At)> = None;
+        let mut input_weight: Option<(u64, At)> = None;
+        let mut output_weight: Option<(u64, At)> = None;
         for (k, v) in tree::entries(table) {
             let name: &str = k.get_ref();
             let sub = child(field, name);
@@ -352,33 +440,47 @@ impl<'t> Doc<'t> {
                 span: v.span(),
             };
             match name {
-                "amount" => amount = Some((self.whole(v, &sub, 1, "combined tokens per period")?, here)),
-                "input_weight" => input_weight = (self.whole(v, &sub, 0, "input weight")?, here),
-                "output_weight" => output_weight = (self.whole(v, &sub, 0, "output weight")?, here),
+                "amount" => amount = Some((self.whole(v, &sub, 1, &what)?, here)),
+                "burst" => burst = Some((self.burst(v, &sub)?, here)),
+                "input_weight" if weighted => {
+                    input_weight = Some((self.whole(v, &sub, 0, "input weight")?, here))
+                }
+                "output_weight" if weighted => {
+                    output_weight = Some((self.whole(v, &sub, 0, "output weight")?, here))
+                }
                 _ => {
                     return Err(self.error(
                         k.span(),
                         &sub,
                         ErrorKind::UnknownField,
-                        unknown_field_message(name, &WEIGHTED_FIELDS)
-                            + " (for a burst or an algorithm, use a [[...limits]] entry with dimension = \"tokens\")",
+                        unknown_shorthand_key_message(name, weighted),
                     ))
                 }
             }
         }
         let Some((amount, amount_at)) = amount else {
+            let example = if weighted {
+                "{ amount = 2_000_000, output_weight = 5 }"
+            } else {
+                "{ amount = 600, burst = 600 }"
+            };
             return Err(self.error(
                 key.span(),
                 &child(field, "amount"),
                 ErrorKind::Missing,
-                "is missing: expected the combined tokens per period, e.g. { amount = 2_000_000, output_weight = 5 }",
+                format!("is missing: expected the {what}, e.g. {example}"),
             ));
         };
-        let mut spec = LimitSpec::new(Dimension::Tokens, Limit::new(amount, period), at);
-        spec.weights = Some((input_weight.0, output_weight.0));
+        let mut limit = Limit::new(amount, shorthand.period);
+        if let Some((b, _)) = &burst {
+            limit = limit.burst(*b);
+        }
+        let mut spec = LimitSpec::new(shorthand.builtin.dimension(), limit, Form::Shorthand, at);
         spec.amount = amount_at;
-        spec.input_weight = input_weight.1;
-        spec.output_weight = output_weight.1;
+        if let Some((_, b_at)) = burst {
+            spec.burst = b_at;
+        }
+        spec.set_weights(input_weight, output_weight);
         Ok(spec)
     }
 
@@ -442,12 +544,7 @@ impl<'t> Doc<'t> {
                 "amount" => amount = Some((self.whole(v, &sub, 1, "units per period")?, here)),
                 "per" => period = Some((self.period(v, &sub)?, here)),
                 "algorithm" => algorithm = Some((self.algorithm(v, &sub)?, here)),
-                "burst" => {
-                    burst = Some((
-                        self.whole(v, &sub, 1, "units (leave `burst` out for the default)")?,
-                        here,
-                    ))
-                }
+                "burst" => burst = Some((self.burst(v, &sub)?, here)),
                 "input_weight" => {
                     input_weight = Some((self.whole(v, &sub, 0, "input weight")?, here))
                 }
@@ -521,22 +618,32 @@ impl<'t> Doc<'t> {
             }
             limit = limit.burst(*b);
         }
-        let mut spec = LimitSpec::new(dimension, limit, at);
+        let mut spec = LimitSpec::new(dimension, limit, Form::Entry, at);
         spec.amount = amount_at;
         spec.per = per_at;
         if let Some((_, b_at)) = burst {
             spec.burst = b_at;
         }
-        if spec.dimension == Dimension::Tokens
-            && (input_weight.is_some() || output_weight.is_some())
-        {
-            let (i, i_at) = input_weight.unwrap_or((1, spec.at.clone()));
-            let (o, o_at) = output_weight.unwrap_or((1, spec.at.clone()));
-            spec.weights = Some((i, o));
-            spec.input_weight = i_at;
-            spec.output_weight = o_at;
+        if spec.dimension == Dimension::Tokens {
+            spec.set_weights(input_weight, output_weight);
         }
         Ok(spec)
+    }
+
+    /// `burst = N`: the units a limit admits at once, a whole number of at least 1.
+    fn burst(&self, node: &Node<'_>, field: &str) -> Result<u64, ConfigError> {
+        const WHAT: &str = "units (leave `burst` out for the default)";
+        if tree::integer(node.get_ref()) == Some(0) {
+            return Err(self.error(
+                node.span(),
+                field,
+                ErrorKind::InvalidValue,
+                format!(
+                    "expected a whole number of at least 1 ({WHAT}), found 0: a bucket must hold at least 1 unit"
+                ),
+            ));
+        }
+        self.whole(node, field, 1, WHAT)
     }
 
     /// A whole number in `min..=u64::MAX`.
@@ -720,13 +827,21 @@ impl<'t> Doc<'t> {
                 let (at, reason) = match source.as_ref() {
                     BuildError::ZeroAmount => (&spec.amount, None),
                     BuildError::ZeroPeriod | BuildError::PeriodTooLong { .. } => (&spec.per, None),
-                    BuildError::BurstAboveAmount { burst, amount } => (
-                        &spec.burst,
-                        Some(format!(
-                            "the burst {burst} is above the amount {amount}: the smooth window never admits more than \
-                             the amount per period; lower `burst`, or use algorithm = \"token_bucket\""
-                        )),
-                    ),
+                    BuildError::BurstAboveAmount { burst, amount } => {
+                        let token_bucket = match spec.form {
+                            Form::Entry => "use algorithm = \"token_bucket\"",
+                            Form::Shorthand => {
+                                "use a [[...limits]] entry with algorithm = \"token_bucket\""
+                            }
+                        };
+                        (
+                            &spec.burst,
+                            Some(format!(
+                                "the burst {burst} is above the amount {amount}: the smooth window never admits more than \
+                                 the amount per period; lower `burst`, or {token_bucket}"
+                            )),
+                        )
+                    }
                     BuildError::BurstNotApplicable { algorithm } => (
                         &spec.burst,
                         Some(format!(
@@ -760,9 +875,9 @@ impl<'t> Doc<'t> {
 /// whole days in front of one (`1d`, `2d12h`).
 pub(super) fn parse_period(s: &str) -> Option<Duration> {
     match s {
-        "second" => return Some(Duration::from_secs(1)),
+        "second" => return Some(SECOND),
         "minute" => return Some(MINUTE),
-        "hour" => return Some(Duration::from_secs(3_600)),
+        "hour" => return Some(HOUR),
         "day" => return Some(DAY),
         _ => {}
     }
@@ -793,14 +908,40 @@ pub(super) fn unknown_field_message(name: &str, allowed: &[&str]) -> String {
         name.escape_debug(),
         allowed.join(", ")
     );
-    let lower = name.to_lowercase();
-    let near = ALIASES
-        .iter()
-        .find(|(alias, full)| *alias == lower && allowed.contains(full))
-        .map(|(_, full)| *full)
-        .or_else(|| suggest(&lower, allowed));
-    if let Some(near) = near {
+    if let Some(near) = near_field(name, allowed) {
         message.push_str(&format!(" (did you mean `{near}`?)"));
+    }
+    message
+}
+
+/// The key of `allowed` that `name` abbreviates ([`ALIASES`]) or is a typo of, if any.
+fn near_field<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_lowercase();
+    allowed
+        .iter()
+        .find(|a| ALIASES.contains(&(lower.as_str(), **a)))
+        .copied()
+        .or_else(|| suggest(&lower, allowed))
+}
+
+/// "unknown field `x`" in the table form of a shorthand: the keys allowed there (the weights
+/// for combined tokens only), and where the rest of a limit's options are.
+fn unknown_shorthand_key_message(name: &str, weighted: bool) -> String {
+    let allowed: &[&str] = if weighted {
+        &WEIGHTED_TABLE_FIELDS
+    } else {
+        &SHORTHAND_TABLE_FIELDS
+    };
+    let mut message = unknown_field_message(name, allowed);
+    if !weighted && matches!(name, "input_weight" | "output_weight") {
+        message.push_str(
+            "; weights apply to combined tokens only, e.g. tokens_per_minute = { amount = 2_000_000, output_weight = 5 }",
+        );
+    } else if near_field(name, allowed).is_none() {
+        // Not a typo of an allowed key: an option the table form does not have.
+        message.push_str(
+            "; for another algorithm or period, use a [[...limits]] entry instead of the shorthand",
+        );
     }
     message
 }
@@ -865,5 +1006,60 @@ mod tests {
         assert_eq!(suggest("zzz", &POLICY_FIELDS), None);
         assert!(unknown_field_message("rpm", &POLICY_FIELDS)
             .ends_with("(did you mean `requests_per_minute`?)"));
+        assert_eq!(
+            suggest("request_per_second", &POLICY_FIELDS),
+            Some("requests_per_second")
+        );
+        assert_eq!(
+            suggest("output_tokens_per_hr", &POLICY_FIELDS),
+            Some("output_tokens_per_hour")
+        );
+        assert!(unknown_field_message("rps", &POLICY_FIELDS)
+            .ends_with("(did you mean `requests_per_second`?)"));
+        assert!(unknown_field_message("brust", &SHORTHAND_TABLE_FIELDS)
+            .ends_with("(did you mean `burst`?)"));
+    }
+
+    #[test]
+    fn every_shorthand_is_named_after_its_dimension_and_period() {
+        for s in SHORTHANDS {
+            let expected = format!(
+                "{}_per_{}",
+                s.builtin.dimension(),
+                crate::fmt::Period(s.period)
+            );
+            assert_eq!(s.name, expected);
+        }
+        let periods = [SECOND, MINUTE, HOUR, DAY];
+        for builtin in [
+            Builtin::Requests,
+            Builtin::Input,
+            Builtin::Output,
+            Builtin::Tokens,
+        ] {
+            for period in periods {
+                assert!(
+                    SHORTHANDS
+                        .iter()
+                        .any(|s| s.builtin == builtin && s.period == period),
+                    "{builtin:?} per {period:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn policy_fields_are_the_shorthands_then_max_in_flight_and_limits() {
+        let names: Vec<&str> = SHORTHANDS.iter().map(|s| s.name).collect();
+        assert_eq!(LIMIT_KEYS[..SHORTHANDS.len()], names[..]);
+        assert_eq!(POLICY_FIELDS[..SHORTHANDS.len()], names[..]);
+        assert_eq!(LIMIT_KEYS[SHORTHANDS.len()..], ["max_in_flight"]);
+        assert_eq!(
+            POLICY_FIELDS[SHORTHANDS.len()..],
+            ["max_in_flight", "limits"]
+        );
+        for (alias, full) in ALIASES {
+            assert!(POLICY_FIELDS.contains(&full), "{alias} -> {full}");
+        }
     }
 }
