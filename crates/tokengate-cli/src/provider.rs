@@ -234,7 +234,10 @@ fn effective(dimension: &Dimension, limit: &Limit, algorithm: Algorithm) -> Resu
     } else {
         rule.algorithm()
     };
-    let mut out = Limit::new(limit.amount(), limit.period()).algorithm(target);
+    // The provider counts what arrives, exactly: no margin of a client's.
+    let mut out = Limit::new(limit.amount(), limit.period())
+        .algorithm(target)
+        .margin(std::time::Duration::ZERO);
     match explicit {
         Some(b) if matches!(target, Algorithm::SmoothWindow | Algorithm::TokenBucket) => {
             out = out.burst(b);

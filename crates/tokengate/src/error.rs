@@ -42,6 +42,14 @@ pub enum BuildError {
         /// The limit's amount.
         amount: u64,
     },
+    /// The safety margin is not shorter than the period.
+    #[error("the margin {margin:?} is not shorter than the period {period:?}: a margin covers the jitter of the way to the provider, milliseconds; lower it")]
+    MarginTooLong {
+        /// The margin given.
+        margin: Duration,
+        /// The limit's period.
+        period: Duration,
+    },
     /// A burst was given to an algorithm that has none.
     #[error("the {algorithm} algorithm has no burst: remove .burst(..), or use Algorithm::TokenBucket or Algorithm::SmoothWindow")]
     BurstNotApplicable {

@@ -127,9 +127,13 @@ pub struct Limit {
     pub(crate) period: Duration,
     pub(crate) burst: Option<u64>,
     pub(crate) algorithm: Algorithm,
+    pub(crate) margin: Option<Duration>,
 }
 
 impl Limit {
+    /// The safety margin of a limit that sets none ([`Limit::margin`]).
+    pub const DEFAULT_MARGIN: Duration = Duration::ZERO;
+
     /// At most `amount` units per `period`, with the default algorithm.
     pub fn new(amount: u64, period: Duration) -> Self {
         Self {
@@ -137,6 +141,7 @@ impl Limit {
             period,
             burst: None,
             algorithm: Algorithm::default(),
+            margin: None,
         }
     }
 
@@ -209,6 +214,39 @@ impl Limit {
     /// Chooses the algorithm.
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.algorithm = algorithm;
+        self
+    }
+
+    /// Sets the safety margin against the jitter between an admission and the provider's
+    /// count of it (default [`Limit::DEFAULT_MARGIN`]).
+    ///
+    /// A request reaches the provider some time after the limiter admits it, and not always
+    /// the same time: two requests admitted a bucket's worth apart can arrive closer, and a
+    /// provider that counts them on arrival refuses the second when the limiter admitted it at
+    /// the very instant its own bucket allowed. With a margin `m`, every admission is decided
+    /// as of `m` ago (and counted now): a bucket admits only what it would have admitted `m`
+    /// earlier (a request above its burst once it has been full for `m`), and a window counts
+    /// each admission for its period plus `m`. The long-run rate of a bucket is unchanged; a
+    /// request above the burst waits `m` more, and a window admits `m / period` less. The
+    /// sliding window counter and the fixed window, approximate by design, take no margin.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::core::{Decision, LimitRule};
+    /// use tokengate::{Algorithm, Limit};
+    ///
+    /// // One a second; a request at 0, the next a second later, plus the margin.
+    /// let limit = Limit::per_second(1).algorithm(Algorithm::TokenBucket).margin(Duration::from_millis(20));
+    /// let rule = LimitRule::new(&limit)?;
+    /// let mut state = rule.new_state();
+    /// assert_eq!(rule.decide(&state, 0, 1), Decision::Admit);
+    /// let _ = rule.commit(&mut state, 0, 1);
+    /// assert_eq!(rule.decide(&state, 0, 1), Decision::NotUntil(1_020_000_000));
+    /// # Ok::<(), tokengate::BuildError>(())
+    /// ```
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = Some(margin);
         self
     }
 

@@ -215,6 +215,7 @@ impl Policy {
 pub struct PolicyBuilder {
     limits: Vec<(Dimension, Measure, Limit)>,
     max_in_flight: Option<u64>,
+    margin: Option<std::time::Duration>,
     weight_error: Option<BuildError>,
 }
 
@@ -324,6 +325,27 @@ impl PolicyBuilder {
         self
     }
 
+    /// The safety margin of every limit that sets none of its own ([`Limit::margin`]; by
+    /// default [`Limit::DEFAULT_MARGIN`]): the jitter of the way to the provider, which
+    /// admissions keep clear of.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::Policy;
+    ///
+    /// let policy = Policy::builder()
+    ///     .requests_per_minute(600)
+    ///     .margin(Duration::from_millis(50))
+    ///     .build()?;
+    /// # let _ = policy;
+    /// # Ok::<(), tokengate::BuildError>(())
+    /// ```
+    pub fn margin(mut self, margin: std::time::Duration) -> Self {
+        self.margin = Some(margin);
+        self
+    }
+
     /// Validates every limit.
     ///
     /// # Errors
@@ -339,9 +361,14 @@ impl PolicyBuilder {
         if self.limits.is_empty() && self.max_in_flight.is_none() {
             return Err(BuildError::Empty);
         }
+        let margin = self.margin;
         let limits = self
             .limits
             .into_iter()
+            .map(|(dimension, measure, mut limit)| {
+                limit.margin = limit.margin.or(margin);
+                (dimension, measure, limit)
+            })
             .map(|(dimension, measure, limit)| match LimitRule::new(&limit) {
                 Ok(rule) => Ok(PolicyLimit {
                     dimension,

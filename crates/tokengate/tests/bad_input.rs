@@ -405,3 +405,27 @@ fn float_figures_that_are_valid_build() {
         .build()
         .is_ok());
 }
+
+#[test]
+fn a_margin_not_shorter_than_the_period_is_refused() {
+    let err = Policy::builder()
+        .limit(
+            Dimension::Requests,
+            Limit::per_second(10).margin(Duration::from_secs(1)),
+        )
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the margin 1s is not shorter than the period 1s"),
+        "{err}"
+    );
+    // The approximate windows take none, so any margin is accepted and ignored.
+    for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindowCounter] {
+        let limit = Limit::per_second(10)
+            .algorithm(algorithm)
+            .margin(Duration::from_secs(5));
+        let rule = tokengate::core::LimitRule::new(&limit).unwrap();
+        assert_eq!(rule.margin(), 0, "{algorithm}");
+    }
+}

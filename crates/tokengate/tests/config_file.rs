@@ -471,7 +471,7 @@ fn a_typo_of_a_per_second_or_per_hour_shorthand_suggests_it() {
         assert_eq!(
             e.message,
             format!(
-                "unknown field `{typo}`: expected one of {LIMIT_KEYS}, limits (did you mean `{meant}`?)"
+                "unknown field `{typo}`: expected one of {LIMIT_KEYS}, margin, limits (did you mean `{meant}`?)"
             )
         );
     }
@@ -632,7 +632,7 @@ fn an_unknown_field_lists_the_allowed_ones_and_suggests_the_closest() {
     assert_eq!(
         e.message,
         format!(
-            "unknown field `requests_per_minit`: expected one of {LIMIT_KEYS}, limits \
+            "unknown field `requests_per_minit`: expected one of {LIMIT_KEYS}, margin, limits \
              (did you mean `requests_per_minute`?)"
         )
     );
@@ -683,7 +683,7 @@ fn unknown_fields_at_every_level_are_refused() {
             1,
             1,
             "requests_per_minute",
-            "unknown field `requests_per_minute`: expected one of account, defaults, models, families, tenants; \
+            "unknown field `requests_per_minute`: expected one of margin, account, defaults, models, families, tenants; \
              limits belong in a table: [account] (every request), [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]"
                 .to_owned(),
         ),
@@ -692,7 +692,7 @@ fn unknown_fields_at_every_level_are_refused() {
             1,
             2,
             "model",
-            "unknown field `model`: expected one of account, defaults, models, families, tenants (did you mean `models`?)"
+            "unknown field `model`: expected one of margin, account, defaults, models, families, tenants (did you mean `models`?)"
                 .to_owned(),
         ),
         (
@@ -724,7 +724,7 @@ fn unknown_fields_at_every_level_are_refused() {
             3,
             1,
             "models.x.match",
-            format!("unknown field `match`: expected one of {LIMIT_KEYS}, limits"),
+            format!("unknown field `match`: expected one of {LIMIT_KEYS}, margin, limits"),
         ),
     ];
     for (text, line, column, field, message) in cases {
@@ -1644,4 +1644,57 @@ fn the_account_table_is_a_policy_like_the_others() {
     let text = "[account]\nrequests_per_minute = 0\n";
     let e = refuse(text);
     assert_at(text, &e, 2, 23, "account.requests_per_minute", "");
+}
+
+/// The margin of each limit of `model`'s policy, in nanoseconds.
+fn margins(config: &Config, model: &str) -> Vec<u64> {
+    let (_, policy) = config.model_policy(model).expect("covered");
+    policy
+        .limits()
+        .map(|(_, l)| tokengate::core::LimitRule::new(l).unwrap().margin())
+        .collect()
+}
+
+#[test]
+fn a_margin_in_the_file_or_a_table_is_every_limits_margin() {
+    let config = parse(
+        "margin = \"10ms\"\n\
+         [models.a]\n\
+         requests_per_minute = 600\n\
+         tokens_per_minute = 60_000\n\
+         [models.b]\n\
+         margin = \"0s\"\n\
+         requests_per_minute = 600\n\
+         [models.c]\n\
+         margin = \"150ms\"\n\
+         requests_per_minute = 600\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(margins(&config, "a"), [10_000_000, 10_000_000]);
+    assert_eq!(margins(&config, "b"), [0]);
+    assert_eq!(margins(&config, "c"), [150_000_000]);
+    // Without one, the library's default.
+    let plain = parse("[models.a]\nrequests_per_minute = 600\n").unwrap();
+    assert_eq!(
+        margins(&plain, "a"),
+        [Limit::DEFAULT_MARGIN.as_nanos() as u64]
+    );
+}
+
+#[test]
+fn a_bad_margin_is_an_error_at_its_field() {
+    let text = "[models.a]\nrequests_per_minute = 600\nmargin = 50\n";
+    let e = refuse(text);
+    assert_at(text, &e, 3, 10, "models.a.margin", "50");
+    assert!(
+        e.to_string().contains("a number needs a unit and quotes"),
+        "{e}"
+    );
+    // A margin that is not shorter than a limit's period.
+    let text = "margin = \"2s\"\n[models.a]\nrequests_per_second = 10\n";
+    let e = refuse(text);
+    assert!(
+        e.to_string().contains("is not shorter than the period"),
+        "{e}"
+    );
 }

@@ -75,6 +75,9 @@ struct LimitSpec {
     period_ns: u64,
     /// Only for token buckets.
     burst: Option<u64>,
+    /// The safety margin (given always, so that the lane and the engine are held to it
+    /// whatever the default).
+    margin_ns: u64,
 }
 
 impl LimitSpec {
@@ -84,8 +87,9 @@ impl LimitSpec {
         } else {
             Algorithm::TokenBucket
         };
-        let limit =
-            Limit::new(self.amount, Duration::from_nanos(self.period_ns)).algorithm(algorithm);
+        let limit = Limit::new(self.amount, Duration::from_nanos(self.period_ns))
+            .algorithm(algorithm)
+            .margin(Duration::from_nanos(self.margin_ns));
         match self.burst {
             Some(b) if !self.leaky => limit.burst(b),
             _ => limit,
@@ -159,15 +163,19 @@ fn dim() -> impl Strategy<Value = Dim> {
 fn limit_spec() -> impl Strategy<Value = LimitSpec> {
     const S: u64 = 1_000_000_000;
     let period = prop_oneof![(1..=120u64).prop_map(|s| s * S), S..=120 * S];
-    (dim(), any::<bool>(), 1..=50u64, period).prop_flat_map(|(dim, leaky, amount, period_ns)| {
-        prop::option::of(1..=amount).prop_map(move |burst| LimitSpec {
-            dim,
-            leaky,
-            amount,
-            period_ns,
-            burst,
-        })
-    })
+    let margin = prop_oneof![Just(0u64), 1..=50_000_000u64];
+    (dim(), any::<bool>(), 1..=50u64, period, margin).prop_flat_map(
+        |(dim, leaky, amount, period_ns, margin_ns)| {
+            prop::option::of(1..=amount).prop_map(move |burst| LimitSpec {
+                dim,
+                leaky,
+                amount,
+                period_ns,
+                burst,
+                margin_ns,
+            })
+        },
+    )
 }
 
 fn policy_spec() -> impl Strategy<Value = PolicySpec> {
@@ -648,6 +656,7 @@ fn token_bucket(dim: Dim, amount: u64, secs: u64) -> LimitSpec {
         amount,
         period_ns: secs * S,
         burst: None,
+        margin_ns: 0,
     }
 }
 

@@ -74,9 +74,33 @@ struct Cell {
     retries: Retries,
     feedback: bool,
     api: Api,
+    /// The limits are this many times the matrix's (600 requests, 60,000 tokens a minute).
+    scale: u64,
+    /// How long the workers send.
+    run: Duration,
 }
 
 impl Cell {
+    /// A cell of the matrix: the limits of the module docs, 10 minutes.
+    fn new(front: FrontEnd, retries: Retries, feedback: bool, api: Api) -> Self {
+        Self {
+            front,
+            retries,
+            feedback,
+            api,
+            scale: 1,
+            run: RUN,
+        }
+    }
+
+    fn requests_per_minute(&self) -> u64 {
+        REQUESTS_PER_MINUTE * self.scale
+    }
+
+    fn tokens_per_minute(&self) -> u64 {
+        TOKENS_PER_MINUTE * self.scale
+    }
+
     fn model(&self) -> &'static str {
         match self.api {
             Api::OpenAi => "gpt-4o-mini",
@@ -86,25 +110,27 @@ impl Cell {
 
     /// The provider's limits, written as it states them: nothing else tuned.
     fn limits_file(&self) -> String {
+        let (rpm, tpm) = (self.requests_per_minute(), self.tokens_per_minute());
         match self.api {
             Api::OpenAi => format!(
-                "[models.\"gpt-4o-mini\"]\nrequests_per_minute = {REQUESTS_PER_MINUTE}\ntokens_per_minute = {TOKENS_PER_MINUTE}\n"
+                "[models.\"gpt-4o-mini\"]\nrequests_per_minute = {rpm}\ntokens_per_minute = {tpm}\n"
             ),
             Api::Anthropic => format!(
-                "[models.\"claude-haiku-4-5\"]\nrequests_per_minute = {REQUESTS_PER_MINUTE}\ninput_tokens_per_minute = {TOKENS_PER_MINUTE}\noutput_tokens_per_minute = {TOKENS_PER_MINUTE}\n"
+                "[models.\"claude-haiku-4-5\"]\nrequests_per_minute = {rpm}\ninput_tokens_per_minute = {tpm}\noutput_tokens_per_minute = {tpm}\n"
             ),
         }
     }
 
     fn mock(&self) -> MockSpec {
+        let (rpm, tpm) = (self.requests_per_minute(), self.tokens_per_minute());
         match self.api {
             Api::OpenAi => MockSpec::new(
-                MockLimits::openai(REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE),
+                MockLimits::openai(rpm, tpm),
                 Enforcement::Strict,
                 OutputCount::Reserved,
             ),
             Api::Anthropic => MockSpec::new(
-                MockLimits::anthropic(REQUESTS_PER_MINUTE, TOKENS_PER_MINUTE, TOKENS_PER_MINUTE),
+                MockLimits::anthropic(rpm, tpm, tpm),
                 Enforcement::Strict,
                 OutputCount::Produced,
             ),
@@ -223,7 +249,7 @@ async fn worker(
     let estimator = limiter.estimator();
     let mut seed = 0xD1B5_4A32_D192_ED03 ^ (w + 1).wrapping_mul(0x9E37_79B9);
     let mut n = 0u64;
-    while start.elapsed() < RUN {
+    while start.elapsed() < cell.run {
         n += 1;
         let tokens = between(&mut seed, PROMPT_TOKENS.0, PROMPT_TOKENS.1);
         let words = (tokens as f64 * words_per_token) as usize;
@@ -398,13 +424,14 @@ async fn run_cell(cell: Cell, words_per_token: f64) -> Outcome {
         task.await.unwrap();
     }
     let st = mock.state.lock().unwrap();
-    let allowed = TOKENS_PER_MINUTE as f64 * RUN.as_secs_f64() / 60.0;
+    let run = cell.run.as_secs_f64();
+    let allowed = cell.tokens_per_minute() as f64 * run / 60.0;
     let stats = limiter.model(cell.model()).stats();
     Outcome {
         cell,
         successes: st.admitted,
         throttled: st.throttled,
-        used: st.counted(cell.binding(), RUN.as_secs_f64()) as f64 / allowed,
+        used: st.counted(cell.binding(), run) as f64 / allowed,
         log: st.log(),
         largest: cell
             .dimensions()
@@ -419,18 +446,36 @@ async fn run_cell(cell: Cell, words_per_token: f64) -> Outcome {
     }
 }
 
+/// Checks the provider's admission log of `o` with `check-admissions`: every dimension within
+/// the 60 s window and the bucket of a sixtieth (its burst the largest single request where
+/// that is larger: such a request goes alone, into debt).
+fn check_log(o: &Outcome) {
+    let mut args = Vec::new();
+    for &(dimension, largest) in &o.largest {
+        let amount = if dimension == "requests" {
+            o.cell.requests_per_minute()
+        } else {
+            o.cell.tokens_per_minute()
+        };
+        args.push("--limit".to_owned());
+        args.push(format!("{dimension}={amount}/60"));
+        args.push("--bucket".to_owned());
+        args.push(format!(
+            "{dimension}={}:{}",
+            amount as f64 / 60.0,
+            (amount / 60).max(largest)
+        ));
+    }
+    check_admissions::check(&o.cell.name().replace(' ', "-"), &o.log, &args);
+}
+
 /// Runs every cell of `front`, prints the table, and holds each cell to the promise.
 async fn matrix(front: FrontEnd) {
     let mut outcomes = Vec::new();
     for api in [Api::OpenAi, Api::Anthropic] {
         for retries in [Retries::Straight, Retries::ThroughLimiter] {
             for feedback in [false, true] {
-                let cell = Cell {
-                    front,
-                    retries,
-                    feedback,
-                    api,
-                };
+                let cell = Cell::new(front, retries, feedback, api);
                 outcomes.push(run_cell(cell, words_per_token(cell.model())).await);
             }
         }
@@ -458,23 +503,7 @@ async fn matrix(front: FrontEnd) {
     println!("{table}");
     for o in &outcomes {
         let name = o.cell.name();
-        let mut args = Vec::new();
-        for &(dimension, largest) in &o.largest {
-            let amount = if dimension == "requests" {
-                REQUESTS_PER_MINUTE
-            } else {
-                TOKENS_PER_MINUTE
-            };
-            args.push("--limit".to_owned());
-            args.push(format!("{dimension}={amount}/60"));
-            args.push("--bucket".to_owned());
-            args.push(format!(
-                "{dimension}={}:{}",
-                amount / 60,
-                (amount / 60).max(largest)
-            ));
-        }
-        check_admissions::check(&name.replace(' ', "-"), &o.log, &args);
+        check_log(o);
         assert_eq!(o.throttled, 0, "{name}: 429s");
         assert!(o.successes > 100, "{name}: {} calls", o.successes);
         assert!(
@@ -529,12 +558,12 @@ fn prompts_span_what_the_docs_say() {
 /// limit used, in the first minute and after it.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn two_clients_on_one_key_learn_to_share() {
-    let cell = Cell {
-        front: FrontEnd::Middleware,
-        retries: Retries::ThroughLimiter,
-        feedback: true,
-        api: Api::OpenAi,
-    };
+    let cell = Cell::new(
+        FrontEnd::Middleware,
+        Retries::ThroughLimiter,
+        true,
+        Api::OpenAi,
+    );
     let mock = MockProvider::start(cell.mock()).await;
     let url = mock.url(cell.api);
     let words_per_token = words_per_token(cell.model());
@@ -566,14 +595,14 @@ async fn two_clients_on_one_key_learn_to_share() {
         task.await.unwrap();
     }
     let st = mock.state.lock().unwrap();
-    let end = RUN.as_secs_f64();
+    let end = cell.run.as_secs_f64();
     let per_1000 = |from: f64, until: f64| {
         st.throttled_between(from, until) as f64 * 1_000.0
             / st.admitted_between(from, until).max(1) as f64
     };
     let used = |from: f64, until: f64| {
         st.counted_between(cell.binding(), from, until) as f64
-            / (TOKENS_PER_MINUTE as f64 * (until - from) / 60.0)
+            / (cell.tokens_per_minute() as f64 * (until - from) / 60.0)
     };
     let decreases: Vec<u64> = limiters
         .iter()
@@ -604,4 +633,85 @@ async fn two_clients_on_one_key_learn_to_share() {
     assert!(used(60.0, end) >= 0.90, "{:.3}", used(60.0, end));
     assert!(per_1000(60.0, end) <= 100.0, "{:.1}", per_1000(60.0, end));
     assert!(decreases.iter().sum::<u64>() > 0, "the 429s taught");
+}
+
+/// One cell in real time, for a minute, on loopback: the limiter on the system clock, the
+/// provider on tokio's, a multi-thread runtime, real sockets and their jitter. The limits are
+/// 30 times the matrix's (18,000 requests and 1,800,000 tokens a minute: a one-second bucket
+/// of 30,000 tokens), so that a minute holds about a thousand calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_in_real_time_on_loopback() {
+    let cell = Cell {
+        scale: 30,
+        run: Duration::from_secs(60),
+        ..Cell::new(
+            FrontEnd::Middleware,
+            Retries::ThroughLimiter,
+            true,
+            Api::OpenAi,
+        )
+    };
+    let mut mock_spec = cell.mock();
+    // Calls of 20-70 ms, so that 24 workers can keep the limiter busy.
+    mock_spec.first_token = Duration::from_millis(20);
+    mock_spec.per_token = Duration::from_micros(200);
+    let mock = MockProvider::start_on_its_own_thread(mock_spec);
+    let config = Config::from_toml_str(&cell.limits_file(), "limits.toml").unwrap();
+    let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
+    let gate = TokenGateMiddleware::new(limiter.clone());
+    let client = reqwest_middleware::ClientBuilder::new(http())
+        .with(Retry429)
+        .with(gate)
+        .build();
+    let words_per_token = words_per_token(cell.model());
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            tokio::spawn(worker(
+                cell,
+                w,
+                limiter.clone(),
+                mock.url(cell.api),
+                Some(client.clone()),
+                words_per_token,
+                start,
+            ))
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let st = mock.state.lock().unwrap();
+    let run = cell.run.as_secs_f64();
+    let o = Outcome {
+        cell,
+        successes: st.admitted,
+        throttled: st.throttled,
+        used: st.counted(cell.binding(), run) as f64
+            / (cell.tokens_per_minute() as f64 * run / 60.0),
+        log: st.log(),
+        largest: cell
+            .dimensions()
+            .iter()
+            .map(|&d| (d, st.largest(d)))
+            .collect(),
+        lowered: 0,
+    };
+    let per_1000 = o.throttled as f64 * 1_000.0 / o.successes.max(1) as f64;
+    eprintln!(
+        "429s at {:?}",
+        (0..60)
+            .filter(|&s| st.throttled_between(s as f64, s as f64 + 1.0) > 0)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "real time, a minute: {} calls, {} 429s ({per_1000:.2} per 1,000), {} used {:.1}%",
+        o.successes,
+        o.throttled,
+        cell.binding(),
+        o.used * 100.0
+    );
+    check_log(&o);
+    assert!(o.successes >= 500, "{} calls", o.successes);
+    assert!(per_1000 <= 1.0, "{per_1000:.2} 429s per 1,000 calls");
 }

@@ -45,6 +45,9 @@ struct LimitSpec {
     period_ns: u64,
     burst: Option<u64>,
     algorithm: String,
+    /// The safety margin; 0 when absent (whatever the library's default).
+    #[serde(default)]
+    margin_ns: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,7 +135,7 @@ fn algorithm(name: &str) -> Option<Algorithm> {
 fn load() -> File {
     let file: File = serde_json::from_str(VECTORS).expect("algorithms.json parses");
     assert_eq!(file.format, "tokengate-algorithm-vectors");
-    assert_eq!(file.version, 6);
+    assert_eq!(file.version, 7);
     file
 }
 
@@ -140,7 +143,9 @@ fn rule_of(case: &Case) -> Result<LimitRule, String> {
     let l = &case.limit;
     let alg =
         algorithm(&l.algorithm).ok_or_else(|| format!("unknown algorithm {:?}", l.algorithm))?;
-    let mut limit = Limit::new(l.amount, Duration::from_nanos(l.period_ns)).algorithm(alg);
+    let mut limit = Limit::new(l.amount, Duration::from_nanos(l.period_ns))
+        .algorithm(alg)
+        .margin(Duration::from_nanos(l.margin_ns));
     if let Some(b) = l.burst {
         limit = limit.burst(b);
     }

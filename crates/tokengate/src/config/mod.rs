@@ -11,6 +11,8 @@
 //!
 //! # The file
 //! ```toml
+//! margin = "50ms"                # the safety margin of every limit (optional; see below)
+//!
 //! [account]                      # limits on every request, whatever its model (optional)
 //! requests_per_minute = 10_000
 //! [defaults.model]               # the policy of a model not listed (optional)
@@ -63,6 +65,7 @@
 //! | `output_tokens_per_second`, `output_tokens_per_minute`, `output_tokens_per_hour`, `output_tokens_per_day` | integer, or `{ amount, burst }` | [`Dimension::OutputTokens`](crate::Dimension::OutputTokens) |
 //! | `tokens_per_second`, `tokens_per_minute`, `tokens_per_hour`, `tokens_per_day` | integer, or `{ amount, burst, input_weight = 1, output_weight = 1 }` | [`Dimension::Tokens`](crate::Dimension::Tokens), counted `input * input_weight + output * output_weight` |
 //! | `max_in_flight` | integer | [`PolicyBuilder::max_in_flight`](crate::PolicyBuilder::max_in_flight) |
+//! | `margin` | a duration (`"50ms"`, `"0s"`) | the safety margin of the table's limits ([`PolicyBuilder::margin`](crate::PolicyBuilder::margin)), over the file's |
 //! | `limits` | array of tables: `dimension`, `amount`, `per`, and optional `algorithm`, `burst`, `input_weight` and `output_weight` (weights with `dimension = "tokens"` only) | any [`Limit`](crate::Limit) |
 //!
 //! and a family also holds `match`: a model name or pattern, or an array of them. Each table
@@ -79,6 +82,11 @@
 //! units go at once: choose it only for a provider documented to accept that (none of
 //! OpenAI, Anthropic and AWS Bedrock says so). For another algorithm or period, write a
 //! `[[...limits]]` entry.
+//!
+//! `margin` (at the top of the file, or in a policy table for its limits alone) is the safety
+//! margin against the jitter between an admission and the provider's count of it
+//! ([`Limit::margin`](crate::Limit::margin); [`Limit::DEFAULT_MARGIN`](crate::Limit::DEFAULT_MARGIN)
+//! when the file says nothing).
 //!
 //! # Rules
 //! - **Resolution** ([`Config::model_policy`]): a model listed in `[models]` uses its own
@@ -279,6 +287,7 @@ impl Config {
         Doc {
             text,
             file: source_name,
+            margin: None,
         }
         .config()
     }
@@ -382,9 +391,13 @@ impl Config {
 pub(super) struct Doc<'t> {
     text: &'t str,
     file: &'t str,
+    /// The file's `margin`, for every policy table that sets none of its own.
+    margin: Option<std::time::Duration>,
 }
 
-const ROOT_FIELDS: [&str; 5] = ["account", "defaults", "models", "families", "tenants"];
+const ROOT_FIELDS: [&str; 6] = [
+    "margin", "account", "defaults", "models", "families", "tenants",
+];
 const DEFAULTS_FIELDS: [&str; 2] = ["model", "tenant"];
 
 /// A pattern of a family: lower case, exact or prefix, where it was written.
@@ -436,6 +449,18 @@ impl Doc<'_> {
 
     fn config(&self) -> Result<Config, ConfigError> {
         let root = tree::parse(self.text).map_err(|e| self.syntax_error(&e))?;
+        // The file's margin first: every policy table reads it.
+        let mut margin = None;
+        for (key, node) in tree::entries(root.get_ref()) {
+            if *key.get_ref() == "margin" {
+                margin = Some(self.margin(node, "margin")?);
+            }
+        }
+        let doc = Doc { margin, ..*self };
+        doc.read(&root)
+    }
+
+    fn read(&self, root: &toml::Spanned<toml::de::DeTable<'_>>) -> Result<Config, ConfigError> {
         let mut config = Config {
             file: self.file.to_owned(),
             account: None,
@@ -455,6 +480,7 @@ impl Doc<'_> {
             let name: &str = key.get_ref();
             let path = child("", name);
             match name {
+                "margin" => {}
                 "account" => {
                     let kind = TableKind {
                         what: "the account's policy (every request)",

@@ -63,8 +63,8 @@ const SHORTHANDS: [Shorthand; 16] = [
 const LIMIT_KEYS: [&str; SHORTHANDS.len() + 1] = shorthands_and(["max_in_flight"]);
 
 /// Every key of a policy table but a family's `match`.
-pub(super) const POLICY_FIELDS: [&str; SHORTHANDS.len() + 2] =
-    shorthands_and(["max_in_flight", "limits"]);
+pub(super) const POLICY_FIELDS: [&str; SHORTHANDS.len() + 3] =
+    shorthands_and(["max_in_flight", "margin", "limits"]);
 
 /// The names of [`SHORTHANDS`], in order, followed by `extra` (`E` = `N - SHORTHANDS.len()`,
 /// checked when the constant is evaluated, at compile time).
@@ -262,12 +262,15 @@ impl<'t> Doc<'t> {
         };
         let mut specs: Vec<LimitSpec> = Vec::new();
         let mut max_in_flight: Option<(u64, At)> = None;
+        let mut margin: Option<Duration> = None;
         let mut matched = None;
         for (k, v) in tree::entries(table) {
             let name: &str = k.get_ref();
             let field = child(path, name);
             if let Some(shorthand) = SHORTHANDS.iter().find(|s| s.name == name) {
                 specs.push(self.shorthand(k, v, &field, shorthand)?);
+            } else if name == "margin" {
+                margin = Some(self.margin(v, &field)?);
             } else if name == "max_in_flight" {
                 let n = self.whole(v, &field, 1, "requests in flight")?;
                 max_in_flight = Some((
@@ -345,13 +348,18 @@ impl<'t> Doc<'t> {
                 ));
             }
         }
+        // The table's margin, else the file's, else the library's default.
+        let margined = |builder: PolicyBuilder| match margin.or(self.margin) {
+            Some(m) => builder.margin(m),
+            None => builder,
+        };
         // Each limit on its own, so that the library's error points at its field.
         for spec in &specs {
-            if let Err(e) = spec.add_to(Policy::builder()).build() {
+            if let Err(e) = spec.add_to(margined(Policy::builder())).build() {
                 return Err(self.build_error(spec, e));
             }
         }
-        let mut builder = Policy::builder();
+        let mut builder = margined(Policy::builder());
         for spec in &specs {
             builder = spec.add_to(builder);
         }
@@ -704,6 +712,22 @@ impl<'t> Doc<'t> {
 
     /// `per = "1m"`.
     fn period(&self, node: &Node<'_>, field: &str) -> Result<Duration, ConfigError> {
+        self.duration(node, field, false)
+    }
+
+    /// `margin = "50ms"`: the safety margin of the limits of a table ([`Limit::margin`]), or
+    /// of the file's tables that set none; 0 is allowed.
+    pub(super) fn margin(&self, node: &Node<'_>, field: &str) -> Result<Duration, ConfigError> {
+        self.duration(node, field, true)
+    }
+
+    /// A duration written as a string; 0 only when `zero_ok`.
+    fn duration(
+        &self,
+        node: &Node<'_>,
+        field: &str,
+        zero_ok: bool,
+    ) -> Result<Duration, ConfigError> {
         const EXPECTED: &str =
             "expected a duration such as \"1s\", \"1m\", \"1h\", \"1d\", \"90s\" or \"1m30s\" \
              (units ns, us, ms, s, m, h, d)";
@@ -721,7 +745,7 @@ impl<'t> Doc<'t> {
             ));
         };
         match parse_period(s) {
-            Some(d) if d.is_zero() => Err(self.error(
+            Some(d) if d.is_zero() && !zero_ok => Err(self.error(
                 node.span(),
                 field,
                 ErrorKind::InvalidValue,
@@ -1049,14 +1073,14 @@ mod tests {
     }
 
     #[test]
-    fn policy_fields_are_the_shorthands_then_max_in_flight_and_limits() {
+    fn policy_fields_are_the_shorthands_then_max_in_flight_margin_and_limits() {
         let names: Vec<&str> = SHORTHANDS.iter().map(|s| s.name).collect();
         assert_eq!(LIMIT_KEYS[..SHORTHANDS.len()], names[..]);
         assert_eq!(POLICY_FIELDS[..SHORTHANDS.len()], names[..]);
         assert_eq!(LIMIT_KEYS[SHORTHANDS.len()..], ["max_in_flight"]);
         assert_eq!(
             POLICY_FIELDS[SHORTHANDS.len()..],
-            ["max_in_flight", "limits"]
+            ["max_in_flight", "margin", "limits"]
         );
         for (alias, full) in ALIASES {
             assert!(POLICY_FIELDS.contains(&full), "{alias} -> {full}");

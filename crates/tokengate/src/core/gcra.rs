@@ -48,18 +48,22 @@ pub(crate) struct Gcra {
     /// (the shaper, and the smoothing half of the default algorithm). When clear, such a cost is
     /// impossible (the meter).
     pub(crate) oversize_when_full: bool,
+    /// Admissions are decided as of this long ago (committed now): see
+    /// [`LimitRule`](super::LimitRule)'s margin.
+    pub(crate) margin: Nanos,
 }
 
 impl Gcra {
     /// A bucket of `burst` units (at most the amount when `oversize_when_full`: the burst is
     /// never above the capacity) whose time fits in a `u64` (`LimitRule::new` checks both).
-    pub(crate) fn new(rate: Rate, burst: u64, oversize_when_full: bool) -> Self {
+    pub(crate) fn new(rate: Rate, burst: u64, oversize_when_full: bool, margin: Nanos) -> Self {
         debug_assert!(!oversize_when_full || burst <= rate.amount());
         Self {
             rate,
             burst,
             tolerance: rate.span(burst),
             oversize_when_full,
+            margin,
         }
     }
 
@@ -195,6 +199,8 @@ pub(crate) trait Bucket {
     /// The rate: read only when it is not a whole number of nanoseconds per unit, or for a
     /// cost above the burst.
     fn rate(&self) -> Rate;
+    /// How long ago admissions are decided as of ([`Gcra::margin`]).
+    fn margin(&self) -> Nanos;
 }
 
 impl Bucket for Gcra {
@@ -227,6 +233,11 @@ impl Bucket for Gcra {
     fn rate(&self) -> Rate {
         self.rate
     }
+
+    #[inline(always)]
+    fn margin(&self) -> Nanos {
+        self.margin
+    }
 }
 
 /// A bucket's decision and commit in one, changing nothing: the state after admitting `cost`
@@ -255,7 +266,8 @@ pub(crate) fn admit(
         let Some(after) = advance(state, span, 1) else {
             return Err(NEVER);
         };
-        return admit_with(state, now, span, after, Span::whole(bucket.tolerance()));
+        let tolerance = Span::whole(bucket.tolerance());
+        return admit_with(state, now, span, after, tolerance, bucket.margin());
     }
     // The same steps with the exact times.
     if !within {
@@ -275,7 +287,7 @@ pub(crate) fn admit(
         // The shaper, the smoothing half of the default: waits for a full bucket.
         span
     };
-    admit_with(state, now, span, after, tolerance)
+    admit_with(state, now, span, after, tolerance, bucket.margin())
 }
 
 /// [`admit`]'s last steps, given the units' `span`, the TAT `after` them and the tolerance.
@@ -286,8 +298,11 @@ fn admit_with(
     span: Span,
     after: Span,
     tolerance: Span,
+    margin: Nanos,
 ) -> Result<(GcraState, Nanos), Decision> {
-    let at = earliest_with(after, tolerance, now);
+    // A bucket that has admitted nothing yet has been full since ever: no margin to keep.
+    let margin = if state.tat == 0 { 0 } else { margin };
+    let at = earliest_with(after, tolerance, margin, now);
     if at > now {
         // Full by then, the bucket starts the units from `at`: near the end of the clock,
         // maybe past it.
@@ -336,16 +351,16 @@ fn advance(state: &GcraState, span: Span, amount: u64) -> Option<Span> {
 /// ([`advance`]) and the `tolerance`: the bucket's, or for a cost above the burst the units'
 /// own (it waits for a full bucket).
 #[inline(always)]
-fn earliest_with(after: Span, tolerance: Span, now: Nanos) -> Nanos {
+fn earliest_with(after: Span, tolerance: Span, margin: Nanos, now: Nanos) -> Nanos {
     // Admitted at t when max(tat, t) + span - t <= tolerance (exact values), i.e. (for
     // tat > t) t >= after - tolerance. With after = A - a/N and tolerance = T - b/N (whole
     // A and T, a and b below N), that is t >= A - T - (a - b)/N, whose ceiling is A - T,
-    // plus one when a < b.
+    // plus one when a < b. Decided as of `margin` earlier: `margin` later.
     let at = match after.time.checked_sub(tolerance.time) {
         Some(gap) => gap.saturating_add(u64::from(after.over < tolerance.over)),
         None => 0,
     };
-    at.max(now)
+    at.saturating_add(margin).max(now)
 }
 
 /// The TAT after admitting units of `span` at `now`, given the TAT `after` them when the bucket
@@ -381,7 +396,7 @@ mod tests {
     const S: Nanos = 1_000_000_000;
 
     fn bucket(amount: u64, period: Nanos, burst: u64) -> Gcra {
-        Gcra::new(Rate::new(amount, period), burst, false)
+        Gcra::new(Rate::new(amount, period), burst, false, 0)
     }
 
     #[test]
@@ -506,7 +521,7 @@ mod tests {
 
     #[test]
     fn shaper_spaces_evenly_and_admits_oversize_when_full() {
-        let g = Gcra::new(Rate::new(10, S), 1, true);
+        let g = Gcra::new(Rate::new(10, S), 1, true, 0);
         let mut s = GcraState::default();
         assert_eq!(g.earliest(&s, 0, 1), 0);
         g.commit(&mut s, 0, 1);

@@ -84,6 +84,9 @@ pub struct Snapshot {
 pub struct LimitRule {
     amount: u64,
     period: Nanos,
+    /// The safety margin ([`Limit::margin`]): buckets decide as of this long ago, windows of
+    /// the log count each admission this much longer.
+    margin: Nanos,
     kind: Kind,
 }
 
@@ -115,6 +118,8 @@ pub(crate) struct BucketParts {
     pub(crate) tolerance_over: u64,
     /// The largest cost admitted at once.
     pub(crate) capacity: u64,
+    /// The safety margin ([`Limit::margin`]).
+    pub(crate) margin: Nanos,
 }
 
 /// The state of one limit for one key: plain data.
@@ -151,6 +156,22 @@ impl LimitRule {
             return Err(BuildError::ZeroPeriod);
         }
         let rate = Rate::new(amount, period);
+        let margin = match limit.algorithm {
+            // Approximate by design: no margin.
+            Algorithm::SlidingWindowCounter | Algorithm::FixedWindow => 0,
+            _ => {
+                let margin = limit.margin.unwrap_or(Limit::DEFAULT_MARGIN);
+                match u64::try_from(margin.as_nanos()) {
+                    Ok(m) if m < period => m,
+                    _ => {
+                        return Err(BuildError::MarginTooLong {
+                            margin,
+                            period: limit.period,
+                        })
+                    }
+                }
+            }
+        };
         let gcra = |burst: u64, oversize: bool| -> Result<Gcra, BuildError> {
             if burst == 0 {
                 return Err(BuildError::ZeroBurst);
@@ -162,7 +183,7 @@ impl LimitRule {
                     period: limit.period,
                 });
             }
-            Ok(Gcra::new(rate, burst, oversize))
+            Ok(Gcra::new(rate, burst, oversize, margin))
         };
         let no_burst = |alg: Algorithm| match limit.burst {
             Some(_) => Err(BuildError::BurstNotApplicable { algorithm: alg }),
@@ -199,6 +220,7 @@ impl LimitRule {
         Ok(Self {
             amount,
             period,
+            margin,
             kind,
         })
     }
@@ -217,6 +239,7 @@ impl LimitRule {
                     tolerance: g.tolerance.time,
                     tolerance_over: g.tolerance.over,
                     capacity: g.capacity(),
+                    margin: g.margin,
                 })
             }
             _ => None,
@@ -231,6 +254,18 @@ impl LimitRule {
     /// The period in nanoseconds.
     pub fn period(&self) -> Nanos {
         self.period
+    }
+
+    /// The safety margin in nanoseconds ([`Limit::margin`]; 0 for the sliding window counter
+    /// and the fixed window).
+    pub fn margin(&self) -> Nanos {
+        self.margin
+    }
+
+    /// How long the log counts an admission: the period plus the margin.
+    #[inline]
+    fn window(&self) -> Nanos {
+        self.period.saturating_add(self.margin)
     }
 
     /// The algorithm this rule applies.
@@ -310,18 +345,18 @@ impl LimitRule {
 
     #[inline(never)]
     fn earliest_other(&self, state: &LimitState, now: Nanos, cost: u64) -> Nanos {
-        let (a, p) = (self.amount, self.period);
+        let (a, p, w) = (self.amount, self.period, self.window());
         match (&self.kind, state) {
             (Kind::Gcra(g), LimitState::Gcra(s)) => g.earliest(s, now, cost),
-            (Kind::Log, LimitState::Log(s)) => sliding_log::earliest(s, a, p, now, cost),
+            (Kind::Log, LimitState::Log(s)) => sliding_log::earliest(s, a, w, now, cost),
             (Kind::Counter, LimitState::Counter(s)) => {
                 sliding_counter::earliest(s, a, p, now, cost)
             }
             (Kind::Fixed, LimitState::Fixed(s)) => fixed_window::earliest(s, a, p, now, cost),
-            (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
+            (Kind::Smooth(g), LimitState::Smooth(b, log)) => {
                 let at = g
                     .earliest(b, now, cost)
-                    .max(sliding_log::earliest(w, a, p, now, cost));
+                    .max(sliding_log::earliest(log, a, w, now, cost));
                 // The bucket again at that instant: full by then, it starts the units from
                 // it, which near the end of the clock may pass the end (never).
                 if at > now && at != Nanos::MAX {
@@ -351,11 +386,11 @@ impl LimitRule {
 
     #[inline(never)]
     fn commit_other(&self, state: &mut LimitState, now: Nanos, cost: u64) -> Receipt {
-        let p = self.period;
+        let (p, w) = (self.period, self.window());
         let bucket_mark = match (&self.kind, &mut *state) {
             (Kind::Gcra(g), LimitState::Gcra(s)) => g.commit(s, now, cost),
             (Kind::Log, LimitState::Log(s)) => {
-                sliding_log::commit(s, p, now, cost);
+                sliding_log::commit(s, w, now, cost);
                 0
             }
             (Kind::Counter, LimitState::Counter(s)) => {
@@ -366,8 +401,8 @@ impl LimitRule {
                 fixed_window::commit(s, p, now, cost);
                 0
             }
-            (Kind::Smooth(g), LimitState::Smooth(b, w)) => {
-                sliding_log::commit(w, p, now, cost);
+            (Kind::Smooth(g), LimitState::Smooth(b, log)) => {
+                sliding_log::commit(log, w, now, cost);
                 g.commit(b, now, cost)
             }
             _ => {
@@ -415,7 +450,7 @@ impl LimitRule {
     pub fn lower(&self, state: &mut LimitState, now: Nanos, units: u64) {
         match (&self.kind, &mut *state) {
             (Kind::Smooth(_), LimitState::Smooth(_, w)) => {
-                sliding_log::commit(w, self.period, now, units.min(self.amount));
+                sliding_log::commit(w, self.window(), now, units.min(self.amount));
             }
             _ => self.charge(state, now, units),
         }
@@ -471,7 +506,7 @@ impl LimitRule {
 
     /// `used`, `remaining` and `reset_at` at `now`.
     fn use_at(&self, state: &LimitState, now: Nanos) -> Snapshot {
-        let (a, p) = (self.amount, self.period);
+        let (a, p, window) = (self.amount, self.period, self.window());
         let gcra_snapshot = |g: &Gcra, s: &GcraState| {
             let remaining = g.available(s, now);
             Snapshot {
@@ -482,7 +517,7 @@ impl LimitRule {
             }
         };
         let log_snapshot = |s: &SlidingLogState| {
-            let used = sliding_log::used(s, p, now);
+            let used = sliding_log::used(s, window, now);
             Snapshot {
                 used,
                 remaining: a.saturating_sub(used),
@@ -491,7 +526,7 @@ impl LimitRule {
                     .iter()
                     .rev()
                     .find(|e| e.1 > 0)
-                    .map(|e| e.0.saturating_add(p))
+                    .map(|e| e.0.saturating_add(window))
                     .filter(|&t| t > now),
                 next_refill_at: None,
             }

@@ -133,6 +133,7 @@ struct LaneLimit {
     tolerance_over: AtomicU64,
     input_weight: AtomicU64,
     output_weight: AtomicU64,
+    margin: AtomicU64,
 }
 
 /// One limit's part of an admission: its bucket's TAT after it (and the TAT's overshoot), the
@@ -189,6 +190,11 @@ impl Bucket for LaneBucket<'_> {
             self.limit.period.load(Relaxed),
             0,
         )
+    }
+
+    #[inline(always)]
+    fn margin(&self) -> Nanos {
+        self.limit.margin.load(Relaxed)
     }
 }
 
@@ -256,6 +262,7 @@ impl LaneLimit {
         self.period.store(parts.period, Relaxed);
         self.input_weight.store(input, Relaxed);
         self.output_weight.store(output, Relaxed);
+        self.margin.store(parts.margin, Relaxed);
     }
 }
 

@@ -39,8 +39,10 @@ const COOLDOWNS_PER_PERIOD: u64 = 30;
 /// Limits of a longer period are not taught.
 const MAX_PERIOD: Nanos = 60_000_000_000;
 
-/// A change of one limit's amount in force, for the events and metrics.
+/// A change of one limit's amount in force, for the events and metrics (read only with the
+/// `tracing` or `metrics` feature).
 #[derive(Debug, Clone)]
+#[cfg_attr(not(any(feature = "tracing", feature = "metrics")), allow(dead_code))]
 pub(super) struct Change {
     pub(super) dimension: Dimension,
     /// The amount in force after the change.

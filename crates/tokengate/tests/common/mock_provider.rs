@@ -561,7 +561,15 @@ pub struct MockProvider {
     /// `http://127.0.0.1:PORT`.
     pub addr: String,
     pub state: Shared,
-    server: tokio::task::JoinHandle<()>,
+    server: Server,
+}
+
+/// Where the mock's server runs.
+enum Server {
+    /// A task of the caller's runtime.
+    Task(tokio::task::JoinHandle<()>),
+    /// A thread of its own, with its own runtime, stopped by this sender.
+    Thread(Option<tokio::sync::oneshot::Sender<()>>),
 }
 
 impl MockProvider {
@@ -604,7 +612,34 @@ impl MockProvider {
         Self {
             addr,
             state,
-            server,
+            server: Server::Task(server),
+        }
+    }
+
+    /// Starts a mock on a thread of its own, with a runtime of its own, as a provider on
+    /// another machine would be: its work does not delay the client's tasks, nor theirs its.
+    pub fn start_on_its_own_thread(spec: MockSpec) -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the mock");
+            runtime.block_on(async move {
+                let mock = MockProvider::start(spec).await;
+                ready_tx
+                    .send((mock.addr.clone(), Arc::clone(&mock.state)))
+                    .expect("the test waits for the mock");
+                let _ = stop_rx.await;
+                drop(mock);
+            });
+        });
+        let (addr, state) = ready_rx.recv().expect("the mock started");
+        Self {
+            addr,
+            state,
+            server: Server::Thread(Some(stop_tx)),
         }
     }
 
@@ -616,7 +651,14 @@ impl MockProvider {
 
 impl Drop for MockProvider {
     fn drop(&mut self) {
-        self.server.abort();
+        match &mut self.server {
+            Server::Task(task) => task.abort(),
+            Server::Thread(stop) => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+            }
+        }
     }
 }
 
