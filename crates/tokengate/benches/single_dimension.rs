@@ -2,7 +2,9 @@
 //! dropped at once) next to governor's `check`, in the same run.
 //!
 //! Cases (all limits are large enough that every decision is admitted; each sample builds a
-//! fresh limiter):
+//! fresh limiter). Every limit is exact, with no safety margin (`Limit::margin`): governor has
+//! none, a 1 ms period cannot hold the default one, and at exactly the limit's pace the margin
+//! would deny.
 //! - `governor/quanta_clock`: `RateLimiter::direct(Quota::per_second(u32::MAX)).check()` on
 //!   governor's default clock (quanta). The baseline of every ratio on a real clock.
 //! - `governor/fake_clock`: the same on `FakeRelativeClock`, time frozen: no clock cost.
@@ -37,9 +39,11 @@ use std::time::Duration;
 use common::vs_governor::{self, Cases, Labels, PACED_RPM};
 use tokengate::{Algorithm, Cost, Dimension, Limit, Policy};
 
+/// A policy of `limit` on requests, exact (no safety margin).
 fn policy(limit: Limit) -> Policy {
     Policy::builder()
         .limit(Dimension::Requests, limit)
+        .margin(Duration::ZERO)
         .build()
         .expect("a valid policy")
 }
@@ -82,6 +86,7 @@ impl Cases for SingleDimension {
     fn smooth_window_paced() -> Policy {
         Policy::builder()
             .requests_per_minute(u64::from(PACED_RPM))
+            .margin(Duration::ZERO)
             .build()
             .expect("a valid policy")
     }

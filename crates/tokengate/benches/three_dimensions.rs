@@ -2,7 +2,8 @@
 //! governor's single `check` in the same run: what a three-limit LLM policy costs compared with
 //! one plain rate limit.
 //!
-//! Every case admits every decision; each sample builds a fresh limiter. The cost is
+//! Every case admits every decision; each sample builds a fresh limiter. Every limit is exact,
+//! with no safety margin (`Limit::margin`), as in `single_dimension`. The cost is
 //! `Cost::request().input(1_200).output(800)`, built inside the loop as a caller would.
 //! - `governor/quanta_clock`, `governor/fake_clock`, `governor/fake_clock_paced`: baselines, as
 //!   in `single_dimension` (one check, one limit).
@@ -34,11 +35,13 @@ const OUTPUT: u64 = 800;
 /// per decision at tens of millions of decisions a second.
 const HUGE_PER_SECOND: u64 = 1 << 40;
 
+/// `limit()` on requests, input and output tokens, exact (no safety margin).
 fn three(limit: impl Fn() -> Limit) -> Policy {
     Policy::builder()
         .limit(Dimension::Requests, limit())
         .limit(Dimension::InputTokens, limit())
         .limit(Dimension::OutputTokens, limit())
+        .margin(Duration::ZERO)
         .build()
         .expect("a valid policy")
 }
@@ -89,6 +92,7 @@ impl Cases for ThreeDimensions {
             .requests_per_minute(rpm)
             .input_tokens_per_minute(rpm * INPUT)
             .output_tokens_per_minute(rpm * OUTPUT)
+            .margin(Duration::ZERO)
             .build()
             .expect("a valid policy")
     }

@@ -251,7 +251,9 @@ struct TokioRun {
 
 /// `WAITERS` spawned tasks queue on a spent `requests_per_minute(rpm)` limit; with `jump`,
 /// virtual time then jumps by 1 s, otherwise it runs from timer to timer. With `count`, every
-/// waker is wrapped to count wake-ups; without, the tasks' memory is measured.
+/// waker is wrapped to count wake-ups; without, the tasks' memory is measured. The limit is
+/// exact, with no safety margin (`Limit::margin`): after the jump every queued cost fits at
+/// once, and the paced heads wait exactly 1 ms each.
 fn tokio_run(rpm: u64, jump: bool, count: bool) -> TokioRun {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -261,6 +263,7 @@ fn tokio_run(rpm: u64, jump: bool, count: bool) -> TokioRun {
     rt.block_on(async move {
         let policy = Policy::builder()
             .requests_per_minute(rpm)
+            .margin(Duration::ZERO)
             .build()
             .expect("a valid policy");
         let limiter = Limiter::with_clock(policy, TokioClock::new());

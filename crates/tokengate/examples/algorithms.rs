@@ -35,18 +35,20 @@ const P: Nanos = 60_000_000_000;
 
 /// The limits measured: every algorithm with its default burst (the smooth window's is N/60,
 /// rounded down), and the smooth window with the whole-period burst a user may choose for a
-/// provider documented to accept a period's amount at once.
+/// provider documented to accept a period's amount at once. All exact: no safety margin
+/// (`Limit::margin`), so that the figures are the algorithms' own.
 fn variants() -> Vec<(String, Limit)> {
+    let exact = || Limit::new(N, PERIOD).margin(Duration::ZERO);
     let mut v: Vec<_> = Algorithm::ALL
         .into_iter()
-        .map(|a| (a.to_string(), Limit::new(N, PERIOD).algorithm(a)))
+        .map(|a| (a.to_string(), exact().algorithm(a)))
         .collect();
     v[0].0 += ", burst N/60 (the default)";
     v.insert(
         1,
         (
             String::from("smooth window, burst N (an explicit choice)"),
-            Limit::new(N, PERIOD).burst(N),
+            exact().burst(N),
         ),
     );
     v

@@ -23,8 +23,16 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A limiter of `builder`'s policy on tokio's clock. Its limits are exact, with no safety
+/// margin (`Limit::margin`): these tests are about exact waits, order and wake-ups.
 fn tokio_limiter(builder: PolicyBuilder) -> Limiter<TokioClock> {
-    Limiter::with_clock(builder.build().expect("valid policy"), TokioClock::new())
+    Limiter::with_clock(
+        builder
+            .margin(Duration::ZERO)
+            .build()
+            .expect("valid policy"),
+        TokioClock::new(),
+    )
 }
 
 /// `amount` per second as a token bucket with the given burst.
@@ -858,6 +866,7 @@ fn a_wait_past_the_end_of_the_clock_sleeps_without_a_timer() {
             clock.set(u64::MAX);
             let policy = Policy::builder()
                 .limit(Dimension::Requests, bucket(1, 1))
+                .margin(Duration::ZERO)
                 .build()
                 .unwrap();
             let limiter = Limiter::with_clock(policy, clock);
@@ -892,6 +901,7 @@ async fn a_queued_waiter_whose_wait_never_ends_times_out_at_once() {
     clock.set(u64::MAX - 3 * S);
     let policy = Policy::builder()
         .limit(Dimension::InputTokens, bucket(1, 2))
+        .margin(Duration::ZERO)
         .build()
         .unwrap();
     let limiter = Limiter::with_clock(policy, clock.clone());

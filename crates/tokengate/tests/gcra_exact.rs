@@ -220,8 +220,9 @@ fn realistic_rates() -> impl Strategy<Value = (u64, Nanos)> {
 // The check
 // ---------------------------------------------------------------------------------------------
 
+/// The rule under test: `n` per `p` ns, exact (no safety margin: the model has none).
 fn rule_of(n: u64, p: Nanos, burst: Option<u64>) -> LimitRule {
-    let limit = Limit::new(n, Duration::from_nanos(p));
+    let limit = Limit::new(n, Duration::from_nanos(p)).margin(Duration::ZERO);
     let limit = match burst {
         Some(b) => limit.algorithm(Algorithm::TokenBucket).burst(b),
         None => limit.algorithm(Algorithm::LeakyBucket),

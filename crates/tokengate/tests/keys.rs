@@ -18,8 +18,11 @@ use tokengate::{
 
 const SEC: u64 = 1_000_000_000;
 
+/// The limits file `text`, its limits exact: with no safety margin (`Limit::margin`), as these
+/// tests count exact instants and waits.
 fn config(text: &str) -> Config {
-    Config::from_toml_str(text, "limits.toml").expect("valid config")
+    let text = format!("margin = \"0s\"\n{text}");
+    Config::from_toml_str(&text, "limits.toml").expect("valid config")
 }
 
 /// gpt-4o: 10 requests a second (token bucket, burst 10); tenants: acme 2 a second (burst 2),

@@ -303,8 +303,16 @@ macro_rules! observe {
     };
 }
 
+/// A limiter of `builder`'s policy on tokio's clock, its limits exact (no safety margin,
+/// `Limit::margin`): the events and metrics carry exact waits.
 fn limiter(builder: PolicyBuilder) -> Limiter<TokioClock> {
-    Limiter::with_clock(builder.build().expect("valid policy"), TokioClock::new())
+    Limiter::with_clock(
+        builder
+            .margin(Duration::ZERO)
+            .build()
+            .expect("valid policy"),
+        TokioClock::new(),
+    )
 }
 
 /// Polls `fut` once with a waker that does nothing.

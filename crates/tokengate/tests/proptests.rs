@@ -77,8 +77,11 @@ struct Params {
 }
 
 impl Params {
+    /// The limit, exact: the reference models keep no safety margin (`Limit::margin`).
     fn limit(&self) -> Limit {
-        let l = Limit::new(self.n, Duration::from_nanos(self.p)).algorithm(self.alg);
+        let l = Limit::new(self.n, Duration::from_nanos(self.p))
+            .algorithm(self.alg)
+            .margin(Duration::ZERO);
         match self.burst {
             Some(b) => l.burst(b),
             None => l,
@@ -1639,7 +1642,9 @@ fn overflow_fixed_window_full_at_u64_max_stays_full() {
 #[test]
 fn overflow_sliding_log_beyond_u64_in_one_window_is_not_over_admitted() {
     let n = 1u64 << 62;
-    let limit = Limit::new(n, Duration::from_nanos(1_000)).algorithm(Algorithm::SlidingWindowLog);
+    let limit = Limit::new(n, Duration::from_nanos(1_000))
+        .algorithm(Algorithm::SlidingWindowLog)
+        .margin(Duration::ZERO);
     let rule = LimitRule::new(&limit).unwrap();
     let mut state = rule.new_state();
     rule.commit(&mut state, 0, n);
@@ -1655,7 +1660,9 @@ fn overflow_sliding_log_beyond_u64_in_one_window_is_not_over_admitted() {
 #[test]
 fn overflow_sliding_log_snapshot_saturates() {
     let n = 1u64 << 62;
-    let limit = Limit::new(n, Duration::from_nanos(1_000)).algorithm(Algorithm::SlidingWindowLog);
+    let limit = Limit::new(n, Duration::from_nanos(1_000))
+        .algorithm(Algorithm::SlidingWindowLog)
+        .margin(Duration::ZERO);
     let rule = LimitRule::new(&limit).unwrap();
     let mut state = rule.new_state();
     rule.commit(&mut state, 0, n);
@@ -1714,7 +1721,9 @@ fn earlier_refund_schedule(rule: &LimitRule) -> (LimitState, LimitState) {
 /// the bucket, and so does the settled state: 4 units wait until 3 (the bug admitted them at 2).
 #[test]
 fn settle_token_bucket_after_an_earlier_refund_is_no_more_generous_than_usage() {
-    let limit = Limit::new(4, Duration::from_nanos(4)).algorithm(Algorithm::TokenBucket);
+    let limit = Limit::new(4, Duration::from_nanos(4))
+        .algorithm(Algorithm::TokenBucket)
+        .margin(Duration::ZERO);
     let rule = LimitRule::new(&limit).unwrap();
     let (settled, actual) = earlier_refund_schedule(&rule);
     assert_eq!(rule.decide(&actual, 2, 4), Decision::NotUntil(3));
@@ -1731,7 +1740,8 @@ fn settle_token_bucket_after_an_earlier_refund_is_no_more_generous_than_usage() 
 fn settle_smooth_window_after_an_earlier_refund_is_no_more_generous_than_usage() {
     let limit = Limit::new(8, Duration::from_nanos(8))
         .algorithm(Algorithm::SmoothWindow)
-        .burst(4);
+        .burst(4)
+        .margin(Duration::ZERO);
     let rule = LimitRule::new(&limit).unwrap();
     let (settled, actual) = earlier_refund_schedule(&rule);
     assert_eq!(rule.decide(&actual, 2, 4), Decision::NotUntil(3));
@@ -1747,7 +1757,9 @@ fn settle_smooth_window_after_an_earlier_refund_is_no_more_generous_than_usage()
 /// until 3, as in a provider's bucket counting the real usage (they used to be let in at 2).
 #[test]
 fn settle_permits_after_an_earlier_refund_is_no_more_generous_than_usage() {
-    let limit = Limit::new(4, Duration::from_nanos(4)).algorithm(Algorithm::TokenBucket);
+    let limit = Limit::new(4, Duration::from_nanos(4))
+        .algorithm(Algorithm::TokenBucket)
+        .margin(Duration::ZERO);
     let policy = Policy::builder()
         .limit(Dimension::OutputTokens, limit)
         .build()

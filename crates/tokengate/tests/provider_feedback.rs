@@ -11,8 +11,13 @@ fn ms(n: u64) -> Duration {
 
 #[tokio::test(start_paused = true)]
 async fn a_pause_holds_waiters_in_order_until_it_ends() {
-    // One a second, burst one: the second waiter is paced a second after the first.
-    let policy = Policy::builder().requests_per_minute(60).build().unwrap();
+    // One a second, burst one: the second waiter is paced a second after the first (exact
+    // instants: no safety margin).
+    let policy = Policy::builder()
+        .requests_per_minute(60)
+        .margin(Duration::ZERO)
+        .build()
+        .unwrap();
     let limiter = Limiter::with_clock(policy, TokioClock::new());
     let start = tokio::time::Instant::now();
     limiter.pause(ms(1_500));
@@ -205,6 +210,8 @@ fn a_reported_limit_is_recorded_and_only_adopted_when_asked() {
         Policy::builder()
             .requests_per_minute(60)
             .tokens_per_minute(10_000)
+            // Exact instants and bursts: no safety margin.
+            .margin(Duration::ZERO)
             .build()
             .unwrap(),
         clock.clone(),
@@ -314,7 +321,12 @@ fn a_rounded_token_figure_lowers_only_beyond_its_rounding() {
 #[test]
 fn units_counted_elsewhere_fill_the_window_not_the_bucket() {
     let limiter = Limiter::with_clock(
-        Policy::builder().requests_per_minute(600).build().unwrap(),
+        // A whole burst at once: no safety margin.
+        Policy::builder()
+            .requests_per_minute(600)
+            .margin(Duration::ZERO)
+            .build()
+            .unwrap(),
         ManualClock::new(),
     );
     let lowered = limiter.observe(&report(&[

@@ -18,9 +18,17 @@ fn ns(n: u64) -> Duration {
     Duration::from_nanos(n)
 }
 
+/// A limiter of `builder`'s policy on a manual clock. Its limits are exact, with no safety
+/// margin (`Limit::margin`): these tests are about the algorithms' exact instants.
 fn manual(builder: PolicyBuilder) -> (Limiter<ManualClock>, ManualClock) {
     let clock = ManualClock::new();
-    let limiter = Limiter::with_clock(builder.build().expect("valid policy"), clock.clone());
+    let limiter = Limiter::with_clock(
+        builder
+            .margin(Duration::ZERO)
+            .build()
+            .expect("valid policy"),
+        clock.clone(),
+    );
     (limiter, clock)
 }
 
@@ -300,6 +308,7 @@ fn assert_a_stale_instant_cannot_overfill(algorithm: Algorithm, b_cost: u64) {
                 Dimension::Requests,
                 Limit::per_second(10).algorithm(algorithm),
             )
+            .margin(Duration::ZERO)
             .build()
             .unwrap(),
         clock.clone(),
@@ -979,6 +988,7 @@ fn blocking_acquire_keeps_pace_across_threads_without_spinning() {
         Policy::builder()
             .limit(Dimension::Requests, Limit::per_second(1_000))
             .max_in_flight(2)
+            .margin(Duration::ZERO)
             .build()
             .unwrap(),
         CountingClock(SystemClock::new(), Arc::clone(&reads)),
@@ -1027,7 +1037,13 @@ fn blocking_acquire_keeps_pace_across_threads_without_spinning() {
 
 #[test]
 fn blocking_timeout_fails_at_once_when_the_wait_is_longer() {
-    let limiter = Limiter::new(Policy::builder().requests_per_minute(60).build().unwrap());
+    let limiter = Limiter::new(
+        Policy::builder()
+            .requests_per_minute(60)
+            .margin(Duration::ZERO)
+            .build()
+            .unwrap(),
+    );
     let _p = limiter.acquire_blocking(Cost::request()).unwrap();
     let started = Instant::now();
     let err = limiter

@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use tokengate::{AcquireError, Cost, Limiter, Policy, TokioClock, Usage};
 
+/// One request a second, 1,000 output tokens a minute, one in flight; exact waits (no safety
+/// margin, `Limit::margin`).
 fn limiter() -> Limiter<TokioClock> {
     let policy = Policy::builder()
         .requests_per_minute(60)
         .output_tokens_per_minute(1_000)
         .max_in_flight(1)
+        .margin(Duration::ZERO)
         .build()
         .unwrap();
     Limiter::with_clock(policy, TokioClock::new())

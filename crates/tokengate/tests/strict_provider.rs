@@ -629,20 +629,25 @@ async fn two_clients_on_one_key_learn_to_share() {
         used(60.0, end) * 100.0,
         decreases,
     );
-    // Measured: 41.8 per 1,000 and 93.9% (without what 429s teach: 1,936.6 per 1,000).
+    // Measured: 33.6 per 1,000 and 95.9% (without what 429s teach: 1,092.9 per 1,000).
     assert!(used(60.0, end) >= 0.90, "{:.3}", used(60.0, end));
     assert!(per_1000(60.0, end) <= 100.0, "{:.1}", per_1000(60.0, end));
     assert!(decreases.iter().sum::<u64>() > 0, "the 429s taught");
 }
 
 /// One cell in real time, for a minute, on loopback: the limiter on the system clock, the
-/// provider on tokio's, a multi-thread runtime, real sockets and their jitter. The limits are
-/// 30 times the matrix's (18,000 requests and 1,800,000 tokens a minute: a one-second bucket
-/// of 30,000 tokens), so that a minute holds about a thousand calls.
+/// provider on a thread and runtime of its own, real sockets and their jitter. The limits are
+/// 40 times the matrix's (24,000 requests and 2,400,000 tokens a minute: a one-second bucket of
+/// 40,000 tokens), so that a minute holds about 1,200 calls.
+///
+/// Measured (three runs): 1, 2 and 2 429s in 1,199-1,201 calls, all in the first two seconds,
+/// none after: the first requests wait for their connections and reach the provider about
+/// 65 ms after their admission, more than the safety margin of 50 ms, while the requests after
+/// them, on connections made by then, arrive at once. Each is retried through the limiter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_in_real_time_on_loopback() {
     let cell = Cell {
-        scale: 30,
+        scale: 40,
         run: Duration::from_secs(60),
         ..Cell::new(
             FrontEnd::Middleware,
@@ -698,20 +703,17 @@ async fn a_minute_in_real_time_on_loopback() {
         lowered: 0,
     };
     let per_1000 = o.throttled as f64 * 1_000.0 / o.successes.max(1) as f64;
-    eprintln!(
-        "429s at {:?}",
-        (0..60)
-            .filter(|&s| st.throttled_between(s as f64, s as f64 + 1.0) > 0)
-            .collect::<Vec<_>>()
-    );
+    let warm = st.throttled_between(2.0, run);
     println!(
-        "real time, a minute: {} calls, {} 429s ({per_1000:.2} per 1,000), {} used {:.1}%",
+        "real time, a minute: {} calls, {} 429s ({per_1000:.2} per 1,000; {warm} after the first \
+         two seconds), {} used {:.1}%",
         o.successes,
         o.throttled,
         cell.binding(),
         o.used * 100.0
     );
     check_log(&o);
-    assert!(o.successes >= 500, "{} calls", o.successes);
-    assert!(per_1000 <= 1.0, "{per_1000:.2} 429s per 1,000 calls");
+    assert!(o.successes >= 1_000, "{} calls", o.successes);
+    assert_eq!(warm, 0, "429s once the connections are made");
+    assert!(per_1000 <= 2.5, "{per_1000:.2} 429s per 1,000 calls");
 }

@@ -29,8 +29,16 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A limiter of `builder`'s policy on tokio's clock, its limits exact (no safety margin,
+/// `Limit::margin`): these tests check exact waits and order.
 fn tokio_limiter(builder: PolicyBuilder) -> Limiter<TokioClock> {
-    Limiter::with_clock(builder.build().expect("valid policy"), TokioClock::new())
+    Limiter::with_clock(
+        builder
+            .margin(Duration::ZERO)
+            .build()
+            .expect("valid policy"),
+        TokioClock::new(),
+    )
 }
 
 fn limit_stats(limiter: &Limiter<TokioClock>, dimension: Dimension) -> LimitStats {

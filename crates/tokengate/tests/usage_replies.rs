@@ -478,6 +478,8 @@ fn settling_a_permit_with_the_reply() {
     let policy = Policy::builder()
         .input_tokens_per_minute(10_000)
         .output_tokens_per_minute(2_000)
+        // Exact windows: a minute later the first admission has left them (no safety margin).
+        .margin(Duration::ZERO)
         .build()
         .unwrap();
     let limiter = Limiter::with_clock(policy, clock.clone());

@@ -161,6 +161,8 @@
 //!
 //! let config = Config::from_toml_str(
 //!     r#"
+//!     margin = "0s"                  # exact instants, for the counts below
+//!
 //!     [models.chat]
 //!     requests_per_minute = 600      # the default burst: 10 at once, then 1 every 100 ms
 //!

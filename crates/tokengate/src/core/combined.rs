@@ -47,7 +47,8 @@ pub enum CombinedDecision {
 /// let (mut r, mut t) = (rpm.new_state(), tpm.new_state());
 /// let _ = rpm.commit(&mut r, 0, 1);
 /// let d = decide_all([(&rpm, &r, 1), (&tpm, &t, 10)], 0);
-/// assert_eq!(d, CombinedDecision::NotUntil { at: 60_000_000_000, limit: 0 });
+/// // A minute, plus the default safety margin of 50 ms (`Limit::margin`).
+/// assert_eq!(d, CombinedDecision::NotUntil { at: 60_050_000_000, limit: 0 });
 /// # Ok::<(), tokengate::BuildError>(())
 /// ```
 #[inline]

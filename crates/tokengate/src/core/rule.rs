@@ -601,8 +601,9 @@ mod tests {
 
     const S: Nanos = 1_000_000_000;
 
+    /// The rule of `limit`, exact: these tests are about instants, not the safety margin.
     fn rule(limit: Limit) -> LimitRule {
-        LimitRule::new(&limit).unwrap()
+        LimitRule::new(&limit.margin(Duration::ZERO)).unwrap()
     }
 
     #[test]

@@ -613,8 +613,10 @@ mod tests {
     use crate::{Algorithm, Cost, Dimension, Limit, ManualClock, Policy};
 
     fn limiter(limit: Limit) -> Limiter<ManualClock> {
+        // Exact instants: these tests are about the lane, not the safety margin.
         let policy = Policy::builder()
             .limit(Dimension::Requests, limit)
+            .margin(std::time::Duration::ZERO)
             .build()
             .expect("a valid policy");
         Limiter::with_clock(policy, ManualClock::new())

@@ -170,7 +170,8 @@ impl<C: Clock> Limiter<C> {
     /// use std::time::Duration;
     /// use tokengate::{Cost, Denied, Limiter, ManualClock, Policy};
     ///
-    /// let policy = Policy::builder().requests_per_minute(60).build()?; // one a second, burst 1
+    /// // One a second, burst 1; exact instants: no safety margin (`Limit::margin`).
+    /// let policy = Policy::builder().requests_per_minute(60).margin(Duration::ZERO).build()?;
     /// let limiter = Limiter::with_clock(policy, ManualClock::new());
     /// let _first = limiter.try_acquire(Cost::request())?;
     /// let denied = limiter.try_acquire(Cost::request()).unwrap_err();
@@ -199,13 +200,15 @@ impl<C: Clock> Limiter<C> {
     ///
     /// # Examples
     /// ```
+    /// use std::time::Duration;
     /// use tokengate::{Cost, Limiter, ManualClock, Policy};
     ///
-    /// let policy = Policy::builder().requests_per_minute(60).build()?; // one a second, burst 1
+    /// // One a second, burst 1; exact instants: no safety margin.
+    /// let policy = Policy::builder().requests_per_minute(60).margin(Duration::ZERO).build()?;
     /// let limiter = Limiter::with_clock(policy, ManualClock::new());
     /// assert!(limiter.try_admit(Cost::request()).is_ok());
     /// let denied = limiter.try_admit(Cost::request()).unwrap_err();
-    /// assert_eq!(denied.wait(), Some(std::time::Duration::from_secs(1)));
+    /// assert_eq!(denied.wait(), Some(Duration::from_secs(1)));
     /// assert_eq!(limiter.stats().admitted, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -330,7 +333,12 @@ impl<C: Clock> Limiter<C> {
     /// use std::time::Duration;
     /// use tokengate::{Cost, Limiter, ManualClock, Policy, Usage};
     ///
-    /// let policy = Policy::builder().requests_per_minute(60).input_tokens_per_minute(60_000).max_in_flight(2).build()?;
+    /// let policy = Policy::builder()
+    ///     .requests_per_minute(60)
+    ///     .input_tokens_per_minute(60_000)
+    ///     .max_in_flight(2)
+    ///     .margin(Duration::ZERO) // exact instants: no safety margin
+    ///     .build()?;
     /// let limiter = Limiter::with_clock(policy, ManualClock::new());
     /// let permit = limiter.try_acquire(Cost::request().input(400))?;
     /// let stats = limiter.stats();
