@@ -4,6 +4,7 @@
 //! replies (including a body dropped half-way), 429 handling, header observation, timeouts,
 //! refused connections, pass-through of other requests, tenants and the cost function.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -300,7 +301,8 @@ async fn a_cost_function_replaces_the_estimate() {
 async fn a_429_pauses_the_limiter_and_is_returned_unchanged() {
     let setup = Setup::new(
         policy(),
-        |gate| gate,
+        // Not retried: the 429 itself is the subject.
+        |gate| gate.with_config(GateConfig::new().with_retries(0)),
         |_| {
             json(
                 429,
@@ -628,4 +630,97 @@ async fn a_stream_without_usage_keeps_the_whole_reservation() {
     assert_eq!((stats.in_flight, stats.settled), (0, 0));
     assert_eq!(used(&stats, Dimension::OutputTokens), 300);
     assert!(used(&stats, Dimension::InputTokens) > 0);
+}
+
+/// Answers the first call 429 (retry after 800 ms), every later one 200 with its usage, and
+/// notes when each call came.
+struct ThrottledOnce {
+    calls: Arc<Mutex<Vec<tokio::time::Instant>>>,
+}
+
+#[async_trait::async_trait]
+impl Middleware for ThrottledOnce {
+    async fn handle(
+        &self,
+        _: Request,
+        _: &mut Extensions,
+        _: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let mut calls = self.calls.lock().unwrap();
+        calls.push(tokio::time::Instant::now());
+        let response = if calls.len() == 1 {
+            json(
+                429,
+                &[
+                    ("retry-after-ms", "800"),
+                    ("x-ratelimit-remaining-tokens", "0"),
+                ],
+                r#"{"error": {"type": "rate_limit_exceeded"}}"#,
+            )
+        } else {
+            json(200, &[], OPENAI_REPLY)
+        };
+        Ok(Response::from(response))
+    }
+}
+
+/// A 429 is retried through the limiter after its `retry-after` (and a tenth at most more):
+/// the caller sees the reply; the refused attempt gave its tokens back, the retry settled.
+#[tokio::test(start_paused = true)]
+async fn a_429_is_retried_through_the_limiter_after_its_retry_after() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let limiter = Limiter::with_clock(policy(), tokengate::TokioClock::new());
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(TokenGateMiddleware::new(limiter.clone()))
+        .with(ThrottledOnce {
+            calls: Arc::clone(&calls),
+        })
+        .build();
+    let start = tokio::time::Instant::now();
+    let response = client
+        .post("http://localhost/v1/chat/completions")
+        .body(OPENAI_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let waited = calls[1] - calls[0];
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_millis(880),
+        "{waited:?}"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(800));
+    let stats = limiter.stats();
+    assert_eq!((stats.admitted, stats.settled, stats.throttled), (2, 2, 1));
+    // Two requests counted (a refused one counts, as OpenAI says); the tokens are the reply's.
+    assert_eq!(used(&stats, Dimension::Requests), 2);
+    assert_eq!(used(&stats, Dimension::InputTokens), 19);
+}
+
+/// With retries set to 0, or a wait above a minute, the 429 is returned at once.
+#[tokio::test(start_paused = true)]
+async fn a_429_is_not_retried_when_told_not_to_or_asked_to_wait_too_long() {
+    for (retries, retry_after) in [(0, "1"), (2, "61")] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let setup = Setup::new(
+            policy(),
+            |gate| gate.with_config(GateConfig::new().with_retries(retries)),
+            move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                json(429, &[("retry-after", retry_after)], "{}")
+            },
+        );
+        let response = setup
+            .client
+            .post("http://localhost/v1/chat/completions")
+            .body(OPENAI_BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429);
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "{retries} {retry_after}");
+    }
 }

@@ -177,9 +177,8 @@ fn retry_after(headers: &http::HeaderMap) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
-/// Retries a 429 after its `retry-after`, up to [`ATTEMPTS`] attempts in all. Placed inside
-/// the tokengate middleware it retries straight to the provider (as an SDK's own retries do);
-/// outside, each retry goes through the limiter again.
+/// Retries a 429 after its `retry-after`, up to [`ATTEMPTS`] attempts in all: placed inside
+/// the tokengate middleware, it retries straight to the provider, as an SDK's own retries do.
 struct Retry429;
 
 #[async_trait::async_trait]
@@ -397,12 +396,17 @@ async fn run_cell(cell: Cell, words_per_token: f64) -> Outcome {
     let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
     let url = mock.url(cell.api);
     let client = (cell.front == FrontEnd::Middleware).then(|| {
-        let gate = TokenGateMiddleware::new(limiter.clone())
-            .with_config(GateConfig::new().with_feedback(cell.feedback));
+        let config = GateConfig::new().with_feedback(cell.feedback);
         let builder = reqwest_middleware::ClientBuilder::new(http());
         match cell.retries {
-            Retries::Straight => builder.with(gate).with(Retry429),
-            Retries::ThroughLimiter => builder.with(Retry429).with(gate),
+            // An SDK's own retries, inside the middleware (which then retries nothing).
+            Retries::Straight => builder
+                .with(TokenGateMiddleware::new(limiter.clone()).with_config(config.with_retries(0)))
+                .with(Retry429),
+            // The middleware's own retries.
+            Retries::ThroughLimiter => {
+                builder.with(TokenGateMiddleware::new(limiter.clone()).with_config(config))
+            }
         }
         .build()
     });
@@ -573,9 +577,9 @@ async fn two_clients_on_one_key_learn_to_share() {
     for client in 0..2 {
         let config = Config::from_toml_str(&cell.limits_file(), "limits.toml").unwrap();
         let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
+        // Its own retries, through the limiter.
         let gate = TokenGateMiddleware::new(limiter.clone());
         let http = reqwest_middleware::ClientBuilder::new(http())
-            .with(Retry429)
             .with(gate)
             .build();
         for w in 0..WORKERS / 2 {
@@ -665,7 +669,6 @@ async fn a_minute_in_real_time_on_loopback() {
     let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
     let gate = TokenGateMiddleware::new(limiter.clone());
     let client = reqwest_middleware::ClientBuilder::new(http())
-        .with(Retry429)
         .with(gate)
         .build();
     let words_per_token = words_per_token(cell.model());

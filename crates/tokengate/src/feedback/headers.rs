@@ -264,6 +264,37 @@ impl ProviderReport {
         self.limits.iter().find(|l| &l.dimension == dimension)
     }
 
+    /// How long a 429 with these headers asks to wait: its `retry_after`; without one, until
+    /// the latest reset of a dimension it reports exhausted (`remaining` 0); without either,
+    /// one second.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use tokengate::feedback::ProviderReport;
+    ///
+    /// let now = SystemTime::now();
+    /// let ms = ProviderReport::from_headers([("retry-after-ms", "250"), ("retry-after", "1")], now);
+    /// assert_eq!(ms.wait_after_429(), Duration::from_millis(250));
+    /// let reset = ProviderReport::from_headers(
+    ///     [("x-ratelimit-remaining-tokens", "0"), ("x-ratelimit-reset-tokens", "1.5s")],
+    ///     now,
+    /// );
+    /// assert_eq!(reset.wait_after_429(), Duration::from_millis(1_500));
+    /// assert_eq!(ProviderReport::default().wait_after_429(), Duration::from_secs(1));
+    /// ```
+    pub fn wait_after_429(&self) -> Duration {
+        let exhausted = self
+            .limits
+            .iter()
+            .filter(|r| r.remaining == Some(0))
+            .filter_map(|r| r.reset_after)
+            .max();
+        self.retry_after
+            .or(exhausted)
+            .unwrap_or(Duration::from_secs(1))
+    }
+
     /// Folds one well-formed value into the entry for `dimension`, cautiously.
     fn merge(&mut self, dimension: Dimension, value: FieldValue) {
         let index = match self.limits.iter().position(|l| l.dimension == dimension) {

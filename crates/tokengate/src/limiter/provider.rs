@@ -162,20 +162,7 @@ impl<C: Clock> Limiter<C> {
     ) -> u64 {
         // As `observe`, but paused (and the pause reported) once.
         let lowered = self.lower_all(key, report);
-        let exhausted = report
-            .limits
-            .iter()
-            .filter(|r| r.remaining == Some(0))
-            .filter_map(|r| r.reset_after)
-            .max();
-        self.pause_for(
-            key,
-            report
-                .retry_after
-                .or(exhausted)
-                .unwrap_or(Duration::from_secs(1)),
-            true,
-        );
+        self.pause_for(key, report.wait_after_429(), true);
         self.teach_on(key, Some(report));
         lowered
     }

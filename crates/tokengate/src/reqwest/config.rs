@@ -17,6 +17,7 @@ use crate::feedback::usage::CachedInput;
 /// | [`with_default_cost`](Self::with_default_cost) | none: requests that are not model calls pass through, not limited |
 /// | [`with_tenant_header`](Self::with_tenant_header) | none: the tenant comes from a [`Tenant`](super::Tenant) extension only |
 /// | [`with_feedback`](Self::with_feedback) | on: every reply's rate-limit headers correct the limiter, a 429 pauses it |
+/// | [`with_retries`](Self::with_retries) | 2: a 429 is retried twice, through the limiter, after its `retry-after` |
 ///
 /// # Examples
 /// ```
@@ -43,6 +44,7 @@ pub struct GateConfig {
     default_cost: Option<Cost>,
     tenant_header: Option<HeaderName>,
     feedback: bool,
+    retries: u32,
 }
 
 impl Default for GateConfig {
@@ -53,6 +55,7 @@ impl Default for GateConfig {
             default_cost: None,
             tenant_header: None,
             feedback: true,
+            retries: 2,
         }
     }
 }
@@ -127,5 +130,24 @@ impl GateConfig {
     /// Whether the provider's replies correct the limiter.
     pub fn feedback(&self) -> bool {
         self.feedback
+    }
+
+    /// Retries a call the provider answered 429 up to `retries` times (default 2; 0 returns
+    /// the first 429): the permit of the refused attempt is settled as the provider counts it
+    /// (the request stays counted, its tokens come back: OpenAI says refused requests count
+    /// against the request limit), and each retry waits for the 429's `retry-after`
+    /// ([`ProviderReport::wait_after_429`](crate::feedback::ProviderReport::wait_after_429)),
+    /// with up to a tenth more at random, then for admission again, so that retries never
+    /// crowd out the limiter's pacing. A call whose body cannot be copied (a stream) and a wait
+    /// above a minute are not retried: the 429 is returned. Set 0 when your own retry layer
+    /// sits outside this middleware.
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// How many times a 429 is retried.
+    pub fn retries(&self) -> u32 {
+        self.retries
     }
 }

@@ -1,6 +1,7 @@
 //! The middleware: estimate, acquire, send, observe the headers, settle from the reply.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -59,6 +60,8 @@ pub struct TokenGateMiddleware<C: Clock = SystemClock> {
     estimator: Estimator,
     config: GateConfig,
     cost_fn: Option<Arc<CostFn>>,
+    /// Retries so far (shared by clones): the jitter of each retry's wait is drawn from it.
+    retried: Arc<AtomicU64>,
 }
 
 impl<C: Clock> TokenGateMiddleware<C> {
@@ -89,6 +92,7 @@ impl<C: Clock> TokenGateMiddleware<C> {
             estimator: Estimator::new(),
             config: GateConfig::default(),
             cost_fn: None,
+            retried: Arc::default(),
         }
     }
 
@@ -180,6 +184,21 @@ impl<C: Clock> TokenGateMiddleware<C> {
     }
 }
 
+/// The longest wait after a 429 that the middleware retries after; a longer one (a per-day
+/// limit spent, or a header gone wrong) is the caller's to handle: the 429 is returned.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// `wait` and up to a tenth more, spread by the retry's number `nth` (a SplitMix64 step of
+/// it), so that callers refused together do not retry together; the same calls in the same
+/// order wait the same (a test on a virtual clock repeats exactly).
+fn jittered(wait: Duration, nth: u64) -> Duration {
+    let mut z = nth.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let tenths_of_a_percent = ((z ^ (z >> 31)) % 100) as u32;
+    wait.saturating_add((wait / 1_000).saturating_mul(tenths_of_a_percent))
+}
+
 /// What was read from a request: a model call, if it is one.
 fn read_chat(request: &Request) -> Option<ChatRequest> {
     if request.method() != ::reqwest::Method::POST {
@@ -210,54 +229,67 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
         let cost = self
             .cost_of(&request, chat.as_ref())
             .filter(|c| !c.is_zero());
-        let permit = match cost {
-            Some(cost) => Some(
-                self.acquire(&limits, cost)
-                    .await
-                    .map_err(reqwest_middleware::Error::middleware)?,
-            ),
-            None => None,
-        };
-        let pending = permit.map(|permit| Pending {
-            permit,
-            cached: self.config.cached_input(),
-            estimator: self.estimator.clone(),
-            model,
-        });
-
-        let response = match next.run(request, extensions).await {
-            Ok(response) => response,
-            Err(error) => {
-                if let Some(pending) = pending {
-                    if error.is_connect() {
-                        // Refused or unreachable: the provider never saw the call.
-                        pending.settle_unprocessed();
+        let mut retries_left = self.config.retries();
+        let (response, pending, report) = loop {
+            let permit = match cost.clone() {
+                Some(cost) => Some(
+                    self.acquire(&limits, cost)
+                        .await
+                        .map_err(reqwest_middleware::Error::middleware)?,
+                ),
+                None => None,
+            };
+            let pending = permit.map(|permit| Pending {
+                permit,
+                cached: self.config.cached_input(),
+                estimator: self.estimator.clone(),
+                model: model.clone(),
+            });
+            // A copy for a retry, when one may follow and the body can be copied (a body in
+            // memory; a stream cannot be sent twice).
+            let copy = (retries_left > 0).then(|| request.try_clone()).flatten();
+            let response = match next.clone().run(request, extensions).await {
+                Ok(response) => response,
+                Err(error) => {
+                    if let Some(pending) = pending {
+                        if error.is_connect() {
+                            // Refused or unreachable: the provider never saw the call.
+                            pending.settle_unprocessed();
+                        }
+                        // Anything else (a timeout, a broken connection) may have reached the
+                        // provider: the reservation stands.
                     }
-                    // Anything else (a timeout, a broken connection) may have reached the
-                    // provider: the reservation stands.
+                    return Err(error);
                 }
-                return Err(error);
+            };
+            let report = ProviderReport::from_headers(response.headers(), SystemTime::now());
+            #[cfg(feature = "tracing")]
+            for ignored in &report.ignored {
+                tracing::debug!(target: "tokengate::reqwest", "{ignored}");
             }
-        };
-
-        let report = ProviderReport::from_headers(response.headers(), SystemTime::now());
-        #[cfg(feature = "tracing")]
-        for ignored in &report.ignored {
-            tracing::debug!(target: "tokengate::reqwest", "{ignored}");
-        }
-        let feedback = self.config.feedback();
-        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            if response.status() != StatusCode::TOO_MANY_REQUESTS {
+                break (response, pending, report);
+            }
             // Settled first: the limits the 429 lowers no longer take back the tokens of
             // permits admitted before.
             if let Some(pending) = pending {
                 pending.settle_unprocessed();
             }
-            if feedback {
+            if self.config.feedback() {
                 limits.observe_throttled(&report);
             }
-            return Ok(response);
-        }
-        if feedback {
+            let wait = report.wait_after_429();
+            let Some(copy) = copy.filter(|_| wait <= MAX_RETRY_WAIT) else {
+                return Ok(response);
+            };
+            // Retried through the limiter, after the wait the provider asked for (with up to a
+            // tenth more, so that the retries of many callers do not come back together).
+            retries_left -= 1;
+            let nth = self.retried.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(jittered(wait, nth)).await;
+            request = copy;
+        };
+        if self.config.feedback() {
             limits.observe(&report);
         }
 
@@ -373,6 +405,7 @@ impl<C: Clock> Clone for TokenGateMiddleware<C> {
             estimator: self.estimator.clone(),
             config: self.config.clone(),
             cost_fn: self.cost_fn.clone(),
+            retried: Arc::clone(&self.retried),
         }
     }
 }
