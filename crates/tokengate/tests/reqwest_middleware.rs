@@ -687,6 +687,14 @@ async fn a_429_is_retried_through_the_limiter_after_its_retry_after() {
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2);
     let waited = calls[1] - calls[0];
+    // The response says what the limiter did: two attempts, the wait between them.
+    let admission = response
+        .extensions()
+        .get::<tokengate::reqwest::Admission>()
+        .cloned()
+        .expect("an Admission");
+    assert_eq!(admission.attempts, 2);
+    assert_eq!(admission.waited, waited);
     assert!(
         waited >= Duration::from_millis(800) && waited < Duration::from_millis(880),
         "{waited:?}"
@@ -722,5 +730,7 @@ async fn a_429_is_not_retried_when_told_not_to_or_asked_to_wait_too_long() {
             .unwrap();
         assert_eq!(response.status(), 429);
         assert_eq!(calls.load(Ordering::Relaxed), 1, "{retries} {retry_after}");
+        let admission = response.extensions().get::<tokengate::reqwest::Admission>();
+        assert_eq!(admission.map(|a| a.attempts), Some(1));
     }
 }

@@ -12,7 +12,7 @@ use reqwest_middleware::{Middleware, Next};
 
 use super::route::{limits_for, tenant_of};
 use super::settle::{MeteredBody, Pending};
-use super::{ApiFormat, ChatRequest, GateConfig};
+use super::{Admission, ApiFormat, ChatRequest, GateConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::cost::Cost;
 use crate::error::AcquireError;
@@ -230,7 +230,10 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             .cost_of(&request, chat.as_ref())
             .filter(|c| !c.is_zero());
         let mut retries_left = self.config.retries();
-        let (response, pending, report) = loop {
+        // When the call asked, when its last attempt was admitted, and attempts sent.
+        let asked = self.limiter.clock().now();
+        let (mut admitted, mut attempts) = (asked, 0);
+        let (mut response, pending, report) = loop {
             let permit = match cost.clone() {
                 Some(cost) => Some(
                     self.acquire(&limits, cost)
@@ -239,6 +242,10 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
                 ),
                 None => None,
             };
+            attempts += 1;
+            if let Some(permit) = &permit {
+                admitted = permit.admitted_at();
+            }
             let pending = permit.map(|permit| Pending {
                 permit,
                 cached: self.config.cached_input(),
@@ -268,7 +275,7 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
                 tracing::debug!(target: "tokengate::reqwest", "{ignored}");
             }
             if response.status() != StatusCode::TOO_MANY_REQUESTS {
-                break (response, pending, report);
+                break (response, pending, Some(report));
             }
             // Settled first: the limits the 429 lowers no longer take back the tokens of
             // permits admitted before.
@@ -280,7 +287,8 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             }
             let wait = report.wait_after_429();
             let Some(copy) = copy.filter(|_| wait <= MAX_RETRY_WAIT) else {
-                return Ok(response);
+                // The last attempt: the caller gets this 429, and what the limiter did.
+                break (response, None, None);
             };
             // Retried through the limiter, after the wait the provider asked for (with up to a
             // tenth more, so that the retries of many callers do not come back together).
@@ -288,6 +296,17 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             let nth = self.retried.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(jittered(wait, nth)).await;
             request = copy;
+        };
+        if let Some(cost) = cost {
+            response.extensions_mut().insert(Admission {
+                waited: Duration::from_nanos(admitted.saturating_sub(asked)),
+                attempts,
+                cost,
+            });
+        }
+        // A reply that is no 429 (a 429's was observed as one).
+        let Some(report) = report else {
+            return Ok(response);
         };
         if self.config.feedback() {
             limits.observe(&report);

@@ -94,12 +94,14 @@
 //! # }
 //! ```
 
+mod admission;
 mod config;
 mod middleware;
 mod route;
 mod settle;
 
 pub use crate::estimate::{ApiFormat, ChatRequest, RequestMessage, IMAGE_TOKENS};
+pub use admission::Admission;
 pub use config::GateConfig;
 pub use middleware::TokenGateMiddleware;
 pub use route::Tenant;
