@@ -356,11 +356,14 @@ fn earliest_with(after: Span, tolerance: Span, margin: Nanos, now: Nanos) -> Nan
     // tat > t) t >= after - tolerance. With after = A - a/N and tolerance = T - b/N (whole
     // A and T, a and b below N), that is t >= A - T - (a - b)/N, whose ceiling is A - T,
     // plus one when a < b. Decided as of `margin` earlier: `margin` later.
-    // In 128 bits: before the margin, the instant may be before the clock's origin.
-    let at = i128::from(after.time) - i128::from(tolerance.time)
-        + i128::from(after.over < tolerance.over)
-        + i128::from(margin);
-    u64::try_from(at.max(0)).unwrap_or(Nanos::MAX).max(now)
+    // Before the margin, the instant may be before the clock's origin: then it is
+    // `margin + rounding - (T - A)`, at least 0.
+    let rounding = u64::from(after.over < tolerance.over);
+    let at = match after.time.checked_sub(tolerance.time) {
+        Some(gap) => gap.saturating_add(rounding).saturating_add(margin),
+        None => (margin + rounding).saturating_sub(tolerance.time - after.time),
+    };
+    at.max(now)
 }
 
 /// The TAT after admitting units of `span` at `now`, given the TAT `after` them when the bucket
