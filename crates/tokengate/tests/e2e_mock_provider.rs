@@ -261,10 +261,13 @@ async fn a_429_over_http_is_returned_and_pauses_the_limiter() {
         .await;
         let policy = Policy::builder().requests_per_minute(600).build().unwrap();
         let limiter = Limiter::with_clock(policy, TokioClock::new());
+        // Not retried: the 429 itself is the subject (tests/reqwest_middleware.rs retries).
+        let gate = TokenGateMiddleware::new(limiter.clone())
+            .with_config(tokengate::reqwest::GateConfig::new().with_retries(0));
         let client = reqwest_middleware::ClientBuilder::new(
             reqwest::Client::builder().no_proxy().build().unwrap(),
         )
-        .with(TokenGateMiddleware::new(limiter.clone()))
+        .with(gate)
         .build();
         let body =
             r#"{"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}"#;
