@@ -4,6 +4,8 @@
 //!
 //! Waits are whole milliseconds: tokio's timer fires on millisecond ticks.
 
+mod common;
+
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,16 +25,10 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// A limiter of `builder`'s policy on tokio's clock. Its limits are exact, with no safety
-/// margin (`Limit::margin`): these tests are about exact waits, order and wake-ups.
+/// A limiter of `builder`'s policy on tokio's clock, exact: these tests are about exact waits,
+/// order and wake-ups.
 fn tokio_limiter(builder: PolicyBuilder) -> Limiter<TokioClock> {
-    Limiter::with_clock(
-        builder
-            .margin(Duration::ZERO)
-            .build()
-            .expect("valid policy"),
-        TokioClock::new(),
-    )
+    common::limiters::exact_tokio_limiter(builder)
 }
 
 /// `amount` per second as a token bucket with the given burst.

@@ -5,6 +5,8 @@
 //! the test's thread only; time is tokio's paused clock.
 #![cfg(all(feature = "tracing", feature = "metrics"))]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -303,16 +305,10 @@ macro_rules! observe {
     };
 }
 
-/// A limiter of `builder`'s policy on tokio's clock, its limits exact (no safety margin,
-/// `Limit::margin`): the events and metrics carry exact waits.
+/// A limiter of `builder`'s policy on tokio's clock, exact: the events and metrics carry exact
+/// waits.
 fn limiter(builder: PolicyBuilder) -> Limiter<TokioClock> {
-    Limiter::with_clock(
-        builder
-            .margin(Duration::ZERO)
-            .build()
-            .expect("valid policy"),
-        TokioClock::new(),
-    )
+    common::limiters::exact_tokio_limiter(builder)
 }
 
 /// Polls `fut` once with a waker that does nothing.

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use common::check_admissions;
 use common::meters::Enforcement;
-use common::mock_provider::{chat_body, Api, MockLimits, MockProvider, MockSpec};
+use common::mock_provider::{chat_body, Api, MockLimits, MockProvider, MockSpec, MockState};
 use common::rng::{between, prompt};
 use http::Extensions;
 use reqwest::{Request, Response, StatusCode};
@@ -413,6 +413,33 @@ struct Outcome {
     lowered: u64,
 }
 
+impl Outcome {
+    /// What the provider of `cell` counted (`st`), with the units `limiter` lowered.
+    fn of(cell: Cell, st: &MockState, limiter: &Limiter<TokioClock>) -> Self {
+        let run = cell.run.as_secs_f64();
+        let allowed = cell.amount(cell.binding()) as f64 * run / 60.0;
+        Outcome {
+            cell,
+            successes: st.admitted,
+            throttled: st.throttled,
+            used: st.counted(cell.binding(), run) as f64 / allowed,
+            log: st.log(),
+            largest: cell
+                .dimensions()
+                .iter()
+                .map(|&d| (d, st.largest(d)))
+                .collect(),
+            lowered: limiter
+                .model(cell.model())
+                .stats()
+                .iter()
+                .flat_map(|s| s.limits.iter())
+                .map(|l| l.lowered)
+                .sum(),
+        }
+    }
+}
+
 async fn run_cell(cell: Cell, words_per_token: f64) -> Outcome {
     let mock = MockProvider::start(cell.mock()).await;
     let config = Config::from_toml_str(&cell.limits_file(), "limits.toml").unwrap();
@@ -451,26 +478,7 @@ async fn run_cell(cell: Cell, words_per_token: f64) -> Outcome {
         task.await.unwrap();
     }
     let st = mock.state.lock().unwrap();
-    let run = cell.run.as_secs_f64();
-    let allowed = cell.amount(cell.binding()) as f64 * run / 60.0;
-    let stats = limiter.model(cell.model()).stats();
-    Outcome {
-        cell,
-        successes: st.admitted,
-        throttled: st.throttled,
-        used: st.counted(cell.binding(), run) as f64 / allowed,
-        log: st.log(),
-        largest: cell
-            .dimensions()
-            .iter()
-            .map(|&d| (d, st.largest(d)))
-            .collect(),
-        lowered: stats
-            .iter()
-            .flat_map(|s| s.limits.iter())
-            .map(|l| l.lowered)
-            .sum(),
-    }
+    Outcome::of(cell, &st, &limiter)
 }
 
 /// Checks the provider's admission log of `o` with `check-admissions`: every dimension within
@@ -710,20 +718,7 @@ async fn a_minute_in_real_time_on_loopback() {
     }
     let st = mock.state.lock().unwrap();
     let run = cell.run.as_secs_f64();
-    let o = Outcome {
-        cell,
-        successes: st.admitted,
-        throttled: st.throttled,
-        used: st.counted(cell.binding(), run) as f64
-            / (cell.amount(cell.binding()) as f64 * run / 60.0),
-        log: st.log(),
-        largest: cell
-            .dimensions()
-            .iter()
-            .map(|&d| (d, st.largest(d)))
-            .collect(),
-        lowered: 0,
-    };
+    let o = Outcome::of(cell, &st, &limiter);
     let per_1000 = o.throttled as f64 * 1_000.0 / o.successes.max(1) as f64;
     let warm = st.throttled_between(2.0, run);
     println!(

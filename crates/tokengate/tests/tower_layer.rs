@@ -8,6 +8,8 @@
 //! Run with `cargo test -p tokengate --features tower --test tower_layer`.
 #![cfg(feature = "tower")]
 
+mod common;
+
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -29,16 +31,10 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// A limiter of `builder`'s policy on tokio's clock, its limits exact (no safety margin,
-/// `Limit::margin`): these tests check exact waits and order.
+/// A limiter of `builder`'s policy on tokio's clock, exact: these tests check exact waits and
+/// order.
 fn tokio_limiter(builder: PolicyBuilder) -> Limiter<TokioClock> {
-    Limiter::with_clock(
-        builder
-            .margin(Duration::ZERO)
-            .build()
-            .expect("valid policy"),
-        TokioClock::new(),
-    )
+    common::limiters::exact_tokio_limiter(builder)
 }
 
 fn limit_stats(limiter: &Limiter<TokioClock>, dimension: Dimension) -> LimitStats {

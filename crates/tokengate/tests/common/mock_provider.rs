@@ -135,6 +135,20 @@ struct Admitted {
     produced: u64,
 }
 
+impl Admitted {
+    /// What it counts on `dimension` ("requests", "tokens", "input_tokens",
+    /// "output_tokens").
+    fn on(&self, dimension: &str) -> u64 {
+        match dimension {
+            "requests" => 1,
+            "tokens" => self.input + self.counted_output,
+            "input_tokens" => self.input,
+            "output_tokens" => self.counted_output,
+            other => panic!("no dimension {other}"),
+        }
+    }
+}
+
 pub struct MockState {
     meters: Meters,
     spec: MockSpec,
@@ -179,13 +193,7 @@ impl MockState {
         self.log
             .iter()
             .filter(|a| a.t >= from && a.t < until)
-            .map(|a| match dimension {
-                "requests" => 1,
-                "tokens" => a.input + a.counted_output,
-                "input_tokens" => a.input,
-                "output_tokens" => a.counted_output,
-                other => panic!("no dimension {other}"),
-            })
+            .map(|a| a.on(dimension))
             .sum()
     }
 
@@ -204,17 +212,7 @@ impl MockState {
 
     /// The largest amount one admission counted on `dimension`.
     pub fn largest(&self, dimension: &str) -> u64 {
-        self.log
-            .iter()
-            .map(|a| match dimension {
-                "requests" => 1,
-                "tokens" => a.input + a.counted_output,
-                "input_tokens" => a.input,
-                "output_tokens" => a.counted_output,
-                other => panic!("no dimension {other}"),
-            })
-            .max()
-            .unwrap_or(0)
+        self.log.iter().map(|a| a.on(dimension)).max().unwrap_or(0)
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod check_admissions;
+pub mod limiters;
 pub mod meters;
 // Its HTTP server uses crates the `reqwest` feature brings.
 #[cfg(feature = "reqwest")]
