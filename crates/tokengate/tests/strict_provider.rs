@@ -24,6 +24,7 @@
 mod common;
 
 use std::fmt::Write as _;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -52,6 +53,22 @@ const MAX_TOKENS: u64 = 256;
 const PROMPT_TOKENS: (u64, u64) = (200, 3_000);
 /// Attempts of one call before it gives up (none does here: there are no 429s).
 const ATTEMPTS: u32 = 10;
+
+/// The real-time cell runs alone: the virtual-time tests of this file keep both cores busy,
+/// and their load would be jitter on its clock. It takes this lock to write, they to read.
+static REAL_TIME: RwLock<()> = RwLock::new(());
+
+/// Runs a virtual-time test on tokio's paused clock (a current-thread runtime), beside the
+/// others of this file but not beside the real-time cell.
+fn in_virtual_time<F: std::future::Future>(test: F) -> F::Output {
+    let _beside_others = REAL_TIME.read().unwrap_or_else(PoisonError::into_inner);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+        .block_on(test)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FrontEnd {
@@ -546,19 +563,25 @@ async fn matrix(front: FrontEnd) {
     }
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_limiter_used_directly_gets_no_429_and_uses_the_quota() {
-    matrix(FrontEnd::Direct).await;
+#[test]
+fn a_limiter_used_directly_gets_no_429_and_uses_the_quota() {
+    in_virtual_time(async {
+        matrix(FrontEnd::Direct).await;
+    });
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn key_run_gets_no_429_and_uses_the_quota() {
-    matrix(FrontEnd::Run).await;
+#[test]
+fn key_run_gets_no_429_and_uses_the_quota() {
+    in_virtual_time(async {
+        matrix(FrontEnd::Run).await;
+    });
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn the_middleware_gets_no_429_and_uses_the_quota() {
-    matrix(FrontEnd::Middleware).await;
+#[test]
+fn the_middleware_gets_no_429_and_uses_the_quota() {
+    in_virtual_time(async {
+        matrix(FrontEnd::Middleware).await;
+    });
 }
 
 /// The measured workload is what the module docs say: prompts of 200-3,000 tokens, as the
@@ -587,65 +610,66 @@ fn prompts_span_what_the_docs_say() {
 /// feedback on and each retry through the limiter: the provider's 429s and its `remaining`
 /// figures teach both to share. Reports the 429s per 1,000 calls and the share of the binding
 /// limit used, in the first minute and after it.
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn two_clients_on_one_key_learn_to_share() {
-    let cell = Cell::new(
-        FrontEnd::Middleware,
-        Retries::ThroughLimiter,
-        true,
-        Api::OpenAi,
-    );
-    let mock = MockProvider::start(cell.mock()).await;
-    let url = mock.url(cell.api);
-    let words_per_token = words_per_token(cell.model());
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    let mut limiters = Vec::new();
-    for client in 0..2 {
-        let config = Config::from_toml_str(&cell.limits_file(), "limits.toml").unwrap();
-        let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
-        // Its own retries, through the limiter.
-        let gate = TokenGateMiddleware::new(limiter.clone());
-        let http = reqwest_middleware::ClientBuilder::new(http())
-            .with(gate)
-            .build();
-        for w in 0..WORKERS / 2 {
-            tasks.push(tokio::spawn(worker(
-                cell,
-                client * 100 + w,
-                limiter.clone(),
-                url.clone(),
-                Some(http.clone()),
-                words_per_token,
-                start,
-            )));
+#[test]
+fn two_clients_on_one_key_learn_to_share() {
+    in_virtual_time(async {
+        let cell = Cell::new(
+            FrontEnd::Middleware,
+            Retries::ThroughLimiter,
+            true,
+            Api::OpenAi,
+        );
+        let mock = MockProvider::start(cell.mock()).await;
+        let url = mock.url(cell.api);
+        let words_per_token = words_per_token(cell.model());
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        let mut limiters = Vec::new();
+        for client in 0..2 {
+            let config = Config::from_toml_str(&cell.limits_file(), "limits.toml").unwrap();
+            let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
+            // Its own retries, through the limiter.
+            let gate = TokenGateMiddleware::new(limiter.clone());
+            let http = reqwest_middleware::ClientBuilder::new(http())
+                .with(gate)
+                .build();
+            for w in 0..WORKERS / 2 {
+                tasks.push(tokio::spawn(worker(
+                    cell,
+                    client * 100 + w,
+                    limiter.clone(),
+                    url.clone(),
+                    Some(http.clone()),
+                    words_per_token,
+                    start,
+                )));
+            }
+            limiters.push(limiter);
         }
-        limiters.push(limiter);
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let st = mock.state.lock().unwrap();
-    let end = cell.run.as_secs_f64();
-    let per_1000 = |from: f64, until: f64| {
-        st.throttled_between(from, until) as f64 * 1_000.0
-            / st.admitted_between(from, until).max(1) as f64
-    };
-    let used = |from: f64, until: f64| {
-        st.counted_between(cell.binding(), from, until) as f64
-            / (cell.amount(cell.binding()) as f64 * (until - from) / 60.0)
-    };
-    let decreases: Vec<u64> = limiters
-        .iter()
-        .map(|l| {
-            l.model(cell.model())
-                .stats()
-                .iter()
-                .flat_map(|s| s.limits.iter().map(|l| l.decreases))
-                .sum()
-        })
-        .collect();
-    println!(
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let st = mock.state.lock().unwrap();
+        let end = cell.run.as_secs_f64();
+        let per_1000 = |from: f64, until: f64| {
+            st.throttled_between(from, until) as f64 * 1_000.0
+                / st.admitted_between(from, until).max(1) as f64
+        };
+        let used = |from: f64, until: f64| {
+            st.counted_between(cell.binding(), from, until) as f64
+                / (cell.amount(cell.binding()) as f64 * (until - from) / 60.0)
+        };
+        let decreases: Vec<u64> = limiters
+            .iter()
+            .map(|l| {
+                l.model(cell.model())
+                    .stats()
+                    .iter()
+                    .flat_map(|s| s.limits.iter().map(|l| l.decreases))
+                    .sum()
+            })
+            .collect();
+        println!(
         "two clients, one key: first minute {} calls, {} 429s ({:.1} per 1,000), {} used {:.1}%; \
          after it {} calls, {} 429s ({:.1} per 1,000), {} used {:.1}%; decreases per client {:?}",
         st.admitted_between(0.0, 60.0),
@@ -660,10 +684,11 @@ async fn two_clients_on_one_key_learn_to_share() {
         used(60.0, end) * 100.0,
         decreases,
     );
-    // Measured: 33.6 per 1,000 and 95.9% (without what 429s teach: 1,092.9 per 1,000).
-    assert!(used(60.0, end) >= 0.90, "{:.3}", used(60.0, end));
-    assert!(per_1000(60.0, end) <= 100.0, "{:.1}", per_1000(60.0, end));
-    assert!(decreases.iter().sum::<u64>() > 0, "the 429s taught");
+        // Measured: 33.6 per 1,000 and 95.9% (without what 429s teach: 1,092.9 per 1,000).
+        assert!(used(60.0, end) >= 0.90, "{:.3}", used(60.0, end));
+        assert!(per_1000(60.0, end) <= 100.0, "{:.1}", per_1000(60.0, end));
+        assert!(decreases.iter().sum::<u64>() > 0, "the 429s taught");
+    });
 }
 
 /// One cell in real time, for a minute, on loopback: the limiter on the system clock, the
@@ -675,8 +700,18 @@ async fn two_clients_on_one_key_learn_to_share() {
 /// none after: the first requests wait for their connections and reach the provider about
 /// 65 ms after their admission, more than the safety margin of 50 ms, while the requests after
 /// them, on connections made by then, arrive at once. Each is retried through the limiter.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_minute_in_real_time_on_loopback() {
+#[test]
+fn a_minute_in_real_time_on_loopback() {
+    let _alone = REAL_TIME.write().unwrap_or_else(PoisonError::into_inner);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(real_time_minute());
+}
+
+async fn real_time_minute() {
     let cell = Cell {
         limits: Cell::matrix_limits(Api::OpenAi, 40),
         run: Duration::from_secs(60),
@@ -743,46 +778,48 @@ async fn a_minute_in_real_time_on_loopback() {
 /// bound: its output limit holds 66 tokens at once, so the 256 reserved for each call go
 /// alone, one call per 3.9 s at most, near the 12.5 calls a minute its input allows, and a
 /// run of short prompts waits on output.
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn the_example_limits_files_get_no_429_from_a_strict_provider() {
-    let cells = [
-        Cell {
-            limits: MockLimits::openai(500, 200_000),
-            example: Some("openai-tier1.toml"),
-            ..Cell::new(
-                FrontEnd::Middleware,
-                Retries::ThroughLimiter,
-                true,
-                Api::OpenAi,
-            )
-        },
-        Cell {
-            limits: MockLimits::anthropic(50, 20_000, 4_000),
-            example: Some("anthropic-tier1.toml"),
-            ..Cell::new(
-                FrontEnd::Middleware,
-                Retries::ThroughLimiter,
-                true,
-                Api::Anthropic,
-            )
-        },
-    ];
-    for cell in cells {
-        let o = run_cell(cell, words_per_token(cell.model())).await;
-        println!(
-            "{}: {} calls, {} 429s, {} used {:.1}%",
-            cell.example.unwrap_or_default(),
-            o.successes,
-            o.throttled,
-            cell.binding(),
-            o.used * 100.0
-        );
-        check_log(&o);
-        assert_eq!(o.throttled, 0, "{:?}: 429s", cell.example);
-        let least = match cell.api {
-            Api::OpenAi => 0.95,
-            Api::Anthropic => 0.85,
-        };
-        assert!(o.used >= least, "{:?}: {:.3}", cell.example, o.used);
-    }
+#[test]
+fn the_example_limits_files_get_no_429_from_a_strict_provider() {
+    in_virtual_time(async {
+        let cells = [
+            Cell {
+                limits: MockLimits::openai(500, 200_000),
+                example: Some("openai-tier1.toml"),
+                ..Cell::new(
+                    FrontEnd::Middleware,
+                    Retries::ThroughLimiter,
+                    true,
+                    Api::OpenAi,
+                )
+            },
+            Cell {
+                limits: MockLimits::anthropic(50, 20_000, 4_000),
+                example: Some("anthropic-tier1.toml"),
+                ..Cell::new(
+                    FrontEnd::Middleware,
+                    Retries::ThroughLimiter,
+                    true,
+                    Api::Anthropic,
+                )
+            },
+        ];
+        for cell in cells {
+            let o = run_cell(cell, words_per_token(cell.model())).await;
+            println!(
+                "{}: {} calls, {} 429s, {} used {:.1}%",
+                cell.example.unwrap_or_default(),
+                o.successes,
+                o.throttled,
+                cell.binding(),
+                o.used * 100.0
+            );
+            check_log(&o);
+            assert_eq!(o.throttled, 0, "{:?}: 429s", cell.example);
+            let least = match cell.api {
+                Api::OpenAi => 0.95,
+                Api::Anthropic => 0.85,
+            };
+            assert!(o.used >= least, "{:?}: {:.3}", cell.example, o.used);
+        }
+    });
 }
