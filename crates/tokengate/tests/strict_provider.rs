@@ -477,25 +477,48 @@ async fn run_cell(cell: Cell, words_per_token: f64) -> Outcome {
         }
         .build()
     });
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..WORKERS)
-        .map(|w| {
-            tokio::spawn(worker(
-                cell,
-                w,
-                limiter.clone(),
-                url.clone(),
-                client.clone(),
-                words_per_token,
-                start,
-            ))
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
+    join(spawn_workers(
+        cell,
+        0..WORKERS,
+        &limiter,
+        &url,
+        client.as_ref(),
+        words_per_token,
+    ))
+    .await;
     let st = mock.state.lock().unwrap();
     Outcome::of(cell, &st, &limiter)
+}
+
+/// Starts workers `ids` of `cell`, each sending calls one after the other until the run ends.
+fn spawn_workers(
+    cell: Cell,
+    ids: std::ops::Range<u64>,
+    limiter: &Limiter<TokioClock>,
+    url: &str,
+    client: Option<&ClientWithMiddleware>,
+    words_per_token: f64,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let start = Instant::now();
+    ids.map(|w| {
+        tokio::spawn(worker(
+            cell,
+            w,
+            limiter.clone(),
+            url.to_owned(),
+            client.cloned(),
+            words_per_token,
+            start,
+        ))
+    })
+    .collect()
+}
+
+/// Waits for every worker to end.
+async fn join(workers: Vec<tokio::task::JoinHandle<()>>) {
+    for worker in workers {
+        worker.await.unwrap();
+    }
 }
 
 /// Checks the provider's admission log of `o` with `check-admissions`: every dimension within
@@ -622,7 +645,6 @@ fn two_clients_on_one_key_learn_to_share() {
         let mock = MockProvider::start(cell.mock()).await;
         let url = mock.url(cell.api);
         let words_per_token = words_per_token(cell.model());
-        let start = Instant::now();
         let mut tasks = Vec::new();
         let mut limiters = Vec::new();
         for client in 0..2 {
@@ -633,22 +655,18 @@ fn two_clients_on_one_key_learn_to_share() {
             let http = reqwest_middleware::ClientBuilder::new(http())
                 .with(gate)
                 .build();
-            for w in 0..WORKERS / 2 {
-                tasks.push(tokio::spawn(worker(
-                    cell,
-                    client * 100 + w,
-                    limiter.clone(),
-                    url.clone(),
-                    Some(http.clone()),
-                    words_per_token,
-                    start,
-                )));
-            }
+            let ids = client * 100..client * 100 + WORKERS / 2;
+            tasks.extend(spawn_workers(
+                cell,
+                ids,
+                &limiter,
+                &url,
+                Some(&http),
+                words_per_token,
+            ));
             limiters.push(limiter);
         }
-        for task in tasks {
-            task.await.unwrap();
-        }
+        join(tasks).await;
         let st = mock.state.lock().unwrap();
         let end = cell.run.as_secs_f64();
         let per_1000 = |from: f64, until: f64| {
@@ -734,23 +752,15 @@ async fn real_time_minute() {
         .with(gate)
         .build();
     let words_per_token = words_per_token(cell.model());
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..WORKERS)
-        .map(|w| {
-            tokio::spawn(worker(
-                cell,
-                w,
-                limiter.clone(),
-                mock.url(cell.api),
-                Some(client.clone()),
-                words_per_token,
-                start,
-            ))
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
+    join(spawn_workers(
+        cell,
+        0..WORKERS,
+        &limiter,
+        &mock.url(cell.api),
+        Some(&client),
+        words_per_token,
+    ))
+    .await;
     let st = mock.state.lock().unwrap();
     let run = cell.run.as_secs_f64();
     let o = Outcome::of(cell, &st, &limiter);
