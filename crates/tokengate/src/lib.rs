@@ -239,7 +239,7 @@
 //! (Anthropic, input tokens) of the binding limit used, and every admission log within the
 //! window and the bucket by an independent checker. The same cells with the whole-minute
 //! token burst of earlier versions: 2,460-5,516 429s per 1,000 calls. One cell in real time
-//! on loopback for a minute (40 times the limits, about 1,200 calls): 1-2 429s in three runs,
+//! on loopback for a minute (40 times the limits, 1,199-1,306 calls): 0-2 429s in four runs,
 //! all in the first two seconds (requests waiting for their first connections), none after.
 //! Two clients each given the whole key's limits learn from the 429s to share it: after the
 //! first minute, 33.6 429s per 1,000 calls with 95.9% of the key's tokens used (without what
