@@ -117,7 +117,8 @@ impl Cost {
 
 /// What a request really used, reported after the call to [`Permit::settle`](crate::Permit::settle).
 ///
-/// Dimensions not set here are taken as used exactly as reserved (requests always are).
+/// Dimensions not set here are taken as used exactly as reserved (requests too, unless a
+/// refused call sets [`requests`](Self::requests)).
 ///
 /// # Examples
 /// ```
@@ -127,6 +128,7 @@ impl Cost {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
+    pub(crate) requests: Option<u64>,
     pub(crate) input: Option<u64>,
     pub(crate) output: Option<u64>,
     pub(crate) output_count: OutputCount,
@@ -180,6 +182,24 @@ impl Usage {
         Self::default()
     }
 
+    /// Requests the provider counted, where that is not the reservation: 0 for a call it
+    /// refused and does not count (see [`Refused`](crate::call::Refused)).
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::{Cost, Limiter, ManualClock, Policy, Usage};
+    ///
+    /// let limiter = Limiter::with_clock(Policy::builder().requests_per_minute(60).build()?, ManualClock::new());
+    /// let permit = limiter.try_acquire(Cost::request())?;
+    /// permit.settle(Usage::new().requests(0));
+    /// assert_eq!(limiter.stats().limits[0].used, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn requests(mut self, requests: u64) -> Self {
+        self.requests = Some(requests);
+        self
+    }
+
     /// Input tokens really counted by the provider.
     pub fn input(mut self, tokens: u64) -> Self {
         self.input = Some(tokens);
@@ -231,7 +251,7 @@ impl Usage {
             Some(list.into())
         };
         Cost {
-            requests: reserved.requests,
+            requests: self.requests.unwrap_or(reserved.requests),
             input: self.input.unwrap_or(reserved.input),
             output: match (self.output, self.output_count) {
                 (Some(used), OutputCount::Produced) => used,

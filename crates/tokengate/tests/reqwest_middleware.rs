@@ -13,6 +13,7 @@ use http::Extensions;
 use http_body_util::Channel;
 use reqwest::{Body, Request, Response, ResponseBuilderExt};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use tokengate::call::{Refused, Retry};
 use tokengate::estimate::{ChatMessage, Estimator};
 use tokengate::reqwest::{acquire_error, GateConfig, Tenant, TokenGateMiddleware};
 use tokengate::{AcquireError, Cost, Denied, Dimension, Limiter, ManualClock, Policy, Stats};
@@ -704,6 +705,36 @@ async fn a_429_is_retried_through_the_limiter_after_its_retry_after() {
     assert_eq!((stats.admitted, stats.settled, stats.throttled), (2, 2, 1));
     // Two requests counted (a refused one counts, as OpenAI says); the tokens are the reply's.
     assert_eq!(used(&stats, Dimension::Requests), 2);
+    assert_eq!(used(&stats, Dimension::InputTokens), 19);
+}
+
+/// A provider that counts nothing of a refused request (`Refused::Nothing`): the refused
+/// attempt gives its request back too.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_the_provider_does_not_count_gives_the_request_back() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let limiter = Limiter::with_clock(policy(), tokengate::TokioClock::new());
+    let retry = Retry::new().with_refused(Refused::Nothing);
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(
+            TokenGateMiddleware::new(limiter.clone())
+                .with_config(GateConfig::new().with_retry(retry)),
+        )
+        .with(ThrottledOnce {
+            calls: Arc::clone(&calls),
+        })
+        .build();
+    let response = client
+        .post("http://localhost/v1/chat/completions")
+        .body(OPENAI_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.lock().unwrap().len(), 2);
+    let stats = limiter.stats();
+    assert_eq!((stats.admitted, stats.throttled), (2, 1));
+    assert_eq!(used(&stats, Dimension::Requests), 1);
     assert_eq!(used(&stats, Dimension::InputTokens), 19);
 }
 

@@ -36,6 +36,7 @@ use http::Extensions;
 use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
 use serde_json::Value;
+use tokengate::call::{ModelReply, Retry};
 use tokengate::config::Config;
 use tokengate::estimate::{ChatMessage, ChatRequest, Estimator};
 use tokengate::feedback::usage::{CachedInput, ReplyUsage};
@@ -371,7 +372,28 @@ async fn direct(
     }
 }
 
-/// `Key::run`: the closure sends the call (and retries it straight to the provider, or not).
+/// What a `Key::run` closure returns: the reply's usage, or the provider's refusal.
+struct RunReply {
+    usage: Option<ReplyUsage>,
+    throttled: Option<ProviderReport>,
+}
+
+impl ModelReply for RunReply {
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+            .as_ref()
+            .map(|u| u.usage(CachedInput::ProviderDefault))
+    }
+
+    fn throttled(&self) -> Option<ProviderReport> {
+        self.throttled.clone()
+    }
+}
+
+/// `Key::run`: the closure sends the call once, and `run` settles and retries a 429 through
+/// the limiter (`Limiter::set_retry`); or the closure retries it straight to the provider
+/// itself, as an SDK does, and `run` retries nothing. `run` tells the limiter of every 429 it
+/// is handed; feedback off, the closure observes nothing of its own.
 async fn run(
     cell: Cell,
     key: &Key<'_, TokioClock>,
@@ -380,41 +402,37 @@ async fn run(
     body: &Value,
     stream: bool,
 ) {
-    let mut attempt = 0;
-    loop {
-        let reply = key
-            .run(body, |_| async {
-                loop {
-                    attempt += 1;
-                    let response = send(http, url, body).send().await.expect("sent");
-                    let report =
-                        ProviderReport::from_headers(response.headers(), SystemTime::now());
-                    if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                        if cell.feedback {
-                            key.observe_throttled(&report);
-                        }
-                        let wait = retry_after(response.headers());
-                        if cell.retries == Retries::ThroughLimiter || attempt == ATTEMPTS {
-                            return Err(wait);
-                        }
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    if cell.feedback {
-                        key.observe(&report);
-                    }
-                    let bytes = response.bytes().await.expect("the body");
-                    return Ok(reply_usage(&bytes, stream));
+    key.run(body, |_| async move {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let response = send(http, url, body).send().await.expect("sent");
+            let report = ProviderReport::from_headers(response.headers(), SystemTime::now());
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                if cell.retries == Retries::ThroughLimiter || attempt == ATTEMPTS {
+                    return RunReply {
+                        usage: None,
+                        throttled: Some(report),
+                    };
                 }
-            })
-            .await
-            .expect("admitted");
-        match reply {
-            Ok(_) => return,
-            Err(_) if attempt >= ATTEMPTS => return,
-            Err(wait) => tokio::time::sleep(wait).await,
+                if cell.feedback {
+                    key.observe_throttled(&report);
+                }
+                tokio::time::sleep(retry_after(response.headers())).await;
+                continue;
+            }
+            if cell.feedback {
+                key.observe(&report);
+            }
+            let bytes = response.bytes().await.expect("the body");
+            return RunReply {
+                usage: Some(reply_usage(&bytes, stream)),
+                throttled: None,
+            };
         }
-    }
+    })
+    .await
+    .expect("admitted");
 }
 
 /// What one cell measured.
@@ -461,6 +479,10 @@ async fn run_cell(cell: Cell, words_per_token: f64) -> Outcome {
     let mock = MockProvider::start(cell.mock()).await;
     let config = Config::from_toml_str(&cell.limits_file(), "limits.toml").unwrap();
     let limiter = Limiter::from_config_with_clock(config, TokioClock::new());
+    limiter.set_retry(match cell.retries {
+        Retries::Straight => Retry::none(),
+        Retries::ThroughLimiter => Retry::new().with_retries(ATTEMPTS - 1),
+    });
     let url = mock.url(cell.api);
     let client = (cell.front == FrontEnd::Middleware).then(|| {
         let config = GateConfig::new().with_feedback(cell.feedback);

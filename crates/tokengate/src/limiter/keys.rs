@@ -748,6 +748,20 @@ impl<'a, C: Clock> Key<'a, C> {
     /// while `call` runs. With an estimator that learns output sizes, the reply's output is
     /// fed to it.
     ///
+    /// A reply the provider refused for its rate limits ([`ModelReply::throttled`]: an
+    /// `http::Response` with status 429, a rate-limit error body) is settled as the limiter's
+    /// [`Retry`](crate::call::Retry) says ([`Limiter::set_retry`]; by default the request stays
+    /// counted and its tokens come back), told to the limiter
+    /// ([`observe_throttled`](Self::observe_throttled): the model pauses for the
+    /// `retry-after`, and the limits it overran are lowered for a while), and `call` runs again
+    /// after that wait (with up to a tenth more) and a new admission, up to the retries
+    /// configured (2 by default); the last reply is returned, refused or not. So `call` sends
+    /// once and leaves retrying a 429 to `run`: an SDK's own retries inside it would skip the
+    /// limiter (set its retries to 0, or [`Retry::none`](crate::call::Retry::none) here).
+    ///
+    /// `call` gets the request as borrowed for the whole run, so the future it returns may
+    /// borrow it: `key.run(&request, |request| client.chat(request))` works as written.
+    ///
     /// # Errors
     /// The [`AcquireError`](crate::AcquireError) of the acquisition; the call's own result,
     /// error or not, is `Ok`.
@@ -775,11 +789,14 @@ impl<'a, C: Clock> Key<'a, C> {
     /// let request = json!({"model": "gpt-4o", "max_tokens": 800,
     ///     "messages": [{"role": "user", "content": "Say hello."}]});
     /// // A client that answers with the provider's JSON (here, a canned reply).
-    /// let chat = |_req: &serde_json::Value| async {
-    ///     Ok::<_, std::io::Error>(json!({"object": "chat.completion",
-    ///         "usage": {"prompt_tokens": 11, "completion_tokens": 4}}))
-    /// };
-    /// let reply = limiter.key("acme", "gpt-4o").run(&request, chat).await??;
+    /// struct Client;
+    /// impl Client {
+    ///     async fn chat(&self, _request: &serde_json::Value) -> std::io::Result<serde_json::Value> {
+    ///         Ok(json!({"object": "chat.completion", "usage": {"prompt_tokens": 11, "completion_tokens": 4}}))
+    ///     }
+    /// }
+    /// let client = Client;
+    /// let reply = limiter.key("acme", "gpt-4o").run(&request, |request| client.chat(request)).await??;
     /// assert_eq!(reply["usage"]["completion_tokens"], 4);
     /// // Both budgets were charged as OpenAI counts: the prompt's 11 tokens, and the 800
     /// // reserved for output, which it keeps counted.
@@ -788,33 +805,84 @@ impl<'a, C: Clock> Key<'a, C> {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// A 429 and its retry, with the status and headers kept in an `http::Response`
+    /// (feature `reqwest`):
+    /// ```
+    /// # #[cfg(feature = "reqwest")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::{json, Value};
+    /// use tokengate::{Limiter, Policy};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().requests_per_minute(500).tokens_per_minute(30_000).build()?);
+    /// let request = json!({"model": "gpt-4o", "max_tokens": 100,
+    ///     "messages": [{"role": "user", "content": "Say hello."}]});
+    /// let mut attempts = 0;
+    /// let reply = limiter.model("gpt-4o").run(&request, |_| {
+    ///     attempts += 1;
+    ///     // The first attempt is refused; the second answers.
+    ///     let reply = if attempts == 1 {
+    ///         http::Response::builder().status(429).header("retry-after-ms", "20").body(Value::Null)
+    ///     } else {
+    ///         http::Response::builder().body(json!({"usage": {"prompt_tokens": 9, "completion_tokens": 3}}))
+    ///     };
+    ///     async move { reply }
+    /// }).await??;
+    /// assert_eq!((reply.status().as_u16(), attempts), (200, 2));
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "reqwest"))]
+    /// # fn main() {}
+    /// ```
     #[cfg(feature = "tokio")]
-    pub async fn run<Req, R, F, Fut>(
+    pub async fn run<'r, Req, R, F, Fut>(
         &self,
-        request: &Req,
-        call: F,
+        request: &'r Req,
+        mut call: F,
     ) -> Result<R, crate::AcquireError>
     where
         Req: crate::call::ModelRequest + ?Sized,
         R: crate::call::ModelReply,
-        F: FnOnce(&Req) -> Fut,
+        F: FnMut(&'r Req) -> Fut,
         Fut: std::future::Future<Output = R>,
     {
         let estimator = self.limiter.estimator();
+        let retry = self.limiter.retry();
         let model = self.names.model.as_deref().unwrap_or("");
         let cost = request.cost(&estimator, model);
-        let permit = self.acquire(cost).await?;
-        let reply = call(request).await;
-        match reply.usage() {
-            Some(usage) => {
-                if let Some(output) = usage.output_tokens().filter(|_| !model.is_empty()) {
-                    estimator.observe_output(model, output);
+        let mut retried = 0;
+        loop {
+            let permit = self.acquire(cost.clone()).await?;
+            let reply = call(request).await;
+            if let Some(report) = reply.throttled() {
+                // Settled first: the limits the 429 lowers take nothing back from it.
+                match retry.refused().usage() {
+                    Some(usage) => permit.settle(usage),
+                    None => drop(permit),
                 }
-                permit.settle(usage);
+                self.observe_throttled(&report);
+                let nth = self.limiter.shared.retried.next();
+                match retry.wait(retried, &report, nth) {
+                    Some(wait) => {
+                        retried += 1;
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    None => return Ok(reply),
+                }
             }
-            None => drop(permit),
+            match reply.usage() {
+                Some(usage) => {
+                    if let Some(output) = usage.output_tokens().filter(|_| !model.is_empty()) {
+                        estimator.observe_output(model, output);
+                    }
+                    permit.settle(usage);
+                }
+                None => drop(permit),
+            }
+            return Ok(reply);
         }
-        Ok(reply)
     }
 
     /// The limiter.

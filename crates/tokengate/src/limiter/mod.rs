@@ -21,6 +21,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use crate::call::{Retry, RetryCount};
 use crate::clock::{Clock, SystemClock};
 use crate::core::Nanos;
 use crate::cost::Cost;
@@ -88,6 +89,10 @@ struct Shared<C> {
     clock: C,
     /// Prices requests for [`Key::run`].
     estimator: std::sync::Mutex<Estimator>,
+    /// How [`Key::run`] settles and retries a call the provider refused.
+    retry: std::sync::Mutex<Retry>,
+    /// Retries [`Key::run`] made: their jitter is drawn from it.
+    retried: RetryCount,
     state: Mutex<State>,
     /// Admissions on the limiter's own budget without the lock, when its policy allows.
     lane: Lane,
@@ -115,6 +120,8 @@ impl<C: Clock> Limiter<C> {
             shared: Arc::new(Shared {
                 clock,
                 estimator: std::sync::Mutex::new(Estimator::new()),
+                retry: std::sync::Mutex::new(Retry::default()),
+                retried: RetryCount::default(),
                 state: Mutex::new(state),
                 lane: Lane::new(),
             }),
@@ -152,6 +159,29 @@ impl<C: Clock> Limiter<C> {
             .estimator
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = estimator;
+    }
+
+    /// How [`Key::run`] settles and retries a call the provider refused with a 429
+    /// ([`Retry::default`] unless set: two retries through the limiter).
+    pub fn retry(&self) -> Retry {
+        *self.shared.retry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Settles and retries the calls of [`Key::run`] that the provider refused as `retry`
+    /// says from now on ([`Retry::none`] where the client's own retries sit inside the call).
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::call::{Refused, Retry};
+    /// use tokengate::{Limiter, Policy};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().requests_per_minute(500).build()?);
+    /// limiter.set_retry(Retry::new().with_retries(5).with_refused(Refused::Nothing));
+    /// assert_eq!(limiter.retry().retries(), 5);
+    /// # Ok::<(), tokengate::BuildError>(())
+    /// ```
+    pub fn set_retry(&self, retry: Retry) {
+        *self.shared.retry.lock().unwrap_or_else(|e| e.into_inner()) = retry;
     }
 
     /// Admits `cost` now, or says why not and for how long. Never waits for budget (only, as

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::call::Retry;
 use crate::cost::Cost;
 use crate::feedback::usage::CachedInput;
 
@@ -17,7 +18,7 @@ use crate::feedback::usage::CachedInput;
 /// | [`with_default_cost`](Self::with_default_cost) | none: requests that are not model calls pass through, not limited |
 /// | [`with_tenant_header`](Self::with_tenant_header) | none: the tenant comes from a [`Tenant`](super::Tenant) extension only |
 /// | [`with_feedback`](Self::with_feedback) | on: every reply's rate-limit headers correct the limiter, a 429 pauses it |
-/// | [`with_retries`](Self::with_retries) | 2: a 429 is retried twice, through the limiter, after its `retry-after` |
+/// | [`with_retry`](Self::with_retry) | [`Retry::default`]: a 429 is retried twice, through the limiter, after its `retry-after`; the refused request stays counted, its tokens come back |
 ///
 /// # Examples
 /// ```
@@ -44,7 +45,7 @@ pub struct GateConfig {
     default_cost: Option<Cost>,
     tenant_header: Option<HeaderName>,
     feedback: bool,
-    retries: u32,
+    retry: Retry,
 }
 
 impl Default for GateConfig {
@@ -55,7 +56,7 @@ impl Default for GateConfig {
             default_cost: None,
             tenant_header: None,
             feedback: true,
-            retries: 2,
+            retry: Retry::default(),
         }
     }
 }
@@ -132,22 +133,45 @@ impl GateConfig {
         self.feedback
     }
 
-    /// Retries a call the provider answered 429 up to `retries` times (default 2; 0 returns
-    /// the first 429): the permit of the refused attempt is settled as the provider counts it
-    /// (the request stays counted, its tokens come back: OpenAI says refused requests count
-    /// against the request limit), and each retry waits for the 429's `retry-after`
+    /// Settles and retries a call the provider answered 429 as `retry` says: the permit of
+    /// the refused attempt is settled as the provider counts it
+    /// ([`Refused`](crate::call::Refused); by default the request stays counted and its tokens
+    /// come back: OpenAI says refused requests count against the request limit), and each
+    /// retry waits for the 429's `retry-after`
     /// ([`ProviderReport::wait_after_429`](crate::feedback::ProviderReport::wait_after_429)),
     /// with up to a tenth more at random, then for admission again, so that retries never
-    /// crowd out the limiter's pacing. A call whose body cannot be copied (a stream) and a wait
-    /// above a minute are not retried: the 429 is returned. Set 0 when your own retry layer
-    /// sits outside this middleware.
-    pub fn with_retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
+    /// crowd out the limiter's pacing. A call whose body cannot be copied (a stream) is not
+    /// retried: the 429 is returned. Set [`Retry::none`] when your own retry layer sits
+    /// outside this middleware.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::call::{Refused, Retry};
+    /// use tokengate::reqwest::GateConfig;
+    ///
+    /// let config = GateConfig::new().with_retry(Retry::new().with_retries(4).with_refused(Refused::Nothing));
+    /// assert_eq!(config.retry().retries(), 4);
+    /// assert_eq!(GateConfig::new().retry().refused(), Refused::Request);
+    /// ```
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
         self
+    }
+
+    /// Retries a 429 up to `retries` times (0 returns the first 429); the rest as
+    /// [`with_retry`](Self::with_retry).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retry = self.retry.with_retries(retries);
+        self
+    }
+
+    /// How a 429 is settled and retried.
+    pub fn retry(&self) -> Retry {
+        self.retry
     }
 
     /// How many times a 429 is retried.
     pub fn retries(&self) -> u32 {
-        self.retries
+        self.retry.retries()
     }
 }

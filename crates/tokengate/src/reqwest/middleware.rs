@@ -1,7 +1,6 @@
 //! The middleware: estimate, acquire, send, observe the headers, settle from the reply.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +12,7 @@ use reqwest_middleware::{Middleware, Next};
 use super::route::{limits_for, tenant_of};
 use super::settle::{MeteredBody, Pending};
 use super::{Admission, ApiFormat, ChatRequest, GateConfig};
+use crate::call::RetryCount;
 use crate::clock::{Clock, SystemClock};
 use crate::cost::Cost;
 use crate::error::AcquireError;
@@ -61,7 +61,7 @@ pub struct TokenGateMiddleware<C: Clock = SystemClock> {
     config: GateConfig,
     cost_fn: Option<Arc<CostFn>>,
     /// Retries so far (shared by clones): the jitter of each retry's wait is drawn from it.
-    retried: Arc<AtomicU64>,
+    retried: RetryCount,
 }
 
 impl<C: Clock> TokenGateMiddleware<C> {
@@ -92,7 +92,7 @@ impl<C: Clock> TokenGateMiddleware<C> {
             estimator: Estimator::new(),
             config: GateConfig::default(),
             cost_fn: None,
-            retried: Arc::default(),
+            retried: RetryCount::default(),
         }
     }
 
@@ -184,21 +184,6 @@ impl<C: Clock> TokenGateMiddleware<C> {
     }
 }
 
-/// The longest wait after a 429 that the middleware retries after; a longer one (a per-day
-/// limit spent, or a header gone wrong) is the caller's to handle: the 429 is returned.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
-
-/// `wait` and up to a tenth more, spread by the retry's number `nth` (a SplitMix64 step of
-/// it), so that callers refused together do not retry together; the same calls in the same
-/// order wait the same (a test on a virtual clock repeats exactly).
-fn jittered(wait: Duration, nth: u64) -> Duration {
-    let mut z = nth.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    let tenths_of_a_percent = ((z ^ (z >> 31)) % 100) as u32;
-    wait.saturating_add((wait / 1_000).saturating_mul(tenths_of_a_percent))
-}
-
 /// What was read from a request: a model call, if it is one.
 fn read_chat(request: &Request) -> Option<ChatRequest> {
     if request.method() != ::reqwest::Method::POST {
@@ -229,7 +214,8 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
         let cost = self
             .cost_of(&request, chat.as_ref())
             .filter(|c| !c.is_zero());
-        let mut retries_left = self.config.retries();
+        let retry = self.config.retry();
+        let mut retried = 0;
         // When the call asked, when its last attempt was admitted, and attempts sent.
         let asked = self.limiter.clock().now();
         let (mut admitted, mut attempts) = (asked, 0);
@@ -254,7 +240,9 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             });
             // A copy for a retry, when one may follow and the body can be copied (a body in
             // memory; a stream cannot be sent twice).
-            let copy = (retries_left > 0).then(|| request.try_clone()).flatten();
+            let copy = (retried < retry.retries())
+                .then(|| request.try_clone())
+                .flatten();
             let response = match next.clone().run(request, extensions).await {
                 Ok(response) => response,
                 Err(error) => {
@@ -277,24 +265,25 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             if response.status() != StatusCode::TOO_MANY_REQUESTS {
                 break (response, pending, Some(report));
             }
-            // Settled first: the limits the 429 lowers no longer take back the tokens of
-            // permits admitted before.
+            // Settled first, as the provider counts a refused call: the limits the 429 lowers
+            // no longer take back the tokens of permits admitted before.
             if let Some(pending) = pending {
-                pending.settle_unprocessed();
+                pending.settle_refused(retry.refused());
             }
             if self.config.feedback() {
                 limits.observe_throttled(&report);
             }
-            let wait = report.wait_after_429();
-            let Some(copy) = copy.filter(|_| wait <= MAX_RETRY_WAIT) else {
+            let wait = copy
+                .as_ref()
+                .and_then(|_| retry.wait(retried, &report, self.retried.next()));
+            let (Some(copy), Some(wait)) = (copy, wait) else {
                 // The last attempt: the caller gets this 429, and what the limiter did.
                 break (response, None, None);
             };
             // Retried through the limiter, after the wait the provider asked for (with up to a
             // tenth more, so that the retries of many callers do not come back together).
-            retries_left -= 1;
-            let nth = self.retried.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(jittered(wait, nth)).await;
+            retried += 1;
+            tokio::time::sleep(wait).await;
             request = copy;
         };
         if let Some(cost) = cost {
@@ -424,7 +413,7 @@ impl<C: Clock> Clone for TokenGateMiddleware<C> {
             estimator: self.estimator.clone(),
             config: self.config.clone(),
             cost_fn: self.cost_fn.clone(),
-            retried: Arc::clone(&self.retried),
+            retried: self.retried.clone(),
         }
     }
 }

@@ -27,14 +27,15 @@
 //!    [`observe`](crate::Limiter::observe) them: a provider that has counted more than the
 //!    limiter lowers it. Malformed headers are ignored (logged at debug level with the
 //!    `tracing` feature).
-//! 5. **429**: the permit is settled with no tokens (the provider processed nothing; the
-//!    request stays counted), and [`observe_throttled`](crate::Limiter::observe_throttled)
+//! 5. **429**: the permit is settled as the provider counts a refused call
+//!    ([`Refused`](crate::call::Refused): by default the request stays counted and its tokens,
+//!    never processed, come back), and [`observe_throttled`](crate::Limiter::observe_throttled)
 //!    pauses admissions until its `retry-after` and lowers the limits it refused on. The call
 //!    is retried, through the limiter, after that wait (up to
-//!    [twice](GateConfig::with_retries) by default); the last 429 is returned to the caller
-//!    unchanged. With a retry layer of your own, set [`GateConfig::with_retries`] to 0 and put
-//!    it *outside* this middleware, so that each retry waits for admission again: a retry
-//!    that bypasses the limiter reaches the provider when the limiter did not count it.
+//!    [twice](GateConfig::with_retry) by default); the last 429 is returned to the caller
+//!    unchanged. With a retry layer of your own, set [`Retry::none`](crate::call::Retry::none)
+//!    and put it *outside* this middleware, so that each retry waits for admission again: a
+//!    retry that bypasses the limiter reaches the provider when the limiter did not count it.
 //! 6. **Settle** from the reply's `usage`
 //!    ([`ReplyUsage`](crate::feedback::usage::ReplyUsage)):
 //!    - a JSON reply is read whole, settled, and handed on with the same status, headers and

@@ -6,6 +6,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use crate::call::Refused;
 use crate::clock::Clock;
 use crate::cost::Usage;
 use crate::estimate::Estimator;
@@ -38,10 +39,18 @@ impl<C: Clock> Pending<C> {
         }
     }
 
-    /// Settles a call the provider did not process (a 429, a refused connection): no tokens,
-    /// the request itself still counted.
+    /// Settles a call the provider did not process (a refused connection): no tokens, the
+    /// request itself still counted.
     pub(super) fn settle_unprocessed(self) {
         self.permit.settle(Usage::new().input(0).output(0));
+    }
+
+    /// Settles a call the provider refused with a 429, as `refused` says it counts one.
+    pub(super) fn settle_refused(self, refused: Refused) {
+        match refused.usage() {
+            Some(usage) => self.permit.settle(usage),
+            None => drop(self.permit),
+        }
     }
 }
 

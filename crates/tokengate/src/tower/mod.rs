@@ -8,7 +8,8 @@
 //!
 //! Split like tower's `limit::rate`: the layer ([`TokenGateLayer`]), the service
 //! ([`TokenGate`], with its [`ResponseFuture`]), the configuration ([`TokenGateConfig`]) and
-//! one error type ([`TokenGateError`]).
+//! one error type ([`TokenGateError`]); and a policy for tower's `RetryLayer`,
+//! [`RetryThrottled`], that retries a 429 through the limiter.
 //!
 //! # How a request goes through
 //! 1. `poll_ready` asks the inner service only (see [`TokenGate`] for why it does not wait for
@@ -101,10 +102,12 @@ mod config;
 mod error;
 mod future;
 mod layer;
+mod retry;
 mod service;
 
 pub use config::TokenGateConfig;
 pub use error::TokenGateError;
 pub use future::ResponseFuture;
 pub use layer::TokenGateLayer;
+pub use retry::RetryThrottled;
 pub use service::TokenGate;

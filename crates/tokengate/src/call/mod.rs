@@ -1,10 +1,12 @@
 //! Model calls the limiter can price before they are sent and settle after: what
-//! [`Key::run`](crate::Key::run) needs to estimate, acquire, call and settle in one step.
+//! [`Key::run`](crate::Key::run) needs to estimate, acquire, call, settle and retry in one step.
 //!
 //! [`ModelRequest`] says what a request will cost (its prompt's tokens and its output cap);
-//! [`ModelReply`] says what it used. Both are implemented for OpenAI- and Anthropic-style JSON
-//! (`serde_json::Value`, feature `json`), and for `Result` (a failed call says nothing, so its
-//! reservation stands); implement them for your client's own types.
+//! [`ModelReply`] says what it used, and whether the provider refused it for its rate limits
+//! (a 429, which [`Retry`] settles and retries). Both are implemented for OpenAI- and
+//! Anthropic-style JSON (`serde_json::Value`, feature `json`), for `http::Response` of such a
+//! body (feature `reqwest`), and for `Result` (a failed call says nothing, so its reservation
+//! stands); implement them for your client's own types.
 //!
 //! # Examples
 //! ```
@@ -32,8 +34,14 @@
 //! assert_eq!(cost.output_tokens(), 100);
 //! ```
 
+mod retry;
+
+pub(crate) use retry::RetryCount;
+pub use retry::{Refused, Retry};
+
 use crate::cost::{Cost, Usage};
 use crate::estimate::Estimator;
+use crate::feedback::ProviderReport;
 
 /// A model call the limiter can price before it is sent.
 pub trait ModelRequest {
@@ -47,6 +55,16 @@ pub trait ModelReply {
     /// What the call used, when the reply says; `None` keeps the whole reservation as the
     /// usage (what a provider counts for a call nobody can account for).
     fn usage(&self) -> Option<Usage>;
+
+    /// Whether the provider refused the call for its rate limits (an HTTP 429), with what it
+    /// said ([`ProviderReport::from_headers`] of the reply, or a default report when the
+    /// headers are gone: a wait of a second). [`Key::run`](crate::Key::run) settles such a
+    /// call as [`Refused`] says, tells the limiter
+    /// ([`observe_throttled`](crate::Key::observe_throttled)) and retries it as [`Retry`]
+    /// says. By default a reply is never refused.
+    fn throttled(&self) -> Option<ProviderReport> {
+        None
+    }
 }
 
 impl<T: ModelRequest + ?Sized> ModelRequest for &T {
@@ -59,11 +77,33 @@ impl<T: ModelReply, E> ModelReply for Result<T, E> {
     fn usage(&self) -> Option<Usage> {
         self.as_ref().ok().and_then(ModelReply::usage)
     }
+
+    fn throttled(&self) -> Option<ProviderReport> {
+        self.as_ref().ok().and_then(ModelReply::throttled)
+    }
 }
 
 impl<T: ModelReply> ModelReply for Option<T> {
     fn usage(&self) -> Option<Usage> {
         self.as_ref().and_then(ModelReply::usage)
+    }
+
+    fn throttled(&self) -> Option<ProviderReport> {
+        self.as_ref().and_then(ModelReply::throttled)
+    }
+}
+
+/// A reply with its status and headers: refused when the status is 429 (its headers say for
+/// how long), else the body's usage.
+#[cfg(feature = "reqwest")]
+impl<T: ModelReply> ModelReply for http::Response<T> {
+    fn usage(&self) -> Option<Usage> {
+        self.body().usage()
+    }
+
+    fn throttled(&self) -> Option<ProviderReport> {
+        (self.status() == http::StatusCode::TOO_MANY_REQUESTS)
+            .then(|| ProviderReport::from_headers(self.headers(), std::time::SystemTime::now()))
     }
 }
 
@@ -75,6 +115,7 @@ mod json {
     use crate::cost::{Cost, Usage};
     use crate::estimate::{ChatRequest, Estimator};
     use crate::feedback::usage::ReplyUsage;
+    use crate::feedback::ProviderReport;
 
     /// An OpenAI Chat Completions, Responses, Completions or Embeddings body, or an
     /// Anthropic Messages body, told apart by its fields ([`ChatRequest::from_value`]): one
@@ -107,13 +148,25 @@ mod json {
     }
 
     /// A reply's `usage` (OpenAI or Anthropic), cached input counted as its provider counts
-    /// it; `None` when the reply has none.
+    /// it; `None` when the reply has none. Refused when it is a rate-limit error body:
+    /// OpenAI's `{"error": {"code": "rate_limit_exceeded"}}`, Anthropic's
+    /// `{"type": "error", "error": {"type": "rate_limit_error"}}`. A body carries no
+    /// `retry-after`: such a call is retried after a second (an `http::Response` of it, with
+    /// its headers, waits what the provider asked).
     impl ModelReply for Value {
         fn usage(&self) -> Option<Usage> {
             ReplyUsage::from_value(self)
                 .ok()
                 .as_ref()
                 .and_then(ModelReply::usage)
+        }
+
+        fn throttled(&self) -> Option<ProviderReport> {
+            let error = self.get("error")?;
+            let openai = error.get("code").and_then(Value::as_str) == Some("rate_limit_exceeded");
+            let anthropic = self.get("type").and_then(Value::as_str) == Some("error")
+                && error.get("type").and_then(Value::as_str) == Some("rate_limit_error");
+            (openai || anthropic).then(ProviderReport::default)
         }
     }
 
