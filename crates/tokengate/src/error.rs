@@ -178,6 +178,20 @@ pub enum AcquireError {
         /// The timeout given.
         timeout: Duration,
     },
+    /// The request names a model its limits file does not cover (not in `[models]`, no
+    /// family's `match`, no `[defaults.model]`): admitting it would skip every model limit.
+    /// See [`UnlistedModels`](crate::config::UnlistedModels).
+    #[error("model \"{model}\" is not in {file}{}: add [models.\"{model}\"] (or a family whose `match` covers it, or [defaults.model]), or set `unlisted_models = \"pass\"` to charge it to the account and tenant budgets only{}", match suggestion { Some(s) => format!(" (did you mean \"{s}\"?)"), None => String::new() }, if listed.is_empty() { String::new() } else { format!("; listed: {}", listed.join(", ")) })]
+    UnknownModel {
+        /// The model asked for.
+        model: String,
+        /// The closest model or family name the file lists, if one is close.
+        suggestion: Option<String>,
+        /// The models and families the file lists (the first 20).
+        listed: Vec<String>,
+        /// The limits file.
+        file: String,
+    },
 }
 
 /// Why [`Limiter::try_acquire`](crate::Limiter::try_acquire) did not admit now. Not an

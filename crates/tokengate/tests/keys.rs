@@ -116,8 +116,9 @@ fn a_model_denial_names_the_model_limit_and_charges_no_tenant() {
 
 #[test]
 fn names_the_config_does_not_cover_add_no_budget() {
-    let limiter = manual("[models.gpt-4o]\nrequests_per_minute = 60");
-    // No tenant policy, no default model: only what is configured applies.
+    let text = "unlisted_models = \"pass\"\n[models.gpt-4o]\nrequests_per_minute = 60";
+    let limiter = manual(text);
+    // Passed through by choice, no tenant policy: only what is configured applies.
     let key = limiter.key("acme", "some-other-model");
     for _ in 0..100 {
         drop(key.try_acquire(Cost::request()).unwrap());
@@ -126,6 +127,78 @@ fn names_the_config_does_not_cover_add_no_budget() {
     let gpt = limiter.key("acme", "GPT-4o"); // model names ignore case
     drop(gpt.try_acquire(Cost::request()).unwrap());
     assert!(gpt.try_acquire(Cost::request()).is_err());
+}
+
+/// A model the file does not cover, where it lists models and has no default: refused, by every
+/// way of acquiring, with the model, the closest name and what to add; never admitted with no
+/// model limit. The account's limits are untouched by the refusal.
+#[tokio::test(start_paused = true)]
+async fn a_model_the_file_does_not_cover_is_refused_everywhere() {
+    let text = "[account]\nrequests_per_minute = 6000\n[models.gpt-4o]\nrequests_per_minute = 60\n\
+                [families.mini]\nmatch = [\"gpt-4o-mini-*\"]\nrequests_per_minute = 60";
+    let limiter = tokio_limiter(text);
+    let key = limiter.key("acme", "gpt4o");
+    let refused = |e: &AcquireError| {
+        matches!(e, AcquireError::UnknownModel { model, suggestion, .. }
+            if model == "gpt4o" && suggestion.as_deref() == Some("gpt-4o"))
+    };
+    let Err(Denied::Never(e)) = key.try_acquire(Cost::request()) else {
+        panic!("admitted a model the file does not cover");
+    };
+    assert!(refused(&e), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "model \"gpt4o\" is not in limits.toml (did you mean \"gpt-4o\"?): add [models.\"gpt4o\"] \
+         (or a family whose `match` covers it, or [defaults.model]), or set \
+         `unlisted_models = \"pass\"` to charge it to the account and tenant budgets only; \
+         listed: gpt-4o, family mini"
+    );
+    assert!(matches!(
+        key.try_admit(Cost::request()),
+        Err(Denied::Never(_))
+    ));
+    assert!(refused(&key.acquire(Cost::request()).await.unwrap_err()));
+    assert!(refused(
+        &key.acquire_timeout(Cost::request(), Duration::from_secs(1))
+            .await
+            .unwrap_err()
+    ));
+    assert!(refused(&key.acquire_blocking(Cost::request()).unwrap_err()));
+    let body =
+        serde_json::json!({"model": "gpt4o", "messages": [{"role": "user", "content": "hi"}]});
+    let mut called = false;
+    let run = key
+        .run(&body, |_| {
+            called = true;
+            async { serde_json::Value::Null }
+        })
+        .await;
+    assert!(refused(&run.unwrap_err()));
+    assert!(!called, "the call was made");
+    // Nothing was charged anywhere; every refusal counted on the limiter's own budget.
+    let stats = limiter.stats();
+    assert_eq!((stats.admitted, stats.limits[0].used), (0, 0));
+    assert_eq!(stats.rejected, 6);
+    // Listed names, names a family covers, and names in any case still go.
+    for model in ["gpt-4o", "GPT-4o", "gpt-4o-mini-2024-07-18"] {
+        let decided = limiter.key("acme", model).try_acquire(Cost::request());
+        assert!(!matches!(decided, Err(Denied::Never(_))), "{model}");
+    }
+    // A request with no model at all is the account's.
+    assert!(limiter.tenant("acme").try_acquire(Cost::request()).is_ok());
+}
+
+/// A file that limits no model (only the account) passes every model: nothing to refuse it for.
+#[test]
+fn a_file_without_model_limits_passes_every_model() {
+    let limiter = manual("[account]\nrequests_per_minute = 60");
+    assert!(limiter
+        .model("anything")
+        .try_acquire(Cost::request())
+        .is_ok());
+    let limiter =
+        manual("[defaults.model]\nrequests_per_minute = 60\n[models.a]\nrequests_per_minute = 5");
+    assert!(limiter.model("b").try_acquire(Cost::request()).is_ok());
 }
 
 #[test]
@@ -266,7 +339,8 @@ fn a_dropped_budget_comes_back_as_it_was() {
 
 #[test]
 fn past_the_cap_new_tenants_share_one_overflow_budget() {
-    let limiter = manual(TWO_LEVELS);
+    // A model the file does not cover passes, so that tenants alone are counted.
+    let limiter = manual(&format!("unlisted_models = \"pass\"\n{TWO_LEVELS}"));
     limiter.set_max_keys(3);
     let held: Vec<_> = ["t1", "t2", "t3"]
         .iter()

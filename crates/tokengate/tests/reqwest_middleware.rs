@@ -738,6 +738,35 @@ async fn a_refusal_the_provider_does_not_count_gives_the_request_back() {
     assert_eq!(used(&stats, Dimension::InputTokens), 19);
 }
 
+/// A body naming a model the limits file does not cover is refused before it is sent.
+#[tokio::test(start_paused = true)]
+async fn a_model_the_limits_file_does_not_cover_is_not_sent() {
+    let config = tokengate::config::Config::from_toml_str(
+        "[models.gpt-4o-mini]\nrequests_per_minute = 500",
+        "limits.toml",
+    )
+    .unwrap();
+    let limiter = Limiter::from_config_with_clock(config, tokengate::TokioClock::new());
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(TokenGateMiddleware::new(limiter.clone()))
+        .with(ThrottledOnce {
+            calls: Arc::clone(&calls),
+        })
+        .build();
+    let error = client
+        .post("http://localhost/v1/chat/completions")
+        .body(OPENAI_BODY.replace("gpt-4o-mini", "gpt4o-mini"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(acquire_error(&error), Some(AcquireError::UnknownModel { model, .. }) if model == "gpt4o-mini"),
+        "{error:?}"
+    );
+    assert!(calls.lock().unwrap().is_empty());
+}
+
 /// With retries set to 0, or a wait above a minute, the 429 is returned at once.
 #[tokio::test(start_paused = true)]
 async fn a_429_is_not_retried_when_told_not_to_or_asked_to_wait_too_long() {

@@ -12,6 +12,7 @@
 //! # The file
 //! ```toml
 //! margin = "50ms"                # the safety margin of every limit (optional; see below)
+//! unlisted_models = "error"      # a model the file does not cover: "error" (default) or "pass"
 //!
 //! [account]                      # limits on every request, whatever its model (optional)
 //! requests_per_minute = 10_000
@@ -93,6 +94,11 @@
 //!   policy; else a family whose `match` covers it; else `[defaults.model]`; else `None`. A
 //!   `[models]` entry thus carves one model out of a family's prefix pattern
 //!   (`[models."gpt-4o-mini-2024-07-18"]` beside `match = ["gpt-4o-mini-*"]`).
+//! - **A model the file does not cover** is refused when the file lists models or families:
+//!   a limiter's acquisitions for it fail with
+//!   [`AcquireError::UnknownModel`](crate::AcquireError::UnknownModel), which names the
+//!   model, the closest listed name and what to add; `unlisted_models = "pass"` charges it to
+//!   the account's and tenant's budgets only ([`UnlistedModels`]).
 //! - **Budgets**: a model listed, or a model under the default, has its own budget; all the
 //!   models of a family share one. [`Budget`] says which, to key the limiters by.
 //! - **Model names and patterns ignore ASCII case**: `GPT-4o` finds `[models.gpt-4o]`;
@@ -116,7 +122,6 @@
 //! ```
 //! use tokengate::config::{Budget, Config};
 //! use tokengate::{Cost, Limiter};
-//! use std::collections::HashMap;
 //!
 //! let config = Config::from_toml_str(
 //!     r#"
@@ -139,18 +144,15 @@
 //! assert_eq!(policy.limits().count(), 2);
 //! assert_eq!(config.model_policy("o3").map(|(b, _)| b), Some(Budget::Default("o3")));
 //!
-//! // One limiter per budget; a request is admitted by its model's and its tenant's.
-//! let mut limiters: HashMap<String, Limiter> = HashMap::new();
-//! let mut limiter_for = |key: String, policy: &tokengate::Policy| {
-//!     limiters.entry(key).or_insert_with(|| Limiter::new(policy.clone())).clone()
-//! };
-//! let (budget, policy) = config.model_policy("gpt-4o-mini").expect("a family");
-//! let model = limiter_for(budget.to_string(), policy);
-//! let (tenant, policy) = config.tenant_policy("acme").expect("listed");
-//! let tenant = limiter_for(format!("tenant {tenant}"), policy);
-//! let cost = Cost::request().input(1_000).output(500);
-//! let _model_permit = model.try_acquire(cost.clone())?;
-//! let _tenant_permit = tenant.try_acquire(cost)?;
+//! // One limiter for the whole file: a request on a key is admitted by its model's (here,
+//! // its family's) budget and its tenant's together, all or none.
+//! let limiter = Limiter::from_config(config);
+//! let permit = limiter
+//!     .key("acme", "gpt-4o-mini-2024-07-18")
+//!     .try_acquire(Cost::request().input(1_000).output(500))?;
+//! let charged: Vec<String> = limiter.key("acme", "gpt-4o-mini").stats().into_iter().map(|s| s.budget).collect();
+//! assert_eq!(charged, ["limiter", "family gpt-4o-mini", "tenant acme"]);
+//! # drop(permit);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -219,6 +221,53 @@ pub struct Config {
     family_prefixes: Vec<(String, usize)>,
     tenants: Vec<(String, Policy)>,
     tenant_index: HashMap<String, usize>,
+    unlisted_models: UnlistedModels,
+}
+
+/// What a request for a model the file does not cover (not in `[models]`, no family's `match`,
+/// no `[defaults.model]`) gets: the file's `unlisted_models = "error"` (the default) or
+/// `"pass"`.
+///
+/// A file that lists models or families limits each model the provider limits; a name it does
+/// not cover is a typo (`gpt4o`) or a model added since, and admitting it under no model limit
+/// at all is how a 429 storm starts. So such a request is an error
+/// ([`AcquireError::UnknownModel`](crate::AcquireError::UnknownModel), naming the model, the
+/// listed ones and the closest), unless the file says `"pass"`: then it is charged to the
+/// account's and the tenant's budgets only. A file that lists no model and no family (only
+/// `[account]` or tenants) limits no model, and passes every model.
+///
+/// # Examples
+/// ```
+/// use tokengate::config::{Config, UnlistedModels};
+///
+/// let strict = Config::from_toml_str("[models.gpt-4o]\nrequests_per_minute = 500", "limits.toml")?;
+/// assert_eq!(strict.unlisted_models(), UnlistedModels::Error);
+/// let open = Config::from_toml_str(
+///     "unlisted_models = \"pass\"\n[account]\nrequests_per_minute = 5000\n[models.gpt-4o]\nrequests_per_minute = 500",
+///     "limits.toml",
+/// )?;
+/// assert_eq!(open.unlisted_models(), UnlistedModels::Pass);
+/// # Ok::<(), tokengate::config::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum UnlistedModels {
+    /// A request for a model the file does not cover is an error (when it lists models or
+    /// families at all).
+    #[default]
+    Error,
+    /// It is charged to the account's and the tenant's budgets only.
+    Pass,
+}
+
+impl UnlistedModels {
+    /// The value as written in a file: `"error"` or `"pass"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnlistedModels::Error => "error",
+            UnlistedModels::Pass => "pass",
+        }
+    }
 }
 
 /// A family: model names that share one budget.
@@ -357,6 +406,48 @@ impl Config {
         }
     }
 
+    /// What a request for a model the file does not cover gets (see [`UnlistedModels`]).
+    pub fn unlisted_models(&self) -> UnlistedModels {
+        self.unlisted_models
+    }
+
+    /// Whether a request for `model` is refused: the file lists models or families, none
+    /// covers `model`, there is no `[defaults.model]`, and unlisted models are an error.
+    pub fn refuses_model(&self, model: &str) -> bool {
+        self.unlisted_models == UnlistedModels::Error
+            && (!self.models.is_empty() || !self.families.is_empty())
+            && self.model_policy(model).is_none()
+    }
+
+    /// The error of a request for `model`, when the file refuses it
+    /// ([`refuses_model`](Self::refuses_model)): the model, the closest name listed, the names
+    /// listed.
+    pub(crate) fn refusal(&self, model: &str) -> Option<crate::AcquireError> {
+        if !self.refuses_model(model) {
+            return None;
+        }
+        let mut names: Vec<&str> = self.models.iter().map(|(n, _)| n.as_str()).collect();
+        for family in &self.families {
+            names.push(&family.name);
+            names.extend(family.patterns.iter().map(String::as_str));
+        }
+        let lower = model.to_ascii_lowercase();
+        let lowered: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let candidates: Vec<&str> = lowered.iter().map(String::as_str).collect();
+        let suggestion = policy_table::suggest(&lower, &candidates)
+            .and_then(|near| candidates.iter().position(|c| *c == near))
+            .map(|i| names[i].to_owned());
+        let mut listed: Vec<String> = self.models.iter().map(|(n, _)| n.clone()).collect();
+        listed.extend(self.families.iter().map(|f| format!("family {}", f.name)));
+        listed.truncate(20);
+        Some(crate::AcquireError::UnknownModel {
+            model: model.chars().take(200).collect(),
+            suggestion,
+            listed,
+            file: self.file.clone(),
+        })
+    }
+
     /// The models listed, in the file's order.
     pub fn models(&self) -> impl Iterator<Item = (&str, &Policy)> + '_ {
         self.models.iter().map(|(n, p)| (n.as_str(), p))
@@ -397,8 +488,14 @@ pub(super) struct Doc<'t> {
     margin: Option<std::time::Duration>,
 }
 
-const ROOT_FIELDS: [&str; 6] = [
-    "margin", "account", "defaults", "models", "families", "tenants",
+const ROOT_FIELDS: [&str; 7] = [
+    "margin",
+    "unlisted_models",
+    "account",
+    "defaults",
+    "models",
+    "families",
+    "tenants",
 ];
 const DEFAULTS_FIELDS: [&str; 2] = ["model", "tenant"];
 
@@ -475,6 +572,7 @@ impl Doc<'_> {
             family_prefixes: Vec::new(),
             tenants: Vec::new(),
             tenant_index: HashMap::new(),
+            unlisted_models: UnlistedModels::default(),
         };
         let mut model_spans: Vec<Span> = Vec::new();
         let mut patterns: Vec<Pattern> = Vec::new();
@@ -483,6 +581,7 @@ impl Doc<'_> {
             let path = child("", name);
             match name {
                 "margin" => {}
+                "unlisted_models" => config.unlisted_models = self.unlisted_models(node, &path)?,
                 "account" => {
                     let kind = TableKind {
                         what: "the account's policy (every request)",
@@ -529,6 +628,27 @@ impl Doc<'_> {
             ));
         }
         Ok(config)
+    }
+
+    /// `unlisted_models = "error"` or `"pass"`.
+    fn unlisted_models(&self, node: &Node<'_>, field: &str) -> Result<UnlistedModels, ConfigError> {
+        const EXPECTED: &str = "expected \"error\" (a request for a model the file does not cover is refused) or \"pass\" (it is charged to the account and tenant budgets only)";
+        match node.get_ref() {
+            DeValue::String(s) if s.as_ref() == "error" => Ok(UnlistedModels::Error),
+            DeValue::String(s) if s.as_ref() == "pass" => Ok(UnlistedModels::Pass),
+            DeValue::String(s) => Err(self.error(
+                node.span(),
+                field,
+                ErrorKind::InvalidValue,
+                format!("{EXPECTED}, found \"{}\"", s.escape_debug()),
+            )),
+            other => Err(self.error(
+                node.span(),
+                field,
+                ErrorKind::WrongType,
+                format!("{EXPECTED}, found {}", tree::kind(other)),
+            )),
+        }
     }
 
     fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {

@@ -102,6 +102,20 @@ enum Kind {
 }
 
 impl Directory {
+    /// The error of a request for `model` when the config refuses it (a model it does not
+    /// cover, where it lists models: see [`UnlistedModels`](crate::config::UnlistedModels)).
+    fn refusal(&self, model: &str) -> Option<crate::AcquireError> {
+        #[cfg(feature = "config")]
+        {
+            self.config.refusal(model)
+        }
+        #[cfg(not(feature = "config"))]
+        {
+            let _ = model;
+            None
+        }
+    }
+
     fn model_slot<'a>(&'a self, model: &str) -> Option<Slot<'a>> {
         #[cfg(feature = "config")]
         {
@@ -211,7 +225,16 @@ impl Default for Names {
 impl State {
     /// The route of a request on `key`: the limiter's own budget, then the model's (or its
     /// family's), then the tenant's; budgets are made when missing.
-    pub(crate) fn resolve(&mut self, directory: &Directory, key: &KeyNames, now: Nanos) -> Route {
+    ///
+    /// # Errors
+    /// [`AcquireError::UnknownModel`](crate::AcquireError::UnknownModel) for a model the
+    /// config refuses.
+    pub(crate) fn resolve(
+        &mut self,
+        directory: &Directory,
+        key: &KeyNames,
+        now: Nanos,
+    ) -> Result<Route, crate::AcquireError> {
         // Sweep first, never between the lookups below: a budget found for this route must
         // not be dropped before the route is pinned.
         let n = &self.names;
@@ -221,8 +244,13 @@ impl State {
         let mut route = Route::ROOT;
         if let Some(model) = key.model.as_deref() {
             let known = self.names.known(Kind::Model, model);
-            if let Some(id) = known.or_else(|| self.model_budget(directory, model)) {
-                route.push(id);
+            match known.or_else(|| self.model_budget(directory, model)) {
+                Some(id) => route.push(id),
+                None => {
+                    if let Some(refused) = directory.refusal(model) {
+                        return Err(refused);
+                    }
+                }
             }
         }
         if let Some(tenant) = key.tenant.as_deref() {
@@ -231,7 +259,7 @@ impl State {
                 route.push(id);
             }
         }
-        route
+        Ok(route)
     }
 
     /// The budget of `model` as the config resolves it (made if missing); a model of a family
@@ -732,7 +760,10 @@ impl<'a, C: Clock> Key<'a, C> {
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
-        let route = limiter.route(&mut st, Some(&self.names), now);
+        // A model the config refuses has no budget of its own: the limiter's own only.
+        let route = limiter
+            .route(&mut st, Some(&self.names), now)
+            .unwrap_or(Route::ROOT);
         route
             .ids()
             .iter()

@@ -283,7 +283,14 @@ impl<C: Clock> Limiter<C> {
         admitted: impl FnOnce(&mut State, &Route, Admission) -> R,
     ) -> Result<R, Denied> {
         let mut st = self.lock();
-        let route = self.route(&mut st, key, now);
+        let route = match self.route(&mut st, key, now) {
+            Ok(route) => route,
+            Err(refused) => {
+                st.root.counters.rejected += 1;
+                drop(st);
+                return Err(self.denied(Denied::Never(refused)));
+            }
+        };
         let waiters = st.queued_on(&route);
         if waiters > 0 {
             st.count(&route, |c| c.denied += 1);
@@ -339,13 +346,22 @@ impl<C: Clock> Limiter<C> {
     /// The budgets a request on `key` falls under (made when missing); the limiter's own only
     /// for `None` or a limiter without a config.
     #[inline]
-    fn route(&self, st: &mut State, key: Option<&KeyNames>, now: Nanos) -> Route {
+    ///
+    /// # Errors
+    /// [`AcquireError::UnknownModel`](crate::AcquireError::UnknownModel) for a model the
+    /// config refuses.
+    fn route(
+        &self,
+        st: &mut State,
+        key: Option<&KeyNames>,
+        now: Nanos,
+    ) -> Result<Route, crate::AcquireError> {
         match (key, &st.directory) {
             (Some(key), Some(directory)) => {
                 let directory = Arc::clone(directory);
                 st.resolve(&directory, key, now)
             }
-            _ => Route::ROOT,
+            _ => Ok(Route::ROOT),
         }
     }
 

@@ -96,7 +96,10 @@ impl<C: Clock> Limiter<C> {
     /// The budget that mirrors the provider's limits for `key`: its model's (or family's),
     /// else the limiter's own.
     fn provider_budget(&self, st: &mut super::State, key: Option<&KeyNames>, now: u64) -> BudgetId {
-        let route = self.route(st, key, now);
+        // A model the config refuses mirrors nothing of its own: the limiter's own budget.
+        let Ok(route) = self.route(st, key, now) else {
+            return ROOT;
+        };
         route
             .keyed()
             .iter()

@@ -123,7 +123,13 @@ impl<'a, C: Clock> Waiting<'a, C> {
             }
         }
         let mut st = limiter.lock();
-        let route = limiter.route(&mut st, self.key.as_deref(), now);
+        let route = match limiter.route(&mut st, self.key.as_deref(), now) {
+            Ok(route) => route,
+            Err(refused) => {
+                st.root.counters.rejected += 1;
+                return Step::Done(Err(refused));
+            }
+        };
         if let Some(queue) = st.first_queue(&route) {
             // Join the queue behind the others, unless the cost can never be admitted.
             let possible = route
