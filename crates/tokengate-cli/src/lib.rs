@@ -16,6 +16,7 @@
 //! # Ok::<(), tokengate_cli::Error>(())
 //! ```
 
+pub mod bounds;
 pub mod chart;
 pub mod check;
 pub mod error;

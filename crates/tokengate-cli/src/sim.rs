@@ -19,6 +19,7 @@ use tokengate::{AcquireError, Clock, Cost, OutputCount, TokioClock};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::bounds::{self, DurationFrom};
 use crate::error::Error;
 use crate::gate::{Gate, KeyLimit, Route};
 use crate::provider::{Answer, Provider, ProviderSpec};
@@ -193,10 +194,15 @@ pub fn simulate(input: &SimInput, options: &SimOptions) -> Result<Simulation, Er
         .seed
         .or(input.workload.seed)
         .unwrap_or_else(random_seed);
-    let mut workload = input.workload.clone();
-    if let Some(d) = options.duration {
-        workload.duration = d;
-    }
+    // Every limit of a run is checked before any work: a workload built in code (not read
+    // from a file) is checked here too.
+    let workload = match options.duration {
+        Some(d) => input.workload.with_duration(d)?,
+        None => {
+            bounds::check(&input.workload, DurationFrom::Workload)?;
+            input.workload.clone()
+        }
+    };
     let runtime = if options.realtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -45,10 +45,15 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::bounds::{self, DurationFrom};
 use crate::error::{self, Error};
 
-/// At most this many requests in one simulation: a bigger workload is refused up front.
-pub const MAX_REQUESTS: u64 = 20_000_000;
+pub use crate::bounds::MAX_REQUESTS;
+
+/// The most requests [`Workload::draw`] ever draws: above [`MAX_REQUESTS`] by a margin that a
+/// workload under the cap never reaches (a Poisson count 450 standard deviations above its
+/// mean), so it bounds memory without cutting a valid run short.
+const MAX_DRAWN: u64 = MAX_REQUESTS + MAX_REQUESTS / 10;
 
 /// A validated workload.
 #[derive(Debug, Clone)]
@@ -89,6 +94,17 @@ pub(crate) struct Places {
     pub(crate) input_tokens: usize,
     pub(crate) max_tokens: usize,
     pub(crate) models: Vec<usize>,
+    /// Line and column of `duration`, `arrivals.rate_per_minute` and each burst.
+    pub(crate) duration: (usize, usize),
+    pub(crate) rate_per_minute: (usize, usize),
+    pub(crate) bursts: Vec<(usize, usize)>,
+}
+
+impl Places {
+    /// `FILE:LINE:COL` of a field.
+    pub(crate) fn at(&self, (line, column): (usize, usize)) -> String {
+        format!("{}:{line}:{column}", self.file)
+    }
 }
 
 /// How requests arrive.
@@ -296,7 +312,11 @@ impl Reader<'_> {
     }
 
     fn line<T>(&self, s: &Spanned<T>) -> usize {
-        error::line_column(self.text, s.span().start).0
+        self.position(s).0
+    }
+
+    fn position<T>(&self, s: &Spanned<T>) -> (usize, usize) {
+        error::line_column(self.text, s.span().start)
     }
 
     fn duration(&self, s: &Spanned<String>, field: &str, zero_ok: bool) -> Result<Duration, Error> {
@@ -603,19 +623,31 @@ impl Workload {
                 input_tokens: r.line(&raw.input_tokens),
                 max_tokens: r.line(&raw.max_tokens),
                 models: raw.models.get_ref().iter().map(|m| r.line(m)).collect(),
+                duration: r.position(&raw.duration),
+                rate_per_minute: r.position(&raw.arrivals.rate_per_minute),
+                bursts: raw
+                    .arrivals
+                    .bursts
+                    .iter()
+                    .map(|b| r.position(&b.at))
+                    .collect(),
             },
         };
-        let expected = workload.expected_requests();
-        if expected > MAX_REQUESTS as f64 {
-            return Err(r.error(
-                raw.arrivals.rate_per_minute.span(),
-                "arrivals.rate_per_minute",
-                &format!(
-                    "{expected:.0} requests over {} is more than one simulation runs (at most {MAX_REQUESTS}): shorten the duration or lower the rate",
-                    crate::report::fmt_duration(duration)
-                ),
-            ));
-        }
+        bounds::check(&workload, DurationFrom::Workload)?;
+        Ok(workload)
+    }
+
+    /// The same workload over `duration` (`--duration`), checked as a workload file's is.
+    ///
+    /// # Errors
+    /// When the run would be beyond the simulator's clock or above the request cap
+    /// ([`bounds::check`]).
+    pub fn with_duration(&self, duration: Duration) -> Result<Workload, Error> {
+        let workload = Workload {
+            duration,
+            ..self.clone()
+        };
+        bounds::check(&workload, DurationFrom::Flag)?;
         Ok(workload)
     }
 
@@ -624,14 +656,9 @@ impl Workload {
         format!("{}:{line}", self.places.file)
     }
 
-    /// The number of requests expected to arrive (mean rate plus bursts).
+    /// The number of requests expected to arrive (mean rate plus bursts), in closed form.
     pub fn expected_requests(&self) -> f64 {
-        let minutes = self.duration.as_secs_f64() / 60.0;
-        let bursts: f64 = self
-            .bursts_until(self.duration)
-            .map(|(_, n)| n as f64)
-            .sum();
-        self.arrivals.rate_per_minute * minutes + bursts
+        bounds::expected(self).total()
     }
 
     /// Every burst instant before `end` (ns) with its size.
@@ -639,22 +666,22 @@ impl Workload {
         let end = nanos(end);
         self.arrivals.bursts.iter().flat_map(move |b| {
             let first = nanos(b.at);
-            let every = b.every.map(nanos).filter(|&e| e > 0);
-            let count = match every {
-                Some(e) if first < end => (end - first).div_ceil(e),
-                None if first < end => 1,
-                _ => 0,
-            };
-            (0..count).map(move |k| (first + k * every.unwrap_or(0), b.requests))
+            let every = b.every.map(nanos).unwrap_or(0);
+            let count = bounds::burst_count(b.at, b.every, end);
+            (0..count).map(move |k| (first.saturating_add(k.saturating_mul(every)), b.requests))
         })
     }
 
-    /// Draws every request of the run, in arrival order, from `seed`.
+    /// Draws every request of the run, in arrival order, from `seed`. A workload checked by
+    /// [`bounds::check`] (as every workload read from a file, or given a duration by
+    /// [`with_duration`](Self::with_duration), and every one [`simulate`](crate::simulate)
+    /// runs) is drawn whole; any other stops after a bound above [`MAX_REQUESTS`].
     pub fn draw(&self, seed: u64) -> Vec<Arrival> {
         let mut rng = SmallRng::seed_from_u64(seed);
         let end = nanos(self.duration);
         let gap = 60e9 / self.arrivals.rate_per_minute;
-        let mut times = Vec::with_capacity(self.expected_requests() as usize + 16);
+        let expected = self.expected_requests().min(MAX_DRAWN as f64);
+        let mut times = Vec::with_capacity(expected as usize + 16);
         let mut t = 0.0f64;
         loop {
             let step = match self.arrivals.process {
@@ -665,13 +692,17 @@ impl Workload {
             if !(times.is_empty() && self.arrivals.process == Process::Uniform) {
                 t += step;
             }
-            if t >= end as f64 || times.len() as u64 >= MAX_REQUESTS {
+            if t >= end as f64 || times.len() as u64 >= MAX_DRAWN {
                 break;
             }
             times.push(t as u64);
         }
         for (at, n) in self.bursts_until(self.duration) {
-            times.extend(std::iter::repeat_n(at, n as usize));
+            let room = MAX_DRAWN.saturating_sub(times.len() as u64);
+            if room == 0 {
+                break;
+            }
+            times.extend(std::iter::repeat_n(at, n.min(room) as usize));
         }
         times.sort_unstable();
         let models = Picker::new(&self.models);

@@ -3,36 +3,13 @@
 //! provider, and a short real-time run. Everything but the real-time run is in virtual time
 //! with fixed seeds.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::OnceLock;
 
-use assert_cmd::Command;
+use common::{examples, fails_with, scratch, text, tokengate};
 use serde_json::Value;
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
-}
-
-/// A fresh directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tokengate-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    dir
-}
-
-fn tokengate(args: &[&str]) -> Output {
-    Command::cargo_bin("tokengate")
-        .expect("the binary is built")
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The shipped example, run once with every output.
 struct Example {
@@ -488,24 +465,6 @@ limits = [
         row("output_tokens")[4..9],
         ["leaky", "bucket", "1", "1", "1,200"]
     );
-}
-
-/// Asserts a failure with a one-paragraph message on stderr containing `needles`.
-fn fails_with(args: &[&str], needles: &[&str]) -> String {
-    let out = tokengate(args);
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "succeeded: {}", text(&out.stdout));
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "one paragraph: {err}");
-    assert!(err.starts_with("tokengate: error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "no {n:?} in {err}");
-    }
-    err
 }
 
 #[test]
