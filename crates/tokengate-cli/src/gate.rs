@@ -11,6 +11,8 @@
 //! [`Budget::name`]: tokengate::config::Budget::name
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokengate::config::Config;
@@ -44,6 +46,16 @@ pub struct Route {
     pub tenant: String,
     /// The policies charged: the model's, and the tenant's if the config has one.
     policies: Vec<Policy>,
+}
+
+/// Why [`Gate::acquire`] did not admit a request.
+#[derive(Debug, Clone)]
+pub enum NotAdmitted {
+    /// Refused at once, without waiting in the limiter's queue: a cost that can never fit, a
+    /// wait known at once to outlast the timeout.
+    AtOnce(AcquireError),
+    /// Not admitted within the timeout, after waiting.
+    AfterWaiting(AcquireError),
 }
 
 /// An admission: settle it with the real usage when the call ends.
@@ -167,15 +179,24 @@ impl Gate {
     /// exceed `timeout`.
     ///
     /// # Errors
-    /// As [`Limiter::acquire_timeout`].
+    /// As [`Limiter::acquire_timeout`], told apart by whether the request waited at all.
     pub async fn acquire(
         &self,
         route: &Route,
         cost: Cost,
         timeout: Duration,
-    ) -> Result<GatePermit, AcquireError> {
-        let key = self.limiter()?.key(&route.tenant, &route.model);
-        let permit = key.acquire_timeout(cost, timeout).await?;
+    ) -> Result<GatePermit, NotAdmitted> {
+        let key = self
+            .limiter()
+            .map_err(NotAdmitted::AtOnce)?
+            .key(&route.tenant, &route.model);
+        let mut acquire = std::pin::pin!(key.acquire_timeout(cost, timeout));
+        // The first poll decides what can be decided at once: an error there never waited.
+        let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
+        let permit = match first {
+            Poll::Ready(result) => result.map_err(NotAdmitted::AtOnce)?,
+            Poll::Pending => acquire.await.map_err(NotAdmitted::AfterWaiting)?,
+        };
         Ok(GatePermit {
             permit: permit.into_owned(),
         })

@@ -22,6 +22,7 @@ pub mod check;
 pub mod error;
 pub mod gate;
 pub mod provider;
+pub mod refusal;
 pub mod report;
 pub mod sim;
 pub mod workload;

@@ -15,6 +15,7 @@ use tokengate::{Algorithm, Dimension, Limit, OutputCount};
 use crate::error::Error;
 use crate::gate::{Gate, Weights};
 use crate::provider::Provider;
+use crate::refusal::{self, Refused};
 use crate::sim::{Counters, Record, Sample, SimInput};
 use crate::workload::{nanos, Workload};
 
@@ -58,8 +59,9 @@ pub struct Inputs {
     pub provider: String,
 }
 
-/// Request totals.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// Request totals. Each request that arrived ends as one of `completed`, `gave_up`,
+/// `unfinished` and `refused`.
+#[derive(Debug, Clone, Serialize)]
 pub struct Requests {
     /// Requests that arrived.
     pub arrived: u64,
@@ -75,6 +77,11 @@ pub struct Requests {
     pub gave_up: u64,
     /// Requests still waiting when arrivals ended.
     pub unfinished: u64,
+    /// Requests the client's limiter refused at once, never waiting in its queue (a cost that
+    /// can never fit, a wait known at once to outlast `max_wait` or the run).
+    pub refused: u64,
+    /// The refusals by reason, with the limiter's message for the first of each.
+    pub refused_reasons: Vec<Refused>,
 }
 
 /// Token totals of the calls completed.
@@ -406,6 +413,8 @@ pub(crate) fn build(
             retried: load(&counters.retried),
             gave_up: load(&counters.gave_up),
             unfinished: load(&counters.unfinished),
+            refused: counters.refused.total(),
+            refused_reasons: counters.refused.by_reason(),
         },
         tokens: Tokens {
             input: completed.iter().map(|r| r.input).sum(),
@@ -540,15 +549,26 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "requests  {} arrived, {} admitted, {} completed, {} throttled by the provider (429), {} retried, {} gave up, {} still waiting at the end",
+            "requests  {} arrived, {} admitted, {} completed, {} throttled by the provider (429), {} retried, {} gave up, {} still waiting at the end, {} refused at once",
             thousands(r.arrived),
             thousands(r.admitted),
             thousands(r.completed),
             thousands(r.throttled),
             thousands(r.retried),
             thousands(r.gave_up),
-            thousands(r.unfinished)
+            thousands(r.unfinished),
+            thousands(r.refused)
         );
+        for refused in &r.refused_reasons {
+            let _ = writeln!(
+                out,
+                "refused   {} {}: {} (the first: {})",
+                thousands(refused.requests),
+                refused.reason,
+                refusal::meaning(refused.reason),
+                refused.message
+            );
+        }
         let t = &self.tokens;
         let _ = writeln!(
             out,

@@ -15,14 +15,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokengate::config::Config;
 use tokengate::feedback::ProviderReport;
-use tokengate::{AcquireError, Clock, Cost, OutputCount, TokioClock};
+use tokengate::{Clock, Cost, OutputCount, TokioClock};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::bounds::{self, DurationFrom};
 use crate::error::Error;
-use crate::gate::{Gate, KeyLimit, Route};
+use crate::gate::{Gate, KeyLimit, NotAdmitted, Route};
 use crate::provider::{Answer, Provider, ProviderSpec};
+use crate::refusal::{Reason, Refusals};
 use crate::report::{self, Report};
 use crate::workload::{nanos, Arrival, Workload};
 
@@ -167,6 +168,7 @@ pub(crate) struct Counters {
     pub(crate) retried: AtomicU64,
     pub(crate) gave_up: AtomicU64,
     pub(crate) unfinished: AtomicU64,
+    pub(crate) refused: Refusals,
     pub(crate) queued: AtomicU64,
     pub(crate) in_flight: AtomicU64,
 }
@@ -483,13 +485,13 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
         let timeout = Duration::from_nanos(deadline.saturating_sub(now));
         let permit = match shared.gate.acquire(route, cost, timeout).await {
             Ok(permit) => permit,
-            Err(
-                AcquireError::Timeout { .. }
-                | AcquireError::QueueTimeout { .. }
-                | AcquireError::Paused { .. },
-            ) => return give_up(c),
-            // Impossible costs were refused before the run.
-            Err(_) => return give_up(c),
+            // Never waited: neither gave up nor still waiting.
+            Err(NotAdmitted::AtOnce(e)) => {
+                c.queued.fetch_sub(1, Relaxed);
+                c.refused.record(Reason::of(&e, deadline >= shared.end), &e);
+                return;
+            }
+            Err(NotAdmitted::AfterWaiting(_)) => return give_up(c),
         };
         c.queued.fetch_sub(1, Relaxed);
         c.admitted.fetch_add(1, Relaxed);

@@ -106,6 +106,8 @@ fn json_report_has_its_documented_fields() {
             "arrived",
             "completed",
             "gave_up",
+            "refused",
+            "refused_reasons",
             "retried",
             "throttled",
             "unfinished"
@@ -169,7 +171,7 @@ fn json_report_has_its_documented_fields() {
     assert_eq!(n(&req["admitted"]), example().log.len() as u64);
     assert_eq!(
         n(&req["arrived"]),
-        n(&req["completed"]) + n(&req["gave_up"]) + n(&req["unfinished"])
+        n(&req["completed"]) + n(&req["gave_up"]) + n(&req["unfinished"]) + n(&req["refused"])
     );
     assert!(n(&r["waits"]["count"]) == n(&req["admitted"]));
 }
