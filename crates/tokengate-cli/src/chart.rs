@@ -160,6 +160,16 @@ pub fn write_svg(path: &Path, sim: &Simulation) -> Result<(), Error> {
     std::fs::write(path, svg).map_err(|e| fail(e.to_string()))
 }
 
+/// Writes the chart of `sim` to `out` as SVG.
+///
+/// # Errors
+/// When the chart cannot be drawn or `out` fails.
+pub fn write_svg_to(out: &mut dyn std::io::Write, sim: &Simulation) -> std::io::Result<()> {
+    let mut svg = String::new();
+    draw(&mut svg, sim).map_err(std::io::Error::other)?;
+    out.write_all(svg.as_bytes())
+}
+
 fn draw(svg: &mut String, sim: &Simulation) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let root = SVGBackend::with_string(svg, (1200, 1500)).into_drawing_area();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tokengate_cli::output::Outputs;
 use tokengate_cli::{chart, check, report, simulate, workload, Error, SimInput, SimOptions};
 
 #[derive(Debug, Parser)]
@@ -75,21 +76,42 @@ fn run_simulate(args: &SimulateArgs) -> Result<(), Error> {
         args.workload.as_deref(),
         args.provider.as_deref(),
     )?;
+    // Before the run: a path that cannot be written fails now, not after the run.
+    let outputs = Outputs::open(
+        &[
+            ("json", args.json.as_deref()),
+            ("log", args.log.as_deref()),
+            ("chart", args.chart.as_deref()),
+        ],
+        &[
+            ("limits", args.limits.as_deref()),
+            ("workload", args.workload.as_deref()),
+            ("provider", args.provider.as_deref()),
+        ],
+    )?;
     let options = SimOptions {
         seed: args.seed,
         realtime: args.realtime,
         duration: args.duration,
         progress: args.realtime,
     };
-    let sim = simulate(&input, &options)?;
-    if let Some(path) = &args.json {
-        sim.report.write_json(path)?;
+    let sim = match simulate(&input, &options) {
+        Ok(sim) => sim,
+        Err(e) => {
+            outputs.discard();
+            return Err(e);
+        }
+    };
+    if let Some(file) = outputs.get("json") {
+        file.write("the JSON report", |w| sim.report.write_json_to(w))?;
     }
-    if let Some(path) = &args.log {
-        report::write_log(path, &sim.records)?;
+    if let Some(file) = outputs.get("log") {
+        file.write("the admission log", |w| {
+            report::write_log_to(w, &sim.records)
+        })?;
     }
-    if let Some(path) = &args.chart {
-        chart::write_svg(path, &sim)?;
+    if let Some(file) = outputs.get("chart") {
+        file.write("the chart", |w| chart::write_svg_to(w, &sim))?;
     }
     let table = sim.report.table();
     if args.quiet {
@@ -97,14 +119,8 @@ fn run_simulate(args: &SimulateArgs) -> Result<(), Error> {
     } else {
         print!("{table}");
     }
-    for (flag, path) in [
-        ("json", &args.json),
-        ("log", &args.log),
-        ("chart", &args.chart),
-    ] {
-        if let Some(path) = path {
-            println!("wrote {} ({flag})", path.display());
-        }
+    for file in outputs.files() {
+        println!("wrote {} ({})", file.path().display(), file.flag());
     }
     Ok(())
 }

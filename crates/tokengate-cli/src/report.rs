@@ -674,14 +674,24 @@ impl Report {
     /// # Errors
     /// When the file cannot be written.
     pub fn write_json(&self, path: &Path) -> Result<(), Error> {
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::new(format!("cannot encode the report: {e}")))?;
-        std::fs::write(path, text + "\n").map_err(|e| {
+        let fail = |e: std::io::Error| {
             Error::new(format!(
                 "{}: cannot write the JSON report: {e}",
                 path.display()
             ))
-        })
+        };
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
+        self.write_json_to(&mut out).map_err(fail)?;
+        out.flush().map_err(fail)
+    }
+
+    /// Writes the report as JSON to `out`.
+    ///
+    /// # Errors
+    /// When `out` fails.
+    pub fn write_json_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self).map_err(std::io::Error::other)?;
+        writeln!(out)
     }
 }
 
@@ -697,6 +707,15 @@ pub fn write_log(path: &Path, records: &[Record]) -> Result<(), Error> {
         ))
     };
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(fail)?);
+    write_log_to(&mut out, records).map_err(fail)?;
+    out.flush().map_err(fail)
+}
+
+/// Writes one JSON line per admission to `out` (see [`write_log`]).
+///
+/// # Errors
+/// When `out` fails.
+pub fn write_log_to(out: &mut dyn std::io::Write, records: &[Record]) -> std::io::Result<()> {
     for r in records {
         // Strings go through serde_json for escaping.
         let s = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned());
@@ -717,8 +736,7 @@ pub fn write_log(path: &Path, records: &[Record]) -> Result<(), Error> {
             r.reserved_input,
             r.reserved_output,
             secs(r.wait),
-        )
-        .map_err(fail)?;
+        )?;
     }
-    out.flush().map_err(fail)
+    Ok(())
 }
