@@ -70,7 +70,10 @@ struct SimulateArgs {
     quiet: bool,
 }
 
-fn run_simulate(args: &SimulateArgs) -> Result<(), Error> {
+/// The exit status of a run that Ctrl-C ended early (128 + SIGINT), after its report.
+const INTERRUPTED: u8 = 130;
+
+fn run_simulate(args: &SimulateArgs) -> Result<ExitCode, Error> {
     let input = SimInput::load(
         args.limits.as_deref(),
         args.workload.as_deref(),
@@ -122,17 +125,24 @@ fn run_simulate(args: &SimulateArgs) -> Result<(), Error> {
     for file in outputs.files() {
         println!("wrote {} ({})", file.path().display(), file.flag());
     }
-    Ok(())
+    Ok(if sim.report.interrupted {
+        ExitCode::from(INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Simulate(args) => run_simulate(args),
-        Command::Check { limits } => check::check(limits).map(|text| print!("{text}")),
+        Command::Check { limits } => check::check(limits).map(|text| {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("tokengate: error: {e}");
             ExitCode::FAILURE

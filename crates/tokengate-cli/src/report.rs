@@ -30,6 +30,8 @@ pub struct Report {
     pub duration_secs: f64,
     /// Wall-clock seconds the run took.
     pub wall_secs: f64,
+    /// Whether Ctrl-C ended the run early (`duration_secs` is then the time it ran).
+    pub interrupted: bool,
     /// The inputs, by name.
     pub inputs: Inputs,
     /// Request totals.
@@ -400,6 +402,7 @@ pub(crate) fn build(
         mode: if realtime { "realtime" } else { "virtual" },
         duration_secs: duration.as_secs_f64(),
         wall_secs: 0.0,
+        interrupted: false,
         inputs: Inputs {
             limits: input.names[0].clone(),
             workload: input.names[1].clone(),
@@ -543,10 +546,17 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  {} of traffic in {:.2} s of wall-clock time\n",
+            "  {} of traffic in {:.2} s of wall-clock time",
             fmt_duration(Duration::from_secs_f64(self.duration_secs)),
             self.wall_secs
         );
+        if self.interrupted {
+            let _ = writeln!(
+                out,
+                "  interrupted by Ctrl-C: the report covers the run until then; requests not ended count as still waiting"
+            );
+        }
+        out.push('\n');
         let _ = writeln!(
             out,
             "requests  {} arrived, {} admitted, {} completed, {} throttled by the provider (429), {} retried, {} gave up, {} still waiting at the end, {} refused at once",

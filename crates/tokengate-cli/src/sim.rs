@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::bounds::{self, DurationFrom};
 use crate::error::Error;
 use crate::gate::{Gate, KeyLimit, NotAdmitted, Route};
+use crate::interrupt::Interrupt;
 use crate::provider::{Answer, Provider, ProviderSpec};
 use crate::refusal::{Reason, Refusals};
 use crate::report::{self, Report};
@@ -206,9 +207,11 @@ pub fn simulate(input: &SimInput, options: &SimOptions) -> Result<Simulation, Er
         }
     };
     let runtime = if options.realtime {
+        // I/O for the Ctrl-C handler.
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_time()
+            .enable_io()
             .build()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -248,6 +251,7 @@ struct Shared {
     retries: u32,
     max_tokens: u64,
     records: Mutex<Vec<Record>>,
+    samples: Mutex<Vec<Sample>>,
     counters: Counters,
     names: Names,
 }
@@ -318,6 +322,7 @@ async fn run(
         retries: workload.retries,
         max_tokens: workload.max_tokens,
         records: Mutex::new(Vec::with_capacity(arrivals.len())),
+        samples: Mutex::new(Vec::with_capacity(362)),
         counters: Counters::default(),
         names: Names {
             keys,
@@ -337,27 +342,63 @@ async fn run(
     // The queue over time: 360 samples over the run, and live figures in real time.
     let every = (end / 360).max(1_000_000);
     let sampler = tokio::spawn(sample(Arc::clone(&shared), origin, every));
+    // In real time, Ctrl-C ends the run early with the report so far.
+    let mut interrupt = Interrupt::arm(options.realtime).await;
+    if interrupt.armed() && options.progress {
+        eprintln!(
+            "tokengate: running {} in real time; Ctrl-C stops the run and prints the report so far",
+            bounds::go_duration(workload.duration)
+        );
+    }
     let progress = (options.realtime && options.progress)
         .then(|| tokio::spawn(live_progress(Arc::clone(&shared), workload.duration)));
 
     let mut tasks = JoinSet::new();
+    let mut interrupted = false;
     for a in arrivals {
-        tokio::time::sleep_until(origin + Duration::from_nanos(a.at)).await;
+        let at = origin + Duration::from_nanos(a.at);
+        if interrupt.armed() {
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = interrupt.wait() => {
+                    interrupted = true;
+                    break;
+                }
+            }
+        } else {
+            tokio::time::sleep_until(at).await;
+        }
         shared.counters.arrived.fetch_add(1, Relaxed);
         tasks.spawn(request(Arc::clone(&shared), a));
         while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
-    let samples = sampler.await.unwrap_or_default();
+    while !interrupted {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            () = interrupt.wait() => interrupted = true,
+        }
+    }
+    let stopped_at = shared.clock.now();
+    if interrupted {
+        stop(&shared, &mut tasks, sampler, stopped_at).await;
+    } else {
+        let _ = sampler.await;
+    }
     if let Some(p) = progress {
         p.abort();
         let _ = p.await;
     }
+    let samples = std::mem::take(&mut *lock(&shared.samples));
     let mut records = std::mem::take(&mut *lock(&shared.records));
     records.sort_by_key(|r| r.t);
-    let report = report::build(
+    // An interrupted run reports the time it ran.
+    let ran = interrupted.then(|| Workload {
+        duration: Duration::from_nanos(stopped_at.clamp(1, end)),
+        ..workload.clone()
+    });
+    let mut report = report::build(
         input,
-        workload,
+        ran.as_ref().unwrap_or(workload),
         seed,
         options.realtime,
         &shared.gate,
@@ -367,6 +408,7 @@ async fn run(
         &samples,
         every,
     );
+    report.interrupted = interrupted;
     Ok(Simulation {
         report,
         records,
@@ -436,21 +478,46 @@ fn check_possible(
 }
 
 /// Samples the queue every `every` ns until the end of the run.
-async fn sample(shared: Arc<Shared>, origin: tokio::time::Instant, every: u64) -> Vec<Sample> {
-    let mut out = Vec::new();
+async fn sample(shared: Arc<Shared>, origin: tokio::time::Instant, every: u64) {
     let mut t = 0;
     loop {
         tokio::time::sleep_until(origin + Duration::from_nanos(t)).await;
-        out.push(Sample {
-            t,
-            queued: shared.counters.queued.load(Relaxed),
-            in_flight: shared.counters.in_flight.load(Relaxed),
-        });
+        take_sample(&shared, t);
         if t >= shared.end {
-            return out;
+            return;
         }
-        t = (t + every).min(shared.end);
+        t = t.saturating_add(every).min(shared.end);
     }
+}
+
+fn take_sample(shared: &Shared, t: u64) {
+    lock(&shared.samples).push(Sample {
+        t,
+        queued: shared.counters.queued.load(Relaxed),
+        in_flight: shared.counters.in_flight.load(Relaxed),
+    });
+}
+
+/// Ends an interrupted run at `now`: the queue's last sample, and every request not yet ended
+/// (waiting, or in a call) counted as still waiting.
+async fn stop(
+    shared: &Shared,
+    tasks: &mut JoinSet<()>,
+    sampler: tokio::task::JoinHandle<()>,
+    now: u64,
+) {
+    sampler.abort();
+    let _ = sampler.await;
+    take_sample(shared, now);
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let c = &shared.counters;
+    let ended = c.completed.load(Relaxed)
+        + c.gave_up.load(Relaxed)
+        + c.unfinished.load(Relaxed)
+        + c.refused.total();
+    let open = c.arrived.load(Relaxed).saturating_sub(ended);
+    c.unfinished.fetch_add(open, Relaxed);
 }
 
 /// One request, from arrival to its last answer.

@@ -88,6 +88,7 @@ fn json_report_has_its_documented_fields() {
             "client",
             "duration_secs",
             "inputs",
+            "interrupted",
             "mode",
             "provider",
             "queue",
