@@ -94,7 +94,7 @@ fn line(out: &mut String, dimension: &Dimension, limit: &Limit) {
 /// # Errors
 /// The file cannot be read or is invalid: the message names the file, line, column and field.
 pub fn check(path: &Path) -> Result<String, Error> {
-    let config = Config::from_file(path)?;
+    let config = crate::input::read_limits(path)?;
     Ok(explain(&config))
 }
 

@@ -21,6 +21,7 @@ pub mod chart;
 pub mod check;
 pub mod error;
 pub mod gate;
+pub mod input;
 mod interrupt;
 pub mod output;
 pub mod provider;

@@ -82,8 +82,7 @@ impl ProviderSpec {
     /// table: the message names the file, line, column and field.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::new(format!("{file}: cannot read the provider file: {e}")))?;
+        let text = crate::input::read_text(path, "provider file")?;
         Self::from_toml_str(&text, &file)
     }
 

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::bounds::{self, DurationFrom};
 use crate::error::Error;
 use crate::gate::{Gate, KeyLimit, NotAdmitted, Route};
+use crate::input;
 use crate::interrupt::Interrupt;
 use crate::provider::{Answer, Provider, ProviderSpec};
 use crate::refusal::{Reason, Refusals};
@@ -70,7 +71,7 @@ impl SimInput {
     ) -> Result<Self, Error> {
         let example = |name: &str| format!("<example {name}>");
         let (limits_config, limits_name) = match limits {
-            Some(p) => (Config::from_file(p)?, p.display().to_string()),
+            Some(p) => (input::read_limits(p)?, p.display().to_string()),
             None => (
                 Config::from_toml_str(EXAMPLE_LIMITS, &example("limits.toml"))?,
                 example("limits.toml"),

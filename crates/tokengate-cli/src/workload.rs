@@ -515,8 +515,7 @@ impl Workload {
     /// message names the file, line, column and field.
     pub fn from_file(path: &Path) -> Result<Workload, Error> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::new(format!("{file}: cannot read the workload file: {e}")))?;
+        let text = crate::input::read_text(path, "workload file")?;
         Self::from_toml_str(&text, &file)
     }
 
