@@ -166,6 +166,16 @@ impl Waits {
         }
     }
 
+    /// Takes back a wait [`record`](Self::record)ed for an admission that was taken back (its
+    /// waiter was gone before it got the permit). The longest wait stays: it was waited.
+    pub(crate) fn unrecord(&mut self, wait_ns: u64) {
+        if wait_ns == 0 && self.no_wait > 0 {
+            self.no_wait -= 1;
+        } else if let Some(h) = self.histogram.as_deref_mut() {
+            h.unrecord(wait_ns);
+        }
+    }
+
     /// Counts `n` admissions that did not wait.
     #[inline]
     pub(crate) fn record_no_waits(&mut self, n: u64) {
@@ -209,6 +219,12 @@ impl WaitHistogram {
         self.buckets[bucket] += 1;
         self.total += u128::from(wait_ns);
         self.max = self.max.max(wait_ns);
+    }
+
+    fn unrecord(&mut self, wait_ns: u64) {
+        let bucket = 64 - wait_ns.leading_zeros() as usize;
+        self.buckets[bucket] = self.buckets[bucket].saturating_sub(1);
+        self.total = self.total.saturating_sub(u128::from(wait_ns));
     }
 
     fn quantile(&self, q: f64, count: u64) -> Duration {

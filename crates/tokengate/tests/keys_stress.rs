@@ -169,6 +169,13 @@ async fn run(seed: u64, reloads: bool, tasks: usize, spread_ms: u64) {
             s.budget
         );
         assert_eq!(s.waiters, 0, "seed {seed}: {} has waiters", s.budget);
+        // Every admission counted has its wait counted, and no other (a grant taken back
+        // from a cancelled waiter takes back both).
+        assert_eq!(
+            s.waits.count, s.admitted,
+            "seed {seed}: {} counts waits vs admissions",
+            s.budget
+        );
     }
     assert_eq!(
         stats[0].admitted,

@@ -534,7 +534,8 @@ async fn cancellation_while_queued_and_after_the_grant() {
     assert!(cancelled[1].bool("revoked"));
     assert_eq!(metrics.counter(CANCELLED, &[]), 2);
     assert_eq!(metrics.counter(CANCELLED, &[]), limiter.stats().cancelled);
-    // The taken-back admission counts nowhere.
+    // The taken-back admission counts nowhere, nor does its wait.
+    assert_eq!(limiter.stats().waits.count, limiter.stats().admitted);
     assert_eq!(metrics.counter(ADMITTED, &[LIMITER]), 1);
     assert_eq!(
         metrics.counter(ADMITTED, &[LIMITER]),

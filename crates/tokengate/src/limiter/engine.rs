@@ -405,11 +405,17 @@ impl State {
         let Granted {
             cost,
             admitted_at,
+            waited,
             admission,
         } = granted;
         self.settle(now, &admission, &cost, &Cost::zero(), admitted_at);
         let route = admission.route();
-        self.count(&route, |c| c.admitted = c.admitted.saturating_sub(1));
+        // Neither an admission nor a wait: both counts go back, so that every admission
+        // counted has its wait counted, and no other.
+        self.count(&route, |c| {
+            c.admitted = c.admitted.saturating_sub(1);
+            c.waits.unrecord(waited);
+        });
         self.release(now, &route, admission.slots);
     }
 
@@ -560,6 +566,7 @@ impl State {
                 Ok(Granted {
                     cost: entry.cost,
                     admitted_at: now,
+                    waited,
                     admission,
                 })
             }

@@ -91,6 +91,8 @@ pub(crate) struct Grant {
 pub(crate) struct Granted {
     pub(crate) cost: Cost,
     pub(crate) admitted_at: Nanos,
+    /// How long it waited, as counted in the stats (taken back with the grant).
+    pub(crate) waited: Nanos,
     pub(crate) admission: Admission,
 }
 
