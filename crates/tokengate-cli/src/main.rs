@@ -65,7 +65,7 @@ struct SimulateArgs {
     /// Overrides the workload's duration (e.g. 30s, 10m).
     #[arg(long, value_name = "DURATION", value_parser = workload::parse_duration_arg)]
     duration: Option<Duration>,
-    /// Prints only the report's last line.
+    /// Prints only the report's one-line summary (its last line).
     #[arg(long, short)]
     quiet: bool,
 }
@@ -116,11 +116,10 @@ fn run_simulate(args: &SimulateArgs) -> Result<ExitCode, Error> {
     if let Some(file) = outputs.get("chart") {
         file.write("the chart", |w| chart::write_svg_to(w, &sim))?;
     }
-    let table = sim.report.table();
     if args.quiet {
-        println!("{}", table.trim_end().lines().last().unwrap_or(""));
+        println!("{}", sim.report.summary());
     } else {
-        print!("{table}");
+        print!("{}", sim.report.table());
     }
     for file in outputs.files() {
         println!("wrote {} ({})", file.path().display(), file.flag());

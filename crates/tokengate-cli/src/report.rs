@@ -669,14 +669,55 @@ impl Report {
                 flight
             );
         }
-        if let Some(b) = &self.binding {
-            let _ = writeln!(
-                out,
-                "\nbinding limit: {} {} {} at {:.1}% utilisation; {} 429s from the provider",
-                b.key, b.dimension, b.limit, b.utilisation_pct, r.throttled
-            );
-        }
+        let _ = writeln!(out, "\n{}", self.summary());
         out
+    }
+
+    /// The report in one line (the table's last, and all `-q` prints): the binding limit, or
+    /// why none was measured, the 429s and what became of the requests.
+    pub fn summary(&self) -> String {
+        let r = &self.requests;
+        let binding = match &self.binding {
+            Some(b) => format!(
+                "binding limit: {} {} {} at {:.1}% utilisation",
+                b.key, b.dimension, b.limit, b.utilisation_pct
+            ),
+            None => {
+                let shortest = self
+                    .provider
+                    .keys
+                    .iter()
+                    .flat_map(|k| &k.limits)
+                    .map(|l| l.period_secs)
+                    .min_by(f64::total_cmp);
+                let run = fmt_duration(Duration::from_secs_f64(self.duration_secs));
+                match shortest {
+                    Some(p) => {
+                        let period = Duration::from_secs_f64(p);
+                        format!(
+                            "binding limit: none measured, no provider limit's period fits in the {run} run (the shortest is {}): run --duration {} or longer",
+                            fmt_duration(period),
+                            crate::bounds::go_duration(period)
+                        )
+                    }
+                    None => "binding limit: none, the provider has no rate limits".to_owned(),
+                }
+            }
+        };
+        format!(
+            "{binding}; {} 429s from the provider; {} of {} requests completed, {} gave up, {} still waiting, {} refused{}",
+            thousands(r.throttled),
+            thousands(r.completed),
+            thousands(r.arrived),
+            thousands(r.gave_up),
+            thousands(r.unfinished),
+            thousands(r.refused),
+            if self.interrupted {
+                " (interrupted by Ctrl-C)"
+            } else {
+                ""
+            }
+        )
     }
 
     /// Writes the report as JSON.
