@@ -37,6 +37,9 @@ pub struct Stats {
     pub throttled: u64,
     /// Time until a provider's pause ends, if one is in force.
     pub paused_for: Option<Duration>,
+    /// Pauses cut to the longest allowed ([`Limiter::set_max_pause`](crate::Limiter::set_max_pause)):
+    /// a `retry-after` beyond it, or a `pause` asked for longer.
+    pub pauses_clamped: u64,
     /// How long admitted requests waited.
     pub waits: WaitStats,
 }
@@ -108,6 +111,7 @@ pub(crate) struct BudgetCounters {
     pub(crate) cancelled: u64,
     pub(crate) settled: u64,
     pub(crate) throttled: u64,
+    pub(crate) pauses_clamped: u64,
     pub(crate) limits: Vec<LimitCounters>,
     pub(crate) waits: Waits,
 }

@@ -643,19 +643,13 @@ async fn pauses_from_the_provider() {
     assert_eq!(e.f64("paused_for_secs"), 2.0);
     assert_eq!(metrics.counter(THROTTLED, &[]), 1);
 
-    // A retry-after on a response that is not a 429: a pause, not counted as throttled. A
-    // shorter one than in force leaves the longer pause.
+    // A retry-after on a response that is not a 429: ignored, no pause and no event.
     tokio::time::advance(ms(500)).await;
     let report = ProviderReport::from_headers([("retry-after", "1")], SystemTime::now());
     assert_eq!(report.retry_after, Some(ms(1_000)));
     limiter.observe(&report);
-    let e = events.named("paused").pop().unwrap();
-    assert_eq!(
-        (e.f64("retry_after_secs"), e.bool("throttled")),
-        (1.0, false)
-    );
-    assert_eq!(e.f64("paused_for_secs"), 1.5);
-    assert_eq!(metrics.counter(THROTTLED, &[]), 1);
+    assert_eq!(events.named("paused").len(), 1);
+    assert_eq!(limiter.stats().paused_for, Some(ms(1_500)));
 
     // A 429: one pause, counted once.
     limiter.observe_throttled(&ProviderReport::from_headers(
@@ -663,16 +657,30 @@ async fn pauses_from_the_provider() {
         SystemTime::now(),
     ));
     let paused = events.named("paused");
-    assert_eq!(paused.len(), 3);
+    assert_eq!(paused.len(), 2);
     assert_eq!(
         (
-            paused[2].f64("retry_after_secs"),
-            paused[2].bool("throttled")
+            paused[1].f64("retry_after_secs"),
+            paused[1].bool("throttled")
         ),
         (3.0, true)
     );
     assert_eq!(metrics.counter(THROTTLED, &[]), 2);
     assert_eq!(metrics.counter(THROTTLED, &[]), limiter.stats().throttled);
+
+    // A 429 asking for 584 years: cut to the longest pause, with a warning and a count.
+    limiter.observe_throttled(&ProviderReport::from_headers(
+        [("retry-after", "99999999999")],
+        SystemTime::now(),
+    ));
+    let e = events
+        .named("a pause longer than the longest allowed was cut to it (Limiter::set_max_pause)")
+        .pop()
+        .unwrap();
+    assert_eq!(e.level, Level::WARN);
+    assert_eq!(e.f64("paused_for_secs"), 300.0);
+    assert_eq!(metrics.counter("tokengate_pauses_clamped_total", &[]), 1);
+    assert_eq!(limiter.stats().pauses_clamped, 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -75,20 +75,36 @@ async fn a_timeout_shorter_than_the_pause_fails_at_once() {
 }
 
 #[test]
-fn a_shorter_pause_does_not_cut_a_longer_one() {
+fn a_shorter_429_does_not_cut_a_longer_pause_and_pause_replaces_it() {
     let limiter = Limiter::with_clock(
         Policy::builder().requests_per_minute(600).build().unwrap(),
         ManualClock::new(),
     );
-    limiter.pause(Duration::from_secs(10));
-    limiter.pause(Duration::from_secs(1));
+    let paused = |limiter: &Limiter<ManualClock>| limiter.try_acquire(Cost::request()).unwrap_err();
+    limiter.observe_throttled(&report(&[("retry-after", "10")]));
+    limiter.observe_throttled(&report(&[("retry-after", "1")]));
+    limiter.observe_throttled(&report(&[("retry-after", "0")]));
     assert_eq!(
-        limiter.try_acquire(Cost::request()).unwrap_err(),
+        paused(&limiter),
         Denied::Paused {
             wait: Duration::from_secs(10)
         }
     );
-    assert_eq!(limiter.stats().throttled, 2);
+    assert_eq!(limiter.stats().throttled, 3);
+    // `pause` says how long from now, shorter or longer; zero lifts it, as `resume` does.
+    limiter.pause(Duration::from_secs(1));
+    assert_eq!(
+        paused(&limiter),
+        Denied::Paused {
+            wait: Duration::from_secs(1)
+        }
+    );
+    limiter.pause(Duration::ZERO);
+    assert!(limiter.try_acquire(Cost::request()).is_ok());
+    limiter.pause(Duration::from_secs(20));
+    limiter.resume();
+    assert!(limiter.try_acquire(Cost::request()).is_ok());
+    assert_eq!(limiter.stats().paused_for, None);
     // An impossible cost still says so during a pause.
     let policy = Policy::builder()
         .input_tokens_per_minute(100)
@@ -100,6 +116,64 @@ fn a_shorter_pause_does_not_cut_a_longer_one() {
         limiter.try_acquire(Cost::request().input(101)),
         Err(Denied::Never(AcquireError::Exceeds { .. }))
     ));
+}
+
+/// One header gone wrong never stops a model for good: a 429's `retry-after` of 584 years, an
+/// HTTP date in year 9999, or `pause(Duration::MAX)` pause for the longest allowed (5 minutes
+/// by default, or as set), counted; a `retry-after` on a reply that is no 429 pauses nothing.
+#[test]
+fn a_pause_is_bounded_whatever_the_provider_says() {
+    let limiter = Limiter::with_clock(
+        Policy::builder().requests_per_minute(600).build().unwrap(),
+        ManualClock::new(),
+    );
+    let max = Limiter::DEFAULT_MAX_PAUSE;
+    assert_eq!((limiter.max_pause(), max), (max, Duration::from_secs(300)));
+    limiter.observe(&report(&[("retry-after", "99999999999")]));
+    assert!(limiter.try_acquire(Cost::request()).is_ok());
+    assert_eq!(limiter.stats().paused_for, None);
+    for (n, headers) in [
+        vec![("retry-after", "99999999999")],
+        vec![("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")],
+        vec![("retry-after-ms", "18446744073709551615")],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        limiter.observe_throttled(&report(&headers));
+        let stats = limiter.stats();
+        assert_eq!(stats.paused_for, Some(max), "{headers:?}");
+        assert_eq!(stats.pauses_clamped, n as u64 + 1);
+        limiter.clock().advance(max);
+        assert!(limiter.try_acquire(Cost::request()).is_ok(), "{headers:?}");
+    }
+    limiter.pause(Duration::MAX);
+    assert_eq!(limiter.stats().paused_for, Some(max));
+    // Shorter or longer, as set.
+    limiter.set_max_pause(Duration::from_secs(3_600));
+    limiter.observe_throttled(&report(&[("retry-after", "7200")]));
+    assert_eq!(limiter.stats().paused_for, Some(Duration::from_secs(3_600)));
+    limiter.set_max_pause(Duration::from_secs(2));
+    limiter.pause(Duration::from_secs(30));
+    assert_eq!(limiter.stats().paused_for, Some(Duration::from_secs(2)));
+}
+
+/// A model's pause outlives a reload of the same limits (the provider asked for it) and is
+/// lifted by `Key::resume`.
+#[test]
+fn a_reload_keeps_a_pause_and_resume_lifts_it() {
+    let text = "[models.gpt-4o]\nrequests_per_minute = 600";
+    let config = || tokengate::config::Config::from_toml_str(text, "limits.toml").unwrap();
+    let limiter = Limiter::from_config_with_clock(config(), ManualClock::new());
+    let key = limiter.model("gpt-4o");
+    key.observe_throttled(&report(&[("retry-after", "30")]));
+    limiter.reload(config());
+    assert!(matches!(
+        key.try_acquire(Cost::request()),
+        Err(Denied::Paused { .. })
+    ));
+    key.resume();
+    assert!(key.try_acquire(Cost::request()).is_ok());
 }
 
 fn report(headers: &[(&str, &str)]) -> tokengate::feedback::ProviderReport {

@@ -767,6 +767,33 @@ async fn a_model_the_limits_file_does_not_cover_is_not_sent() {
     assert!(calls.lock().unwrap().is_empty());
 }
 
+/// The timeout is one deadline for the call: a retry whose `retry-after` would pass it is
+/// not made, and the 429 is returned.
+#[tokio::test(start_paused = true)]
+async fn a_retry_past_the_timeout_is_not_made() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let setup = Setup::new(
+        policy(),
+        |gate| gate.with_timeout(Duration::from_millis(500)),
+        move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            json(429, &[("retry-after-ms", "800")], "{}")
+        },
+    );
+    let start = tokio::time::Instant::now();
+    let response = setup
+        .client
+        .post("http://localhost/v1/chat/completions")
+        .body(OPENAI_BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    assert!(start.elapsed() < Duration::from_millis(500));
+}
+
 /// With retries set to 0, or a wait above a minute, the 429 is returned at once.
 #[tokio::test(start_paused = true)]
 async fn a_429_is_not_retried_when_told_not_to_or_asked_to_wait_too_long() {

@@ -177,6 +177,50 @@ mod run {
         }
     }
 
+    /// `run_timeout`: one deadline for the admissions and the waits before retries. A retry
+    /// whose wait would pass it is not made; an admission that cannot come in time fails.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_bounds_admissions_and_retries_together() {
+        for (timeout, calls) in [
+            (Duration::from_millis(1_500), 1),
+            (Duration::from_secs(10), 2),
+        ] {
+            let limiter = limiter();
+            let provider = Provider::new(1);
+            let request: Value = serde_json::from_str(REQUEST).unwrap();
+            let start = Instant::now();
+            let reply = limiter
+                .model("m")
+                .run_timeout(&request, timeout, |_| {
+                    let reply = provider.answer(|| refused_after("2000"), answered);
+                    async move { reply }
+                })
+                .await
+                .unwrap();
+            assert_eq!(provider.calls().len(), calls, "{timeout:?}");
+            assert_eq!(reply.status() == 200, calls == 2, "{timeout:?}");
+            assert!(start.elapsed() <= timeout, "{timeout:?}");
+        }
+        // Paused beyond the deadline by a 429 seen elsewhere: fails at once, nothing sent.
+        let limiter = limiter();
+        limiter.pause(Duration::from_secs(30));
+        let provider = Provider::new(0);
+        let request: Value = serde_json::from_str(REQUEST).unwrap();
+        let error = limiter
+            .model("m")
+            .run_timeout(&request, Duration::from_secs(5), |_| {
+                let reply = provider.answer(|| refused_after("0"), answered);
+                async move { reply }
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, tokengate::AcquireError::Paused { .. }),
+            "{error}"
+        );
+        assert!(provider.calls().is_empty());
+    }
+
     /// A rate-limit error body (no headers: a second's wait) is a refusal too, in either
     /// provider's shape; an `Err` is never retried.
     #[tokio::test(start_paused = true)]

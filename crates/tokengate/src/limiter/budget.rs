@@ -540,6 +540,7 @@ impl Budget {
             cancelled: c.cancelled,
             settled: c.settled,
             throttled: c.throttled,
+            pauses_clamped: c.pauses_clamped,
             paused_for: (self.paused_until > now)
                 .then(|| Duration::from_nanos(self.paused_until - now)),
             waits: c.waits.stats(),

@@ -77,6 +77,8 @@ pub(crate) struct State {
     pub(crate) waiting: usize,
     /// Whether limits the provider reports replace the configured ones.
     pub(crate) adopt_reported: bool,
+    /// The longest pause a provider's answer (or `pause`) puts in force, in nanoseconds.
+    pub(crate) max_pause: Nanos,
     /// Whether the limiter's own policy is a config's `[account]` (it follows reloads).
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) root_from_config: bool,
@@ -99,6 +101,7 @@ impl State {
             next_ticket: 0,
             waiting: 0,
             adopt_reported: false,
+            max_pause: super::provider::DEFAULT_MAX_PAUSE_NANOS,
             root_from_config: false,
             head_wait: None,
             lane_policy: None,

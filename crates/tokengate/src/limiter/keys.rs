@@ -573,7 +573,10 @@ impl<C: Clock> Limiter<C> {
     /// limit exactly; a limit with a new amount on the same dimension and period with the
     /// units counted now; see [`Stats`] for the result), in-flight requests and waiters stay,
     /// and budgets whose name lost its policy are dropped once idle. Permits admitted
-    /// before settle on the safe side: extra usage is charged, nothing is refunded.
+    /// before settle on the safe side: extra usage is charged, nothing is refunded. A
+    /// provider's pause in force is kept (the provider asked for it, and
+    /// [`max_pause`](Limiter::max_pause) bounds it): [`Key::resume`] or
+    /// [`resume`](Limiter::resume) lifts it.
     ///
     /// # Examples
     /// ```
@@ -749,9 +752,38 @@ impl<'a, C: Clock> Key<'a, C> {
         self.limiter.observe_throttled_on(Some(&self.names), report)
     }
 
-    /// [`Limiter::pause`] for this key's model (see [`observe_throttled`](Self::observe_throttled)).
-    pub fn pause(&self, retry_after: std::time::Duration) {
-        self.limiter.pause_for(Some(&self.names), retry_after, true);
+    /// [`Limiter::pause`] for this key's model (see [`observe_throttled`](Self::observe_throttled)):
+    /// replaces its pause with `wait` from now (at most [`Limiter::max_pause`]);
+    /// `Duration::ZERO` lifts it.
+    pub fn pause(&self, wait: std::time::Duration) {
+        self.limiter
+            .pause_for(Some(&self.names), wait, super::provider::PauseKind::Set);
+    }
+
+    /// Lifts the pause of this key's model (or the limiter's own budget, for a key without a
+    /// model budget), if one is in force.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::config::Config;
+    /// use tokengate::{Cost, Limiter, ManualClock};
+    ///
+    /// let config = Config::from_toml_str("[models.gpt-4o]\nrequests_per_minute = 500", "limits.toml")?;
+    /// let limiter = Limiter::from_config_with_clock(config, ManualClock::new());
+    /// let key = limiter.model("gpt-4o");
+    /// key.pause(Duration::from_secs(30));
+    /// assert!(key.try_acquire(Cost::request()).is_err());
+    /// key.resume();
+    /// assert!(key.try_acquire(Cost::request()).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resume(&self) {
+        self.limiter.pause_for(
+            Some(&self.names),
+            std::time::Duration::ZERO,
+            super::provider::PauseKind::Set,
+        );
     }
 
     /// A snapshot of each budget this key is charged to: the limiter's own, the model's (or
@@ -870,6 +902,68 @@ impl<'a, C: Clock> Key<'a, C> {
     pub async fn run<'r, Req, R, F, Fut>(
         &self,
         request: &'r Req,
+        call: F,
+    ) -> Result<R, crate::AcquireError>
+    where
+        Req: crate::call::ModelRequest + ?Sized,
+        R: crate::call::ModelReply,
+        F: FnMut(&'r Req) -> Fut,
+        Fut: std::future::Future<Output = R>,
+    {
+        self.run_within(request, None, call).await
+    }
+
+    /// [`run`](Self::run) with an overall deadline on waiting: the admissions and the waits
+    /// before retries together take at most `timeout` (the calls themselves are not timed:
+    /// wrap the future in `tokio::time::timeout` for that). A retry whose wait would pass the
+    /// deadline is not made: the refused reply is returned.
+    ///
+    /// # Errors
+    /// [`AcquireError::Timeout`](crate::AcquireError::Timeout) (or `QueueTimeout`, `Paused`)
+    /// when an admission cannot come within what is left of `timeout`, at once when that is
+    /// known; otherwise as [`run`](Self::run).
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use serde_json::json;
+    /// use tokengate::{AcquireError, Limiter, Policy};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().requests_per_minute(500).build()?);
+    /// // The provider asked to wait 30 s: a call that may wait 5 s fails at once.
+    /// limiter.model("gpt-4o").pause(Duration::from_secs(30));
+    /// let request = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi."}]});
+    /// let answer = limiter
+    ///     .model("gpt-4o")
+    ///     .run_timeout(&request, Duration::from_secs(5), |_| async { json!({}) })
+    ///     .await;
+    /// assert!(matches!(answer, Err(AcquireError::Paused { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn run_timeout<'r, Req, R, F, Fut>(
+        &self,
+        request: &'r Req,
+        timeout: std::time::Duration,
+        call: F,
+    ) -> Result<R, crate::AcquireError>
+    where
+        Req: crate::call::ModelRequest + ?Sized,
+        R: crate::call::ModelReply,
+        F: FnMut(&'r Req) -> Fut,
+        Fut: std::future::Future<Output = R>,
+    {
+        self.run_within(request, Some(timeout), call).await
+    }
+
+    #[cfg(feature = "tokio")]
+    async fn run_within<'r, Req, R, F, Fut>(
+        &self,
+        request: &'r Req,
+        timeout: Option<std::time::Duration>,
         mut call: F,
     ) -> Result<R, crate::AcquireError>
     where
@@ -878,13 +972,26 @@ impl<'a, C: Clock> Key<'a, C> {
         F: FnMut(&'r Req) -> Fut,
         Fut: std::future::Future<Output = R>,
     {
+        let clock = &self.limiter.shared.clock;
+        let started = clock.now();
+        // What is left of the timeout, if there is one.
+        let left = || {
+            timeout.map(|t| {
+                t.saturating_sub(std::time::Duration::from_nanos(
+                    clock.now().saturating_sub(started),
+                ))
+            })
+        };
         let estimator = self.limiter.estimator();
         let retry = self.limiter.retry();
         let model = self.names.model.as_deref().unwrap_or("");
         let cost = request.cost(&estimator, model);
         let mut retried = 0;
         loop {
-            let permit = self.acquire(cost.clone()).await?;
+            let permit = match left() {
+                Some(left) => self.acquire_timeout(cost.clone(), left).await?,
+                None => self.acquire(cost.clone()).await?,
+            };
             let reply = call(request).await;
             if let Some(report) = reply.throttled() {
                 // Settled first: the limits the 429 lowers take nothing back from it.
@@ -894,7 +1001,10 @@ impl<'a, C: Clock> Key<'a, C> {
                 }
                 self.observe_throttled(&report);
                 let nth = self.limiter.shared.retried.next();
-                match retry.wait(retried, &report, nth) {
+                let wait = retry
+                    .wait(retried, &report, nth)
+                    .filter(|&wait| left().is_none_or(|left| wait <= left));
+                match wait {
                     Some(wait) => {
                         retried += 1;
                         tokio::time::sleep(wait).await;

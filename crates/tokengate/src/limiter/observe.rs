@@ -332,24 +332,38 @@ pub(super) fn settled(scope: &Scope, reserved: &Cost, used: &Cost) {
     let _ = (scope, reserved, used);
 }
 
-/// Admissions pause for `retry_after` (a provider's answer); `throttled` when it was a 429.
-/// `paused_for` is the pause in force after it (a longer one may be in force already).
+/// Admissions pause for `retry_after` (a provider's answer); `throttled` when it was a 429;
+/// `clamped` when it asked for more than the longest pause allowed.
 #[inline(always)]
-pub(super) fn paused(retry_after: Duration, throttled: bool, paused_for: Duration) {
+pub(super) fn paused(retry_after: Duration, throttled: bool, paused_for: Duration, clamped: bool) {
     #[cfg(feature = "tracing")]
-    tracing::info!(
-        target: TARGET,
-        retry_after_secs = retry_after.as_secs_f64(),
-        throttled,
-        paused_for_secs = paused_for.as_secs_f64(),
-        "paused"
-    );
+    if clamped {
+        tracing::warn!(
+            target: TARGET,
+            retry_after_secs = retry_after.as_secs_f64(),
+            paused_for_secs = paused_for.as_secs_f64(),
+            "a pause longer than the longest allowed was cut to it (Limiter::set_max_pause)"
+        );
+    } else {
+        tracing::info!(
+            target: TARGET,
+            retry_after_secs = retry_after.as_secs_f64(),
+            throttled,
+            paused_for_secs = paused_for.as_secs_f64(),
+            "paused"
+        );
+    }
     #[cfg(feature = "metrics")]
-    if throttled {
-        metrics::counter!("tokengate_throttled_total").increment(1);
+    {
+        if throttled {
+            metrics::counter!("tokengate_throttled_total").increment(1);
+        }
+        if clamped {
+            metrics::counter!("tokengate_pauses_clamped_total").increment(1);
+        }
     }
     #[cfg(not(feature = "tracing"))]
-    let _ = (retry_after, throttled, paused_for);
+    let _ = (retry_after, throttled, paused_for, clamped);
 }
 
 /// A 429 lowered a limit's amount in force, or time without one raised it a step.

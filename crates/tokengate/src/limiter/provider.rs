@@ -12,14 +12,40 @@ use crate::clock::Clock;
 use crate::dimension::Dimension;
 use crate::feedback::ProviderReport;
 
+/// [`Limiter::DEFAULT_MAX_PAUSE`], in nanoseconds.
+pub(super) const DEFAULT_MAX_PAUSE_NANOS: u64 = 300 * 1_000_000_000;
+
+/// How a pause comes: a provider's 429 (kept if a longer one is in force), or set by the
+/// caller (replacing the one in force).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PauseKind {
+    Throttled,
+    Set,
+}
+
+impl Limiter<crate::clock::SystemClock> {
+    /// The longest a pause lasts unless [`set_max_pause`](Limiter::set_max_pause) says otherwise:
+    /// 5 minutes. A per-minute limit refills within a minute, so a provider's `retry-after`
+    /// for it is seconds; one longer is a per-day limit spent (then a request every 5 minutes
+    /// finds out, at the cost of one 429, whether it has come back) or a header gone wrong
+    /// (`retry-after: 99999999999`, a date in year 9999), which must not stop a model for
+    /// good.
+    pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_nanos(DEFAULT_MAX_PAUSE_NANOS);
+}
+
 impl<C: Clock> Limiter<C> {
     /// Corrects the limiter with what a provider's response said ([`ProviderReport`], read
     /// from its headers): for each dimension reported, a remaining figure below what the
     /// limiter sees lowers the limiter to it (never the other way), and the provider's own limit
-    /// is recorded in [`LimitStats::reported_amount`](crate::LimitStats::reported_amount). A
-    /// `retry_after` (sent with 429s and 503s) pauses admissions that long. Returns the units
-    /// taken off. Call it with every response; for a 429 call
+    /// is recorded in [`LimitStats::reported_amount`](crate::LimitStats::reported_amount).
+    /// Returns the units taken off. Call it with every response; for a 429 call
     /// [`observe_throttled`](Self::observe_throttled).
+    ///
+    /// A `retry_after` here is ignored: OpenAI and Anthropic document `retry-after` with 429s
+    /// (<https://platform.openai.com/docs/guides/rate-limits>,
+    /// <https://docs.anthropic.com/en/api/rate-limits>), and on any other reply (a 200, a 503)
+    /// it says nothing about rate limits; one header gone wrong must not stop a model. To honour
+    /// a 503's `retry-after`, call [`pause`](Self::pause) with it.
     ///
     /// # Examples
     /// ```
@@ -46,9 +72,6 @@ impl<C: Clock> Limiter<C> {
     /// [`observe`](Self::observe) on the budget that mirrors the provider for `key`.
     pub(super) fn observe_on(&self, key: Option<&KeyNames>, report: &ProviderReport) -> u64 {
         let lowered = self.lower_all(key, report);
-        if let Some(wait) = report.retry_after {
-            self.pause_for(key, wait, false);
-        }
         // A reply that was no 429: limits that 429s lowered climb back a step per step of time.
         self.teach_on(key, None);
         lowered
@@ -110,7 +133,8 @@ impl<C: Clock> Limiter<C> {
 
     /// Like [`observe`](Self::observe), for a 429: counts it, pauses admissions for its
     /// `retry_after` (or when it gave none, until the latest reset of a dimension it reports
-    /// exhausted, or else for one second), and learns from it.
+    /// exhausted, or else for one second), at most [`max_pause`](Self::max_pause) (5 minutes
+    /// by default), and learns from it. A pause already in force that ends later stays.
     ///
     /// A 429 for a request the limiter admitted means the provider enforces less than the
     /// limits configured: another client spends the same key, it enforces a shorter period,
@@ -163,9 +187,8 @@ impl<C: Clock> Limiter<C> {
         key: Option<&KeyNames>,
         report: &ProviderReport,
     ) -> u64 {
-        // As `observe`, but paused (and the pause reported) once.
         let lowered = self.lower_all(key, report);
-        self.pause_for(key, report.wait_after_429(), true);
+        self.pause_for(key, report.wait_after_429(), PauseKind::Throttled);
         self.teach_on(key, Some(report));
         lowered
     }
@@ -196,9 +219,10 @@ impl<C: Clock> Limiter<C> {
         self.lock().adopt_reported = adopt;
     }
 
-    /// Pauses admissions for `retry_after` (a 429's `retry-after`), and counts the 429. Waiters
-    /// keep their place and are admitted, in order, when the pause ends. A shorter pause than
-    /// one already in force changes nothing.
+    /// Pauses admissions for `wait` from now, as a 429's `retry-after` asks (at most
+    /// [`max_pause`](Self::max_pause)), and counts the 429; replaces a pause in force, longer
+    /// or shorter. `Duration::ZERO` lifts a pause: the same as [`resume`](Self::resume).
+    /// Waiters keep their place and are admitted, in order, when the pause ends.
     ///
     /// # Examples
     /// ```
@@ -212,37 +236,89 @@ impl<C: Clock> Limiter<C> {
     /// limiter.clock().advance(Duration::from_secs(2));
     /// assert!(limiter.try_acquire(Cost::request()).is_ok());
     /// assert_eq!(limiter.stats().throttled, 1);
+    ///
+    /// // A pause asked for far too long is cut to the longest allowed, and counted.
+    /// limiter.pause(Duration::MAX);
+    /// let stats = limiter.stats();
+    /// assert_eq!((stats.paused_for, stats.pauses_clamped), (Some(Limiter::DEFAULT_MAX_PAUSE), 1));
+    /// limiter.resume();
+    /// assert!(limiter.try_acquire(Cost::request()).is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn pause(&self, retry_after: Duration) {
-        self.pause_for(None, retry_after, true);
+    pub fn pause(&self, wait: Duration) {
+        self.pause_for(None, wait, PauseKind::Set);
     }
 
-    pub(super) fn pause_for(&self, key: Option<&KeyNames>, wait: Duration, count: bool) {
+    /// Lifts the pause of the limiter's own budget, if one is in force: the waiters held by it
+    /// are admitted as the limits allow. ([`Key::resume`](crate::Key::resume) lifts a model's.)
+    pub fn resume(&self) {
+        self.pause_for(None, Duration::ZERO, PauseKind::Set);
+    }
+
+    /// The longest a pause lasts: a `retry-after` beyond it, or a [`pause`](Self::pause) asked
+    /// for longer, is cut to it (counted in [`Stats::pauses_clamped`](crate::Stats::pauses_clamped),
+    /// and logged with the `tracing` feature). [`DEFAULT_MAX_PAUSE`](Limiter::DEFAULT_MAX_PAUSE)
+    /// unless set.
+    pub fn max_pause(&self) -> Duration {
+        Duration::from_nanos(self.lock().max_pause)
+    }
+
+    /// Sets the longest a pause lasts (see [`max_pause`](Self::max_pause)); pauses in force
+    /// are kept as they are.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::{Limiter, Policy};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().requests_per_day(10_000).build()?);
+    /// // A per-day limit spent: wait up to an hour between probes rather than 5 minutes.
+    /// limiter.set_max_pause(Duration::from_secs(3_600));
+    /// assert_eq!(limiter.max_pause(), Duration::from_secs(3_600));
+    /// # Ok::<(), tokengate::BuildError>(())
+    /// ```
+    pub fn set_max_pause(&self, max: Duration) {
+        self.lock().max_pause = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    }
+
+    /// Puts a pause of `wait` in force on the budget that mirrors the provider for `key`.
+    pub(super) fn pause_for(&self, key: Option<&KeyNames>, wait: Duration, kind: PauseKind) {
         let now = self.shared.clock.now();
-        let until = now.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
         let mut st = self.lock();
+        let asked = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        let clamped = asked > st.max_pause;
+        let until = now.saturating_add(asked.min(st.max_pause));
         let id = self.provider_budget(&mut st, key, now);
-        let Some(budget) = st.budget_mut(id) else {
-            return;
-        };
-        if count {
-            budget.counters.throttled += 1;
-            if id != ROOT {
-                st.root.counters.throttled += 1;
+        let counted = kind == PauseKind::Throttled || asked > 0;
+        for budget_id in if id == ROOT {
+            vec![ROOT]
+        } else {
+            vec![id, ROOT]
+        } {
+            if let Some(budget) = st.budget_mut(budget_id) {
+                budget.counters.throttled += u64::from(counted);
+                budget.counters.pauses_clamped += u64::from(clamped);
             }
         }
         let Some(budget) = st.budget_mut(id) else {
             return;
         };
-        budget.paused_until = budget.paused_until.max(until);
+        budget.paused_until = match kind {
+            PauseKind::Throttled => budget.paused_until.max(until),
+            PauseKind::Set => until,
+        };
         let paused_until = budget.paused_until;
-        // The head's wait changed: set its timer for the new instant.
+        // The head's wait changed: set its timer for the new instant (or admit it now).
         if budget.queue_len() > 0 {
             st.serve(now, id, None);
         }
         drop(st);
-        observe::paused(wait, count, Duration::from_nanos(paused_until - now));
+        observe::paused(
+            wait,
+            counted,
+            Duration::from_nanos(paused_until.saturating_sub(now)),
+            clamped,
+        );
     }
 
     /// Charges the limit on `dimension` what the provider has counted beyond what the limiter

@@ -76,9 +76,12 @@ impl GateConfig {
         self
     }
 
-    /// Gives up on admission after `timeout`: the call fails with
+    /// Gives up on admission after `timeout`, one deadline for the whole call: its admission,
+    /// and the waits and admissions of its retries after a 429. The call fails with
     /// [`reqwest_middleware::Error::Middleware`] holding the
-    /// [`AcquireError`](crate::AcquireError), at once when the wait is known to exceed it.
+    /// [`AcquireError`](crate::AcquireError), at once when the wait is known to exceed what is
+    /// left; a retry whose wait would pass the deadline is not made (the 429 is returned).
+    /// The provider's own time to answer is not counted: set reqwest's timeout for that.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -171,13 +171,16 @@ impl<C: Clock> TokenGateMiddleware<C> {
         }
     }
 
+    /// Acquires `cost` on `key`, waiting at most `left` (what is left of the timeout), if
+    /// given.
     async fn acquire(
         &self,
         key: &Key<'_, C>,
         cost: Cost,
+        left: Option<Duration>,
     ) -> Result<Permit<'static, C>, AcquireError> {
-        let permit = match self.config.timeout() {
-            Some(timeout) => key.acquire_timeout(cost, timeout).await?,
+        let permit = match left {
+            Some(left) => key.acquire_timeout(cost, left).await?,
             None => key.acquire(cost).await?,
         };
         Ok(permit.into_owned())
@@ -219,10 +222,17 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
         // When the call asked, when its last attempt was admitted, and attempts sent.
         let asked = self.limiter.clock().now();
         let (mut admitted, mut attempts) = (asked, 0);
+        // What is left of the timeout: one deadline for every admission and retry of the call.
+        let left = || {
+            self.config.timeout().map(|t| {
+                let waited = self.limiter.clock().now().saturating_sub(asked);
+                t.saturating_sub(Duration::from_nanos(waited))
+            })
+        };
         let (mut response, pending, report) = loop {
             let permit = match cost.clone() {
                 Some(cost) => Some(
-                    self.acquire(&limits, cost)
+                    self.acquire(&limits, cost, left())
                         .await
                         .map_err(reqwest_middleware::Error::middleware)?,
                 ),
@@ -275,7 +285,8 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             }
             let wait = copy
                 .as_ref()
-                .and_then(|_| retry.wait(retried, &report, self.retried.next()));
+                .and_then(|_| retry.wait(retried, &report, self.retried.next()))
+                .filter(|&wait| left().is_none_or(|left| wait <= left));
             let (Some(copy), Some(wait)) = (copy, wait) else {
                 // The last attempt: the caller gets this 429, and what the limiter did.
                 break (response, None, None);
