@@ -256,9 +256,34 @@ impl PolicyBuilder {
         self.limit(Dimension::InputTokens, Limit::per_minute(n))
     }
 
+    /// Input tokens per day.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::{Dimension, Policy};
+    ///
+    /// let policy = Policy::builder()
+    ///     .input_tokens_per_minute(30_000)
+    ///     .input_tokens_per_day(1_000_000)
+    ///     .output_tokens_per_day(200_000)
+    ///     .build()?;
+    /// let day: Vec<_> = policy.limits().filter(|(_, l)| l.period() == Duration::from_secs(86_400)).map(|(d, l)| (d.clone(), l.amount())).collect();
+    /// assert_eq!(day, [(Dimension::InputTokens, 1_000_000), (Dimension::OutputTokens, 200_000)]);
+    /// # Ok::<(), tokengate::BuildError>(())
+    /// ```
+    pub fn input_tokens_per_day(self, n: u64) -> Self {
+        self.limit(Dimension::InputTokens, Limit::per_day(n))
+    }
+
     /// Output tokens per minute (OTPM).
     pub fn output_tokens_per_minute(self, n: u64) -> Self {
         self.limit(Dimension::OutputTokens, Limit::per_minute(n))
+    }
+
+    /// Output tokens per day.
+    pub fn output_tokens_per_day(self, n: u64) -> Self {
+        self.limit(Dimension::OutputTokens, Limit::per_day(n))
     }
 
     /// Combined tokens (input + output) per minute (TPM).

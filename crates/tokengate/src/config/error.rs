@@ -22,7 +22,18 @@ use crate::error::BuildError;
 ///     "limits.toml:2:23: field `models.gpt-4o.requests_per_minute`: expected a whole number of at least 1"
 /// ));
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` reads the same (the struct's fields with `{:#?}`), so that `main` returning a
+/// `Result<_, ConfigError>`, or a `Box<dyn Error>` holding one, prints the message, not the
+/// struct:
+/// ```
+/// use tokengate::config::Config;
+///
+/// let err = Config::from_toml_str("[models.gpt-4o]\nrequests_per_minute = 0\n", "limits.toml").unwrap_err();
+/// assert_eq!(format!("{err:?}"), err.to_string());
+/// assert!(format!("{err:#?}").starts_with("ConfigError {"));
+/// ```
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ConfigError {
     /// The file, as named to [`Config::from_toml_str`](super::Config::from_toml_str) or the
@@ -67,6 +78,22 @@ pub enum ErrorKind {
     Empty,
     /// The library refused a limit ([`Policy`](crate::Policy) validation).
     Policy(Box<BuildError>),
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
+        f.debug_struct("ConfigError")
+            .field("file", &self.file)
+            .field("line", &self.line)
+            .field("column", &self.column)
+            .field("field", &self.field)
+            .field("message", &self.message)
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 impl fmt::Display for ConfigError {

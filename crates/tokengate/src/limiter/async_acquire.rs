@@ -105,6 +105,34 @@ impl<C: Clock> Limiter<C> {
         self.acquire_on(None, cost, None)
     }
 
+    /// [`acquire`](Self::acquire), returning a permit that holds a handle of the limiter
+    /// rather than a borrow ([`Permit::into_owned`](crate::Permit::into_owned)): one that can
+    /// move into a spawned task, as tokio's `Semaphore::acquire_owned` does.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    /// As [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokengate::{Cost, Limiter, Policy, Usage};
+    ///
+    /// let limiter = Limiter::new(Policy::builder().output_tokens_per_minute(8_000).build()?);
+    /// let permit = limiter.acquire_owned(Cost::request().output(800)).await?;
+    /// // The call runs in a task of its own, which settles the permit.
+    /// tokio::spawn(async move { permit.settle(Usage::new().output(120)) }).await?;
+    /// assert_eq!(limiter.stats().limits[0].used, 120);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn acquire_owned(&self, cost: Cost) -> Result<Permit<'static, C>, AcquireError> {
+        Ok(self.acquire(cost).await?.into_owned())
+    }
+
     /// An acquisition of `cost` on `key`'s budgets (the limiter's own for `None`).
     pub(super) fn acquire_on(
         &self,

@@ -707,6 +707,19 @@ impl<'a, C: Clock> Key<'a, C> {
             .acquire_on(Some(self.names_owned()), cost, None)
     }
 
+    /// [`Limiter::acquire_owned`] on this key's budgets: a permit that can move into a
+    /// spawned task.
+    ///
+    /// # Errors
+    /// As [`Limiter::acquire`].
+    #[cfg(feature = "tokio")]
+    pub async fn acquire_owned(
+        &self,
+        cost: Cost,
+    ) -> Result<Permit<'static, C>, crate::AcquireError> {
+        Ok(self.acquire(cost).await?.into_owned())
+    }
+
     /// [`Limiter::acquire_timeout`] on this key's budgets.
     #[cfg(feature = "tokio")]
     pub fn acquire_timeout(
