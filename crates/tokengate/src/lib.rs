@@ -251,6 +251,12 @@
 //! rather than all N at once. A single cost above the burst is admitted once the bucket is full and pays
 //! its excess back before the next admission.
 
+// The README's Rust examples, compiled with the crate's doctests (they need the features they
+// name in their `[dependencies]`).
+#[cfg(all(doctest, feature = "reqwest", feature = "config"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod call;
 #[cfg(feature = "config")]
 pub mod config;
