@@ -22,6 +22,10 @@
 //! tokens_per_minute = 30_000
 //! ```
 //!
+//! An `[account]` table is an organisation-wide budget: every request is charged to it and to
+//! its model's budget together, all or nothing. A provider limits its account and its
+//! models, not a client's tenants: `[tenants]` and `[defaults.tenant]` are refused.
+//!
 //! Each limit is a [`LimitRule`] of the library's pure core, decided all or nothing over a
 //! request's limits with [`decide_all`] and [`commit_all`], settled with [`settle_all`].
 
@@ -33,7 +37,7 @@ use tokengate::config::Config;
 use tokengate::core::{
     commit_all, decide_all, settle_all, CombinedDecision, LimitRule, LimitState, Receipt,
 };
-use tokengate::{Algorithm, Dimension, Limit, OutputCount};
+use tokengate::{Algorithm, Dimension, Limit, OutputCount, Policy};
 
 use crate::error::{self, Error};
 use crate::gate::{key_limits, Weights};
@@ -41,8 +45,8 @@ use crate::gate::{key_limits, Weights};
 /// What the provider enforces and how.
 #[derive(Debug, Clone)]
 pub struct ProviderSpec {
-    /// Its limits per model, family and tenant (tenants are ignored: a provider limits the
-    /// account).
+    /// Its limits per model and family, and its `[account]` (never tenants: a provider limits
+    /// the account and its models).
     pub config: Config,
     /// The algorithm of every limit that names none.
     pub algorithm: Algorithm,
@@ -54,6 +58,38 @@ pub struct ProviderSpec {
 #[serde(deny_unknown_fields)]
 struct Section {
     provider: Option<Settings>,
+}
+
+/// Where a limits file sets tenants, which a provider file must not.
+#[derive(Deserialize)]
+struct TenantTables {
+    tenants: Option<toml::Spanned<toml::Value>>,
+    defaults: Option<DefaultTenant>,
+}
+
+#[derive(Deserialize)]
+struct DefaultTenant {
+    tenant: Option<toml::Spanned<toml::Value>>,
+}
+
+/// Refuses tenant budgets in a provider's limits (`text`, with the file's own line numbers).
+fn refuse_tenants(file: &str, text: &str) -> Result<(), Error> {
+    let Ok(found) = toml::from_str::<TenantTables>(text) else {
+        return Ok(()); // the limits reader reports bad TOML
+    };
+    let places = [
+        ("tenants", found.tenants),
+        ("defaults.tenant", found.defaults.and_then(|d| d.tenant)),
+    ];
+    for (field, value) in places {
+        if let Some(value) = value {
+            let (line, column) = error::line_column(text, value.span().start);
+            return Err(Error::new(format!(
+                "{file}:{line}:{column}: field `{field}`: a provider limits its account and its models, not a client's tenants: remove it from the provider file (tenant budgets belong in --limits; an organisation-wide limit is [account])"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -110,6 +146,7 @@ impl ProviderSpec {
         let settings: Section =
             toml::from_str(&section).map_err(|e| error::from_toml(file, &section, &e))?;
         let config = Config::from_toml_str(&limits, file)?;
+        refuse_tenants(file, &limits)?;
         let mut spec = Self::enforcing(config);
         let at = |s: &toml::Spanned<String>, field: &str, message: String| {
             let (line, column) = error::line_column(&section, s.span().start);
@@ -149,9 +186,10 @@ impl ProviderSpec {
         Ok(spec)
     }
 
-    /// A provider enforcing `config`'s limits both ways a provider may read them (the smooth
-    /// window: the exact window, and a sixtieth of a per-minute limit at once), counting output
-    /// as produced.
+    /// A provider enforcing `config`'s limits (its models' and its account's; tenants are a
+    /// client's, not enforced) both ways a provider may read them (the smooth window: the
+    /// exact window, and a sixtieth of a per-minute limit at once), counting output as
+    /// produced.
     pub fn enforcing(config: Config) -> Self {
         Self {
             config,
@@ -167,6 +205,7 @@ pub struct Ticket {
     budget: usize,
     input: u64,
     max_tokens: u64,
+    /// The model budget's receipts, then the account's.
     receipts: Vec<Receipt>,
 }
 
@@ -220,7 +259,12 @@ pub struct Provider {
     spec: ProviderSpec,
     budgets: Vec<ProviderBudget>,
     by_name: BTreeMap<String, usize>,
+    /// The `[account]` budget, charged with every request's model budget.
+    account: Option<ProviderBudget>,
 }
+
+/// The name of the account's budget in reports.
+pub const ACCOUNT: &str = "account";
 
 /// The effective limit the provider applies for `limit` on `dimension`.
 fn effective(dimension: &Dimension, limit: &Limit, algorithm: Algorithm) -> Result<Limit, String> {
@@ -252,13 +296,25 @@ fn effective(dimension: &Dimension, limit: &Limit, algorithm: Algorithm) -> Resu
 }
 
 impl Provider {
-    /// A provider with no budget in use yet.
-    pub fn new(spec: ProviderSpec) -> Self {
-        Self {
+    /// A provider with no model budget in use yet.
+    ///
+    /// # Errors
+    /// When an `[account]` limit cannot be enforced with the provider's algorithm.
+    pub fn new(spec: ProviderSpec) -> Result<Self, Error> {
+        let account = match spec.config.account() {
+            Some(policy) => Some(
+                ProviderBudget::new(ACCOUNT, policy, spec.algorithm).map_err(|m| {
+                    Error::new(format!("{}: [account]: {m}", spec.config.source_name()))
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
             spec,
             budgets: Vec::new(),
             by_name: BTreeMap::new(),
-        }
+            account,
+        })
     }
 
     /// The budget that limits `model`, made on first use; returns its index.
@@ -277,38 +333,21 @@ impl Provider {
         if let Some(&i) = self.by_name.get(&name) {
             return Ok(i);
         }
-        let mut limits = Vec::new();
-        for kl in key_limits(policy) {
-            let limit = effective(&kl.dimension, &kl.limit, self.spec.algorithm)
-                .map_err(|m| Error::new(format!("{}: {budget}: {m}", config.source_name())))?;
-            let rule = LimitRule::new(&limit)
-                .map_err(|e| Error::new(format!("{}: {budget}: {e}", config.source_name())))?;
-            limits.push(ProviderLimit {
-                dimension: kl.dimension,
-                limit,
-                rule,
-                weights: kl.weights,
-                charged: 0,
-                refunded: 0,
-            });
-        }
-        let states = limits.iter().map(|l| l.rule.new_state()).collect();
-        self.budgets.push(ProviderBudget {
-            name: name.clone(),
-            limits,
-            states,
-            max_in_flight: policy.max_in_flight(),
-            in_flight: 0,
-            accepted: 0,
-            throttled: 0,
-        });
+        let made = ProviderBudget::new(&name, policy, self.spec.algorithm)
+            .map_err(|m| Error::new(format!("{}: {budget}: {m}", config.source_name())))?;
+        self.budgets.push(made);
         self.by_name.insert(name, self.budgets.len() - 1);
         Ok(self.budgets.len() - 1)
     }
 
-    /// The budgets in use.
+    /// The model budgets in use.
     pub fn budgets(&self) -> &[ProviderBudget] {
         &self.budgets
+    }
+
+    /// The `[account]` budget, if the provider has one.
+    pub fn account(&self) -> Option<&ProviderBudget> {
+        self.account.as_ref()
     }
 
     /// How it counts output tokens.
@@ -320,7 +359,8 @@ impl Provider {
     /// `max_tokens`, as a message.
     pub fn impossible(&self, b: usize, input: u64, max_tokens: u64) -> Option<String> {
         let budget = &self.budgets[b];
-        budget.limits.iter().find_map(|l| {
+        let account = self.account.iter().flat_map(|a| &a.limits);
+        budget.limits.iter().chain(account).find_map(|l| {
             let amount = l.weights.amount(input, max_tokens);
             (amount > l.rule.capacity()).then(|| {
                 format!(
@@ -334,26 +374,36 @@ impl Provider {
         })
     }
 
-    /// A request arrives at `now` (ns): accepted, or 429.
+    /// A request arrives at `now` (ns): accepted, or 429. It is charged to its model's budget
+    /// and the account's together, all or nothing.
     pub fn call(&mut self, b: usize, input: u64, max_tokens: u64, now: u64) -> Answer {
         let budget = &mut self.budgets[b];
-        if budget.max_in_flight.is_some_and(|m| budget.in_flight >= m) {
+        let mut account = self.account.as_mut();
+        let full = |x: &ProviderBudget| x.max_in_flight.is_some_and(|m| x.in_flight >= m);
+        if full(budget) || account.as_deref().is_some_and(full) {
             budget.throttled += 1;
+            if let Some(a) = account.as_deref_mut().filter(|a| full(a)) {
+                a.throttled += 1;
+            }
             // The provider cannot know when a call ends: "try again in a second".
             let mut headers = budget.headers(now);
             headers.push(("retry-after".to_owned(), "1".to_owned()));
             return Answer::Throttled(headers);
         }
+        let shared = account.as_deref().map_or(&[][..], |a| &a.limits[..]);
         let amounts: Vec<u64> = budget
             .limits
             .iter()
+            .chain(shared)
             .map(|l| l.weights.amount(input, max_tokens))
             .collect();
+        let shared_states = account.as_deref().map_or(&[][..], |a| &a.states[..]);
         let decision = decide_all(
             budget
                 .limits
                 .iter()
-                .zip(&budget.states)
+                .chain(shared)
+                .zip(budget.states.iter().chain(shared_states))
                 .zip(&amounts)
                 .map(|((l, s), &a)| (&l.rule, s, a)),
             now,
@@ -361,21 +411,11 @@ impl Provider {
         match decision {
             CombinedDecision::Admit => {
                 let mut receipts = Vec::with_capacity(amounts.len());
-                commit_all(
-                    budget
-                        .limits
-                        .iter()
-                        .zip(budget.states.iter_mut())
-                        .zip(&amounts)
-                        .map(|((l, s), &a)| (&l.rule, s, a)),
-                    now,
-                    |r| receipts.push(r),
-                );
-                for (l, a) in budget.limits.iter_mut().zip(&amounts) {
-                    l.charged += a;
+                let (mine, theirs) = amounts.split_at(budget.limits.len());
+                budget.commit(mine, now, &mut receipts);
+                if let Some(a) = account.as_deref_mut() {
+                    a.commit(theirs, now, &mut receipts);
                 }
-                budget.in_flight += 1;
-                budget.accepted += 1;
                 Answer::Accepted(Ticket {
                     budget: b,
                     input,
@@ -383,8 +423,11 @@ impl Provider {
                     receipts,
                 })
             }
-            CombinedDecision::NotUntil { at, .. } => {
+            CombinedDecision::NotUntil { at, limit, .. } => {
                 budget.throttled += 1;
+                if let Some(a) = account.filter(|_| limit >= budget.limits.len()) {
+                    a.throttled += 1;
+                }
                 let wait = at - now;
                 let mut headers = budget.headers(now);
                 headers.push((
@@ -410,28 +453,15 @@ impl Provider {
     /// The call of `ticket` ends at `now` having produced `output` tokens; returns the
     /// response's rate-limit headers.
     pub fn finish(&mut self, ticket: Ticket, output: u64, now: u64) -> Vec<(String, String)> {
-        let charge = self.spec.output;
+        let produced = self.spec.output == OutputCount::Produced;
         let budget = &mut self.budgets[ticket.budget];
-        if charge == OutputCount::Produced {
-            let mut settles = Vec::with_capacity(budget.limits.len());
-            for (l, r) in budget.limits.iter_mut().zip(&ticket.receipts) {
-                let reserved = l.weights.amount(ticket.input, ticket.max_tokens);
-                let used = l.weights.amount(ticket.input, output);
-                l.refunded += reserved.saturating_sub(used);
-                l.charged += used.saturating_sub(reserved);
-                settles.push((reserved, used, *r));
-            }
-            settle_all(
-                budget
-                    .limits
-                    .iter()
-                    .zip(budget.states.iter_mut())
-                    .zip(settles)
-                    .map(|((l, s), (reserved, used, r))| (&l.rule, s, reserved, used, r)),
-                now,
-            );
+        let (mine, theirs) = ticket
+            .receipts
+            .split_at(budget.limits.len().min(ticket.receipts.len()));
+        budget.finish(&ticket, mine, produced.then_some(output), now);
+        if let Some(a) = self.account.as_mut() {
+            a.finish(&ticket, theirs, produced.then_some(output), now);
         }
-        budget.in_flight = budget.in_flight.saturating_sub(1);
         budget.headers(now)
     }
 }
@@ -443,6 +473,76 @@ impl ProviderLimit {
 }
 
 impl ProviderBudget {
+    /// A budget named `name` enforcing `policy`'s limits, with `algorithm` for every limit
+    /// that names none.
+    fn new(name: &str, policy: &Policy, algorithm: Algorithm) -> Result<Self, String> {
+        let mut limits = Vec::new();
+        for kl in key_limits(policy) {
+            let limit = effective(&kl.dimension, &kl.limit, algorithm)?;
+            let rule = LimitRule::new(&limit).map_err(|e| e.to_string())?;
+            limits.push(ProviderLimit {
+                dimension: kl.dimension,
+                limit,
+                rule,
+                weights: kl.weights,
+                charged: 0,
+                refunded: 0,
+            });
+        }
+        let states = limits.iter().map(|l| l.rule.new_state()).collect();
+        Ok(Self {
+            name: name.to_owned(),
+            limits,
+            states,
+            max_in_flight: policy.max_in_flight(),
+            in_flight: 0,
+            accepted: 0,
+            throttled: 0,
+        })
+    }
+
+    /// Counts an accepted request's `amounts` (one per limit), keeping the receipts.
+    fn commit(&mut self, amounts: &[u64], now: u64, receipts: &mut Vec<Receipt>) {
+        commit_all(
+            self.limits
+                .iter()
+                .zip(self.states.iter_mut())
+                .zip(amounts)
+                .map(|((l, s), &a)| (&l.rule, s, a)),
+            now,
+            |r| receipts.push(r),
+        );
+        for (l, a) in self.limits.iter_mut().zip(amounts) {
+            l.charged += a;
+        }
+        self.in_flight += 1;
+        self.accepted += 1;
+    }
+
+    /// Ends a call of `ticket` (`receipts`: this budget's): settles it with the `output`
+    /// produced when the provider counts usage (`None`: `max_tokens` stays counted).
+    fn finish(&mut self, ticket: &Ticket, receipts: &[Receipt], output: Option<u64>, now: u64) {
+        if let Some(output) = output {
+            let mut settles = Vec::with_capacity(self.limits.len());
+            for (l, r) in self.limits.iter_mut().zip(receipts) {
+                let reserved = l.weights.amount(ticket.input, ticket.max_tokens);
+                let used = l.weights.amount(ticket.input, output);
+                l.refunded += reserved.saturating_sub(used);
+                l.charged += used.saturating_sub(reserved);
+                settles.push((reserved, used, *r));
+            }
+            settle_all(
+                self.limits
+                    .iter()
+                    .zip(self.states.iter_mut())
+                    .zip(settles)
+                    .map(|((l, s), (reserved, used, r))| (&l.rule, s, reserved, used, r)),
+                now,
+            );
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
     /// Rate-limit headers for every dimension it limits (its shortest-period limit on each):
     /// OpenAI's `x-ratelimit-*` for requests and combined tokens, Anthropic's for input and
     /// output tokens. `remaining` is the limit less what is counted against it.

@@ -351,14 +351,19 @@ pub(crate) fn build(
             }
         })
         .collect();
+    // The model budgets, each counting its model's calls, then the account, counting every
+    // call.
+    let account = provider.account().map(|a| (a, true));
     let provider_keys: Vec<KeyReport> = provider
         .budgets()
         .iter()
-        .map(|b| {
+        .map(|b| (b, false))
+        .chain(account)
+        .map(|(b, every_call)| {
             let mine: Vec<&Record> = completed
                 .iter()
                 .copied()
-                .filter(|r| *r.provider_key == *b.name)
+                .filter(|r| every_call || *r.provider_key == *b.name)
                 .collect();
             let limits = b
                 .limits

@@ -283,7 +283,7 @@ async fn run(
     let clock = TokioClock::new();
     let origin = tokio::time::Instant::now();
     let mut gate = Gate::new(clock);
-    let mut provider = Provider::new(input.provider.clone());
+    let mut provider = Provider::new(input.provider.clone())?;
     let mut routes = Vec::new();
     let mut provider_budget = Vec::new();
     let mut keys = Vec::new();
