@@ -51,9 +51,14 @@ fn panels(sim: &Simulation) -> Vec<Panel> {
     let mut requests = Vec::new();
     let mut token_panels = Vec::new();
     let mut color = 0;
-    for (key, limits) in &sim.client_limits {
+    for (scope, limits) in &sim.client_limits {
+        let key = scope.name();
         let mut tokens = Vec::new();
-        let mine: Vec<_> = sim.records.iter().filter(|r| *r.key == **key).collect();
+        let mine: Vec<_> = sim
+            .records
+            .iter()
+            .filter(|r| scope.counts(&r.key, &r.tenant))
+            .collect();
         for kl in limits {
             let width = nanos(kl.limit.period());
             if width > duration.max(1) {

@@ -5,8 +5,9 @@
 //! A [`Gate`] holds one keyed [`Limiter`] built from the config
 //! ([`Limiter::from_config_with_clock`]): a request on (tenant, model) is charged to the
 //! model's budget (or its family's) and the tenant's together, all or nothing
-//! ([`Limiter::key`]). Keys in logs and reports are model budgets, named as
-//! [`Budget::name`] names them: the provider enforces per model.
+//! ([`Limiter::key`]), and to the config's `[account]`. Keys in logs are model budgets,
+//! named as [`Budget::name`] names them: the provider enforces per model. Reports list every
+//! budget charged ([`Scope`]): the models', the account's, the tenants'.
 //!
 //! [`Budget::name`]: tokengate::config::Budget::name
 
@@ -31,6 +32,10 @@ pub struct Gate {
     limiter: Option<Limiter<TokioClock>>,
     /// The policy of each model budget routed to, by key.
     models: BTreeMap<String, Policy>,
+    /// The `[account]`'s policy, if the config has one.
+    account: Option<Policy>,
+    /// The policy of each tenant budget routed to, by tenant.
+    tenants: BTreeMap<String, Policy>,
     clock: TokioClock,
 }
 
@@ -44,7 +49,8 @@ pub struct Route {
     pub model: String,
     /// The tenant asking.
     pub tenant: String,
-    /// The policies charged: the model's, and the tenant's if the config has one.
+    /// The policies charged: the model's, the tenant's and the account's, those the config
+    /// has.
     policies: Vec<Policy>,
 }
 
@@ -118,6 +124,8 @@ impl Gate {
         Self {
             limiter: None,
             models: BTreeMap::new(),
+            account: None,
+            tenants: BTreeMap::new(),
             clock,
         }
     }
@@ -141,8 +149,15 @@ impl Gate {
             .entry(key.clone())
             .or_insert_with(|| policy.clone());
         let mut policies = vec![policy.clone()];
-        if let Some((_, tenant_policy)) = config.tenant_policy(tenant) {
+        if let Some((name, tenant_policy)) = config.tenant_policy(tenant) {
             policies.push(tenant_policy.clone());
+            self.tenants
+                .entry(name.to_owned())
+                .or_insert_with(|| tenant_policy.clone());
+        }
+        if let Some(account) = config.account() {
+            policies.push(account.clone());
+            self.account.get_or_insert_with(|| account.clone());
         }
         Ok(Route {
             key,
@@ -224,33 +239,89 @@ impl Gate {
         self.limiter.as_ref().map_or(0, |l| l.stats().waiters)
     }
 
-    /// Each model budget's stats, by key.
-    pub fn stats(&self) -> Vec<(String, Stats)> {
+    /// Every budget charged, with its policy: the models' (by key), the account's, the
+    /// tenants' (by tenant).
+    fn budgets(&self) -> impl Iterator<Item = (Scope, &Policy)> + '_ {
+        let models = self
+            .models
+            .iter()
+            .map(|(k, p)| (Scope::Model(k.clone()), p));
+        let account = self.account.iter().map(|p| (Scope::Account, p));
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|(t, p)| (Scope::Tenant(t.clone()), p));
+        models.chain(account).chain(tenants)
+    }
+
+    /// Each budget's stats, in the order of [`limits`](Self::limits).
+    pub fn stats(&self) -> Vec<(Scope, Stats)> {
         let Some(limiter) = &self.limiter else {
             return Vec::new();
         };
         let all = limiter.all_stats();
-        self.models
-            .iter()
-            .filter_map(|(key, policy)| {
-                let found = all.iter().find(|s| {
-                    s.budget == format!("model {key}") || s.budget == format!("family {key}")
-                });
+        self.budgets()
+            .map(|(scope, policy)| {
+                let found = all.iter().find(|s| scope.is_named(&s.budget));
                 // A budget dropped while idle counts nothing: report it fresh.
-                let stats = found.cloned().or_else(|| {
-                    Some(Limiter::with_clock(policy.clone(), ManualClock::new()).stats())
-                })?;
-                Some((key.clone(), stats))
+                let stats = found.cloned().unwrap_or_else(|| {
+                    Limiter::with_clock(policy.clone(), ManualClock::new()).stats()
+                });
+                (scope, stats)
             })
             .collect()
     }
 
-    /// Each model budget's rate limits, with what a request counts on each, by key.
-    pub fn limits(&self) -> Vec<(String, Vec<KeyLimit>)> {
-        self.models
-            .iter()
-            .map(|(k, p)| (k.clone(), key_limits(p)))
+    /// Each budget's rate limits, with what a request counts on each: the models', the
+    /// account's, the tenants'.
+    pub fn limits(&self) -> Vec<(Scope, Vec<KeyLimit>)> {
+        self.budgets()
+            .map(|(scope, policy)| (scope, key_limits(policy)))
             .collect()
+    }
+}
+
+/// A budget of the client's limiter, and which requests count on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A model's (or family's) budget, by key: the requests charged to that key.
+    Model(String),
+    /// The `[account]`: every request.
+    Account,
+    /// A tenant's budget, by tenant: that tenant's requests.
+    Tenant(String),
+}
+
+impl Scope {
+    /// Its name in reports and charts: the model's key, `account`, `tenant NAME`.
+    pub fn name(&self) -> String {
+        match self {
+            Scope::Model(key) => key.clone(),
+            Scope::Account => "account".to_owned(),
+            Scope::Tenant(t) => format!("tenant {t}"),
+        }
+    }
+
+    /// Whether a request on model budget `key` from `tenant` counts on it.
+    pub fn counts(&self, key: &str, tenant: &str) -> bool {
+        match self {
+            Scope::Model(k) => k == key,
+            Scope::Account => true,
+            Scope::Tenant(t) => t == tenant,
+        }
+    }
+
+    /// Whether the library's stats name `budget` is this budget's.
+    fn is_named(&self, budget: &str) -> bool {
+        match self {
+            Scope::Model(key) => {
+                budget.strip_prefix("model ") == Some(key.as_str())
+                    || budget.strip_prefix("family ") == Some(key.as_str())
+            }
+            // The limiter's own policy is the account's.
+            Scope::Account => budget == "limiter",
+            Scope::Tenant(t) => budget.strip_prefix("tenant ") == Some(t.as_str()),
+        }
     }
 }
 

@@ -46,7 +46,8 @@ pub struct Report {
     pub client: Vec<KeyReport>,
     /// The provider's budgets, each with its limits.
     pub provider: ProviderSide,
-    /// The provider limit with the highest utilisation.
+    /// The limit with the highest utilisation, the client's or the provider's (on a tie, the
+    /// provider's), among those whose period fits in the run.
     pub binding: Option<Binding>,
 }
 
@@ -203,7 +204,9 @@ pub struct ProviderSide {
 /// The limit that binds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Binding {
-    /// The provider's budget.
+    /// `client` (a budget of the client's limiter) or `provider`.
+    pub side: &'static str,
+    /// The budget: a model's (or family's) key, `account`, or `tenant NAME`.
     pub key: String,
     /// The dimension.
     pub dimension: String,
@@ -320,12 +323,15 @@ pub(crate) fn build(
     let mut waits: Vec<u64> = records.iter().map(|r| r.wait).collect();
     waits.sort_unstable();
     let stats = gate.stats();
-    let client = gate
+    let client: Vec<KeyReport> = gate
         .limits()
         .into_iter()
         .zip(stats)
-        .map(|((key, limits), (_, stats))| {
-            let mine: Vec<&Record> = records.iter().filter(|r| *r.key == *key).collect();
+        .map(|((scope, limits), (_, stats))| {
+            let mine: Vec<&Record> = records
+                .iter()
+                .filter(|r| scope.counts(&r.key, &r.tenant))
+                .collect();
             let limits = limits
                 .iter()
                 .zip(&stats.limits)
@@ -344,7 +350,7 @@ pub(crate) fn build(
                 })
                 .collect();
             KeyReport {
-                key,
+                key: scope.name(),
                 admitted: stats.admitted,
                 throttled: stats.throttled,
                 limits,
@@ -389,12 +395,17 @@ pub(crate) fn build(
             }
         })
         .collect();
-    let binding = provider_keys
+    // Over every budget, the client's and the provider's; on a tie (a client that mirrors its
+    // provider), the provider's, which comes last.
+    let sides = [("client", &client), ("provider", &provider_keys)];
+    let binding = sides
         .iter()
-        .flat_map(|k| k.limits.iter().map(move |l| (k, l)))
-        .filter(|(_, l)| l.period_secs <= duration.as_secs_f64())
-        .max_by(|a, b| a.1.utilisation_pct.total_cmp(&b.1.utilisation_pct))
-        .map(|(k, l)| Binding {
+        .flat_map(|&(side, keys)| keys.iter().map(move |k| (side, k)))
+        .flat_map(|(side, k)| k.limits.iter().map(move |l| (side, k, l)))
+        .filter(|(_, _, l)| l.period_secs <= duration.as_secs_f64())
+        .max_by(|a, b| a.2.utilisation_pct.total_cmp(&b.2.utilisation_pct))
+        .map(|(side, k, l)| Binding {
+            side,
             key: k.key.clone(),
             dimension: l.dimension.clone(),
             limit: l.limit.clone(),
@@ -684,14 +695,14 @@ impl Report {
         let r = &self.requests;
         let binding = match &self.binding {
             Some(b) => format!(
-                "binding limit: {} {} {} at {:.1}% utilisation",
-                b.key, b.dimension, b.limit, b.utilisation_pct
+                "binding limit: {} {} {} at {:.1}% utilisation ({})",
+                b.key, b.dimension, b.limit, b.utilisation_pct, b.side
             ),
             None => {
                 let shortest = self
-                    .provider
-                    .keys
+                    .client
                     .iter()
+                    .chain(&self.provider.keys)
                     .flat_map(|k| &k.limits)
                     .map(|l| l.period_secs)
                     .min_by(f64::total_cmp);
@@ -700,12 +711,12 @@ impl Report {
                     Some(p) => {
                         let period = Duration::from_secs_f64(p);
                         format!(
-                            "binding limit: none measured, no provider limit's period fits in the {run} run (the shortest is {}): run --duration {} or longer",
+                            "binding limit: none measured, no limit's period fits in the {run} run (the shortest is {}): run --duration {} or longer",
                             fmt_duration(period),
                             crate::bounds::go_duration(period)
                         )
                     }
-                    None => "binding limit: none, the provider has no rate limits".to_owned(),
+                    None => "binding limit: none, no budget has a rate limit".to_owned(),
                 }
             }
         };

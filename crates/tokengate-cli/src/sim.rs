@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::bounds::{self, DurationFrom};
 use crate::error::Error;
-use crate::gate::{Gate, KeyLimit, NotAdmitted, Route};
+use crate::gate::{Gate, KeyLimit, NotAdmitted, Route, Scope};
 use crate::input;
 use crate::interrupt::Interrupt;
 use crate::provider::{Answer, Provider, ProviderSpec};
@@ -184,8 +184,9 @@ pub struct Simulation {
     pub records: Vec<Record>,
     /// The queue over time.
     pub samples: Vec<Sample>,
-    /// The client's limits per key, with what a request counts on each.
-    pub client_limits: Vec<(String, Vec<KeyLimit>)>,
+    /// The client's limits per budget (the models', the account's, the tenants'), with what a
+    /// request counts on each.
+    pub client_limits: Vec<(Scope, Vec<KeyLimit>)>,
 }
 
 /// Runs a simulation.

@@ -138,7 +138,7 @@ fn json_report_has_its_documented_fields() {
     );
     assert_eq!(
         keys(&r["binding"]),
-        ["dimension", "key", "limit", "utilisation_pct"]
+        ["dimension", "key", "limit", "side", "utilisation_pct"]
     );
     let limit = &r["client"][0]["limits"][0];
     assert_eq!(

@@ -18,7 +18,7 @@ fn quiet_summarises_a_run_shorter_than_every_limits_period() {
     // Every limit of the example is per minute or per day.
     let line = summary(&["simulate", "-q", "--duration", "30s", "--seed", "1"]);
     for needle in [
-        "binding limit: none measured, no provider limit's period fits in the 30 s run (the shortest is 1 min)",
+        "binding limit: none measured, no limit's period fits in the 30 s run (the shortest is 1 min)",
         "run --duration 1m or longer",
         "429s from the provider",
         "requests completed",
