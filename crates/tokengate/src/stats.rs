@@ -82,8 +82,10 @@ pub struct LimitStats {
     pub decreases: u64,
 }
 
-/// Wait-time figures of admitted requests. Quantiles are read from a histogram with
-/// power-of-two buckets, so they are upper bounds within a factor of two.
+/// Wait-time figures of admitted requests. Quantiles are read from a log-linear histogram:
+/// waits below 128 ns exactly, longer ones in buckets 1/128 of their size wide, so a quantile
+/// is an upper bound at most 0.8% above the wait it stands for. A budget keeps only the
+/// buckets its waits fell in (16 bytes each, none until it first waits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct WaitStats {
@@ -187,81 +189,109 @@ impl Waits {
     }
 
     pub(crate) fn stats(&self) -> WaitStats {
-        let mut h = self.histogram.as_deref().cloned().unwrap_or_default();
-        h.buckets[0] += self.no_wait;
-        h.stats()
+        match self.histogram.as_deref() {
+            Some(h) => h.stats(self.no_wait),
+            None => WaitHistogram::default().stats(self.no_wait),
+        }
     }
 }
 
-/// Wait times in 65 buckets: bucket `i` holds waits below `2^i` ns (bucket 0: no wait).
-#[derive(Debug, Clone)]
+/// Sub-buckets per doubling of the wait: the relative width of a bucket is at most 1/this.
+const SUB_BUCKETS: u64 = 128;
+
+/// Wait times, log-linear: a wait below [`SUB_BUCKETS`] ns in a bucket of its own; a longer
+/// one in the bucket of its top 8 bits (width 2^k for a wait of 2^(k+7) to 2^(k+8) ns, at most
+/// 1/128 of it). Only the buckets in use are kept, sorted by index: a budget whose waits
+/// cluster (they do: they follow its pacing) keeps a few dozen.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct WaitHistogram {
-    buckets: [u64; 65],
+    /// `(bucket, count)`, ascending by bucket, counts above 0.
+    buckets: Vec<(u16, u64)>,
     total: u128,
     max: u64,
 }
 
-impl Default for WaitHistogram {
-    fn default() -> Self {
-        Self {
-            buckets: [0; 65],
-            total: 0,
-            max: 0,
-        }
+/// The bucket of a wait of `ns`.
+fn bucket_of(ns: u64) -> u16 {
+    if ns < SUB_BUCKETS {
+        return ns as u16;
     }
+    // The top bit's position is 7..=63: keep the top 8 bits.
+    let shift = 63 - u64::from(ns.leading_zeros()) - 7;
+    (SUB_BUCKETS + shift * SUB_BUCKETS + ((ns >> shift) - SUB_BUCKETS)) as u16
+}
+
+/// The longest wait in `bucket`.
+fn upper_of(bucket: u16) -> u64 {
+    let b = u64::from(bucket);
+    if b < SUB_BUCKETS {
+        return b;
+    }
+    let shift = (b - SUB_BUCKETS) / SUB_BUCKETS;
+    let top = SUB_BUCKETS + (b - SUB_BUCKETS) % SUB_BUCKETS;
+    // ((top + 1) << shift) - 1, without overflow in the last bucket.
+    ((top + 1) << shift).wrapping_sub(1).max(top << shift)
 }
 
 impl WaitHistogram {
     #[inline]
     pub(crate) fn record(&mut self, wait_ns: u64) {
-        if wait_ns == 0 {
-            self.buckets[0] += 1;
-            return;
+        let bucket = bucket_of(wait_ns);
+        match self.buckets.binary_search_by_key(&bucket, |&(b, _)| b) {
+            Ok(i) => self.buckets[i].1 += 1,
+            Err(i) => self.buckets.insert(i, (bucket, 1)),
         }
-        // 0 for no wait, else the bit length of the wait: 1..=64.
-        let bucket = 64 - wait_ns.leading_zeros() as usize;
-        self.buckets[bucket] += 1;
         self.total += u128::from(wait_ns);
         self.max = self.max.max(wait_ns);
     }
 
     fn unrecord(&mut self, wait_ns: u64) {
-        let bucket = 64 - wait_ns.leading_zeros() as usize;
-        self.buckets[bucket] = self.buckets[bucket].saturating_sub(1);
-        self.total = self.total.saturating_sub(u128::from(wait_ns));
+        let bucket = bucket_of(wait_ns);
+        if let Ok(i) = self.buckets.binary_search_by_key(&bucket, |&(b, _)| b) {
+            self.buckets[i].1 -= 1;
+            if self.buckets[i].1 == 0 {
+                self.buckets.remove(i);
+            }
+            self.total = self.total.saturating_sub(u128::from(wait_ns));
+        }
     }
 
-    fn quantile(&self, q: f64, count: u64) -> Duration {
+    /// The `q` quantile of `count` waits, `no_wait` of them 0: the longest wait of its bucket,
+    /// never above the longest wait seen.
+    fn quantile(&self, q: f64, count: u64, no_wait: u64) -> Duration {
         if count == 0 {
             return Duration::ZERO;
         }
         let rank = ((count as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, &n) in self.buckets.iter().enumerate() {
+        let mut seen = no_wait;
+        if seen >= rank {
+            return Duration::ZERO;
+        }
+        for &(bucket, n) in &self.buckets {
             seen += n;
             if seen >= rank {
-                let upper = if i == 0 {
-                    0
-                } else if i >= 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << i) - 1
-                };
-                return Duration::from_nanos(upper.min(self.max));
+                return Duration::from_nanos(upper_of(bucket).min(self.max));
             }
         }
         Duration::from_nanos(self.max)
     }
 
-    pub(crate) fn stats(&self) -> WaitStats {
-        let count: u64 = self.buckets.iter().sum();
+    /// The figures, with `no_wait` admissions that did not wait besides those recorded.
+    pub(crate) fn stats(&self, no_wait: u64) -> WaitStats {
+        let recorded: u64 = self.buckets.iter().map(|&(_, n)| n).sum();
+        let zero = self
+            .buckets
+            .first()
+            .filter(|&&(b, _)| b == 0)
+            .map_or(0, |&(_, n)| n);
+        let count = recorded + no_wait;
         WaitStats {
-            waited: count - self.buckets[0],
+            waited: recorded - zero,
             count,
             total: Duration::from_nanos(u64::try_from(self.total).unwrap_or(u64::MAX)),
             max: Duration::from_nanos(self.max),
-            p50: self.quantile(0.5, count),
-            p99: self.quantile(0.99, count),
+            p50: self.quantile(0.5, count, no_wait),
+            p99: self.quantile(0.99, count, no_wait),
         }
     }
 }
@@ -271,18 +301,81 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantiles_are_bucket_upper_bounds() {
-        let mut h = WaitHistogram::default();
+    fn quantiles_are_within_a_128th_of_the_wait() {
+        let mut w = Waits::default();
         for _ in 0..98 {
-            h.record(0);
+            w.record(0);
         }
-        h.record(1_000);
-        h.record(1_000_000);
-        let s = h.stats();
+        w.record(1_000);
+        w.record(1_000_000);
+        let s = w.stats();
         assert_eq!((s.count, s.waited), (100, 2));
         assert_eq!(s.p50, Duration::ZERO);
-        assert_eq!(s.p99, Duration::from_nanos(1_023));
+        // 1,000 ns is in the bucket 992..=999 + 8: its upper bound is within 1/128.
+        assert!(s.p99 >= Duration::from_nanos(1_000) && s.p99 <= Duration::from_nanos(1_008));
         assert_eq!(s.max, Duration::from_millis(1));
         assert_eq!(s.total, Duration::from_nanos(1_001_000));
+    }
+
+    #[test]
+    fn every_wait_is_in_a_bucket_whose_bound_is_within_a_128th() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut waits: Vec<u64> = (0..200).chain([u64::MAX, u64::MAX - 1, 1 << 63]).collect();
+        for _ in 0..100_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            waits.push(seed >> (seed % 64));
+        }
+        for &ns in &waits {
+            let b = bucket_of(ns);
+            let upper = upper_of(b);
+            assert!(upper >= ns, "{ns}: bucket {b} ends at {upper}");
+            assert!(
+                upper - ns <= ns / SUB_BUCKETS,
+                "{ns}: bucket {b} ends at {upper}"
+            );
+            // The next bucket starts after this one ends.
+            if b > 0 && u64::from(b) < SUB_BUCKETS * 58 {
+                assert!(upper_of(b - 1) < ns, "{ns}: also in bucket {}", b - 1);
+            }
+        }
+        assert_eq!(upper_of(bucket_of(u64::MAX)), u64::MAX);
+    }
+
+    #[test]
+    fn quantiles_follow_a_sorted_list_of_waits() {
+        // Waits of 1 us to 100 ms, uniform: each quantile within 0.8% above the exact one.
+        let mut seed = 42_u64;
+        let mut w = Waits::default();
+        let mut all = Vec::new();
+        for _ in 0..10_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let ns = 1_000 + (seed >> 33) % 100_000_000;
+            w.record(ns);
+            all.push(ns);
+        }
+        all.sort_unstable();
+        let s = w.stats();
+        for (q, got) in [(0.5, s.p50), (0.99, s.p99)] {
+            let exact = all[((all.len() as f64 * q).ceil() as usize).max(1) - 1];
+            let got = got.as_nanos() as u64;
+            assert!(
+                got >= exact && got - exact <= exact / 128,
+                "q {q}: {got} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_taken_back_wait_leaves_no_bucket() {
+        let mut h = WaitHistogram::default();
+        h.record(5_000);
+        h.record(5_000);
+        h.unrecord(5_000);
+        assert_eq!(h.buckets.len(), 1);
+        h.unrecord(5_000);
+        assert!(h.buckets.is_empty());
+        assert_eq!(h.stats(3).count, 3);
     }
 }
