@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use super::document::Doc;
 use super::error::{child, index, ConfigError, ErrorKind};
 use super::tree::{self, Key, Node, Span};
-use super::Doc;
 use crate::dimension::Dimension;
 use crate::error::BuildError;
 use crate::feedback::parse_go_duration;
