@@ -9,6 +9,8 @@
 //!   the API, each also checked against tiktoken-rs itself.
 //! - Output reservations: `max_tokens`, the default, and the learned quantile (minimum
 //!   observations, floor, cap, convergence, sliding window, bounded memory, validation).
+//! - Learned input scaling: off by default, the p99 ratio once trusted, never feeding on
+//!   itself, tokenizer counts untouched, validation.
 //! - Thread safety: concurrent observations and estimates, concurrent counting.
 //!
 //! Run: `cargo test -p tokengate --test estimate` and
@@ -16,9 +18,9 @@
 
 use proptest::prelude::*;
 use tokengate::estimate::{
-    heuristic_tokens, ChatMessage, Encoding, Estimator, EstimatorError, HeuristicReason, Method,
-    OutputLearning, OutputSource, DEFAULT_MAX_TOKENS, REPLY_PRIMING, TOKENS_PER_MESSAGE,
-    TOKENS_PER_NAME,
+    heuristic_tokens, ChatMessage, Encoding, Estimator, EstimatorError, HeuristicReason,
+    InputLearning, Method, OutputLearning, OutputSource, DEFAULT_MAX_TOKENS, REPLY_PRIMING,
+    TOKENS_PER_MESSAGE, TOKENS_PER_NAME,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -690,6 +692,101 @@ fn learning_is_validated() {
         message.contains("99") && message.contains("0.99"),
         "{message}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Learned input scaling
+
+/// Off by default; on, a model's heuristic counts follow the p99 of what the provider counted
+/// over them once trusted, within the window; the learned factor never feeds on itself (an
+/// observation is taken against the heuristic's own count); a model counted with its
+/// tokenizer is never scaled.
+#[test]
+fn input_counts_follow_what_the_provider_counted() {
+    let text = "Summarise the attached quarterly report in three short bullet points, please.";
+    let model = "claude-sonnet-4-5";
+    let plain = Estimator::new();
+    let raw = plain.count_text(model, text).tokens;
+    plain.observe_input(model, raw, raw / 2);
+    assert_eq!(
+        plain.count_text(model, text).tokens,
+        raw,
+        "learning is off by default"
+    );
+    assert_eq!(plain.input_stats(model), None);
+
+    let estimator = Estimator::builder()
+        .learn_input(InputLearning::new().window(100).min_observations(20))
+        .build()
+        .unwrap();
+    // The provider counts 70% to 80% of the heuristic: the factor is the p99, 0.80.
+    for i in 0..19 {
+        let reserved = estimator.count_text(model, text).tokens;
+        estimator.observe_input(model, reserved, reserved * (70 + i % 11) / 100);
+    }
+    assert_eq!(
+        estimator.count_text(model, text).tokens,
+        raw,
+        "not trusted yet"
+    );
+    let reserved = estimator.count_text(model, text).tokens;
+    estimator.observe_input(model, reserved, reserved * 80 / 100);
+    let stats = estimator.input_stats(model).unwrap();
+    assert!(
+        stats.trusted && (0.79..=0.80).contains(&stats.factor),
+        "{stats:?}"
+    );
+    let scaled = estimator.count_text(model, text).tokens;
+    assert!(
+        scaled >= raw * 79 / 100 && scaled <= raw * 80 / 100 + 1,
+        "{scaled} of {raw}"
+    );
+    // Observed against the scaled reservation, the ratio is still the provider's over the
+    // heuristic's: the same replies keep the same factor.
+    for _ in 0..200 {
+        let reserved = estimator.count_text(model, text).tokens;
+        estimator.observe_input(model, reserved, raw * 80 / 100);
+    }
+    let again = estimator.input_stats(model).unwrap();
+    assert!((0.79..=0.80).contains(&again.factor), "{again:?}");
+    assert_eq!(again.observations, 100, "memory is bounded by the window");
+    // Prompts that the provider counts above the heuristic (base64, say) raise it.
+    for _ in 0..100 {
+        estimator.observe_input(model, raw, raw * 3 / 2);
+    }
+    assert!(estimator.count_text(model, text).tokens >= raw * 3 / 2);
+    // Chat counts are scaled too.
+    let messages = [ChatMessage::user(text)];
+    assert!(
+        estimator.count_chat(model, &messages).tokens > plain.count_chat(model, &messages).tokens
+    );
+    #[cfg(feature = "tiktoken")]
+    {
+        let exact = estimator.count_text("gpt-4o", text).tokens;
+        for _ in 0..100 {
+            estimator.observe_input("gpt-4o", exact, exact / 2);
+        }
+        assert_eq!(estimator.count_text("gpt-4o", text).tokens, exact);
+        assert_eq!(estimator.input_stats("gpt-4o"), None);
+    }
+}
+
+#[test]
+fn input_learning_is_validated() {
+    let build = |l: InputLearning| Estimator::builder().learn_input(l).build().map(|_| ());
+    assert!(matches!(
+        build(InputLearning::new().quantile(0.0)),
+        Err(EstimatorError::BadQuantile { .. })
+    ));
+    assert_eq!(
+        build(InputLearning::new().window(0)),
+        Err(EstimatorError::ZeroWindow)
+    );
+    assert!(matches!(
+        build(InputLearning::new().window(10).min_observations(11)),
+        Err(EstimatorError::BadMinObservations { .. })
+    ));
+    assert_eq!(build(InputLearning::new()), Ok(()));
 }
 
 // ---------------------------------------------------------------------------------------------

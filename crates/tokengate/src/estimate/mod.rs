@@ -13,6 +13,9 @@
 //!   Opt-in ([`EstimatorBuilder::learn_output`]): a high quantile of the output each model
 //!   really produced ([`Estimator::observe_output`]), capped at `max_tokens`, so that the
 //!   reservation follows what requests use rather than what they might.
+//! - **Learned input scaling.** Opt-in ([`EstimatorBuilder::learn_input`]): heuristic counts
+//!   multiplied by a high quantile of what the provider counted over what the heuristic
+//!   counted ([`Estimator::observe_input`]), for models without a tokenizer here.
 //!
 //! What counting costs, measured by `cargo bench -p tokengate --features tiktoken --bench
 //! estimate` (release build, one core of a shared 2-core machine): about 0.2 ms per 1,000
@@ -63,6 +66,8 @@
 mod chat;
 mod encoding;
 mod heuristic;
+mod input;
+mod learner;
 mod output;
 #[cfg(feature = "json")]
 mod request;
@@ -75,11 +80,12 @@ use crate::cost::Cost;
 pub use chat::{ChatMessage, REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME};
 pub use encoding::Encoding;
 pub use heuristic::heuristic_tokens;
+pub use input::{InputLearning, InputStats};
 pub use output::{OutputLearning, OutputStats};
 #[cfg(feature = "json")]
 pub use request::{ApiFormat, ChatRequest, RequestMessage, IMAGE_TOKENS};
 
-use output::Learner;
+use learner::Learner;
 
 /// The output reservation when a request gives no `max_tokens` and none was configured.
 pub const DEFAULT_MAX_TOKENS: u64 = 4_096;
@@ -193,13 +199,13 @@ impl From<Estimate> for Cost {
 #[non_exhaustive]
 pub enum EstimatorError {
     /// The quantile is not in `(0, 1]`.
-    #[error("the output quantile {quantile} is invalid: give a fraction above 0 and at most 1, e.g. 0.99 for the 99th percentile")]
+    #[error("the learning quantile {quantile} is invalid: give a fraction above 0 and at most 1, e.g. 0.99 for the 99th percentile")]
     BadQuantile {
         /// The quantile given.
         quantile: f64,
     },
     /// The window is 0.
-    #[error("the output window is 0: keep at least 1 observation per model (default 512)")]
+    #[error("the learning window is 0: keep at least 1 observation per model (default 512)")]
     ZeroWindow,
     /// The minimum number of observations is 0 or above the window.
     #[error("min_observations is {min_observations} with a window of {window}: give from 1 to the window, or the learned figure would be used on no data or never")]
@@ -216,6 +222,7 @@ pub enum EstimatorError {
 pub struct EstimatorBuilder {
     default_max_tokens: u64,
     learning: Option<OutputLearning>,
+    input_learning: Option<InputLearning>,
 }
 
 impl EstimatorBuilder {
@@ -233,18 +240,29 @@ impl EstimatorBuilder {
         self
     }
 
+    /// Scales each model's heuristic input counts by what the provider counted, from
+    /// [`Estimator::observe_input`] (off by default: see [`InputLearning`] for the trade).
+    pub fn learn_input(mut self, learning: InputLearning) -> Self {
+        self.input_learning = Some(learning);
+        self
+    }
+
     /// The estimator.
     ///
     /// # Errors
-    /// [`EstimatorError`] when a figure of the [`OutputLearning`] is out of range.
+    /// [`EstimatorError`] when a figure of the [`OutputLearning`] or [`InputLearning`] is out
+    /// of range.
     pub fn build(self) -> Result<Estimator, EstimatorError> {
-        if let Some(learning) = &self.learning {
+        let output = self.learning.map(|l| (l, l.learning()));
+        let input = self.input_learning.map(|l| l.learning());
+        for learning in output.iter().map(|(_, l)| l).chain(input.iter()) {
             learning.validate()?;
         }
         Ok(Estimator {
             shared: Arc::new(Shared {
                 default_max_tokens: self.default_max_tokens,
-                learner: self.learning.map(Learner::new),
+                learner: output.map(|(config, learning)| (config, Learner::new(learning))),
+                input_learner: input.map(Learner::new),
             }),
         })
     }
@@ -262,7 +280,10 @@ pub struct Estimator {
 #[derive(Debug)]
 struct Shared {
     default_max_tokens: u64,
-    learner: Option<Learner>,
+    /// Learned output reservations: the floor and cap come from the config.
+    learner: Option<(OutputLearning, Learner)>,
+    /// Learned input ratios, in `input::RATIO_UNIT`ths.
+    input_learner: Option<Learner>,
 }
 
 impl Default for Estimator {
@@ -278,6 +299,7 @@ impl Estimator {
             shared: Arc::new(Shared {
                 default_max_tokens: DEFAULT_MAX_TOKENS,
                 learner: None,
+                input_learner: None,
             }),
         }
     }
@@ -287,6 +309,7 @@ impl Estimator {
         EstimatorBuilder {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             learning: None,
+            input_learning: None,
         }
     }
 
@@ -305,7 +328,7 @@ impl Estimator {
     pub fn count_text(&self, model: &str, text: &str) -> TokenCount {
         let method = self.method(model);
         TokenCount {
-            tokens: count_with(method, text),
+            tokens: self.scaled(model, method, count_with(method, text)),
             method,
         }
     }
@@ -314,8 +337,9 @@ impl Estimator {
     /// priming (see [`ChatMessage`]).
     pub fn count_chat(&self, model: &str, messages: &[ChatMessage<'_>]) -> TokenCount {
         let method = self.method(model);
+        let tokens = chat::count_messages(messages, |text| count_with(method, text));
         TokenCount {
-            tokens: chat::count_messages(messages, |text| count_with(method, text)),
+            tokens: self.scaled(model, method, tokens),
             method,
         }
     }
@@ -333,10 +357,10 @@ impl Estimator {
                 OutputSource::DefaultMaxTokens,
             ),
         };
-        if let Some(learner) = &self.shared.learner {
+        if let Some((config, learner)) = &self.shared.learner {
             if let Some(stats) = learner.stats(model).filter(|s| s.trusted) {
                 return OutputReservation {
-                    tokens: stats.quantile_tokens.max(learner.config.floor).min(cap),
+                    tokens: stats.quantile.max(config.floor).min(cap),
                     source: OutputSource::Learned {
                         observations: stats.observations,
                     },
@@ -376,7 +400,7 @@ impl Estimator {
     /// Records the output tokens a reply from `model` really used (from the provider's usage),
     /// for learned reservations; does nothing when learning is off.
     pub fn observe_output(&self, model: &str, output_tokens: u64) {
-        if let Some(learner) = &self.shared.learner {
+        if let Some((_, learner)) = &self.shared.learner {
             learner.observe(model, output_tokens);
         }
     }
@@ -384,7 +408,61 @@ impl Estimator {
     /// What has been learned of `model`'s output; `None` when learning is off or the model
     /// has not been observed.
     pub fn output_stats(&self, model: &str) -> Option<OutputStats> {
-        self.shared.learner.as_ref()?.stats(model)
+        let (_, learner) = self.shared.learner.as_ref()?;
+        let learned = learner.stats(model)?;
+        Some(OutputStats {
+            observations: learned.observations,
+            quantile_tokens: learned.quantile,
+            trusted: learned.trusted,
+        })
+    }
+
+    /// Records what the provider counted (`reported`, the input tokens of a reply's usage) for
+    /// a request to `model` whose input this estimator counted as `estimated` (what was
+    /// reserved), for learned input scaling ([`InputLearning`]). Does nothing when that is off,
+    /// or when `model`'s tokenizer counted it (no heuristic to scale).
+    pub fn observe_input(&self, model: &str, estimated: u64, reported: u64) {
+        let Some(learner) = &self.shared.input_learner else {
+            return;
+        };
+        if self.method(model).is_tokenizer() {
+            return;
+        }
+        // The heuristic's own count: the estimate before the factor in force scaled it.
+        let raw = match self.input_ratio(model) {
+            Some(ratio) => input::unscale(estimated, ratio),
+            None => estimated,
+        };
+        learner.observe(model, input::ratio(raw, reported));
+    }
+
+    /// What has been learned of `model`'s input counts; `None` when learning is off or the
+    /// model has not been observed.
+    pub fn input_stats(&self, model: &str) -> Option<InputStats> {
+        let learned = self.shared.input_learner.as_ref()?.stats(model)?;
+        Some(InputStats {
+            observations: learned.observations,
+            factor: learned.quantile as f64 / input::RATIO_UNIT as f64,
+            trusted: learned.trusted,
+        })
+    }
+
+    /// The trusted ratio (in `input::RATIO_UNIT`ths) heuristic counts of `model` are scaled by.
+    fn input_ratio(&self, model: &str) -> Option<u64> {
+        let learned = self.shared.input_learner.as_ref()?.stats(model)?;
+        learned.trusted.then_some(learned.quantile)
+    }
+
+    /// `tokens` counted by `method` for `model`, scaled by the learned ratio when the
+    /// heuristic counted them.
+    fn scaled(&self, model: &str, method: Method, tokens: u64) -> u64 {
+        if method.is_tokenizer() {
+            return tokens;
+        }
+        match self.input_ratio(model) {
+            Some(ratio) => input::scale(tokens, ratio),
+            None => tokens,
+        }
     }
 
     /// Builds both encoders now (about 0.3 s in a release build, once per process) rather than

@@ -247,6 +247,7 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
                 cached: self.config.cached_input(),
                 estimator: self.estimator.clone(),
                 model: model.clone(),
+                estimated: self.cost_fn.is_none() && chat.is_some(),
             });
             // A copy for a retry, when one may follow and the body can be copied (a body in
             // memory; a stream cannot be sent twice).

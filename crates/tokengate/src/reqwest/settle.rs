@@ -17,9 +17,12 @@ use crate::limiter::Permit;
 pub(super) struct Pending<C: Clock> {
     pub(super) permit: Permit<'static, C>,
     pub(super) cached: CachedInput,
-    /// For learned output reservations: the estimator and the model, when known.
+    /// For learned output reservations and input scaling: the estimator and the model, when
+    /// known.
     pub(super) estimator: Estimator,
     pub(super) model: Option<String>,
+    /// Whether the estimator priced the input (not a cost function of the user's own).
+    pub(super) estimated: bool,
 }
 
 impl<C: Clock> Pending<C> {
@@ -31,6 +34,11 @@ impl<C: Clock> Pending<C> {
                 if reply.complete {
                     if let Some(model) = &self.model {
                         self.estimator.observe_output(model, reply.output_tokens);
+                        if self.estimated {
+                            let reserved = self.permit.cost().input_tokens();
+                            self.estimator
+                                .observe_input(model, reserved, reply.input_tokens);
+                        }
                     }
                 }
                 self.permit.settle(reply.usage(self.cached));
