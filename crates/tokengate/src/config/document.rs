@@ -11,7 +11,8 @@ use toml::de::DeValue;
 
 use super::error::{self, child, ConfigError, ErrorKind};
 use super::pattern::Pattern;
-use super::policy_table::{unknown_field_message, TableKind, POLICY_FIELDS};
+use super::policy_table::{TableKind, POLICY_FIELDS};
+use super::suggest::unknown_field_message;
 use super::tree::{self, Key, Node, Span};
 use super::{Config, Family, UnlistedModels};
 

@@ -190,7 +190,9 @@ mod document;
 mod error;
 mod pattern;
 mod policy_table;
+mod suggest;
 mod tree;
+mod values;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -426,7 +428,7 @@ impl Config {
         let lower = model.to_ascii_lowercase();
         let lowered: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
         let candidates: Vec<&str> = lowered.iter().map(String::as_str).collect();
-        let suggestion = policy_table::suggest(&lower, &candidates)
+        let suggestion = suggest::suggest(&lower, &candidates)
             .and_then(|near| candidates.iter().position(|c| *c == near))
             .map(|i| names[i].to_owned());
         let mut listed: Vec<String> = self.models.iter().map(|(n, _)| n.clone()).collect();

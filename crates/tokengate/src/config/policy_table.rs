@@ -1,6 +1,7 @@
 //! One policy table (`[models.NAME]`, `[families.NAME]`, `[tenants.NAME]`, `[defaults.*]`)
 //! read into a [`Policy`], every limit validated on its own so that an error points at the
-//! field that caused it.
+//! field that caused it. Its values are read by `values`; an unknown key is answered with the
+//! closest allowed one by `suggest`.
 
 use std::time::Duration;
 
@@ -8,17 +9,13 @@ use toml::de::{DeTable, DeValue};
 
 use super::document::Doc;
 use super::error::{child, index, ConfigError, ErrorKind};
+use super::suggest::{near_field, unknown_field_message};
 use super::tree::{self, Key, Node, Span};
+use super::values::{DAY, HOUR, MINUTE, SECOND};
 use crate::dimension::Dimension;
 use crate::error::BuildError;
-use crate::feedback::parse_go_duration;
 use crate::limit::{Algorithm, Limit};
 use crate::policy::{Policy, PolicyBuilder};
-
-const SECOND: Duration = Duration::from_secs(1);
-const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(3_600);
-const DAY: Duration = Duration::from_secs(86_400);
 
 /// A shorthand key of a policy table: `requests_per_minute = 500`, or its table form
 /// `requests_per_minute = { amount = 500, burst = 500 }`.
@@ -98,23 +95,10 @@ const LIMIT_FIELDS: [&str; 7] = [
 ];
 
 /// The keys of the table form of a shorthand of requests, input or output tokens.
-const SHORTHAND_TABLE_FIELDS: [&str; 2] = ["amount", "burst"];
+pub(super) const SHORTHAND_TABLE_FIELDS: [&str; 2] = ["amount", "burst"];
 
 /// The keys of the table form of a shorthand of combined tokens (`tokens_per_*`).
 const WEIGHTED_TABLE_FIELDS: [&str; 4] = ["amount", "burst", "input_weight", "output_weight"];
-
-/// Abbreviations people write for the shorthand keys.
-const ALIASES: [(&str, &str); 9] = [
-    ("rps", "requests_per_second"),
-    ("rpm", "requests_per_minute"),
-    ("rpd", "requests_per_day"),
-    ("itpm", "input_tokens_per_minute"),
-    ("otpm", "output_tokens_per_minute"),
-    ("tpm", "tokens_per_minute"),
-    ("tpd", "tokens_per_day"),
-    ("concurrency", "max_in_flight"),
-    ("max_concurrency", "max_in_flight"),
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Builtin {
@@ -638,208 +622,6 @@ impl<'t> Doc<'t> {
         Ok(spec)
     }
 
-    /// `burst = N`: the units a limit admits at once, a whole number of at least 1.
-    fn burst(&self, node: &Node<'_>, field: &str) -> Result<u64, ConfigError> {
-        const WHAT: &str = "units (leave `burst` out for the default)";
-        if tree::integer(node.get_ref()) == Some(0) {
-            return Err(self.error(
-                node.span(),
-                field,
-                ErrorKind::InvalidValue,
-                format!(
-                    "expected a whole number of at least 1 ({WHAT}), found 0: a bucket must hold at least 1 unit"
-                ),
-            ));
-        }
-        self.whole(node, field, 1, WHAT)
-    }
-
-    /// A whole number in `min..=u64::MAX`.
-    fn whole(
-        &self,
-        node: &Node<'_>,
-        field: &str,
-        min: u64,
-        what: &str,
-    ) -> Result<u64, ConfigError> {
-        self.whole_or(node, field, min, what, "")
-    }
-
-    /// [`whole`](Self::whole), with `alternative` appended to what is expected on a wrong type.
-    fn whole_or(
-        &self,
-        node: &Node<'_>,
-        field: &str,
-        min: u64,
-        what: &str,
-        alternative: &str,
-    ) -> Result<u64, ConfigError> {
-        let expected = format!("expected a whole number of at least {min} ({what})");
-        let Some(n) = tree::integer(node.get_ref()) else {
-            let mut message = format!(
-                "{expected}{alternative}, found {}",
-                tree::kind(node.get_ref())
-            );
-            if let DeValue::String(s) = node.get_ref() {
-                if s.replace('_', "").parse::<u64>().is_ok() {
-                    message.push_str(&format!(": write {s} without quotes"));
-                }
-            }
-            return Err(self.error(node.span(), field, ErrorKind::WrongType, message));
-        };
-        if n < i128::from(min) {
-            let hint = if n == 0 {
-                ": a limit of 0 would admit nothing; to leave a dimension unlimited, leave its key out"
-            } else {
-                ""
-            };
-            return Err(self.error(
-                node.span(),
-                field,
-                ErrorKind::InvalidValue,
-                format!("{expected}, found {n}{hint}"),
-            ));
-        }
-        u64::try_from(n).map_err(|_| {
-            self.error(
-                node.span(),
-                field,
-                ErrorKind::InvalidValue,
-                format!("{expected}, at most {}, found {n}", u64::MAX),
-            )
-        })
-    }
-
-    /// `per = "1m"`.
-    fn period(&self, node: &Node<'_>, field: &str) -> Result<Duration, ConfigError> {
-        self.duration(node, field, false)
-    }
-
-    /// `margin = "50ms"`: the safety margin of the limits of a table ([`Limit::margin`]), or
-    /// of the file's tables that set none; 0 is allowed.
-    pub(super) fn margin(&self, node: &Node<'_>, field: &str) -> Result<Duration, ConfigError> {
-        self.duration(node, field, true)
-    }
-
-    /// A duration written as a string; 0 only when `zero_ok`.
-    fn duration(
-        &self,
-        node: &Node<'_>,
-        field: &str,
-        zero_ok: bool,
-    ) -> Result<Duration, ConfigError> {
-        const EXPECTED: &str =
-            "expected a duration such as \"1s\", \"1m\", \"1h\", \"1d\", \"90s\" or \"1m30s\" \
-             (units ns, us, ms, s, m, h, d)";
-        let DeValue::String(s) = node.get_ref() else {
-            let hint = if matches!(node.get_ref(), DeValue::Integer(_)) {
-                ": a number needs a unit and quotes, e.g. \"60s\""
-            } else {
-                ""
-            };
-            return Err(self.error(
-                node.span(),
-                field,
-                ErrorKind::WrongType,
-                format!("{EXPECTED}, found {}{hint}", tree::kind(node.get_ref())),
-            ));
-        };
-        match parse_period(s) {
-            Some(d) if d.is_zero() && !zero_ok => Err(self.error(
-                node.span(),
-                field,
-                ErrorKind::InvalidValue,
-                format!("{EXPECTED}, found \"{s}\": the period must be longer than 0"),
-            )),
-            Some(d) => Ok(d),
-            None => Err(self.error(
-                node.span(),
-                field,
-                ErrorKind::InvalidValue,
-                format!("{EXPECTED}, found \"{}\"", s.escape_debug()),
-            )),
-        }
-    }
-
-    /// `algorithm = "token_bucket"`.
-    fn algorithm(&self, node: &Node<'_>, field: &str) -> Result<Algorithm, ConfigError> {
-        let names = Algorithm::ALL.map(Algorithm::name);
-        let expected = format!("expected one of {}", names.join(", "));
-        let DeValue::String(s) = node.get_ref() else {
-            return Err(self.error(
-                node.span(),
-                field,
-                ErrorKind::WrongType,
-                format!("{expected}, found {}", tree::kind(node.get_ref())),
-            ));
-        };
-        if let Some(a) = Algorithm::from_name(s.as_ref()) {
-            return Ok(a);
-        }
-        let mut message = format!("{expected}, found \"{}\"", s.escape_debug());
-        let normal = s.to_lowercase().replace(['-', ' '], "_");
-        let near = names
-            .iter()
-            .find(|n| **n == normal)
-            .copied()
-            .or_else(|| suggest(&normal, &names));
-        if let Some(near) = near {
-            message.push_str(&format!(" (did you mean \"{near}\"?)"));
-        }
-        Err(self.error(node.span(), field, ErrorKind::InvalidValue, message))
-    }
-
-    /// `dimension = "input_tokens"` (or a name of the user's own).
-    fn dimension(&self, node: &Node<'_>, field: &str) -> Result<Dimension, ConfigError> {
-        const BUILTIN: [&str; 4] = ["requests", "input_tokens", "output_tokens", "tokens"];
-        let DeValue::String(s) = node.get_ref() else {
-            return Err(self.error(
-                node.span(),
-                field,
-                ErrorKind::WrongType,
-                format!(
-                    "expected a string: \"requests\", \"input_tokens\", \"output_tokens\", \"tokens\" or a name of your own, found {}",
-                    tree::kind(node.get_ref())
-                ),
-            ));
-        };
-        let invalid =
-            |message: String| self.error(node.span(), field, ErrorKind::InvalidValue, message);
-        match s.as_ref() {
-            "requests" => return Ok(Dimension::Requests),
-            "input_tokens" => return Ok(Dimension::InputTokens),
-            "output_tokens" => return Ok(Dimension::OutputTokens),
-            "tokens" => return Ok(Dimension::Tokens),
-            _ => {}
-        }
-        if s.trim().is_empty() || s.trim() != s.as_ref() {
-            return Err(invalid(format!(
-                "expected a dimension name without leading or trailing spaces, found \"{}\"",
-                s.escape_debug()
-            )));
-        }
-        let normal = s.to_lowercase().replace(['-', ' '], "_");
-        if normal == "in_flight" || normal == "inflight" {
-            return Err(invalid(
-                "in_flight is not a rate: write max_in_flight = N in the policy table instead"
-                    .into(),
-            ));
-        }
-        let near = BUILTIN
-            .iter()
-            .find(|b| normal == **b || normal.trim_end_matches('s') == b.trim_end_matches('s'))
-            .copied()
-            .or_else(|| suggest(&normal, &BUILTIN));
-        if let Some(near) = near {
-            return Err(invalid(format!(
-                "\"{}\" looks like the built-in dimension \"{near}\": write dimension = \"{near}\" \
-                 (a name of your own must not resemble requests, input_tokens, output_tokens or tokens)",
-                s.escape_debug()
-            )));
-        }
-        Ok(Dimension::Custom(s.as_ref().into()))
-    }
-
     /// A [`BuildError`] of one limit, pointed at the field that caused it.
     fn build_error(&self, spec: &LimitSpec, e: BuildError) -> ConfigError {
         let (at, message) = match &e {
@@ -895,59 +677,6 @@ impl<'t> Doc<'t> {
     }
 }
 
-/// A period: `second`, `minute`, `hour`, `day`, a Go duration (`90s`, `1m30s`, `500ms`), or
-/// whole days in front of one (`1d`, `2d12h`).
-pub(super) fn parse_period(s: &str) -> Option<Duration> {
-    match s {
-        "second" => return Some(SECOND),
-        "minute" => return Some(MINUTE),
-        "hour" => return Some(HOUR),
-        "day" => return Some(DAY),
-        _ => {}
-    }
-    match s.split_once('d') {
-        // Go durations have no `d` unit; no other unit holds a `d`.
-        Some((days, rest)) => {
-            if days.is_empty() || !days.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let days: u64 = days.parse().ok()?;
-            let days = Duration::from_secs(days.checked_mul(86_400)?);
-            if rest.is_empty() {
-                Some(days)
-            } else if rest.starts_with(['+', '-']) {
-                None
-            } else {
-                days.checked_add(parse_go_duration(rest)?)
-            }
-        }
-        None => parse_go_duration(s),
-    }
-}
-
-/// "unknown field `x`: expected one of a, b, c (did you mean `b`?)".
-pub(super) fn unknown_field_message(name: &str, allowed: &[&str]) -> String {
-    let mut message = format!(
-        "unknown field `{}`: expected one of {}",
-        name.escape_debug(),
-        allowed.join(", ")
-    );
-    if let Some(near) = near_field(name, allowed) {
-        message.push_str(&format!(" (did you mean `{near}`?)"));
-    }
-    message
-}
-
-/// The key of `allowed` that `name` abbreviates ([`ALIASES`]) or is a typo of, if any.
-fn near_field<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    let lower = name.to_lowercase();
-    allowed
-        .iter()
-        .find(|a| ALIASES.contains(&(lower.as_str(), **a)))
-        .copied()
-        .or_else(|| suggest(&lower, allowed))
-}
-
 /// "unknown field `x`" in the table form of a shorthand: the keys allowed there (the weights
 /// for combined tokens only), and where the rest of a limit's options are.
 fn unknown_shorthand_key_message(name: &str, weighted: bool) -> String {
@@ -970,79 +699,9 @@ fn unknown_shorthand_key_message(name: &str, weighted: bool) -> String {
     message
 }
 
-/// The closest of `candidates` to `word`, if close enough to be a typo.
-pub(super) fn suggest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
-    if word.chars().count() > 64 {
-        return None;
-    }
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, c)| *d > 0 && *d <= 2.max(c.len() / 6))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance, in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn periods() {
-        assert_eq!(parse_period("1m"), Some(MINUTE));
-        assert_eq!(parse_period("minute"), Some(MINUTE));
-        assert_eq!(parse_period("1d"), Some(DAY));
-        assert_eq!(parse_period("2d12h"), Some(Duration::from_secs(216_000)));
-        assert_eq!(parse_period("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_period("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_period("d"), None);
-        assert_eq!(parse_period("1d-1h"), None);
-        assert_eq!(parse_period("1dd"), None);
-        assert_eq!(parse_period("99999999999999999999d"), None);
-        assert_eq!(parse_period("60"), None);
-        assert_eq!(parse_period("1x"), None);
-    }
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(
-            suggest("requests_per_minit", &POLICY_FIELDS),
-            Some("requests_per_minute")
-        );
-        assert_eq!(suggest("zzz", &POLICY_FIELDS), None);
-        assert!(unknown_field_message("rpm", &POLICY_FIELDS)
-            .ends_with("(did you mean `requests_per_minute`?)"));
-        assert_eq!(
-            suggest("request_per_second", &POLICY_FIELDS),
-            Some("requests_per_second")
-        );
-        assert_eq!(
-            suggest("output_tokens_per_hr", &POLICY_FIELDS),
-            Some("output_tokens_per_hour")
-        );
-        assert!(unknown_field_message("rps", &POLICY_FIELDS)
-            .ends_with("(did you mean `requests_per_second`?)"));
-        assert!(unknown_field_message("brust", &SHORTHAND_TABLE_FIELDS)
-            .ends_with("(did you mean `burst`?)"));
-    }
 
     #[test]
     fn every_shorthand_is_named_after_its_dimension_and_period() {
@@ -1082,8 +741,5 @@ mod tests {
             POLICY_FIELDS[SHORTHANDS.len()..],
             ["max_in_flight", "margin", "limits"]
         );
-        for (alias, full) in ALIASES {
-            assert!(POLICY_FIELDS.contains(&full), "{alias} -> {full}");
-        }
     }
 }
