@@ -149,6 +149,28 @@ impl Policy {
         self.max_in_flight
     }
 
+    /// What each limit counts of `cost`, in the order of [`limits`](Self::limits): its
+    /// dimension's amount, weighted for a combined-tokens limit (`None` when a weighted amount
+    /// overflows 64 bits). The one rule every store applies, for a simulator or a store of
+    /// your own to charge exactly what the limiter charges.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::{Cost, Limit, Policy};
+    ///
+    /// // AWS Bedrock: output tokens count five times.
+    /// let policy = Policy::builder()
+    ///     .requests_per_minute(250)
+    ///     .combined_tokens(Limit::per_minute(2_000_000), 1, 5)
+    ///     .build()?;
+    /// let counted: Vec<_> = policy.measure(&Cost::request().input(1_000).output(200)).collect();
+    /// assert_eq!(counted, [Some(1), Some(2_000)]);
+    /// # Ok::<(), tokengate::BuildError>(())
+    /// ```
+    pub fn measure<'a>(&'a self, cost: &'a Cost) -> impl Iterator<Item = Option<u64>> + 'a {
+        self.limits.iter().map(move |l| l.measure.amount(cost))
+    }
+
     /// No limits at all: the limiter's own policy when a config gives the limits.
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn empty() -> Self {
