@@ -19,6 +19,7 @@
 pub mod bounds;
 pub mod chart;
 pub mod check;
+pub mod duration;
 pub mod error;
 pub mod gate;
 pub mod input;

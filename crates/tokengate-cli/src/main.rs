@@ -62,7 +62,8 @@ struct SimulateArgs {
     /// Runs against the wall clock, with a progress bar, instead of in virtual time.
     #[arg(long)]
     realtime: bool,
-    /// Overrides the workload's duration (e.g. 30s, 10m).
+    /// Overrides the workload's duration (as a limits file writes one: 30s, 1m30s, 10m, 1d,
+    /// 2d12h).
     #[arg(long, value_name = "DURATION", value_parser = workload::parse_duration_arg)]
     duration: Option<Duration>,
     /// Prints only the report's one-line summary (its last line).

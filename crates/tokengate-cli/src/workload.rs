@@ -1,7 +1,7 @@
 //! The workload file: what traffic a simulation sends, and the seeded draws that make it.
 //!
 //! ```toml
-//! duration = "1h"            # how long requests arrive (Go-style durations: 90s, 10m, 1h30m)
+//! duration = "1h"            # how long requests arrive (durations as in a limits file: 90s, 1m30s, 1h, 1d, 2d12h)
 //! seed = 7                   # optional; --seed overrides it; without either a seed is chosen and printed
 //! concurrency = 64           # requests the client has outstanding at once (waiting or in a call)
 //! max_wait = "30s"           # optional: a request waiting longer for admission gives up
@@ -46,6 +46,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::bounds::{self, DurationFrom};
+use crate::duration;
 use crate::error::{self, Error};
 
 pub use crate::bounds::MAX_REQUESTS;
@@ -320,16 +321,13 @@ impl Reader<'_> {
     }
 
     fn duration(&self, s: &Spanned<String>, field: &str, zero_ok: bool) -> Result<Duration, Error> {
-        match tokengate::feedback::parse_go_duration(s.get_ref().trim()) {
+        match duration::parse(s.get_ref()) {
             Some(d) if zero_ok || !d.is_zero() => Ok(d),
             Some(_) => Err(self.error(s.span(), field, "must be longer than 0")),
             None => Err(self.error(
                 s.span(),
                 field,
-                &format!(
-                    "expected a duration such as \"90s\", \"10m\" or \"1h30m\", found {:?}",
-                    s.get_ref()
-                ),
+                &format!("expected {}, found {:?}", duration::EXPECTED, s.get_ref()),
             )),
         }
     }
@@ -763,15 +761,15 @@ pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Reads a Go-style duration given on the command line (`--duration 30s`).
+/// Reads a duration given on the command line (`--duration 30s`), written as in a limits file
+/// ([`duration::parse`]).
 ///
 /// # Errors
 /// When it is not a duration, or is zero.
 pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    match tokengate::feedback::parse_go_duration(s.trim()) {
+    match duration::parse(s) {
         Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
-            "expected a duration longer than 0 such as 30s, 10m or 1h30m, found {s:?}"
-        )),
+        Some(_) => Err(format!("expected a duration longer than 0, found {s:?}")),
+        None => Err(format!("expected {}, found {s:?}", duration::EXPECTED)),
     }
 }
