@@ -1439,6 +1439,42 @@ fn an_unreadable_file_names_the_path() {
     );
 }
 
+/// Reading a file is bounded: a directory, a FIFO and `/dev/zero` are refused without being
+/// read (a FIFO would wait for a writer, `/dev/zero` never ends), and so is a file above
+/// 16 MiB; text that is not UTF-8 is an error too. Each names the path.
+#[test]
+fn only_a_regular_file_of_at_most_16_mib_is_read() {
+    let dir = std::env::temp_dir().join(format!("tokengate-config-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("writable temp dir");
+    let fifo = dir.join("fifo.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let big = dir.join("big.toml");
+    std::fs::write(&big, vec![b'#'; 16 * 1024 * 1024 + 1]).expect("writable");
+    let latin1 = dir.join("latin1.toml");
+    std::fs::write(&latin1, b"# caf\xe9\n[models.x]\nrequests_per_minute = 1\n").expect("writable");
+    let mut cases = vec![
+        (dir.clone(), "not a regular file"),
+        (std::path::PathBuf::from("/dev/zero"), "not a regular file"),
+        (big.clone(), "larger than 16777216 bytes"),
+        (latin1.clone(), "not UTF-8"),
+    ];
+    if made.is_ok_and(|s| s.success()) {
+        cases.push((fifo.clone(), "not a regular file"));
+    }
+    for (path, says) in cases {
+        let e = Config::from_file(&path).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Io(_)), "{e}");
+        assert_eq!(e.file, path.display().to_string());
+        assert!(e.to_string().contains(says), "{}: {e}", path.display());
+    }
+    // Exactly 16 MiB of comments and a limit is still a limits file.
+    let mut text = vec![b'#'; 16 * 1024 * 1024 - 40];
+    text.extend_from_slice(b"\n[models.x]\nrequests_per_minute = 1\n");
+    std::fs::write(&big, &text).expect("writable");
+    assert!(Config::from_file(&big).is_ok());
+    std::fs::remove_dir_all(&dir).expect("removable");
+}
+
 #[test]
 fn a_mistake_in_a_file_names_the_path() {
     let path =

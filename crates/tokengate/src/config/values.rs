@@ -223,6 +223,25 @@ impl Doc<'_> {
     }
 }
 
+/// A duration as a limits file writes one (`per`, `margin`): `second`, `minute`, `hour`,
+/// `day`, a Go duration (`90s`, `1m30s`, `500ms`, `250us`), or whole days in front of one
+/// (`1d`, `2d12h`); `None` for anything else, or for a duration past `Duration::MAX`. For
+/// tools that read durations beside a limits file, so that both accept the same.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use tokengate::config::parse_duration;
+///
+/// assert_eq!(parse_duration("2d12h"), Some(Duration::from_secs(216_000)));
+/// assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+/// assert_eq!(parse_duration("minute"), Some(Duration::from_secs(60)));
+/// assert_eq!(parse_duration("soon"), None);
+/// ```
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    parse_period(s)
+}
+
 /// A period: `second`, `minute`, `hour`, `day`, a Go duration (`90s`, `1m30s`, `500ms`), or
 /// whole days in front of one (`1d`, `2d12h`).
 fn parse_period(s: &str) -> Option<Duration> {
