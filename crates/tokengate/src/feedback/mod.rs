@@ -37,8 +37,11 @@
 //! }
 //! ```
 
+mod header_names;
+mod header_values;
 mod headers;
 #[cfg(feature = "json")]
 pub mod usage;
 
-pub use headers::{parse_go_duration, IgnoredHeader, ProviderReport, ReportedLimit};
+pub use header_values::parse_go_duration;
+pub use headers::{IgnoredHeader, ProviderReport, ReportedLimit};
