@@ -52,15 +52,3 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
         .count();
     (line, column)
 }
-
-/// An error from the `toml` crate's deserializer, as `FILE:LINE:COL: message`.
-pub(crate) fn from_toml(file: &str, text: &str, e: &toml::de::Error) -> Error {
-    let message = e.message().trim_end();
-    match e.span() {
-        Some(span) => {
-            let (line, column) = line_column(text, span.start);
-            Error::new(format!("{file}:{line}:{column}: {message}"))
-        }
-        None => Error::new(format!("{file}: {message}")),
-    }
-}

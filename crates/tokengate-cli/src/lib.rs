@@ -28,6 +28,7 @@ pub mod output;
 pub mod provider;
 pub mod refusal;
 pub mod report;
+mod schema;
 pub mod sim;
 pub mod workload;
 

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use tokengate::config::Config;
+use tokengate::config::{Config, ConfigError, ErrorKind};
 use tokengate::core::{
     commit_all, decide_all, settle_all, CombinedDecision, LimitRule, LimitState, Receipt,
 };
@@ -41,6 +41,7 @@ use tokengate::{Algorithm, Dimension, Limit, OutputCount, Policy};
 
 use crate::error::{self, Error};
 use crate::gate::{key_limits, Weights};
+use crate::schema::{self, Field, Kind};
 
 /// What the provider enforces and how.
 #[derive(Debug, Clone)]
@@ -90,6 +91,39 @@ fn refuse_tenants(file: &str, text: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The shape of the `[provider]` table, checked first (the rest is a limits file's).
+const FIELDS: &[Field] = &[Field::optional("provider", Kind::Table(SETTINGS))];
+const SETTINGS: &[Field] = &[
+    Field::optional("algorithm", Kind::String),
+    Field::optional("output_tokens", Kind::String),
+];
+
+/// A limits file's error about the provider file: an unknown key at the top also lists
+/// `provider`, which the limits reader does not know, and suggests it (`[provder]`).
+fn with_provider_table(e: ConfigError) -> Error {
+    let root = !e.field.is_empty() && !e.field.contains(['.', '[']);
+    if e.kind != ErrorKind::UnknownField || !root {
+        return e.into();
+    }
+    // "unknown field `x`: expected one of a, b, c (did you mean `b`?)"
+    let listed = e
+        .message
+        .split_once("expected one of ")
+        .map(|(_, rest)| rest[..rest.find([';', '(']).unwrap_or(rest.len())].trim_end());
+    let message = match listed {
+        Some(list) => {
+            let mut allowed: Vec<&str> = list.split(", ").collect();
+            allowed.push("provider");
+            schema::unknown_field_among(&e.field, &allowed)
+        }
+        None => format!("{}; a provider file also takes [provider]", e.message),
+    };
+    Error::new(format!(
+        "{}:{}:{}: field `{}`: {message}",
+        e.file, e.line, e.column, e.field
+    ))
 }
 
 #[derive(Deserialize)]
@@ -143,9 +177,10 @@ impl ProviderSpec {
             mine.push_str(line);
             other.push_str(if line.ends_with('\n') { "\n" } else { "" });
         }
+        schema::check(&section, file, FIELDS)?;
         let settings: Section =
-            toml::from_str(&section).map_err(|e| error::from_toml(file, &section, &e))?;
-        let config = Config::from_toml_str(&limits, file)?;
+            toml::from_str(&section).map_err(|e| schema::syntax(file, &section, &e))?;
+        let config = Config::from_toml_str(&limits, file).map_err(with_provider_table)?;
         refuse_tenants(file, &limits)?;
         let mut spec = Self::enforcing(config);
         let at = |s: &toml::Spanned<String>, field: &str, message: String| {

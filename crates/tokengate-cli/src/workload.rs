@@ -48,6 +48,7 @@ use toml::Spanned;
 use crate::bounds::{self, DurationFrom};
 use crate::duration;
 use crate::error::{self, Error};
+use crate::schema::{self, Field, Kind};
 
 pub use crate::bounds::MAX_REQUESTS;
 
@@ -237,6 +238,76 @@ pub struct Arrival {
 }
 
 // ---- the file, as read ----
+
+/// The file's shape, checked first: every key, its type, those required.
+const FIELDS: &[Field] = &[
+    Field::required("duration", Kind::Duration, "duration = \"1h\""),
+    Field::optional("seed", Kind::Unsigned),
+    Field::required("concurrency", Kind::Integer, "concurrency = 64"),
+    Field::optional("max_wait", Kind::Duration),
+    Field::optional("retries", Kind::Integer),
+    Field::required("max_tokens", Kind::Integer, "max_tokens = 1024"),
+    Field::required(
+        "arrivals",
+        Kind::Table(ARRIVALS),
+        "[arrivals] rate_per_minute = 600",
+    ),
+    Field::required(
+        "input_tokens",
+        Kind::Table(DIST),
+        "[input_tokens] kind = \"uniform\", min = 100, max = 2000",
+    ),
+    Field::required(
+        "output_tokens",
+        Kind::Table(DIST),
+        "[output_tokens] kind = \"uniform\", min = 50, max = 600",
+    ),
+    Field::required(
+        "latency",
+        Kind::Table(LATENCY),
+        "[latency] base_ms = { kind = \"fixed\", value = 300 }",
+    ),
+    Field::required(
+        "models",
+        Kind::ArrayOf(&Kind::Table(WEIGHTED)),
+        "[[models]] name = \"gpt-4o\"",
+    ),
+    Field::optional("tenants", Kind::ArrayOf(&Kind::Table(WEIGHTED))),
+];
+const ARRIVALS: &[Field] = &[
+    Field::required("rate_per_minute", Kind::Number, "rate_per_minute = 600"),
+    Field::optional("process", Kind::String),
+    Field::optional("bursts", Kind::ArrayOf(&Kind::Table(BURST))),
+];
+const BURST: &[Field] = &[
+    Field::required("at", Kind::Duration, "at = \"20m\""),
+    Field::optional("every", Kind::Duration),
+    Field::required("requests", Kind::Integer, "requests = 300"),
+];
+const DIST: &[Field] = &[
+    Field::required(
+        "kind",
+        Kind::String,
+        "kind = \"fixed\", \"uniform\" or \"lognormal\"",
+    ),
+    Field::optional("value", Kind::Integer),
+    Field::optional("min", Kind::Integer),
+    Field::optional("max", Kind::Integer),
+    Field::optional("median", Kind::Number),
+    Field::optional("sigma", Kind::Number),
+];
+const LATENCY: &[Field] = &[
+    Field::required(
+        "base_ms",
+        Kind::Table(DIST),
+        "base_ms = { kind = \"uniform\", min = 200, max = 800 }",
+    ),
+    Field::optional("per_output_token_ms", Kind::Number),
+];
+const WEIGHTED: &[Field] = &[
+    Field::required("name", Kind::String, "name = \"gpt-4o\""),
+    Field::optional("weight", Kind::Integer),
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -522,7 +593,8 @@ impl Workload {
     /// # Errors
     /// As [`from_file`](Self::from_file).
     pub fn from_toml_str(text: &str, file: &str) -> Result<Workload, Error> {
-        let raw: File = toml::from_str(text).map_err(|e| error::from_toml(file, text, &e))?;
+        schema::check(text, file, FIELDS)?;
+        let raw: File = toml::from_str(text).map_err(|e| schema::syntax(file, text, &e))?;
         let r = Reader { file, text };
         let duration = r.duration(&raw.duration, "duration", false)?;
         let concurrency = r.whole(
