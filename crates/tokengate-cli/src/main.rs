@@ -13,7 +13,8 @@ use tokengate_cli::{chart, check, report, simulate, workload, Error, SimInput, S
 #[command(
     name = "tokengate",
     version,
-    about = "Rate limits for LLM API clients: simulate a workload, check a limits file"
+    about = "Rate limits for LLM API clients: simulate a workload, check a limits file",
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     #[command(subcommand)]
@@ -70,6 +71,11 @@ struct SimulateArgs {
     #[arg(long, short)]
     quiet: bool,
 }
+
+/// The exit statuses, for `--help`.
+const EXIT_STATUS: &str = "Exit status: 0 on success; 1 on any error (a bad argument, an input \
+that cannot be read or is invalid, an output that cannot be written), with one message on \
+stderr; 130 when Ctrl-C ends a --realtime run (after its report).";
 
 /// The exit status of a run that Ctrl-C ended early (128 + SIGINT), after its report.
 const INTERRUPTED: u8 = 130;
@@ -133,7 +139,19 @@ fn run_simulate(args: &SimulateArgs) -> Result<ExitCode, Error> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print on stdout and succeed; a bad argument fails as every
+            // other error does, with status 1 (not clap's 2).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match &cli.command {
         Command::Simulate(args) => run_simulate(args),
         Command::Check { limits } => check::check(limits).map(|text| {
