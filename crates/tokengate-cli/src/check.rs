@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use tokengate::config::Config;
+use tokengate::config::{Config, UnlistedModels};
 use tokengate::{Algorithm, Dimension, Limit, Policy};
 
 use crate::error::Error;
@@ -98,6 +98,25 @@ pub fn check(path: &Path) -> Result<String, Error> {
     Ok(explain(&config))
 }
 
+/// What a request for a model the file does not cover gets, as the limiter applies the file
+/// ([`Config::unlisted_models`], [`Config::refuses_model`]).
+fn unlisted_models(config: &Config) -> &'static str {
+    if config.default_model().is_some() {
+        return "get [defaults.model], a budget of their own each";
+    }
+    if config.models().next().is_none() && config.families().next().is_none() {
+        return "pass: the file limits no model, so every request is charged to the account and tenant budgets only";
+    }
+    match config.unlisted_models() {
+        UnlistedModels::Pass => {
+            "pass (unlisted_models = \"pass\"): charged to the account and tenant budgets only, under no model limit"
+        }
+        _ => {
+            "are refused (unlisted_models = \"error\", the default): a request for one is an error naming the closest listed name"
+        }
+    }
+}
+
 /// The explanation of a valid configuration.
 pub fn explain(config: &Config) -> String {
     let mut out = String::new();
@@ -109,11 +128,7 @@ pub fn explain(config: &Config) -> String {
         "{}: valid: {models} model(s), {families} famil{} and {tenants} tenant(s); unlisted models {}; unlisted tenants {}.",
         config.source_name(),
         if families == 1 { "y" } else { "ies" },
-        if config.default_model().is_some() {
-            "get [defaults.model], a budget of their own each"
-        } else {
-            "have no limits (a request for one is an error)"
-        },
+        unlisted_models(config),
         if config.default_tenant().is_some() {
             "get [defaults.tenant], a budget of their own each"
         } else {
