@@ -1,6 +1,8 @@
 //! The in-memory limiter: one engine under the non-blocking, blocking and async front ends.
 
 mod budget;
+mod config;
+mod directory;
 mod engine;
 mod keys;
 mod lane;
@@ -37,8 +39,9 @@ pub use keys::Key;
 pub use permit::Permit;
 
 use budget::{Budget, BudgetName, Verdict};
+use directory::Directory;
 use engine::State;
-use keys::{Directory, KeyNames};
+use keys::KeyNames;
 use lane::Lane;
 use route::{Admission, Route};
 

@@ -1,0 +1,202 @@
+//! A limiter of many budgets: built from a [`Config`](crate::config::Config), the keys that
+//! charge a tenant and a model together, reloading the config, and the budgets it holds.
+
+#[cfg(feature = "config")]
+use std::path::Path;
+use std::sync::Arc;
+
+#[cfg(feature = "config")]
+use super::directory::Directory;
+use super::keys::{Key, KeyNames};
+use super::Limiter;
+use crate::clock::Clock;
+#[cfg(feature = "config")]
+use crate::clock::SystemClock;
+#[cfg(feature = "config")]
+use crate::config::{Config, ConfigError};
+#[cfg(feature = "config")]
+use crate::policy::Policy;
+use crate::stats::Stats;
+
+#[cfg(feature = "config")]
+impl Limiter<SystemClock> {
+    /// A limiter for the models, families and tenants of `config`, on the system clock; its own
+    /// policy is the config's `[account]` (none when absent). Use [`key`](Limiter::key) to
+    /// charge a request to its tenant and model together.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::Config;
+    /// use tokengate::{Cost, Limiter};
+    ///
+    /// let config = Config::from_toml_str(r#"
+    ///     [models.gpt-4o]
+    ///     requests_per_minute = 500
+    ///     tokens_per_minute = 30_000
+    ///
+    ///     [defaults.tenant]
+    ///     requests_per_minute = 100
+    /// "#, "limits.toml")?;
+    /// let limiter = Limiter::from_config(config);
+    /// let permit = limiter.key("acme", "gpt-4o").try_acquire(Cost::request().input(1_000).output(500))?;
+    /// # drop(permit);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_config(config: Config) -> Self {
+        Self::from_config_with_clock(config, SystemClock::new())
+    }
+
+    /// Reads a config file ([`Config::from_file`]) and builds a limiter for it.
+    ///
+    /// # Errors
+    /// The file's first mistake, naming the file, line and field.
+    pub fn from_config_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Ok(Self::from_config(Config::from_file(path)?))
+    }
+}
+
+impl<C: Clock> Limiter<C> {
+    /// [`from_config`](Limiter::from_config) on `clock`.
+    #[cfg(feature = "config")]
+    pub fn from_config_with_clock(config: Config, clock: C) -> Self {
+        let root = Arc::new(config.account().cloned().unwrap_or_else(Policy::empty));
+        let limiter = Self::from_parts(root, Some(Directory::new(config)), clock);
+        limiter.lock().root_from_config = true;
+        limiter
+    }
+
+    /// The key of `tenant` asking for `model`: a request on it is charged to the model's
+    /// budget (or its family's) and the tenant's together, all or nothing, and to the
+    /// limiter's own policy. Names the config does not cover add no budget; on a limiter
+    /// built from one [`Policy`](crate::Policy), every key is the limiter itself.
+    ///
+    /// Cheap: budgets are found (or made) when a request is made on the key.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::Config;
+    /// use tokengate::{Cost, Denied, Limiter, ManualClock};
+    ///
+    /// let config = Config::from_toml_str(r#"
+    ///     [models.gpt-4o]
+    ///     requests_per_minute = 600
+    ///     [tenants.acme]
+    ///     requests_per_minute = 60
+    /// "#, "limits.toml")?;
+    /// let limiter = Limiter::from_config_with_clock(config, ManualClock::new());
+    /// let acme = limiter.key("acme", "gpt-4o");
+    /// let _first = acme.try_acquire(Cost::request())?;
+    /// // acme may send one a second; the model takes ten a second.
+    /// assert!(matches!(acme.try_acquire(Cost::request()), Err(Denied::RateLimited { .. })));
+    /// let _other = limiter.key("globex", "gpt-4o").try_acquire(Cost::request())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn key(&self, tenant: &str, model: &str) -> Key<'_, C> {
+        self.key_of(Some(tenant), Some(model))
+    }
+
+    /// The key of `model` alone: charged to the model's budget (or its family's) and the
+    /// limiter's own policy, with no tenant's.
+    pub fn model(&self, model: &str) -> Key<'_, C> {
+        self.key_of(None, Some(model))
+    }
+
+    /// The key of `tenant` alone: charged to the tenant's budget and the limiter's own policy,
+    /// with no model's.
+    pub fn tenant(&self, tenant: &str) -> Key<'_, C> {
+        self.key_of(Some(tenant), None)
+    }
+
+    /// The key of `tenant` and `model`, either of which may be missing (neither: the limiter's
+    /// own policy only).
+    pub fn key_of(&self, tenant: Option<&str>, model: Option<&str>) -> Key<'_, C> {
+        let names = KeyNames {
+            tenant: tenant.map(Into::into),
+            model: model.map(Into::into),
+        };
+        Key::new(self, Arc::new(names))
+    }
+
+    /// Puts the limits of `config` in force from now on (its `[account]` too), keeping what is
+    /// counted: budgets
+    /// whose model, family or tenant keeps a policy carry their state over (an unchanged
+    /// limit exactly; a limit with a new amount on the same dimension and period with the
+    /// units counted now; see [`Stats`] for the result), in-flight requests and waiters stay,
+    /// and budgets whose name lost its policy are dropped once idle. Permits admitted
+    /// before settle on the safe side: extra usage is charged, nothing is refunded. A
+    /// provider's pause in force is kept (the provider asked for it, and
+    /// [`max_pause`](Limiter::max_pause) bounds it): [`Key::resume`] or
+    /// [`resume`](Limiter::resume) lifts it.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::Config;
+    /// use tokengate::{Cost, Limiter, ManualClock};
+    ///
+    /// let v1 = Config::from_toml_str("[models.gpt-4o]\ntokens_per_minute = 10_000", "v1")?;
+    /// let limiter = Limiter::from_config_with_clock(v1, ManualClock::new());
+    /// let gpt = limiter.model("gpt-4o");
+    /// let _permit = gpt.try_acquire(Cost::request().input(6_000))?;
+    /// // The tier went up: 20,000 a minute, and the 6,000 already counted still count.
+    /// let v2 = Config::from_toml_str("[models.gpt-4o]\ntokens_per_minute = 20_000", "v2")?;
+    /// limiter.reload(v2);
+    /// let tokens = &gpt.stats()[1].limits[0];
+    /// assert_eq!((tokens.amount, tokens.used), (20_000, 6_000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "config")]
+    pub fn reload(&self, config: Config) {
+        let now = self.shared.clock.now();
+        let account = config.account().cloned();
+        let directory = Arc::new(Directory::new(config));
+        let mut st = self.lock();
+        // The limiter's own policy follows `[account]` when it came from a config (or the new
+        // one has it); a limiter built from a policy keeps that policy otherwise.
+        if st.root_from_config || account.is_some() {
+            st.root_from_config = true;
+            let policy = Arc::new(account.unwrap_or_else(Policy::empty));
+            st.root.replace_policy(policy, now);
+        }
+        st.refile(&directory, now);
+        st.directory = Some(directory);
+        st.serve_all(now);
+    }
+
+    /// Sets the cap on budgets for names the config does not list (100,000 by default). At it,
+    /// a new name shares one overflow budget with the other new names of its kind (tenants, or
+    /// models), under the same default policy: together they get what one such key gets. Never
+    /// unlimited, never everyone denied: names that have a budget keep it, and the overflow
+    /// budget admits at the default rate. Listed names always get a budget of their own. Idle
+    /// budgets make room again at the next sweep: once an eighth of the cap's worth of names
+    /// has gone to the overflow budget, or at [`evict_idle`](Self::evict_idle).
+    pub fn set_max_keys(&self, max_keys: usize) {
+        self.lock().names.max_keys = max_keys;
+    }
+
+    /// Drops every budget that is idle now (all its limits fresh, nothing in flight, queued or
+    /// outstanding): such a budget equals one made anew, so nothing is lost. Returns how many
+    /// were dropped. Sweeps also run on their own as keys are made; call this to give memory
+    /// back at once (after a burst of one-off keys, say).
+    pub fn evict_idle(&self) -> usize {
+        let now = self.shared.clock.now();
+        self.lock().sweep(now)
+    }
+
+    /// Budgets held now, the limiter's own included.
+    pub fn budgets(&self) -> usize {
+        self.lock().budgets.len() + 1
+    }
+
+    /// A snapshot of every budget held now: the limiter's own first (its counters count every
+    /// request), then the others by name.
+    pub fn all_stats(&self) -> Vec<Stats> {
+        let now = self.shared.clock.now();
+        let st = self.lock();
+        let root = st.root_stats(now);
+        let mut others: Vec<Stats> = st.budgets.values().map(|b| b.stats(now)).collect();
+        drop(st);
+        others.sort_by(|a, b| a.budget.cmp(&b.budget));
+        others.insert(0, root);
+        others
+    }
+}
