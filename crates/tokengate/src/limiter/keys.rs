@@ -199,8 +199,9 @@ impl<'a, C: Clock> Key<'a, C> {
     /// while `call` runs. With an estimator that learns output sizes, the reply's output is
     /// fed to it.
     ///
-    /// A reply the provider refused for its rate limits ([`ModelReply::throttled`]: an
-    /// `http::Response` with status 429, a rate-limit error body) is settled as the limiter's
+    /// A reply the provider refused for its rate limits
+    /// ([`ModelReply::throttled`](crate::call::ModelReply::throttled): an `http::Response` with
+    /// status 429, a rate-limit error body) is settled as the limiter's
     /// [`Retry`](crate::call::Retry) says ([`Limiter::set_retry`]; by default the request stays
     /// counted and its tokens come back), told to the limiter
     /// ([`observe_throttled`](Self::observe_throttled): the model pauses for the
