@@ -8,6 +8,7 @@ use tokengate::config::{Config, UnlistedModels};
 use tokengate::{Algorithm, Dimension, Limit, Policy};
 
 use crate::error::Error;
+use crate::gate::{key_limits, Weights};
 use crate::report::{algorithm_and_burst, per_period, thousands};
 
 /// The most one limit lets through: at one instant, and in any window of one period.
@@ -65,12 +66,27 @@ fn policy_lines(out: &mut String, policy: &Policy) {
         "    {:<14} {:<22} {:<22} {:>10} {:>16} {:>18}",
         "dimension", "limit", "algorithm", "burst", "at one instant", "in any one period"
     );
-    for (dimension, limit) in policy.limits() {
-        line(out, dimension, limit);
+    for kl in key_limits(policy) {
+        line(out, &kl.dimension, &kl.limit);
+        if let Some(weighted) = weights(&kl.dimension, kl.weights) {
+            let _ = writeln!(out, "    {:<14} {weighted}", "");
+        }
     }
     if let Some(n) = policy.max_in_flight() {
         let _ = writeln!(out, "    {:<14} at most {n} requests at once", "in flight");
     }
+}
+
+/// How a combined-tokens limit counts, when its weights are not 1 and 1:
+/// `counted as input x 1 + output x 5 (input_weight = 1, output_weight = 5)`.
+fn weights(dimension: &Dimension, w: Weights) -> Option<String> {
+    if *dimension != Dimension::Tokens || (w.input, w.output) == (1, 1) {
+        return None;
+    }
+    Some(format!(
+        "counted as input x {} + output x {} (input_weight = {}, output_weight = {})",
+        w.input, w.output, w.input, w.output
+    ))
 }
 
 fn line(out: &mut String, dimension: &Dimension, limit: &Limit) {

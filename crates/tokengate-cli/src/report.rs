@@ -494,11 +494,13 @@ fn clock_time(secs: f64) -> String {
     format!("{}:{:02}:{:02}", s / 3_600, s / 60 % 60, s % 60)
 }
 
-/// A duration as people write it: `60 s` is `1 min`, `3600 s` is `1 h`.
+/// A duration as people write it: `60 s` is `1 min`, `3600 s` is `1 h`; below a second in
+/// the largest unit it fills, `1.5 ms`, `250 µs`, `100 ns` (three decimals at most).
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
     let whole = d.subsec_nanos() == 0;
     let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
     if whole && secs > 0 && secs % 86_400 == 0 {
         format!("{} d", secs / 86_400)
     } else if whole && secs > 0 && secs % 3_600 == 0 {
@@ -507,8 +509,14 @@ pub fn fmt_duration(d: Duration) -> String {
         format!("{} min", secs / 60)
     } else if s >= 1.0 {
         format!("{} s", trim(s))
+    } else if nanos >= 1_000_000 {
+        format!("{} ms", trim(f64::from(nanos) / 1e6))
+    } else if nanos >= 1_000 {
+        format!("{} µs", trim(f64::from(nanos) / 1e3))
+    } else if nanos > 0 {
+        format!("{nanos} ns")
     } else {
-        format!("{} ms", trim(s * 1e3))
+        "0 s".to_owned()
     }
 }
 

@@ -46,3 +46,40 @@ fn check_says_what_the_file_does_with_an_unlisted_model() {
         "{default}"
     );
 }
+
+#[test]
+fn check_shows_weights_and_periods_below_a_millisecond() {
+    let s = check(
+        "weights-periods",
+        r#"
+margin = "0s"
+
+[models."anthropic.claude-3-5-sonnet"]
+tokens_per_minute = { amount = 2_000_000, output_weight = 5 }
+
+[models.fast]
+limits = [
+  { dimension = "requests", amount = 3, per = "250us" },
+  { dimension = "input_tokens", amount = 7, per = "100ns" },
+  { dimension = "output_tokens", amount = 9, per = "1500us" },
+]
+"#,
+    );
+    let tokens = s
+        .lines()
+        .position(|l| {
+            l.trim_start()
+                .starts_with("tokens         2000000 per minute")
+        })
+        .unwrap_or_else(|| panic!("no tokens line in\n{s}"));
+    assert!(
+        s.lines().nth(tokens + 1).is_some_and(|l| l
+            .contains("counted as input x 1 + output x 5 (input_weight = 1, output_weight = 5)")),
+        "{s}"
+    );
+    for needle in ["3 per 250 µs", "7 per 100 ns", "9 per 1.5 ms"] {
+        assert!(s.contains(needle), "no {needle:?} in\n{s}");
+    }
+    // Unweighted limits say nothing more.
+    assert_eq!(s.matches("counted as").count(), 1, "{s}");
+}
