@@ -201,6 +201,7 @@ use std::path::Path;
 pub use error::{ConfigError, ErrorKind};
 pub use values::parse_duration;
 
+use crate::limiter::BudgetName;
 use crate::policy::Policy;
 
 /// Limits for models, families of models and tenants, read from a TOML file. See the
@@ -319,12 +320,14 @@ impl<'a> Budget<'a> {
 
 impl fmt::Display for Budget<'_> {
     /// `model gpt-4o`, `family gpt-4o-mini`; a model under the default is `model NAME` too
-    /// (it never shares a name with a listed model).
+    /// (it never shares a name with a listed model). The same name as the budget's
+    /// [`Stats::budget`](crate::Stats::budget) on a limiter built from the config.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Budget::Model(n) | Budget::Default(n) => write!(f, "model {n}"),
-            Budget::Family(n) => write!(f, "family {n}"),
-        }
+        let name = match *self {
+            Budget::Model(n) | Budget::Default(n) => BudgetName::Model(n),
+            Budget::Family(n) => BudgetName::Family(n),
+        };
+        fmt::Display::fmt(&name, f)
     }
 }
 

@@ -5,6 +5,7 @@
 //! here answers for one of them, and the engine combines the answers.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,21 +82,25 @@ pub(crate) struct Taken<'a> {
     pub(crate) epoch: u32,
 }
 
-/// Which kind of budget, and its name: how stats and events name it.
+/// Which kind of budget, and its name: how stats and events name it, and the one place a
+/// budget's name is spelled (`limiter`, `model gpt-4o`, `family gpt-4o-mini`, `tenant acme`,
+/// `model (overflow)`, `tenant (overflow)`). A budget owns its name (`Box<str>`, the default);
+/// [`config::Budget`](crate::config::Budget) displays itself through one that borrows (`&str`),
+/// so a config's budgets and the limiter's stats name a budget alike.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum BudgetName {
+pub(crate) enum BudgetName<S = Box<str>> {
     /// The limiter's own policy: every request falls under it.
     Limiter,
-    Model(Box<str>),
-    Family(Box<str>),
-    Tenant(Box<str>),
+    Model(S),
+    Family(S),
+    Tenant(S),
     /// Unlisted models past the cap on budgets, sharing the default model policy.
     ModelOverflow,
     /// Unlisted tenants past the cap on budgets, sharing the default tenant policy.
     TenantOverflow,
 }
 
-impl BudgetName {
+impl<S> BudgetName<S> {
     /// Whether it is a model's budget (or a family's): the one that mirrors a provider's.
     pub(crate) fn is_model(&self) -> bool {
         matches!(
@@ -103,16 +108,24 @@ impl BudgetName {
             BudgetName::Model(_) | BudgetName::Family(_) | BudgetName::ModelOverflow
         )
     }
+}
 
+impl<S: AsRef<str>> BudgetName<S> {
     /// `limiter`, `model gpt-4o`, `family gpt-4o-mini`, `tenant acme`, `model (overflow)`, ...
     pub(crate) fn label(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl<S: AsRef<str>> fmt::Display for BudgetName<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BudgetName::Limiter => "limiter".to_owned(),
-            BudgetName::Model(n) => format!("model {n}"),
-            BudgetName::Family(n) => format!("family {n}"),
-            BudgetName::Tenant(n) => format!("tenant {n}"),
-            BudgetName::ModelOverflow => "model (overflow)".to_owned(),
-            BudgetName::TenantOverflow => "tenant (overflow)".to_owned(),
+            BudgetName::Limiter => f.write_str("limiter"),
+            BudgetName::Model(n) => write!(f, "model {}", n.as_ref()),
+            BudgetName::Family(n) => write!(f, "family {}", n.as_ref()),
+            BudgetName::Tenant(n) => write!(f, "tenant {}", n.as_ref()),
+            BudgetName::ModelOverflow => f.write_str("model (overflow)"),
+            BudgetName::TenantOverflow => f.write_str("tenant (overflow)"),
         }
     }
 }
@@ -545,5 +558,41 @@ impl Budget {
                 .then(|| Duration::from_nanos(self.paused_until - now)),
             waits: c.waits.stats(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BudgetName;
+
+    #[test]
+    fn every_kind_of_budget_is_named_by_its_kind() {
+        let names: [(BudgetName, &str); 6] = [
+            (BudgetName::Limiter, "limiter"),
+            (BudgetName::Model("gpt-4o".into()), "model gpt-4o"),
+            (
+                BudgetName::Family("gpt-4o-mini".into()),
+                "family gpt-4o-mini",
+            ),
+            (BudgetName::Tenant("acme".into()), "tenant acme"),
+            (BudgetName::ModelOverflow, "model (overflow)"),
+            (BudgetName::TenantOverflow, "tenant (overflow)"),
+        ];
+        for (name, label) in names {
+            assert_eq!(name.label(), label);
+        }
+    }
+
+    #[cfg(feature = "config")]
+    #[test]
+    fn a_config_budget_reads_as_the_limiters_budget() {
+        use crate::config::Budget;
+        let model = BudgetName::<Box<str>>::Model("gpt-4o".into()).label();
+        assert_eq!(Budget::Model("gpt-4o").to_string(), model);
+        assert_eq!(Budget::Default("gpt-4o").to_string(), model);
+        assert_eq!(
+            Budget::Family("gpt-4o-mini").to_string(),
+            BudgetName::<Box<str>>::Family("gpt-4o-mini".into()).label()
+        );
     }
 }

@@ -38,7 +38,9 @@ pub use async_acquire::Acquire;
 pub use keys::Key;
 pub use permit::Permit;
 
-use budget::{Budget, BudgetName, Verdict};
+// The one spelling of a budget's name, which `config::Budget` displays itself with.
+pub(crate) use budget::BudgetName;
+use budget::{Budget, Verdict};
 use directory::Directory;
 use engine::State;
 use keys::KeyNames;
