@@ -4,7 +4,7 @@
 //! - [`simulate`] drives the real limiter ([`tokengate::Limiter`], through [`gate::Gate`])
 //!   with tokio's virtual clock against a simulated [`provider::Provider`] that enforces its
 //!   own limits, and returns a [`report::Report`], the admissions and the queue over time.
-//! - [`check::check`] validates a limits file and explains it.
+//! - [`check::check`] validates a limits, provider or workload file and explains it.
 //! - [`chart::write_svg`] draws a simulation.
 //!
 //! ```no_run

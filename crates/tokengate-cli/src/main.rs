@@ -1,5 +1,5 @@
 //! The `tokengate` command: `simulate` a workload against limits and a simulated provider, and
-//! `check` a limits file. See `tokengate --help`.
+//! `check` a limits, provider or workload file. See `tokengate --help`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +13,7 @@ use tokengate_cli::{chart, check, report, simulate, workload, Error, SimInput, S
 #[command(
     name = "tokengate",
     version,
-    about = "Rate limits for LLM API clients: simulate a workload, check a limits file",
+    about = "Rate limits for LLM API clients: simulate a workload, check a limits, provider or workload file",
     after_help = EXIT_STATUS
 )]
 struct Cli {
@@ -27,11 +27,13 @@ enum Command {
     /// --realtime) and reports what passed, what waited and what the provider refused. Without
     /// files it runs the shipped example.
     Simulate(SimulateArgs),
-    /// Validates a limits file and explains it: the effective limits of every model, family and
-    /// tenant, their algorithms and worst-case bursts.
+    /// Validates a limits file, a provider file or a workload file (told apart by their keys)
+    /// and explains it: the effective limits of every model, family and tenant, their
+    /// algorithms and worst-case bursts (a provider file's as the provider enforces them); a
+    /// workload's traffic.
     Check {
-        /// The limits file.
-        limits: PathBuf,
+        /// The limits, provider or workload file.
+        file: PathBuf,
     },
 }
 
@@ -154,7 +156,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Simulate(args) => run_simulate(args),
-        Command::Check { limits } => check::check(limits).map(|text| {
+        Command::Check { file } => check::check(file).map(|text| {
             print!("{text}");
             ExitCode::SUCCESS
         }),

@@ -301,8 +301,13 @@ pub struct Provider {
 /// The name of the account's budget in reports.
 pub const ACCOUNT: &str = "account";
 
-/// The effective limit the provider applies for `limit` on `dimension`.
-fn effective(dimension: &Dimension, limit: &Limit, algorithm: Algorithm) -> Result<Limit, String> {
+/// The effective limit the provider applies for `limit` on `dimension`, enforcing with
+/// `algorithm` a limit that names none.
+pub(crate) fn effective(
+    dimension: &Dimension,
+    limit: &Limit,
+    algorithm: Algorithm,
+) -> Result<Limit, String> {
     let rule = LimitRule::new(limit).map_err(|e| e.to_string())?;
     // `Limit` has no getter for the burst given in the file: a burst is explicit when setting
     // the rule's burst again leaves the limit unchanged.

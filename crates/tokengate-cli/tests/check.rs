@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{quick, scratch, text, write};
+use common::{example_file, examples, fails_with, quick, scratch, text, write};
 
 /// `check`'s output for a limits file holding `limits`.
 fn check(name: &str, limits: &str) -> String {
@@ -82,4 +82,89 @@ limits = [
     }
     // Unweighted limits say nothing more.
     assert_eq!(s.matches("counted as").count(), 1, "{s}");
+}
+
+#[test]
+fn check_explains_a_workload_file_and_says_which_command_runs_it() {
+    let w = examples().join("workload.toml");
+    let out = quick(&["check", w.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for needle in [
+        "workload.toml: valid workload file",
+        "tokengate simulate --workload",
+        "590 a minute, Poisson",
+        "200 requests at once at 20m",
+        "capped by max_tokens = 1024",
+        "gpt-4o-mini (weight 39)",
+        "acme (weight 3)",
+    ] {
+        assert!(s.contains(needle), "no {needle:?} in\n{s}");
+    }
+    // Its mistakes are a workload's, not a limits file's.
+    let dir = scratch("check-workload");
+    let bad = write(
+        &dir,
+        "workload.toml",
+        &example_file("workload.toml").replace("rate_per_minute = 590", "rate_per_minit = 590"),
+    );
+    fails_with(
+        &["check", &bad],
+        &[
+            "field `arrivals.rate_per_minit`",
+            "(did you mean `rate_per_minute`?)",
+        ],
+    );
+}
+
+#[test]
+fn check_explains_a_provider_file_as_the_provider_enforces_it() {
+    let p = examples().join("provider.toml");
+    let out = quick(&["check", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for needle in [
+        "provider.toml: valid provider file (for tokengate simulate --provider)",
+        "enforced as smooth window",
+        "output tokens are counted as max_tokens, never given back",
+        "family gpt-4o-mini",
+    ] {
+        assert!(s.contains(needle), "no {needle:?} in\n{s}");
+    }
+    // The provider's algorithm applies to every limit that names none.
+    let dir = scratch("check-provider");
+    let bucket = write(
+        &dir,
+        "provider.toml",
+        &example_file("provider.toml").replace(
+            "algorithm = \"smooth_window\"",
+            "algorithm = \"token_bucket\"",
+        ),
+    );
+    let out = quick(&["check", &bucket]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let row = s
+        .lines()
+        .find(|l| l.trim_start().starts_with("requests       500 per minute"))
+        .unwrap_or_else(|| panic!("no row in\n{s}"));
+    assert!(row.contains("token bucket"), "{row}");
+    // A limit the provider's algorithm cannot enforce is an error naming its budget.
+    let leaky = write(
+        &dir,
+        "leaky.toml",
+        &example_file("provider.toml")
+            .replace(
+                "algorithm = \"smooth_window\"",
+                "algorithm = \"leaky_bucket\"",
+            )
+            .replace(
+                "requests_per_minute = 150",
+                "requests_per_minute = { amount = 150, burst = 5 }",
+            ),
+    );
+    fails_with(
+        &["check", &leaky],
+        &["model gpt-4o", "burst", "leaky bucket"],
+    );
 }

@@ -14,7 +14,7 @@ fn readers(path: &str) -> Vec<(Vec<&str>, &'static str)> {
         (vec!["simulate", "--limits", path], "limits file"),
         (vec!["simulate", "--workload", path], "workload file"),
         (vec!["simulate", "--provider", path], "provider file"),
-        (vec!["check", path], "limits file"),
+        (vec!["check", path], "file to check"),
     ]
 }
 

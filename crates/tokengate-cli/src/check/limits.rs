@@ -1,14 +1,15 @@
-//! `tokengate check`: validates a limits file and explains it: the effective limits of every
-//! model, family and tenant, each limit's algorithm, and its worst case.
+//! A limits file explained (and a provider file's limits, as its provider enforces them): the
+//! effective limits of every model, family and tenant, each limit's algorithm, and its worst
+//! case.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use tokengate::config::{Config, UnlistedModels};
 use tokengate::{Algorithm, Dimension, Limit, Policy};
 
 use crate::error::Error;
 use crate::gate::{key_limits, Weights};
+use crate::provider::{self, ProviderSpec};
 use crate::report::{algorithm_and_burst, per_period, thousands};
 
 /// The most one limit lets through: at one instant, and in any window of one period.
@@ -60,14 +61,35 @@ pub fn worst_case(amount: u64, algorithm: Algorithm, burst: Option<u64>) -> Wors
     }
 }
 
-fn policy_lines(out: &mut String, policy: &Policy) {
+/// How the limits of a file are applied: as a client's limiter applies them, or as a
+/// provider enforces them (its algorithm for every limit that names none).
+#[derive(Debug, Clone, Copy)]
+enum Enforced {
+    Client,
+    Provider(Algorithm),
+}
+
+/// The lines of one budget's policy (`name` names it in errors).
+fn policy_lines(
+    out: &mut String,
+    policy: &Policy,
+    enforced: Enforced,
+    name: &str,
+) -> Result<(), String> {
     let _ = writeln!(
         out,
         "    {:<14} {:<22} {:<22} {:>10} {:>16} {:>18}",
         "dimension", "limit", "algorithm", "burst", "at one instant", "in any one period"
     );
     for kl in key_limits(policy) {
-        line(out, &kl.dimension, &kl.limit);
+        let limit = match enforced {
+            Enforced::Client => kl.limit.clone(),
+            Enforced::Provider(algorithm) => {
+                provider::effective(&kl.dimension, &kl.limit, algorithm)
+                    .map_err(|m| format!("{name}: {m}"))?
+            }
+        };
+        line(out, &kl.dimension, &limit);
         if let Some(weighted) = weights(&kl.dimension, kl.weights) {
             let _ = writeln!(out, "    {:<14} {weighted}", "");
         }
@@ -75,6 +97,7 @@ fn policy_lines(out: &mut String, policy: &Policy) {
     if let Some(n) = policy.max_in_flight() {
         let _ = writeln!(out, "    {:<14} at most {n} requests at once", "in flight");
     }
+    Ok(())
 }
 
 /// How a combined-tokens limit counts, when its weights are not 1 and 1:
@@ -105,15 +128,6 @@ fn line(out: &mut String, dimension: &Dimension, limit: &Limit) {
     );
 }
 
-/// Validates the limits file at `path` and explains it.
-///
-/// # Errors
-/// The file cannot be read or is invalid: the message names the file, line, column and field.
-pub fn check(path: &Path) -> Result<String, Error> {
-    let config = crate::input::read_limits(path)?;
-    Ok(explain(&config))
-}
-
 /// What a request for a model the file does not cover gets, as the limiter applies the file
 /// ([`Config::unlisted_models`], [`Config::refuses_model`]).
 fn unlisted_models(config: &Config) -> &'static str {
@@ -133,7 +147,7 @@ fn unlisted_models(config: &Config) -> &'static str {
     }
 }
 
-/// The explanation of a valid configuration.
+/// The explanation of a valid limits file.
 pub fn explain(config: &Config) -> String {
     let mut out = String::new();
     let models = config.models().count();
@@ -151,6 +165,48 @@ pub fn explain(config: &Config) -> String {
             "have no budget of their own"
         },
     );
+    // A client's limits always apply as written.
+    let _ = budgets(&mut out, config, Enforced::Client);
+    out
+}
+
+/// The explanation of a valid provider file: its settings, then its limits as it enforces them.
+///
+/// # Errors
+/// A limit its algorithm cannot enforce (a burst on an algorithm without one), naming the
+/// budget.
+pub fn explain_provider(spec: &ProviderSpec) -> Result<String, Error> {
+    let config = &spec.config;
+    let mut out = String::new();
+    let families = config.families().count();
+    let _ = writeln!(
+        out,
+        "{}: valid provider file (for tokengate simulate --provider): {} model(s), {families} famil{}{}; every limit that names no algorithm is enforced as {}; output tokens are counted as {}; a model it does not cover makes a simulation fail.",
+        config.source_name(),
+        config.models().count(),
+        if families == 1 { "y" } else { "ies" },
+        if config.account().is_some() {
+            " and an [account]"
+        } else {
+            ""
+        },
+        spec.algorithm,
+        match spec.output {
+            tokengate::OutputCount::Reserved => {
+                "max_tokens, never given back (output_tokens = \"max_tokens\", as OpenAI counts)"
+            }
+            _ => {
+                "the tokens produced, max_tokens only while a call runs (output_tokens = \"usage\", as Anthropic counts)"
+            }
+        },
+    );
+    budgets(&mut out, config, Enforced::Provider(spec.algorithm))
+        .map_err(|m| Error::new(format!("{}: {m}", config.source_name())))?;
+    Ok(out)
+}
+
+/// Every budget of `config`, with its limits as `enforced`.
+fn budgets(out: &mut String, config: &Config, enforced: Enforced) -> Result<(), String> {
     let _ = writeln!(
         out,
         "(burst: a bucket's capacity; at one instant: the most admitted at once by requests of one unit; in any one period: the most admitted in any window of the limit's period)"
@@ -160,11 +216,11 @@ pub fn explain(config: &Config) -> String {
             out,
             "\naccount (every request, whatever its model and tenant, charged together with them)"
         );
-        policy_lines(&mut out, policy);
+        policy_lines(out, policy, enforced, "[account]")?;
     }
     for (name, policy) in config.models() {
         let _ = writeln!(out, "\nmodel {name} (a budget of its own)");
-        policy_lines(&mut out, policy);
+        policy_lines(out, policy, enforced, &format!("model {name}"))?;
     }
     for family in config.families() {
         let patterns: Vec<String> = family.patterns().iter().map(|p| format!("{p:?}")).collect();
@@ -174,28 +230,33 @@ pub fn explain(config: &Config) -> String {
             family.name(),
             patterns.join(", ")
         );
-        policy_lines(&mut out, family.policy());
+        policy_lines(
+            out,
+            family.policy(),
+            enforced,
+            &format!("family {}", family.name()),
+        )?;
     }
     if let Some(policy) = config.default_model() {
         let _ = writeln!(
             out,
             "\ndefault model (each model not listed, a budget of its own)"
         );
-        policy_lines(&mut out, policy);
+        policy_lines(out, policy, enforced, "[defaults.model]")?;
     }
     for (name, policy) in config.tenants() {
         let _ = writeln!(
             out,
             "\ntenant {name} (its own budget, charged together with the model's)"
         );
-        policy_lines(&mut out, policy);
+        policy_lines(out, policy, enforced, &format!("tenant {name}"))?;
     }
     if let Some(policy) = config.default_tenant() {
         let _ = writeln!(
             out,
             "\ndefault tenant (each tenant not listed, a budget of its own)"
         );
-        policy_lines(&mut out, policy);
+        policy_lines(out, policy, enforced, "[defaults.tenant]")?;
     }
-    out
+    Ok(())
 }
