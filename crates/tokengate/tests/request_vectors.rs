@@ -202,9 +202,10 @@ fn replay(case: &Case) {
                 permit.settle(usage.usage());
             }
             Op::Release { admission, .. } => {
-                permits
+                let permit = permits
                     .remove(admission)
                     .unwrap_or_else(|| panic!("{at}: no permit from op {admission}"));
+                drop(permit);
             }
             Op::Pause { model, for_ns, .. } => {
                 limiter

@@ -167,10 +167,13 @@ impl Refused {
 }
 
 /// A count of the retries made so far, shared by clones of whatever retries (a middleware, a
-/// limiter): the jitter of each retry's wait is drawn from it.
+/// limiter): the jitter of each retry's wait is drawn from it. (Only the async front ends
+/// retry: without `tokio` nothing counts.)
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 pub(crate) struct RetryCount(Arc<AtomicU64>);
 
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 impl RetryCount {
     /// The number of this retry, counting from 0.
     pub(crate) fn next(&self) -> u64 {

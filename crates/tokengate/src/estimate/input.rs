@@ -130,7 +130,8 @@ mod tests {
     #[test]
     fn ratios_are_bounded_and_scaling_rounds_up() {
         assert_eq!(ratio(1_000, 800), 819);
-        assert_eq!(ratio(0, 5), MAX_RATIO);
+        assert_eq!(ratio(0, 5), 5 * RATIO_UNIT);
+        assert_eq!(ratio(0, 100), MAX_RATIO);
         assert_eq!(ratio(1_000, 0), MIN_RATIO);
         assert_eq!(ratio(1, u64::MAX), MAX_RATIO);
         assert_eq!(scale(1_000, 819), 800);

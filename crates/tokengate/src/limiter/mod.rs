@@ -97,6 +97,7 @@ struct Shared<C> {
     /// How [`Key::run`] settles and retries a call the provider refused.
     retry: std::sync::Mutex<Retry>,
     /// Retries [`Key::run`] made: their jitter is drawn from it.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     retried: RetryCount,
     state: Mutex<State>,
     /// Admissions on the limiter's own budget without the lock, when its policy allows.
