@@ -749,6 +749,46 @@ async fn run_prices_the_request_and_settles_from_the_reply() {
     );
 }
 
+/// With an estimator that learns input counts, `run` teaches it what each reply says the
+/// provider counted, for requests the estimator priced.
+#[tokio::test(start_paused = true)]
+async fn run_teaches_a_learning_estimator_the_input_counted() {
+    let limiter = tokio_limiter("[models.claude-x]\ninput_tokens_per_minute = 100_000");
+    limiter.set_estimator(
+        tokengate::estimate::Estimator::builder()
+            .learn_input(tokengate::estimate::InputLearning::new().min_observations(1))
+            .build()
+            .unwrap(),
+    );
+    // A model without a tokenizer here: its input is the heuristic's.
+    let request = serde_json::json!({"model": "claude-x", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Write a haiku about rate limits, please."}]});
+    let estimated = limiter.estimator().count_chat(
+        "claude-x",
+        &[tokengate::estimate::ChatMessage::user(
+            "Write a haiku about rate limits, please.",
+        )],
+    );
+    let half = estimated.tokens / 2;
+    let reply = limiter
+        .model("claude-x")
+        .run(&request, |_| async move {
+            serde_json::json!({"type": "message",
+                "usage": {"input_tokens": half, "output_tokens": 3}})
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply["usage"]["output_tokens"], 3);
+    let stats = limiter
+        .estimator()
+        .input_stats("claude-x")
+        .expect("observed");
+    assert!(
+        stats.trusted && (0.4..=0.5).contains(&stats.factor),
+        "{stats:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn run_keeps_the_reservation_of_a_failed_call_and_refuses_the_impossible() {
     let limiter = tokio_limiter(TOKENS);

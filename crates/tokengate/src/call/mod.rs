@@ -48,6 +48,14 @@ pub trait ModelRequest {
     /// What to reserve for it on `model` (the key's model; a request that names its own model
     /// may prefer that one for counting).
     fn cost(&self, estimator: &Estimator, model: &str) -> Cost;
+
+    /// Whether [`cost`](Self::cost) counts the input with the estimator it is given (its
+    /// `count_text` or `count_chat`), so that the input a reply reports can teach the
+    /// estimator ([`Estimator::observe_input`]). `false` unless said: a count of your own
+    /// teaches nothing.
+    fn estimated(&self) -> bool {
+        false
+    }
 }
 
 /// What a model call returned, as far as settling its permit goes.
@@ -70,6 +78,10 @@ pub trait ModelReply {
 impl<T: ModelRequest + ?Sized> ModelRequest for &T {
     fn cost(&self, estimator: &Estimator, model: &str) -> Cost {
         (**self).cost(estimator, model)
+    }
+
+    fn estimated(&self) -> bool {
+        (**self).estimated()
     }
 }
 
@@ -134,6 +146,10 @@ mod json {
                 None => Cost::request(),
             }
         }
+
+        fn estimated(&self) -> bool {
+            ChatRequest::from_value(None, self).is_some()
+        }
     }
 
     impl ModelRequest for ChatRequest {
@@ -144,6 +160,10 @@ mod json {
                 return named.cost(estimator);
             }
             ChatRequest::cost(self, estimator)
+        }
+
+        fn estimated(&self) -> bool {
+            true
         }
     }
 

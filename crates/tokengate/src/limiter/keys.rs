@@ -404,8 +404,13 @@ impl<'a, C: Clock> Key<'a, C> {
             }
             match reply.usage() {
                 Some(usage) => {
-                    if let Some(output) = usage.output_tokens().filter(|_| !model.is_empty()) {
-                        estimator.observe_output(model, output);
+                    if !model.is_empty() {
+                        if let Some(output) = usage.output_tokens() {
+                            estimator.observe_output(model, output);
+                        }
+                        if let Some(input) = usage.input_tokens().filter(|_| request.estimated()) {
+                            estimator.observe_input(model, cost.input_tokens(), input);
+                        }
                     }
                     permit.settle(usage);
                 }
