@@ -40,42 +40,57 @@ fn kind(meta: &Metadata) -> &'static str {
     "not a regular file"
 }
 
+/// `{path}: cannot read the {what}: {message}`.
+fn cannot_read(path: &Path, what: &str, message: &str) -> Error {
+    Error::new(format!(
+        "{}: cannot read the {what}: {message}",
+        path.display()
+    ))
+}
+
+/// Opens `path`, the `what` (a `kind` of file: "TOML file", "JSON Lines file" for the
+/// message), if it is a regular file, and returns it with its length.
+///
+/// # Errors
+/// The file cannot be opened, or is not a regular file (a FIFO is refused before it is opened:
+/// opening it would wait for a writer).
+pub fn open_regular(path: &Path, what: &str, kind_of_file: &str) -> Result<(File, u64), Error> {
+    let fail = |message: String| cannot_read(path, what, &message);
+    let regular = |meta: &Metadata| -> Result<(), Error> {
+        if meta.is_file() {
+            return Ok(());
+        }
+        Err(fail(format!(
+            "it is {}, not a regular file: give the path of a {kind_of_file}",
+            kind(meta)
+        )))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    regular(&meta)?;
+    let file = File::open(path).map_err(|e| fail(e.to_string()))?;
+    // The file opened may not be the one looked at.
+    let opened = file.metadata().map_err(|e| fail(e.to_string()))?;
+    regular(&opened)?;
+    Ok((file, opened.len()))
+}
+
 /// Reads the text of `path`, the `what` ("limits file", "workload file", "provider file").
 ///
 /// # Errors
 /// The file cannot be read, is not a regular file, is larger than [`MAX_INPUT_BYTES`], or is
 /// not UTF-8: the message names the file, and the bound when it is the cause.
 pub fn read_text(path: &Path, what: &str) -> Result<String, Error> {
-    let fail = |message: String| {
-        Error::new(format!(
-            "{}: cannot read the {what}: {message}",
-            path.display()
-        ))
-    };
-    let regular = |meta: &Metadata| -> Result<(), Error> {
-        if meta.is_file() {
-            return Ok(());
-        }
-        Err(fail(format!(
-            "it is {}, not a regular file: give the path of a TOML file",
-            kind(meta)
-        )))
-    };
+    let fail = |message: String| cannot_read(path, what, &message);
     let too_large = |what: String| {
         fail(format!(
             "{what} the bound of 16 MiB ({MAX_INPUT_BYTES} bytes) on an input file: give a smaller file"
         ))
     };
-    // Before opening: opening a FIFO would wait for a writer.
-    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-    regular(&meta)?;
-    if meta.len() > MAX_INPUT_BYTES {
-        return Err(too_large(format!("it is {} bytes, above", meta.len())));
+    let (file, len) = open_regular(path, what, "TOML file")?;
+    if len > MAX_INPUT_BYTES {
+        return Err(too_large(format!("it is {len} bytes, above")));
     }
-    let file = File::open(path).map_err(|e| fail(e.to_string()))?;
-    // The file opened may not be the one looked at.
-    regular(&file.metadata().map_err(|e| fail(e.to_string()))?)?;
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(MAX_INPUT_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| fail(e.to_string()))?;

@@ -6,6 +6,8 @@
 //!   own limits, and returns a [`report::Report`], the admissions and the queue over time.
 //! - [`check::check`] validates a limits, provider or workload file and explains it.
 //! - [`chart::write_svg`] draws a simulation.
+//! - [`audit::audit`] checks an admission log against every limit of a limits file, under both
+//!   readings of "N per period".
 //!
 //! ```no_run
 //! use tokengate_cli::{simulate, SimInput, SimOptions};
@@ -16,6 +18,7 @@
 //! # Ok::<(), tokengate_cli::Error>(())
 //! ```
 
+pub mod audit;
 pub mod bounds;
 pub mod chart;
 pub mod check;

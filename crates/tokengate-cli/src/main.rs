@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokengate_cli::output::Outputs;
-use tokengate_cli::{chart, check, report, simulate, workload, Error, SimInput, SimOptions};
+use tokengate_cli::{audit, chart, check, report, simulate, workload, Error, SimInput, SimOptions};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "tokengate",
     version,
-    about = "Rate limits for LLM API clients: simulate a workload, check a limits, provider or workload file",
+    about = "Rate limits for LLM API clients: simulate a workload, check a limits, provider or workload file, audit an admission log",
     after_help = EXIT_STATUS
 )]
 struct Cli {
@@ -35,6 +35,18 @@ enum Command {
         /// The limits, provider or workload file.
         file: PathBuf,
     },
+    /// Checks an admission log (simulate --log) against every limit of a limits file (or a
+    /// provider file), under both readings of "N per period": the sliding window of the period,
+    /// and the token bucket refilled at N per period holding the limit's burst (a request
+    /// larger than the burst only into a full bucket, into debt). Prints each limit's worst
+    /// window and tightest admission; exits 2 when a limit was violated.
+    Audit {
+        /// The admission log: JSON Lines, as simulate --log writes it.
+        log: PathBuf,
+        /// The limits file (or provider file) the log was admitted under.
+        #[arg(long, value_name = "FILE")]
+        limits: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,7 +64,7 @@ struct SimulateArgs {
     /// Writes the report as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Writes one JSON line per admission (for check-admissions).
+    /// Writes one JSON line per admission (for tokengate audit).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
     /// Writes an SVG chart: admitted requests and tokens per window against the limits, and
@@ -77,7 +89,11 @@ struct SimulateArgs {
 /// The exit statuses, for `--help`.
 const EXIT_STATUS: &str = "Exit status: 0 on success; 1 on any error (a bad argument, an input \
 that cannot be read or is invalid, an output that cannot be written), with one message on \
-stderr; 130 when Ctrl-C ends a --realtime run (after its report).";
+stderr; 2 when audit found a limit violated; 130 when Ctrl-C ends a --realtime run (after its \
+report).";
+
+/// The exit status of an audit that found a limit violated.
+const VIOLATED: u8 = 2;
 
 /// The exit status of a run that Ctrl-C ended early (128 + SIGINT), after its report.
 const INTERRUPTED: u8 = 130;
@@ -159,6 +175,14 @@ fn main() -> ExitCode {
         Command::Check { file } => check::check(file).map(|text| {
             print!("{text}");
             ExitCode::SUCCESS
+        }),
+        Command::Audit { log, limits } => audit::audit(log, limits).map(|found| {
+            print!("{}", found.table());
+            if found.violations() > 0 {
+                ExitCode::from(VIOLATED)
+            } else {
+                ExitCode::SUCCESS
+            }
         }),
     };
     match result {

@@ -770,7 +770,7 @@ impl Report {
     }
 }
 
-/// Writes one JSON line per admission, in the form `check-admissions` reads.
+/// Writes one JSON line per admission, in the form `tokengate audit` reads.
 ///
 /// # Errors
 /// When the file cannot be written.
