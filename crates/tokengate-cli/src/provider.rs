@@ -3,24 +3,9 @@
 //! would exceed them.
 //!
 //! Its file is a limits file (the same form as `--limits`, read by
-//! [`tokengate::config::Config`]) with an optional `[provider]` table:
-//!
-//! ```toml
-//! [provider]
-//! algorithm = "smooth_window" # how it enforces every limit below that names no algorithm of its own:
-//!                             # smooth_window (both readings of "N per minute": at most N in any
-//!                             # 60 s and N/60 at once, as a provider that enforces a per-minute
-//!                             # limit over shorter periods does), token_bucket (a bucket holding
-//!                             # one period's amount), leaky_bucket, sliding_window_log,
-//!                             # sliding_window_counter, fixed_window. Default: smooth_window.
-//! output_tokens = "usage"     # "usage": max_tokens is counted while the call runs, then the tokens
-//!                             # produced (Anthropic); "max_tokens": max_tokens is counted and never
-//!                             # given back (OpenAI). Default: usage.
-//!
-//! [models."gpt-4o"]
-//! requests_per_minute = 500
-//! tokens_per_minute = 30_000
-//! ```
+//! [`tokengate::config::Config`]) with an optional `[provider]` table (`algorithm`,
+//! `output_tokens`): the crate's README (*The provider file*) has a complete commented example,
+//! which `tests/readme.rs` reads as written there.
 //!
 //! An `[account]` table is an organisation-wide budget: every request is charged to it and to
 //! its model's budget together, all or nothing. A provider limits its account and its

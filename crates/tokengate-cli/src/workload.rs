@@ -1,41 +1,8 @@
 //! The workload file: what traffic a simulation sends, and the seeded draws that make it.
 //!
-//! ```toml
-//! duration = "1h"            # how long requests arrive (durations as in a limits file: 90s, 1m30s, 1h, 1d, 2d12h)
-//! seed = 7                   # optional; --seed overrides it; without either a seed is chosen and printed
-//! concurrency = 64           # requests the client has outstanding at once (waiting or in a call)
-//! max_wait = "30s"           # optional: a request waiting longer for admission gives up
-//! retries = 3                # optional (default 3): attempts after a 429
-//! max_tokens = 1024          # reserved for output at admission; output is capped by it
-//!
-//! [arrivals]
-//! rate_per_minute = 600
-//! process = "poisson"        # or "uniform" (evenly spaced)
-//! bursts = [{ at = "20m", requests = 300 }]   # optional; `every = "15m"` repeats one
-//!
-//! [input_tokens]             # kind = "fixed" (value), "uniform" (min, max), "lognormal" (median, sigma, max)
-//! kind = "lognormal"
-//! median = 600
-//! sigma = 0.7
-//! max = 6000
-//!
-//! [output_tokens]            # tokens the model produces, capped by max_tokens
-//! kind = "uniform"
-//! min = 50
-//! max = 600
-//!
-//! [latency]                  # a call takes base_ms + per_output_token_ms * output tokens
-//! base_ms = { kind = "uniform", min = 200, max = 800 }
-//! per_output_token_ms = 10
-//!
-//! [[models]]                 # each request picks a model and a tenant by weight
-//! name = "gpt-4o-mini"
-//! weight = 6
-//!
-//! [[tenants]]
-//! name = "acme"
-//! weight = 1
-//! ```
+//! Its form, every key with a complete commented example, is in the crate's README (*The
+//! workload file*); `tests/readme.rs` reads that example as written there, so that it stays
+//! valid. The shape checked before the typed read is `FIELDS`.
 
 use std::path::Path;
 use std::time::Duration;
