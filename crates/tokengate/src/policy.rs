@@ -174,10 +174,19 @@ impl Policy {
     /// No limits at all: the limiter's own policy when a config gives the limits.
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn empty() -> Self {
-        Self {
-            limits: Vec::new(),
-            max_in_flight: None,
-        }
+        Self::EMPTY
+    }
+
+    /// No limit, no cap.
+    pub(crate) const EMPTY: Policy = Policy {
+        limits: Vec::new(),
+        max_in_flight: None,
+    };
+
+    /// A fresh state for each limit, in order: a budget under this policy that has admitted
+    /// nothing (what [`core::BudgetView`](crate::core::BudgetView) reads).
+    pub fn new_states(&self) -> Vec<crate::core::LimitState> {
+        self.limits.iter().map(|l| l.rule.new_state()).collect()
     }
 
     /// Whether `other` has the same limits, in the same order, and the same in-flight cap.

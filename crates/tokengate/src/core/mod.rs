@@ -14,6 +14,12 @@
 //! the same steps in one script, and is held to the same answers by the test vectors in
 //! `tests/vectors/` (the format is described beside them).
 //!
+//! A request falls under several budgets (the account's, its model's or family's, its
+//! tenant's), each a policy with its own limit states, in-flight count and provider pause
+//! ([`BudgetView`]). [`decide_request`] decides it on all of them at once (all or none),
+//! [`commit_budget`] records an admission on each: the whole-request rules every store applies,
+//! replayed by `tests/vectors/requests.json`.
+//!
 //! The entry point is [`LimitRule`]: a validated limit (amount per period, burst, algorithm)
 //! that decides an admission against a [`LimitState`]:
 //!
@@ -35,6 +41,7 @@
 mod combined;
 mod fixed_window;
 pub(crate) mod gcra;
+mod request;
 mod rule;
 mod sliding_counter;
 mod sliding_log;
@@ -43,6 +50,7 @@ mod time;
 pub use combined::{commit_all, decide_all, settle_all, CombinedDecision};
 pub use fixed_window::FixedWindowState;
 pub use gcra::GcraState;
+pub use request::{commit_budget, decide_request, BudgetDecision, BudgetView, RequestDecision};
 pub(crate) use rule::BucketParts;
 pub use rule::{Decision, LimitRule, LimitState, Receipt, Snapshot};
 pub use sliding_counter::SlidingCounterState;

@@ -12,66 +12,15 @@ use std::time::Duration;
 use super::queue::Entry;
 use super::route::Marks;
 use super::timer::HeadTimer;
-use crate::core::{
-    commit_all, decide_all, settle_all, CombinedDecision, LimitState, Nanos, Receipt,
-};
+use crate::core::{commit_budget, settle_all, BudgetView, LimitState, Nanos, Receipt};
 use crate::cost::Cost;
 use crate::dimension::Dimension;
 use crate::error::AcquireError;
 use crate::policy::Policy;
 use crate::stats::{BudgetCounters, LimitCounters, LimitStats, Stats};
 
-/// What one budget says about one cost at one instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Admit,
-    /// Rate-limited until this instant; `limit` is the index of the limit with the longest wait.
-    Wait {
-        until: Nanos,
-        limit: usize,
-    },
-    /// The provider asked for a pause (a 429) that lasts until this instant.
-    Paused {
-        until: Nanos,
-    },
-    /// Every in-flight slot is held.
-    InFlightFull,
-}
-
-impl Verdict {
-    /// The instant the wait ends, when it is known.
-    pub(crate) fn until(self) -> Option<Nanos> {
-        match self {
-            Verdict::Wait { until, .. } | Verdict::Paused { until } => Some(until),
-            Verdict::Admit | Verdict::InFlightFull => None,
-        }
-    }
-
-    /// Whether a waiter with this verdict at `now` misses `deadline` for sure: its wait ends
-    /// after the deadline, or never (by time alone), or is unknown (an in-flight slot) and the
-    /// deadline has come.
-    pub(crate) fn misses(self, now: Nanos, deadline: Nanos) -> bool {
-        self.until()
-            .map_or(now >= deadline, |u| u > deadline || u == Nanos::MAX)
-    }
-
-    /// The wait from `now` to `until` as callers see it: [`Duration::MAX`] for never (the end
-    /// of the clock).
-    pub(crate) fn wait_for(now: Nanos, until: Nanos) -> Duration {
-        if until == Nanos::MAX {
-            Duration::MAX
-        } else {
-            Duration::from_nanos(until.saturating_sub(now))
-        }
-    }
-
-    /// When a timer should wake the waiter: the end of the wait, unless it is never (by time
-    /// alone: `u64::MAX`, the end of the clock) or unknown. Such a waiter is woken by a change
-    /// of state (a refund, a released slot, a reload) or its own deadline.
-    pub(crate) fn timer(self) -> Option<Nanos> {
-        self.until().filter(|&until| until != Nanos::MAX)
-    }
-}
+/// What one budget says about one cost at one instant: the core's decision.
+pub(crate) use crate::core::BudgetDecision as Verdict;
 
 /// Where an admission's bucket marks for one budget are (from `offset` in `marks`), and the
 /// epoch of the budget's policy when it was admitted.
@@ -327,48 +276,26 @@ impl Budget {
                 .all(|(l, s)| l.rule.is_fresh(s, now))
     }
 
-    /// Whether `cost` takes an in-flight slot here: every non-zero cost does when the policy
-    /// caps in-flight requests.
+    /// This budget as the core's decisions see it.
     #[inline]
-    pub(crate) fn takes_slot(&self, cost: &Cost) -> bool {
-        self.policy.max_in_flight.is_some() && !cost.is_zero()
+    pub(crate) fn view(&self) -> BudgetView<'_> {
+        BudgetView {
+            policy: &self.policy,
+            limits: &self.limits,
+            in_flight: self.in_flight,
+            paused_until: self.paused_until,
+        }
     }
 
-    /// What this budget says about `cost` at `now`; changes nothing.
+    /// What this budget says about `cost` at `now`; changes nothing ([`BudgetView::decide`]).
     #[inline]
     pub(crate) fn verdict(&self, now: Nanos, cost: &Cost) -> Result<Verdict, AcquireError> {
-        let limits = &self.policy.limits;
-        if self.paused_until > now {
-            // Even a cost that can never be admitted says so first.
-            self.policy.check_possible(cost)?;
-            return Ok(Verdict::Paused {
-                until: self.paused_until,
-            });
-        }
-        // An amount that overflows 64 bits is above every capacity but that of a limit of
-        // u64::MAX, which it may as well pass.
-        let decisions = limits
-            .iter()
-            .zip(&self.limits)
-            .map(|(l, s)| (&l.rule, s, l.measure.amount(cost).unwrap_or(u64::MAX)));
-        match decide_all(decisions, now) {
-            CombinedDecision::Admit => {}
-            CombinedDecision::NotUntil { at, limit } => {
-                return Ok(Verdict::Wait { until: at, limit })
-            }
-            CombinedDecision::Impossible { limit, .. } => {
-                return Err(limits[limit].impossible(cost));
-            }
-        }
-        if self.takes_slot(cost) && Some(self.in_flight) >= self.policy.max_in_flight {
-            return Ok(Verdict::InFlightFull);
-        }
-        Ok(Verdict::Admit)
+        self.view().decide(now, cost)
     }
 
     /// Charges `cost` on every limit at `now` (after [`verdict`](Self::verdict) said admit),
-    /// writing each limit's bucket mark into `marks` from `offset`. Returns whether it took an
-    /// in-flight slot.
+    /// writing each limit's bucket mark into `marks` from `offset`, and counts it. Returns
+    /// whether it took an in-flight slot.
     #[inline]
     pub(crate) fn admit(
         &mut self,
@@ -381,31 +308,22 @@ impl Budget {
         let Budget {
             policy,
             limits,
+            in_flight,
             counters,
             ..
         } = self;
-        let commits = policy
-            .limits
-            .iter()
-            .zip(limits.iter_mut())
-            .zip(counters.limits.iter_mut())
-            .map(|((l, s), c)| {
-                // `verdict` admitted it, so the amount did not overflow.
-                let amount = l.measure.amount(cost).unwrap_or(u64::MAX);
-                c.charged = c.charged.saturating_add(amount);
-                (&l.rule, s, amount)
-            });
+        for (l, c) in policy.limits.iter().zip(counters.limits.iter_mut()) {
+            // The decision admitted it, so the amount did not overflow.
+            let amount = l.measure.amount(cost).unwrap_or(u64::MAX);
+            c.charged = c.charged.saturating_add(amount);
+        }
         let mut i = offset;
-        commit_all(commits, now, |receipt| {
+        let holds_slot = commit_budget(policy, limits, in_flight, now, cost, |receipt| {
             marks.set(i, receipt.bucket_mark);
             i += 1;
         });
         counters.admitted += 1;
         counters.waits.record(waited);
-        let holds_slot = self.takes_slot(cost);
-        if holds_slot {
-            self.in_flight += 1;
-        }
         holds_slot
     }
 

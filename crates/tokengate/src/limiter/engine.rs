@@ -18,12 +18,13 @@ use std::sync::Arc;
 use std::task::Waker;
 
 use super::budget::{Budget, Taken, Verdict};
-use super::keys::{Directory, Names};
+use super::directory::{Directory, Names};
 use super::queue::{Entry, Granted, Grants};
 use super::route::{Admission, BudgetId, KeyedAdmission, Marks, Route, MAX_ROUTE, ROOT};
-use crate::core::Nanos;
+use crate::core::{decide_request, BudgetView, Nanos};
 use crate::cost::Cost;
 use crate::error::AcquireError;
+use crate::policy::Policy;
 use crate::stats::BudgetCounters;
 
 /// The head of a queue waits for `until`; `armed` says whether the head timer will wake it.
@@ -263,37 +264,22 @@ impl State {
         now: Nanos,
         cost: &Cost,
     ) -> Result<RouteVerdict, AcquireError> {
-        let mut combined = RouteVerdict {
-            verdict: Verdict::Admit,
-            at: 0,
+        // A budget missing from the route (never, once pinned) decides like one with no limit.
+        let empty = BudgetView {
+            policy: &Policy::EMPTY,
+            limits: &[],
+            in_flight: 0,
+            paused_until: 0,
         };
-        let mut error = None;
-        for (at, &id) in route.ids().iter().enumerate() {
-            let Some(budget) = self.budget(id) else {
-                continue;
-            };
-            match budget.verdict(now, cost) {
-                Ok(Verdict::Admit) => {}
-                Ok(verdict) => {
-                    let longer = match (verdict.until(), combined.verdict) {
-                        (_, Verdict::Admit) => true,
-                        (Some(u), Verdict::InFlightFull) => u > now,
-                        (Some(u), v) => v.until().is_some_and(|c| u > c),
-                        (None, _) => false,
-                    };
-                    if longer {
-                        combined = RouteVerdict { verdict, at };
-                    }
-                }
-                Err(e) => {
-                    error.get_or_insert(e);
-                }
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(combined),
-        }
+        let views = route
+            .ids()
+            .iter()
+            .map(|&id| self.budget(id).map_or(empty, Budget::view));
+        let decided = decide_request(views, now, cost)?;
+        Ok(RouteVerdict {
+            verdict: decided.decision,
+            at: decided.budget,
+        })
     }
 
     /// Charges `cost` on every budget of `route` (after [`verdict`](Self::verdict) said admit).

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-// Where the rest of the limiter finds the directory's types.
-pub(crate) use super::directory::{Directory, Names};
 use super::route::Route;
 use super::{Limiter, Permit};
 use crate::clock::Clock;
