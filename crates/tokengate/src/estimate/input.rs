@@ -2,7 +2,7 @@
 //! factor that depends on the text and the provider's tokenizer, and the replies say by how
 //! much.
 
-use super::learner::Learning;
+use super::learner::{learning_setters, Learning};
 
 /// The learned ratio's unit: ratios are kept in 1,024ths.
 pub(crate) const RATIO_UNIT: u64 = 1_024;
@@ -43,17 +43,17 @@ const MAX_RATIO: u64 = RATIO_UNIT * 8;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InputLearning {
-    pub(crate) quantile: f64,
-    pub(crate) window: usize,
-    pub(crate) min_observations: usize,
+    pub(crate) learning: Learning,
 }
 
 impl Default for InputLearning {
     fn default() -> Self {
         Self {
-            quantile: 0.99,
-            window: 512,
-            min_observations: 50,
+            learning: Learning {
+                quantile: 0.99,
+                window: 512,
+                min_observations: 50,
+            },
         }
     }
 }
@@ -64,31 +64,7 @@ impl InputLearning {
         Self::default()
     }
 
-    /// The quantile of the ratio to scale by, in `(0, 1]`.
-    pub fn quantile(mut self, quantile: f64) -> Self {
-        self.quantile = quantile;
-        self
-    }
-
-    /// How many of the most recent ratios to keep per model (at least 1).
-    pub fn window(mut self, observations: usize) -> Self {
-        self.window = observations;
-        self
-    }
-
-    /// How many ratios a model needs before they are used (from 1 to the window).
-    pub fn min_observations(mut self, observations: usize) -> Self {
-        self.min_observations = observations;
-        self
-    }
-
-    pub(crate) fn learning(&self) -> Learning {
-        Learning {
-            quantile: self.quantile,
-            window: self.window,
-            min_observations: self.min_observations,
-        }
-    }
+    learning_setters!("ratios");
 }
 
 /// What has been learned of one model's input counts.

@@ -36,6 +36,31 @@ impl Learning {
     }
 }
 
+/// The setters every learning configuration has (`quantile`, `window`, `min_observations`),
+/// on a type with a `learning: Learning` field; `$what` names what it observes ("outputs").
+macro_rules! learning_setters {
+    ($what:literal) => {
+        #[doc = concat!("The quantile of the ", $what, " to use, in `(0, 1]`: `0.99` covers 99 requests in 100.")]
+        pub fn quantile(mut self, quantile: f64) -> Self {
+            self.learning.quantile = quantile;
+            self
+        }
+
+        #[doc = concat!("How many of the most recent ", $what, " to keep per model (at least 1).")]
+        pub fn window(mut self, observations: usize) -> Self {
+            self.learning.window = observations;
+            self
+        }
+
+        #[doc = concat!("How many ", $what, " a model needs before the quantile is used (from 1 to the window).")]
+        pub fn min_observations(mut self, observations: usize) -> Self {
+            self.learning.min_observations = observations;
+            self
+        }
+    };
+}
+pub(crate) use learning_setters;
+
 /// What has been learned of one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Learned {

@@ -253,8 +253,8 @@ impl EstimatorBuilder {
     /// [`EstimatorError`] when a figure of the [`OutputLearning`] or [`InputLearning`] is out
     /// of range.
     pub fn build(self) -> Result<Estimator, EstimatorError> {
-        let output = self.learning.map(|l| (l, l.learning()));
-        let input = self.input_learning.map(|l| l.learning());
+        let output = self.learning.map(|l| (l, l.learning));
+        let input = self.input_learning.map(|l| l.learning);
         for learning in output.iter().map(|(_, l)| l).chain(input.iter()) {
             learning.validate()?;
         }

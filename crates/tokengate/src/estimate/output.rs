@@ -1,5 +1,7 @@
 //! Output reservations learned from the output each model really produced.
 
+use super::learner::{learning_setters, Learning};
+
 /// How to learn an output reservation per model from observed output: a high quantile of the
 /// most recent observations, at least a floor and never above the request's `max_tokens`.
 ///
@@ -20,18 +22,18 @@
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutputLearning {
-    pub(crate) quantile: f64,
-    pub(crate) window: usize,
-    pub(crate) min_observations: usize,
+    pub(crate) learning: Learning,
     pub(crate) floor: u64,
 }
 
 impl Default for OutputLearning {
     fn default() -> Self {
         Self {
-            quantile: 0.99,
-            window: 512,
-            min_observations: 50,
+            learning: Learning {
+                quantile: 0.99,
+                window: 512,
+                min_observations: 50,
+            },
             floor: 32,
         }
     }
@@ -43,38 +45,12 @@ impl OutputLearning {
         Self::default()
     }
 
-    /// The quantile to reserve, in `(0, 1]`: `0.99` reserves enough for 99 requests in 100.
-    pub fn quantile(mut self, quantile: f64) -> Self {
-        self.quantile = quantile;
-        self
-    }
-
-    /// How many of the most recent observations to keep per model (at least 1).
-    pub fn window(mut self, observations: usize) -> Self {
-        self.window = observations;
-        self
-    }
-
-    /// How many observations a model needs before its quantile is used (from 1 to the window);
-    /// until then the reservation is `max_tokens`.
-    pub fn min_observations(mut self, observations: usize) -> Self {
-        self.min_observations = observations;
-        self
-    }
+    learning_setters!("outputs");
 
     /// The least a learned reservation can be, in tokens; `max_tokens` still caps it.
     pub fn floor(mut self, tokens: u64) -> Self {
         self.floor = tokens;
         self
-    }
-
-    /// The window of observations this learns from.
-    pub(crate) fn learning(&self) -> super::learner::Learning {
-        super::learner::Learning {
-            quantile: self.quantile,
-            window: self.window,
-            min_observations: self.min_observations,
-        }
     }
 }
 
