@@ -319,7 +319,9 @@ pub(crate) fn build(
     every: u64,
 ) -> Report {
     let duration = workload.duration;
-    let completed: Vec<&Record> = records.iter().filter(|r| r.status == 200).collect();
+    // Calls the provider accepted (counted on its limits), and those that ended.
+    let accepted: Vec<&Record> = records.iter().filter(|r| r.status == 200).collect();
+    let completed: Vec<&Record> = accepted.iter().copied().filter(|r| r.ended).collect();
     let mut waits: Vec<u64> = records.iter().map(|r| r.wait).collect();
     waits.sort_unstable();
     let stats = gate.stats();
@@ -366,7 +368,7 @@ pub(crate) fn build(
         .map(|b| (b, false))
         .chain(account)
         .map(|(b, every_call)| {
-            let mine: Vec<&Record> = completed
+            let mine: Vec<&Record> = accepted
                 .iter()
                 .copied()
                 .filter(|r| every_call || *r.provider_key == *b.name)
@@ -796,7 +798,7 @@ pub fn write_log_to(out: &mut dyn std::io::Write, records: &[Record]) -> std::io
         let s = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".to_owned());
         writeln!(
             out,
-            "{{\"t\": {:.9}, \"key\": {}, \"provider_key\": {}, \"model\": {}, \"tenant\": {}, \"status\": {}, \"attempt\": {}, \"requests\": 1, \"input_tokens\": {}, \"output_tokens\": {}, \"tokens\": {}, \"produced_output_tokens\": {}, \"reserved_input_tokens\": {}, \"reserved_output_tokens\": {}, \"wait\": {:.9}}}",
+            "{{\"t\": {:.9}, \"key\": {}, \"provider_key\": {}, \"model\": {}, \"tenant\": {}, \"status\": {}, \"attempt\": {}, \"requests\": 1, \"input_tokens\": {}, \"output_tokens\": {}, \"tokens\": {}, \"produced_output_tokens\": {}, \"reserved_input_tokens\": {}, \"reserved_output_tokens\": {}, \"wait\": {:.9}, \"ended\": {}}}",
             secs(r.t),
             s(&r.key),
             s(&r.provider_key),
@@ -811,6 +813,7 @@ pub fn write_log_to(out: &mut dyn std::io::Write, records: &[Record]) -> std::io
             r.reserved_input,
             r.reserved_output,
             secs(r.wait),
+            r.ended,
         )?;
     }
     Ok(())

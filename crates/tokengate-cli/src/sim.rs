@@ -147,6 +147,10 @@ pub struct Record {
     pub status: u16,
     /// 0 for the first attempt, then 1, 2, ... for retries after a 429.
     pub attempt: u32,
+    /// Whether the call ended. `false` for a call still running when Ctrl-C ended a real-time
+    /// run: it is recorded as the provider counted it then (its input and `max_tokens`), with
+    /// no output produced.
+    pub ended: bool,
 }
 
 /// The queue and the calls in flight at one instant.
@@ -565,7 +569,7 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
         c.queued.fetch_sub(1, Relaxed);
         c.admitted.fetch_add(1, Relaxed);
         let t = permit.admitted_at();
-        let mut record = Record {
+        let record = Record {
             t,
             key: Arc::clone(&shared.names.keys[a.model]),
             provider_key: Arc::clone(&shared.provider_keys[budget]),
@@ -579,6 +583,7 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
             wait: t.saturating_sub(waiting_since),
             status: 429,
             attempt,
+            ended: true,
         };
         let answer = lock(&shared.provider).call(budget, a.input, shared.max_tokens, t);
         match answer {
@@ -603,6 +608,19 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
             }
             Answer::Accepted(ticket) => {
                 c.in_flight.fetch_add(1, Relaxed);
+                // Recorded now, as the provider counts a running call: a run that Ctrl-C
+                // ends during the call keeps it.
+                let slot = {
+                    let mut records = lock(&shared.records);
+                    records.push(Record {
+                        input: a.input,
+                        counted_output: shared.max_tokens,
+                        status: 200,
+                        ended: false,
+                        ..record
+                    });
+                    records.len() - 1
+                };
                 tokio::time::sleep(Duration::from_nanos(a.latency)).await;
                 let now = shared.clock.now();
                 let (headers, count) = {
@@ -621,14 +639,14 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
                 shared.gate.observe(route, &report);
                 c.in_flight.fetch_sub(1, Relaxed);
                 c.completed.fetch_add(1, Relaxed);
-                record.input = a.input;
-                record.output = a.output;
-                record.counted_output = match count {
-                    OutputCount::Reserved => a.output.max(shared.max_tokens),
-                    _ => a.output,
-                };
-                record.status = 200;
-                lock(&shared.records).push(record);
+                if let Some(record) = lock(&shared.records).get_mut(slot) {
+                    record.output = a.output;
+                    record.counted_output = match count {
+                        OutputCount::Reserved => a.output.max(shared.max_tokens),
+                        _ => a.output,
+                    };
+                    record.ended = true;
+                }
                 return;
             }
         }

@@ -18,10 +18,13 @@ use serde_json::Value;
 fn ctrl_c_in_real_time_prints_the_report_so_far() {
     let dir = scratch("interrupt");
     let json = dir.join("r.json");
+    let log = dir.join("a.jsonl");
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("tokengate"))
         .args(["simulate", "--realtime", "--duration", "60s", "--seed", "5"])
         .arg("--json")
         .arg(&json)
+        .arg("--log")
+        .arg(&log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -90,5 +93,29 @@ fn ctrl_c_in_real_time_prints_the_report_so_far() {
         n(&q["arrived"]),
         n(&q["completed"]) + n(&q["gave_up"]) + n(&q["unfinished"]) + n(&q["refused"]),
         "every request counted once: {q}"
+    );
+
+    // Every admission is in the log, the calls still running at Ctrl-C too, as the provider
+    // counted them then.
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len() as u64, n(&q["admitted"]), "{q}");
+    let running: Vec<&Value> = lines.iter().filter(|l| l["ended"] == false).collect();
+    assert!(!running.is_empty(), "no call was running at Ctrl-C");
+    for l in &running {
+        assert_eq!(l["status"], 200, "{l}");
+        assert_eq!(l["output_tokens"], l["reserved_output_tokens"], "{l}");
+        assert_eq!(l["produced_output_tokens"], 0, "{l}");
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["ended"] == true && l["status"] == 200)
+            .count() as u64,
+        n(&q["completed"]),
+        "{q}"
     );
 }
