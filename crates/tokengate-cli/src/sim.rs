@@ -299,7 +299,7 @@ async fn run(
         }
         let b = provider.budget_of(&model.name)?;
         let line = workload.places.models.get(m).copied().unwrap_or(0);
-        check_possible(&gate, &row[0], &provider, b, workload, line)?;
+        check_possible(&gate, &row, &provider, b, workload, line)?;
         keys.push(Arc::<str>::from(row[0].key.as_str()));
         provider_budget.push(b);
         routes.push(row);
@@ -451,11 +451,12 @@ async fn live_progress(shared: Arc<Shared>, duration: Duration) {
     }
 }
 
-/// Refuses a workload whose largest request can never be admitted by the client or accepted
-/// by the provider.
+/// Refuses a workload whose largest request to a model can never be admitted by the client,
+/// for any of the workload's tenants (`routes`: the model's, one a tenant), or accepted by the
+/// provider.
 fn check_possible(
     gate: &Gate,
-    route: &Route,
+    routes: &[Route],
     provider: &Provider,
     budget: usize,
     workload: &Workload,
@@ -463,18 +464,32 @@ fn check_possible(
 ) -> Result<(), Error> {
     let (input, output) = (workload.input_tokens.max(), workload.max_tokens);
     let cost = Cost::request().input(input).output(output);
-    let explain = format!(
-        "a request to {:?} ({}) can reserve {input} input tokens (the largest of input_tokens, {}) and {output} output tokens (max_tokens, {})",
-        route.model,
-        workload.place(model_line),
-        workload.place(workload.places.input_tokens),
-        workload.place(workload.places.max_tokens),
-    );
-    if let Some(e) = gate.impossible(route, &cost) {
-        return Err(Error::new(format!(
-            "impossible workload: {explain}, but the client's limits can never admit it: {e}. Lower input_tokens' max or max_tokens in the workload, or raise the limit."
-        )));
+    let explain = |route: &Route, from: &str| {
+        format!(
+            "a request to {:?} ({}){from} can reserve {input} input tokens (the largest of input_tokens, {}) and {output} output tokens (max_tokens, {})",
+            route.model,
+            workload.place(model_line),
+            workload.place(workload.places.input_tokens),
+            workload.place(workload.places.max_tokens),
+        )
+    };
+    for route in routes {
+        if let Some(e) = gate.impossible(route, &cost) {
+            let from = if workload.tenants.len() > 1 {
+                format!(" from tenant {:?}", route.tenant)
+            } else {
+                String::new()
+            };
+            return Err(Error::new(format!(
+                "impossible workload: {}, but the client's limits can never admit it: {e}. Lower input_tokens' max or max_tokens in the workload, or raise the limit.",
+                explain(route, &from)
+            )));
+        }
     }
+    let Some(route) = routes.first() else {
+        return Ok(());
+    };
+    let explain = explain(route, "");
     if let Some(m) = provider.impossible(budget, input, output) {
         return Err(Error::new(format!(
             "impossible workload: {explain}, but the provider would never accept it: {m}. Lower input_tokens' max or max_tokens in the workload, or raise the provider's limit."
