@@ -17,7 +17,8 @@
 //! A request falls under several budgets (the account's, its model's or family's, its
 //! tenant's), each a policy with its own limit states, in-flight count and provider pause
 //! ([`BudgetView`]). [`decide_request`] decides it on all of them at once (all or none),
-//! [`commit_budget`] records an admission on each: the whole-request rules every store applies,
+//! [`commit_budget`] records an admission on each, [`settle_budget`] settles it with what it
+//! used (refunds with each limit's receipt): the whole-request rules every store applies,
 //! replayed by `tests/vectors/requests.json`.
 //!
 //! The entry point is [`LimitRule`]: a validated limit (amount per period, burst, algorithm)
@@ -50,7 +51,9 @@ mod time;
 pub use combined::{commit_all, decide_all, settle_all, CombinedDecision};
 pub use fixed_window::FixedWindowState;
 pub use gcra::GcraState;
-pub use request::{commit_budget, decide_request, BudgetDecision, BudgetView, RequestDecision};
+pub use request::{
+    commit_budget, decide_request, settle_budget, BudgetDecision, BudgetView, RequestDecision,
+};
 pub(crate) use rule::BucketParts;
 pub use rule::{Decision, LimitRule, LimitState, Receipt, Snapshot};
 pub use sliding_counter::SlidingCounterState;

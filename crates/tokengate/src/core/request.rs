@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{commit_all, decide_all, CombinedDecision, LimitState, Nanos, Receipt};
+use super::{commit_all, decide_all, settle_all, CombinedDecision, LimitState, Nanos, Receipt};
 use crate::cost::Cost;
 use crate::error::AcquireError;
 use crate::policy::Policy;
@@ -255,4 +255,55 @@ pub fn commit_budget(
         *in_flight += 1;
     }
     holds_slot
+}
+
+/// Settles one admission of `reserved` on one budget with what it `used`: on every limit, the
+/// unused part of the reservation is refunded with the limit's receipt (`receipt(i)` for limit
+/// `i`: what [`commit_budget`] handed out), and use beyond the reservation is charged. A limit
+/// whose figures changed since the admission (`stale(i)`: a reload gave it another amount or
+/// shape) no longer fits its receipt: it is only charged the use beyond the reservation, and
+/// refunds nothing (the safe side). A usage figure that overflows 64 bits is charged as the
+/// most there is. The in-flight slot is not this function's: free it apart.
+///
+/// # Examples
+/// ```
+/// use tokengate::core::{commit_budget, settle_budget, BudgetView};
+/// use tokengate::{Cost, Limit, Policy};
+///
+/// let policy = Policy::builder().input_tokens_per_minute(6_000).margin(std::time::Duration::ZERO).build()?;
+/// let (mut limits, mut in_flight) = (policy.new_states(), 0);
+/// let reserved = Cost::request().input(100);
+/// let mut receipts = Vec::new();
+/// commit_budget(&policy, &mut limits, &mut in_flight, 0, &reserved, |r| receipts.push(r));
+/// settle_budget(&policy, &mut limits, 0, &reserved, &Cost::request().input(40), |i| receipts[i], |_| false);
+/// let view = BudgetView { policy: &policy, limits: &limits, in_flight, paused_until: 0 };
+/// // 60 tokens came back: 60 more fit at once.
+/// assert!(view.decide(0, &Cost::request().input(60)).is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn settle_budget(
+    policy: &Policy,
+    limits: &mut [LimitState],
+    now: Nanos,
+    reserved: &Cost,
+    used: &Cost,
+    receipt: impl Fn(usize) -> Receipt,
+    stale: impl Fn(usize) -> bool,
+) {
+    let each = policy.limits.iter().zip(limits.iter_mut()).enumerate();
+    settle_all(
+        each.filter_map(|(i, (l, s))| {
+            let reserved = l.measure.amount(reserved).unwrap_or(0);
+            let used = l.measure.amount(used).unwrap_or(u64::MAX);
+            if stale(i) {
+                let extra = used.saturating_sub(reserved);
+                if extra > 0 {
+                    l.rule.charge(s, now, extra);
+                }
+                return None;
+            }
+            Some((&l.rule, s, reserved, used, receipt(i)))
+        }),
+        now,
+    );
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::queue::Entry;
 use super::route::Marks;
 use super::timer::HeadTimer;
-use crate::core::{commit_budget, settle_all, BudgetView, LimitState, Nanos, Receipt};
+use crate::core::{commit_budget, settle_budget, BudgetView, LimitState, Nanos, Receipt};
 use crate::cost::Cost;
 use crate::dimension::Dimension;
 use crate::error::AcquireError;
@@ -356,43 +356,29 @@ impl Budget {
         } = self;
         let age = current.wrapping_sub(epoch);
         let reshaped = current.wrapping_sub(*reshaped) < age;
-        let each = policy
+        let stale = |i: usize| reshaped || current.wrapping_sub(changed[i]) < age;
+        // The counters first: what was charged beyond the reservation, what came back.
+        for (i, (l, c)) in policy
             .limits
             .iter()
-            .zip(limits.iter_mut())
             .zip(counters.limits.iter_mut())
-            .zip(changed.iter())
-            .enumerate();
-        settle_all(
-            each.filter_map(|(i, (((l, s), c), &changed))| {
-                let reserved = l.measure.amount(reserved).unwrap_or(0);
-                // A usage figure that overflows is charged as the most there is (capped by `charge`).
-                let used = l.measure.amount(used).unwrap_or(u64::MAX);
-                c.charged = c
-                    .charged
-                    .saturating_add(used.saturating_sub(reserved).min(l.rule.amount()));
-                if reshaped || current.wrapping_sub(changed) < age {
-                    let extra = used.saturating_sub(reserved);
-                    if extra > 0 {
-                        l.rule.charge(s, now, extra);
-                    }
-                    return None;
-                }
+            .enumerate()
+        {
+            let reserved = l.measure.amount(reserved).unwrap_or(0);
+            // A usage figure that overflows is charged as the most there is (capped by `charge`).
+            let used = l.measure.amount(used).unwrap_or(u64::MAX);
+            c.charged = c
+                .charged
+                .saturating_add(used.saturating_sub(reserved).min(l.rule.amount()));
+            if !stale(i) {
                 c.refunded = c.refunded.saturating_add(reserved.saturating_sub(used));
-                let bucket_mark = marks.get(offset + i);
-                Some((
-                    &l.rule,
-                    s,
-                    reserved,
-                    used,
-                    Receipt {
-                        admitted_at,
-                        bucket_mark,
-                    },
-                ))
-            }),
-            now,
-        );
+            }
+        }
+        let receipt = |i: usize| Receipt {
+            admitted_at,
+            bucket_mark: marks.get(offset + i),
+        };
+        settle_budget(policy, limits, now, reserved, used, receipt, stale);
     }
 
     /// The error for a wait here that outlasts `timeout`: it names the dimension that holds
