@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokengate::config::Config;
 use tokengate::feedback::ProviderReport;
-use tokengate::{Clock, Cost, OutputCount, TokioClock};
+use tokengate::{AcquireError, Clock, Cost, OutputCount, TokioClock};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -452,8 +452,9 @@ async fn live_progress(shared: Arc<Shared>, duration: Duration) {
 }
 
 /// Refuses a workload whose largest request to a model can never be admitted by the client,
-/// for any of the workload's tenants (`routes`: the model's, one a tenant), or accepted by the
-/// provider.
+/// whichever tenant sends it (`routes`: the model's, one a tenant), or accepted by the
+/// provider. When only some tenants' budgets can never hold it, the run goes on (their largest
+/// requests are refused at once, counted as `never_fits`) and a note on stderr names them.
 fn check_possible(
     gate: &Gate,
     routes: &[Route],
@@ -473,10 +474,21 @@ fn check_possible(
             workload.place(workload.places.max_tokens),
         )
     };
-    for route in routes {
-        if let Some(e) = gate.impossible(route, &cost) {
-            let from = if workload.tenants.len() > 1 {
-                format!(" from tenant {:?}", route.tenant)
+    let never: Vec<(&Route, AcquireError)> = routes
+        .iter()
+        .filter_map(|r| gate.impossible(r, &cost).map(|e| (r, e)))
+        .collect();
+    let tenants = |list: &[(&Route, AcquireError)]| -> String {
+        let names: Vec<String> = list
+            .iter()
+            .map(|(r, _)| format!("{:?}", r.tenant))
+            .collect();
+        names.join(", ")
+    };
+    match never.first() {
+        Some((route, e)) if never.len() == routes.len() => {
+            let from = if routes.len() > 1 {
+                " from any tenant".to_owned()
             } else {
                 String::new()
             };
@@ -485,6 +497,12 @@ fn check_possible(
                 explain(route, &from)
             )));
         }
+        Some((route, e)) => eprintln!(
+            "tokengate: note: {}, which the budgets of tenants {} can never admit ({e}): their largest requests will be refused at once (never_fits)",
+            explain(route, ""),
+            tenants(&never)
+        ),
+        None => {}
     }
     let Some(route) = routes.first() else {
         return Ok(());
