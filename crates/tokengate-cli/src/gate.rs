@@ -133,22 +133,32 @@ impl Gate {
     /// Resolves (tenant, model) to its budgets.
     ///
     /// # Errors
-    /// When no policy of `config` covers the model.
+    /// When `config` refuses the model: no policy covers it, and unlisted models are an error.
     pub fn route(&mut self, config: &Config, tenant: &str, model: &str) -> Result<Route, Error> {
-        let Some((budget, policy)) = config.model_policy(model) else {
+        let model_budget = config.model_policy(model);
+        if model_budget.is_none() && config.refuses_model(model) {
             return Err(Error::new(format!(
-                "{}: no limits for model {model:?}: add [models.{model:?}], a family whose `match` covers it, or [defaults.model]",
+                "{}: no limits for model {model:?}: add [models.{model:?}], a family whose `match` covers it, or [defaults.model] (or unlisted_models = \"pass\" to charge it to the account and tenant budgets only)",
                 config.source_name()
             )));
-        };
+        }
         let clock = self.clock;
         self.limiter
             .get_or_insert_with(|| Limiter::from_config_with_clock(config.clone(), clock));
-        let key = budget.name().to_owned();
-        self.models
-            .entry(key.clone())
-            .or_insert_with(|| policy.clone());
-        let mut policies = vec![policy.clone()];
+        let mut policies = Vec::new();
+        // A model the file passes (unlisted_models = "pass") has no budget of its own: its
+        // requests are charged to the account and the tenant only, and logged by its name.
+        let key = match model_budget {
+            Some((budget, policy)) => {
+                let key = budget.name().to_owned();
+                self.models
+                    .entry(key.clone())
+                    .or_insert_with(|| policy.clone());
+                policies.push(policy.clone());
+                key
+            }
+            None => model.to_owned(),
+        };
         if let Some((name, tenant_policy)) = config.tenant_policy(tenant) {
             policies.push(tenant_policy.clone());
             self.tenants

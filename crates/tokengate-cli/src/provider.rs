@@ -345,21 +345,27 @@ impl Provider {
     /// The budget that limits `model`, made on first use; returns its index.
     ///
     /// # Errors
-    /// When the provider's file has no limits for the model.
+    /// When the provider's file refuses the model: no limits cover it, and unlisted models are
+    /// an error.
     pub fn budget_of(&mut self, model: &str) -> Result<usize, Error> {
         let config = &self.spec.config;
-        let Some((budget, policy)) = config.model_policy(model) else {
+        let found = config.model_policy(model);
+        if found.is_none() && config.refuses_model(model) {
             return Err(Error::new(format!(
-                "{}: the provider has no limits for model {model:?}: add [models.{model:?}], a family whose `match` covers it, or [defaults.model] to the provider file",
+                "{}: the provider has no limits for model {model:?}: add [models.{model:?}], a family whose `match` covers it, or [defaults.model] to the provider file (or unlisted_models = \"pass\" to limit it by the [account] only)",
                 config.source_name()
             )));
-        };
-        let name = budget.name().to_owned();
+        }
+        let name = found.map_or(model, |(budget, _)| budget.name()).to_owned();
         if let Some(&i) = self.by_name.get(&name) {
             return Ok(i);
         }
-        let made = ProviderBudget::new(&name, policy, self.spec.algorithm)
-            .map_err(|m| Error::new(format!("{}: {budget}: {m}", config.source_name())))?;
+        let made = match found {
+            Some((budget, policy)) => ProviderBudget::new(&name, policy, self.spec.algorithm)
+                .map_err(|m| Error::new(format!("{}: {budget}: {m}", config.source_name())))?,
+            // A model the file passes: limited by the account only.
+            None => ProviderBudget::unlimited(&name),
+        };
         self.budgets.push(made);
         self.by_name.insert(name, self.budgets.len() - 1);
         Ok(self.budgets.len() - 1)
@@ -524,6 +530,20 @@ impl ProviderBudget {
             accepted: 0,
             throttled: 0,
         })
+    }
+
+    /// A budget with no limits of its own, for a model the file passes
+    /// (`unlisted_models = "pass"`).
+    fn unlimited(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            limits: Vec::new(),
+            states: Vec::new(),
+            max_in_flight: None,
+            in_flight: 0,
+            accepted: 0,
+            throttled: 0,
+        }
     }
 
     /// Counts an accepted request's `amounts` (one per limit), keeping the receipts.
