@@ -349,33 +349,24 @@ pub fn key_limits(policy: &Policy) -> Vec<KeyLimit> {
         .collect()
 }
 
-/// What one request, one input token and one output token count on each limit of `policy`.
-///
-/// The library's `Policy` does not expose a combined-tokens limit's weights (Bedrock counts
-/// output 5x), so they are measured: each unit is admitted on a fresh limiter and the use of
-/// every limit read back from its stats.
+/// What one request, one input token and one output token count on each limit of `policy`,
+/// as the limiter counts them ([`Policy::measure`]: a combined-tokens limit's weights
+/// included; a dimension of one's own counts none of them).
 pub fn probe_weights(policy: &Policy) -> Vec<Weights> {
-    let n = policy.limits().count();
-    let probe = |cost: Cost| -> Vec<u64> {
-        let limiter = Limiter::with_clock(policy.clone(), ManualClock::new());
-        let outcome = limiter.try_acquire(cost);
-        match outcome {
-            Ok(permit) => {
-                let used = limiter.stats().limits.iter().map(|l| l.used).collect();
-                drop(permit);
-                used
-            }
-            Err(_) => vec![0; n],
-        }
+    let per = |cost: Cost| -> Vec<u64> {
+        policy
+            .measure(&cost)
+            .map(|amount| amount.unwrap_or(0))
+            .collect()
     };
-    let requests = probe(Cost::request());
-    let input = probe(Cost::zero().input(1));
-    let output = probe(Cost::zero().output(1));
-    (0..n)
+    let requests = per(Cost::request());
+    let input = per(Cost::zero().input(1));
+    let output = per(Cost::zero().output(1));
+    (0..requests.len())
         .map(|i| Weights {
-            requests: requests.get(i).copied().unwrap_or(0),
-            input: input.get(i).copied().unwrap_or(0),
-            output: output.get(i).copied().unwrap_or(0),
+            requests: requests[i],
+            input: input[i],
+            output: output[i],
         })
         .collect()
 }
