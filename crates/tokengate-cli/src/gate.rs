@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokengate::config::Config;
 use tokengate::feedback::ProviderReport;
 use tokengate::{
-    AcquireError, Cost, Denied, Dimension, Limit, Limiter, ManualClock, OutputCount, Permit,
-    Policy, Stats, TokioClock, Usage,
+    AcquireError, BudgetKind, Cost, Denied, Dimension, Limit, Limiter, ManualClock, OutputCount,
+    Permit, Policy, Stats, TokioClock, Usage,
 };
 
 use crate::error::Error;
@@ -272,7 +272,7 @@ impl Gate {
         let all = limiter.all_stats();
         self.budgets()
             .map(|(scope, policy)| {
-                let found = all.iter().find(|s| scope.is_named(&s.budget));
+                let found = all.iter().find(|s| scope.is_named(&s.kind));
                 // A budget dropped while idle counts nothing: report it fresh.
                 let stats = found.cloned().unwrap_or_else(|| {
                     Limiter::with_clock(policy.clone(), ManualClock::new()).stats()
@@ -308,7 +308,7 @@ impl Scope {
         match self {
             Scope::Model(key) => key.clone(),
             Scope::Account => "account".to_owned(),
-            Scope::Tenant(t) => format!("tenant {t}"),
+            Scope::Tenant(t) => BudgetKind::Tenant(t.clone()).to_string(),
         }
     }
 
@@ -321,16 +321,14 @@ impl Scope {
         }
     }
 
-    /// Whether the library's stats name `budget` is this budget's.
-    fn is_named(&self, budget: &str) -> bool {
-        match self {
-            Scope::Model(key) => {
-                budget.strip_prefix("model ") == Some(key.as_str())
-                    || budget.strip_prefix("family ") == Some(key.as_str())
-            }
+    /// Whether the library's stats of budget `kind` are this budget's.
+    fn is_named(&self, kind: &BudgetKind) -> bool {
+        match (self, kind) {
+            (Scope::Model(key), BudgetKind::Model(name) | BudgetKind::Family(name)) => name == key,
             // The limiter's own policy is the account's.
-            Scope::Account => budget == "limiter",
-            Scope::Tenant(t) => budget.strip_prefix("tenant ") == Some(t.as_str()),
+            (Scope::Account, BudgetKind::Limiter) => true,
+            (Scope::Tenant(t), BudgetKind::Tenant(name)) => name == t,
+            _ => false,
         }
     }
 }

@@ -290,4 +290,4 @@ pub use limit::{Algorithm, Limit};
 pub use limiter::Acquire;
 pub use limiter::{Key, Limiter, Permit};
 pub use policy::{Policy, PolicyBuilder};
-pub use stats::{LimitStats, Stats, WaitStats};
+pub use stats::{BudgetKind, LimitStats, Stats, WaitStats};

@@ -10,8 +10,10 @@ use crate::dimension::Dimension;
 pub struct Stats {
     /// Which budget this is: `limiter` for the limiter's own policy (whose counters count
     /// every request), or `model NAME`, `family NAME`, `tenant NAME`, `model (overflow)`,
-    /// `tenant (overflow)` for the budgets of a limiter built from a config.
+    /// `tenant (overflow)` for the budgets of a limiter built from a config: `kind`, as text.
     pub budget: String,
+    /// Which budget this is, to match on rather than parse `budget`.
+    pub kind: BudgetKind,
     /// One entry per rate limit, in the policy's order.
     pub limits: Vec<LimitStats>,
     /// Requests holding an in-flight slot.
@@ -42,6 +44,53 @@ pub struct Stats {
     pub pauses_clamped: u64,
     /// How long admitted requests waited.
     pub waits: WaitStats,
+}
+
+/// Which budget a [`Stats`] is of; it displays as [`Stats::budget`] reads.
+///
+/// # Examples
+/// ```
+/// use tokengate::config::Config;
+/// use tokengate::{BudgetKind, Cost, Limiter};
+///
+/// let config = Config::from_toml_str("[models.gpt-4o]\nrequests_per_minute = 500\n[defaults.tenant]\nrequests_per_minute = 50", "limits.toml")?;
+/// let limiter = Limiter::from_config(config);
+/// let kinds: Vec<BudgetKind> = limiter.key("acme", "gpt-4o").stats().into_iter().map(|s| s.kind).collect();
+/// assert_eq!(kinds, [BudgetKind::Limiter, BudgetKind::Model("gpt-4o".into()), BudgetKind::Tenant("acme".into())]);
+/// assert_eq!(BudgetKind::Tenant("acme".into()).to_string(), "tenant acme");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BudgetKind {
+    /// The limiter's own policy (a config's `[account]`): every request falls under it.
+    Limiter,
+    /// A model's own budget, by the name the config lists it under (or as asked for, under
+    /// `[defaults.model]`).
+    Model(String),
+    /// A family's budget, shared by its models.
+    Family(String),
+    /// A tenant's budget.
+    Tenant(String),
+    /// The budget unlisted models share past the cap on budgets.
+    ModelOverflow,
+    /// The budget unlisted tenants share past the cap on budgets.
+    TenantOverflow,
+}
+
+impl std::fmt::Display for BudgetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::limiter::BudgetName;
+        let name: BudgetName<&str> = match self {
+            BudgetKind::Limiter => BudgetName::Limiter,
+            BudgetKind::Model(n) => BudgetName::Model(n),
+            BudgetKind::Family(n) => BudgetName::Family(n),
+            BudgetKind::Tenant(n) => BudgetName::Tenant(n),
+            BudgetKind::ModelOverflow => BudgetName::ModelOverflow,
+            BudgetKind::TenantOverflow => BudgetName::TenantOverflow,
+        };
+        name.fmt(f)
+    }
 }
 
 /// Use of one rate limit.

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use tokengate::config::{Config, UnlistedModels};
-use tokengate::{Algorithm, Dimension, Limit, Policy};
+use tokengate::{Algorithm, BudgetKind, Dimension, Limit, Policy};
 
 use crate::error::Error;
 use crate::gate::{key_limits, Weights};
@@ -219,23 +219,19 @@ fn budgets(out: &mut String, config: &Config, enforced: Enforced) -> Result<(), 
         policy_lines(out, policy, enforced, "[account]")?;
     }
     for (name, policy) in config.models() {
-        let _ = writeln!(out, "\nmodel {name} (a budget of its own)");
-        policy_lines(out, policy, enforced, &format!("model {name}"))?;
+        let budget = BudgetKind::Model(name.to_owned()).to_string();
+        let _ = writeln!(out, "\n{budget} (a budget of its own)");
+        policy_lines(out, policy, enforced, &budget)?;
     }
     for family in config.families() {
         let patterns: Vec<String> = family.patterns().iter().map(|p| format!("{p:?}")).collect();
+        let budget = BudgetKind::Family(family.name().to_owned()).to_string();
         let _ = writeln!(
             out,
-            "\nfamily {} (one budget shared by every model matching {})",
-            family.name(),
+            "\n{budget} (one budget shared by every model matching {})",
             patterns.join(", ")
         );
-        policy_lines(
-            out,
-            family.policy(),
-            enforced,
-            &format!("family {}", family.name()),
-        )?;
+        policy_lines(out, family.policy(), enforced, &budget)?;
     }
     if let Some(policy) = config.default_model() {
         let _ = writeln!(
@@ -245,11 +241,12 @@ fn budgets(out: &mut String, config: &Config, enforced: Enforced) -> Result<(), 
         policy_lines(out, policy, enforced, "[defaults.model]")?;
     }
     for (name, policy) in config.tenants() {
+        let budget = BudgetKind::Tenant(name.to_owned()).to_string();
         let _ = writeln!(
             out,
-            "\ntenant {name} (its own budget, charged together with the model's)"
+            "\n{budget} (its own budget, charged together with the model's)"
         );
-        policy_lines(out, policy, enforced, &format!("tenant {name}"))?;
+        policy_lines(out, policy, enforced, &budget)?;
     }
     if let Some(policy) = config.default_tenant() {
         let _ = writeln!(

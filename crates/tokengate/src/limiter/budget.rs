@@ -64,6 +64,19 @@ impl<S: AsRef<str>> BudgetName<S> {
     pub(crate) fn label(&self) -> String {
         self.to_string()
     }
+
+    /// The public face of the name, for [`Stats::kind`](crate::Stats::kind).
+    pub(crate) fn kind(&self) -> crate::stats::BudgetKind {
+        use crate::stats::BudgetKind;
+        match self {
+            BudgetName::Limiter => BudgetKind::Limiter,
+            BudgetName::Model(n) => BudgetKind::Model(n.as_ref().to_owned()),
+            BudgetName::Family(n) => BudgetKind::Family(n.as_ref().to_owned()),
+            BudgetName::Tenant(n) => BudgetKind::Tenant(n.as_ref().to_owned()),
+            BudgetName::ModelOverflow => BudgetKind::ModelOverflow,
+            BudgetName::TenantOverflow => BudgetKind::TenantOverflow,
+        }
+    }
 }
 
 impl<S: AsRef<str>> fmt::Display for BudgetName<S> {
@@ -446,6 +459,7 @@ impl Budget {
         let c = &self.counters;
         Stats {
             budget: self.name.label(),
+            kind: self.name.kind(),
             limits,
             in_flight: self.in_flight,
             max_in_flight: self.policy.max_in_flight,
