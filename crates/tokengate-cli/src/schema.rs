@@ -272,35 +272,10 @@ pub(crate) fn unknown_field_among(name: &str, allowed: &[&str]) -> String {
     message
 }
 
-/// The closest of `candidates` to `word`, when close enough to be a typo (the rule of the
-/// library's limits files: at most 2 edits, or a sixth of the candidate's length).
+/// The closest of `candidates` to `word` (compared in lower case), when close enough to be a
+/// typo: the rule of the library's limits files ([`tokengate::config::suggest`]).
 pub(crate) fn suggest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
-    if word.chars().count() > 64 {
-        return None;
-    }
-    let word = word.to_lowercase();
-    candidates
-        .iter()
-        .map(|c| (edit_distance(&word, c), *c))
-        .filter(|(d, c)| *d > 0 && *d <= 2.max(c.len() / 6))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance, in characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
-        }
-    }
-    row[b.len()]
+    tokengate::config::suggest(&word.to_lowercase(), candidates)
 }
 
 /// `path.key`, the key quoted unless it is bare.

@@ -199,6 +199,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use error::{ConfigError, ErrorKind};
+pub use suggest::suggest;
 pub use values::parse_duration;
 
 use crate::limiter::BudgetName;

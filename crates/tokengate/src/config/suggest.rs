@@ -37,8 +37,19 @@ pub(super) fn near_field<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str>
         .or_else(|| suggest(&lower, allowed))
 }
 
-/// The closest of `candidates` to `word`, if close enough to be a typo.
-pub(super) fn suggest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+/// The closest of `candidates` to `word`, if close enough to be a typo: at most 2 edits, or a
+/// sixth of the candidate's length (Levenshtein distance, in characters). The rule behind the
+/// "did you mean" of every limits file error, for tools that read files beside one (a
+/// simulator's workload) to suggest alike.
+///
+/// # Examples
+/// ```
+/// use tokengate::config::suggest;
+///
+/// assert_eq!(suggest("requests_per_minit", &["requests_per_minute", "requests_per_day"]), Some("requests_per_minute"));
+/// assert_eq!(suggest("banana", &["requests_per_minute"]), None);
+/// ```
+pub fn suggest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     if word.chars().count() > 64 {
         return None;
     }
