@@ -11,8 +11,25 @@
 //! its model's budget together, all or nothing. A provider limits its account and its
 //! models, not a client's tenants: `[tenants]` and `[defaults.tenant]` are refused.
 //!
-//! Each limit is a [`LimitRule`] of the library's pure core, decided all or nothing over a
-//! request's limits with [`decide_all`] and [`commit_all`], settled with [`settle_all`].
+//! Each budget (a model's or family's, and the `[account]`) is a [`Policy`] of its limits as
+//! the provider enforces them (its algorithm for a limit that names none, no margin; a
+//! combined-tokens limit keeps its weights) and its in-flight cap, with its state as plain
+//! data. The library's pure core makes every decision, by the whole-request rules the
+//! client's limiter and every store apply, held to the same vectors
+//! (`tokengate/tests/vectors/requests.json`, replayed here by `tests/provider_vectors.rs`):
+//! [`decide_request`] over the model's budget and the account's, all or nothing;
+//! [`commit_budget`] on each when accepted; [`settle_budget`] on each with its own receipts
+//! when the call ends (a provider counting `max_tokens` settles nothing: the reservation stays
+//! counted); the call's in-flight slots are freed apart.
+//!
+//! So, as the core decides: a budget's limits are checked before its in-flight cap, and the
+//! budget that holds a request back longest answers for it. A limit's wait wins over an
+//! in-flight cap (a request over a limit and at a cap is told the limit's wait: a 429 with
+//! `retry-after-ms` and `retry-after`, the wait rounded up to the millisecond and to the
+//! second); a cap answers only when no limit of either budget makes it wait (a 429 with
+//! `retry-after: 1`: a provider cannot know when a call ends). A 429 counts on the model's
+//! budget, and on the account's too when the account is the budget named: the one with the
+//! later wait, the model's on a tie, and the model's when both are at their in-flight cap.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,12 +37,13 @@ use std::path::Path;
 use serde::Deserialize;
 use tokengate::config::{Config, ConfigError, ErrorKind};
 use tokengate::core::{
-    commit_all, decide_all, settle_all, CombinedDecision, LimitRule, LimitState, Receipt,
+    commit_budget, decide_request, settle_budget, BudgetDecision, BudgetView, LimitRule,
+    LimitState, Receipt,
 };
-use tokengate::{Algorithm, Dimension, Limit, OutputCount, Policy};
+use tokengate::{AcquireError, Algorithm, Cost, Dimension, Limit, OutputCount, Policy};
 
 use crate::error::{self, Error};
-use crate::gate::{key_limits, Weights};
+use crate::gate::{key_limits, probe_weights, Weights};
 use crate::schema::{self, Field, Kind};
 
 /// What the provider enforces and how.
@@ -219,14 +237,25 @@ impl ProviderSpec {
     }
 }
 
+/// What an accepted request holds in one budget until its call ends.
+#[derive(Debug, Clone, Default)]
+struct Hold {
+    /// One receipt per limit of the budget's policy, in its order.
+    receipts: Vec<Receipt>,
+    /// Whether it took one of the budget's in-flight slots.
+    slot: bool,
+}
+
 /// A request the provider accepted: what it holds until the call ends.
 #[derive(Debug, Clone)]
 pub struct Ticket {
     budget: usize,
     input: u64,
     max_tokens: u64,
-    /// The model budget's receipts, then the account's.
-    receipts: Vec<Receipt>,
+    /// What it holds in its model's budget.
+    model: Hold,
+    /// What it holds in the account's budget, if the provider has one.
+    account: Option<Hold>,
 }
 
 /// The provider's answer when a request arrives.
@@ -246,9 +275,10 @@ pub struct ProviderLimit {
     pub dimension: Dimension,
     /// The limit, with the algorithm the provider applies.
     pub limit: Limit,
-    /// The rule deciding it.
+    /// The rule of `limit`: its algorithm, burst and capacity, and its level for the
+    /// rate-limit headers (the budget's [`Policy`] decides).
     pub rule: LimitRule,
-    /// What one request counts on it.
+    /// What one request counts on it ([`Policy::measure`]).
     pub weights: Weights,
     /// Units counted, all told (reservations and charges).
     pub charged: u64,
@@ -256,16 +286,20 @@ pub struct ProviderLimit {
     pub refunded: u64,
 }
 
-/// One budget of the provider: a model, or a family of models sharing limits.
+/// One budget of the provider: a model, or a family of models sharing limits, or the
+/// account.
 #[derive(Debug, Clone)]
 pub struct ProviderBudget {
-    /// The model's or family's name.
+    /// The model's or family's name, or [`ACCOUNT`].
     pub name: String,
-    /// Its limits.
+    /// Its limits, in the order of its policy.
     pub limits: Vec<ProviderLimit>,
+    /// Its limits and in-flight cap as the core decides them; `None` for a budget that has
+    /// neither (a model the file passes).
+    policy: Option<Policy>,
+    /// One state per limit of `policy`.
     states: Vec<LimitState>,
-    /// Calls it runs at once at most, if capped.
-    pub max_in_flight: Option<u64>,
+    /// Calls running that hold one of its slots.
     in_flight: u64,
     /// Requests accepted.
     pub accepted: u64,
@@ -274,7 +308,7 @@ pub struct ProviderBudget {
 }
 
 /// The simulated provider.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Provider {
     spec: ProviderSpec,
     budgets: Vec<ProviderBudget>,
@@ -386,81 +420,101 @@ impl Provider {
         self.spec.output
     }
 
-    /// The first limit of budget `b` that can never accept a request of `input` tokens and
-    /// `max_tokens`, as a message.
+    /// The first limit that can never accept a request to budget `b` of `input` tokens and
+    /// `max_tokens`, the model's and then the account's (the core's answer on fresh states), as
+    /// a message.
     pub fn impossible(&self, b: usize, input: u64, max_tokens: u64) -> Option<String> {
-        let budget = &self.budgets[b];
-        let account = self.account.iter().flat_map(|a| &a.limits);
-        budget.limits.iter().chain(account).find_map(|l| {
-            let amount = l.weights.amount(input, max_tokens);
-            (amount > l.rule.capacity()).then(|| {
-                format!(
-                    "{} {} ({}): a request can count {amount}, above its capacity of {}",
-                    l.dimension,
-                    l.limit,
-                    l.limit_algorithm(),
-                    l.rule.capacity()
-                )
-            })
-        })
+        let cost = Cost::request().input(input).output(max_tokens);
+        let fresh: Vec<(&Policy, Vec<LimitState>)> = [self.budgets.get(b), self.account.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|budget| budget.policy.as_ref())
+            .map(|policy| (policy, policy.new_states()))
+            .collect();
+        let views = fresh.iter().map(|(policy, limits)| BudgetView {
+            policy,
+            limits,
+            in_flight: 0,
+            paused_until: 0,
+        });
+        match decide_request(views, 0, &cost) {
+            Ok(_) => None,
+            Err(AcquireError::Exceeds {
+                dimension,
+                cost,
+                capacity,
+                limit,
+                algorithm,
+            }) => {
+                // A limit shows its algorithm unless it is the default: name it once.
+                let named = format!("({algorithm})");
+                let limit = if limit.ends_with(&named) {
+                    limit
+                } else {
+                    format!("{limit} {named}")
+                };
+                Some(format!(
+                    "{dimension} {limit}: a request can count {cost}, above its capacity of {capacity}"
+                ))
+            }
+            Err(e) => Some(e.to_string()),
+        }
     }
 
-    /// A request arrives at `now` (ns): accepted, or 429. It is charged to its model's budget
-    /// and the account's together, all or nothing.
+    /// A request arrives at `now` (ns): accepted, or 429. It is decided on its model's budget
+    /// and the account's together, all or nothing ([`decide_request`]), and recorded on each
+    /// ([`commit_budget`]).
     pub fn call(&mut self, b: usize, input: u64, max_tokens: u64, now: u64) -> Answer {
+        let cost = Cost::request().input(input).output(max_tokens);
         let budget = &mut self.budgets[b];
-        let mut account = self.account.as_mut();
-        let full = |x: &ProviderBudget| x.max_in_flight.is_some_and(|m| x.in_flight >= m);
-        if full(budget) || account.as_deref().is_some_and(full) {
-            budget.throttled += 1;
-            if let Some(a) = account.as_deref_mut().filter(|a| full(a)) {
-                a.throttled += 1;
+        let account = self.account.as_mut();
+        // The request's budgets, the model's then the account's, those with a limit or a cap;
+        // and which of the two the decision names.
+        let (decision, by_account) = {
+            let views: Vec<(bool, BudgetView<'_>)> =
+                [(false, Some(&*budget)), (true, account.as_deref())]
+                    .into_iter()
+                    .filter_map(|(is_account, side)| Some((is_account, side?.view()?)))
+                    .collect();
+            match decide_request(views.iter().map(|&(_, v)| v), now, &cost) {
+                Ok(d) => (
+                    Ok(d.decision),
+                    views
+                        .get(d.budget)
+                        .is_some_and(|&(is_account, _)| is_account),
+                ),
+                Err(e) => (Err(e), false),
             }
-            // The provider cannot know when a call ends: "try again in a second".
-            let mut headers = budget.headers(now);
-            headers.push(("retry-after".to_owned(), "1".to_owned()));
-            return Answer::Throttled(headers);
-        }
-        let shared = account.as_deref().map_or(&[][..], |a| &a.limits[..]);
-        let amounts: Vec<u64> = budget
-            .limits
-            .iter()
-            .chain(shared)
-            .map(|l| l.weights.amount(input, max_tokens))
-            .collect();
-        let shared_states = account.as_deref().map_or(&[][..], |a| &a.states[..]);
-        let decision = decide_all(
-            budget
-                .limits
-                .iter()
-                .chain(shared)
-                .zip(budget.states.iter().chain(shared_states))
-                .zip(&amounts)
-                .map(|((l, s), &a)| (&l.rule, s, a)),
-            now,
-        );
-        match decision {
-            CombinedDecision::Admit => {
-                let mut receipts = Vec::with_capacity(amounts.len());
-                let (mine, theirs) = amounts.split_at(budget.limits.len());
-                budget.commit(mine, now, &mut receipts);
-                if let Some(a) = account.as_deref_mut() {
-                    a.commit(theirs, now, &mut receipts);
-                }
-                Answer::Accepted(Ticket {
+        };
+        let held = match decision {
+            Ok(BudgetDecision::Admit) => {
+                let model = budget.commit(now, &cost);
+                let account = account.map(|a| a.commit(now, &cost));
+                return Answer::Accepted(Ticket {
                     budget: b,
                     input,
                     max_tokens,
-                    receipts,
-                })
+                    model,
+                    account,
+                });
             }
-            CombinedDecision::NotUntil { at, limit, .. } => {
+            Ok(held) => held,
+            Err(_) => {
+                // Refused up front by the simulation; answered like a 429 all the same.
                 budget.throttled += 1;
-                if let Some(a) = account.filter(|_| limit >= budget.limits.len()) {
-                    a.throttled += 1;
-                }
-                let wait = at - now;
                 let mut headers = budget.headers(now);
+                headers.push(("retry-after".to_owned(), "60".to_owned()));
+                return Answer::Throttled(headers);
+            }
+        };
+        budget.throttled += 1;
+        if let Some(a) = account.filter(|_| by_account) {
+            a.throttled += 1;
+        }
+        let mut headers = budget.headers(now);
+        match held.until() {
+            Some(until) => {
+                let wait = until.saturating_sub(now);
                 headers.push((
                     "retry-after-ms".to_owned(),
                     wait.div_ceil(1_000_000).to_string(),
@@ -469,63 +523,68 @@ impl Provider {
                     "retry-after".to_owned(),
                     wait.div_ceil(1_000_000_000).to_string(),
                 ));
-                Answer::Throttled(headers)
             }
-            CombinedDecision::Impossible { .. } => {
-                // Refused up front by the simulation; answered like a 429 all the same.
-                budget.throttled += 1;
-                let mut headers = budget.headers(now);
-                headers.push(("retry-after".to_owned(), "60".to_owned()));
-                Answer::Throttled(headers)
-            }
+            // An in-flight cap: the provider cannot know when a call ends, "try again in a
+            // second".
+            None => headers.push(("retry-after".to_owned(), "1".to_owned())),
         }
+        Answer::Throttled(headers)
     }
 
     /// The call of `ticket` ends at `now` having produced `output` tokens; returns the
-    /// response's rate-limit headers.
+    /// response's rate-limit headers. A provider counting usage settles each budget with the
+    /// output produced ([`settle_budget`]); one counting `max_tokens` keeps the reservation.
+    /// Either way the call's in-flight slots are freed.
     pub fn finish(&mut self, ticket: Ticket, output: u64, now: u64) -> Vec<(String, String)> {
-        let produced = self.spec.output == OutputCount::Produced;
+        let reserved = Cost::request()
+            .input(ticket.input)
+            .output(ticket.max_tokens);
+        let used = (self.spec.output == OutputCount::Produced)
+            .then(|| Cost::request().input(ticket.input).output(output));
         let budget = &mut self.budgets[ticket.budget];
-        let (mine, theirs) = ticket
-            .receipts
-            .split_at(budget.limits.len().min(ticket.receipts.len()));
-        budget.finish(&ticket, mine, produced.then_some(output), now);
-        if let Some(a) = self.account.as_mut() {
-            a.finish(&ticket, theirs, produced.then_some(output), now);
+        budget.finish(&ticket.model, &reserved, used.as_ref(), now);
+        if let (Some(a), Some(hold)) = (self.account.as_mut(), &ticket.account) {
+            a.finish(hold, &reserved, used.as_ref(), now);
         }
         budget.headers(now)
     }
 }
 
-impl ProviderLimit {
-    fn limit_algorithm(&self) -> Algorithm {
-        self.rule.algorithm()
-    }
-}
-
 impl ProviderBudget {
-    /// A budget named `name` enforcing `policy`'s limits, with `algorithm` for every limit
-    /// that names none.
+    /// A budget named `name` enforcing `policy`'s limits as the provider does ([`effective`]:
+    /// `algorithm` for every limit that names none, no margin; a combined-tokens limit keeps
+    /// its weights), and its in-flight cap.
     fn new(name: &str, policy: &Policy, algorithm: Algorithm) -> Result<Self, String> {
-        let mut limits = Vec::new();
+        let mut builder = Policy::builder();
         for kl in key_limits(policy) {
             let limit = effective(&kl.dimension, &kl.limit, algorithm)?;
-            let rule = LimitRule::new(&limit).map_err(|e| e.to_string())?;
+            builder = match kl.dimension {
+                Dimension::Tokens => {
+                    builder.combined_tokens(limit, kl.weights.input, kl.weights.output)
+                }
+                dimension => builder.limit(dimension, limit),
+            };
+        }
+        if let Some(n) = policy.max_in_flight() {
+            builder = builder.max_in_flight(n);
+        }
+        let enforced = builder.build().map_err(|e| e.to_string())?;
+        let mut limits = Vec::new();
+        for ((dimension, limit), weights) in enforced.limits().zip(probe_weights(&enforced)) {
             limits.push(ProviderLimit {
-                dimension: kl.dimension,
-                limit,
-                rule,
-                weights: kl.weights,
+                dimension: dimension.clone(),
+                limit: limit.clone(),
+                rule: LimitRule::new(limit).map_err(|e| e.to_string())?,
+                weights,
                 charged: 0,
                 refunded: 0,
             });
         }
-        let states = limits.iter().map(|l| l.rule.new_state()).collect();
         Ok(Self {
             name: name.to_owned(),
             limits,
-            states,
-            max_in_flight: policy.max_in_flight(),
+            states: enforced.new_states(),
+            policy: Some(enforced),
             in_flight: 0,
             accepted: 0,
             throttled: 0,
@@ -538,54 +597,75 @@ impl ProviderBudget {
         Self {
             name: name.to_owned(),
             limits: Vec::new(),
+            policy: None,
             states: Vec::new(),
-            max_in_flight: None,
             in_flight: 0,
             accepted: 0,
             throttled: 0,
         }
     }
 
-    /// Counts an accepted request's `amounts` (one per limit), keeping the receipts.
-    fn commit(&mut self, amounts: &[u64], now: u64, receipts: &mut Vec<Receipt>) {
-        commit_all(
-            self.limits
-                .iter()
-                .zip(self.states.iter_mut())
-                .zip(amounts)
-                .map(|((l, s), &a)| (&l.rule, s, a)),
-            now,
-            |r| receipts.push(r),
-        );
-        for (l, a) in self.limits.iter_mut().zip(amounts) {
-            l.charged += a;
-        }
-        self.in_flight += 1;
-        self.accepted += 1;
+    /// Calls it runs at once at most, if capped.
+    pub fn max_in_flight(&self) -> Option<u64> {
+        self.policy.as_ref().and_then(Policy::max_in_flight)
     }
 
-    /// Ends a call of `ticket` (`receipts`: this budget's): settles it with the `output`
-    /// produced when the provider counts usage (`None`: `max_tokens` stays counted).
-    fn finish(&mut self, ticket: &Ticket, receipts: &[Receipt], output: Option<u64>, now: u64) {
-        if let Some(output) = output {
-            let mut settles = Vec::with_capacity(self.limits.len());
-            for (l, r) in self.limits.iter_mut().zip(receipts) {
-                let reserved = l.weights.amount(ticket.input, ticket.max_tokens);
-                let used = l.weights.amount(ticket.input, output);
-                l.refunded += reserved.saturating_sub(used);
-                l.charged += used.saturating_sub(reserved);
-                settles.push((reserved, used, *r));
+    /// The budget as the core's decision reads it; `None` when it limits nothing.
+    fn view(&self) -> Option<BudgetView<'_>> {
+        self.policy.as_ref().map(|policy| BudgetView {
+            policy,
+            limits: &self.states,
+            in_flight: self.in_flight,
+            paused_until: 0,
+        })
+    }
+
+    /// Records an accepted request of `cost` ([`commit_budget`]); returns what it holds.
+    fn commit(&mut self, now: u64, cost: &Cost) -> Hold {
+        self.accepted += 1;
+        let Some(policy) = &self.policy else {
+            return Hold::default();
+        };
+        let mut receipts = Vec::with_capacity(self.limits.len());
+        let slot = commit_budget(
+            policy,
+            &mut self.states,
+            &mut self.in_flight,
+            now,
+            cost,
+            |r| receipts.push(r),
+        );
+        for (l, amount) in self.limits.iter_mut().zip(policy.measure(cost)) {
+            l.charged = l.charged.saturating_add(amount.unwrap_or(u64::MAX));
+        }
+        Hold { receipts, slot }
+    }
+
+    /// Ends a call that holds `hold` here and reserved `reserved`: settles it with what it
+    /// `used` ([`settle_budget`]; `None`: the reservation stays counted), and frees its slot.
+    fn finish(&mut self, hold: &Hold, reserved: &Cost, used: Option<&Cost>, now: u64) {
+        if let (Some(policy), Some(used)) = (&self.policy, used) {
+            let counted = policy.measure(reserved).zip(policy.measure(used));
+            for (l, (reserved, used)) in self.limits.iter_mut().zip(counted) {
+                // As the core reads them: an overflowing use counts as the most there is.
+                let (reserved, used) = (reserved.unwrap_or(0), used.unwrap_or(u64::MAX));
+                l.refunded = l.refunded.saturating_add(reserved.saturating_sub(used));
+                l.charged = l.charged.saturating_add(used.saturating_sub(reserved));
             }
-            settle_all(
-                self.limits
-                    .iter()
-                    .zip(self.states.iter_mut())
-                    .zip(settles)
-                    .map(|((l, s), (reserved, used, r))| (&l.rule, s, reserved, used, r)),
+            let receipt = |i: usize| hold.receipts.get(i).copied().unwrap_or_default();
+            settle_budget(
+                policy,
+                &mut self.states,
                 now,
+                reserved,
+                used,
+                receipt,
+                |_| false,
             );
         }
-        self.in_flight = self.in_flight.saturating_sub(1);
+        if hold.slot {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
     }
 
     /// Rate-limit headers for every dimension it limits (its shortest-period limit on each):
