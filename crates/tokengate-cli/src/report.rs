@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokengate::core::LimitRule;
 use tokengate::{Algorithm, Dimension, Limit, OutputCount};
 
+use crate::audit::readings::worst_window;
 use crate::error::Error;
 use crate::gate::{Gate, Weights};
 use crate::provider::Provider;
@@ -229,20 +230,6 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-/// The largest sum over any half-open window `[s, s + width)`; `points` sorted by time.
-pub fn largest_window(points: &[(u64, u64)], width: u64) -> u64 {
-    let (mut best, mut sum, mut first) = (0u64, 0u64, 0usize);
-    for &(t, amount) in points {
-        sum += amount;
-        while points[first].0.saturating_add(width) <= t {
-            sum -= points[first].1;
-            first += 1;
-        }
-        best = best.max(sum);
-    }
-    best
-}
-
 /// The algorithm and the burst of a limit as a policy applies it (the burst given, or the
 /// algorithm's default).
 pub fn algorithm_and_burst(limit: &Limit) -> (Algorithm, Option<u64>) {
@@ -268,7 +255,7 @@ fn limit_report(
     // A limit whose period is longer than the run (a daily cap): the share of one period's
     // amount the run used.
     let rate = used as f64 * period / duration.as_secs_f64().max(period);
-    let worst = largest_window(points, nanos(limit.period()));
+    let worst = worst_window(points, nanos(limit.period())).sum;
     let amount = limit.amount();
     LimitReport {
         dimension: dimension.name().to_owned(),

@@ -15,19 +15,23 @@ pub struct WorstWindow {
     pub from: u64,
 }
 
-/// The largest sum over any half-open window `[s, s + width)` of `points`, and where it starts.
+/// The largest sum over any half-open window `[s, s + width)` of `points` (sorted by time),
+/// and where it starts: the audit's window reading, and the report's worst window.
 pub fn worst_window(points: &[(u64, u64)], width: u64) -> WorstWindow {
     let mut worst = WorstWindow { sum: 0, from: 0 };
-    let (mut sum, mut first) = (0u64, 0usize);
+    // Summed in 128 bits: exact for any log (a sum above 64 bits is reported as the most there
+    // is), so what leaves the window is taken off exactly.
+    let (mut best, mut sum, mut first) = (0u128, 0u128, 0usize);
     for &(t, amount) in points {
-        sum = sum.saturating_add(amount);
+        sum += u128::from(amount);
         while points[first].0.saturating_add(width) <= t {
-            sum -= points[first].1;
+            sum -= u128::from(points[first].1);
             first += 1;
         }
-        if sum > worst.sum {
+        if sum > best {
+            best = sum;
             worst = WorstWindow {
-                sum,
+                sum: u64::try_from(sum).unwrap_or(u64::MAX),
                 from: points[first].0,
             };
         }
@@ -118,6 +122,19 @@ mod tests {
             WorstWindow { sum: 15, from: 0 }
         );
         assert_eq!(worst_window(&[], S), WorstWindow { sum: 0, from: 0 });
+    }
+
+    #[test]
+    fn a_window_above_64_bits_is_the_most_there_is() {
+        // Both leave the window before the last point comes: taken off exactly, no underflow.
+        let points = [(0, u64::MAX), (1, u64::MAX), (S + 1, 3)];
+        assert_eq!(
+            worst_window(&points, S),
+            WorstWindow {
+                sum: u64::MAX,
+                from: 0
+            }
+        );
     }
 
     #[test]
