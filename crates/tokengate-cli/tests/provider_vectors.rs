@@ -35,7 +35,7 @@ const VECTORS: &str = include_str!("../../tokengate/tests/vectors/requests.json"
 
 /// The cases of version 1 the provider can express: those with neither tenants, nor a request
 /// without a model, nor a pause, nor a reload.
-const REPLAYED: usize = 3;
+const REPLAYED: usize = 4;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

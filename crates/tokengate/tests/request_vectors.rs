@@ -222,7 +222,7 @@ fn every_request_vector_holds_in_memory() {
     let file: File = serde_json::from_str(VECTORS).expect("requests.json parses");
     assert_eq!(file.format, "tokengate-request-vectors");
     assert_eq!(file.version, 1);
-    assert!(file.cases.len() >= 8);
+    assert!(file.cases.len() >= 9);
     for case in &file.cases {
         replay(case);
     }
