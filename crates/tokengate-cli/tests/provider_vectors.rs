@@ -27,126 +27,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+// The vectors' format, shared with the library's replayer.
+#[path = "../../tokengate/tests/common/request_vectors.rs"]
+mod request_vectors;
+
+use request_vectors::{load, Case, Expect, Op, Word};
 use tokengate::{Algorithm, OutputCount};
 use tokengate_cli::provider::{Answer, Provider, ProviderSpec, Ticket};
-
-const VECTORS: &str = include_str!("../../tokengate/tests/vectors/requests.json");
 
 /// The cases of version 1 the provider can express: those with neither tenants, nor a request
 /// without a model, nor a pause, nor a reload.
 const REPLAYED: usize = 4;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    format: String,
-    version: u32,
-    #[allow(dead_code)]
-    description: String,
-    cases: Vec<Case>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    note: Option<String>,
-    limits: String,
-    ops: Vec<Step>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Step {
-    t: u64,
-    #[serde(flatten)]
-    op: Op,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum Op {
-    Acquire {
-        #[serde(default)]
-        tenant: Option<String>,
-        #[serde(default)]
-        model: Option<String>,
-        cost: Amounts,
-        expect: Expect,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-    Settle {
-        admission: usize,
-        usage: Amounts,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-    Release {
-        admission: usize,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-    Pause {
-        #[serde(default)]
-        #[allow(dead_code)]
-        model: Option<String>,
-        #[allow(dead_code)]
-        for_ns: u64,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-    Reload {
-        #[allow(dead_code)]
-        limits: String,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-}
-
-/// Amounts on the built-in dimensions; absent ones are 0 in a cost and "as reserved" in a
-/// usage.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Amounts {
-    requests: Option<u64>,
-    input: Option<u64>,
-    output: Option<u64>,
-}
-
-/// What an acquire must get.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
-enum Expect {
-    Word(Word),
-    NotUntil {
-        not_until: u64,
-        #[allow(dead_code)]
-        dimension: String,
-    },
-    PausedUntil {
-        #[allow(dead_code)]
-        paused_until: u64,
-    },
-    Impossible {
-        impossible: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Word {
-    Admit,
-    InFlightFull,
-    UnknownModel,
-}
 
 /// Why the provider cannot replay `case`, if it cannot.
 fn inexpressible(case: &Case) -> Option<&'static str> {
@@ -311,9 +202,7 @@ fn replay(case: &Case) {
 
 #[test]
 fn the_provider_answers_every_request_vector_it_can_express() {
-    let file: File = serde_json::from_str(VECTORS).expect("requests.json parses");
-    assert_eq!(file.format, "tokengate-request-vectors");
-    assert_eq!(file.version, 1);
+    let file = load();
     let (mut replayed, mut skipped) = (Vec::new(), Vec::new());
     for case in &file.cases {
         match inexpressible(case) {

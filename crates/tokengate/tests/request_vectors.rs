@@ -9,133 +9,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+mod common;
+
+use common::request_vectors::{load, Case, Expect, Op, Word};
 use tokengate::config::Config;
-use tokengate::{AcquireError, Clock, Cost, Denied, Limiter, ManualClock, Permit, Usage};
-
-const VECTORS: &str = include_str!("vectors/requests.json");
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    format: String,
-    version: u32,
-    #[allow(dead_code)]
-    description: String,
-    cases: Vec<Case>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    note: Option<String>,
-    limits: String,
-    ops: Vec<Step>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Step {
-    t: u64,
-    #[serde(flatten)]
-    op: Op,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum Op {
-    Acquire {
-        #[serde(default)]
-        tenant: Option<String>,
-        #[serde(default)]
-        model: Option<String>,
-        cost: Amounts,
-        expect: Expect,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-    Settle {
-        admission: usize,
-        usage: Amounts,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-    Release {
-        admission: usize,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-    Pause {
-        #[serde(default)]
-        model: Option<String>,
-        for_ns: u64,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-    Reload {
-        limits: String,
-        #[serde(default)]
-        #[allow(dead_code)]
-        note: Option<String>,
-    },
-}
-
-/// Amounts on the built-in dimensions; absent ones are 0 in a cost and "as reserved" in a
-/// usage.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Amounts {
-    requests: Option<u64>,
-    input: Option<u64>,
-    output: Option<u64>,
-}
-
-impl Amounts {
-    fn cost(&self) -> Cost {
-        Cost::zero()
-            .with_requests(self.requests.unwrap_or(0))
-            .input(self.input.unwrap_or(0))
-            .output(self.output.unwrap_or(0))
-    }
-
-    fn usage(&self) -> Usage {
-        let mut usage = Usage::new();
-        if let Some(n) = self.requests {
-            usage = usage.requests(n);
-        }
-        if let Some(n) = self.input {
-            usage = usage.input(n);
-        }
-        if let Some(n) = self.output {
-            usage = usage.output(n);
-        }
-        usage
-    }
-}
-
-/// What an acquire must get.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
-enum Expect {
-    Word(Word),
-    NotUntil { not_until: u64, dimension: String },
-    PausedUntil { paused_until: u64 },
-    Impossible { impossible: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Word {
-    Admit,
-    InFlightFull,
-    UnknownModel,
-}
+use tokengate::{AcquireError, Clock, Denied, Limiter, ManualClock, Permit};
 
 /// What the limiter answered, in the vectors' terms.
 fn answer(t: u64, denied: &Denied) -> Expect {
@@ -219,9 +97,7 @@ fn replay(case: &Case) {
 
 #[test]
 fn every_request_vector_holds_in_memory() {
-    let file: File = serde_json::from_str(VECTORS).expect("requests.json parses");
-    assert_eq!(file.format, "tokengate-request-vectors");
-    assert_eq!(file.version, 1);
+    let file = load();
     assert!(file.cases.len() >= 9);
     for case in &file.cases {
         replay(case);

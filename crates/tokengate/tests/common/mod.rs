@@ -8,4 +8,5 @@ pub mod meters;
 // Its HTTP server uses crates the `reqwest` feature brings.
 #[cfg(feature = "reqwest")]
 pub mod mock_provider;
+pub mod request_vectors;
 pub mod rng;
