@@ -53,6 +53,16 @@ struct Setup {
 }
 
 impl Setup {
+    /// Sends [`OPENAI_BODY`] to the Chat Completions path; the response, whatever its status.
+    async fn send_openai(&self) -> Response {
+        self.client
+            .post("http://localhost/v1/chat/completions")
+            .body(OPENAI_BODY)
+            .send()
+            .await
+            .expect("the call went through")
+    }
+
     fn new(
         policy: Policy,
         gate: impl FnOnce(TokenGateMiddleware<ManualClock>) -> TokenGateMiddleware<ManualClock>,
@@ -284,13 +294,7 @@ async fn a_cost_function_replaces_the_estimate() {
         },
         |_| json(200, &[], r#"{"object": "chat.completion"}"#),
     );
-    setup
-        .client
-        .post("http://localhost/v1/chat/completions")
-        .body(OPENAI_BODY)
-        .send()
-        .await
-        .unwrap();
+    setup.send_openai().await;
     let during = setup.reserved(0);
     assert_eq!(used(&during, Dimension::InputTokens), 1);
     assert_eq!(used(&during, Dimension::OutputTokens), 100);
@@ -318,13 +322,7 @@ async fn a_429_pauses_the_limiter_and_is_returned_unchanged() {
             )
         },
     );
-    let response = setup
-        .client
-        .post("http://localhost/v1/chat/completions")
-        .body(OPENAI_BODY)
-        .send()
-        .await
-        .unwrap();
+    let response = setup.send_openai().await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after-ms"], "1500");
     assert_eq!(
@@ -374,13 +372,7 @@ async fn headers_of_every_reply_lower_the_limiter() {
             )
         },
     );
-    setup
-        .client
-        .post("http://localhost/v1/chat/completions")
-        .body(OPENAI_BODY)
-        .send()
-        .await
-        .unwrap();
+    setup.send_openai().await;
     let stats = setup.limiter.stats();
     let requests = &stats.limits[0];
     assert_eq!(requests.dimension, Dimension::Requests);
@@ -782,13 +774,7 @@ async fn a_retry_past_the_timeout_is_not_made() {
         },
     );
     let start = tokio::time::Instant::now();
-    let response = setup
-        .client
-        .post("http://localhost/v1/chat/completions")
-        .body(OPENAI_BODY)
-        .send()
-        .await
-        .unwrap();
+    let response = setup.send_openai().await;
     assert_eq!(response.status(), 429);
     assert_eq!(calls.load(Ordering::Relaxed), 1);
     assert!(start.elapsed() < Duration::from_millis(500));
@@ -808,13 +794,7 @@ async fn a_429_is_not_retried_when_told_not_to_or_asked_to_wait_too_long() {
                 json(429, &[("retry-after", retry_after)], "{}")
             },
         );
-        let response = setup
-            .client
-            .post("http://localhost/v1/chat/completions")
-            .body(OPENAI_BODY)
-            .send()
-            .await
-            .unwrap();
+        let response = setup.send_openai().await;
         assert_eq!(response.status(), 429);
         assert_eq!(calls.load(Ordering::Relaxed), 1, "{retries} {retry_after}");
         let admission = response.extensions().get::<tokengate::reqwest::Admission>();
