@@ -698,8 +698,7 @@ fn learning_is_validated() {
 // Learned input scaling
 
 /// Off by default; on, a model's heuristic counts follow the p99 of what the provider counted
-/// over them once trusted, within the window; the learned factor never feeds on itself (an
-/// observation is taken against the heuristic's own count); a model counted with its
+/// over the heuristic's own count once trusted, within the window; a model counted with its
 /// tokenizer is never scaled.
 #[test]
 fn input_counts_follow_what_the_provider_counted() {
@@ -721,16 +720,14 @@ fn input_counts_follow_what_the_provider_counted() {
         .unwrap();
     // The provider counts 70% to 80% of the heuristic: the factor is the p99, 0.80.
     for i in 0..19 {
-        let reserved = estimator.count_text(model, text).tokens;
-        estimator.observe_input(model, reserved, reserved * (70 + i % 11) / 100);
+        estimator.observe_input(model, raw, raw * (70 + i % 11) / 100);
     }
     assert_eq!(
         estimator.count_text(model, text).tokens,
         raw,
         "not trusted yet"
     );
-    let reserved = estimator.count_text(model, text).tokens;
-    estimator.observe_input(model, reserved, reserved * 80 / 100);
+    estimator.observe_input(model, raw, raw * 80 / 100);
     let stats = estimator.input_stats(model).unwrap();
     assert!(
         stats.trusted && (0.79..=0.80).contains(&stats.factor),
@@ -741,11 +738,8 @@ fn input_counts_follow_what_the_provider_counted() {
         scaled >= raw * 79 / 100 && scaled <= raw * 80 / 100 + 1,
         "{scaled} of {raw}"
     );
-    // Observed against the scaled reservation, the ratio is still the provider's over the
-    // heuristic's: the same replies keep the same factor.
     for _ in 0..200 {
-        let reserved = estimator.count_text(model, text).tokens;
-        estimator.observe_input(model, reserved, raw * 80 / 100);
+        estimator.observe_input(model, raw, raw * 80 / 100);
     }
     let again = estimator.input_stats(model).unwrap();
     assert!((0.79..=0.80).contains(&again.factor), "{again:?}");
@@ -769,6 +763,38 @@ fn input_counts_follow_what_the_provider_counted() {
         assert_eq!(estimator.count_text("gpt-4o", text).tokens, exact);
         assert_eq!(estimator.input_stats("gpt-4o"), None);
     }
+}
+
+/// What a request body gives to observe: the heuristic's own count, whatever factor is in
+/// force (so a factor never feeds on itself), and nothing for a body with images (a fixed
+/// reservation the heuristic did not count) or when learning is off.
+#[cfg(feature = "json")]
+#[test]
+fn a_request_gives_the_heuristics_own_count_to_learn_from() {
+    use tokengate::estimate::ChatRequest;
+    let body = serde_json::json!({"model": "claude-x", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Name three prime numbers, please."}]});
+    let chat = ChatRequest::from_value(None, &body).unwrap();
+    assert_eq!(
+        Estimator::new().heuristic_input(&chat),
+        None,
+        "learning is off"
+    );
+    let estimator = Estimator::builder()
+        .learn_input(InputLearning::new().min_observations(1))
+        .build()
+        .unwrap();
+    let heuristic = estimator.heuristic_input(&chat).unwrap();
+    assert_eq!(heuristic, chat.estimate(&Estimator::new()).input.tokens);
+    estimator.observe_input("claude-x", heuristic, heuristic / 2);
+    // The factor is now a half; the count to learn from is the heuristic's still.
+    assert!(chat.estimate(&estimator).input.tokens < heuristic);
+    assert_eq!(estimator.heuristic_input(&chat), Some(heuristic));
+    let image = serde_json::json!({"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user",
+        "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}]});
+    let chat = ChatRequest::from_value(None, &image).unwrap();
+    assert!(chat.extra_tokens > 0);
+    assert_eq!(estimator.heuristic_input(&chat), None);
 }
 
 #[test]

@@ -49,12 +49,13 @@ pub trait ModelRequest {
     /// may prefer that one for counting).
     fn cost(&self, estimator: &Estimator, model: &str) -> Cost;
 
-    /// Whether [`cost`](Self::cost) counts the input with the estimator it is given (its
-    /// `count_text` or `count_chat`), so that the input a reply reports can teach the
-    /// estimator ([`Estimator::observe_input`]). `false` unless said: a count of your own
-    /// teaches nothing.
-    fn estimated(&self) -> bool {
-        false
+    /// The heuristic's own count of this request's input, when [`cost`](Self::cost) priced it
+    /// with the estimator's heuristic ([`Estimator::heuristic_input`]): the input a reply
+    /// reports then teaches the estimator ([`Estimator::observe_input`]). `None` unless said:
+    /// a count of your own teaches nothing.
+    fn heuristic_input(&self, estimator: &Estimator, model: &str) -> Option<u64> {
+        let _ = (estimator, model);
+        None
     }
 }
 
@@ -73,6 +74,12 @@ pub trait ModelReply {
     fn throttled(&self) -> Option<ProviderReport> {
         None
     }
+
+    /// Every input token the provider counted for the call, cached ones included (what the
+    /// input estimate is compared with to learn its scale); by default the usage's input.
+    fn counted_input(&self) -> Option<u64> {
+        self.usage().and_then(|u| u.input_tokens())
+    }
 }
 
 impl<T: ModelRequest + ?Sized> ModelRequest for &T {
@@ -80,8 +87,8 @@ impl<T: ModelRequest + ?Sized> ModelRequest for &T {
         (**self).cost(estimator, model)
     }
 
-    fn estimated(&self) -> bool {
-        (**self).estimated()
+    fn heuristic_input(&self, estimator: &Estimator, model: &str) -> Option<u64> {
+        (**self).heuristic_input(estimator, model)
     }
 }
 
@@ -93,6 +100,10 @@ impl<T: ModelReply, E> ModelReply for Result<T, E> {
     fn throttled(&self) -> Option<ProviderReport> {
         self.as_ref().ok().and_then(ModelReply::throttled)
     }
+
+    fn counted_input(&self) -> Option<u64> {
+        self.as_ref().ok().and_then(ModelReply::counted_input)
+    }
 }
 
 impl<T: ModelReply> ModelReply for Option<T> {
@@ -102,6 +113,10 @@ impl<T: ModelReply> ModelReply for Option<T> {
 
     fn throttled(&self) -> Option<ProviderReport> {
         self.as_ref().and_then(ModelReply::throttled)
+    }
+
+    fn counted_input(&self) -> Option<u64> {
+        self.as_ref().and_then(ModelReply::counted_input)
     }
 }
 
@@ -147,8 +162,12 @@ mod json {
             }
         }
 
-        fn estimated(&self) -> bool {
-            ChatRequest::from_value(None, self).is_some()
+        fn heuristic_input(&self, estimator: &Estimator, model: &str) -> Option<u64> {
+            let mut chat = ChatRequest::from_value(None, self)?;
+            if chat.model.is_none() && !model.is_empty() {
+                chat.model = Some(model.to_owned());
+            }
+            estimator.heuristic_input(&chat)
         }
     }
 
@@ -162,8 +181,13 @@ mod json {
             ChatRequest::cost(self, estimator)
         }
 
-        fn estimated(&self) -> bool {
-            true
+        fn heuristic_input(&self, estimator: &Estimator, model: &str) -> Option<u64> {
+            if self.model.is_none() && !model.is_empty() {
+                let mut named = self.clone();
+                named.model = Some(model.to_owned());
+                return estimator.heuristic_input(&named);
+            }
+            estimator.heuristic_input(self)
         }
     }
 
@@ -181,6 +205,10 @@ mod json {
                 .and_then(ModelReply::usage)
         }
 
+        fn counted_input(&self) -> Option<u64> {
+            ReplyUsage::from_value(self).ok().map(|r| r.input_tokens)
+        }
+
         fn throttled(&self) -> Option<ProviderReport> {
             let error = self.get("error")?;
             let openai = error.get("code").and_then(Value::as_str) == Some("rate_limit_exceeded");
@@ -193,6 +221,10 @@ mod json {
     impl ModelReply for ReplyUsage {
         fn usage(&self) -> Option<Usage> {
             Some(ReplyUsage::usage(self, self.format.default_cached_input()))
+        }
+
+        fn counted_input(&self) -> Option<u64> {
+            Some(self.input_tokens)
         }
     }
 }

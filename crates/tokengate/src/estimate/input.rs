@@ -33,7 +33,7 @@ const MAX_RATIO: u64 = RATIO_UNIT * 8;
 /// let messages = [ChatMessage::user("Summarise the attached report in three bullet points.")];
 /// let before = estimator.count_chat("claude-sonnet-4-5", &messages).tokens;
 /// for _ in 0..10 {
-///     // The replies say the provider counted 80% of what was reserved.
+///     // The replies say the provider counted 80% of what the heuristic counted.
 ///     estimator.observe_input("claude-sonnet-4-5", before, before * 8 / 10);
 /// }
 /// let after = estimator.count_chat("claude-sonnet-4-5", &messages).tokens;
@@ -93,12 +93,6 @@ pub(crate) fn scale(tokens: u64, ratio: u64) -> u64 {
     u64::try_from(scaled).unwrap_or(u64::MAX)
 }
 
-/// `tokens` scaled back by `ratio`: the heuristic's count a scaled one came from.
-pub(crate) fn unscale(tokens: u64, ratio: u64) -> u64 {
-    let raw = u128::from(tokens) * u128::from(RATIO_UNIT) / u128::from(ratio.max(1));
-    u64::try_from(raw).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,7 +106,5 @@ mod tests {
         assert_eq!(ratio(1, u64::MAX), MAX_RATIO);
         assert_eq!(scale(1_000, 819), 800);
         assert_eq!(scale(u64::MAX, MAX_RATIO), u64::MAX);
-        assert_eq!(unscale(800, 819), 1_000);
-        assert_eq!(unscale(u64::MAX, MIN_RATIO), u64::MAX);
     }
 }

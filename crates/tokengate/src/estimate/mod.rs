@@ -417,23 +417,41 @@ impl Estimator {
         })
     }
 
-    /// Records what the provider counted (`reported`, the input tokens of a reply's usage) for
-    /// a request to `model` whose input this estimator counted as `estimated` (what was
-    /// reserved), for learned input scaling ([`InputLearning`]). Does nothing when that is off,
-    /// or when `model`'s tokenizer counted it (no heuristic to scale).
-    pub fn observe_input(&self, model: &str, estimated: u64, reported: u64) {
+    /// Records what the provider counted (`reported`: every input token of a reply's usage,
+    /// cached ones included) for a request to `model` whose input the heuristic counted as
+    /// `heuristic` (its own count, before any learned factor: [`heuristic_input`](Self::heuristic_input)
+    /// for a request body), for learned input scaling ([`InputLearning`]). Does nothing when
+    /// that is off, or when `model`'s tokenizer counts its input (no heuristic to scale).
+    pub fn observe_input(&self, model: &str, heuristic: u64, reported: u64) {
         let Some(learner) = &self.shared.input_learner else {
             return;
         };
         if self.method(model).is_tokenizer() {
             return;
         }
-        // The heuristic's own count: the estimate before the factor in force scaled it.
-        let raw = match self.input_ratio(model) {
-            Some(ratio) => input::unscale(estimated, ratio),
-            None => estimated,
+        learner.observe(model, input::ratio(heuristic, reported));
+    }
+
+    /// The heuristic's own count of `chat`'s input (before any learned factor), to observe
+    /// against the provider's count with [`observe_input`](Self::observe_input); `None` when
+    /// input learning is off, when the model's tokenizer counts it, or when the request carries
+    /// fixed reservations the heuristic did not count (images, token arrays), which would skew
+    /// the ratio learned for text.
+    #[cfg(feature = "json")]
+    pub fn heuristic_input(&self, chat: &ChatRequest) -> Option<u64> {
+        self.shared.input_learner.as_ref()?;
+        let model = chat.model.as_deref()?;
+        if self.method(model).is_tokenizer() || chat.extra_tokens > 0 {
+            return None;
+        }
+        let unscaled = Estimator {
+            shared: Arc::new(Shared {
+                default_max_tokens: self.shared.default_max_tokens,
+                learner: None,
+                input_learner: None,
+            }),
         };
-        learner.observe(model, input::ratio(raw, reported));
+        Some(chat.estimate(&unscaled).input.tokens)
     }
 
     /// What has been learned of `model`'s input counts; `None` when learning is off or the

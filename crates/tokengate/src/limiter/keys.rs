@@ -147,7 +147,10 @@ impl<'a, C: Clock> Key<'a, C> {
     }
 
     /// Lifts the pause of this key's model (or the limiter's own budget, for a key without a
-    /// model budget), if one is in force.
+    /// model budget), if one is in force. Like `pause`, `observe` and `observe_throttled`, it
+    /// does nothing for a model the limits file refuses
+    /// ([`UnlistedModels`](crate::config::UnlistedModels)): that key has no budget of its own,
+    /// and the account's must not stand in for it.
     ///
     /// # Examples
     /// ```
@@ -303,7 +306,9 @@ impl<'a, C: Clock> Key<'a, C> {
     /// [`run`](Self::run) with an overall deadline on waiting: the admissions and the waits
     /// before retries together take at most `timeout` (the calls themselves are not timed:
     /// wrap the future in `tokio::time::timeout` for that). A retry whose wait would pass the
-    /// deadline is not made: the refused reply is returned.
+    /// deadline is not made: the refused reply is returned. The deadline is kept on the
+    /// limiter's clock and retries sleep on tokio's: give the limiter a
+    /// [`TokioClock`](crate::TokioClock) when tests pause tokio's time.
     ///
     /// # Errors
     /// [`AcquireError::Timeout`](crate::AcquireError::Timeout) (or `QueueTimeout`, `Paused`)
@@ -406,8 +411,11 @@ impl<'a, C: Clock> Key<'a, C> {
                         if let Some(output) = usage.output_tokens() {
                             estimator.observe_output(model, output);
                         }
-                        if let Some(input) = usage.input_tokens().filter(|_| request.estimated()) {
-                            estimator.observe_input(model, cost.input_tokens(), input);
+                        if let (Some(heuristic), Some(counted)) = (
+                            request.heuristic_input(&estimator, model),
+                            reply.counted_input(),
+                        ) {
+                            estimator.observe_input(model, heuristic, counted);
                         }
                     }
                     permit.settle(usage);

@@ -247,7 +247,10 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
                 cached: self.config.cached_input(),
                 estimator: self.estimator.clone(),
                 model: model.clone(),
-                estimated: self.cost_fn.is_none() && chat.is_some(),
+                heuristic: chat
+                    .as_ref()
+                    .filter(|_| self.cost_fn.is_none())
+                    .and_then(|chat| self.estimator.heuristic_input(chat)),
             });
             // A copy for a retry, when one may follow and the body can be copied (a body in
             // memory; a stream cannot be sent twice).

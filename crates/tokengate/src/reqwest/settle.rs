@@ -21,8 +21,9 @@ pub(super) struct Pending<C: Clock> {
     /// known.
     pub(super) estimator: Estimator,
     pub(super) model: Option<String>,
-    /// Whether the estimator priced the input (not a cost function of the user's own).
-    pub(super) estimated: bool,
+    /// The heuristic's own count of the input, when the estimator priced it and learns input
+    /// counts ([`Estimator::heuristic_input`]).
+    pub(super) heuristic: Option<u64>,
 }
 
 impl<C: Clock> Pending<C> {
@@ -34,10 +35,9 @@ impl<C: Clock> Pending<C> {
                 if reply.complete {
                     if let Some(model) = &self.model {
                         self.estimator.observe_output(model, reply.output_tokens);
-                        if self.estimated {
-                            let reserved = self.permit.cost().input_tokens();
+                        if let Some(heuristic) = self.heuristic {
                             self.estimator
-                                .observe_input(model, reserved, reply.input_tokens);
+                                .observe_input(model, heuristic, reply.input_tokens);
                         }
                     }
                 }
