@@ -186,6 +186,27 @@ async fn a_model_the_file_does_not_cover_is_refused_everywhere() {
     }
     // A request with no model at all is the account's.
     assert!(limiter.tenant("acme").try_acquire(Cost::request()).is_ok());
+    // What the provider says of a refused model lands nowhere: not on the account.
+    let typo = limiter.key("acme", "gpt4o");
+    typo.pause(Duration::from_secs(60));
+    typo.observe_throttled(&ProviderReport::from_headers(
+        [
+            ("retry-after", "30"),
+            ("x-ratelimit-remaining-requests", "0"),
+        ],
+        SystemTime::now(),
+    ));
+    let account = limiter.stats();
+    assert_eq!((account.paused_for, account.throttled), (None, 0));
+    assert_eq!(
+        account.limits[0].amount,
+        account.limits[0].configured_amount
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(limiter
+        .key("acme", "gpt-4o")
+        .try_acquire(Cost::request())
+        .is_ok());
 }
 
 /// A file that limits no model (only the account) passes every model: nothing to refuse it for.
@@ -787,6 +808,28 @@ async fn run_teaches_a_learning_estimator_the_input_counted() {
         stats.trusted && (0.4..=0.5).contains(&stats.factor),
         "{stats:?}"
     );
+    // Input read from the prompt cache counts as input too (the provider counted the prompt),
+    // though it is not charged: all of it from the cache leaves the factor at 1.
+    let full = estimated.tokens;
+    limiter.reload(config(
+        "[models.claude-x]\ninput_tokens_per_minute = 100_000\n\
+         [models.claude-y]\ninput_tokens_per_minute = 100_000",
+    ));
+    let request = serde_json::json!({"model": "claude-y", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Write a haiku about rate limits, please."}]});
+    limiter
+        .model("claude-y")
+        .run(&request, |_| async move {
+            serde_json::json!({"type": "message", "usage": {"input_tokens": 0,
+                "cache_read_input_tokens": full, "output_tokens": 3}})
+        })
+        .await
+        .unwrap();
+    let stats = limiter
+        .estimator()
+        .input_stats("claude-y")
+        .expect("observed");
+    assert!((0.99..=1.01).contains(&stats.factor), "{stats:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -146,6 +146,8 @@ impl Retry {
 #[non_exhaustive]
 pub enum Refused {
     /// The provider counts nothing of a refused request: request and tokens come back.
+    /// (A dimension of your own, `Cost::with`, stays charged as reserved under every
+    /// variant: the limiter cannot know how a provider counts it.)
     Nothing,
     /// The request counts against the request limits; its tokens, never processed, come back.
     #[default]

@@ -428,10 +428,17 @@ impl Config {
         if !self.refuses_model(model) {
             return None;
         }
+        // Names to suggest: models and families, not patterns (`gpt-4o-mini-*` is no name).
         let mut names: Vec<&str> = self.models.iter().map(|(n, _)| n.as_str()).collect();
         for family in &self.families {
             names.push(&family.name);
-            names.extend(family.patterns.iter().map(String::as_str));
+            names.extend(
+                family
+                    .patterns
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|p| !p.ends_with('*')),
+            );
         }
         let lower = model.to_ascii_lowercase();
         let lowered: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();

@@ -82,7 +82,9 @@ impl<C: Clock> Limiter<C> {
     fn teach_on(&self, key: Option<&KeyNames>, throttled: Option<&ProviderReport>) {
         let now = self.shared.clock.now();
         let mut st = self.lock();
-        let id = self.provider_budget(&mut st, key, now);
+        let Some(id) = self.provider_budget(&mut st, key, now) else {
+            return;
+        };
         let Some(budget) = st.budget_mut(id) else {
             return;
         };
@@ -118,17 +120,23 @@ impl<C: Clock> Limiter<C> {
 
     /// The budget that mirrors the provider's limits for `key`: its model's (or family's),
     /// else the limiter's own.
-    fn provider_budget(&self, st: &mut super::State, key: Option<&KeyNames>, now: u64) -> BudgetId {
-        // A model the config refuses mirrors nothing of its own: the limiter's own budget.
-        let Ok(route) = self.route(st, key, now) else {
-            return ROOT;
-        };
-        route
-            .keyed()
-            .iter()
-            .copied()
-            .find(|&id| st.budget(id).is_some_and(|b| b.name.is_model()))
-            .unwrap_or(ROOT)
+    /// `None` for a model the config refuses: nothing of the provider's for it (a pause, a
+    /// lower remaining, a 429's lesson) may land on another budget, the account's least.
+    fn provider_budget(
+        &self,
+        st: &mut super::State,
+        key: Option<&KeyNames>,
+        now: u64,
+    ) -> Option<BudgetId> {
+        let route = self.route(st, key, now).ok()?;
+        Some(
+            route
+                .keyed()
+                .iter()
+                .copied()
+                .find(|&id| st.budget(id).is_some_and(|b| b.name.is_model()))
+                .unwrap_or(ROOT),
+        )
     }
 
     /// Like [`observe`](Self::observe), for a 429: counts it, pauses admissions for its
@@ -288,7 +296,9 @@ impl<C: Clock> Limiter<C> {
         let asked = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
         let clamped = asked > st.max_pause;
         let until = now.saturating_add(asked.min(st.max_pause));
-        let id = self.provider_budget(&mut st, key, now);
+        let Some(id) = self.provider_budget(&mut st, key, now) else {
+            return;
+        };
         let counted = kind == PauseKind::Throttled || asked > 0;
         for budget_id in if id == ROOT {
             vec![ROOT]
@@ -336,7 +346,9 @@ impl<C: Clock> Limiter<C> {
     ) -> u64 {
         let now = self.shared.clock.now();
         let mut st = self.lock();
-        let id = self.provider_budget(&mut st, key, now);
+        let Some(id) = self.provider_budget(&mut st, key, now) else {
+            return 0;
+        };
         let adopt = st.adopt_reported;
         let Some(budget) = st.budget_mut(id) else {
             return 0;
