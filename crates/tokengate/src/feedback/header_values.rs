@@ -42,8 +42,10 @@ fn split_decimal(s: &[u8]) -> Option<(&[u8], &[u8])> {
     }
 }
 
-/// An unsigned integer written `1*DIGIT` (the caller trims whitespace).
-pub(super) fn parse_count(s: &str) -> Result<u64, &'static str> {
+/// The bytes of a figure that must be a non-negative number: an empty one, or one with a
+/// minus sign, is refused (a negative number as such, anything else after the sign as no
+/// number).
+fn unsigned(s: &str) -> Result<&[u8], &'static str> {
     let b = s.as_bytes();
     if b.is_empty() {
         return Err(EMPTY);
@@ -55,6 +57,12 @@ pub(super) fn parse_count(s: &str) -> Result<u64, &'static str> {
             NOT_NUMBER
         });
     }
+    Ok(b)
+}
+
+/// An unsigned integer written `1*DIGIT` (the caller trims whitespace).
+pub(super) fn parse_count(s: &str) -> Result<u64, &'static str> {
+    let b = unsigned(s)?;
     match split_decimal(b) {
         Some((int, [])) => int
             .iter()
@@ -99,17 +107,7 @@ fn nanos_to_duration(nanos: u128) -> Option<Duration> {
 
 /// A non-negative decimal number of `unit_nanos` units (`1*DIGIT [ "." 1*DIGIT ]`).
 pub(super) fn parse_decimal(s: &str, unit_nanos: u64) -> Result<Duration, &'static str> {
-    let b = s.as_bytes();
-    if b.is_empty() {
-        return Err(EMPTY);
-    }
-    if let Some(magnitude) = b.strip_prefix(b"-") {
-        return Err(if split_decimal(magnitude).is_some() {
-            NEGATIVE
-        } else {
-            NOT_NUMBER
-        });
-    }
+    let b = unsigned(s)?;
     let (int, frac) = split_decimal(b).ok_or(NOT_NUMBER)?;
     digits_value(int)
         .and_then(|n| n.checked_mul(u128::from(unit_nanos)))
