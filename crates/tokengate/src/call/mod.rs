@@ -36,6 +36,8 @@
 
 mod retry;
 
+#[cfg(feature = "tokio")]
+pub(crate) use retry::Deadline;
 pub(crate) use retry::RetryCount;
 pub use retry::{Refused, Retry};
 

@@ -5,8 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
+#[cfg(feature = "tokio")]
+use crate::core::Nanos;
 use crate::cost::Usage;
 use crate::feedback::ProviderReport;
+use crate::limiter::Permit;
 
 /// How a call the provider refused with a 429 is settled and retried: by
 /// [`Key::run`](crate::Key::run) (set with [`Limiter::set_retry`](crate::Limiter::set_retry)),
@@ -137,7 +141,7 @@ impl Retry {
 /// let limiter = Limiter::with_clock(policy, ManualClock::new());
 /// let permit = limiter.try_acquire(Cost::request().input(900).output(100))?;
 /// // Answered 429: the request stays counted, its 1,000 tokens come back.
-/// permit.settle(Refused::Request.usage().unwrap());
+/// Refused::Request.settle(permit);
 /// let stats = limiter.stats();
 /// assert_eq!((stats.limits[0].used, stats.limits[1].used), (1, 0));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -165,6 +169,53 @@ impl Refused {
             Refused::Request => Some(Usage::new().input(0).output(0)),
             Refused::Everything => None,
         }
+    }
+
+    /// Settles the permit of a refused attempt as [`usage`](Self::usage) says (dropping it
+    /// unsettled for [`Everything`](Self::Everything)).
+    pub fn settle<C: Clock>(self, permit: Permit<'_, C>) {
+        match self.usage() {
+            Some(usage) => permit.settle(usage),
+            None => drop(permit),
+        }
+    }
+}
+
+/// One deadline over everything a call waits for (its admissions and the waits before its
+/// retries), kept on the limiter's clock from when the call asked.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) struct Deadline<'c, C: Clock> {
+    clock: &'c C,
+    started: Nanos,
+    timeout: Option<Duration>,
+}
+
+#[cfg(feature = "tokio")]
+impl<'c, C: Clock> Deadline<'c, C> {
+    /// From now on `clock`, `timeout` long (none: no deadline).
+    pub(crate) fn new(clock: &'c C, timeout: Option<Duration>) -> Self {
+        Self {
+            clock,
+            started: clock.now(),
+            timeout,
+        }
+    }
+
+    /// When the call asked.
+    pub(crate) fn started(&self) -> Nanos {
+        self.started
+    }
+
+    /// What is left of the timeout, if there is one.
+    pub(crate) fn left(&self) -> Option<Duration> {
+        let waited = Duration::from_nanos(self.clock.now().saturating_sub(self.started));
+        self.timeout.map(|t| t.saturating_sub(waited))
+    }
+
+    /// Whether a wait of `wait` ends within the deadline.
+    pub(crate) fn allows(&self, wait: Duration) -> bool {
+        self.left().is_none_or(|left| wait <= left)
     }
 }
 

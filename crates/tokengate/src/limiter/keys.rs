@@ -364,38 +364,26 @@ impl<'a, C: Clock> Key<'a, C> {
         F: FnMut(&'r Req) -> Fut,
         Fut: std::future::Future<Output = R>,
     {
-        let clock = &self.limiter.shared.clock;
-        let started = clock.now();
-        // What is left of the timeout, if there is one.
-        let left = || {
-            timeout.map(|t| {
-                t.saturating_sub(std::time::Duration::from_nanos(
-                    clock.now().saturating_sub(started),
-                ))
-            })
-        };
+        let deadline = crate::call::Deadline::new(&self.limiter.shared.clock, timeout);
         let estimator = self.limiter.estimator();
         let retry = self.limiter.retry();
         let model = self.names.model.as_deref().unwrap_or("");
         let cost = request.cost(&estimator, model);
         let mut retried = 0;
         loop {
-            let permit = match left() {
+            let permit = match deadline.left() {
                 Some(left) => self.acquire_timeout(cost.clone(), left).await?,
                 None => self.acquire(cost.clone()).await?,
             };
             let reply = call(request).await;
             if let Some(report) = reply.throttled() {
                 // Settled first: the limits the 429 lowers take nothing back from it.
-                match retry.refused().usage() {
-                    Some(usage) => permit.settle(usage),
-                    None => drop(permit),
-                }
+                retry.refused().settle(permit);
                 self.observe_throttled(&report);
                 let nth = self.limiter.shared.retried.next();
                 let wait = retry
                     .wait(retried, &report, nth)
-                    .filter(|&wait| left().is_none_or(|left| wait <= left));
+                    .filter(|&wait| deadline.allows(wait));
                 match wait {
                     Some(wait) => {
                         retried += 1;

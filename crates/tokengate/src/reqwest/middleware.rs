@@ -12,7 +12,7 @@ use reqwest_middleware::{Middleware, Next};
 use super::route::{limits_for, tenant_of};
 use super::settle::{MeteredBody, Pending};
 use super::{Admission, ApiFormat, ChatRequest, GateConfig};
-use crate::call::RetryCount;
+use crate::call::{Deadline, RetryCount};
 use crate::clock::{Clock, SystemClock};
 use crate::cost::Cost;
 use crate::error::AcquireError;
@@ -219,20 +219,15 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             .filter(|c| !c.is_zero());
         let retry = self.config.retry();
         let mut retried = 0;
-        // When the call asked, when its last attempt was admitted, and attempts sent.
-        let asked = self.limiter.clock().now();
+        // One deadline for every admission and retry of the call, from when it asked; when its
+        // last attempt was admitted, and attempts sent.
+        let deadline = Deadline::new(self.limiter.clock(), self.config.timeout());
+        let asked = deadline.started();
         let (mut admitted, mut attempts) = (asked, 0);
-        // What is left of the timeout: one deadline for every admission and retry of the call.
-        let left = || {
-            self.config.timeout().map(|t| {
-                let waited = self.limiter.clock().now().saturating_sub(asked);
-                t.saturating_sub(Duration::from_nanos(waited))
-            })
-        };
         let (mut response, pending, report) = loop {
             let permit = match cost.clone() {
                 Some(cost) => Some(
-                    self.acquire(&limits, cost, left())
+                    self.acquire(&limits, cost, deadline.left())
                         .await
                         .map_err(reqwest_middleware::Error::middleware)?,
                 ),
@@ -290,7 +285,7 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             let wait = copy
                 .as_ref()
                 .and_then(|_| retry.wait(retried, &report, self.retried.next()))
-                .filter(|&wait| left().is_none_or(|left| wait <= left));
+                .filter(|&wait| deadline.allows(wait));
             let (Some(copy), Some(wait)) = (copy, wait) else {
                 // The last attempt: the caller gets this 429, and what the limiter did.
                 break (response, None, None);

@@ -55,10 +55,7 @@ impl<C: Clock> Pending<C> {
 
     /// Settles a call the provider refused with a 429, as `refused` says it counts one.
     pub(super) fn settle_refused(self, refused: Refused) {
-        match refused.usage() {
-            Some(usage) => self.permit.settle(usage),
-            None => drop(self.permit),
-        }
+        refused.settle(self.permit);
     }
 }
 
