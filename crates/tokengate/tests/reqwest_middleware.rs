@@ -631,6 +631,22 @@ struct ThrottledOnce {
     calls: Arc<Mutex<Vec<tokio::time::Instant>>>,
 }
 
+impl ThrottledOnce {
+    /// A client whose calls pass `gate`, then reach a `ThrottledOnce`; and when each came.
+    fn behind(
+        gate: TokenGateMiddleware<tokengate::TokioClock>,
+    ) -> (ClientWithMiddleware, Arc<Mutex<Vec<tokio::time::Instant>>>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let client = ClientBuilder::new(reqwest::Client::new())
+            .with(gate)
+            .with(ThrottledOnce {
+                calls: Arc::clone(&calls),
+            })
+            .build();
+        (client, calls)
+    }
+}
+
 #[async_trait::async_trait]
 impl Middleware for ThrottledOnce {
     async fn handle(
@@ -661,14 +677,8 @@ impl Middleware for ThrottledOnce {
 /// the caller sees the reply; the refused attempt gave its tokens back, the retry settled.
 #[tokio::test(start_paused = true)]
 async fn a_429_is_retried_through_the_limiter_after_its_retry_after() {
-    let calls = Arc::new(Mutex::new(Vec::new()));
     let limiter = Limiter::with_clock(policy(), tokengate::TokioClock::new());
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(TokenGateMiddleware::new(limiter.clone()))
-        .with(ThrottledOnce {
-            calls: Arc::clone(&calls),
-        })
-        .build();
+    let (client, calls) = ThrottledOnce::behind(TokenGateMiddleware::new(limiter.clone()));
     let start = tokio::time::Instant::now();
     let response = client
         .post("http://localhost/v1/chat/completions")
@@ -704,18 +714,11 @@ async fn a_429_is_retried_through_the_limiter_after_its_retry_after() {
 /// attempt gives its request back too.
 #[tokio::test(start_paused = true)]
 async fn a_refusal_the_provider_does_not_count_gives_the_request_back() {
-    let calls = Arc::new(Mutex::new(Vec::new()));
     let limiter = Limiter::with_clock(policy(), tokengate::TokioClock::new());
     let retry = Retry::new().with_refused(Refused::Nothing);
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(
-            TokenGateMiddleware::new(limiter.clone())
-                .with_config(GateConfig::new().with_retry(retry)),
-        )
-        .with(ThrottledOnce {
-            calls: Arc::clone(&calls),
-        })
-        .build();
+    let (client, calls) = ThrottledOnce::behind(
+        TokenGateMiddleware::new(limiter.clone()).with_config(GateConfig::new().with_retry(retry)),
+    );
     let response = client
         .post("http://localhost/v1/chat/completions")
         .body(OPENAI_BODY)
@@ -739,13 +742,7 @@ async fn a_model_the_limits_file_does_not_cover_is_not_sent() {
     )
     .unwrap();
     let limiter = Limiter::from_config_with_clock(config, tokengate::TokioClock::new());
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(TokenGateMiddleware::new(limiter.clone()))
-        .with(ThrottledOnce {
-            calls: Arc::clone(&calls),
-        })
-        .build();
+    let (client, calls) = ThrottledOnce::behind(TokenGateMiddleware::new(limiter.clone()));
     let error = client
         .post("http://localhost/v1/chat/completions")
         .body(OPENAI_BODY.replace("gpt-4o-mini", "gpt4o-mini"))
