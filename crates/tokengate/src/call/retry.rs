@@ -203,6 +203,7 @@ impl<'c, C: Clock> Deadline<'c, C> {
     }
 
     /// When the call asked.
+    #[cfg(feature = "reqwest")]
     pub(crate) fn started(&self) -> Nanos {
         self.started
     }
