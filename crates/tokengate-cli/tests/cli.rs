@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{examples, fails_with, scratch, text, tokengate};
+use common::{examples, fails_with, report, scratch, text, tokengate};
 use serde_json::Value;
 
 /// The shipped example, run once with every output.
@@ -608,8 +608,7 @@ fn a_client_above_the_providers_limits_gets_429s_and_pauses() {
         "--log",
         log.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = report(&out, &json);
     let throttled = r["requests"]["throttled"].as_u64().unwrap();
     assert!(throttled > 0);
     assert_eq!(r["provider"]["throttled"].as_u64().unwrap(), throttled);

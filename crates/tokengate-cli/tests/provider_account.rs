@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{example_file, fails_with, quick, scratch, text, write};
+use common::{example_file, fails_with, quick, report, scratch, write};
 use serde_json::Value;
 
 #[test]
@@ -24,8 +24,7 @@ fn the_providers_account_limit_is_enforced() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = report(&out, &json);
     let n = |v: &Value| v.as_u64().unwrap();
     // One a minute over five minutes, whatever the model: the rest is refused with a 429.
     assert!(n(&r["requests"]["throttled"]) > 0, "{}", r["requests"]);

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{example_file, fails_with, quick, scratch, text, write};
-use serde_json::Value;
+use common::{example_file, fails_with, quick, report, scratch, write};
 
 /// The example's limits without gpt-4o's own budget, with `[account]`, and `extra` on top.
 fn limits(extra: &str) -> String {
@@ -33,8 +32,7 @@ fn a_passed_model_runs_on_the_account_and_tenant_budgets() {
         "--log",
         log.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = report(&out, &json);
     // gpt-4o's requests ran, under its name, and no client budget of its own limits them.
     let lines = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -100,3 +100,11 @@ pub(crate) fn write(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&path, text).expect("a scratch file");
     path.to_str().expect("a UTF-8 path").to_owned()
 }
+
+/// The JSON report a successful run wrote to `json` (the run failing is the test failing,
+/// with its stderr).
+pub(crate) fn report(out: &Output, json: &Path) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(json).expect("the run wrote its --json report");
+    serde_json::from_str(&written).expect("the report is JSON")
+}
