@@ -88,6 +88,13 @@ pub use request::{ApiFormat, ChatRequest, RequestMessage, IMAGE_TOKENS};
 use learner::Learner;
 
 /// The output reservation when a request gives no `max_tokens` and none was configured.
+///
+/// What a provider's rate limiter reserves for such a request is not documented (OpenAI's
+/// documents the larger of `max_tokens` and its input estimate only when `max_tokens` is
+/// given), so no figure here can be exact. 4,096 covers most replies; for a model whose output
+/// cap is larger and whose provider reserves the cap, set
+/// [`EstimatorBuilder::default_max_tokens`] to that cap (the safe side), or give every request
+/// a `max_tokens`, which is what the provider then charges.
 pub const DEFAULT_MAX_TOKENS: u64 = 4_096;
 
 /// How a token count was made.
