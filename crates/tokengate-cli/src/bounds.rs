@@ -45,9 +45,9 @@ pub fn go_duration(d: Duration) -> String {
         if s > 0 || out.is_empty() {
             out.push_str(&format!("{s}s"));
         }
-    } else if s == 0 && sub % 1_000_000 == 0 {
+    } else if s == 0 && sub.is_multiple_of(1_000_000) {
         out.push_str(&format!("{}ms", sub / 1_000_000));
-    } else if s == 0 && sub % 1_000 == 0 {
+    } else if s == 0 && sub.is_multiple_of(1_000) {
         out.push_str(&format!("{}us", sub / 1_000));
     } else if s == 0 {
         out.push_str(&format!("{sub}ns"));

@@ -490,11 +490,11 @@ pub fn fmt_duration(d: Duration) -> String {
     let whole = d.subsec_nanos() == 0;
     let secs = d.as_secs();
     let nanos = d.subsec_nanos();
-    if whole && secs > 0 && secs % 86_400 == 0 {
+    if whole && secs > 0 && secs.is_multiple_of(86_400) {
         format!("{} d", secs / 86_400)
-    } else if whole && secs > 0 && secs % 3_600 == 0 {
+    } else if whole && secs > 0 && secs.is_multiple_of(3_600) {
         format!("{} h", secs / 3_600)
-    } else if whole && secs > 0 && secs % 60 == 0 {
+    } else if whole && secs > 0 && secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else if s >= 1.0 {
         format!("{} s", trim(s))
@@ -530,7 +530,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

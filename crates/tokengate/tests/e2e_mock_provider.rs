@@ -65,7 +65,7 @@ async fn run_load(
                 n += 1;
                 let max_tokens = [200u64, 400, 800][(next_random(&mut seed) % 3) as usize];
                 let words = 60 + (next_random(&mut seed) % 240) as usize;
-                let stream = (n + w as u64) % 3 == 0;
+                let stream = (n + w as u64).is_multiple_of(3);
                 let model = match api {
                     Api::OpenAi => "gpt-4o-mini",
                     Api::Anthropic => "claude-haiku-4-5",

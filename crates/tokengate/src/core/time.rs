@@ -19,7 +19,7 @@ pub(crate) struct Rate {
 impl Rate {
     /// `amount` units per `period` ns; both non-zero (checked by the caller).
     pub(crate) fn new(amount: u64, period: Nanos) -> Self {
-        let exact_unit = if period % amount == 0 {
+        let exact_unit = if period.is_multiple_of(amount) {
             period / amount
         } else {
             0

@@ -93,7 +93,7 @@ fn fraction_nanos(digits: &[u8], unit: u64) -> u128 {
     let mut inexact = false;
     for &c in digits.iter().rev() {
         let step = unit * u128::from(c - b'0') + carry;
-        inexact |= step % 10 != 0;
+        inexact |= !step.is_multiple_of(10);
         carry = step / 10;
     }
     carry + u128::from(inexact)
