@@ -263,8 +263,11 @@ pub mod config;
 pub mod core;
 pub mod estimate;
 pub mod feedback;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+pub mod store;
 #[cfg(feature = "tower")]
 pub mod tower;
 

@@ -198,6 +198,39 @@ impl Policy {
             })
     }
 
+    /// The limits in words, for messages: `requests 600 per minute (smooth window), ...`.
+    pub(crate) fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut text = String::new();
+        for l in &self.limits {
+            let sep = if text.is_empty() { "" } else { ", " };
+            let limit = &l.limit;
+            let _ = write!(
+                text,
+                "{sep}{} {} per {} ({}",
+                l.dimension,
+                limit.amount,
+                crate::fmt::Period(limit.period),
+                limit.algorithm
+            );
+            if let Some(burst) = limit.burst {
+                let _ = write!(text, ", burst {burst}");
+            }
+            if let Some(margin) = limit.margin {
+                let _ = write!(text, ", margin {margin:?}");
+            }
+            text.push(')');
+        }
+        if let Some(n) = self.max_in_flight {
+            let sep = if text.is_empty() { "" } else { ", " };
+            let _ = write!(text, "{sep}{n} in flight");
+        }
+        if text.is_empty() {
+            text.push_str("no limits");
+        }
+        text
+    }
+
     /// This policy with the amount of limit `index` set to `amount`; see
     /// [`with_amounts`](Self::with_amounts).
     pub(crate) fn with_amount(&self, index: usize, amount: u64) -> Result<Policy, BuildError> {

@@ -10,3 +10,5 @@ pub mod meters;
 pub mod mock_provider;
 pub mod request_vectors;
 pub mod rng;
+#[cfg(feature = "config")]
+pub mod store_cases;

@@ -1,0 +1,370 @@
+//! The in-process store: the core's whole-request rules over a map of budgets, under one lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::{
+    Answer, Ask, BudgetSnapshot, Refusal, Reservation, Store, StoreBudget, StoreError, StoreFuture,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::core::{
+    commit_budget, decide_request, settle_budget, BudgetDecision, BudgetView, LimitState, Nanos,
+};
+use crate::cost::Usage;
+use crate::policy::Policy;
+
+/// How many times a reservation looks for an instant at which every budget admits it (a
+/// pause's end, then a limit's, then another's...) before it answers with the wait.
+pub(crate) const SEARCH_STEPS: usize = 16;
+
+/// The lease of an in-flight slot a store gives when none is set: a request holds its slot
+/// this long unless it renews it.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// One budget's state.
+#[derive(Debug)]
+struct Kept {
+    policy: Arc<Policy>,
+    limits: Vec<LimitState>,
+    /// In-flight slots: lease id and expiry.
+    leases: Vec<(u64, Nanos)>,
+    paused_until: Nanos,
+    /// The latest reservation's instant: nothing is admitted before it.
+    floor: Nanos,
+}
+
+impl Kept {
+    fn new(policy: &Arc<Policy>) -> Self {
+        Self {
+            policy: Arc::clone(policy),
+            limits: policy.new_states(),
+            leases: Vec::new(),
+            paused_until: 0,
+            floor: 0,
+        }
+    }
+
+    fn view(&self) -> BudgetView<'_> {
+        BudgetView {
+            policy: &self.policy,
+            limits: &self.limits,
+            in_flight: self.leases.len() as u64,
+            paused_until: self.paused_until,
+        }
+    }
+
+    fn expire_leases(&mut self, now: Nanos) {
+        self.leases.retain(|&(_, expiry)| expiry > now);
+    }
+
+    /// Whether forgetting it changes no future decision.
+    fn is_fresh(&self, now: Nanos) -> bool {
+        self.leases.is_empty()
+            && self.paused_until <= now
+            && self.floor <= now
+            && self
+                .policy
+                .limits
+                .iter()
+                .zip(&self.limits)
+                .all(|(l, s)| l.rule.is_fresh(s, now))
+    }
+}
+
+/// The store that keeps every budget in this process: [`Store`]'s rules over a map, under one
+/// lock. What the Redis store is tested against, and a store for a single process that wants
+/// [`Store`]'s reservations.
+///
+/// # Examples
+/// ```
+/// use tokengate::store::{Ask, MemoryStore, Store, StoreBudget};
+/// use tokengate::{Cost, Policy};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let budgets = [StoreBudget::new("account", Policy::builder().requests_per_minute(600).build()?)];
+/// let reservation = store.acquire(Ask::new(&budgets, &Cost::request())).await?.reserved().unwrap();
+/// store.settle(&reservation, None).await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct MemoryStore<C: Clock = SystemClock> {
+    clock: C,
+    lease: Duration,
+    budgets: Mutex<HashMap<Arc<str>, Kept>>,
+    next_lease: AtomicU64,
+}
+
+impl<C: Clock> std::fmt::Debug for MemoryStore<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("lease", &self.lease)
+            .field("budgets", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore<SystemClock> {
+    /// An empty store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(SystemClock::new())
+    }
+}
+
+impl Default for MemoryStore<SystemClock> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Clock> MemoryStore<C> {
+    /// An empty store on `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+    pub fn with_clock(clock: C) -> Self {
+        Self {
+            clock,
+            lease: DEFAULT_LEASE,
+            budgets: Mutex::new(HashMap::new()),
+            next_lease: AtomicU64::new(1),
+        }
+    }
+
+    /// How long an in-flight slot is held without a renewal (60 s unless set).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Kept>> {
+        // Every change is made whole before the guard drops: a panic elsewhere leaves no
+        // half-written state behind.
+        self.budgets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lease_nanos(&self) -> Nanos {
+        u64::try_from(self.lease.as_nanos()).unwrap_or(Nanos::MAX)
+    }
+
+    fn decide_now(&self, ask: Ask<'_>) -> Result<Answer, StoreError> {
+        let (budgets, cost) = (ask.budgets(), ask.cost());
+        for b in budgets {
+            b.policy().check_possible(cost)?;
+        }
+        let now = self.clock.now();
+        let max_wait = u64::try_from(ask.wait_limit().as_nanos()).unwrap_or(Nanos::MAX);
+        let mut map = self.lock();
+        for b in budgets {
+            let kept = map
+                .entry(Arc::clone(&b.name))
+                .or_insert_with(|| Kept::new(&b.policy));
+            if !kept.policy.same_as(&b.policy) {
+                return Err(mismatch(b, &kept.policy));
+            }
+            kept.expire_leases(now);
+        }
+        let kept: Vec<&Kept> = budgets.iter().map(|b| &map[&b.name]).collect();
+        let mut at = kept.iter().map(|k| k.floor).fold(now, Nanos::max);
+        let mut refusal = None;
+        for _ in 0..SEARCH_STEPS {
+            let decision = decide_request(kept.iter().map(|k| k.view()), at, cost)?;
+            let (until, refused) = match decision.decision {
+                BudgetDecision::Admit => {
+                    refusal = None;
+                    break;
+                }
+                BudgetDecision::Wait { until, limit } => (
+                    until,
+                    Refusal::Wait {
+                        wait: BudgetDecision::wait_for(now, until),
+                        budget: decision.budget,
+                        limit,
+                    },
+                ),
+                BudgetDecision::Paused { until } => (
+                    until,
+                    Refusal::Paused {
+                        wait: BudgetDecision::wait_for(now, until),
+                        budget: decision.budget,
+                    },
+                ),
+                BudgetDecision::InFlightFull => {
+                    return Ok(Answer::Refused(Refusal::InFlightFull {
+                        budget: decision.budget,
+                    }))
+                }
+            };
+            refusal = Some(refused);
+            if until == Nanos::MAX || until - now > max_wait {
+                break;
+            }
+            at = until;
+        }
+        if let Some(refused) = refusal {
+            return Ok(Answer::Refused(refused));
+        }
+        drop(kept);
+        let takes_slot =
+            budgets.iter().any(|b| b.policy().max_in_flight.is_some()) && !cost.is_zero();
+        let lease = takes_slot.then(|| self.next_lease.fetch_add(1, Ordering::Relaxed));
+        let expiry = at.saturating_add(self.lease_nanos());
+        let mut receipts = Vec::with_capacity(budgets.len());
+        for b in budgets {
+            let kept = map.get_mut(&b.name).expect("inserted above");
+            let mut mine = Vec::with_capacity(kept.limits.len());
+            let mut in_flight = 0;
+            let slot = commit_budget(
+                &kept.policy,
+                &mut kept.limits,
+                &mut in_flight,
+                at,
+                cost,
+                |r| mine.push(r),
+            );
+            if let (true, Some(id)) = (slot, lease) {
+                kept.leases.push((id, expiry));
+            }
+            kept.floor = at;
+            receipts.push(mine);
+        }
+        Ok(Answer::Reserved(Reservation {
+            budgets: budgets.to_vec(),
+            reserved: cost.clone(),
+            wait: Duration::from_nanos(at - now),
+            receipts,
+            epoch: 0,
+            lease: lease.map(|id| id.to_string()),
+        }))
+    }
+
+    fn settle_now(&self, reservation: &Reservation, used: Option<&Usage>) {
+        let used = used.map(|u| u.as_cost(&reservation.reserved));
+        let now = self.clock.now();
+        let lease = lease_id(reservation);
+        let mut map = self.lock();
+        for (i, b) in reservation.budgets.iter().enumerate() {
+            let Some(kept) = map.get_mut(&b.name) else {
+                continue;
+            };
+            if let Some(used) = &used {
+                // A budget whose limits changed since (a reset and another policy) keeps what
+                // it counted and is charged any use beyond the reservation.
+                let stale = !kept.policy.same_as(&b.policy);
+                let receipts = reservation.receipts(i);
+                settle_budget(
+                    &b.policy,
+                    &mut kept.limits,
+                    now,
+                    &reservation.reserved,
+                    used,
+                    |l| receipts[l],
+                    |_| stale,
+                );
+            }
+            if let Some(id) = lease {
+                kept.leases.retain(|&(l, _)| l != id);
+            }
+            kept.expire_leases(now);
+            if kept.is_fresh(now) {
+                map.remove(&b.name);
+            }
+        }
+    }
+}
+
+/// The lease id a [`MemoryStore`] gave, if any.
+fn lease_id(reservation: &Reservation) -> Option<u64> {
+    reservation.lease.as_deref().and_then(|l| l.parse().ok())
+}
+
+/// The error for a budget kept under `stored` and asked under another policy.
+fn mismatch(budget: &StoreBudget, stored: &Policy) -> StoreError {
+    StoreError::Mismatch {
+        budget: budget.name().to_owned(),
+        stored: stored.describe(),
+        given: budget.policy().describe(),
+    }
+}
+
+impl<C: Clock> Store for MemoryStore<C> {
+    fn acquire<'a>(&'a self, ask: Ask<'a>) -> StoreFuture<'a, Answer> {
+        Box::pin(std::future::ready(self.decide_now(ask)))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        reservation: &'a Reservation,
+        used: Option<&'a Usage>,
+    ) -> StoreFuture<'a, ()> {
+        self.settle_now(reservation, used);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn renew<'a>(&'a self, reservation: &'a Reservation) -> StoreFuture<'a, ()> {
+        if let Some(id) = lease_id(reservation) {
+            let expiry = self.clock.now().saturating_add(self.lease_nanos());
+            let mut map = self.lock();
+            for b in &reservation.budgets {
+                if let Some(kept) = map.get_mut(&b.name) {
+                    for lease in kept.leases.iter_mut().filter(|(l, _)| *l == id) {
+                        lease.1 = expiry;
+                    }
+                }
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn pause<'a>(
+        &'a self,
+        budget: &'a StoreBudget,
+        pause: Duration,
+        replace: bool,
+    ) -> StoreFuture<'a, Duration> {
+        let now = self.clock.now();
+        let until = now.saturating_add(u64::try_from(pause.as_nanos()).unwrap_or(Nanos::MAX));
+        let mut map = self.lock();
+        let kept = map
+            .entry(Arc::clone(&budget.name))
+            .or_insert_with(|| Kept::new(&budget.policy));
+        kept.paused_until = if replace {
+            until
+        } else {
+            kept.paused_until.max(until)
+        };
+        let left = Duration::from_nanos(kept.paused_until.saturating_sub(now));
+        Box::pin(std::future::ready(Ok(left)))
+    }
+
+    fn snapshot<'a>(&'a self, budget: &'a StoreBudget) -> StoreFuture<'a, BudgetSnapshot> {
+        let now = self.clock.now();
+        let map = self.lock();
+        let fresh;
+        let (policy, limits, in_flight, paused_until) = match map.get(&budget.name) {
+            Some(k) => {
+                let in_flight = k.leases.iter().filter(|&&(_, e)| e > now).count() as u64;
+                (&*k.policy, &k.limits, in_flight, k.paused_until)
+            }
+            None => {
+                fresh = budget.policy().new_states();
+                (budget.policy(), &fresh, 0, 0)
+            }
+        };
+        let snapshot = BudgetSnapshot {
+            limits: policy
+                .limits
+                .iter()
+                .zip(limits)
+                .map(|(l, s)| l.rule.snapshot(s, now))
+                .collect(),
+            in_flight,
+            paused_for: Duration::from_nanos(paused_until.saturating_sub(now)),
+        };
+        Box::pin(std::future::ready(Ok(snapshot)))
+    }
+
+    fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()> {
+        self.lock().remove(budget);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}

@@ -1,0 +1,209 @@
+//! Where the state of the limits lives, and the seam every store fits: [`Store`].
+//!
+//! A store applies the core's whole-request decision ([`core::decide_request`],
+//! [`core::commit_budget`], [`core::settle_budget`]) atomically to the budgets it keeps. Two
+//! stores implement it: [`MemoryStore`], in this process, and the Redis store
+//! (`redis::RedisStore`, feature `redis`), shared by every process and machine that uses the
+//! same Redis. Both are held to the same answers: the test vectors in `tests/vectors/` and
+//! one body of tests run against each (`tests/common/store_cases.rs`).
+//!
+//! [`Limiter`](crate::Limiter) keeps its own in-memory state with a FIFO queue of waiters and
+//! a lock-free fast path (its decisions take tens of nanoseconds); a store is the same decision
+//! behind an async, fallible call, for state that lives elsewhere.
+//!
+//! # Waiting across processes
+//! A store answers a request in one call, waiting included: when the request does not fit now
+//! but does within `max_wait`, the store *reserves* it at the earliest instant every limit of
+//! every budget admits it, and answers how long the caller sleeps before it goes
+//! ([`Reservation::wait`]). Reservations are first come, first served on each budget: nothing
+//! is admitted on a budget before its latest reservation (the budget's *floor*), so a request
+//! never overtakes one that asked before it, and no caller polls. A caller that gives up
+//! before its instant cancels the reservation ([`Store::settle`] with zero usage), which
+//! gives back what the limits still hold of it; one that crashes leaves it spent, the safe
+//! side.
+//!
+//! # In-flight slots
+//! A budget with an in-flight cap lends each admitted request a slot as a *lease*: it ends
+//! when the request is settled or released, or when its lease runs out (a crashed process
+//! frees its slots within the lease time). A long call renews its lease
+//! ([`Store::renew`]).
+//!
+//! # Examples
+//! ```
+//! use std::time::Duration;
+//! use tokengate::store::{Ask, MemoryStore, Store, StoreBudget};
+//! use tokengate::{Cost, ManualClock, Policy};
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let clock = ManualClock::new();
+//! let store = MemoryStore::with_clock(clock.clone());
+//! let policy = Policy::builder().requests_per_minute(60).margin(Duration::ZERO).build()?;
+//! let budgets = [StoreBudget::new("account", policy)];
+//! let one = Cost::request();
+//! // The smooth window holds one request at once: the second is reserved a second later.
+//! let first = store.acquire(Ask::new(&budgets, &one)).await?.reserved().unwrap();
+//! let ask = Ask::new(&budgets, &one).max_wait(Duration::from_secs(5));
+//! let second = store.acquire(ask).await?.reserved().unwrap();
+//! assert_eq!((first.wait(), second.wait()), (Duration::ZERO, Duration::from_secs(1)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! [`core::decide_request`]: crate::core::decide_request
+//! [`core::commit_budget`]: crate::core::commit_budget
+//! [`core::settle_budget`]: crate::core::settle_budget
+
+mod error;
+mod memory;
+mod reservation;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use reservation::{Answer, Refusal, Reservation};
+
+use crate::core::Snapshot;
+use crate::cost::{Cost, Usage};
+use crate::policy::Policy;
+
+/// What a store's calls return: a boxed future, so that [`Store`] can be used as
+/// `dyn Store`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A budget as a store keeps it: a name unique within the store, and the policy its state
+/// follows. Every process sharing a store must give one name the same policy: a store refuses
+/// a policy other than the one its state was made under ([`StoreError::Mismatch`]).
+///
+/// # Examples
+/// ```
+/// use tokengate::store::StoreBudget;
+/// use tokengate::Policy;
+///
+/// let budget = StoreBudget::new("model:gpt-4o", Policy::builder().requests_per_minute(500).build()?);
+/// assert_eq!(budget.name(), "model:gpt-4o");
+/// # Ok::<(), tokengate::BuildError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreBudget {
+    name: Arc<str>,
+    policy: Arc<Policy>,
+}
+
+impl StoreBudget {
+    /// The budget `name`, under `policy`.
+    pub fn new(name: impl Into<Arc<str>>, policy: impl Into<Arc<Policy>>) -> Self {
+        Self {
+            name: name.into(),
+            policy: policy.into(),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// A request put to a store: its cost on every budget it falls under (all or none), and how
+/// long it may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    budgets: &'a [StoreBudget],
+    cost: &'a Cost,
+    max_wait: Duration,
+}
+
+impl<'a> Ask<'a> {
+    /// `cost` on every one of `budgets`, decided now: reserved in the future only with
+    /// [`max_wait`](Self::max_wait).
+    pub fn new(budgets: &'a [StoreBudget], cost: &'a Cost) -> Self {
+        Self {
+            budgets,
+            cost,
+            max_wait: Duration::ZERO,
+        }
+    }
+
+    /// Reserve the request at its earliest instant when that is at most `max_wait` from now.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// The budgets.
+    pub fn budgets(&self) -> &'a [StoreBudget] {
+        self.budgets
+    }
+
+    /// The cost.
+    pub fn cost(&self) -> &'a Cost {
+        self.cost
+    }
+
+    /// The longest wait that is reserved rather than refused.
+    pub fn wait_limit(&self) -> Duration {
+        self.max_wait
+    }
+}
+
+/// What a budget looks like now, read without charging anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetSnapshot {
+    /// One snapshot per limit of the budget's policy, in its order.
+    pub limits: Vec<Snapshot>,
+    /// Requests holding an in-flight slot (leases not run out).
+    pub in_flight: u64,
+    /// How much longer the budget is paused (zero when it is not).
+    pub paused_for: Duration,
+}
+
+/// State of limits kept somewhere: in this process ([`MemoryStore`]) or shared (the Redis
+/// store). Every call applies the core's rules to the state atomically.
+///
+/// Costs that a limit can never admit are refused before anything is read
+/// ([`StoreError::Refused`]).
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Decides `ask` on all its budgets at once. Admitted now, or (within its `max_wait`)
+    /// reserved at its earliest instant: [`Answer::Reserved`], recorded on every limit of every
+    /// budget with a lease on each in-flight cap. Otherwise [`Answer::Refused`], and nothing
+    /// is recorded.
+    fn acquire<'a>(&'a self, ask: Ask<'a>) -> StoreFuture<'a, Answer>;
+
+    /// Ends `reservation`: with `used`, its reservation is replaced by that usage on every
+    /// limit (refunds and charges, as [`core::settle_budget`](crate::core::settle_budget);
+    /// figures the usage leaves out count as reserved, as [`Permit::settle`](crate::Permit::settle)
+    /// reads them); without, the reservation stays counted (a failed call). Either way its
+    /// lease ends. A usage of zero on every figure cancels a reservation that has not started.
+    fn settle<'a>(
+        &'a self,
+        reservation: &'a Reservation,
+        used: Option<&'a Usage>,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Extends the lease of `reservation`'s in-flight slots to the store's lease time from now.
+    fn renew<'a>(&'a self, reservation: &'a Reservation) -> StoreFuture<'a, ()>;
+
+    /// Pauses `budget` for `pause` from now: replacing any pause in force when `replace` (zero
+    /// lifts it), else keeping the later end. Returns how long the budget is paused now.
+    fn pause<'a>(
+        &'a self,
+        budget: &'a StoreBudget,
+        pause: Duration,
+        replace: bool,
+    ) -> StoreFuture<'a, Duration>;
+
+    /// What `budget` looks like now, charging nothing.
+    fn snapshot<'a>(&'a self, budget: &'a StoreBudget) -> StoreFuture<'a, BudgetSnapshot>;
+
+    /// Forgets everything `budget` holds: its limits, slots and pause start afresh.
+    fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()>;
+}

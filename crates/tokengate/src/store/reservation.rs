@@ -1,0 +1,125 @@
+//! What a store answers a request: a reservation, or why not.
+
+use std::time::Duration;
+
+use super::StoreBudget;
+use crate::core::Receipt;
+use crate::cost::Cost;
+
+/// A store's answer to [`Store::acquire`](super::Store::acquire).
+#[derive(Debug, Clone)]
+#[must_use = "a reservation holds budget until it is settled"]
+pub enum Answer {
+    /// Admitted, at once or after [`Reservation::wait`].
+    Reserved(Reservation),
+    /// Not admitted within the wait allowed; nothing was recorded.
+    Refused(Refusal),
+}
+
+impl Answer {
+    /// The reservation, if admitted.
+    pub fn reserved(self) -> Option<Reservation> {
+        match self {
+            Answer::Reserved(r) => Some(r),
+            Answer::Refused(_) => None,
+        }
+    }
+
+    /// Why it was refused, if it was.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Answer::Reserved(_) => None,
+            Answer::Refused(r) => Some(*r),
+        }
+    }
+}
+
+/// Why a store refused a request now, and which of its budgets (an index into the budgets
+/// asked) holds it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A limit admits it only after `wait` ([`Duration::MAX`]: never, by time alone).
+    Wait {
+        /// How long from now.
+        wait: Duration,
+        /// The budget.
+        budget: usize,
+        /// The limit's index in the budget's policy.
+        limit: usize,
+    },
+    /// The budget is paused for `wait` more (a provider's 429).
+    Paused {
+        /// How long from now.
+        wait: Duration,
+        /// The budget.
+        budget: usize,
+    },
+    /// Every in-flight slot of the budget is held: it ends when a request ends.
+    InFlightFull {
+        /// The budget.
+        budget: usize,
+    },
+}
+
+impl Refusal {
+    /// The wait, when it is known (not for an in-flight slot).
+    pub fn wait(&self) -> Option<Duration> {
+        match *self {
+            Refusal::Wait { wait, .. } | Refusal::Paused { wait, .. } => Some(wait),
+            Refusal::InFlightFull { .. } => None,
+        }
+    }
+
+    /// The budget that holds the request back.
+    pub fn budget(&self) -> usize {
+        match *self {
+            Refusal::Wait { budget, .. }
+            | Refusal::Paused { budget, .. }
+            | Refusal::InFlightFull { budget } => budget,
+        }
+    }
+}
+
+/// A request recorded on every limit of its budgets: admitted [`wait`](Self::wait) from the
+/// store's answer, holding an in-flight slot on each budget with a cap until it is settled
+/// ([`Store::settle`](super::Store::settle)).
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub(crate) budgets: Vec<StoreBudget>,
+    pub(crate) reserved: Cost,
+    pub(crate) wait: Duration,
+    /// Per budget, per limit: what its settlement needs.
+    pub(crate) receipts: Vec<Vec<Receipt>>,
+    /// The frame the receipts' instants count from (the Redis store's epoch; 0 in memory).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) epoch: u64,
+    /// The lease of its in-flight slots, when a budget caps them.
+    pub(crate) lease: Option<String>,
+}
+
+impl Reservation {
+    /// How long after the store's answer the request is admitted: zero when at once.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The cost reserved.
+    pub fn reserved(&self) -> &Cost {
+        &self.reserved
+    }
+
+    /// The budgets it is recorded on.
+    pub fn budgets(&self) -> &[StoreBudget] {
+        &self.budgets
+    }
+
+    /// Whether it holds in-flight slots.
+    pub fn holds_slots(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    /// The receipts of one budget's limits.
+    pub(crate) fn receipts(&self, budget: usize) -> &[Receipt] {
+        &self.receipts[budget]
+    }
+}

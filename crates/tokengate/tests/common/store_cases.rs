@@ -1,0 +1,407 @@
+//! One body of tests for every store: `tests/store.rs` runs each against the in-memory store,
+//! `tests/redis_store.rs` against the Redis store, both on a manual clock. Each takes a
+//! prefix for its budget names, so cases never share state.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokengate::config::Config;
+use tokengate::store::{Answer, Ask, Refusal, Reservation, Store, StoreBudget, StoreError};
+use tokengate::{AcquireError, Cost, ManualClock, Policy, Usage};
+
+use super::request_vectors::{load, Case, Expect, Op, Word};
+
+const S: u64 = 1_000_000_000;
+
+/// The budgets a key falls under, as a limiter built from `config` charges them: the
+/// account's, the model's or its family's, the tenant's. `None` when the file refuses the
+/// model.
+pub fn budgets_of(
+    prefix: &str,
+    config: &Config,
+    tenant: Option<&str>,
+    model: Option<&str>,
+) -> Option<Vec<StoreBudget>> {
+    let mut budgets = Vec::new();
+    if let Some(policy) = config.account() {
+        budgets.push(StoreBudget::new(format!("{prefix}account"), policy.clone()));
+    }
+    if let Some(model) = model {
+        if config.refuses_model(model) {
+            return None;
+        }
+        if let Some((budget, policy)) = config.model_policy(model) {
+            budgets.push(StoreBudget::new(
+                format!("{prefix}{budget}"),
+                policy.clone(),
+            ));
+        }
+    }
+    if let Some((name, policy)) = tenant.and_then(|t| config.tenant_policy(t)) {
+        budgets.push(StoreBudget::new(
+            format!("{prefix}tenant {name}"),
+            policy.clone(),
+        ));
+    }
+    Some(budgets)
+}
+
+/// What a store answered, in the vectors' terms.
+fn answer(
+    t: u64,
+    budgets: &[StoreBudget],
+    got: Result<Answer, StoreError>,
+) -> (Expect, Option<Reservation>) {
+    let at = |wait: Duration| t.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+    match got {
+        Ok(Answer::Reserved(r)) => {
+            assert_eq!(
+                r.wait(),
+                Duration::ZERO,
+                "nothing is reserved in the future"
+            );
+            (Expect::Word(Word::Admit), Some(r))
+        }
+        Ok(Answer::Refused(Refusal::Wait {
+            wait,
+            budget,
+            limit,
+        })) => {
+            let (dimension, _) = budgets[budget].policy().limits().nth(limit).unwrap();
+            let expect = Expect::NotUntil {
+                not_until: at(wait),
+                dimension: dimension.name().to_owned(),
+            };
+            (expect, None)
+        }
+        Ok(Answer::Refused(Refusal::Paused { wait, .. })) => (
+            Expect::PausedUntil {
+                paused_until: at(wait),
+            },
+            None,
+        ),
+        Ok(Answer::Refused(Refusal::InFlightFull { .. })) => {
+            (Expect::Word(Word::InFlightFull), None)
+        }
+        Err(StoreError::Refused(AcquireError::Exceeds { dimension, .. })) => (
+            Expect::Impossible {
+                impossible: dimension.name().to_owned(),
+            },
+            None,
+        ),
+        other => panic!("an answer outside the vectors' terms: {other:?}"),
+    }
+}
+
+fn config(case: &str, text: &str) -> Config {
+    Config::from_toml_str(text, case).unwrap_or_else(|e| panic!("{case}: limits: {e}"))
+}
+
+/// Replays one case of `requests.json`; returns whether it ran whole (a `reload` ends it:
+/// a store holds one policy per budget and reports another as a mismatch, checked apart).
+async fn replay(store: &dyn Store, clock: &ManualClock, prefix: &str, case: &Case) -> bool {
+    let prefix = format!("{prefix}{}/", case.name);
+    let config = config(&case.name, &case.limits);
+    let mut held: BTreeMap<usize, Reservation> = BTreeMap::new();
+    for (i, step) in case.ops.iter().enumerate() {
+        clock.set(step.t);
+        let at = format!("{}: op {i} at {}", case.name, step.t);
+        match &step.op {
+            Op::Acquire {
+                tenant,
+                model,
+                cost,
+                expect,
+                ..
+            } => {
+                let Some(budgets) =
+                    budgets_of(&prefix, &config, tenant.as_deref(), model.as_deref())
+                else {
+                    assert_eq!(expect, &Expect::Word(Word::UnknownModel), "{at}");
+                    continue;
+                };
+                let cost = cost.cost();
+                let got = store.acquire(Ask::new(&budgets, &cost)).await;
+                let (got, reservation) = answer(step.t, &budgets, got);
+                assert_eq!(&got, expect, "{at}");
+                if let Some(r) = reservation {
+                    held.insert(i, r);
+                }
+            }
+            Op::Settle {
+                admission, usage, ..
+            } => {
+                let r = held
+                    .remove(admission)
+                    .unwrap_or_else(|| panic!("{at}: no admission {admission}"));
+                store
+                    .settle(&r, Some(&usage.usage()))
+                    .await
+                    .expect("settles");
+            }
+            Op::Release { admission, .. } => {
+                let r = held
+                    .remove(admission)
+                    .unwrap_or_else(|| panic!("{at}: no admission {admission}"));
+                store.settle(&r, None).await.expect("releases");
+            }
+            Op::Pause { model, for_ns, .. } => {
+                let budgets = budgets_of(&prefix, &config, None, model.as_deref()).expect("listed");
+                let budget = budgets.last().expect("a budget to pause");
+                store
+                    .pause(budget, Duration::from_nanos(*for_ns), true)
+                    .await
+                    .expect("pauses");
+            }
+            Op::Reload { .. } => return false,
+        }
+    }
+    true
+}
+
+/// Every case of `requests.json`, up to a `reload` (printed), each on a fresh store and
+/// clock from `fresh` (the vectors' clocks start at 0).
+pub async fn replays_the_request_vectors<S: Store>(
+    fresh: impl Fn() -> (S, ManualClock),
+    prefix: &str,
+) {
+    let file = load();
+    let mut whole = 0;
+    for case in &file.cases {
+        let (store, clock) = fresh();
+        if replay(&store, &clock, prefix, case).await {
+            whole += 1;
+        } else {
+            eprintln!(
+                "{}: replayed up to its reload (a store reports other limits as a mismatch)",
+                case.name
+            );
+        }
+    }
+    assert!(whole >= 8, "{whole} cases replayed whole");
+}
+
+fn one(prefix: &str, name: &str, policy: Policy) -> [StoreBudget; 1] {
+    [StoreBudget::new(format!("{prefix}{name}"), policy)]
+}
+
+async fn reserve(
+    store: &dyn Store,
+    budgets: &[StoreBudget],
+    cost: &Cost,
+    max_wait: Duration,
+) -> Answer {
+    store
+        .acquire(Ask::new(budgets, cost).max_wait(max_wait))
+        .await
+        .expect("the store answers")
+}
+
+/// A reservation lands at the earliest instant the limits admit it, after every earlier
+/// one (first come, first served), and a request that would wait longer than allowed is
+/// refused with the wait, reserving nothing.
+pub async fn reservations_are_exact_and_first_come_first_served(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+) {
+    clock.set(0);
+    // 60 a minute, one at once: one a second.
+    let policy = Policy::builder()
+        .requests_per_minute(60)
+        .margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let budgets = one(prefix, "fifo", policy);
+    let one = Cost::request();
+    let long = Duration::from_secs(10);
+    let waits: Vec<Duration> = {
+        let mut w = Vec::new();
+        for _ in 0..4 {
+            w.push(
+                reserve(store, &budgets, &one, long)
+                    .await
+                    .reserved()
+                    .expect("reserved")
+                    .wait(),
+            );
+        }
+        w
+    };
+    assert_eq!(waits, [0, 1, 2, 3].map(Duration::from_secs));
+    // Allowed 2 s of waiting, the fifth would wait 4 s: refused, with that wait.
+    let refused = reserve(store, &budgets, &one, Duration::from_secs(2)).await;
+    assert_eq!(
+        refused.refusal(),
+        Some(Refusal::Wait {
+            wait: Duration::from_secs(4),
+            budget: 0,
+            limit: 0
+        })
+    );
+    // Nothing was reserved by the refusal: the next still lands at 4 s.
+    let next = reserve(store, &budgets, &one, long)
+        .await
+        .reserved()
+        .unwrap();
+    assert_eq!(next.wait(), Duration::from_secs(4));
+    // Half a second on, a try refuses (the floor is at 4 s), a wait lands after it.
+    clock.set(S / 2);
+    let tried = reserve(store, &budgets, &one, Duration::ZERO).await;
+    assert_eq!(
+        tried.refusal().and_then(|r| r.wait()),
+        Some(Duration::from_millis(4_500))
+    );
+    let last = reserve(store, &budgets, &one, long)
+        .await
+        .reserved()
+        .unwrap();
+    assert_eq!(last.wait(), Duration::from_millis(4_500));
+}
+
+/// A cancelled reservation gives back what the limits still hold of it: the next request
+/// takes its place.
+pub async fn a_cancelled_reservation_gives_its_place_back(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+) {
+    clock.set(0);
+    let policy = Policy::builder()
+        .input_tokens_per_minute(600)
+        .margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    // A bucket of 10 tokens refilling 10 a second.
+    let budgets = one(prefix, "cancel", policy);
+    let ten = Cost::zero().input(10);
+    let first = reserve(store, &budgets, &ten, Duration::ZERO)
+        .await
+        .reserved()
+        .unwrap();
+    assert_eq!(first.wait(), Duration::ZERO);
+    // Cancelled at once (used nothing): the bucket is full again.
+    store
+        .settle(&first, Some(&Usage::new().requests(0).input(0).output(0)))
+        .await
+        .unwrap();
+    let again = reserve(store, &budgets, &ten, Duration::ZERO).await;
+    assert!(again.reserved().is_some(), "the cancelled tokens came back");
+}
+
+/// An in-flight cap lends slots: full while held, free again after a settlement or when the
+/// lease runs out, and a renewal extends it.
+pub async fn in_flight_slots_are_leases(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+    lease: Duration,
+) {
+    clock.set(0);
+    let policy = Policy::builder().max_in_flight(1).build().unwrap();
+    let budgets = one(prefix, "slots", policy);
+    let req = Cost::request();
+    let held = reserve(store, &budgets, &req, Duration::ZERO)
+        .await
+        .reserved()
+        .unwrap();
+    assert!(held.holds_slots());
+    let full = reserve(store, &budgets, &req, Duration::ZERO).await;
+    assert_eq!(full.refusal(), Some(Refusal::InFlightFull { budget: 0 }));
+    assert_eq!(store.snapshot(&budgets[0]).await.unwrap().in_flight, 1);
+    store.settle(&held, None).await.unwrap();
+    let held = reserve(store, &budgets, &req, Duration::ZERO)
+        .await
+        .reserved()
+        .unwrap();
+    // Renewed half way, the lease runs to 1.5 leases from the start.
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap();
+    clock.set(nanos(lease) / 2);
+    store.renew(&held).await.unwrap();
+    clock.set(nanos(lease) + nanos(lease) / 4);
+    let still = reserve(store, &budgets, &req, Duration::ZERO).await;
+    assert_eq!(still.refusal(), Some(Refusal::InFlightFull { budget: 0 }));
+    // Past its end, as for a process that died holding it: the slot is free.
+    clock.set(2 * nanos(lease));
+    let freed = reserve(store, &budgets, &req, Duration::ZERO).await;
+    assert!(
+        freed.reserved().is_some(),
+        "an expired lease frees its slot"
+    );
+}
+
+/// A budget asked under other limits than its state's is a mismatch, naming both.
+pub async fn other_limits_on_one_budget_are_a_mismatch(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+) {
+    clock.set(0);
+    let a = one(
+        prefix,
+        "shared",
+        Policy::builder().requests_per_minute(60).build().unwrap(),
+    );
+    let b = one(
+        prefix,
+        "shared",
+        Policy::builder().requests_per_minute(61).build().unwrap(),
+    );
+    let req = Cost::request();
+    let _kept = reserve(store, &a, &req, Duration::ZERO)
+        .await
+        .reserved()
+        .unwrap();
+    match store.acquire(Ask::new(&b, &req)).await {
+        Err(StoreError::Mismatch { budget, .. }) => assert!(budget.ends_with("shared")),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A snapshot reads without charging; a pause refuses until it ends; a reset forgets.
+pub async fn snapshots_pauses_and_resets(store: &dyn Store, clock: &ManualClock, prefix: &str) {
+    clock.set(0);
+    let policy = Policy::builder()
+        .requests_per_minute(600)
+        .margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let budgets = one(prefix, "admin", policy);
+    let req = Cost::request();
+    let _r = reserve(store, &budgets, &req, Duration::ZERO)
+        .await
+        .reserved()
+        .unwrap();
+    let snap = store.snapshot(&budgets[0]).await.unwrap();
+    assert_eq!(snap.limits[0].used, 1);
+    assert_eq!(
+        store.snapshot(&budgets[0]).await.unwrap(),
+        snap,
+        "reading charges nothing"
+    );
+    let left = store
+        .pause(&budgets[0], Duration::from_secs(3), true)
+        .await
+        .unwrap();
+    assert_eq!(left, Duration::from_secs(3));
+    let paused = reserve(store, &budgets, &req, Duration::ZERO).await;
+    assert_eq!(
+        paused.refusal(),
+        Some(Refusal::Paused {
+            wait: Duration::from_secs(3),
+            budget: 0
+        })
+    );
+    // Within a wait that covers the pause, it is reserved at its end.
+    let after = reserve(store, &budgets, &req, Duration::from_secs(5))
+        .await
+        .reserved()
+        .unwrap();
+    assert_eq!(after.wait(), Duration::from_secs(3));
+    store.reset(budgets[0].name()).await.unwrap();
+    let fresh = store.snapshot(&budgets[0]).await.unwrap();
+    assert_eq!(
+        (fresh.limits[0].used, fresh.paused_for),
+        (0, Duration::ZERO)
+    );
+}

@@ -1,0 +1,72 @@
+//! The store seam: the in-memory store through the body of tests every store runs
+//! (`tests/common/store_cases.rs`; the Redis store runs the same in `tests/redis_store.rs`).
+//!
+//! Run: `cargo test -p tokengate --test store`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::store_cases as cases;
+use tokengate::store::MemoryStore;
+use tokengate::ManualClock;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn store() -> (MemoryStore<ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    (MemoryStore::with_clock(clock.clone()).lease(LEASE), clock)
+}
+
+fn run<F: std::future::Future>(test: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), test)
+                .await
+                .expect("within 60 s")
+        })
+}
+
+#[test]
+fn the_request_vectors_hold() {
+    run(cases::replays_the_request_vectors(store, ""));
+}
+
+#[test]
+fn reservations_are_exact_and_first_come_first_served() {
+    let (store, clock) = store();
+    run(cases::reservations_are_exact_and_first_come_first_served(
+        &store, &clock, "",
+    ));
+}
+
+#[test]
+fn a_cancelled_reservation_gives_its_place_back() {
+    let (store, clock) = store();
+    run(cases::a_cancelled_reservation_gives_its_place_back(
+        &store, &clock, "",
+    ));
+}
+
+#[test]
+fn in_flight_slots_are_leases() {
+    let (store, clock) = store();
+    run(cases::in_flight_slots_are_leases(&store, &clock, "", LEASE));
+}
+
+#[test]
+fn other_limits_on_one_budget_are_a_mismatch() {
+    let (store, clock) = store();
+    run(cases::other_limits_on_one_budget_are_a_mismatch(
+        &store, &clock, "",
+    ));
+}
+
+#[test]
+fn snapshots_pauses_and_resets() {
+    let (store, clock) = store();
+    run(cases::snapshots_pauses_and_resets(&store, &clock, ""));
+}
