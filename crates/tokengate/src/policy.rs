@@ -198,6 +198,19 @@ impl Policy {
             })
     }
 
+    /// Whether `limits` (one state per limit, in order) are all back to a fresh state at `now`:
+    /// forgetting them changes no future decision.
+    pub(crate) fn is_fresh(
+        &self,
+        limits: &[crate::core::LimitState],
+        now: crate::core::Nanos,
+    ) -> bool {
+        self.limits
+            .iter()
+            .zip(limits)
+            .all(|(l, s)| l.rule.is_fresh(s, now))
+    }
+
     /// The limits in words, for messages: `requests 600 per minute (smooth window), ...`.
     pub(crate) fn describe(&self) -> String {
         use std::fmt::Write;

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 mod common;
 
-use common::request_vectors::{load, Case, Expect, Op, Word};
+use common::request_vectors::{after, load, Case, Expect, Op, Word};
 use tokengate::config::Config;
 use tokengate::{AcquireError, Clock, Denied, Limiter, ManualClock, Permit};
 
 /// What the limiter answered, in the vectors' terms.
 fn answer(t: u64, denied: &Denied) -> Expect {
-    let at = |wait: Duration| t.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+    let at = |wait: Duration| after(t, wait);
     match denied {
         Denied::RateLimited {
             dimension, wait, ..

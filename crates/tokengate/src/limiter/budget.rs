@@ -281,12 +281,7 @@ impl Budget {
             && self.in_flight == 0
             && self.queue_len() == 0
             && self.paused_until <= now
-            && self
-                .policy
-                .limits
-                .iter()
-                .zip(&self.limits)
-                .all(|(l, s)| l.rule.is_fresh(s, now))
+            && self.policy.is_fresh(&self.limits, now)
     }
 
     /// This budget as the core's decisions see it.

@@ -64,12 +64,7 @@ impl Kept {
         self.leases.is_empty()
             && self.paused_until <= now
             && self.floor <= now
-            && self
-                .policy
-                .limits
-                .iter()
-                .zip(&self.limits)
-                .all(|(l, s)| l.rule.is_fresh(s, now))
+            && self.policy.is_fresh(&self.limits, now)
     }
 }
 
@@ -350,16 +345,7 @@ impl<C: Clock> Store for MemoryStore<C> {
                 (budget.policy(), &fresh, 0, 0)
             }
         };
-        let snapshot = BudgetSnapshot {
-            limits: policy
-                .limits
-                .iter()
-                .zip(limits)
-                .map(|(l, s)| l.rule.snapshot(s, now))
-                .collect(),
-            in_flight,
-            paused_for: Duration::from_nanos(paused_until.saturating_sub(now)),
-        };
+        let snapshot = BudgetSnapshot::new(policy, limits, now, in_flight, paused_until);
         Box::pin(std::future::ready(Ok(snapshot)))
     }
 

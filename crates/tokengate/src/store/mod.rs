@@ -64,9 +64,11 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub(crate) use memory::DEFAULT_LEASE;
 pub use reservation::{Answer, Refusal, Reservation};
 
-use crate::core::Snapshot;
+use crate::core::{LimitState, Nanos, Snapshot};
 use crate::cost::{Cost, Usage};
 use crate::policy::Policy;
 
@@ -164,6 +166,28 @@ pub struct BudgetSnapshot {
     pub in_flight: u64,
     /// How much longer the budget is paused (zero when it is not).
     pub paused_for: Duration,
+}
+
+impl BudgetSnapshot {
+    /// The snapshot of `limits` (one state per limit of `policy`) at `now`.
+    pub(crate) fn new(
+        policy: &Policy,
+        limits: &[LimitState],
+        now: Nanos,
+        in_flight: u64,
+        paused_until: Nanos,
+    ) -> Self {
+        Self {
+            limits: policy
+                .limits
+                .iter()
+                .zip(limits)
+                .map(|(l, s)| l.rule.snapshot(s, now))
+                .collect(),
+            in_flight,
+            paused_for: Duration::from_nanos(paused_until.saturating_sub(now)),
+        }
+    }
 }
 
 /// State of limits kept somewhere: in this process ([`MemoryStore`]) or shared (the Redis

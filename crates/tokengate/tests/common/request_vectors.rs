@@ -10,6 +10,11 @@ use tokengate::{Cost, Usage};
 /// The vectors file, as text.
 pub const VECTORS: &str = include_str!("../vectors/requests.json");
 
+/// The instant `wait` after `t`, as the vectors write it (the end of the clock for never).
+pub fn after(t: u64, wait: std::time::Duration) -> u64 {
+    t.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The vectors, parsed and checked for their format and version.
 pub fn load() -> File {
     let file: File = serde_json::from_str(VECTORS).expect("requests.json parses");

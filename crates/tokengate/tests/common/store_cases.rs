@@ -9,7 +9,7 @@ use tokengate::config::Config;
 use tokengate::store::{Answer, Ask, Refusal, Reservation, Store, StoreBudget, StoreError};
 use tokengate::{AcquireError, Cost, ManualClock, Policy, Usage};
 
-use super::request_vectors::{load, Case, Expect, Op, Word};
+use super::request_vectors::{after, load, Case, Expect, Op, Word};
 
 const S: u64 = 1_000_000_000;
 
@@ -52,7 +52,7 @@ fn answer(
     budgets: &[StoreBudget],
     got: Result<Answer, StoreError>,
 ) -> (Expect, Option<Reservation>) {
-    let at = |wait: Duration| t.saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+    let at = |wait: Duration| after(t, wait);
     match got {
         Ok(Answer::Reserved(r)) => {
             assert_eq!(
