@@ -293,7 +293,7 @@ async fn worker(
         n += 1;
         let tokens = between(&mut seed, PROMPT_TOKENS.0, PROMPT_TOKENS.1);
         let words = (tokens as f64 * words_per_token) as usize;
-        let stream = cell.api == Api::Anthropic && (n + w) % 2 == 0;
+        let stream = cell.api == Api::Anthropic && (n + w).is_multiple_of(2);
         let body = chat_body(
             cell.api,
             cell.model(),

@@ -14,8 +14,8 @@ use crate::limiter::Permit;
 
 /// How a call the provider refused with a 429 is settled and retried: by
 /// [`Key::run`](crate::Key::run) (set with [`Limiter::set_retry`](crate::Limiter::set_retry)),
-/// the reqwest middleware ([`GateConfig::with_retry`](crate::reqwest::GateConfig::with_retry))
-/// and tower's retry layer ([`RetryThrottled`](crate::tower::RetryThrottled)).
+/// the reqwest middleware (`reqwest::GateConfig::with_retry`, feature `reqwest`) and tower's
+/// retry layer (`tower::RetryThrottled`, feature `tower`).
 ///
 /// Every retry goes through the limiter again: it waits for the provider's `retry-after`
 /// (`retry-after-ms` where given; see [`ProviderReport::wait_after_429`]) with up to a tenth
