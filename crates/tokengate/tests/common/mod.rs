@@ -5,6 +5,9 @@
 pub mod check_admissions;
 pub mod limiters;
 pub mod meters;
+// A redis-server of the test's own, for the Redis store's tests.
+#[cfg(feature = "redis")]
+pub mod redis_server;
 // Its HTTP server uses crates the `reqwest` feature brings.
 #[cfg(feature = "reqwest")]
 pub mod mock_provider;
