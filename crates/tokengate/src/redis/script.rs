@@ -1,0 +1,1019 @@
+//! The Lua script that applies the admission decision inside Redis (`decide.lua`, whose header
+//! is the reference for its contract, storage layout and numeric domain), the arguments it
+//! takes and the replies it gives.
+//!
+//! The script keeps every number below 2^53 (Redis's Lua has only doubles): this side refuses
+//! the limits it cannot hold ([`check_domain`]) and works out every product of two figures the
+//! script needs (the span of a cost at a limit's rate, a refund's worth in time), so that the
+//! script only adds, subtracts and compares. Instants it returns are relative to an epoch in
+//! whole seconds that comes with them.
+//!
+//! Only the crate's public API is used here: `tests/redis_script.rs` compiles this file into
+//! the test (by path) to replay the test vectors through the very same encoding.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use ::redis::{FromRedisValue, ParsingError, Script, ScriptInvocation, Value};
+
+use crate::core::{
+    FixedWindowState, GcraState, LimitRule, LimitState, Nanos, Receipt, SlidingCounterState,
+    SlidingLogState, Snapshot,
+};
+use crate::{Algorithm, Cost, Limit, Policy};
+
+/// The script, loaded once; invoked by hash (`EVALSHA`), loaded again on `NOSCRIPT`.
+pub(crate) static SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("decide.lua")));
+
+/// Amounts the script holds are below this: 2^52 units per period.
+pub(crate) const AMOUNT_LIMIT: u64 = 1 << 52;
+
+/// The longest period plus margin the script holds, and the longest a burst may take to earn:
+/// 2^49 ns (6.5 days).
+pub(crate) const WINDOW_LIMIT: Nanos = 1 << 49;
+
+/// Every number given to the script stays at or below this (2^53 - 1): larger figures are
+/// sent as this, which means "more than anything the script compares it with".
+const EXACT: u64 = (1 << 53) - 1;
+
+/// Counts (units to give back, usage beyond a reservation) are sent at most at this: the
+/// script's counts saturate there, far above any amount it holds.
+const COUNT_LIMIT: u64 = 1 << 52;
+
+/// The keys of one budget: its state hash, its lease set and one list per limit (the sliding
+/// logs'; passed for every limit, in the policy's order). All keys of a request must hash to
+/// one cluster slot: put one hash tag in every name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BudgetKeys {
+    /// The hash of the budget's state.
+    pub(crate) state: String,
+    /// The sorted set of its in-flight leases.
+    pub(crate) leases: String,
+    /// One list per limit of its policy, in order.
+    pub(crate) lists: Vec<String>,
+}
+
+impl BudgetKeys {
+    /// `{prefix}:state`, `{prefix}:leases` and `{prefix}:log:{i}` for `limits` limits (the
+    /// store names its keys itself).
+    #[cfg(test)]
+    pub(crate) fn new(prefix: &str, limits: usize) -> Self {
+        Self {
+            state: format!("{prefix}:state"),
+            leases: format!("{prefix}:leases"),
+            lists: (0..limits).map(|i| format!("{prefix}:log:{i}")).collect(),
+        }
+    }
+
+    fn push(&self, keys: &mut Vec<String>) {
+        keys.push(self.state.clone());
+        keys.push(self.leases.clone());
+        keys.extend(self.lists.iter().cloned());
+    }
+}
+
+/// A limit the script cannot hold exactly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct DomainError(String);
+
+/// Checks that the script holds every limit of `policy` exactly: an amount below 2^52, a
+/// period plus margin of at most 2^49 ns (6.5 days), a burst below 2^52 that takes at most as
+/// long to earn.
+///
+/// # Errors
+/// The first limit it cannot hold, saying which and what to do.
+pub(crate) fn check_domain(policy: &Policy) -> Result<(), DomainError> {
+    for (dimension, limit) in policy.limits() {
+        let wire = Wire::of(limit);
+        let refuse = |what: String| {
+            Err(DomainError(format!(
+                "{dimension} limit {limit}: {what}; the Redis store holds amounts below 2^52 \
+                 and periods (margin included) and bursts of at most 2^49 ns (6.5 days): \
+                 count in larger units, use a shorter period, or keep this limit in memory"
+            )))
+        };
+        if wire.amount >= AMOUNT_LIMIT {
+            return refuse(format!("an amount of {}", wire.amount));
+        }
+        if wire.period.saturating_add(wire.margin) > WINDOW_LIMIT {
+            return refuse(format!(
+                "a period plus margin of {} ns",
+                u128::from(wire.period) + u128::from(wire.margin)
+            ));
+        }
+        if wire.burst >= AMOUNT_LIMIT || wire.tolerance.0 > WINDOW_LIMIT {
+            return refuse(format!(
+                "a burst of {} that takes {} ns to earn",
+                wire.burst, wire.tolerance.0
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The fingerprint of `limit` as the script stores it: its seven rule fields joined with ':'
+/// (algorithm, amount, period ns, margin ns, burst, and the burst's span).
+#[cfg(test)]
+pub(crate) fn fingerprint(limit: &Limit) -> String {
+    Wire::of(limit).fields().join(":")
+}
+
+/// `Rate::span`: the time `units` take to earn at `amount` per `period` ns, rounded up, and
+/// what the rounding added in `1/amount`ths of a nanosecond; saturates at `u64::MAX`.
+fn span(amount: u64, period: Nanos, units: u64) -> (Nanos, u64) {
+    let num = u128::from(units) * u128::from(period);
+    let time = num.div_ceil(u128::from(amount));
+    match u64::try_from(time) {
+        Ok(t) => (t, (time * u128::from(amount) - num) as u64),
+        Err(_) => (u64::MAX, 0),
+    }
+}
+
+/// `Rate::time_for_floor`: what `units` are worth given back, rounded down; saturates.
+fn time_for_floor(amount: u64, period: Nanos, units: u64) -> Nanos {
+    let t = u128::from(units) * u128::from(period) / u128::from(amount);
+    u64::try_from(t).unwrap_or(u64::MAX)
+}
+
+/// A limit as the script reads it.
+#[derive(Debug, Clone, Copy)]
+struct Wire {
+    alg: &'static str,
+    amount: u64,
+    period: Nanos,
+    margin: Nanos,
+    /// 0 when the algorithm has none.
+    burst: u64,
+    /// The burst's span (0, 0 when none).
+    tolerance: (Nanos, u64),
+}
+
+impl Wire {
+    fn of(limit: &Limit) -> Self {
+        let rule = LimitRule::new(limit).expect("a policy's limits are valid");
+        let alg = match rule.new_state() {
+            LimitState::Gcra(_) if rule.algorithm() == Algorithm::LeakyBucket => "lb",
+            LimitState::Gcra(_) => "tb",
+            LimitState::Log(_) => "log",
+            LimitState::Counter(_) => "ctr",
+            LimitState::Fixed(_) => "fw",
+            LimitState::Smooth(..) => "sw",
+        };
+        let (amount, period) = (rule.amount(), rule.period());
+        let burst = rule.burst().unwrap_or(0);
+        let tolerance = if burst == 0 {
+            (0, 0)
+        } else {
+            span(amount, period, burst)
+        };
+        Self {
+            alg,
+            amount,
+            period,
+            margin: rule.margin(),
+            burst,
+            tolerance,
+        }
+    }
+
+    fn fields(&self) -> [String; 7] {
+        [
+            self.alg.to_owned(),
+            self.amount.to_string(),
+            self.period.to_string(),
+            self.margin.to_string(),
+            self.burst.to_string(),
+            self.tolerance.0.to_string(),
+            self.tolerance.1.to_string(),
+        ]
+    }
+
+    /// The span of `units` at this limit's rate, capped to what the script holds.
+    fn span(&self, units: u64) -> (Nanos, u64) {
+        let (time, over) = span(self.amount, self.period, units);
+        (time.min(EXACT), over)
+    }
+}
+
+/// One call of the script: its keys and arguments, before they become an invocation.
+#[derive(Debug, Default)]
+struct Call {
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl Call {
+    fn new(op: &str, now: Option<Nanos>) -> Self {
+        let mut call = Self::default();
+        call.arg(op);
+        call.arg(now.map_or_else(String::new, |n| n.min(EXACT).to_string()));
+        call
+    }
+
+    fn arg(&mut self, arg: impl ToString) {
+        self.args.push(arg.to_string());
+    }
+
+    fn invocation(self) -> ScriptInvocation<'static> {
+        let mut invocation = SCRIPT.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg);
+        }
+        invocation
+    }
+}
+
+/// The limits of `policy` as the script reads them, with what each counts of `cost`.
+fn limits<'a>(policy: &'a Policy, cost: &'a Cost) -> impl Iterator<Item = (Wire, u64)> + 'a {
+    policy
+        .limits()
+        .zip(policy.measure(cost))
+        .map(|((_, limit), amount)| (Wire::of(limit), amount.unwrap_or(u64::MAX)))
+}
+
+/// The call that decides `cost` on every one of `budgets` (all or none) and records it:
+/// admitted at `now` (Redis's clock when `None`; else nanoseconds below 2^53 since the Unix
+/// epoch) or, when that is at most `max_wait` ns from now, reserved at its earliest instant,
+/// holding an in-flight lease `lease` for `lease_ms` ms from then on every budget with a cap.
+///
+/// Every limit of every budget must hold the cost (`Policy::check_possible`) and pass
+/// [`check_domain`]. Decode the reply as [`AcquireReply`].
+pub(crate) fn acquire(
+    budgets: &[(&BudgetKeys, &Policy)],
+    cost: &Cost,
+    now: Option<Nanos>,
+    max_wait: Nanos,
+    lease: &str,
+    lease_ms: u64,
+) -> ScriptInvocation<'static> {
+    acquire_call(budgets, cost, now, max_wait, lease, lease_ms).invocation()
+}
+
+fn acquire_call(
+    budgets: &[(&BudgetKeys, &Policy)],
+    cost: &Cost,
+    now: Option<Nanos>,
+    max_wait: Nanos,
+    lease: &str,
+    lease_ms: u64,
+) -> Call {
+    let mut call = Call::new("acquire", now);
+    call.arg(max_wait.min(EXACT));
+    call.arg(lease);
+    call.arg(lease_ms.min(EXACT));
+    call.arg(budgets.len());
+    for (keys, policy) in budgets {
+        keys.push(&mut call.keys);
+        // A cost of nothing takes no slot.
+        let cap = policy.max_in_flight().filter(|_| !cost.is_zero());
+        call.arg(cap.map_or_else(String::new, |c| c.min(EXACT).to_string()));
+        call.arg(policy.limits().count());
+        for (wire, amount) in limits(policy, cost) {
+            let amount = amount.min(EXACT);
+            let (time, over) = wire.span(amount);
+            call.args.extend(wire.fields());
+            call.arg(amount);
+            call.arg(time);
+            call.arg(over);
+        }
+    }
+    call
+}
+
+/// The call that settles an admission of `reserved` on every one of `budgets` with what it
+/// `used` (`Permit::settle`'s reading of a usage: figures left out as reserved): refunds with
+/// `receipts` (per budget, per limit: what [`AcquireReply::Admitted`] gave, relative to its
+/// `epoch`), charges beyond the reservation; then ends `lease`. A release (a failed call) is
+/// `used == reserved`; a cancelled reservation is a usage of nothing.
+pub(crate) fn settle(
+    budgets: &[(&BudgetKeys, &Policy)],
+    reserved: &Cost,
+    used: &Cost,
+    epoch: u64,
+    receipts: &[Vec<Receipt>],
+    now: Option<Nanos>,
+    lease: Option<&str>,
+) -> ScriptInvocation<'static> {
+    settle_call(budgets, reserved, used, epoch, receipts, now, lease).invocation()
+}
+
+fn settle_call(
+    budgets: &[(&BudgetKeys, &Policy)],
+    reserved: &Cost,
+    used: &Cost,
+    epoch: u64,
+    receipts: &[Vec<Receipt>],
+    now: Option<Nanos>,
+    lease: Option<&str>,
+) -> Call {
+    let mut call = Call::new("settle", now);
+    call.arg(lease.unwrap_or(""));
+    call.arg(epoch);
+    call.arg(budgets.len());
+    for (b, (keys, policy)) in budgets.iter().enumerate() {
+        keys.push(&mut call.keys);
+        call.arg(policy.limits().count());
+        let mine = receipts.get(b);
+        let each = policy
+            .limits()
+            .zip(policy.measure(reserved).zip(policy.measure(used)));
+        for (i, ((_, limit), (r, u))) in each.enumerate() {
+            let wire = Wire::of(limit);
+            // As `settle_budget` reads them.
+            let (r, u) = (r.unwrap_or(0), u.unwrap_or(u64::MAX));
+            let receipt = mine.and_then(|m| m.get(i)).copied();
+            let give_back = match receipt {
+                Some(_) => r.saturating_sub(u).min(COUNT_LIMIT),
+                None => 0,
+            };
+            let extra = u.saturating_sub(r).min(COUNT_LIMIT);
+            let (time, over) = wire.span(extra.min(wire.amount));
+            let receipt = receipt.unwrap_or_default();
+            call.args.extend(wire.fields());
+            call.arg(give_back);
+            call.arg(time_for_floor(wire.amount, wire.period, give_back).min(EXACT));
+            call.arg(extra);
+            call.arg(time);
+            call.arg(over);
+            call.arg(receipt.admitted_at.min(EXACT));
+            call.arg(receipt.bucket_mark);
+        }
+    }
+    call
+}
+
+/// The call that pauses the budget of `keys` for `for_ns` from now: replacing the pause in
+/// force when `replace` (0 lifts it), else keeping the later end. Replies `("ok", ns)`: how
+/// long the budget is paused from now (0: it is not).
+pub(crate) fn pause(
+    keys: &BudgetKeys,
+    now: Option<Nanos>,
+    for_ns: Nanos,
+    replace: bool,
+) -> ScriptInvocation<'static> {
+    let mut call = Call::new("pause", now);
+    call.keys.push(keys.state.clone());
+    call.arg(for_ns.min(EXACT));
+    call.arg(if replace { "set" } else { "max" });
+    call.invocation()
+}
+
+/// The call that moves the expiry of `lease` to `lease_ms` from now in every set of `leases`
+/// that holds it. Replies how many did (an integer).
+pub(crate) fn renew(
+    leases: &[&str],
+    now: Option<Nanos>,
+    lease: &str,
+    lease_ms: u64,
+) -> ScriptInvocation<'static> {
+    let mut call = Call::new("renew", now);
+    call.keys.extend(leases.iter().map(|&l| l.to_owned()));
+    call.arg(lease);
+    call.arg(lease_ms.min(EXACT));
+    call.invocation()
+}
+
+/// The call that reads the budget of `keys` under `policy` without changing it. Decode as
+/// [`Peeked`] (a budget whose state follows other limits is an error).
+pub(crate) fn peek(
+    keys: &BudgetKeys,
+    policy: &Policy,
+    now: Option<Nanos>,
+) -> ScriptInvocation<'static> {
+    peek_call(keys, policy, now).invocation()
+}
+
+fn peek_call(keys: &BudgetKeys, policy: &Policy, now: Option<Nanos>) -> Call {
+    let mut call = Call::new("peek", now);
+    keys.push(&mut call.keys);
+    call.arg(policy.limits().count());
+    for (_, limit) in policy.limits() {
+        call.args.extend(Wire::of(limit).fields());
+    }
+    call
+}
+
+/// What [`acquire`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AcquireReply {
+    /// Recorded on every limit of every budget, `wait` ns from now (0: at once).
+    Admitted {
+        /// How long after now it is admitted.
+        wait: Nanos,
+        /// The epoch (Unix seconds) the receipts' instants count from.
+        epoch: u64,
+        /// Per budget, per limit: what its settlement needs.
+        receipts: Vec<Vec<Receipt>>,
+    },
+    /// A limit admits it only `wait` ns from now (`u64::MAX`: never), beyond the wait allowed.
+    Wait {
+        /// From now.
+        wait: Nanos,
+        /// The budget's index.
+        budget: usize,
+        /// The limit's index in that budget's policy.
+        limit: usize,
+    },
+    /// The budget is paused `wait` ns more, beyond the wait allowed.
+    Paused {
+        /// From now.
+        wait: Nanos,
+        /// The budget's index.
+        budget: usize,
+    },
+    /// Every in-flight slot of the budget is leased.
+    InFlightFull {
+        /// The budget's index.
+        budget: usize,
+    },
+    /// The budget's state follows other limits than the caller's: limit `limit` has the
+    /// fingerprint `stored` there ("" when the state has fewer limits; `limit` is the number
+    /// of the caller's when it has more).
+    Mismatch {
+        /// The budget's index.
+        budget: usize,
+        /// The first limit that differs.
+        limit: usize,
+        /// Its fingerprint in the store.
+        stored: String,
+    },
+}
+
+/// A reply read in order.
+struct Reader {
+    items: std::vec::IntoIter<Value>,
+}
+
+impl Reader {
+    fn new(value: Value) -> Result<Self, ParsingError> {
+        match value {
+            Value::Array(items) => Ok(Self {
+                items: items.into_iter(),
+            }),
+            other => Err(bad(format!("a script reply that is no array: {other:?}"))),
+        }
+    }
+
+    fn next(&mut self) -> Result<Value, ParsingError> {
+        self.items
+            .next()
+            .ok_or_else(|| bad("a script reply cut short".to_owned()))
+    }
+
+    fn string(&mut self) -> Result<String, ParsingError> {
+        match self.next()? {
+            Value::BulkString(b) => String::from_utf8(b).map_err(Into::into),
+            Value::SimpleString(s) => Ok(s),
+            other => Err(bad(format!("a string expected, not {other:?}"))),
+        }
+    }
+
+    /// A number: an integer reply, or digits (figures past 2^53).
+    fn i128(&mut self) -> Result<i128, ParsingError> {
+        match self.next()? {
+            Value::Int(i) => Ok(i128::from(i)),
+            Value::BulkString(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(format!("a number expected, not {b:?}"))),
+            other => Err(bad(format!("a number expected, not {other:?}"))),
+        }
+    }
+
+    fn u64(&mut self) -> Result<u64, ParsingError> {
+        let n = self.i128()?;
+        u64::try_from(n).map_err(|_| bad(format!("{n} is out of range")))
+    }
+
+    fn usize(&mut self) -> Result<usize, ParsingError> {
+        let n = self.u64()?;
+        usize::try_from(n).map_err(|_| bad(format!("{n} is out of range")))
+    }
+
+    /// A wait: -1 is never.
+    fn wait(&mut self) -> Result<Nanos, ParsingError> {
+        match self.i128()? {
+            -1 => Ok(Nanos::MAX),
+            n => u64::try_from(n).map_err(|_| bad(format!("a wait of {n}"))),
+        }
+    }
+}
+
+fn bad(message: String) -> ParsingError {
+    ParsingError::from(format!("tokengate script: {message}"))
+}
+
+impl FromRedisValue for AcquireReply {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let mut r = Reader::new(v)?;
+        match r.string()?.as_str() {
+            "ok" => {
+                let (wait, epoch, budgets) = (r.u64()?, r.u64()?, r.usize()?);
+                let mut receipts = Vec::with_capacity(budgets.min(16));
+                for _ in 0..budgets {
+                    let n = r.usize()?;
+                    let mut mine = Vec::with_capacity(n.min(64));
+                    for _ in 0..n {
+                        mine.push(Receipt {
+                            admitted_at: r.u64()?,
+                            bucket_mark: r.u64()?,
+                        });
+                    }
+                    receipts.push(mine);
+                }
+                Ok(AcquireReply::Admitted {
+                    wait,
+                    epoch,
+                    receipts,
+                })
+            }
+            "wait" => Ok(AcquireReply::Wait {
+                wait: r.wait()?,
+                budget: r.usize()?,
+                limit: r.usize()?,
+            }),
+            "paused" => Ok(AcquireReply::Paused {
+                wait: r.wait()?,
+                budget: r.usize()?,
+            }),
+            "in_flight_full" => Ok(AcquireReply::InFlightFull { budget: r.usize()? }),
+            "mismatch" => Ok(AcquireReply::Mismatch {
+                budget: r.usize()?,
+                limit: r.usize()?,
+                stored: r.string()?,
+            }),
+            other => Err(bad(format!("an answer {other:?}"))),
+        }
+    }
+}
+
+/// A budget's state as the script keeps it, in the budget's own frame: instants are
+/// nanoseconds from `epoch` (Unix seconds), `now_rel` among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Peeked {
+    /// The epoch, Unix seconds.
+    pub(crate) epoch: u64,
+    /// Now, from the epoch.
+    pub(crate) now_rel: Nanos,
+    /// Leases not run out.
+    pub(crate) in_flight: u64,
+    /// The end of the provider's pause (not paused when not after `now_rel`).
+    pub(crate) paused_until: Nanos,
+    /// The latest reservation's instant: nothing is admitted before it.
+    pub(crate) floor: Nanos,
+    /// One state per limit of the policy, in order. The windows (fixed window, sliding window
+    /// counter) start at `offsets[i]` modulo their period rather than 0: read them through
+    /// [`snapshots`](Self::snapshots).
+    pub(crate) limits: Vec<LimitState>,
+    /// Per limit, where its windows start modulo its period (0 but for windows whose budget
+    /// was rebased by a number of days that is not a multiple of their period).
+    pub(crate) offsets: Vec<Nanos>,
+}
+
+impl Peeked {
+    /// What each limit of `policy` looks like now (`LimitRule::snapshot`, which the script's
+    /// state is read into), instants relative to the epoch (`u64::MAX`: never).
+    pub(crate) fn snapshots(&self, policy: &Policy) -> Vec<Snapshot> {
+        policy
+            .limits()
+            .zip(self.limits.iter().zip(&self.offsets))
+            .map(|((_, limit), (state, &offset))| {
+                let rule = LimitRule::new(limit).expect("a policy's limits are valid");
+                let (state, shift) = in_core_frame(&rule, state, offset);
+                let snapshot = rule.snapshot(&state, self.now_rel + shift);
+                let back = |t: Nanos| if t == Nanos::MAX { t } else { t - shift };
+                Snapshot {
+                    reset_at: snapshot.reset_at.map(back),
+                    next_refill_at: snapshot.next_refill_at.map(back),
+                    ..snapshot
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where a budget's own clock ends in the script: 2^52 ns from its epoch.
+const END: Nanos = 1 << 52;
+
+/// `state` (of `rule`, its windows starting at `offset` modulo the period) moved to a frame
+/// in which the core reads it as the script does, and how far it moved: windows so that they
+/// start at multiples of the period; buckets (and the smooth window's log) so that the end of
+/// the budget's clock is the end of the core's (a bucket that would pass it is never
+/// admitted). A bucket's TAT of 0 (nothing admitted yet) stays 0.
+fn in_core_frame(rule: &LimitRule, state: &LimitState, offset: Nanos) -> (LimitState, Nanos) {
+    let period = rule.period();
+    let window = (period - offset % period) % period;
+    let end = Nanos::MAX - END;
+    let bucket = |g: &GcraState| GcraState {
+        tat: if g.tat == 0 { 0 } else { g.tat + end },
+        ..*g
+    };
+    match state {
+        LimitState::Fixed(s) => (
+            LimitState::Fixed(FixedWindowState {
+                window_start: s.window_start + window,
+                ..*s
+            }),
+            window,
+        ),
+        LimitState::Counter(s) => (
+            LimitState::Counter(SlidingCounterState {
+                window_start: s.window_start + window,
+                ..*s
+            }),
+            window,
+        ),
+        LimitState::Gcra(g) => (LimitState::Gcra(bucket(g)), end),
+        LimitState::Smooth(g, log) => {
+            let log = SlidingLogState {
+                entries: log.entries.iter().map(|&(t, a)| (t + end, a)).collect(),
+                total: log.total,
+            };
+            (LimitState::Smooth(bucket(g), log), end)
+        }
+        LimitState::Log(_) => (state.clone(), 0),
+    }
+}
+
+impl fmt::Display for Peeked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "epoch {} now {} in flight {} paused until {} floor {}: {:?}",
+            self.epoch, self.now_rel, self.in_flight, self.paused_until, self.floor, self.limits
+        )
+    }
+}
+
+impl FromRedisValue for Peeked {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let mut r = Reader::new(v)?;
+        match r.string()?.as_str() {
+            "ok" => {}
+            "mismatch" => {
+                let (_budget, limit, stored) = (r.usize()?, r.usize()?, r.string()?);
+                return Err(bad(format!(
+                    "the budget's state follows other limits: its limit {limit} is {stored:?}"
+                )));
+            }
+            other => return Err(bad(format!("an answer {other:?}"))),
+        }
+        let mut peeked = Peeked {
+            epoch: r.u64()?,
+            now_rel: r.u64()?,
+            in_flight: r.u64()?,
+            paused_until: r.u64()?,
+            floor: r.u64()?,
+            limits: Vec::new(),
+            offsets: Vec::new(),
+        };
+        fn bucket(r: &mut Reader) -> Result<GcraState, ParsingError> {
+            Ok(GcraState {
+                tat: r.u64()?,
+                overshoot: r.u64()?,
+                refunded: r.u64()?,
+            })
+        }
+        fn log(r: &mut Reader) -> Result<SlidingLogState, ParsingError> {
+            let total = u128::from(r.u64()?);
+            let n = r.usize()?;
+            let mut entries = std::collections::VecDeque::with_capacity(n.min(1024));
+            for _ in 0..n {
+                entries.push_back((r.u64()?, r.u64()?));
+            }
+            Ok(SlidingLogState { entries, total })
+        }
+        while r.items.len() > 0 {
+            let (state, offset) = match r.string()?.as_str() {
+                "tb" | "lb" => (LimitState::Gcra(bucket(&mut r)?), 0),
+                "log" => (LimitState::Log(log(&mut r)?), 0),
+                "sw" => (LimitState::Smooth(bucket(&mut r)?, log(&mut r)?), 0),
+                "ctr" => {
+                    let offset = r.u64()?;
+                    let state = SlidingCounterState {
+                        window_start: r.u64()?,
+                        previous: r.u64()?,
+                        current: r.u64()?,
+                    };
+                    (LimitState::Counter(state), offset)
+                }
+                "fw" => {
+                    let offset = r.u64()?;
+                    let state = FixedWindowState {
+                        window_start: r.u64()?,
+                        used: r.u64()?,
+                    };
+                    (LimitState::Fixed(state), offset)
+                }
+                other => return Err(bad(format!("an algorithm {other:?}"))),
+            };
+            peeked.limits.push(state);
+            peeked.offsets.push(offset);
+        }
+        Ok(peeked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Limit;
+
+    fn limit(amount: u64, period: u64, alg: Algorithm) -> Limit {
+        Limit::new(amount, Duration::from_nanos(period))
+            .algorithm(alg)
+            .margin(Duration::ZERO)
+    }
+
+    fn policy(limits: &[Limit]) -> Policy {
+        let mut builder = Policy::builder();
+        for (i, l) in limits.iter().enumerate() {
+            builder = builder.custom(format!("d{i}"), l.clone());
+        }
+        builder.build().unwrap()
+    }
+
+    #[test]
+    fn spans_are_the_exact_time_of_the_units() {
+        // 3 units per 10 ns: 3.33 ns each.
+        assert_eq!(span(3, 10, 1), (4, 2));
+        assert_eq!(span(3, 10, 3), (10, 0));
+        assert_eq!(time_for_floor(3, 10, 1), 3);
+        assert_eq!(span(1, u64::MAX, 2), (u64::MAX, 0));
+        // A bucket of 3 at 3 a second fills exactly: what the core's commit of 3 units leaves.
+        let rule = LimitRule::new(&limit(3, 1_000_000_000, Algorithm::TokenBucket)).unwrap();
+        let mut state = rule.new_state();
+        let _ = rule.commit(&mut state, 0, 1);
+        let LimitState::Gcra(g) = state else {
+            panic!("{state:?}")
+        };
+        assert_eq!((g.tat, g.overshoot), span(3, 1_000_000_000, 1));
+    }
+
+    #[test]
+    fn a_fingerprint_is_the_seven_rule_fields() {
+        let tb = limit(10, 1_000, Algorithm::TokenBucket).burst(3);
+        assert_eq!(fingerprint(&tb), "tb:10:1000:0:3:300:0");
+        let frac = limit(3, 10, Algorithm::TokenBucket);
+        assert_eq!(fingerprint(&frac), "tb:3:10:0:3:10:0");
+        let lb = limit(3, 10, Algorithm::LeakyBucket).margin(Duration::from_nanos(2));
+        assert_eq!(fingerprint(&lb), "lb:3:10:2:1:4:2");
+        let sw = Limit::per_minute(600);
+        assert_eq!(
+            fingerprint(&sw),
+            "sw:600:60000000000:50000000:10:1000000000:0"
+        );
+        for (alg, name) in [
+            (Algorithm::SlidingWindowLog, "log"),
+            (Algorithm::SlidingWindowCounter, "ctr"),
+            (Algorithm::FixedWindow, "fw"),
+        ] {
+            assert_eq!(
+                fingerprint(&limit(5, 100, alg)),
+                format!("{name}:5:100:0:0:0:0")
+            );
+        }
+    }
+
+    #[test]
+    fn the_domain_is_below_two_to_the_fifty_two_units_and_six_and_a_half_days() {
+        let ok = policy(&[limit((1 << 52) - 1, 1 << 49, Algorithm::FixedWindow)]);
+        assert_eq!(check_domain(&ok), Ok(()));
+        let many = policy(&[limit(1 << 52, 1_000, Algorithm::FixedWindow)]);
+        let e = check_domain(&many).unwrap_err().to_string();
+        assert!(e.contains("an amount of 4503599627370496"), "{e}");
+        assert!(e.starts_with("d0 limit "), "{e}");
+        let long = policy(&[limit(10, (1 << 49) + 1, Algorithm::FixedWindow)]);
+        assert!(check_domain(&long).is_err());
+        // The margin counts: a log counts each admission its period plus its margin.
+        let margin = policy(&[Limit::new(10, Duration::from_nanos(1 << 49))
+            .algorithm(Algorithm::SlidingWindowLog)
+            .margin(Duration::from_nanos(1))]);
+        assert!(check_domain(&margin).is_err());
+        // A burst ten periods long takes too long to earn.
+        let burst = policy(&[limit(10, 1 << 48, Algorithm::TokenBucket).burst(100)]);
+        let e = check_domain(&burst).unwrap_err().to_string();
+        assert!(e.contains("a burst of 100"), "{e}");
+    }
+
+    #[test]
+    fn an_acquire_sends_each_limit_its_rule_its_amount_and_the_amount_s_span() {
+        let keys = BudgetKeys::new("{t}:a", 2);
+        let p = Policy::builder()
+            .requests_per_minute(600)
+            .combined_tokens(limit(3, 10, Algorithm::TokenBucket), 1, 5)
+            .max_in_flight(2)
+            .build()
+            .unwrap();
+        let cost = Cost::request().input(1).output(0);
+        let call = acquire_call(&[(&keys, &p)], &cost, Some(7), 100, "L1", 60_000);
+        assert_eq!(
+            call.keys,
+            ["{t}:a:state", "{t}:a:leases", "{t}:a:log:0", "{t}:a:log:1"]
+        );
+        let args: Vec<&str> = call.args.iter().map(String::as_str).collect();
+        assert_eq!(
+            args,
+            [
+                "acquire",
+                "7",
+                "100",
+                "L1",
+                "60000",
+                "1",
+                "2",
+                "2", //
+                "sw",
+                "600",
+                "60000000000",
+                "50000000",
+                "10",
+                "1000000000",
+                "0", //
+                "1",
+                "100000000",
+                "0", //
+                "tb",
+                "3",
+                "10",
+                "0",
+                "3",
+                "10",
+                "0",
+                "1",
+                "4",
+                "2",
+            ]
+        );
+        // Redis's own clock, and a cost of nothing takes no slot.
+        let call = acquire_call(&[(&keys, &p)], &Cost::zero(), None, 0, "L2", 1);
+        assert_eq!((call.args[1].as_str(), call.args[6].as_str()), ("", ""));
+    }
+
+    #[test]
+    fn a_settlement_sends_what_to_give_back_or_charge_with_the_receipt() {
+        let keys = BudgetKeys::new("k", 1);
+        let p = policy(&[limit(3, 10, Algorithm::TokenBucket)]);
+        let receipt = Receipt {
+            admitted_at: 5,
+            bucket_mark: u64::MAX - 1,
+        };
+        let reserved = Cost::zero().with("d0", 3);
+        let call = settle_call(
+            &[(&keys, &p)],
+            &reserved,
+            &Cost::zero().with("d0", 1),
+            9,
+            &[vec![receipt]],
+            Some(20),
+            Some("L"),
+        );
+        let args: Vec<&str> = call.args.iter().map(String::as_str).collect();
+        assert_eq!(
+            args,
+            [
+                "settle",
+                "20",
+                "L",
+                "9",
+                "1",
+                "1", //
+                "tb",
+                "3",
+                "10",
+                "0",
+                "3",
+                "10",
+                "0", //
+                "2",
+                "6",
+                "0",
+                "0",
+                "0",
+                "5",
+                "18446744073709551614",
+            ]
+        );
+        // Beyond the reservation: min(extra, N) charged, its span sent; no receipt, no refund.
+        let call = settle_call(
+            &[(&keys, &p)],
+            &reserved,
+            &Cost::zero().with("d0", 10),
+            0,
+            &[],
+            None,
+            None,
+        );
+        assert_eq!(&call.args[13..], ["0", "0", "7", "10", "0", "0", "0"]);
+    }
+
+    #[test]
+    fn replies_decode() {
+        let int = Value::Int;
+        let s = |x: &str| Value::BulkString(x.as_bytes().to_vec());
+        let ok = Value::Array(vec![
+            s("ok"),
+            int(5),
+            int(86_400),
+            int(2),
+            int(1),
+            int(10),
+            s("18446744073709551615"),
+            int(0),
+        ]);
+        assert_eq!(
+            AcquireReply::from_redis_value(ok).unwrap(),
+            AcquireReply::Admitted {
+                wait: 5,
+                epoch: 86_400,
+                receipts: vec![
+                    vec![Receipt {
+                        admitted_at: 10,
+                        bucket_mark: u64::MAX
+                    }],
+                    vec![]
+                ],
+            }
+        );
+        let never = Value::Array(vec![s("wait"), int(-1), int(1), int(2)]);
+        assert_eq!(
+            AcquireReply::from_redis_value(never).unwrap(),
+            AcquireReply::Wait {
+                wait: u64::MAX,
+                budget: 1,
+                limit: 2
+            }
+        );
+        let cut = Value::Array(vec![s("paused"), int(3)]);
+        assert!(AcquireReply::from_redis_value(cut).is_err());
+        let peek = Value::Array(vec![
+            s("ok"),
+            int(0),
+            int(100),
+            int(1),
+            int(0),
+            int(50),
+            s("fw"),
+            int(3),
+            int(93),
+            int(4),
+            s("sw"),
+            int(120),
+            int(0),
+            s("7"),
+            int(4),
+            int(1),
+            int(90),
+            int(4),
+        ]);
+        let peeked = Peeked::from_redis_value(peek).unwrap();
+        assert_eq!(
+            (peeked.now_rel, peeked.floor, peeked.offsets),
+            (100, 50, vec![3, 0])
+        );
+        assert_eq!(
+            peeked.limits[1],
+            LimitState::Smooth(
+                GcraState {
+                    tat: 120,
+                    overshoot: 0,
+                    refunded: 7
+                },
+                SlidingLogState {
+                    entries: [(90, 4)].into(),
+                    total: 4
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn snapshots_read_windows_from_their_offset() {
+        // Windows of 10 starting at 3 modulo 10: the one holding 100 is [93, 103).
+        let p = policy(&[limit(5, 10, Algorithm::FixedWindow)]);
+        let peeked = Peeked {
+            epoch: 0,
+            now_rel: 100,
+            in_flight: 0,
+            paused_until: 0,
+            floor: 0,
+            limits: vec![LimitState::Fixed(FixedWindowState {
+                window_start: 93,
+                used: 5,
+            })],
+            offsets: vec![3],
+        };
+        let snap = peeked.snapshots(&p)[0];
+        assert_eq!(
+            (snap.used, snap.remaining, snap.reset_at),
+            (5, 0, Some(103))
+        );
+    }
+}
