@@ -588,6 +588,18 @@ impl LimitRule {
     /// Whether `state` behaves exactly like [`new_state`](Self::new_state) from `now` on, so a
     /// store may drop it without changing any future decision.
     pub fn is_fresh(&self, state: &LimitState, now: Nanos) -> bool {
+        // A bucket decides as of its margin ago (a fresh one, never used, has no margin to
+        // keep): full for less than its margin (give or take the rounding's nanosecond), it
+        // still admits later than a fresh one.
+        let bucket = match (&self.kind, state) {
+            (Kind::Gcra(_), LimitState::Gcra(b)) | (Kind::Smooth(_), LimitState::Smooth(b, _)) => {
+                Some(b)
+            }
+            _ => None,
+        };
+        if bucket.is_some_and(|b| b.tat != 0 && b.tat.saturating_add(self.margin) >= now) {
+            return false;
+        }
         // The use alone: `snapshot` also works out the next refill, which this does not need.
         self.use_at(state, now).reset_at.is_none()
     }
@@ -646,6 +658,41 @@ mod tests {
         match state {
             LimitState::Smooth(_, w) | LimitState::Log(w) => w.entries.clone(),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bucket_within_its_margin_is_not_fresh() {
+        const MS: Nanos = 1_000_000;
+        let margin = Duration::from_millis(50);
+        for limit in [
+            Limit::per_second(10).burst(10),
+            Limit::per_second(10).algorithm(Algorithm::TokenBucket),
+        ] {
+            let rule = LimitRule::new(&limit.clone().margin(margin)).unwrap();
+            let mut s = rule.new_state();
+            let _ = rule.commit(&mut s, 0, 1);
+            // Full again at 100 ms, but it decides as of 50 ms ago until 150 ms.
+            let fresh = rule.new_state();
+            for now in [100 * MS, 120 * MS, 150 * MS] {
+                assert!(!rule.is_fresh(&s, now), "{limit:?} at {now}");
+            }
+            assert_ne!(
+                rule.decide(&s, 120 * MS, 10),
+                rule.decide(&fresh, 120 * MS, 10)
+            );
+            // Fresh once past both its margin and its window (the smooth window's log counts
+            // the unit for a second and its margin), and then it decides as a fresh one.
+            let later = (0..=1_100)
+                .map(|ms| ms * MS + 1)
+                .find(|&t| rule.is_fresh(&s, t))
+                .expect("fresh within 1.1 s");
+            assert!(later > 150 * MS, "{limit:?}: fresh at {later}");
+            for t in [later, later + 7 * MS] {
+                for cost in [1, 5, 10] {
+                    assert_eq!(rule.decide(&s, t, cost), rule.decide(&fresh, t, cost));
+                }
+            }
         }
     }
 
