@@ -44,6 +44,20 @@ fn reservations_are_exact_and_first_come_first_served() {
 }
 
 #[test]
+fn nothing_overtakes_a_reservation() {
+    let (store, clock) = store();
+    run(cases::nothing_overtakes_a_reservation(&store, &clock, ""));
+}
+
+#[test]
+fn a_forgotten_budget_refunds_nothing_to_its_successor() {
+    let (store, clock) = store();
+    run(cases::a_forgotten_budget_refunds_nothing_to_its_successor(
+        &store, &clock, "",
+    ));
+}
+
+#[test]
 fn a_cancelled_reservation_gives_its_place_back() {
     let (store, clock) = store();
     run(cases::a_cancelled_reservation_gives_its_place_back(

@@ -85,6 +85,8 @@ acquire  KEYS per budget: state, leases, list_0..list_{n-1}.
          admitted_at, bucket_mark (frame-relative; the mark a decimal string)}. A wait or a
          pause ending at u within max_wait of now: decided again at u (16 times at most).
          Otherwise, writing nothing: {"wait", u - now (-1: never), budget, limit},
+         {"queued", t - now, budget} (admitted at t, after the floor of that budget, but
+         later than max_wait),
          {"paused", u - now, budget}, {"in_flight_full", budget} (unexpired leases >= cap),
          {"mismatch", budget, limit, stored fingerprint} (the budget's state follows other
          limits: a fingerprint differs, or it has more limits; "" when it has fewer).
@@ -931,10 +933,10 @@ local function acquire()
     if B.e < ef then ef = B.e end
   end
   local now = (SEC - ef) * GIGA + NSEC
-  local t = now
-  for _, B in ipairs(budgets) do
+  local t, fb = now, 1
+  for bi, B in ipairs(budgets) do
     B.D = (B.e - ef) * GIGA
-    if B.q + B.D > t then t = B.q + B.D end
+    if B.q + B.D > t then t, fb = B.q + B.D, bi end
   end
   local admitted, refusal = false, nil
   for _ = 1, SEARCH_STEPS do
@@ -955,6 +957,8 @@ local function acquire()
     t = u
   end
   if not admitted then return refusal end
+  -- Admitted only after an earlier reservation, later than the caller may wait: refused.
+  if t - now > max_wait then return { 'queued', t - now, fb - 1 } end
   local reply = { 'ok', t - now, ef, #budgets }
   for _, B in ipairs(budgets) do
     local tb = t - B.D

@@ -419,6 +419,14 @@ pub(crate) enum AcquireReply {
         /// The limit's index in that budget's policy.
         limit: usize,
     },
+    /// Earlier reservations on the budget hold it until `wait` ns from now, beyond the wait
+    /// allowed.
+    Queued {
+        /// From now.
+        wait: Nanos,
+        /// The budget's index.
+        budget: usize,
+    },
     /// The budget is paused `wait` ns more, beyond the wait allowed.
     Paused {
         /// From now.
@@ -536,6 +544,10 @@ impl FromRedisValue for AcquireReply {
                 wait: r.wait()?,
                 budget: r.usize()?,
                 limit: r.usize()?,
+            }),
+            "queued" => Ok(AcquireReply::Queued {
+                wait: r.wait()?,
+                budget: r.usize()?,
             }),
             "paused" => Ok(AcquireReply::Paused {
                 wait: r.wait()?,

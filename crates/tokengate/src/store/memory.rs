@@ -33,11 +33,15 @@ struct Kept {
     paused_until: Nanos,
     /// The latest reservation's instant: nothing is admitted before it.
     floor: Nanos,
+    /// When it was made: a receipt admitted before belongs to an earlier state of the
+    /// budget, forgotten since, and refunds nothing here.
+    born: Nanos,
 }
 
 impl Kept {
-    fn new(policy: &Arc<Policy>) -> Self {
+    fn new(policy: &Arc<Policy>, born: Nanos) -> Self {
         Self {
+            born,
             policy: Arc::clone(policy),
             limits: policy.new_states(),
             leases: Vec::new(),
@@ -152,14 +156,20 @@ impl<C: Clock> MemoryStore<C> {
         for b in budgets {
             let kept = map
                 .entry(Arc::clone(&b.name))
-                .or_insert_with(|| Kept::new(&b.policy));
+                .or_insert_with(|| Kept::new(&b.policy, now));
             if !kept.policy.same_as(&b.policy) {
                 return Err(mismatch(b, &kept.policy));
             }
             kept.expire_leases(now);
         }
         let kept: Vec<&Kept> = budgets.iter().map(|b| &map[&b.name]).collect();
-        let mut at = kept.iter().map(|k| k.floor).fold(now, Nanos::max);
+        // First come, first served: nothing before the latest reservation of any budget.
+        let (mut at, mut floor_of) = (now, 0);
+        for (i, k) in kept.iter().enumerate() {
+            if k.floor > at {
+                (at, floor_of) = (k.floor, i);
+            }
+        }
         let mut refusal = None;
         for _ in 0..SEARCH_STEPS {
             let decision = decide_request(kept.iter().map(|k| k.view()), at, cost)?;
@@ -197,6 +207,12 @@ impl<C: Clock> MemoryStore<C> {
         }
         if let Some(refused) = refusal {
             return Ok(Answer::Refused(refused));
+        }
+        if at - now > max_wait {
+            return Ok(Answer::Refused(Refusal::Queued {
+                wait: Duration::from_nanos(at - now),
+                budget: floor_of,
+            }));
         }
         drop(kept);
         let takes_slot =
@@ -238,16 +254,22 @@ impl<C: Clock> MemoryStore<C> {
         let lease = lease_id(reservation);
         let mut map = self.lock();
         for (i, b) in reservation.budgets.iter().enumerate() {
-            let Some(kept) = map.get_mut(&b.name) else {
-                continue;
-            };
+            // A budget forgotten since (fresh again) is made afresh: a usage above the
+            // reservation is still charged.
+            let kept = map
+                .entry(Arc::clone(&b.name))
+                .or_insert_with(|| Kept::new(&b.policy, now));
             if let Some(used) = &used {
-                // A budget whose limits changed since (a reset and another policy) keeps what
-                // it counted and is charged any use beyond the reservation.
-                let stale = !kept.policy.same_as(&b.policy);
                 let receipts = reservation.receipts(i);
+                // A budget whose limits changed since (a reset and another policy), or made
+                // again since, keeps what it counted and is charged any use beyond the
+                // reservation.
+                let stale = !kept.policy.same_as(&b.policy)
+                    || receipts.first().is_some_and(|r| r.admitted_at < kept.born);
+                // Under the limits its state follows (the same but after a reset).
+                let policy = Arc::clone(&kept.policy);
                 settle_budget(
-                    &b.policy,
+                    &policy,
                     &mut kept.limits,
                     now,
                     &reservation.reserved,
@@ -321,7 +343,7 @@ impl<C: Clock> Store for MemoryStore<C> {
         let mut map = self.lock();
         let kept = map
             .entry(Arc::clone(&budget.name))
-            .or_insert_with(|| Kept::new(&budget.policy));
+            .or_insert_with(|| Kept::new(&budget.policy, now));
         kept.paused_until = if replace {
             until
         } else {

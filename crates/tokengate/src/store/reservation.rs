@@ -47,6 +47,14 @@ pub enum Refusal {
         /// The limit's index in the budget's policy.
         limit: usize,
     },
+    /// Earlier reservations on the budget come first: it is admitted only after `wait`
+    /// (first come, first served across every process sharing the store).
+    Queued {
+        /// How long from now.
+        wait: Duration,
+        /// The budget.
+        budget: usize,
+    },
     /// The budget is paused for `wait` more (a provider's 429).
     Paused {
         /// How long from now.
@@ -65,7 +73,9 @@ impl Refusal {
     /// The wait, when it is known (not for an in-flight slot).
     pub fn wait(&self) -> Option<Duration> {
         match *self {
-            Refusal::Wait { wait, .. } | Refusal::Paused { wait, .. } => Some(wait),
+            Refusal::Wait { wait, .. }
+            | Refusal::Queued { wait, .. }
+            | Refusal::Paused { wait, .. } => Some(wait),
             Refusal::InFlightFull { .. } => None,
         }
     }
@@ -74,6 +84,7 @@ impl Refusal {
     pub fn budget(&self) -> usize {
         match *self {
             Refusal::Wait { budget, .. }
+            | Refusal::Queued { budget, .. }
             | Refusal::Paused { budget, .. }
             | Refusal::InFlightFull { budget } => budget,
         }

@@ -259,6 +259,99 @@ pub async fn reservations_are_exact_and_first_come_first_served(
     assert_eq!(last.wait(), Duration::from_millis(4_500));
 }
 
+/// A request is never admitted before an earlier reservation on any of its budgets, even
+/// where its own limits have room: one that cannot wait that long is refused as queued.
+pub async fn nothing_overtakes_a_reservation(store: &dyn Store, clock: &ManualClock, prefix: &str) {
+    clock.set(0);
+    let limits = |rpm| {
+        Policy::builder()
+            .requests_per_minute(rpm)
+            .margin(Duration::ZERO)
+            .build()
+            .unwrap()
+    };
+    let account = StoreBudget::new(format!("{prefix}account"), limits(6_000));
+    let a = [
+        account.clone(),
+        StoreBudget::new(format!("{prefix}a"), limits(60)),
+    ];
+    let b = [account, StoreBudget::new(format!("{prefix}b"), limits(60))];
+    let req = Cost::request();
+    let long = Duration::from_secs(10);
+    assert_eq!(
+        reserve(store, &a, &req, long)
+            .await
+            .reserved()
+            .unwrap()
+            .wait(),
+        Duration::ZERO
+    );
+    // Model a allows one a second: the second is reserved at 1 s, and so is the account.
+    let second = reserve(store, &a, &req, long).await.reserved().unwrap();
+    assert_eq!(second.wait(), Duration::from_secs(1));
+    // Model b has room now, the account has room, but the account's floor is at 1 s.
+    let tried = reserve(store, &b, &req, Duration::ZERO).await;
+    assert_eq!(
+        tried.refusal(),
+        Some(Refusal::Queued {
+            wait: Duration::from_secs(1),
+            budget: 0
+        })
+    );
+    let waited = reserve(store, &b, &req, long).await.reserved().unwrap();
+    assert_eq!(waited.wait(), Duration::from_secs(1));
+}
+
+/// A receipt from before a budget was forgotten (fresh again, its keys dropped) gives
+/// nothing back to the budget made since: the refund it would have made was time the old
+/// state had already given back.
+pub async fn a_forgotten_budget_refunds_nothing_to_its_successor(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+) {
+    const MS: u64 = 1_000_000;
+    clock.set(0);
+    // A bucket of 10 tokens refilling 10 a second (100 ms a token).
+    let policy = Policy::builder()
+        .limit(
+            tokengate::Dimension::InputTokens,
+            tokengate::Limit::per_second(10)
+                .algorithm(tokengate::Algorithm::TokenBucket)
+                .margin(Duration::ZERO),
+        )
+        .build()
+        .unwrap();
+    let budgets = one(prefix, "forgotten", policy);
+    let five = Cost::zero().input(5);
+    let none = Usage::new().requests(0).input(0).output(0);
+    let r1 = reserve(store, &budgets, &five, Duration::ZERO)
+        .await
+        .reserved()
+        .unwrap();
+    let r2 = reserve(store, &budgets, &five, Duration::ZERO)
+        .await
+        .reserved()
+        .unwrap();
+    // r1 used nothing: its 500 ms come back, and r2 drains at 500 ms.
+    store.settle(&r1, Some(&none)).await.unwrap();
+    clock.set(600 * MS);
+    let r3 = reserve(store, &budgets, &Cost::zero().input(1), Duration::ZERO)
+        .await
+        .reserved()
+        .unwrap();
+    // Settled at 800 ms, the bucket is full again: a store may forget the budget.
+    clock.set(800 * MS);
+    store.settle(&r3, None).await.unwrap();
+    let ten = reserve(store, &budgets, &Cost::zero().input(10), Duration::ZERO).await;
+    assert!(ten.reserved().is_some(), "a full bucket admits 10");
+    // r2's tokens drained at 500 ms: nothing of them comes back.
+    clock.set(900 * MS);
+    store.settle(&r2, Some(&none)).await.unwrap();
+    let snap = store.snapshot(&budgets[0]).await.unwrap();
+    assert_eq!(snap.limits[0].remaining, 1, "{snap:?}");
+}
+
 /// A cancelled reservation gives back what the limits still hold of it: the next request
 /// takes its place.
 pub async fn a_cancelled_reservation_gives_its_place_back(
