@@ -1,3 +1,10 @@
-//! The Redis store: one set of limits shared by every process and machine.
+//! The Redis store (feature `redis`): one set of limits shared by every process and machine
+//! that uses the same Redis, decided by one Lua script a call on Redis's own clock.
+//!
+//! See [`RedisStore`], and [`store`](crate::store) for what every store does.
 
+mod keys;
 pub(crate) mod script;
+mod store;
+
+pub use store::{RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT};

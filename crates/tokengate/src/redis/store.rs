@@ -1,0 +1,419 @@
+//! [`RedisStore`]: the [`Store`] whose state lives in Redis, decided by one script a call.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+
+use super::keys::KeySpace;
+use super::script::{self, AcquireReply, BudgetKeys};
+use crate::clock::{Clock, ManualClock};
+use crate::cost::Usage;
+use crate::policy::Policy;
+use crate::store::{
+    Answer, Ask, BudgetSnapshot, Refusal, Reservation, Store, StoreBudget, StoreError, StoreFuture,
+};
+
+/// The store whose state lives in Redis: every process and machine that uses the same Redis,
+/// prefix and namespace shares the same limits, exactly.
+///
+/// Every call is one script (EVALSHA, loaded again by itself after a `SCRIPT FLUSH` or a
+/// restart) that applies the core's rules to all the budgets of a request at once, on Redis's
+/// own clock (`TIME`): no client's clock is read, so machines whose clocks disagree still
+/// share one timeline. Concurrent calls on one store share one connection, pipelined.
+///
+/// Keys are `PREFIX:{NAMESPACE}:b:BUDGET:...`, names escaped; everything in one namespace
+/// shares one hash tag, hence one Redis Cluster slot, so that a request's budgets change in one
+/// atomic step. Every key expires when its state no longer matters.
+///
+/// # Examples
+/// ```no_run
+/// use tokengate::redis::RedisStore;
+/// use tokengate::store::{Ask, Store, StoreBudget};
+/// use tokengate::{Cost, Policy};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/0").await?;
+/// let budgets = [StoreBudget::new("account", Policy::builder().requests_per_minute(500).build()?)];
+/// let ask = Ask::new(&budgets, &Cost::request()).max_wait(std::time::Duration::from_secs(30));
+/// if let Some(reservation) = store.acquire(ask).await?.reserved() {
+///     tokio::time::sleep(reservation.wait()).await;
+///     // ... the call ...
+///     store.settle(&reservation, None).await?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct RedisStore<C = ConnectionManager> {
+    connection: C,
+    keys: KeySpace,
+    lease: Duration,
+    timeout: Duration,
+    /// Tests replay schedules on a manual clock, passed to the script instead of `TIME`.
+    clock: Option<ManualClock>,
+    lease_ids: LeaseIds,
+}
+
+impl<C> std::fmt::Debug for RedisStore<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.keys)
+            .field("lease", &self.lease)
+            .field("timeout", &self.timeout)
+            .field("manual_clock", &self.clock.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lease ids unique across processes: a random stem and a counter.
+#[derive(Debug)]
+struct LeaseIds {
+    stem: u64,
+    next: AtomicU64,
+}
+
+impl LeaseIds {
+    fn new() -> Self {
+        // std's hasher keys are random per process: a random stem without another crate.
+        let stem = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self {
+            stem,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{:016x}-{}",
+            self.stem,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// The default prefix of every key.
+pub const DEFAULT_PREFIX: &str = "tokengate";
+
+/// The default deadline of one call to Redis.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl RedisStore<ConnectionManager> {
+    /// Connects to the Redis at `url` (`redis://[user:password@]host:port/db`) with a
+    /// connection that reconnects by itself, with backoff.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the URL is malformed or Redis does not answer within
+    /// [`DEFAULT_TIMEOUT`].
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(DEFAULT_TIMEOUT))
+            .set_response_timeout(Some(DEFAULT_TIMEOUT))
+            .set_number_of_retries(3);
+        let connection = tokio::time::timeout(
+            DEFAULT_TIMEOUT,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| timed_out(DEFAULT_TIMEOUT))?
+        .map_err(backend)?;
+        Ok(Self::with_connection(connection))
+    }
+}
+
+impl<C> RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// A store on a connection of your own (a `MultiplexedConnection`, a cluster connection).
+    pub fn with_connection(connection: C) -> Self {
+        Self {
+            connection,
+            keys: KeySpace::new(DEFAULT_PREFIX, "default"),
+            lease: crate::store::DEFAULT_LEASE,
+            timeout: DEFAULT_TIMEOUT,
+            clock: None,
+            lease_ids: LeaseIds::new(),
+        }
+    }
+
+    /// Keys start with `prefix` (default `tokengate`) and share the hash tag `{namespace}`
+    /// (default `default`): stores with different namespaces share nothing, and may live on
+    /// different cluster nodes.
+    pub fn namespace(mut self, prefix: &str, namespace: &str) -> Self {
+        self.keys = KeySpace::new(prefix, namespace);
+        self
+    }
+
+    /// How long an in-flight slot is held without a renewal (60 s unless set): a process that
+    /// dies holding slots frees them within this.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The deadline of each call to Redis (2 s unless set): a call past it fails with
+    /// [`StoreError::Backend`] rather than wait on a server that does not answer.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Reads the instant from `clock` and passes it to the script instead of Redis's `TIME`:
+    /// for replaying schedules on a manual clock in tests. Never share such a store between
+    /// processes: their clocks would disagree.
+    pub fn with_manual_clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn now(&self) -> Option<u64> {
+        self.clock.as_ref().map(Clock::now)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn budget_keys(&self, budgets: &[StoreBudget]) -> Result<Vec<BudgetKeys>, StoreError> {
+        budgets
+            .iter()
+            .map(|b| {
+                script::check_domain(b.policy())
+                    .map_err(|e| StoreError::Unsupported(format!("budget {:?}: {e}", b.name())))?;
+                Ok(self.keys.budget(b.name(), b.policy()))
+            })
+            .collect()
+    }
+
+    /// Runs `invocation` within the deadline.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'static>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(|_| timed_out(self.timeout))?
+            .map_err(backend)
+    }
+
+    async fn acquire_now(&self, ask: Ask<'_>) -> Result<Answer, StoreError> {
+        let (budgets, cost) = (ask.budgets(), ask.cost());
+        for b in budgets {
+            b.policy().check_possible(cost)?;
+        }
+        let keys = self.budget_keys(budgets)?;
+        let pairs: Vec<(&BudgetKeys, &Policy)> = keys
+            .iter()
+            .zip(budgets)
+            .map(|(k, b)| (k, b.policy()))
+            .collect();
+        let max_wait = u64::try_from(ask.wait_limit().as_nanos()).unwrap_or(u64::MAX);
+        let lease = self.lease_ids.next();
+        let invocation =
+            script::acquire(&pairs, cost, self.now(), max_wait, &lease, self.lease_ms());
+        let refused = |r| Ok(Answer::Refused(r));
+        match self.run::<AcquireReply>(invocation).await? {
+            AcquireReply::Admitted {
+                wait,
+                epoch,
+                receipts,
+            } => {
+                let holds =
+                    !cost.is_zero() && budgets.iter().any(|b| b.policy().max_in_flight().is_some());
+                Ok(Answer::Reserved(Reservation {
+                    budgets: budgets.to_vec(),
+                    reserved: cost.clone(),
+                    wait: Duration::from_nanos(wait),
+                    receipts,
+                    epoch,
+                    lease: holds.then_some(lease),
+                }))
+            }
+            AcquireReply::Wait {
+                wait,
+                budget,
+                limit,
+            } => refused(Refusal::Wait {
+                wait: nanos(wait),
+                budget,
+                limit,
+            }),
+            AcquireReply::Queued { wait, budget } => refused(Refusal::Queued {
+                wait: nanos(wait),
+                budget,
+            }),
+            AcquireReply::Paused { wait, budget } => refused(Refusal::Paused {
+                wait: nanos(wait),
+                budget,
+            }),
+            AcquireReply::InFlightFull { budget } => refused(Refusal::InFlightFull { budget }),
+            AcquireReply::Mismatch {
+                budget,
+                limit,
+                stored,
+            } => {
+                let b = &budgets[budget];
+                Err(StoreError::Mismatch {
+                    budget: b.name().to_owned(),
+                    stored: format!("limit {limit} stored as {stored}"),
+                    given: b.policy().describe(),
+                })
+            }
+        }
+    }
+
+    async fn settle_now(
+        &self,
+        reservation: &Reservation,
+        used: Option<&Usage>,
+    ) -> Result<(), StoreError> {
+        let budgets = &reservation.budgets;
+        let keys = self.budget_keys(budgets)?;
+        let pairs: Vec<(&BudgetKeys, &Policy)> = keys
+            .iter()
+            .zip(budgets)
+            .map(|(k, b)| (k, b.policy()))
+            .collect();
+        let reserved = &reservation.reserved;
+        let used = used.map_or_else(|| reserved.clone(), |u| u.as_cost(reserved));
+        let invocation = script::settle(
+            &pairs,
+            reserved,
+            &used,
+            reservation.epoch,
+            &reservation.receipts,
+            self.now(),
+            reservation.lease.as_deref(),
+        );
+        self.run::<redis::Value>(invocation).await.map(drop)
+    }
+
+    async fn renew_now(&self, reservation: &Reservation) -> Result<(), StoreError> {
+        let Some(lease) = reservation.lease.as_deref() else {
+            return Ok(());
+        };
+        let keys = self.budget_keys(&reservation.budgets)?;
+        let leases: Vec<&str> = keys.iter().map(|k| k.leases.as_str()).collect();
+        let invocation = script::renew(&leases, self.now(), lease, self.lease_ms());
+        self.run::<redis::Value>(invocation).await.map(drop)
+    }
+
+    async fn pause_now(
+        &self,
+        budget: &StoreBudget,
+        pause: Duration,
+        replace: bool,
+    ) -> Result<Duration, StoreError> {
+        let keys = self.budget_keys(std::slice::from_ref(budget))?;
+        let for_ns = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+        let invocation = script::pause(&keys[0], self.now(), for_ns, replace);
+        let (_, left): (String, u64) = self.run(invocation).await?;
+        Ok(Duration::from_nanos(left))
+    }
+
+    async fn snapshot_now(&self, budget: &StoreBudget) -> Result<BudgetSnapshot, StoreError> {
+        let keys = self.budget_keys(std::slice::from_ref(budget))?;
+        let policy = budget.policy();
+        let peeked: script::Peeked = self.run(script::peek(&keys[0], policy, self.now())).await?;
+        // The script's own snapshot rule where a frame moved (see `Peeked::snapshots`).
+        Ok(BudgetSnapshot {
+            limits: peeked.snapshots(policy),
+            in_flight: peeked.in_flight,
+            paused_for: Duration::from_nanos(peeked.paused_until.saturating_sub(peeked.now_rel)),
+        })
+    }
+
+    async fn reset_now(&self, budget: &str) -> Result<(), StoreError> {
+        let pattern = self.keys.pattern(budget);
+        let mut connection = self.connection.clone();
+        let mut cursor: u64 = 0;
+        let work = async {
+            loop {
+                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut connection)
+                    .await?;
+                if !found.is_empty() {
+                    redis::cmd("UNLINK")
+                        .arg(&found)
+                        .query_async::<()>(&mut connection)
+                        .await?;
+                }
+                if next == 0 {
+                    return Ok::<(), redis::RedisError>(());
+                }
+                cursor = next;
+            }
+        };
+        // A reset walks the keyspace in batches: a deadline per batch would be fairer, but a
+        // reset is an administrator's call; ten deadlines bound it.
+        tokio::time::timeout(self.timeout * 10, work)
+            .await
+            .map_err(|_| timed_out(self.timeout * 10))?
+            .map_err(backend)
+    }
+}
+
+fn nanos(wait: u64) -> Duration {
+    if wait == u64::MAX {
+        Duration::MAX
+    } else {
+        Duration::from_nanos(wait)
+    }
+}
+
+fn backend(e: redis::RedisError) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn timed_out(after: Duration) -> StoreError {
+    StoreError::Backend(format!("Redis did not answer within {after:?}"))
+}
+
+impl<C> Store for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn acquire<'a>(&'a self, ask: Ask<'a>) -> StoreFuture<'a, Answer> {
+        Box::pin(self.acquire_now(ask))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        reservation: &'a Reservation,
+        used: Option<&'a Usage>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.settle_now(reservation, used))
+    }
+
+    fn renew<'a>(&'a self, reservation: &'a Reservation) -> StoreFuture<'a, ()> {
+        Box::pin(self.renew_now(reservation))
+    }
+
+    fn pause<'a>(
+        &'a self,
+        budget: &'a StoreBudget,
+        pause: Duration,
+        replace: bool,
+    ) -> StoreFuture<'a, Duration> {
+        Box::pin(self.pause_now(budget, pause, replace))
+    }
+
+    fn snapshot<'a>(&'a self, budget: &'a StoreBudget) -> StoreFuture<'a, BudgetSnapshot> {
+        Box::pin(self.snapshot_now(budget))
+    }
+
+    fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(self.reset_now(budget))
+    }
+}
