@@ -101,8 +101,8 @@ pub struct Reservation {
     pub(crate) wait: Duration,
     /// Per budget, per limit: what its settlement needs.
     pub(crate) receipts: Vec<Vec<Receipt>>,
-    /// The frame the receipts' instants count from (the Redis store's epoch; 0 in memory).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// The frame the receipts' instants count from, in seconds (the Redis store's epoch; 0 in
+    /// memory).
     pub(crate) epoch: u64,
     /// The lease of its in-flight slots, when a budget caps them.
     pub(crate) lease: Option<String>,
@@ -122,6 +122,14 @@ impl Reservation {
     /// The budgets it is recorded on.
     pub fn budgets(&self) -> &[StoreBudget] {
         &self.budgets
+    }
+
+    /// The instant it is admitted at on the store's clock, from that clock's origin: the Unix
+    /// epoch for the Redis store (Redis's `TIME`), the clock's own origin in memory. `None`
+    /// when its budgets have no limits.
+    pub fn admitted_at(&self) -> Option<Duration> {
+        let receipt = self.receipts.iter().flatten().next()?;
+        Some(Duration::from_secs(self.epoch) + Duration::from_nanos(receipt.admitted_at))
     }
 
     /// Whether it holds in-flight slots.

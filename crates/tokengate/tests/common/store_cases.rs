@@ -289,6 +289,7 @@ pub async fn nothing_overtakes_a_reservation(store: &dyn Store, clock: &ManualCl
     // Model a allows one a second: the second is reserved at 1 s, and so is the account.
     let second = reserve(store, &a, &req, long).await.reserved().unwrap();
     assert_eq!(second.wait(), Duration::from_secs(1));
+    assert_eq!(second.admitted_at(), Some(Duration::from_secs(1)));
     // Model b has room now, the account has room, but the account's floor is at 1 s.
     let tried = reserve(store, &b, &req, Duration::ZERO).await;
     assert_eq!(
