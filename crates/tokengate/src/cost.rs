@@ -235,6 +235,25 @@ impl Usage {
         self.output
     }
 
+    /// Nothing at all used of `reserved`, on every figure it names: what cancels a store's
+    /// reservation that has not started.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn nothing_of(reserved: &Cost) -> Self {
+        let custom = reserved
+            .custom
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(|(name, _)| (Arc::clone(name), 0))
+            .collect();
+        Self {
+            requests: Some(0),
+            input: Some(0),
+            output: Some(0),
+            output_count: OutputCount::Produced,
+            custom,
+        }
+    }
+
     /// The cost this usage amounts to, given what was reserved.
     pub(crate) fn as_cost(&self, reserved: &Cost) -> Cost {
         let custom = if self.custom.is_empty() {

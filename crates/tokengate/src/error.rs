@@ -192,6 +192,17 @@ pub enum AcquireError {
         /// The limits file.
         file: String,
     },
+    /// A limiter whose state lives in a store ([`Limiter::with_store`](crate::Limiter::with_store))
+    /// could not decide: the store failed (under
+    /// [`OnStoreError::FailClosed`](crate::OnStoreError::FailClosed), the default), holds other
+    /// limits for a budget than this process, or cannot hold them; or the call cannot reach
+    /// the store from where it was made (a synchronous call such as `try_acquire`, a blocking
+    /// one inside a tokio runtime). The message says which, and what to do.
+    #[error("{message}")]
+    Store {
+        /// What happened and what to do.
+        message: String,
+    },
 }
 
 /// Why [`Limiter::try_acquire`](crate::Limiter::try_acquire) did not admit now. Not an

@@ -150,6 +150,14 @@
 //! whatever it produced, Anthropic corrects output to what was produced
 //! ([`OutputCount`]; [`feedback::usage::ReplyUsage::usage`] settles by the reply's format).
 //!
+//! # Sharing limits across processes
+//! Processes that call one provider account share its limits: [`Limiter::with_store`] keeps a
+//! limiter's state in a [`store::Store`] ([`store::MemoryStore`] in this process; the Redis
+//! store, feature `redis`, across machines), and every front end (keys, [`Key::run`], the
+//! reqwest middleware, the tower layer) decides there unchanged, with exact reserved waits and
+//! 429 pauses shared by every process. [`Limiter::on_store_error`] says what happens while the
+//! store fails ([`OnStoreError`]), and [`Limiter::store_stats`] counts it.
+//!
 //! # Observability
 //! Two features, both off by default, report what the in-memory [`Limiter`] does. Without them
 //! the instrumentation compiles to nothing. Each report is made after the limiter's lock is
@@ -170,6 +178,7 @@
 //! | `lowered` | debug | `dimension`, `units` | [`Limiter::observe`] charges what the provider counted beyond the limiter |
 //! | `lowered after a 429` | info | `dimension`, `amount` (now in force), `configured` | [`Limiter::observe_throttled`] lowers a limit's amount |
 //! | `raised a step` | debug | `dimension`, `amount`, `configured` | time without a 429 raises a lowered limit back a step (read at the next [`Limiter::observe`]) |
+//! | `store call failed` | warn | `call` (`acquire`, `settle`, `renew`, `pause`), `error`, `on_store_error` (for an acquisition: `fail_closed`, `fail_open`, `local_share`) | a call to the limiter's store ([`Limiter::with_store`]) fails |
 //!
 //! **`metrics`**: through the [`metrics`](https://docs.rs/metrics) facade (install any
 //! recorder, such as a Prometheus exporter):
@@ -187,6 +196,11 @@
 //! | `tokengate_rate_decreases_total` | counter | `dimension` | times a 429 lowered a limit's amount ([`LimitStats::decreases`]) |
 //! | `tokengate_limit_amount` | gauge | `dimension` | a limit's amount in force, set when a 429 lowers it or a step raises it ([`LimitStats::amount`]) |
 //! | `tokengate_wait_seconds` | histogram | `budget` | the wait of each admission that queued |
+//! | `tokengate_store_calls_total` | counter | | calls to the limiter's store ([`StoreStats::calls`]) |
+//! | `tokengate_store_errors_total` | counter | `call` (as the event above) | store calls that failed ([`StoreStats::errors`]) |
+//! | `tokengate_store_fail_open_total` | counter | | acquisitions admitted without limits as the store failed ([`OnStoreError::FailOpen`]) |
+//! | `tokengate_store_local_share_total` | counter | | acquisitions decided on the local share as the store failed ([`OnStoreError::LocalShare`]) |
+//! | `tokengate_store_in_flight_polls_total` | counter | | asks again for an in-flight slot of the store ([`StoreStats::in_flight_polls`]) |
 //!
 //! `dimension` is [`Dimension::name`]. `budget` is `limiter` for a limiter of one policy, and
 //! for a request on a [`Key`] its model's budget (`model gpt-4o`, `family gpt-4o-mini`), whose
@@ -290,7 +304,7 @@ pub use dimension::Dimension;
 pub use error::{AcquireError, BuildError, Denied};
 pub use limit::{Algorithm, Limit};
 #[cfg(feature = "tokio")]
-pub use limiter::Acquire;
+pub use limiter::{Acquire, OnStoreError, StoreStats};
 pub use limiter::{Key, Limiter, Permit};
 pub use policy::{Policy, PolicyBuilder};
 pub use stats::{BudgetKind, LimitStats, Stats, WaitStats};

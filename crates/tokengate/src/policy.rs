@@ -276,6 +276,34 @@ impl Policy {
         builder.build()
     }
 
+    /// Whether it has no limit and no in-flight cap: it admits everything.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.limits.is_empty() && self.max_in_flight.is_none()
+    }
+
+    /// This policy with every limit's amount, and the in-flight cap, cut to `share` of it
+    /// (rounded down, at least 1): what one process of several may use on its own.
+    /// `share` is in (0, 1].
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn scaled(&self, share: f64) -> Policy {
+        let scale = |n: u64| {
+            // Saturating float-to-int conversion; never above `n`, never below 1.
+            ((n as f64 * share).floor() as u64).clamp(1, n.max(1))
+        };
+        let changes: Vec<(usize, u64)> = self
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, scale(l.limit.amount)))
+            .collect();
+        // The same limits with smaller amounts, bursts scaled with them (at least 1, never
+        // above the amount): as valid as before. Should it fail all the same, the limits stay.
+        let mut policy = self.with_amounts(&changes).unwrap_or_else(|_| self.clone());
+        policy.max_in_flight = self.max_in_flight.map(scale);
+        policy
+    }
+
     /// Checks that `cost` can ever be admitted, and returns the first limit that it exceeds
     /// otherwise.
     pub(crate) fn check_possible(&self, cost: &Cost) -> Result<(), AcquireError> {

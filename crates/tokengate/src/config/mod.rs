@@ -487,4 +487,23 @@ impl Config {
     pub fn default_tenant(&self) -> Option<&Policy> {
         self.default_tenant.as_ref()
     }
+
+    /// The same file with every policy cut to `share` of its limits ([`Policy`]'s `scaled`):
+    /// the local limits of one process of several when the store they share fails.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn scaled(&self, share: f64) -> Config {
+        let mut config = self.clone();
+        let policies = config
+            .account
+            .iter_mut()
+            .chain(config.default_model.iter_mut())
+            .chain(config.default_tenant.iter_mut())
+            .chain(config.models.iter_mut().map(|(_, p)| p))
+            .chain(config.families.iter_mut().map(|f| &mut f.policy))
+            .chain(config.tenants.iter_mut().map(|(_, p)| p));
+        for policy in policies {
+            *policy = policy.scaled(share);
+        }
+        config
+    }
 }

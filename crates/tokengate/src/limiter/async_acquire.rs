@@ -20,10 +20,39 @@ use crate::error::AcquireError;
 ///
 /// # Cancel safety
 /// Dropping it before it completes leaves the queue and charges nothing; the next waiter is
-/// woken if this one was at the head.
+/// woken if this one was at the head. On a store-backed limiter
+/// ([`Limiter::with_store`]), dropping it while it sleeps towards its reserved instant cancels
+/// the reservation on the store (in a task of its own).
 #[derive(Debug)]
 #[must_use = "futures do nothing unless awaited"]
 pub struct Acquire<'a, C: Clock> {
+    inner: Inner<'a, C>,
+}
+
+/// Where the acquisition is decided: in memory, or on the limiter's store.
+enum Inner<'a, C: Clock> {
+    Local(Local<'a, C>),
+    Remote(Remote<'a, C>),
+}
+
+/// The acquisition on the store, boxed. The mutex makes the future `Sync` as the in-memory
+/// one is, without locking: it is only ever reached through `&mut` (`get_mut`).
+type Remote<'a, C> = std::sync::Mutex<
+    Pin<Box<dyn Future<Output = Result<Permit<'a, C>, AcquireError>> + Send + 'a>>,
+>;
+
+impl<C: Clock + std::fmt::Debug> std::fmt::Debug for Inner<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inner::Local(local) => local.fmt(f),
+            Inner::Remote(_) => f.write_str("Remote"),
+        }
+    }
+}
+
+/// A waiting acquisition on the in-memory limiter.
+#[derive(Debug)]
+struct Local<'a, C: Clock> {
     waiting: Waiting<'a, C>,
     /// This waiter's own timer and the instant it is set for: boxed, and made only when this
     /// waiter must wake itself (a timeout, or no shared head timer), so queued waiters stay small.
@@ -35,7 +64,20 @@ impl<'a, C: Clock> Future for Acquire<'a, C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Never self-referential: Acquire is Unpin.
-        let this = &mut *self;
+        match &mut self.inner {
+            Inner::Local(local) => local.poll(cx),
+            Inner::Remote(remote) => remote
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_mut()
+                .poll(cx),
+        }
+    }
+}
+
+impl<'a, C: Clock> Local<'a, C> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit<'a, C>, AcquireError>> {
+        let this = self;
         loop {
             match this.waiting.poll_step(cx.waker()) {
                 Step::Done(result) => {
@@ -84,7 +126,10 @@ impl<C: Clock> Limiter<C> {
     /// Waits until `cost` is admitted on every limit, in FIFO order, and returns the permit.
     ///
     /// # Errors
-    /// [`AcquireError::Exceeds`] at once when the cost is above a limit's capacity.
+    /// [`AcquireError::Exceeds`] at once when the cost is above a limit's capacity. On a
+    /// store-backed limiter ([`with_store`](Self::with_store)): [`AcquireError::Timeout`] when
+    /// the wait exceeds [`max_pause`](Self::max_pause), and [`AcquireError::Store`] when the
+    /// store fails (see [`on_store_error`](Self::on_store_error)).
     ///
     /// # Cancel safety
     /// Dropping the future leaves the queue and charges nothing.
@@ -140,9 +185,17 @@ impl<C: Clock> Limiter<C> {
         cost: Cost,
         timeout: Option<Duration>,
     ) -> Acquire<'_, C> {
+        if let Some(link) = self.shared.remote.get() {
+            let remote = Box::pin(self.acquire_remote(link, key, cost, timeout));
+            return Acquire {
+                inner: Inner::Remote(std::sync::Mutex::new(remote)),
+            };
+        }
         Acquire {
-            waiting: Waiting::new(self, key, cost, timeout, true),
-            sleep: None,
+            inner: Inner::Local(Local {
+                waiting: Waiting::new(self, key, cost, timeout, true),
+                sleep: None,
+            }),
         }
     }
 

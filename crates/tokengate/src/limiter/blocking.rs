@@ -32,8 +32,14 @@ impl<C: Clock> Limiter<C> {
     /// Sleeps in real time: use it with the system clock (or a clock that advances on its own).
     /// Do not call it from async code: it blocks the runtime's thread.
     ///
+    /// On a store-backed limiter ([`with_store`](Self::with_store)) it runs the async
+    /// acquisition on a runtime of the limiter's own, and inside a tokio runtime it fails
+    /// rather than block it.
+    ///
     /// # Errors
-    /// [`AcquireError::Exceeds`] at once when the cost is above a limit's capacity.
+    /// [`AcquireError::Exceeds`] at once when the cost is above a limit's capacity;
+    /// [`AcquireError::Store`] on a store-backed limiter inside a tokio runtime, or as
+    /// [`acquire`](Self::acquire) says.
     ///
     /// # Examples
     /// ```
@@ -55,6 +61,10 @@ impl<C: Clock> Limiter<C> {
         cost: Cost,
         timeout: Option<Duration>,
     ) -> Result<Permit<'_, C>, AcquireError> {
+        #[cfg(feature = "tokio")]
+        if let Some(link) = self.shared.remote.get() {
+            return self.acquire_remote_blocking(link, key, cost, timeout);
+        }
         self.block_on(Waiting::new(self, key, cost, timeout, false))
     }
 

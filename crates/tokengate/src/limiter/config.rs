@@ -128,6 +128,13 @@ impl<C: Clock> Limiter<C> {
     /// [`max_pause`](Limiter::max_pause) bounds it): [`Key::resume`] or
     /// [`resume`](Limiter::resume) lifts it.
     ///
+    /// On a store-backed limiter ([`with_store`](Limiter::with_store)) the new limits are the
+    /// ones asked for from now on. A store holds one set of limits per budget, shared by every
+    /// process: a budget whose limits changed is refused
+    /// ([`AcquireError::Store`](crate::AcquireError::Store), naming the budget) until every
+    /// process sharing the store has the new limits and the budget is reset
+    /// ([`Store::reset`](crate::store::Store::reset)); its state then starts afresh.
+    ///
     /// # Examples
     /// ```
     /// use tokengate::config::Config;
@@ -152,14 +159,21 @@ impl<C: Clock> Limiter<C> {
         let mut st = self.lock();
         // The limiter's own policy follows `[account]` when it came from a config (or the new
         // one has it); a limiter built from a policy keeps that policy otherwise.
+        let mut replaced = None;
         if st.root_from_config || account.is_some() {
             st.root_from_config = true;
             let policy = Arc::new(account.unwrap_or_else(Policy::empty));
+            replaced = Some(Arc::clone(&policy));
             st.root.replace_policy(policy, now);
         }
         st.refile(&directory, now);
-        st.directory = Some(directory);
+        st.directory = Some(Arc::clone(&directory));
         st.serve_all(now);
+        drop(st);
+        #[cfg(feature = "tokio")]
+        self.reload_store(replaced, directory);
+        #[cfg(not(feature = "tokio"))]
+        let _ = replaced;
     }
 
     /// Sets the cap on budgets for names the config does not list (100,000 by default). At it,

@@ -142,6 +142,65 @@ impl Directory {
     }
 }
 
+/// A budget by name, for a store: its name as the limiter's stats spell it, and its policy.
+#[cfg(feature = "tokio")]
+pub(super) type NamedPolicy = (BudgetName, Arc<Policy>);
+
+#[cfg(feature = "tokio")]
+impl Directory {
+    /// The config itself.
+    #[cfg(feature = "config")]
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The budget `model`'s requests are charged to, as the in-memory budgets name it (a model
+    /// under the defaults by its name in lower case: one budget whatever the spelling), or
+    /// `None` when the config gives models no budget; never an overflow budget.
+    ///
+    /// # Errors
+    /// [`AcquireError::UnknownModel`](crate::AcquireError::UnknownModel) for a model the
+    /// config refuses.
+    pub(super) fn model_budget_of(
+        &self,
+        model: &str,
+    ) -> Result<Option<NamedPolicy>, crate::AcquireError> {
+        match self.model_slot(model) {
+            Some(slot) => Ok(Some(slot.named())),
+            None => match self.refusal(model) {
+                Some(refused) => Err(refused),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The budget of `tenant`'s requests, if the config gives tenants one.
+    pub(super) fn tenant_budget_of(&self, tenant: &str) -> Option<NamedPolicy> {
+        self.tenant_slot(tenant).map(Slot::named)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Slot<'_> {
+    fn named(self) -> NamedPolicy {
+        let (kind, name, policy): (Kind, Box<str>, &Arc<Policy>) = match self {
+            Slot::Listed(kind, name, policy) => (kind, name.into(), policy),
+            Slot::Default(kind, name, policy) => (kind, name.into_boxed_str(), policy),
+        };
+        (kind.budget_name(name), Arc::clone(policy))
+    }
+}
+
+impl Kind {
+    fn budget_name(self, name: Box<str>) -> BudgetName {
+        match self {
+            Kind::Model => BudgetName::Model(name),
+            Kind::Family => BudgetName::Family(name),
+            Kind::Tenant => BudgetName::Tenant(name),
+        }
+    }
+}
+
 /// Budget ids by name, for one kind of name.
 type NameMap = HashMap<Box<str>, BudgetId>;
 
@@ -294,12 +353,7 @@ impl State {
     }
 
     fn make_budget(&mut self, kind: Kind, name: Box<str>, policy: &Arc<Policy>) -> BudgetId {
-        let name = match kind {
-            Kind::Model => BudgetName::Model(name),
-            Kind::Family => BudgetName::Family(name),
-            Kind::Tenant => BudgetName::Tenant(name),
-        };
-        self.insert_budget(name, policy)
+        self.insert_budget(kind.budget_name(name), policy)
     }
 
     /// A new budget under a free id.

@@ -89,6 +89,13 @@ pub(crate) struct State {
     /// [`StateGuard`](super::StateGuard)).
     pub(crate) lane_policy: Option<Arc<crate::policy::Policy>>,
     pub(crate) lane_fits: bool,
+    /// Whether the limiter's state lives in a store (`limiter/remote`): then the lane stays
+    /// closed, so every in-memory call reaches the store's check.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) remote: bool,
+    /// What an acquisition does when the store fails, and the store's lease.
+    #[cfg(feature = "tokio")]
+    pub(crate) store: super::remote::StoreSettings,
 }
 
 impl State {
@@ -107,6 +114,9 @@ impl State {
             head_wait: None,
             lane_policy: None,
             lane_fits: false,
+            remote: false,
+            #[cfg(feature = "tokio")]
+            store: super::remote::StoreSettings::default(),
         }
     }
 

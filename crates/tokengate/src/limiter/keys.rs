@@ -13,7 +13,7 @@ use crate::feedback::ProviderReport;
 use crate::stats::Stats;
 
 /// The names a request is charged under.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct KeyNames {
     pub(super) tenant: Option<Box<str>>,
     pub(super) model: Option<Box<str>>,

@@ -18,6 +18,8 @@ mod waiter;
 #[cfg(feature = "tokio")]
 mod async_acquire;
 mod blocking;
+#[cfg(feature = "tokio")]
+mod remote;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -37,6 +39,8 @@ use crate::sync::{Mutex, MutexGuard};
 pub use async_acquire::Acquire;
 pub use keys::Key;
 pub use permit::Permit;
+#[cfg(feature = "tokio")]
+pub use remote::{OnStoreError, StoreStats};
 
 // The one spelling of a budget's name, which `config::Budget` displays itself with.
 pub(crate) use budget::BudgetName;
@@ -90,7 +94,7 @@ impl<C: Clock> Clone for Limiter<C> {
     }
 }
 
-struct Shared<C> {
+struct Shared<C: Clock> {
     clock: C,
     /// Prices requests for [`Key::run`].
     estimator: std::sync::Mutex<Estimator>,
@@ -102,6 +106,10 @@ struct Shared<C> {
     state: Mutex<State>,
     /// Admissions on the limiter's own budget without the lock, when its policy allows.
     lane: Lane,
+    /// The store the limiter's state lives in, if any ([`Limiter::with_store`]): set once,
+    /// read once per acquisition.
+    #[cfg(feature = "tokio")]
+    remote: std::sync::OnceLock<remote::StoreLink<C>>,
 }
 
 impl Limiter<SystemClock> {
@@ -130,6 +138,8 @@ impl<C: Clock> Limiter<C> {
                 retried: RetryCount::default(),
                 state: Mutex::new(state),
                 lane: Lane::new(),
+                #[cfg(feature = "tokio")]
+                remote: std::sync::OnceLock::new(),
             }),
         };
         // Letting go of the lock opens the lane, if the policy fits it.
@@ -199,7 +209,9 @@ impl<C: Clock> Limiter<C> {
     ///
     /// # Errors
     /// [`Denied`] with the dimension, the cost and the exact wait; or
-    /// [`Denied::Never`] when the cost can never be admitted.
+    /// [`Denied::Never`] when the cost can never be admitted, or the limiter's state lives in
+    /// a store ([`AcquireError::Store`](crate::AcquireError::Store): a store answers
+    /// asynchronously; ask it with `acquire_timeout(cost, Duration::ZERO)`).
     ///
     /// # Examples
     /// ```
@@ -288,6 +300,10 @@ impl<C: Clock> Limiter<C> {
         now: Nanos,
         admitted: impl FnOnce(&mut State, &Route, Admission) -> R,
     ) -> Result<R, Denied> {
+        #[cfg(feature = "tokio")]
+        if self.shared.remote.get().is_some() {
+            return Err(Denied::Never(remote::no_sync_calls()));
+        }
         let mut st = self.lock();
         let route = match self.route(&mut st, key, now) {
             Ok(route) => route,
@@ -476,8 +492,11 @@ impl Drop for StateGuard<'_> {
         // lock: a lane there would be claimed and pulled on each of them, costing more than it
         // saves. The lane serves limiters of one policy. So it does when admissions are not
         // reported: a report names the budget's policy, which lives under the lock.
-        let open =
-            LANE_IN_USE && st.lane_fits && st.directory.is_none() && st.root.queue_len() == 0;
+        let open = LANE_IN_USE
+            && st.lane_fits
+            && st.directory.is_none()
+            && !st.remote
+            && st.root.queue_len() == 0;
         self.lane.release(&st.root, open);
     }
 }

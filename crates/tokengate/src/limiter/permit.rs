@@ -22,6 +22,10 @@ pub struct Permit<'a, C: Clock> {
     /// Its budgets, their in-flight slots and each limit's bucket mark, for refunds. Emptied
     /// (no slots, no route) once settled or moved, so that dropping it then gives back nothing.
     admission: Admission,
+    /// On a store-backed limiter, what the store reserved (its `admission` is then empty).
+    /// Taken once settled or moved.
+    #[cfg(feature = "tokio")]
+    held: Option<Box<super::remote::Held>>,
 }
 
 impl<'a, C: Clock> Permit<'a, C> {
@@ -36,6 +40,25 @@ impl<'a, C: Clock> Permit<'a, C> {
             cost,
             admitted_at,
             admission,
+            #[cfg(feature = "tokio")]
+            held: None,
+        }
+    }
+
+    /// The permit of `cost`, admitted by a store-backed limiter at `admitted_at` with `held`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn held(
+        limiter: &'a Limiter<C>,
+        cost: Cost,
+        admitted_at: Nanos,
+        held: super::remote::Held,
+    ) -> Self {
+        Self {
+            limiter: LimiterRef::Borrowed(limiter),
+            cost,
+            admitted_at,
+            admission: Admission::EMPTY,
+            held: Some(Box::new(held)),
         }
     }
 
@@ -66,6 +89,8 @@ impl<'a, C: Clock> Permit<'a, C> {
             cost: std::mem::replace(&mut self.cost, Cost::zero()),
             admitted_at: self.admitted_at,
             admission: std::mem::replace(&mut self.admission, Admission::EMPTY),
+            #[cfg(feature = "tokio")]
+            held: self.held.take(),
         }
     }
 
@@ -87,6 +112,10 @@ impl<'a, C: Clock> Permit<'a, C> {
     /// that its bucket has refilled past since the admission, were given back by time already.
     /// So a late settlement never lets in more than the limit would have, had the request
     /// reserved only what it used.
+    ///
+    /// On a store-backed limiter ([`Limiter::with_store`]) the settlement goes to the store in
+    /// a task spawned on the runtime the permit was acquired on: the store sees it a moment
+    /// later. Dropping such a permit sends its end the same way.
     ///
     /// # Examples
     /// ```
@@ -118,6 +147,12 @@ impl<'a, C: Clock> Permit<'a, C> {
     /// permit.settle(Usage::new()); // error[E0382]: use of moved value: `permit`
     /// ```
     pub fn settle(mut self, usage: Usage) {
+        #[cfg(feature = "tokio")]
+        if let Some(held) = self.held.take() {
+            // On the store, in a task of its own (see `Limiter::with_store`).
+            held.end(Some(usage));
+            return;
+        }
         let used = usage.as_cost(&self.cost);
         let limiter = self.limiter.get();
         let now = limiter.shared.clock.now();
@@ -139,7 +174,7 @@ impl<C: Clock> Drop for Permit<'_, C> {
     #[inline]
     fn drop(&mut self) {
         // Nothing to give back for a permit on the limiter's own budget without a slot: no lock.
-        if self.admission.slots != 0 || self.admission.keyed.is_some() {
+        if self.admission.slots != 0 || self.admission.keyed.is_some() || self.held_by_store() {
             self.give_back();
         }
     }
@@ -147,10 +182,16 @@ impl<C: Clock> Drop for Permit<'_, C> {
 
 impl<C: Clock> Permit<'_, C> {
     /// Frees the slots of a permit dropped unsettled: in the lane when it can, else under the
-    /// lock, where the head waiters may be served. Out of line, so dropping a permit with
+    /// lock, where the head waiters may be served; or ends its reservation on the store. Out of line, so dropping a permit with
     /// nothing to give back stays a few tests.
     #[inline(never)]
     fn give_back(&mut self) {
+        #[cfg(feature = "tokio")]
+        if let Some(held) = self.held.take() {
+            // Ended on the store, its reservation kept (see `Limiter::with_store`).
+            held.end(None);
+            return;
+        }
         let limiter = self.limiter.get();
         if self.admission.keyed.is_none() && limiter.shared.lane.try_release() {
             return;
@@ -158,6 +199,21 @@ impl<C: Clock> Permit<'_, C> {
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
         st.release(now, &self.admission.route(), self.admission.slots);
+    }
+}
+
+impl<C: Clock> Permit<'_, C> {
+    /// Whether a store holds its reservation.
+    #[inline(always)]
+    fn held_by_store(&self) -> bool {
+        #[cfg(feature = "tokio")]
+        {
+            self.held.is_some()
+        }
+        #[cfg(not(feature = "tokio"))]
+        {
+            false
+        }
     }
 }
 
@@ -184,6 +240,7 @@ impl<C: Clock> fmt::Debug for Permit<'_, C> {
             .field("cost", &self.cost)
             .field("admitted_at", &self.admitted_at)
             .field("in_flight_slots", &self.admission.slots.count_ones())
+            .field("store", &self.held_by_store())
             .finish()
     }
 }

@@ -47,6 +47,9 @@ impl<C: Clock> Limiter<C> {
     /// it says nothing about rate limits; one header gone wrong must not stop a model. To honour
     /// a 503's `retry-after`, call [`pause`](Self::pause) with it.
     ///
+    /// On a store-backed limiter ([`with_store`](Self::with_store)) the lowering stays in this
+    /// process for now: the store's budgets are not lowered.
+    ///
     /// # Examples
     /// ```
     /// use std::time::SystemTime;
@@ -232,6 +235,11 @@ impl<C: Clock> Limiter<C> {
     /// or shorter. `Duration::ZERO` lifts a pause: the same as [`resume`](Self::resume).
     /// Waiters keep their place and are admitted, in order, when the pause ends.
     ///
+    /// On a store-backed limiter ([`with_store`](Self::with_store)) the budget is paused on
+    /// the store as well (in a task of its own), for every process that shares it; so it is by
+    /// [`observe_throttled`](Self::observe_throttled), [`resume`](Self::resume) and a
+    /// [`Key`](crate::Key)'s, on the model's budget.
+    ///
     /// # Examples
     /// ```
     /// use std::time::Duration;
@@ -299,6 +307,13 @@ impl<C: Clock> Limiter<C> {
         let Some(id) = self.provider_budget(&mut st, key, now) else {
             return;
         };
+        // Every process sharing the store pauses too.
+        #[cfg(feature = "tokio")]
+        self.pause_store(
+            key,
+            Duration::from_nanos(asked.min(st.max_pause)),
+            kind == PauseKind::Set,
+        );
         let counted = kind == PauseKind::Throttled || asked > 0;
         for budget_id in if id == ROOT {
             vec![ROOT]

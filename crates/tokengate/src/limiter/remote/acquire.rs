@@ -1,0 +1,156 @@
+//! An acquisition on the store: one ask that reserves the request at its instant (or says
+//! why not), a sleep on tokio's timer until then, and a permit holding the reservation. A
+//! full in-flight cap, which has no known wait, is asked again after a backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::super::keys::KeyNames;
+use super::super::{Limiter, Permit};
+use super::held::Pending;
+use super::{Held, StoreLink};
+use crate::clock::Clock;
+use crate::cost::Cost;
+use crate::dimension::Dimension;
+use crate::error::AcquireError;
+use crate::store::{Answer, Ask, Refusal, StoreBudget, StoreError};
+
+/// The first wait before asking again for an in-flight slot; each next one doubles, up to
+/// [`LAST_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const LAST_BACKOFF: Duration = Duration::from_secs(1);
+
+impl<C: Clock> Limiter<C> {
+    /// Acquires `cost` on `key`'s store budgets (the limiter's own for `None`), waiting at
+    /// most `timeout` (the longest pause without one): see [`Limiter::with_store`].
+    pub(in crate::limiter) async fn acquire_remote<'a>(
+        &'a self,
+        link: &'a StoreLink<C>,
+        key: Option<Arc<KeyNames>>,
+        cost: Cost,
+        timeout: Option<Duration>,
+    ) -> Result<Permit<'a, C>, AcquireError> {
+        {
+            let Ok(handle) = Handle::try_current() else {
+                return Err(AcquireError::Store {
+                    message: "a store-backed limiter waits on tokio's timer: await its \
+                              acquisitions inside a tokio runtime, or use `acquire_blocking` \
+                              outside one"
+                        .into(),
+                });
+            };
+            let started = Instant::now();
+            let (max_pause, lease) = {
+                let st = self.lock();
+                (st.max_pause, st.store.lease)
+            };
+            let (store, route) = link.route(key.as_deref())?;
+            if route.budgets.is_empty() {
+                // No budget limits this key (a config without `[account]`, a model it passes):
+                // nothing to ask.
+                let now = self.shared.clock.now();
+                return Ok(Permit::held(self, cost, now, Held::Unlimited));
+            }
+            let limit = timeout.unwrap_or(Duration::from_nanos(max_pause));
+            let deadline = started.checked_add(limit);
+            let mut polls = 0;
+            loop {
+                let left = deadline.map_or(limit, |d| d.saturating_duration_since(Instant::now()));
+                link.counters.call();
+                let ask = Ask::new(&route.budgets, &cost).max_wait(left);
+                match store.acquire(ask).await {
+                    Ok(Answer::Reserved(reservation)) => {
+                        let wait = reservation.wait();
+                        let counters = Arc::clone(&link.counters);
+                        let pending = Pending::new(store, counters, reservation, handle);
+                        if !wait.is_zero() {
+                            // Dropped here, `pending` cancels the reservation.
+                            tokio::time::sleep(wait).await;
+                        }
+                        let held = pending.hold(lease / 3);
+                        let now = self.shared.clock.now();
+                        return Ok(Permit::held(self, cost, now, held));
+                    }
+                    Ok(Answer::Refused(Refusal::InFlightFull { .. })) if !left.is_zero() => {
+                        let nth = link.counters.polled();
+                        tokio::time::sleep(backoff(polls, nth).min(left)).await;
+                        polls += 1;
+                    }
+                    Ok(Answer::Refused(refusal)) => {
+                        return Err(timeout_error(&route.budgets, refusal, &cost, limit));
+                    }
+                    Err(StoreError::Refused(never)) => return Err(never),
+                    Err(error @ StoreError::Backend(_)) => {
+                        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+                        return self.fall_back(link, key, cost, left, error).await;
+                    }
+                    Err(error) => {
+                        link.counters.failed("acquire", &error, None);
+                        return Err(AcquireError::Store {
+                            message: error.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The wait before the `polls`th ask again: 10 ms doubling to 1 s, the upper half of it
+/// drawn from `nth` (a SplitMix64 step), so waiters polling together spread apart.
+fn backoff(polls: u32, nth: u64) -> Duration {
+    let step = FIRST_BACKOFF
+        .saturating_mul(1 << polls.min(16))
+        .min(LAST_BACKOFF);
+    let mut z = nth.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let half = step / 2;
+    let jitter_ns = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_nanos((z ^ (z >> 31)) % jitter_ns)
+}
+
+/// The error of a request the store refused within `timeout`, as the in-memory limiter
+/// words it.
+fn timeout_error(
+    budgets: &[StoreBudget],
+    refusal: Refusal,
+    cost: &Cost,
+    timeout: Duration,
+) -> AcquireError {
+    match refusal {
+        Refusal::Paused { wait, .. } => AcquireError::Paused { wait, timeout },
+        // Behind earlier reservations, as a waiter behind others in memory; how many the
+        // store does not say: at least one.
+        Refusal::Queued { .. } => AcquireError::QueueTimeout {
+            waiters_ahead: 1,
+            timeout,
+        },
+        Refusal::Wait {
+            wait,
+            budget,
+            limit,
+        } => {
+            let held_by = budgets
+                .get(budget)
+                .and_then(|b| b.policy().limits.get(limit));
+            AcquireError::Timeout {
+                dimension: held_by.map_or(Dimension::Requests, |l| l.dimension.clone()),
+                cost: held_by.map_or(cost.requests(), |l| {
+                    l.measure.amount(cost).unwrap_or(u64::MAX)
+                }),
+                wait: Some(wait),
+                timeout,
+            }
+        }
+        Refusal::InFlightFull { .. } => AcquireError::Timeout {
+            dimension: Dimension::InFlight,
+            cost: 1,
+            wait: None,
+            timeout,
+        },
+    }
+}

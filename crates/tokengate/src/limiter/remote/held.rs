@@ -1,0 +1,134 @@
+//! A store's reservation held by a [`Permit`](crate::Permit): settled when the permit is,
+//! given back when it is dropped, its in-flight lease renewed while it lives; and the guard
+//! that cancels a reservation whose acquisition is dropped before its instant.
+//!
+//! Each store call runs in a task spawned on the runtime the permit was acquired on (its
+//! [`Handle`]): a permit settles from synchronous code, and may be dropped anywhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+
+use super::counters::Counters;
+use crate::cost::Usage;
+use crate::store::{Reservation, Store};
+
+/// The shortest time between two renewals of a lease (a lease of zero must not spin).
+const MIN_RENEWAL: Duration = Duration::from_millis(1);
+
+/// What a permit of a store-backed limiter holds.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// A reservation on the store.
+    Reserved(Reserved),
+    /// Nothing: admitted without limits (no budget to charge, or the store failed open).
+    Unlimited,
+}
+
+impl Held {
+    /// Ends it: settled with `used`, or (`None`) given back with its reservation counted.
+    pub(crate) fn end(self, used: Option<Usage>) {
+        if let Held::Reserved(reserved) = self {
+            reserved.end(used);
+        }
+    }
+}
+
+/// A reservation, the store that holds it, and where its calls run.
+pub(crate) struct Reserved {
+    store: Arc<dyn Store>,
+    counters: Arc<Counters>,
+    reservation: Arc<Reservation>,
+    handle: Handle,
+    renewal: Option<AbortHandle>,
+}
+
+impl std::fmt::Debug for Reserved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reserved")
+            .field("reservation", &self.reservation)
+            .field("renewed", &self.renewal.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reserved {
+    fn end(mut self, used: Option<Usage>) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        let Reserved {
+            store,
+            counters,
+            reservation,
+            handle,
+            ..
+        } = self;
+        counters.call();
+        handle.spawn(async move {
+            if let Err(error) = store.settle(&reservation, used.as_ref()).await {
+                counters.failed("settle", &error, None);
+            }
+        });
+    }
+}
+
+/// A reservation not yet taken up: dropped before [`hold`](Self::hold) (its acquisition was
+/// cancelled while it slept towards its instant), it cancels the reservation on the store.
+pub(super) struct Pending {
+    reserved: Option<Reserved>,
+}
+
+impl Pending {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        counters: Arc<Counters>,
+        reservation: Reservation,
+        handle: Handle,
+    ) -> Self {
+        Self {
+            reserved: Some(Reserved {
+                store,
+                counters,
+                reservation: Arc::new(reservation),
+                handle,
+                renewal: None,
+            }),
+        }
+    }
+
+    /// The reservation, taken up by a permit: its lease (if it holds in-flight slots) renewed
+    /// every `renew_every` from now until the permit ends.
+    pub(super) fn hold(mut self, renew_every: Duration) -> Held {
+        let Some(mut reserved) = self.reserved.take() else {
+            return Held::Unlimited;
+        };
+        if reserved.reservation.holds_slots() {
+            let every = renew_every.max(MIN_RENEWAL);
+            let (store, counters) = (Arc::clone(&reserved.store), Arc::clone(&reserved.counters));
+            let reservation = Arc::clone(&reserved.reservation);
+            let task = reserved.handle.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    counters.call();
+                    if let Err(error) = store.renew(&reservation).await {
+                        counters.failed("renew", &error, None);
+                    }
+                }
+            });
+            reserved.renewal = Some(task.abort_handle());
+        }
+        Held::Reserved(reserved)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(reserved) = self.reserved.take() {
+            let nothing = Usage::nothing_of(reserved.reservation.reserved());
+            reserved.end(Some(nothing));
+        }
+    }
+}
