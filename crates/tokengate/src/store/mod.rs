@@ -56,6 +56,7 @@
 mod error;
 mod memory;
 mod reservation;
+mod shared;
 
 use std::future::Future;
 use std::pin::Pin;

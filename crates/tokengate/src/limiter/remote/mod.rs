@@ -13,12 +13,10 @@
 //! - `fallback`: what a failing store leads to ([`OnStoreError`]).
 //! - `driver`: the runtime that blocking calls, and calls made outside any runtime, use.
 //! - `counters`: [`StoreStats`], and the `tracing` and `metrics` reports.
-//! - `arc_store`: an `Arc` of a store is a store, for limiters that share one.
 //!
 //! [`Key`]: crate::Key
 
 mod acquire;
-mod arc_store;
 mod counters;
 mod driver;
 mod fallback;
