@@ -2,7 +2,8 @@
 //! concurrent tasks and with 4 processes, for a one-limit token bucket and for the default
 //! three-limit policy (requests, input and output tokens, smooth window), next to the ceiling:
 //! a trivial EVALSHA (`return 1`) on the same connection at the same concurrency. Server time
-//! per call comes from Redis's own `INFO commandstats`.
+//! per call comes from Redis's own `INFO commandstats` (`evalsha` for the ceiling, `fcall` for
+//! the store).
 //!
 //! It starts its own `redis-server` on a free loopback port and stops it. Every decision admits
 //! (the limits are far above what a run can use), so each one writes its state, the costlier
@@ -175,24 +176,30 @@ async fn drive(url: &str, work: Work, tasks: usize, secs: Duration, namespace: &
     figures
 }
 
-/// `cmdstat_evalsha`'s calls and microseconds.
-async fn evalsha_stats(url: &str) -> (u64, u64) {
+/// The calls and microseconds of the scripts and functions run (`cmdstat_evalsha` and
+/// `cmdstat_fcall`: the ceiling is the one, the store the other).
+async fn script_stats(url: &str) -> (u64, u64) {
     let mut connection = connect(url).await;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut connection)
         .await
         .expect("INFO");
-    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")) else {
-        return (0, 0);
-    };
-    let field = |name: &str| -> u64 {
-        line.split([':', ','])
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("calls"), field("usec"))
+    let (mut calls, mut usec) = (0, 0);
+    for line in info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_fcall:"))
+    {
+        let field = |name: &str| -> u64 {
+            line.split([':', ','])
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        calls += field("calls");
+        usec += field("usec");
+    }
+    (calls, usec)
 }
 
 /// The child of a multi-process run: drives and prints `decisions secs p50_ns p99_ns`.
@@ -279,9 +286,9 @@ fn main() {
         for work in Work::ALL {
             n += 1;
             let namespace = format!("run{n}");
-            let before = runtime.block_on(evalsha_stats(&url));
+            let before = runtime.block_on(script_stats(&url));
             let f = runtime.block_on(drive(&url, work, tasks, secs, &namespace));
-            let after = runtime.block_on(evalsha_stats(&url));
+            let after = runtime.block_on(script_stats(&url));
             let server_us = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
             if work == Work::Ceiling {
                 ceiling = f.rate();
@@ -302,9 +309,9 @@ fn main() {
     for work in Work::ALL {
         n += 1;
         let namespace = format!("run{n}");
-        let before = runtime.block_on(evalsha_stats(&url));
+        let before = runtime.block_on(script_stats(&url));
         let (rate, p50, p99) = processes(&url, work, secs, &namespace);
-        let after = runtime.block_on(evalsha_stats(&url));
+        let after = runtime.block_on(script_stats(&url));
         let server_us = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
         if work == Work::Ceiling {
             ceiling = rate;

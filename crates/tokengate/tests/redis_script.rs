@@ -57,10 +57,7 @@ fn connect() -> (RedisServer, Connection) {
     (server, con)
 }
 
-fn call<T: redis::FromRedisValue>(
-    con: &mut Connection,
-    invocation: redis::ScriptInvocation<'static>,
-) -> T {
+fn call<T: redis::FromRedisValue>(con: &mut Connection, invocation: script::Invocation) -> T {
     invocation.invoke(con).expect("the script runs")
 }
 

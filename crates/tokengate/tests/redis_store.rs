@@ -6,13 +6,16 @@
 
 mod common;
 
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 use common::store_cases as cases;
 use tokengate::redis::RedisStore;
-use tokengate::ManualClock;
+use tokengate::store::{Ask, Store, StoreBudget};
+use tokengate::{Algorithm, Cost, Dimension, Limit, ManualClock, Policy};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -105,4 +108,208 @@ fn snapshots_pauses_and_resets() {
         let (store, clock) = store(&c);
         cases::snapshots_pauses_and_resets(&store, &clock, "").await
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// The function's library, missing: the store loads it again by itself.
+
+/// 100 requests, then nothing for an hour (the manual clock does not move).
+fn hundred() -> Vec<StoreBudget> {
+    let limit = Limit::new(100, Duration::from_secs(3_600))
+        .algorithm(Algorithm::FixedWindow)
+        .margin(Duration::ZERO);
+    let policy = Policy::builder()
+        .limit(Dimension::Requests, limit)
+        .build()
+        .unwrap();
+    vec![StoreBudget::new("flush", policy)]
+}
+
+/// The libraries the server holds.
+async fn libraries(connection: &mut redis::aio::ConnectionManager) -> usize {
+    let list: Vec<redis::Value> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query_async(connection)
+        .await
+        .unwrap();
+    list.len()
+}
+
+/// Acquires of a request, each in a task of its own, on the store's one connection.
+fn spawn_acquires(
+    tasks: &mut tokio::task::JoinSet<bool>,
+    store: &Arc<RedisStore>,
+    budgets: &Arc<Vec<StoreBudget>>,
+    n: usize,
+) {
+    for _ in 0..n {
+        let (store, budgets) = (store.clone(), budgets.clone());
+        tasks.spawn(async move {
+            let cost = Cost::request();
+            let answer = store.acquire(Ask::new(&budgets, &cost)).await;
+            answer
+                .expect("answered, the library loaded again if need be")
+                .reserved()
+                .is_some()
+        });
+    }
+}
+
+/// How many of `tasks` were admitted. Every one must be answered.
+async fn admitted(mut tasks: tokio::task::JoinSet<bool>) -> usize {
+    let mut admitted = 0;
+    while let Some(done) = tasks.join_next().await {
+        admitted += usize::from(done.unwrap());
+    }
+    admitted
+}
+
+/// `n` acquires at once: how many were admitted.
+async fn admitted_at_once(
+    store: &Arc<RedisStore>,
+    budgets: &Arc<Vec<StoreBudget>>,
+    n: usize,
+) -> usize {
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn_acquires(&mut tasks, store, budgets, n);
+    admitted(tasks).await
+}
+
+/// The calls of the function that failed and the loads of the library (`INFO commandstats`).
+async fn misses_and_loads(connection: &mut redis::aio::ConnectionManager) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    let field = |command: &str, name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(command)?.strip_prefix(':'))
+            .and_then(|l| {
+                l.split(',')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            })
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    (
+        field("cmdstat_fcall", "failed_calls"),
+        field("cmdstat_function|load", "calls"),
+    )
+}
+
+async fn flush(connection: &mut redis::aio::ConnectionManager) {
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_flushed_library_is_loaded_again_under_concurrent_calls() {
+    run(|mut c| async move {
+        let (store, _clock) = store(&c);
+        let (store, budgets) = (Arc::new(store), Arc::new(hundred()));
+        // A new server has no library: the first calls, all in flight at once on the one
+        // connection, find the function missing, load it (one of them first, the others
+        // finding it there) and run.
+        assert_eq!(libraries(&mut c).await, 0);
+        assert_eq!(admitted_at_once(&store, &budgets, 16).await, 16);
+        assert_eq!(libraries(&mut c).await, 1);
+        // Flushed between calls.
+        flush(&mut c).await;
+        assert_eq!(libraries(&mut c).await, 0);
+        assert_eq!(admitted_at_once(&store, &budgets, 16).await, 16);
+        // Flushed while calls are in flight: the flush goes down the connection (the store's
+        // own, pipelined) after the first 50 and before the next 50.
+        let mut tasks = tokio::task::JoinSet::new();
+        spawn_acquires(&mut tasks, &store, &budgets, 50);
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+        let before = misses_and_loads(&mut c).await;
+        flush(&mut c).await;
+        spawn_acquires(&mut tasks, &store, &budgets, 50);
+        // Each call ran once: the limit's 100 went to exactly 100 of the 132 calls.
+        assert_eq!(admitted(tasks).await, 100 - 32);
+        // Calls found the function missing, and loaded it.
+        let after = misses_and_loads(&mut c).await;
+        assert!(
+            after.0 > before.0 && after.1 > before.1,
+            "{before:?} {after:?}"
+        );
+        assert_eq!(admitted_at_once(&store, &budgets, 10).await, 0);
+        assert_eq!(libraries(&mut c).await, 1);
+    });
+}
+
+/// A redis-server on a given port (the one a stopped server listened on), killed on drop.
+struct Restarted(Child);
+
+impl Restarted {
+    fn on(port: u16) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tokengate-restart-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        Self(child)
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_library_is_loaded_again_after_a_restart() {
+    let server = RedisServer::start();
+    let port = server.port();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let client = redis::Client::open(server.url()).unwrap();
+            let mut c = redis::aio::ConnectionManager::new(client).await.unwrap();
+            let (store, _clock) = store(&c);
+            let (budgets, cost) = (hundred(), Cost::request());
+            let ask = || Ask::new(&budgets, &cost);
+            assert!(store.acquire(ask()).await.unwrap().reserved().is_some());
+            assert_eq!(libraries(&mut c).await, 1);
+            // The server stops (losing everything: nothing is saved) and starts again on its
+            // port; the connection finds it again by itself.
+            let _ = redis::cmd("SHUTDOWN")
+                .arg("NOSAVE")
+                .query_async::<()>(&mut c)
+                .await;
+            drop(server);
+            let _restarted = Restarted::on(port);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let answer = loop {
+                match store.acquire(ask()).await {
+                    Ok(answer) => break answer,
+                    // The connection lost, not yet found again.
+                    Err(e) if Instant::now() < deadline => {
+                        assert!(!e.to_string().contains("Function"), "{e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("no answer after the restart: {e}"),
+                }
+            };
+            // A new server, with nothing of the old one: the limit starts again.
+            assert!(answer.reserved().is_some());
+            assert_eq!(libraries(&mut c).await, 1);
+        });
 }

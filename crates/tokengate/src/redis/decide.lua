@@ -1,5 +1,18 @@
+#!lua name=$LIBRARY
 --[[
-tokengate's admission decision, inside Redis: one EVALSHA per call, atomic.
+tokengate's admission decision, inside Redis: one FCALL per call, atomic.
+
+A Redis Functions library (Redis 7.0 or later), named by `script.rs`: the name on the first
+line stands for `tokengate_` and the first 8 hex digits of this text's SHA-1, the name of the
+library and of its one function. Why a function rather than a script (EVALSHA): Redis runs a script's whole
+body on every call, making every one of its local functions anew each time (some 70 closures
+here: 15 us of a call before any work); a library's top level runs once, at FUNCTION LOAD,
+and each call runs only its function. The top level therefore only defines: Redis gives it
+none of Lua's libraries (math, string, table are there when the functions run), and what
+belongs to one call (its keys, arguments and time) is set at the function's entry (calls run
+one at a time). The name changes with the text, so that processes running different versions
+call their own functions side by side on one server; the store loads the library when a call
+finds its function missing (a new server, a restart, FUNCTION FLUSH) and calls again.
 
 A second implementation of the Rust core (`src/core/`): `decide_request` and `commit_budget`
 on every budget of a request, `settle_budget`, and the store's reservations, in-flight
@@ -120,12 +133,18 @@ local DAY_NS = 86400000000000
 local GIGA = 1000000000
 local MEGA = 1000000
 local SLACK_MS = 1000
-local NEVER = math.huge
+local NEVER = 1 / 0
 local SEARCH_STEPS = 16
 local CHUNK = 32
 local LIMB = 16777216 -- 2^24
 
-local floor = math.floor
+-- Redis runs a library's top level with none of Lua's libraries (they are there only when
+-- its functions run): math.floor is taken at the first call.
+local floor
+
+-- The call's keys, arguments and time: set at the entry of every call (calls run one at a
+-- time). NOW_MS is the current millisecond, rounded down: a lease scored above it is live.
+local KEYS, ARGV, SEC, NSEC, NOW_MS
 
 -- floor(a / b) and a - b * floor(a / b), exact for integers |a| < 2^53, 0 < b, |a| + b < 2^53.
 local function idiv(a, b)
@@ -254,9 +273,6 @@ local function clock(arg)
   return idiv(tonumber(arg), GIGA)
 end
 
-local SEC, NSEC = clock(ARGV[2])
--- The current millisecond, rounded down: a lease scored above it is live.
-local NOW_MS = SEC * 1000 + floor(NSEC / MEGA)
 
 -- A limit from its seven rule fields at f[i..i+6].
 local function rule(f, i)
@@ -1161,10 +1177,16 @@ local function peek()
   return reply
 end
 
-local op = ARGV[1]
-if op == 'acquire' then return acquire() end
-if op == 'settle' then return settle() end
-if op == 'pause' then return pause() end
-if op == 'renew' then return renew() end
-if op == 'peek' then return peek() end
-return redis.error_reply('tokengate: unknown operation ' .. tostring(op))
+local OPERATIONS = { acquire = acquire, settle = settle, pause = pause, renew = renew, peek = peek }
+
+redis.register_function('$LIBRARY', function(keys, args)
+  KEYS, ARGV = keys, args
+  floor = math.floor
+  local op = OPERATIONS[ARGV[1]]
+  if op == nil then
+    return redis.error_reply('tokengate: unknown operation ' .. tostring(ARGV[1]))
+  end
+  SEC, NSEC = clock(ARGV[2])
+  NOW_MS = SEC * 1000 + floor(NSEC / MEGA)
+  return op()
+end)

@@ -14,7 +14,9 @@
 use std::fmt;
 use std::sync::LazyLock;
 
-use ::redis::{FromRedisValue, ParsingError, Script, ScriptInvocation, Value};
+use ::redis::{
+    Cmd, ErrorKind, FromRedisValue, ParsingError, RedisError, RedisResult, ServerErrorKind, Value,
+};
 
 use crate::core::{
     FixedWindowState, GcraState, LimitRule, LimitState, Nanos, Receipt, SlidingCounterState,
@@ -22,9 +24,105 @@ use crate::core::{
 };
 use crate::{Algorithm, Cost, Limit, Policy};
 
-/// The script, loaded once; invoked by hash (`EVALSHA`), loaded again on `NOSCRIPT`.
-pub(crate) static SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("decide.lua")));
+/// `decide.lua` as written: `$LIBRARY` stands for the library's name.
+const TEMPLATE: &str = include_str!("decide.lua");
+
+/// The script as a Redis Functions library (Redis 7.0 or later), named after its text:
+/// `tokengate_` and the first 8 hex digits of the template's SHA-1, which is also the name of
+/// its one function. Processes running different versions call different functions, side by
+/// side on one server.
+#[derive(Debug)]
+pub(crate) struct Library {
+    /// The library's name, which is also its function's.
+    pub(crate) name: String,
+    /// The text `FUNCTION LOAD` takes.
+    pub(crate) code: String,
+}
+
+/// The library, made once.
+pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
+    let hash = ::redis::Script::new(TEMPLATE).get_hash()[..8].to_owned();
+    let name = format!("tokengate_{hash}");
+    Library {
+        code: TEMPLATE.replace("$LIBRARY", &name),
+        name,
+    }
+});
+
+/// One call of the library's function (`FCALL`). Invoked, it loads the library
+/// (`FUNCTION LOAD`) when the server does not have it (a new server, a restart,
+/// `FUNCTION FLUSH`) and calls again, once.
+#[derive(Debug, Clone)]
+pub(crate) struct Invocation {
+    cmd: Cmd,
+}
+
+impl Invocation {
+    /// Runs the call on `con` (any connection: concurrent calls may be in flight on it).
+    ///
+    /// # Errors
+    /// Redis's, or the library's when it cannot be loaded (a Redis before 7.0).
+    pub(crate) async fn invoke_async<T: FromRedisValue>(
+        &self,
+        con: &mut impl ::redis::aio::ConnectionLike,
+    ) -> RedisResult<T> {
+        match self.cmd.query_async(con).await {
+            Err(e) if function_missing(&e) => {
+                loaded(load_cmd().query_async::<Value>(con).await)?;
+                self.cmd.query_async(con).await
+            }
+            other => other,
+        }
+    }
+
+    /// [`invoke_async`](Self::invoke_async) on a blocking connection.
+    ///
+    /// # Errors
+    /// As `invoke_async`.
+    #[cfg(test)]
+    #[allow(dead_code)] // Used by tests/redis_script.rs, which compiles this file in.
+    pub(crate) fn invoke<T: FromRedisValue>(
+        &self,
+        con: &mut dyn ::redis::ConnectionLike,
+    ) -> RedisResult<T> {
+        match self.cmd.query(con) {
+            Err(e) if function_missing(&e) => {
+                loaded(load_cmd().query::<Value>(con))?;
+                self.cmd.query(con)
+            }
+            other => other,
+        }
+    }
+
+    /// The command sent.
+    #[cfg(test)]
+    pub(crate) fn cmd(&self) -> &Cmd {
+        &self.cmd
+    }
+}
+
+/// Whether `e` says the server has no such function: the library is not loaded.
+fn function_missing(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::ResponseError)
+        && e.detail()
+            .is_some_and(|d| d.starts_with("Function not found"))
+}
+
+/// `FUNCTION LOAD` of the library.
+fn load_cmd() -> Cmd {
+    let mut cmd = ::redis::cmd("FUNCTION");
+    cmd.arg("LOAD").arg(&LIBRARY.code);
+    cmd
+}
+
+/// The outcome of a `FUNCTION LOAD`: a library of that name already there (another caller
+/// loaded it first) is as good as loaded, since its name is its text's hash.
+fn loaded(reply: RedisResult<Value>) -> RedisResult<()> {
+    match reply {
+        Err(e) if !e.to_string().contains("already exists") => Err(e),
+        _ => Ok(()),
+    }
+}
 
 /// Amounts the script holds are below this: 2^52 units per period.
 pub(crate) const AMOUNT_LIMIT: u64 = 1 << 52;
@@ -216,15 +314,16 @@ impl Call {
         self.args.push(arg.to_string());
     }
 
-    fn invocation(self) -> ScriptInvocation<'static> {
-        let mut invocation = SCRIPT.prepare_invoke();
+    fn invocation(self) -> Invocation {
+        let mut cmd = ::redis::cmd("FCALL");
+        cmd.arg(&LIBRARY.name).arg(self.keys.len());
         for key in &self.keys {
-            invocation.key(key);
+            cmd.arg(key);
         }
         for arg in &self.args {
-            invocation.arg(arg);
+            cmd.arg(arg);
         }
-        invocation
+        Invocation { cmd }
     }
 }
 
@@ -250,7 +349,7 @@ pub(crate) fn acquire(
     max_wait: Nanos,
     lease: &str,
     lease_ms: u64,
-) -> ScriptInvocation<'static> {
+) -> Invocation {
     acquire_call(budgets, cost, now, max_wait, lease, lease_ms).invocation()
 }
 
@@ -298,7 +397,7 @@ pub(crate) fn settle(
     receipts: &[Vec<Receipt>],
     now: Option<Nanos>,
     lease: Option<&str>,
-) -> ScriptInvocation<'static> {
+) -> Invocation {
     settle_call(budgets, reserved, used, epoch, receipts, now, lease).invocation()
 }
 
@@ -355,7 +454,7 @@ pub(crate) fn pause(
     now: Option<Nanos>,
     for_ns: Nanos,
     replace: bool,
-) -> ScriptInvocation<'static> {
+) -> Invocation {
     let mut call = Call::new("pause", now);
     call.keys.push(keys.state.clone());
     call.arg(for_ns.min(EXACT));
@@ -365,12 +464,7 @@ pub(crate) fn pause(
 
 /// The call that moves the expiry of `lease` to `lease_ms` from now in every set of `leases`
 /// that holds it. Replies how many did (an integer).
-pub(crate) fn renew(
-    leases: &[&str],
-    now: Option<Nanos>,
-    lease: &str,
-    lease_ms: u64,
-) -> ScriptInvocation<'static> {
+pub(crate) fn renew(leases: &[&str], now: Option<Nanos>, lease: &str, lease_ms: u64) -> Invocation {
     let mut call = Call::new("renew", now);
     call.keys.extend(leases.iter().map(|&l| l.to_owned()));
     call.arg(lease);
@@ -380,11 +474,7 @@ pub(crate) fn renew(
 
 /// The call that reads the budget of `keys` under `policy` without changing it. Decode as
 /// [`Peeked`] (a budget whose state follows other limits is an error).
-pub(crate) fn peek(
-    keys: &BudgetKeys,
-    policy: &Policy,
-    now: Option<Nanos>,
-) -> ScriptInvocation<'static> {
+pub(crate) fn peek(keys: &BudgetKeys, policy: &Policy, now: Option<Nanos>) -> Invocation {
     peek_call(keys, policy, now).invocation()
 }
 
@@ -750,6 +840,43 @@ mod tests {
             builder = builder.custom(format!("d{i}"), l.clone());
         }
         builder.build().unwrap()
+    }
+
+    #[test]
+    fn the_library_is_named_after_its_text() {
+        let library = &*LIBRARY;
+        let hash = library.name.strip_prefix("tokengate_").unwrap();
+        assert!(
+            hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{}",
+            library.name
+        );
+        assert!(library
+            .code
+            .starts_with(&format!("#!lua name={}\n", library.name)));
+        assert!(!library.code.contains("$LIBRARY"));
+        let call = pause(&BudgetKeys::new("k", 0), Some(1), 2, true);
+        let args: Vec<String> = call
+            .cmd()
+            .args_iter()
+            .map(|a| match a {
+                ::redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "cursor".to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "FCALL",
+                &library.name,
+                "1",
+                "k:state",
+                "pause",
+                "1",
+                "2",
+                "set"
+            ]
+        );
     }
 
     #[test]

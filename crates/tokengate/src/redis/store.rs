@@ -18,10 +18,13 @@ use crate::store::{
 /// The store whose state lives in Redis: every process and machine that uses the same Redis,
 /// prefix and namespace shares the same limits, exactly.
 ///
-/// Every call is one script (EVALSHA, loaded again by itself after a `SCRIPT FLUSH` or a
-/// restart) that applies the core's rules to all the budgets of a request at once, on Redis's
-/// own clock (`TIME`): no client's clock is read, so machines whose clocks disagree still
-/// share one timeline. Concurrent calls on one store share one connection, pipelined.
+/// Every call is one call of a Redis function (`FCALL`; Redis 7.0 or later) that applies the
+/// core's rules to all the budgets of a request at once, on Redis's own clock (`TIME`): no
+/// client's clock is read, so machines whose clocks disagree still share one timeline.
+/// Concurrent calls on one store share one connection, pipelined. The function's library is
+/// named after its text (`tokengate_` and 8 hex digits), so that processes running different
+/// versions of this crate use their own side by side; the store loads it by itself
+/// (`FUNCTION LOAD`) on a new server, after a restart or a `FUNCTION FLUSH`.
 ///
 /// Keys are `PREFIX:{NAMESPACE}:b:BUDGET:...`, names escaped; everything in one namespace
 /// shares one hash tag, hence one Redis Cluster slot, so that a request's budgets change in one
@@ -193,7 +196,7 @@ where
     /// Runs `invocation` within the deadline.
     async fn run<T: redis::FromRedisValue>(
         &self,
-        invocation: redis::ScriptInvocation<'static>,
+        invocation: script::Invocation,
     ) -> Result<T, StoreError> {
         let mut connection = self.connection.clone();
         tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
