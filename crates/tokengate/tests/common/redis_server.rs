@@ -98,6 +98,85 @@ impl RedisServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server with SIGKILL (`kill -9`) and reaps it. It saves nothing (no RDB, no
+    /// AOF), so everything it held is gone; its clients' connections break at once.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a server again on the same port, with the same settings, after [`kill`]: an
+    /// empty one. Waits (at most 10 s) until it answers.
+    ///
+    /// [`kill`]: Self::kill
+    ///
+    /// # Panics
+    /// When the old server still runs, or the new one does not answer on the port in time.
+    pub fn restart(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "restart a killed server only"
+        );
+        let port = self.port;
+        self.child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts again");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("redis-server restarted on port {port} exited: {status}");
+            }
+            match server_pid(port) {
+                Some(pid) if pid == self.child.id() => return,
+                Some(pid) => panic!("port {port} is answered by process {pid}"),
+                None if Instant::now() >= deadline => {
+                    panic!("no answer on port {port} in {START_TIMEOUT:?} after a restart")
+                }
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Stops the server with SIGSTOP (`kill -STOP`): it keeps its connections and its state
+    /// but answers nothing (the kernel still accepts connections and queues what is sent)
+    /// until [`resume`]. Dropped while paused, it is killed all the same.
+    ///
+    /// [`resume`]: Self::resume
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server run again (SIGCONT, `kill -CONT`): it answers
+    /// what was queued meanwhile, in order.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(
+            status.success(),
+            "kill {signal} {}: {status}",
+            self.child.id()
+        );
+    }
 }
 
 impl Drop for RedisServer {
