@@ -8,6 +8,16 @@ pub mod meters;
 // A redis-server of the test's own, for the Redis store's tests.
 #[cfg(feature = "redis")]
 pub mod redis_server;
+// What a Redis holds (keys and their expiry), for the Redis store's tests.
+#[cfg(feature = "redis")]
+pub mod redis_keys;
+// A store wrapped to log its answers and count its calls (a tokio task-local says which
+// acquisitions the store decided).
+#[cfg(feature = "tokio")]
+pub mod logged_store;
+// A TCP proxy that can stop forwarding, for fault tests.
+pub mod tcp_proxy;
+pub mod windows;
 // Its HTTP server uses crates the `reqwest` feature brings.
 #[cfg(feature = "reqwest")]
 pub mod mock_provider;
