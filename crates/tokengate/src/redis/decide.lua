@@ -2,27 +2,45 @@
 --[[
 tokengate's admission decision, inside Redis: one FCALL per call, atomic.
 
-A Redis Functions library (Redis 7.0 or later), named by `script.rs`: the name on the first
-line stands for `tokengate_` and the first 8 hex digits of this text's SHA-1, the name of the
-library and of its one function. Why a function rather than a script (EVALSHA): Redis runs a script's whole
-body on every call, making every one of its local functions anew each time (some 70 closures
-here: 15 us of a call before any work); a library's top level runs once, at FUNCTION LOAD,
-and each call runs only its function. The top level therefore only defines: Redis gives it
-none of Lua's libraries (math, string, table are there when the functions run), and what
-belongs to one call (its keys, arguments and time) is set at the function's entry (calls run
-one at a time). The name changes with the text, so that processes running different versions
-call their own functions side by side on one server; the store loads the library when a call
-finds its function missing (a new server, a restart, FUNCTION FLUSH) and calls again.
-
 A second implementation of the Rust core (`src/core/`): `decide_request` and `commit_budget`
 on every budget of a request, `settle_budget`, and the store's reservations, in-flight
 leases and pauses (`src/store/`). The core is the specification; every rule below follows
 its code line by line, and `tests/redis_script.rs` replays the test vectors and random
 schedules against both. `src/redis/script.rs` encodes the arguments and decodes the replies.
 
+A FUNCTION, NOT A SCRIPT. This is a Redis Functions library (Redis 7.0 or later), named by
+`script.rs`: the name on the first line stands for `tokengate_` and the first 8 hex digits of
+this text's SHA-1, the name of the library and of its one function. Redis runs a script's
+whole body on every EVALSHA, making every one of its local functions anew each time (some 70
+closures here: 15 us of every call before any work); a library's top level runs once, at
+FUNCTION LOAD, and a call runs only its function. So the top level only defines: Redis gives
+it none of Lua's libraries (math, string, struct... are there when the function runs, and
+are taken then, once), and what belongs to one call (its keys, arguments and time) is set at
+the function's entry (calls run one at a time). The name changes with the text, so that
+processes running different versions call their own functions side by side on one server;
+the store loads the library when a call finds its function missing (a new server, a restart,
+FUNCTION FLUSH) and calls again. The one thing kept from call to call is a cache of the
+limits parsed from their fingerprints (at most 1000 policies, then emptied): a pure function
+of its key.
+
+COST. What a call costs in Redis is mostly Redis's own work around Lua, and Lua's slowness:
+each redis.call (0.5-1 us), each string made (a command's reply, a concatenation), each
+figure converted (a number to a decimal string takes 0.4-0.6 us, a string to a number 0.2),
+each function called (as much as ten arithmetic steps), each table made. So:
+- The state is binary (below): one GET and one struct.unpack read all of a budget, one
+  struct.pack and one SET (with its expiry) write it. A log's entries are binary too, and what
+  a commit needs of its log (its first and last entries, its last counted one) is kept in the
+  state: a commit reads no entry unless one leaves the window.
+- The numbers of a call come as little-endian doubles in one argument, and an admission's
+  answer goes back as one string of doubles (a table costs Redis far more to turn into a
+  reply); the limits come as their fingerprints, parsed once per policy and kept.
+- A call passes only the keys it may touch: an acquire the lease set of a budget only when
+  the cost takes a slot there, and the lists of its logs only.
+- The common paths are written out where they are used rather than called.
+
 NUMBERS. Redis runs Lua 5.1, whose numbers are doubles: integers are exact below 2^53 only.
 - Every instant is nanoseconds relative to its budget's epoch `e` (whole seconds, stored in
-  the budget's hash): a budget's "own frame". A new budget's epoch is the current second
+  the budget's state): a budget's "own frame". A new budget's epoch is the current second
   rounded down to a whole day (UTC), so windows aligned to multiples of the period from the
   epoch stay aligned for every period that divides a day; a budget keeps its alignment
   through rebases (below) whatever its period.
@@ -42,11 +60,11 @@ NUMBERS. Redis runs Lua 5.1, whose numbers are doubles: integers are exact below
   nothing else), so that now lands in [2^50, 2^50 + 1 day), and every stored instant back
   by as much. What goes below 0 is at least 2^50 ns old, beyond twice
   the longest period: a bucket's TAT there is full (0, as fresh), a window there is over
-  (reset), a log entry there is dropped. The windows' alignment is kept in `a<i>`. A read
+  (reset), a log entry there is dropped. The windows' alignment is kept (OFF below). A read
   (`peek`) rebases what it replies without writing; `pause` and `renew` never need to.
-- The refunds' running total `r<i>` grows without bound (it only ever goes up): it is kept
-  as a decimal string and handled in two parts (a multiple of 10^9 and the rest), and so
-  are the receipts' bucket marks (a drain instant plus that total).
+- The refunds' running total R of a bucket grows without bound (it only ever goes up): it is
+  kept in two numbers, h and l (R = h * 10^9 + l, 0 <= l < 10^9), and so are the receipts'
+  bucket marks (a drain instant plus that total), in arguments and replies alike.
 - ONE FRAME per request: the budgets of one request may have different epochs. The decision
   counts from the oldest epoch `ef` (the frame: its instants stay below 2^51 + 1 day after
   the rebase); budget b's own frame is the frame less D_b = (e_b - ef) * 10^9 ns, and each
@@ -58,71 +76,92 @@ TIME. ARGV[2] is "" (production: Redis's own clock, `TIME`) or a decimal count o
 nanoseconds below 2^53 (tests): then the absolute time is that many nanoseconds from the Unix
 epoch, and a budget made below one day has epoch 0, so the vectors' instants are its own.
 
-STORAGE. Keys are built by the caller (one hash tag for all); per budget: a hash (state), a
-sorted set (leases) and one list per limit (used by the sliding logs only). Hash fields,
-absent meaning 0 (numbers are decimal strings):
-  e        epoch, Unix seconds (a multiple of a day)
-  b        "born": the own-frame instant the hash was made. A receipt admitted before it
-           belongs to an earlier incarnation of the budget, emptied since: its bucket gives
-           nothing back (what the core answers: that incarnation was full when dropped)
-  p        paused until (own frame); q: the floor, the latest reservation's instant
-  x        the latest instant the limits' state is needed until (for `pause`'s expiry)
-  f<i>     limit i's fingerprint: its seven rule fields joined with ':'
-  t<i> o<i> r<i>   bucket (token, leaky, the smooth window's): tat, overshoot, refunded
-  n<i>     sliding log (alone, or the smooth window's): the sum of its entries
-  w<i> v<i> c<i> a<i>  windows: start, previous count (counter), current count, and the
-           alignment offset (in [0, P); 0 until a rebase moves the epoch by a number of days
-           that is not a multiple of the period)
-Each log is a LIST of "t:amount" (own frame), oldest first: expiry pops the front, a
-commit merges into or pushes at the back, a refund searches from the back. The leases are a
-sorted set of lease ids scored by expiry in absolute whole milliseconds (rounded up); a lease
-is live while its score is above the current millisecond (rounded down).
+STORAGE. Keys are built by the caller (one hash tag for all); per budget: a string (state), a
+sorted set (leases) and one list per limit (used by the sliding logs only).
+The state is "tg2", a byte n (the number of limits it holds), two bytes (big-endian) k (the
+number of their doubles), then 5 + k little-endian doubles (struct '<d'), then the limits'
+fingerprints: each limit's seven rule fields joined with ':', the limits joined with '|'
+("" when n is 0: a pause alone). The doubles, 0 unless set:
+  E        epoch, Unix seconds (a multiple of a day)
+  BORN     the own-frame instant the state was made. A receipt admitted before it belongs
+           to an earlier incarnation of the budget, emptied since: its bucket gives nothing
+           back (what the core answers: that incarnation was full when dropped)
+  PAUSE    paused until (own frame); FLOOR: the latest reservation's instant
+  X        the latest instant the limits' state is needed until (for `pause`'s expiry)
+then each limit's (own frame), in order:
+  TAT OV RH RL     a bucket (token, leaky): tat, overshoot, refunded (h, l)
+  WS PREV CUR OFF  a window (fixed, counter): start, previous count (counter), current
+           count, and the alignment offset (in [0, P); 0 until a rebase moves the epoch by a
+           number of days that is not a multiple of the period)
+  TOTAL LEN FRONT LAST_T LAST_A NEED   a sliding log: the sum of its entries, their number,
+           the first one's instant, the last one's instant and amount, and the last one with
+           units' instant plus P + M (0 when none)
+  the smooth window: its bucket's four, then its log's six.
+Each log is a LIST of entries struct '<dd' (instant, amount; own frame), oldest first:
+expiry pops the front, a commit merges into or pushes at the back, a refund searches from
+the back. The leases are a sorted set of lease ids scored by expiry in absolute whole
+milliseconds (rounded up); a lease is live while its score is above the current millisecond
+(rounded down).
 EXPIRY: every write ends by setting the expiry of the keys it wrote to what their state still
-needs, rounded up to whole milliseconds, plus 1 s: the hash and lists to the latest of every
-bucket's TAT plus its margin, every log's last counted entry plus P + M, the windows' ends,
-the pause and the floor; the leases to their latest lease. A budget whose state is then fresh
-(behaves as a new one: the core's `LimitRule::is_fresh`, with a bucket full for its margin)
-is deleted instead; unless a refund has given time back (its refunded total is not 0), which
-keeps it for the 1 s only, so that no receipt of it can meet a new incarnation at the same
-instant (the born rule above covers those after).
+needs, rounded up to whole milliseconds, plus 1 s: the state and the lists that hold entries
+to the latest of every bucket's TAT plus its margin, every log's last counted entry plus
+P + M, the windows' ends, the pause and the floor (the state first: its lists never expire
+before it); the leases to their latest lease. A budget whose state is then fresh (behaves as
+a new one: the core's `LimitRule::is_fresh`, with a bucket full for its margin) is deleted
+instead; unless a refund has given time back (its refunded total is not 0), which keeps it
+for the 1 s only, so that no receipt of it can meet a new incarnation at the same instant
+(the born rule above covers those after). A state that takes limits (new, or a pause alone)
+deletes its logs' lists first: they may outlive an earlier state by a millisecond.
 
-OPERATIONS (ARGV[1]); per-limit rule fields (in this order): alg (sw smooth window, tb
-token bucket, lb leaky bucket, log sliding window log, ctr sliding window counter, fw fixed
-window), N amount, P period ns, M margin ns, B burst (0: none), TB OB (span of B; 0 0).
-acquire  KEYS per budget: state, leases, list_0..list_{n-1}.
-         ARGV: now, max_wait ns, lease id, lease ms, nbudgets, then per budget: cap ("" when
-         the cost takes no in-flight slot there), n, then per limit: 7 rule fields, c, Tc, Oc.
+OPERATIONS. ARGV[1] is the operation, ARGV[2] the time (above). A budget's limits come as its
+fingerprints (as stored, above); each limit's seven rule fields (in this order): alg (sw
+smooth window, tb token bucket, lb leaky bucket, log sliding window log, ctr sliding window
+counter, fw fixed window), N amount, P period ns, M margin ns, B burst (0: none), TB OB (span
+of B; 0 0). "Numbers" is one argument of little-endian doubles, all integers.
+acquire  KEYS per budget: its state, its lease set when the cost takes a slot there, then the
+         lists of its logs (sliding logs, smooth windows), in order.
+         ARGV: lease id ("" when no budget takes a slot), numbers, then per budget its
+         fingerprints. Numbers: max_wait ns, lease ms, nbudgets, then per budget: its cap (-1
+         when the cost takes no in-flight slot there), then per limit: c, Tc, Oc.
          The core's decide_request at t = max(now, every budget's floor): admitted, every
          limit of every budget commits at t, the floors move to t, capped budgets get the
-         lease: {"ok", t - now, ef, nbudgets, then per budget: n, then per limit:
-         admitted_at, bucket_mark (frame-relative; the mark a decimal string)}. A wait or a
-         pause ending at u within max_wait of now: decided again at u (16 times at most).
-         Otherwise, writing nothing: {"wait", u - now (-1: never), budget, limit},
+         lease. Answer: a string of doubles: t - now, ef, t, nbudgets, then per budget: n,
+         then per limit its bucket_mark as h, l (frame-relative; 0, 0 for the windows and the
+         log); every receipt's admitted_at is t. A wait or a pause ending at u within
+         max_wait of now: decided again at u (16 times at most). Otherwise, writing nothing:
+         {"wait", u - now (-1: never), budget, limit},
          {"queued", t - now, budget} (admitted at t, after the floor of that budget, but
          later than max_wait),
          {"paused", u - now, budget}, {"in_flight_full", budget} (unexpired leases >= cap),
          {"mismatch", budget, limit, stored fingerprint} (the budget's state follows other
          limits: a fingerprint differs, or it has more limits; "" when it has fewer).
          Indices from 0. Costs above a limit's capacity never get here.
-settle   KEYS as acquire. ARGV: now, lease id ("" none), ef of the receipts, nbudgets, then
-         per budget: n, then per limit: 7 rule fields, g (units to refund: reserved - used,
-         0 when none or no receipt), back (floor(g*P/N)), extra (used - reserved, 0 when
-         none), Tx Ox (span of min(extra, N)), admitted_at, bucket_mark (the receipt). The
-         core's settle_budget: a refund with the receipt, or a charge of min(extra, N) at
-         now. A limit whose stored fingerprint differs is stale: it is only charged, under
-         the limits its state follows (the stored fingerprint's). Then the lease is removed
-         from every budget. {"ok"}.
-pause    KEYS: state. ARGV: now, for ns, "set" (replace; 0 lifts) or "max" (the later end).
+settle   KEYS per budget: its state, its lease set when it holds the lease, then the lists of
+         all its limits (a limit whose state follows other limits may be a log there).
+         ARGV: lease id ("" none), numbers, then per budget its fingerprints. Numbers: ef of
+         the receipts, nbudgets, then per budget: 1 when it holds the lease (else 0), then
+         per limit: g (units to refund: reserved - used, 0 when none or no receipt), back
+         (floor(g*P/N)), extra (used - reserved, 0 when none), Tx Ox (span of min(extra, N)),
+         admitted_at, bucket_mark as h, l (the receipt). The core's settle_budget: a refund
+         with the receipt, or a charge of min(extra, N) at now. A limit whose stored
+         fingerprint differs is stale: it is only charged, under the limits its state
+         follows (the stored fingerprint's). Then the lease is removed from the budgets that
+         hold it. {"ok"}.
+pause    KEYS: state. ARGV: for ns, "set" (replace; 0 lifts) or "max" (the later end).
          {"ok", paused_until - now, 0 when not paused}.
-renew    KEYS: lease sets. ARGV: now, lease id, lease ms: the lease, where present, expires
+renew    KEYS: lease sets. ARGV: lease id, lease ms: the lease, where present, expires
          lease ms from now. The number of sets it was in.
-peek     KEYS: state, leases, lists of ONE budget. ARGV: now, n, 7 rule fields per limit.
+peek     KEYS: state, leases, lists of ONE budget (all its limits'). ARGV: fingerprints.
          Writes nothing. {"ok", e, now, in flight, paused_until, floor, then per limit: alg,
-         then tb/lb: tat, overshoot, refunded (string); log: total, k, k pairs t, amount;
+         then tb/lb: tat, overshoot, refunded as h, l; log: total, k, k pairs t, amount;
          ctr: offset, window_start, previous, current; fw: offset, window_start, used; sw:
-         the bucket's three then the log's} (own frame, rebased as a write would), or
+         the bucket's four then the log's} (own frame, rebased as a write would), or
          {"mismatch", 0, limit, stored}.
 ]]
+
+-- Written for Redis's Lua: a function call costs as much as ten arithmetic steps and a call
+-- of a C function (math.floor, string.*) as much again, so the common paths (a bucket, a log,
+-- a smooth window, admitted) are written out where they are used, and `%` does floor's work.
 
 local END = 4503599627370496 -- 2^52: the end of a budget's clock
 local REBASE_AT = 2251799813685248 -- 2^51
@@ -137,47 +176,56 @@ local NEVER = 1 / 0
 local SEARCH_STEPS = 16
 local CHUNK = 32
 local LIMB = 16777216 -- 2^24
+local RULES_MAX = 1000
 
--- Redis runs a library's top level with none of Lua's libraries (they are there only when
--- its functions run): math.floor is taken at the first call.
-local floor
+-- The state's layout (see STORAGE): the budget's doubles, then each limit's, addressed as
+-- v[o + TAT] and so on from its offset o (which is less than its first double's index by one,
+-- or by five for a sliding log alone, whose doubles are the last six of the ten).
+local HEAD = 5
+local E, BORN, PAUSE, FLOOR, X = 1, 2, 3, 4, 5
+local TAT, OV, RH, RL = 1, 2, 3, 4
+local WS, PREV, CUR, OFF = 1, 2, 3, 4
+local TOTAL, LEN, FRONT, LAST_T, LAST_A, NEED = 5, 6, 7, 8, 9, 10
 
--- The call's keys, arguments and time: set at the entry of every call (calls run one at a
--- time). NOW_MS is the current millisecond, rounded down: a lease scored above it is live.
-local KEYS, ARGV, SEC, NSEC, NOW_MS
+-- Lua's libraries, taken at the first call (see A FUNCTION, NOT A SCRIPT).
+local tonumber, tostring, unpack
+local sub, byte, char, find, gmatch, rep, sformat, pack, unpack_s, call, error_reply
 
--- floor(a / b) and a - b * floor(a / b), exact for integers |a| < 2^53, 0 < b, |a| + b < 2^53.
+-- The call's keys, arguments and time: set at the entry of every call.
+local KEYS, ARGV, SEC, NSEC
+
+-- floor(a / b) and a - b * floor(a / b), exact for integers |a| < 2^53, 0 < b, |a| + b < 2^53
+-- (Lua's % rounds a / b as it divides: one step fixes it).
 local function idiv(a, b)
-  local q = floor(a / b)
-  local r = a - q * b
+  local r = a % b
   if r < 0 then
-    q, r = q - 1, r + b
+    r = r + b
   elseif r >= b then
-    q, r = q + 1, r - b
+    r = r - b
   end
-  return q, r
+  return (a - r) / b, r
 end
 
 local function imod(a, b)
-  local _, r = idiv(a, b)
+  local r = a % b
+  if r < 0 then
+    r = r + b
+  elseif r >= b then
+    r = r - b
+  end
   return r
 end
 
--- ceil(a / MEGA): nanoseconds to whole milliseconds, rounded up.
+-- ceil(ns / MEGA): nanoseconds to whole milliseconds, rounded up.
 local function ceil_ms(ns)
-  local q, r = idiv(ns, MEGA)
-  if r > 0 then q = q + 1 end
-  return q
+  local r = imod(ns, MEGA)
+  if r > 0 then return (ns - r) / MEGA + 1 end
+  return ns / MEGA
 end
 
--- A number as Redis must store it: every digit (tostring would give 14 significant ones).
-local function fmt(v)
-  return string.format('%.0f', v)
-end
-
-local function num(v)
-  if v == nil or v == false or v == '' then return 0 end
-  return tonumber(v)
+-- The current millisecond, rounded down: a lease scored above it is live.
+local function now_ms()
+  return SEC * 1000 + (NSEC - imod(NSEC, MEGA)) / MEGA
 end
 
 -- floor(a * b / c) and the remainder, exact for integers 0 <= a, b < 2^53, 0 < c <= 2^52,
@@ -224,137 +272,273 @@ local function muldiv(a, b, c)
   return q, r
 end
 
--- Numbers past 2^53 (refunded totals, bucket marks): {h, l} = h * 10^9 + l, 0 <= l < 10^9.
-local function big(s)
-  if s == nil or s == false or s == '' then return { 0, 0 } end
-  if #s <= 15 then
-    local h, l = idiv(tonumber(s), GIGA)
-    return { h, l }
-  end
-  return { tonumber(string.sub(s, 1, -10)), tonumber(string.sub(s, -9)) }
-end
-
--- x + d, for an integer |d| < 2^53.
-local function big_add(x, d)
-  local dh, dl = idiv(d, GIGA)
-  local h, l = x[1] + dh, x[2] + dl
+-- Numbers past 2^53 (refunded totals, bucket marks) as two: h * 10^9 + l, 0 <= l < 10^9.
+-- (h, l) + d, for an integer |d| < 2^53.
+local function hl_add(h, l, d)
+  local dl = imod(d, GIGA)
+  h, l = h + (d - dl) / GIGA, l + dl
   if l >= GIGA then h, l = h + 1, l - GIGA end
-  return { h, l }
+  return h, l
 end
 
--- x - y as a plain number: exact within +-9 * 10^15, infinite beyond.
-local function big_sub(x, y)
-  local dh = x[1] - y[1]
+-- (xh, xl) - (yh, yl) as a plain number: exact within +-9 * 10^15, infinite beyond.
+local function hl_sub(xh, xl, yh, yl)
+  local dh = xh - yh
   if dh > 9000000 then return NEVER end
   if dh < -9000000 then return -NEVER end
-  return dh * GIGA + (x[2] - y[2])
-end
-
-local function big_fmt(x)
-  if x[1] <= 0 then
-    if x[1] < 0 then return '0' end
-    return fmt(x[2])
-  end
-  return fmt(x[1]) .. string.format('%09.0f', x[2])
-end
-
-local function split(s)
-  local out = {}
-  for part in string.gmatch(s, '[^:]+') do out[#out + 1] = part end
-  return out
-end
-
--- The time of the call: Unix seconds and nanoseconds.
-local function clock(arg)
-  if arg == nil or arg == '' then
-    local t = redis.call('TIME')
-    return tonumber(t[1]), tonumber(t[2]) * 1000
-  end
-  return idiv(tonumber(arg), GIGA)
-end
-
-
--- A limit from its seven rule fields at f[i..i+6].
-local function rule(f, i)
-  local alg = f[i]
-  local L = {
-    alg = alg,
-    N = tonumber(f[i + 1]),
-    P = tonumber(f[i + 2]),
-    M = tonumber(f[i + 3]),
-    B = tonumber(f[i + 4]),
-    TB = tonumber(f[i + 5]),
-    OB = tonumber(f[i + 6]),
-    fp = table.concat({ f[i], f[i + 1], f[i + 2], f[i + 3], f[i + 4], f[i + 5], f[i + 6] }, ':'),
-  }
-  L.W = L.P + L.M
-  L.bucket = alg == 'tb' or alg == 'lb' or alg == 'sw'
-  L.log = alg == 'log' or alg == 'sw'
-  L.window = alg == 'ctr' or alg == 'fw'
-  return L
+  return dh * GIGA + (xl - yl)
 end
 
 -- ---------------------------------------------------------------------------------------
--- The sliding log: a list read lazily, a chunk at a time (most decisions read none of it).
+-- Limits, from their fingerprints; kept from call to call (immutable once made).
 
-local function log_open(key, exists)
-  return { key = key, exists = exists, c = {} }
+local RULES, RULES_N = {}, 0
+-- The limits of a state that holds none (a pause alone, or a new state).
+local NONE
+-- A limit's doubles: a bucket's four, a log's six, a smooth window's ten, a window's four.
+local SIZE = { tb = 4, lb = 4, sw = 10, log = 6, ctr = 4, fw = 4 }
+
+-- A limit from its fingerprint: its seven rule fields joined with ':'.
+local function rule(fp)
+  local f = {}
+  for part in gmatch(fp, '[^:]+') do f[#f + 1] = part end
+  local alg = f[1]
+  if SIZE[alg] == nil then error({ err = 'tokengate: no algorithm ' .. tostring(alg) }) end
+  local L = {
+    alg = alg,
+    N = tonumber(f[2]),
+    P = tonumber(f[3]),
+    M = tonumber(f[4]),
+    B = tonumber(f[5]),
+    TB = tonumber(f[6]),
+    OB = tonumber(f[7]),
+    fp = fp,
+    gcra = alg == 'tb' or alg == 'lb',
+    bucket = alg == 'tb' or alg == 'lb' or alg == 'sw',
+    log = alg == 'log' or alg == 'sw',
+    window = alg == 'ctr' or alg == 'fw',
+  }
+  L.W = L.P + L.M
+  return L
 end
 
-local function log_len(g)
-  if g.n == nil then
-    g.n = g.exists and redis.call('LLEN', g.key) or 0
+-- The limits of a budget's fingerprints (the limits' joined with '|'), with where each one's
+-- doubles are (`off`), how many doubles they take (`size`), and where each log's list is
+-- among the logs' (`li`: an acquire passes the logs' lists only).
+local function rules_of(fps)
+  local R = RULES[fps]
+  if R ~= nil then return R end
+  R = { off = {}, size = 0, logs = 0, li = {} }
+  for fp in gmatch(fps, '[^|]+') do
+    local L = rule(fp)
+    local i = #R + 1
+    R[i] = L
+    R.off[i] = HEAD + R.size
+    if L.alg == 'log' then R.off[i] = HEAD + R.size - 4 end
+    R.size = R.size + SIZE[L.alg]
+    if L.log then
+      R.logs = R.logs + 1
+      R.li[i] = R.logs
+    end
   end
-  return g.n
+  if RULES_N >= RULES_MAX then RULES, RULES_N = {}, 0 end
+  RULES[fps], RULES_N = R, RULES_N + 1
+  return R
 end
 
-local function entry(s)
-  local c = string.find(s, ':', 1, true)
-  return tonumber(string.sub(s, 1, c - 1)), tonumber(string.sub(s, c + 1))
+-- ---------------------------------------------------------------------------------------
+-- Budgets: the state, read and written whole.
+
+local FORMATS = {}
+
+-- The struct format of k little-endian doubles.
+local function doubles(k)
+  local f = FORMATS[k]
+  if f == nil then
+    f = '<' .. rep('d', k)
+    FORMATS[k] = f
+  end
+  return f
 end
 
-local function log_fill(g, from, to)
-  local items = redis.call('LRANGE', g.key, from - 1, to - 1)
-  for j, s in ipairs(items) do
-    local t, a = entry(s)
-    g.c[from + j - 1] = { t, a }
+-- The numbers of an argument made of little-endian doubles, in a table.
+local function numbers(blob)
+  return { unpack_s(doubles(#blob / 8), blob) }
+end
+
+local POOL = {}
+
+-- The budget whose keys start at KEYS[kx]: its state, its lease set when `leased`, then the
+-- lists of every limit (`all`) or of its logs only; a table of the call's, kept from call to
+-- call (`bi` picks it). Its doubles `v`, its limits `n` and fingerprints `fps` as stored
+-- (none for a new state) and theirs `S`, its instant `now`. `asked`: the fingerprints the
+-- call gives, which the stored ones most often are; R, their limits.
+local function open(bi, kx, asked, R, leased, all)
+  local B = POOL[bi]
+  if B == nil then
+    -- Every field made at once (a table grown field by field costs twice as much).
+    B = {
+      kx = 0,
+      skey = false,
+      lkey = false,
+      lk = 0,
+      all = false,
+      logs = false,
+      v = false,
+      n = 0,
+      fps = '',
+      S = false,
+      exists = false,
+      now = 0,
+      rules = false,
+      x = false,
+      xa = 0,
+      asked = '',
+      cap = false,
+      inflight = 0,
+      D = 0,
+    }
+    POOL[bi] = B
+  end
+  local skey = KEYS[kx]
+  B.kx, B.skey, B.lkey, B.lk, B.all, B.logs = kx, skey, false, 0, all, false
+  if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
+  B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
+  local s = call('GET', skey)
+  if s then
+    local t1, t2, t3, n, hi, lo = byte(s, 1, 6)
+    if t1 ~= 116 or t2 ~= 103 or t3 ~= 50 then -- "tg2"
+      error({ err = 'tokengate: ' .. skey .. ' holds no state of this version' })
+    end
+    -- The doubles' count, then the fingerprints after them.
+    local m = HEAD + hi * 256 + lo
+    local v = { unpack_s(doubles(m), s, 7) }
+    local at = v[m + 1]
+    v[m + 1] = nil
+    if #s - at + 1 == #asked and find(s, asked, at, true) == at then
+      B.fps, B.S = asked, R
+    else
+      B.fps = sub(s, at)
+      B.S = rules_of(B.fps)
+    end
+    B.v, B.n, B.exists = v, n, true
+    B.now = (SEC - v[E]) * GIGA + NSEC
+  else
+    local e = SEC - SEC % DAY_S
+    local now = (SEC - e) * GIGA + NSEC
+    B.v, B.n, B.fps, B.S, B.exists, B.now = { e, now, 0, 0, 0 }, 0, '', NONE, false, now
+  end
+  return B
+end
+
+-- The list of the budget's limit i (a log's, or any limit's when the call passed them all).
+local function list(B, i)
+  if B.all then return KEYS[B.kx + B.lk + i] end
+  return KEYS[B.kx + B.lk + B.rules.li[i]]
+end
+
+-- How many keys a budget of limits R has in a call: its state, its lease set when `leased`,
+-- the lists of every limit (`all`) or of its logs.
+local function key_count(R, leased, all)
+  local k = 1 + #R
+  if not all then k = 1 + R.logs end
+  if leased then k = k + 1 end
+  return k
+end
+
+-- A state that holds no limits takes `fps` (its limits R, all new). Their logs' lists go:
+-- they may have outlived an earlier state.
+local function adopt(B, fps, R)
+  local v = B.v
+  for j = HEAD + 1, HEAD + R.size do v[j] = 0 end
+  B.n, B.fps, B.S = #R, fps, R
+  local logs = {}
+  for i = 1, #R do
+    if R[i].log then logs[#logs + 1] = list(B, i) end
+  end
+  if #logs > 0 then call('DEL', unpack(logs)) end
+end
+
+-- The index (from 0) and stored fingerprint of the first limit the state disagrees on.
+local function mismatch(B, fps, R)
+  if B.n == 0 or B.fps == fps then return nil end
+  local S = B.S
+  for i = 1, #R do
+    local stored = S[i]
+    if stored == nil then return i - 1, '' end
+    if stored.fp ~= R[i].fp then return i - 1, stored.fp end
+  end
+  if S[#R + 1] ~= nil then return #R, S[#R + 1].fp end
+  return nil
+end
+
+local TAGS = {}
+
+-- The state as stored: "tg2", the number of limits (a byte) and of their doubles (two), the
+-- doubles, the fingerprints.
+local function encode(B)
+  local n, size = B.n, B.S.size
+  local tag = TAGS[n * 65536 + size]
+  if tag == nil then
+    tag = 'tg2' .. char(n, (size - size % 256) / 256, size % 256)
+    TAGS[n * 65536 + size] = tag
+  end
+  return tag .. pack(doubles(HEAD + size), unpack(B.v, 1, HEAD + size)) .. B.fps
+end
+
+-- ---------------------------------------------------------------------------------------
+-- The sliding log: its list, read lazily, a chunk at a time (most calls read none of it).
+
+-- What the call has read of the list of limit i: instants t and amounts a by index (from 1).
+local function reader(B, i)
+  local logs = B.logs
+  if not logs then
+    logs = {}
+    B.logs = logs
+  end
+  local g = logs[i]
+  if g == nil then
+    g = { key = list(B, i), t = {}, a = {} }
+    logs[i] = g
+  end
+  return g
+end
+
+local function fill(g, from, to)
+  local items = call('LRANGE', g.key, from - 1, to - 1)
+  local ts, as = g.t, g.a
+  for j = 1, #items do
+    ts[from + j - 1], as[from + j - 1] = unpack_s('<dd', items[j])
   end
 end
 
--- Entry i (1-based, from the front), reading forward; log_back reads backward.
-local function log_get(g, i)
-  local e = g.c[i]
-  if e == nil then
-    log_fill(g, i, i + CHUNK - 1)
-    e = g.c[i]
-  end
-  return e[1], e[2]
+-- Entry i, reading `size` entries forward when not read yet; `back` reads backward.
+local function get(g, i, size)
+  if g.t[i] == nil then fill(g, i, i + size - 1) end
+  return g.t[i], g.a[i]
 end
 
-local function log_back(g, i)
-  local e = g.c[i]
-  if e == nil then
+local function back(g, i)
+  if g.t[i] == nil then
     local from = i - CHUNK + 1
     if from < 1 then from = 1 end
-    log_fill(g, from, i)
-    e = g.c[i]
+    fill(g, from, i)
   end
-  return e[1], e[2]
+  return g.t[i], g.a[i]
 end
 
-local function log_written(g)
-  g.c, g.n, g.exists = {}, nil, true
-end
-
--- sliding_log::earliest, over the window W = P + M.
-local function log_earliest(L, st, now, c)
+-- sliding_log::earliest of limit i (at o), over the window W = P + M: when its entries
+-- leave room for c (`now` when they do already).
+local function log_earliest(B, i, o, L, now, c)
+  local v = B.v
   local room = L.N - c
-  local live = st.total
+  local live = v[o + TOTAL]
+  if live <= room then return now end
   local at = now
-  local g = st.lg
-  for i = 1, log_len(g) do
+  local g = reader(B, i)
+  for j = 1, v[o + LEN] do
     if live <= room then break end
-    local t, a = log_get(g, i)
+    local t, a = get(g, j, CHUNK)
     live = live - a
     at = t + L.W
   end
@@ -363,177 +547,215 @@ local function log_earliest(L, st, now, c)
 end
 
 -- sliding_log::commit: drops what has left the window, then records c at now.
-local function log_commit(L, st, now, c)
-  local g = st.lg
-  local n = log_len(g)
-  local k, gone = 0, 0
-  if now >= L.W then
-    local last = now - L.W
+local function log_commit(B, i, o, L, now, c)
+  local v = B.v
+  local n = v[o + LEN]
+  local key = list(B, i)
+  local last = now - L.W
+  if n > 0 and last >= 0 and v[o + FRONT] <= last then
+    -- The first entry has left: read from the front (a few first, as most commits drop one).
+    local g = reader(B, i)
+    local k, gone, size = 0, 0, 4
     while k < n do
-      local t, a = log_get(g, k + 1)
-      if t > last then break end
-      gone, k = gone + a, k + 1
-    end
-  end
-  if k > 0 then
-    redis.call('LTRIM', g.key, k, -1)
-    st.total = st.total - gone
-  end
-  if st.total + c > COUNT_MAX then c = COUNT_MAX - st.total end
-  if c > 0 then
-    st.total = st.total + c
-    local merged = false
-    if n > k then
-      local t, a = log_get(g, n)
-      if t >= now then
-        redis.call('LSET', g.key, -1, fmt(t) .. ':' .. fmt(a + c))
-        merged = true
+      local t, a = get(g, k + 1, size)
+      if t > last then
+        v[o + FRONT] = t
+        break
       end
+      gone, k, size = gone + a, k + 1, CHUNK
     end
-    if not merged then redis.call('RPUSH', g.key, fmt(now) .. ':' .. fmt(c)) end
+    call('LTRIM', key, k, -1)
+    if B.logs then B.logs[i] = nil end
+    n = n - k
+    v[o + TOTAL] = v[o + TOTAL] - gone
+    -- The last entry with units among those gone: none has units any more.
+    if v[o + NEED] <= now then v[o + NEED] = 0 end
   end
-  log_written(g)
+  local total = v[o + TOTAL]
+  if total + c > COUNT_MAX then c = COUNT_MAX - total end
+  if c > 0 then
+    v[o + TOTAL] = total + c
+    local t = v[o + LAST_T]
+    if n > 0 and t >= now then
+      local a = v[o + LAST_A] + c
+      v[o + LAST_A] = a
+      call('LSET', key, -1, pack('<dd', t, a))
+    else
+      call('RPUSH', key, pack('<dd', now, c))
+      if n == 0 then v[o + FRONT] = now end
+      n = n + 1
+      t = now
+      v[o + LAST_T], v[o + LAST_A] = now, c
+    end
+    v[o + NEED] = t + L.W
+    if B.logs then B.logs[i] = nil end
+  end
+  v[o + LEN] = n
 end
 
 -- sliding_log::refund: up to `units` back to the entry admitted at `at`.
-local function log_refund(st, at, units)
-  local g = st.lg
-  for i = log_len(g), 1, -1 do
-    local t, a = log_back(g, i)
+local function log_refund(B, i, o, L, at, units)
+  local v = B.v
+  local n = v[o + LEN]
+  if n == 0 or at > v[o + LAST_T] then return end
+  local g = reader(B, i)
+  for j = n, 1, -1 do
+    local t, a
+    if j == n then
+      t, a = v[o + LAST_T], v[o + LAST_A]
+    else
+      t, a = back(g, j)
+    end
     if t == at then
-      local back = math.min(units, a)
-      if back > 0 then
-        redis.call('LSET', g.key, i - 1, fmt(t) .. ':' .. fmt(a - back))
-        st.total = st.total - back
-        log_written(g)
+      local given = units
+      if a < given then given = a end
+      if given > 0 then
+        a = a - given
+        call('LSET', list(B, i), j - 1, pack('<dd', t, a))
+        v[o + TOTAL] = v[o + TOTAL] - given
+        if j == n then v[o + LAST_A] = a end
+        g.a[j] = a
+        if a == 0 and v[o + NEED] == t + L.W then
+          -- It was the last entry with units: find the one before it.
+          v[o + NEED] = 0
+          for k = j - 1, 1, -1 do
+            local tk, ak = back(g, k)
+            if ak > 0 then
+              v[o + NEED] = tk + L.W
+              break
+            end
+          end
+        end
       end
+      B.logs[i] = nil
       return
     end
     if t < at then return end
   end
 end
 
--- Until when the log counts something: its last entry with units, plus the window.
-local function log_need(L, st)
-  local g = st.lg
-  for i = log_len(g), 1, -1 do
-    local t, a = log_back(g, i)
-    if a > 0 then return t + L.W end
+-- What a log's entries make of its doubles (after a rebase rewrote them).
+local function log_recount(v, o, L, ts, as)
+  local n = #ts
+  v[o + LEN], v[o + FRONT], v[o + LAST_T], v[o + LAST_A], v[o + NEED] = n, 0, 0, 0, 0
+  if n == 0 then return end
+  v[o + FRONT], v[o + LAST_T], v[o + LAST_A] = ts[1], ts[n], as[n]
+  for j = n, 1, -1 do
+    if as[j] > 0 then
+      v[o + NEED] = ts[j] + L.W
+      return
+    end
   end
-  return 0
 end
 
 -- ---------------------------------------------------------------------------------------
--- GCRA (gcra.rs): the token and leaky buckets, and the smooth window's bucket.
+-- GCRA (gcra.rs): the token and leaky buckets, and the smooth window's bucket. `advance`
+-- (the exact TAT T, O after tat, ov; none past the end of the clock) and `next_tat` (the TAT
+-- after admitting units of span T, O at an instant) are written out where they are used.
 
--- advance: the exact TAT T, O after the state's own; nil past the end of the clock.
-local function advance(L, st, T, O)
-  local time, over
-  if O == 0 then
-    time, over = st.tat + T, st.ov
-  else
+-- admit: true when admitted at now; false, the earliest instant otherwise.
+local function gcra_admit(L, tat, ov, now, c, T, O)
+  -- A, a: advance.
+  local A, a = tat + T, ov
+  if O ~= 0 then
     local gap = L.N - O
-    if st.ov >= gap then
-      time, over = st.tat + T - 1, st.ov - gap
+    if ov >= gap then
+      A, a = A - 1, ov - gap
     else
-      time, over = st.tat + T, st.ov + O
+      a = ov + O
     end
   end
-  if time > END then return nil end
-  return time, over
-end
-
--- next_tat: the TAT after admitting units of span T, O at now (A, a: advance's).
-local function next_tat(st, now, T, O, A, a)
-  if st.tat > now then return A, a end
-  local time = now + T
-  if time > END then return nil end
-  return time, O
-end
-
--- admit: true, tat, overshoot when admitted at now; false, the earliest instant otherwise.
-local function gcra_admit(L, st, now, c, T, O)
-  local A, a = advance(L, st, T, O)
-  if A == nil then return false, NEVER end
+  if A > END then return false, NEVER end
   local TT, OO = L.TB, L.OB
   if c > L.B then
     -- The shaper, the smooth window's bucket: waits for a full bucket.
     TT, OO = T, O
   end
-  local margin = L.M
-  if st.tat == 0 then margin = 0 end
-  local rounding = 0
-  if a < OO then rounding = 1 end
-  local at
+  local at = L.M
+  if tat == 0 then at = 0 end
+  if a < OO then at = at + 1 end
   if A >= TT then
-    at = A - TT + rounding + margin
+    at = A - TT + at
   else
-    at = margin + rounding - (TT - A)
+    at = at - (TT - A)
     if at < 0 then at = 0 end
   end
-  if at < now then at = now end
-  if at > now then
-    if next_tat(st, at, T, O, A, a) == nil then return false, NEVER end
-    return false, at
+  if at <= now then
+    -- next_tat at now: past the end?
+    if tat <= now and now + T > END then return false, NEVER end
+    return true
   end
-  local tat, ov = next_tat(st, now, T, O, A, a)
-  if tat == nil then return false, NEVER end
-  return true, tat, ov
+  if tat <= at and at + T > END then return false, NEVER end
+  return false, at
 end
 
-local function gcra_earliest(L, st, now, c, T, O)
-  local ok, at = gcra_admit(L, st, now, c, T, O)
+local function gcra_earliest(L, tat, ov, now, c, T, O)
+  local ok, at = gcra_admit(L, tat, ov, now, c, T, O)
   if ok then return now end
   return at
 end
 
--- Gcra::commit: returns the mark (drain instant, rounded down, plus refunded) as a big.
-local function gcra_commit(L, st, now, T, O)
+-- Gcra::commit: returns the drain instant, rounded down (the mark less the refunded total).
+local function gcra_commit(L, v, o, now, T, O)
+  local tat0, ov0 = v[o + TAT], v[o + OV]
   local tat, ov
-  local A, a = advance(L, st, T, O)
-  if A ~= nil then tat, ov = next_tat(st, now, T, O, A, a) end
-  if tat == nil then tat, ov = END, 0 end
-  st.tat, st.ov = tat, ov
-  local drained = tat
-  if ov ~= 0 then drained = tat - 1 end
-  if drained < 0 then drained = 0 end
-  return big_add(st.R, drained)
+  if tat0 > now then
+    -- advance
+    tat, ov = tat0 + T, ov0
+    if O ~= 0 then
+      local gap = L.N - O
+      if ov0 >= gap then
+        tat, ov = tat - 1, ov0 - gap
+      else
+        ov = ov0 + O
+      end
+    end
+  else
+    tat, ov = now + T, O
+  end
+  if tat > END then tat, ov = END, 0 end
+  v[o + TAT], v[o + OV] = tat, ov
+  if ov ~= 0 then tat = tat - 1 end
+  if tat < 0 then return 0 end
+  return tat
 end
 
--- Gcra::refund: back at most what the bucket still holds of the admission marked `mark`.
-local function gcra_refund(st, now, mark, back)
-  local drained = big_sub(mark, st.R)
+-- Gcra::refund: back at most what the bucket still holds of the admission marked mh, ml.
+local function gcra_refund(v, o, now, mh, ml, back_)
+  local drained = hl_sub(mh, ml, v[o + RH], v[o + RL])
   if drained < 0 then drained = 0 end
   local held = drained - now
   if held < 0 then held = 0 end
-  if back > held then back = held end
-  if st.tat > now and st.tat ~= END then
-    local tat = st.tat - back
-    if tat < now then tat = now end
-    st.R = big_add(st.R, st.tat - tat)
-    st.tat = tat
-    if tat == now then st.ov = 0 end
+  if back_ > held then back_ = held end
+  local tat = v[o + TAT]
+  if tat > now and tat ~= END then
+    local to = tat - back_
+    if to < now then to = now end
+    v[o + RH], v[o + RL] = hl_add(v[o + RH], v[o + RL], tat - to)
+    v[o + TAT] = to
+    if to == now then v[o + OV] = 0 end
   end
 end
 
 -- ---------------------------------------------------------------------------------------
--- Windows (fixed_window.rs, sliding_counter.rs), aligned to `off` modulo P.
+-- Windows (fixed_window.rs, sliding_counter.rs), aligned to OFF modulo P.
 
 local function window_of(t, P, off)
   return t - imod(t - off, P)
 end
 
-local function counts(L, st, now)
-  local w = window_of(now, L.P, st.off)
-  if w <= st.ws then return st.prev, st.cur end
-  if w - L.P == st.ws then return st.cur, 0 end
+local function counts(L, v, o, now)
+  local ws = v[o + WS]
+  local w = window_of(now, L.P, v[o + OFF])
+  if w <= ws then return v[o + PREV], v[o + CUR] end
+  if w - L.P == ws then return v[o + CUR], 0 end
   return 0, 0
 end
 
-local function ctr_earliest(L, st, now, c)
-  if now < st.ws then now = st.ws end
-  local w = window_of(now, L.P, st.off)
-  local prev, cur = counts(L, st, now)
+local function ctr_earliest(L, v, o, now, c)
+  if now < v[o + WS] then now = v[o + WS] end
+  local w = window_of(now, L.P, v[o + OFF])
+  local prev, cur = counts(L, v, o, now)
   local from = now - w
   for _ = 1, 3 do
     local room = L.N - c - cur
@@ -555,170 +777,122 @@ local function ctr_earliest(L, st, now, c)
   return w
 end
 
-local function ctr_commit(L, st, now, c)
-  local w = window_of(now, L.P, st.off)
-  if w > st.ws then
-    local prev, cur = counts(L, st, now)
-    st.ws, st.prev, st.cur = w, prev, cur
+local function ctr_commit(L, v, o, now, c)
+  local w = window_of(now, L.P, v[o + OFF])
+  if w > v[o + WS] then
+    local prev, cur = counts(L, v, o, now)
+    v[o + WS], v[o + PREV], v[o + CUR] = w, prev, cur
   end
-  st.cur = math.min(st.cur + c, COUNT_MAX)
+  local cur = v[o + CUR] + c
+  if cur > COUNT_MAX then cur = COUNT_MAX end
+  v[o + CUR] = cur
 end
 
-local function ctr_refund(L, st, at, units)
-  local w = window_of(at, L.P, st.off)
-  if w == st.ws then
-    st.cur = math.max(st.cur - units, 0)
-  elseif w + L.P == st.ws then
-    st.prev = math.max(st.prev - units, 0)
+local function ctr_refund(L, v, o, at, units)
+  local w = window_of(at, L.P, v[o + OFF])
+  if w == v[o + WS] then
+    local cur = v[o + CUR] - units
+    if cur < 0 then cur = 0 end
+    v[o + CUR] = cur
+  elseif w + L.P == v[o + WS] then
+    local prev = v[o + PREV] - units
+    if prev < 0 then prev = 0 end
+    v[o + PREV] = prev
   end
 end
 
-local function fw_earliest(L, st, now, c)
+local function fw_earliest(L, v, o, now, c)
   local used = 0
-  if window_of(now, L.P, st.off) <= st.ws then used = st.cur end
+  if window_of(now, L.P, v[o + OFF]) <= v[o + WS] then used = v[o + CUR] end
   if L.N >= used and c <= L.N - used then return now end
   local base = now
-  if st.ws > base then base = st.ws end
-  return window_of(base, L.P, st.off) + L.P
+  if v[o + WS] > base then base = v[o + WS] end
+  return window_of(base, L.P, v[o + OFF]) + L.P
 end
 
-local function fw_commit(L, st, now, c)
-  local w = window_of(now, L.P, st.off)
-  if st.ws ~= w and w > st.ws then st.ws, st.cur = w, 0 end
-  st.cur = math.min(st.cur + c, COUNT_MAX)
+local function fw_commit(L, v, o, now, c)
+  local w = window_of(now, L.P, v[o + OFF])
+  if v[o + WS] ~= w and w > v[o + WS] then v[o + WS], v[o + CUR] = w, 0 end
+  local cur = v[o + CUR] + c
+  if cur > COUNT_MAX then cur = COUNT_MAX end
+  v[o + CUR] = cur
 end
 
-local function fw_refund(L, st, at, units)
-  if st.ws == window_of(at, L.P, st.off) then st.cur = math.max(st.cur - units, 0) end
+local function fw_refund(L, v, o, at, units)
+  if v[o + WS] == window_of(at, L.P, v[o + OFF]) then
+    local cur = v[o + CUR] - units
+    if cur < 0 then cur = 0 end
+    v[o + CUR] = cur
+  end
 end
 
 -- ---------------------------------------------------------------------------------------
 -- One limit (rule.rs), in its budget's own frame.
 
--- LimitRule::decide: nil when admitted at now, else the earliest instant (NEVER: never).
-local function decide_limit(L, now)
-  local st, c = L.st, L.c
-  if L.alg == 'tb' or L.alg == 'lb' then
-    local ok, at = gcra_admit(L, st, now, c, L.T, L.O)
+-- LimitRule::decide of limit i (of rule L, at o) for c units of span T, O: nil when admitted
+-- at now, else the earliest instant (NEVER: never).
+local function decide_limit(B, i, o, L, now, c, T, O)
+  local v = B.v
+  if L.gcra then
+    local ok, at = gcra_admit(L, v[o + TAT], v[o + OV], now, c, T, O)
     if ok then return nil end
     return at
   end
-  local at
-  if L.alg == 'log' then
-    at = log_earliest(L, st, now, c)
-  elseif L.alg == 'ctr' then
-    at = ctr_earliest(L, st, now, c)
-  elseif L.alg == 'fw' then
-    at = fw_earliest(L, st, now, c)
-  else
-    at = math.max(gcra_earliest(L, st, now, c, L.T, L.O), log_earliest(L, st, now, c))
+  local alg, at = L.alg, nil
+  if alg == 'sw' then
+    local tat, ov = v[o + TAT], v[o + OV]
+    local ok, u = gcra_admit(L, tat, ov, now, c, T, O)
+    if ok and v[o + TOTAL] <= L.N - c then return nil end
+    if ok then u = now end
+    at = log_earliest(B, i, o, L, now, c)
+    if u > at then at = u end
     -- The bucket again at that instant: full by then, it starts the units from it.
-    if at > now and at ~= NEVER then at = gcra_earliest(L, st, at, c, L.T, L.O) end
+    if at > now and at ~= NEVER then at = gcra_earliest(L, tat, ov, at, c, T, O) end
+  elseif alg == 'log' then
+    at = log_earliest(B, i, o, L, now, c)
+  elseif alg == 'ctr' then
+    at = ctr_earliest(L, v, o, now, c)
+  else
+    at = fw_earliest(L, v, o, now, c)
   end
   if at <= now and at ~= NEVER then return nil end
   return at
 end
 
--- LimitRule::commit of c units of span T, O: the receipt's mark (a big), nil for windows.
-local function commit_limit(L, now, c, T, O)
-  local st = L.st
-  if L.alg == 'tb' or L.alg == 'lb' then return gcra_commit(L, st, now, T, O) end
-  if L.alg == 'ctr' then
-    ctr_commit(L, st, now, c)
-  elseif L.alg == 'fw' then
-    fw_commit(L, st, now, c)
+-- LimitRule::commit of c units of span T, O: the bucket's drain instant (see gcra_commit),
+-- nil for the windows and the log.
+local function commit_limit(B, i, o, L, now, c, T, O)
+  if L.gcra then return gcra_commit(L, B.v, o, now, T, O) end
+  local alg = L.alg
+  if alg == 'sw' then
+    log_commit(B, i, o, L, now, c)
+    return gcra_commit(L, B.v, o, now, T, O)
+  elseif alg == 'log' then
+    log_commit(B, i, o, L, now, c)
+  elseif alg == 'ctr' then
+    ctr_commit(L, B.v, o, now, c)
   else
-    log_commit(L, st, now, c)
-    if L.alg == 'sw' then return gcra_commit(L, st, now, T, O) end
+    fw_commit(L, B.v, o, now, c)
   end
   return nil
 end
 
--- LimitRule::refund of `units` (worth `back` ns to a bucket) admitted at `at` (own frame).
-local function refund_limit(L, now, at, mark, units, back, born)
+-- LimitRule::refund of `units` (worth `back_` ns to a bucket) admitted at `at` (own frame),
+-- its mark mh, ml (own frame).
+local function refund_limit(B, i, o, L, now, at, mh, ml, units, back_, born)
   if at < 0 then return end
-  local st = L.st
-  if L.bucket and at >= born then gcra_refund(st, now, mark, back) end
-  if L.log then log_refund(st, at, units) end
+  local v = B.v
+  if L.bucket and at >= born then gcra_refund(v, o, now, mh, ml, back_) end
+  if L.log then log_refund(B, i, o, L, at, units) end
   if L.alg == 'ctr' then
-    ctr_refund(L, st, at, units)
+    ctr_refund(L, v, o, at, units)
   elseif L.alg == 'fw' then
-    fw_refund(L, st, at, units)
+    fw_refund(L, v, o, at, units)
   end
-end
-
--- The latest instant the limit's state still counts until (0: fresh at any instant).
-local function need_limit(L)
-  local st, need = L.st, 0
-  if L.bucket and st.tat > 0 then need = st.tat + L.M end
-  if L.log then need = math.max(need, log_need(L, st)) end
-  if L.alg == 'ctr' then
-    if st.cur > 0 then
-      need = st.ws + 2 * L.P
-    elseif st.prev > 0 then
-      need = st.ws + L.P
-    end
-  elseif L.alg == 'fw' and st.cur > 0 then
-    need = st.ws + L.P
-  end
-  return need
 end
 
 -- ---------------------------------------------------------------------------------------
--- Budgets.
-
-local function open(hkey, lkey, lists, may_write)
-  local raw = redis.call('HGETALL', hkey)
-  local h = {}
-  for j = 1, #raw, 2 do h[raw[j]] = raw[j + 1] end
-  local B = { hkey = hkey, lkey = lkey, lists = lists, h = h, exists = h.e ~= nil }
-  if B.exists then
-    B.e = tonumber(h.e)
-  else
-    B.e = SEC - SEC % DAY_S
-    -- Lists outlive their hash by at most the slack: never read them into a new one.
-    if may_write and #lists > 0 then redis.call('DEL', unpack(lists)) end
-  end
-  B.now = (SEC - B.e) * GIGA + NSEC
-  return B
-end
-
--- The index (from 0) and stored fingerprint of the first limit the state disagrees on.
-local function mismatch(B, limits)
-  local h = B.h
-  if h.f0 == nil then return nil end
-  for i, L in ipairs(limits) do
-    local stored = h['f' .. (i - 1)]
-    if stored ~= L.fp then return i - 1, stored or '' end
-  end
-  local more = h['f' .. #limits]
-  if more ~= nil then return #limits, more end
-  return nil
-end
-
--- How many limits the stored state has.
-local function stored_limits(h)
-  local n = 0
-  while h['f' .. n] ~= nil do n = n + 1 end
-  return n
-end
-
--- The state of limit L (field suffix k, list key) from the hash.
-local function load(B, L, k, list)
-  local h, st = B.h, {}
-  L.k, L.st = k, st
-  if L.bucket then
-    st.tat, st.ov, st.R = num(h['t' .. k]), num(h['o' .. k]), big(h['r' .. k])
-  end
-  if L.log then
-    st.total = num(h['n' .. k])
-    st.lg = log_open(list, B.exists)
-  end
-  if L.window then
-    st.ws, st.prev = num(h['w' .. k]), num(h['v' .. k])
-    st.cur, st.off = num(h['c' .. k]), num(h['a' .. k])
-  end
-end
+-- The rebase, and writing a budget back.
 
 -- The rebase: the number of days, and what it makes of one instant or TAT.
 local function rebase_days(now)
@@ -743,157 +917,151 @@ end
 -- Moves a stored budget's epoch forward (written), before it is read.
 local function rebase(B)
   local days, S = rebase_days(B.now)
-  local h, set = B.h, {}
-  local function put(f, v)
-    h[f] = fmt(v)
-    set[#set + 1] = f
-    set[#set + 1] = h[f]
-  end
-  for _, f in ipairs({ 'p', 'q', 'b', 'x' }) do
-    if h[f] ~= nil then put(f, shift_instant(num(h[f]), S)) end
-  end
-  for i = 0, stored_limits(h) - 1 do
-    local k = tostring(i)
-    local L = rule(split(h['f' .. k]), 1)
-    if L.bucket and h['t' .. k] ~= nil then
-      local tat, ov = shift_tat(num(h['t' .. k]), num(h['o' .. k]), S)
-      put('t' .. k, tat)
-      put('o' .. k, ov)
-    end
+  local v, R = B.v, B.S
+  v[PAUSE], v[FLOOR] = shift_instant(v[PAUSE], S), shift_instant(v[FLOOR], S)
+  v[BORN], v[X] = shift_instant(v[BORN], S), shift_instant(v[X], S)
+  for i = 1, B.n do
+    local L, o = R[i], R.off[i]
+    if L.bucket then v[o + TAT], v[o + OV] = shift_tat(v[o + TAT], v[o + OV], S) end
     if L.window then
-      put('a' .. k, imod(num(h['a' .. k]) - S, L.P))
-      local ws = num(h['w' .. k]) - S
+      v[o + OFF] = imod(v[o + OFF] - S, L.P)
+      local ws = v[o + WS] - S
       if ws < 0 then
-        put('w' .. k, 0)
-        put('v' .. k, 0)
-        put('c' .. k, 0)
+        v[o + WS], v[o + PREV], v[o + CUR] = 0, 0, 0
       else
-        put('w' .. k, ws)
+        v[o + WS] = ws
       end
     end
-    local key = B.lists[i + 1]
-    if L.log and key ~= nil then
-      local items = redis.call('LRANGE', key, 0, -1)
-      if #items > 0 then
-        local kept, gone = {}, 0
-        for _, s in ipairs(items) do
-          local t, a = entry(s)
-          if t - S < 0 then
-            gone = gone + a
-          else
-            kept[#kept + 1] = fmt(t - S) .. ':' .. fmt(a)
-          end
+    if L.log and v[o + LEN] > 0 then
+      local key = list(B, i)
+      local items = call('LRANGE', key, 0, -1)
+      local kept, ts, as, gone = {}, {}, {}, 0
+      for j = 1, #items do
+        local t, a = unpack_s('<dd', items[j])
+        if t - S < 0 then
+          gone = gone + a
+        else
+          kept[#kept + 1] = pack('<dd', t - S, a)
+          ts[#ts + 1], as[#as + 1] = t - S, a
         end
-        local ttl = redis.call('PTTL', key)
-        redis.call('DEL', key)
-        for j = 1, #kept, 1000 do
-          redis.call('RPUSH', key, unpack(kept, j, math.min(j + 999, #kept)))
-        end
-        if #kept > 0 and ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-        put('n' .. k, num(h['n' .. k]) - gone)
       end
+      local ttl = call('PTTL', key)
+      call('DEL', key)
+      for j = 1, #kept, 1000 do
+        local to = j + 999
+        if to > #kept then to = #kept end
+        call('RPUSH', key, unpack(kept, j, to))
+      end
+      if #kept > 0 and ttl > 0 then call('PEXPIRE', key, ttl) end
+      v[o + TOTAL] = v[o + TOTAL] - gone
+      log_recount(v, o, L, ts, as)
     end
   end
-  B.e = B.e + days * DAY_S
-  put('e', B.e)
-  redis.call('HSET', B.hkey, unpack(set))
+  v[E] = v[E] + days * DAY_S
+  call('SET', B.skey, encode(B), 'KEEPTTL')
   B.now = B.now - S
+  B.logs = false
 end
 
-local function expire(keys, ms)
-  for _, key in ipairs(keys) do redis.call('PEXPIRE', key, ms) end
+-- Writes a budget back: `all` says whether its first k limits (those the call loaded) are
+-- all the state holds; the call has the lists of its first `lists` limits.
+local function save(B, k, all, lists)
+  local v, now, S = B.v, B.now, B.S
+  local x, refunded = 0, false
+  for i = 1, k do
+    -- The latest instant the limit's state still counts until (0: fresh at any instant).
+    local L, o = S[i], S.off[i]
+    local need = 0
+    if L.bucket then
+      if v[o + RH] ~= 0 or v[o + RL] ~= 0 then refunded = true end
+      if v[o + TAT] > 0 then need = v[o + TAT] + L.M end
+    end
+    if L.log and v[o + NEED] > need then need = v[o + NEED] end
+    if L.window then
+      if L.alg == 'ctr' then
+        if v[o + CUR] > 0 then
+          need = v[o + WS] + 2 * L.P
+        elseif v[o + PREV] > 0 then
+          need = v[o + WS] + L.P
+        end
+      elseif v[o + CUR] > 0 then
+        need = v[o + WS] + L.P
+      end
+    end
+    if need > x then x = need end
+  end
+  if not all then
+    if v[X] > x then x = v[X] end
+    refunded = true
+  end
+  local need = x
+  if v[PAUSE] > need then need = v[PAUSE] end
+  if v[FLOOR] > need then need = v[FLOOR] end
+  if need <= now and not refunded then
+    local keys = { B.skey }
+    for i = 1, lists do
+      if B.all or B.rules[i].log then keys[#keys + 1] = list(B, i) end
+    end
+    call('DEL', unpack(keys))
+    return
+  end
+  v[X] = x
+  local ms = SLACK_MS
+  if need > now then ms = ceil_ms(need - now) + SLACK_MS end
+  ms = sformat('%d', ms)
+  call('SET', B.skey, encode(B), 'PX', ms)
+  for i = 1, k do
+    local L = S[i]
+    if L.log and v[S.off[i] + LEN] > 0 then call('PEXPIRE', list(B, i), ms) end
+  end
 end
 
 -- The lease set's expiry: its latest lease's.
 local function lease_expiry(lkey)
-  local top = redis.call('ZRANGE', lkey, -1, -1, 'WITHSCORES')
+  local top = call('ZRANGE', lkey, -1, -1, 'WITHSCORES')
   if #top == 0 then return end
-  local ms = tonumber(top[2]) - NOW_MS
+  local ms = tonumber(top[2]) - now_ms()
   if ms < 1 then ms = 1 end
-  redis.call('PEXPIRE', lkey, ms + SLACK_MS)
+  call('PEXPIRE', lkey, ms + SLACK_MS)
 end
 
--- Writes a budget's state back: `limits` are the ones loaded (field suffix L.k), `all` says
--- whether they are all the stored state has, `fps` the fingerprints to store (or nil).
-local function save(B, limits, all, fps)
-  local fields = {}
-  local function put(f, v)
-    fields[#fields + 1] = f
-    fields[#fields + 1] = v
-  end
-  local x, refunded = 0, false
-  for _, L in ipairs(limits) do
-    local st, k = L.st, L.k
-    if L.bucket then
-      put('t' .. k, fmt(st.tat))
-      put('o' .. k, fmt(st.ov))
-      put('r' .. k, big_fmt(st.R))
-      if st.R[1] ~= 0 or st.R[2] ~= 0 then refunded = true end
-    end
-    if L.log then put('n' .. k, fmt(st.total)) end
-    if L.window then
-      put('w' .. k, fmt(st.ws))
-      put('v' .. k, fmt(st.prev))
-      put('c' .. k, fmt(st.cur))
-    end
-    x = math.max(x, need_limit(L))
-  end
-  if not all then
-    x = math.max(x, num(B.h.x))
-    refunded = true
-  end
-  local need = math.max(x, B.p, B.q)
-  local keys = { B.hkey }
-  for _, key in ipairs(B.lists) do keys[#keys + 1] = key end
-  if need <= B.now and not refunded then
-    redis.call('DEL', unpack(keys))
-    return
-  end
-  if not B.exists then
-    put('e', fmt(B.e))
-    put('b', fmt(B.born))
-  end
-  if fps ~= nil then
-    for i, fp in ipairs(fps) do put('f' .. (i - 1), fp) end
-  end
-  put('p', fmt(B.p))
-  put('q', fmt(B.q))
-  put('x', fmt(x))
-  redis.call('HSET', B.hkey, unpack(fields))
-  local ms = SLACK_MS
-  if need > B.now then ms = ceil_ms(need - B.now) + SLACK_MS end
-  expire(keys, ms)
-end
+-- ---------------------------------------------------------------------------------------
+-- Deciding a request.
 
 -- BudgetView::decide at frame instant t: kind, until (frame; NEVER), limit index.
 local function decide_budget(B, t)
   local now = t - B.D
-  if B.p > now then return 'paused', B.p + B.D, 0 end
+  local v = B.v
+  if v[PAUSE] > now then return 'paused', v[PAUSE] + B.D, 0 end
+  local R, x, xa = B.rules, B.x, B.xa
+  local off = R.off
   local at, li
-  for i, L in ipairs(B.limits) do
-    local x = decide_limit(L, now)
-    if x ~= nil and (at == nil or x > at) then at, li = x, i end
+  for i = 1, #R do
+    local j = xa + 3 * i
+    local u = decide_limit(B, i, off[i], R[i], now, x[j - 3], x[j - 2], x[j - 1])
+    if u ~= nil and (at == nil or u > at) then at, li = u, i end
   end
   if at ~= nil then
     -- decide_all's recheck: every limit again at that instant.
     if at ~= NEVER then
-      for i, L in ipairs(B.limits) do
-        local later = decide_limit(L, at)
+      for i = 1, #R do
+        local j = xa + 3 * i
+        local later = decide_limit(B, i, off[i], R[i], at, x[j - 3], x[j - 2], x[j - 1])
         if later ~= nil and later > at then at, li = later, i end
         if at == NEVER then break end
       end
     end
     return 'wait', at + B.D, li
   end
-  if B.cap ~= nil and B.inflight >= B.cap then return 'inflight', nil, 0 end
+  if B.cap and B.inflight >= B.cap then return 'inflight', nil, 0 end
   return 'admit', nil, 0
 end
 
 -- decide_request: the budget that holds the request back longest.
-local function decide_request(budgets, t)
+local function decide_request(budgets, nb, t)
   local kind, untl, budget, limit = 'admit', nil, 0, 0
-  for bi, B in ipairs(budgets) do
-    local k, u, li = decide_budget(B, t)
+  for bi = 1, nb do
+    local k, u, li = decide_budget(budgets[bi], t)
     if k ~= 'admit' then
       local longer
       if kind == 'admit' then
@@ -914,49 +1082,48 @@ end
 -- ---------------------------------------------------------------------------------------
 -- Operations.
 
+local BUDGETS, REPLY = {}, {}
+
 local function acquire()
-  local max_wait, lease, lease_ms = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-  local nb = tonumber(ARGV[6])
-  local a, kx = 7, 1
-  local budgets = {}
+  local lease, x = ARGV[3], numbers(ARGV[4])
+  local max_wait, lease_ms, nb = x[1], x[2], x[3]
+  local xa, kx = 4, 1
+  local budgets = BUDGETS
   for bi = 1, nb do
-    local cap, n = ARGV[a], tonumber(ARGV[a + 1])
-    a = a + 2
-    local limits, lists = {}, {}
-    for i = 1, n do
-      local L = rule(ARGV, a)
-      L.c, L.T, L.O = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
-      a = a + 10
-      limits[i] = L
-      lists[i] = KEYS[kx + 1 + i]
-    end
-    local B = open(KEYS[kx], KEYS[kx + 1], lists, true)
-    kx = kx + 2 + n
-    B.limits = limits
-    if cap ~= '' then B.cap = tonumber(cap) end
-    local mi, stored = mismatch(B, limits)
+    local fps = ARGV[4 + bi]
+    local R = rules_of(fps)
+    local cap = x[xa]
+    local leased = cap >= 0
+    local B = open(bi, kx, fps, R, leased, false)
+    kx = kx + key_count(R, leased, false)
+    if leased then B.cap = cap end
+    B.x, B.xa = x, xa + 1
+    xa = xa + 1 + 3 * #R
+    local mi, stored = mismatch(B, fps, R)
     if mi ~= nil then return { 'mismatch', bi - 1, mi, stored } end
     budgets[bi] = B
   end
   local ef = SEC - SEC % DAY_S
-  for _, B in ipairs(budgets) do
+  for bi = 1, nb do
+    local B = budgets[bi]
     if B.exists and B.now >= REBASE_AT then rebase(B) end
-    for i, L in ipairs(B.limits) do load(B, L, tostring(i - 1), B.lists[i]) end
-    B.p, B.q = num(B.h.p), num(B.h.q)
-    B.born = B.now
-    redis.call('ZREMRANGEBYSCORE', B.lkey, '-inf', NOW_MS)
-    B.inflight = redis.call('ZCARD', B.lkey)
-    if B.e < ef then ef = B.e end
+    if B.n == 0 then adopt(B, B.asked, B.rules) end
+    if B.cap then
+      call('ZREMRANGEBYSCORE', B.lkey, '-inf', now_ms())
+      B.inflight = call('ZCARD', B.lkey)
+    end
+    if B.v[E] < ef then ef = B.v[E] end
   end
   local now = (SEC - ef) * GIGA + NSEC
   local t, fb = now, 1
-  for bi, B in ipairs(budgets) do
-    B.D = (B.e - ef) * GIGA
-    if B.q + B.D > t then t, fb = B.q + B.D, bi end
+  for bi = 1, nb do
+    local B = budgets[bi]
+    B.D = (B.v[E] - ef) * GIGA
+    if B.v[FLOOR] + B.D > t then t, fb = B.v[FLOOR] + B.D, bi end
   end
   local admitted, refusal = false, nil
   for _ = 1, SEARCH_STEPS do
-    local kind, u, bi, li = decide_request(budgets, t)
+    local kind, u, bi, li = decide_request(budgets, nb, t)
     if kind == 'admit' then
       admitted = true
       break
@@ -975,95 +1142,95 @@ local function acquire()
   if not admitted then return refusal end
   -- Admitted only after an earlier reservation, later than the caller may wait: refused.
   if t - now > max_wait then return { 'queued', t - now, fb - 1 } end
-  local reply = { 'ok', t - now, ef, #budgets }
-  for _, B in ipairs(budgets) do
-    local tb = t - B.D
-    reply[#reply + 1] = #B.limits
-    local fps = nil
-    if B.h.f0 == nil then fps = {} end
-    for _, L in ipairs(B.limits) do
-      local mark = commit_limit(L, tb, L.c, L.T, L.O)
-      reply[#reply + 1] = t
-      if mark ~= nil then
-        reply[#reply + 1] = big_fmt(big_add(mark, B.D))
-      else
-        reply[#reply + 1] = '0'
+  -- The answer as doubles in one string (see OPERATIONS): a table costs Redis far more to
+  -- turn into a reply.
+  local reply = REPLY
+  reply[1], reply[2], reply[3], reply[4] = t - now, ef, t, nb
+  local r = 4
+  for bi = 1, nb do
+    local B = budgets[bi]
+    local D, v, bx, R = B.D, B.v, B.xa, B.rules
+    local tb, off = t - D, R.off
+    r = r + 1
+    reply[r] = #R
+    for i = 1, #R do
+      local j, o = bx + 3 * i, off[i]
+      local drained = commit_limit(B, i, o, R[i], tb, x[j - 3], x[j - 2], x[j - 1])
+      local h, l = 0, 0
+      if drained ~= nil then
+        -- The mark: the drain instant plus the refunded total, in the frame.
+        h, l = hl_add(v[o + RH], v[o + RL], drained + D)
       end
-      if fps ~= nil then fps[#fps + 1] = L.fp end
+      reply[r + 1], reply[r + 2] = h, l
+      r = r + 2
     end
-    B.q = tb
-    if B.cap ~= nil then
-      local score = ef * 1000 + ceil_ms(t) + lease_ms
-      redis.call('ZADD', B.lkey, fmt(score), lease)
+    v[FLOOR] = tb
+    if B.cap then
+      call('ZADD', B.lkey, ef * 1000 + ceil_ms(t) + lease_ms, lease)
       lease_expiry(B.lkey)
     end
-    save(B, B.limits, true, fps)
+    save(B, B.n, true, B.n)
   end
-  return reply
+  return pack(doubles(r), unpack(reply, 1, r))
 end
 
 local function settle()
-  local lease, er, nb = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-  local a, kx = 6, 1
-  for _ = 1, nb do
-    local n = tonumber(ARGV[a])
-    a = a + 1
-    local lists = {}
-    for i = 1, n do lists[i] = KEYS[kx + 1 + i] end
-    local B = open(KEYS[kx], KEYS[kx + 1], lists, true)
-    local lkey = KEYS[kx + 1]
-    kx = kx + 2 + n
-    local h = B.h
-    local fresh = h.f0 == nil
-    local stored = stored_limits(h)
+  local lease, x = ARGV[3], numbers(ARGV[4])
+  local er, nb = x[1], x[2]
+  local xa, kx = 3, 1
+  for bi = 1, nb do
+    local fps = ARGV[4 + bi]
+    local held = x[xa] ~= 0
+    xa = xa + 1
+    local R = rules_of(fps)
+    local n = #R
+    local B = open(bi, kx, fps, R, held, true)
+    kx = kx + key_count(R, held, true)
+    local stored = B.n
     if B.exists and B.now >= REBASE_AT and stored <= n then rebase(B) end
-    B.p, B.q, B.born = num(h.p), num(h.q), B.now
-    if B.exists then B.born = num(h.b) end
+    if stored == 0 then adopt(B, fps, R) end
     -- The receipts' frame in this budget's: whatever is that far off gives nothing back.
-    local de = er - B.e
+    local de = er - B.v[E]
     local d = nil
     if de >= -9000000 and de <= 9000000 then d = de * GIGA end
-    local limits, fps, dirty = {}, {}, false
+    local S = B.S
+    local now, born, dirty = B.now, B.v[BORN], false
     for i = 1, n do
-      local L = rule(ARGV, a)
-      local g, back, extra = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
-      local T, O = tonumber(ARGV[a + 10]), tonumber(ARGV[a + 11])
-      local at, mark = tonumber(ARGV[a + 12]), ARGV[a + 13]
-      a = a + 14
-      fps[i] = L.fp
-      local k = tostring(i - 1)
-      local kept = h['f' .. k]
-      if fresh or kept == L.fp then
-        load(B, L, k, lists[i])
-        limits[#limits + 1] = L
+      local L = R[i]
+      local g, back_, extra, T, O = x[xa], x[xa + 1], x[xa + 2], x[xa + 3], x[xa + 4]
+      local at, mh, ml = x[xa + 5], x[xa + 6], x[xa + 7]
+      xa = xa + 8
+      local kept = S[i]
+      if kept ~= nil and kept.fp == L.fp then
         if g > 0 and d ~= nil then
-          refund_limit(L, B.now, at + d, big_add(big(mark), d), g, back, B.born)
+          mh, ml = hl_add(mh, ml, d)
+          refund_limit(B, i, S.off[i], L, now, at + d, mh, ml, g, back_, born)
           dirty = true
         elseif extra > 0 then
-          commit_limit(L, B.now, math.min(extra, L.N), T, O)
+          if extra > L.N then extra = L.N end
+          commit_limit(B, i, S.off[i], L, now, extra, T, O)
           dirty = true
         end
       elseif kept ~= nil then
         -- Stale: charged only, under the limits its state follows.
-        local S = rule(split(kept), 1)
-        load(B, S, k, lists[i])
-        limits[#limits + 1] = S
         if extra > 0 then
-          local x = math.min(extra, S.N)
-          local q, r = muldiv(x, S.P, S.N)
-          if r > 0 then q, r = q + 1, S.N - r end
-          commit_limit(S, B.now, x, q, r)
+          local c = extra
+          if c > kept.N then c = kept.N end
+          local q, r = muldiv(c, kept.P, kept.N)
+          if r > 0 then q, r = q + 1, kept.N - r end
+          commit_limit(B, i, S.off[i], kept, now, c, q, r)
           dirty = true
         end
       end
     end
     if dirty then
-      if not fresh then fps = nil end
-      save(B, limits, stored <= n, fps)
+      local k = B.n
+      if n < k then k = n end
+      save(B, k, B.n <= n, n)
     end
-    if lease ~= '' then
-      redis.call('ZREM', lkey, lease)
-      lease_expiry(lkey)
+    if B.lkey and lease ~= '' then
+      call('ZREM', B.lkey, lease)
+      lease_expiry(B.lkey)
     end
   end
   return { 'ok' }
@@ -1071,35 +1238,33 @@ end
 
 local function pause()
   local for_ns, mode = tonumber(ARGV[3]), ARGV[4]
-  local B = open(KEYS[1], nil, {}, false)
-  local h, now = B.h, B.now
+  local B = open(1, 1, '', NONE, false, true)
+  local v, now = B.v, B.now
   local u = now + for_ns
   if u > END then u = END end
   local p = u
-  if mode == 'max' and num(h.p) > u then p = num(h.p) end
-  local need = math.max(num(h.x), num(h.q), p)
+  if mode == 'max' and v[PAUSE] > u then p = v[PAUSE] end
+  local need = p
+  if v[X] > need then need = v[X] end
+  if v[FLOOR] > need then need = v[FLOOR] end
   if need <= now then
     if B.exists then
-      local refunded = false
-      for i = 0, stored_limits(h) - 1 do
-        local R = big(h['r' .. i])
-        if R[1] ~= 0 or R[2] ~= 0 then refunded = true end
+      local refunded, S = false, B.S
+      for i = 1, B.n do
+        local o = S.off[i]
+        if S[i].bucket and (v[o + RH] ~= 0 or v[o + RL] ~= 0) then refunded = true end
       end
       if refunded then
-        redis.call('HSET', B.hkey, 'p', fmt(p))
-        redis.call('PEXPIRE', B.hkey, SLACK_MS)
+        v[PAUSE] = p
+        call('SET', B.skey, encode(B), 'PX', SLACK_MS)
       else
-        redis.call('DEL', B.hkey)
+        call('DEL', B.skey)
       end
     end
     return { 'ok', 0 }
   end
-  if B.exists then
-    redis.call('HSET', B.hkey, 'p', fmt(p))
-  else
-    redis.call('HSET', B.hkey, 'e', fmt(B.e), 'b', fmt(now), 'p', fmt(p))
-  end
-  redis.call('PEXPIRE', B.hkey, ceil_ms(need - now) + SLACK_MS)
+  v[PAUSE] = p
+  call('SET', B.skey, encode(B), 'PX', ceil_ms(need - now) + SLACK_MS)
   local left = 0
   if p > now then left = p - now end
   return { 'ok', left }
@@ -1109,9 +1274,10 @@ local function renew()
   local lease, lease_ms = ARGV[3], tonumber(ARGV[4])
   local score = SEC * 1000 + ceil_ms(NSEC) + lease_ms
   local renewed = 0
-  for _, key in ipairs(KEYS) do
-    if redis.call('ZSCORE', key, lease) then
-      redis.call('ZADD', key, 'XX', fmt(score), lease)
+  for j = 1, #KEYS do
+    local key = KEYS[j]
+    if call('ZSCORE', key, lease) then
+      call('ZADD', key, 'XX', score, lease)
       lease_expiry(key)
       renewed = renewed + 1
     end
@@ -1120,40 +1286,47 @@ local function renew()
 end
 
 local function peek()
-  local n = tonumber(ARGV[3])
-  local limits, lists = {}, {}
-  for i = 1, n do
-    limits[i] = rule(ARGV, 4 + (i - 1) * 7)
-    lists[i] = KEYS[2 + i]
-  end
-  local B = open(KEYS[1], KEYS[2], lists, false)
-  local mi, stored = mismatch(B, limits)
+  local fps = ARGV[3]
+  local R = rules_of(fps)
+  local B = open(1, 1, fps, R, true, true)
+  local mi, stored = mismatch(B, fps, R)
   if mi ~= nil then return { 'mismatch', 0, mi, stored } end
-  local h, S = B.h, 0
-  if B.exists and B.now >= REBASE_AT then
+  local v, exists = B.v, B.exists
+  if B.n == 0 then
+    for j = HEAD + 1, HEAD + R.size do v[j] = 0 end
+  end
+  local S, e = 0, v[E]
+  if exists and B.now >= REBASE_AT then
     local days
     days, S = rebase_days(B.now)
-    B.e = B.e + days * DAY_S
+    e = e + days * DAY_S
   end
-  local inflight = redis.call('ZCOUNT', B.lkey, '(' .. fmt(NOW_MS), '+inf')
-  local paused, floor_ = shift_instant(num(h.p), S), shift_instant(num(h.q), S)
-  local reply = { 'ok', B.e, B.now - S, inflight, paused, floor_ }
-  local function out(v) reply[#reply + 1] = v end
-  for i, L in ipairs(limits) do
-    local k = tostring(i - 1)
+  local inflight = call('ZCOUNT', B.lkey, '(' .. sformat('%d', now_ms()), '+inf')
+  local reply = {
+    'ok',
+    e,
+    B.now - S,
+    inflight,
+    shift_instant(v[PAUSE], S),
+    shift_instant(v[FLOOR], S),
+  }
+  local function out(x) reply[#reply + 1] = x end
+  for i = 1, #R do
+    local L, o = R[i], R.off[i]
     out(L.alg)
     if L.bucket then
-      local tat, ov = shift_tat(num(h['t' .. k]), num(h['o' .. k]), S)
+      local tat, ov = shift_tat(v[o + TAT], v[o + OV], S)
       out(tat)
       out(ov)
-      out(big_fmt(big(h['r' .. k])))
+      out(v[o + RH])
+      out(v[o + RL])
     end
     if L.log then
       local items = {}
-      if B.exists then items = redis.call('LRANGE', lists[i], 0, -1) end
-      local total, pairs_ = num(h['n' .. k]), {}
-      for _, s in ipairs(items) do
-        local t, a = entry(s)
+      if exists and v[o + LEN] > 0 then items = call('LRANGE', list(B, i), 0, -1) end
+      local total, pairs_ = v[o + TOTAL], {}
+      for j = 1, #items do
+        local t, a = unpack_s('<dd', items[j])
         if t - S < 0 then
           total = total - a
         else
@@ -1163,12 +1336,12 @@ local function peek()
       end
       out(total)
       out(#pairs_ / 2)
-      for _, v in ipairs(pairs_) do out(v) end
+      for j = 1, #pairs_ do out(pairs_[j]) end
     end
     if L.window then
-      local ws, prev, cur = num(h['w' .. k]) - S, num(h['v' .. k]), num(h['c' .. k])
+      local ws, prev, cur = v[o + WS] - S, v[o + PREV], v[o + CUR]
       if ws < 0 then ws, prev, cur = 0, 0, 0 end
-      out(imod(num(h['a' .. k]) - S, L.P))
+      out(imod(v[o + OFF] - S, L.P))
       out(ws)
       if L.alg == 'ctr' then out(prev) end
       out(cur)
@@ -1179,14 +1352,27 @@ end
 
 local OPERATIONS = { acquire = acquire, settle = settle, pause = pause, renew = renew, peek = peek }
 
+local function init()
+  tonumber, tostring, unpack = _G.tonumber, _G.tostring, _G.unpack
+  sub, byte, char, find = string.sub, string.byte, string.char, string.find
+  gmatch, rep, sformat = string.gmatch, string.rep, string.format
+  pack, unpack_s = struct.pack, struct.unpack
+  call, error_reply = redis.call, redis.error_reply
+  NONE = rules_of('')
+end
+
 redis.register_function('$LIBRARY', function(keys, args)
+  if call == nil then init() end
   KEYS, ARGV = keys, args
-  floor = math.floor
   local op = OPERATIONS[ARGV[1]]
-  if op == nil then
-    return redis.error_reply('tokengate: unknown operation ' .. tostring(ARGV[1]))
+  if op == nil then return error_reply('tokengate: unknown operation ' .. tostring(ARGV[1])) end
+  -- The time of the call: Unix seconds and nanoseconds, Redis's or the one given (tests).
+  local now = ARGV[2]
+  if now == '' then
+    local t = call('TIME')
+    SEC, NSEC = t[1] + 0, t[2] * 1000
+  else
+    SEC, NSEC = idiv(now + 0, GIGA)
   end
-  SEC, NSEC = clock(ARGV[2])
-  NOW_MS = SEC * 1000 + floor(NSEC / MEGA)
   return op()
 end)

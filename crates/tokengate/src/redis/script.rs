@@ -163,12 +163,6 @@ impl BudgetKeys {
             lists: (0..limits).map(|i| format!("{prefix}:log:{i}")).collect(),
         }
     }
-
-    fn push(&self, keys: &mut Vec<String>) {
-        keys.push(self.state.clone());
-        keys.push(self.leases.clone());
-        keys.extend(self.lists.iter().cloned());
-    }
 }
 
 /// A limit the script cannot hold exactly.
@@ -215,7 +209,7 @@ pub(crate) fn check_domain(policy: &Policy) -> Result<(), DomainError> {
 /// (algorithm, amount, period ns, margin ns, burst, and the burst's span).
 #[cfg(test)]
 pub(crate) fn fingerprint(limit: &Limit) -> String {
-    Wire::of(limit).fields().join(":")
+    fingerprints(std::iter::once(Wire::of(limit)))
 }
 
 /// `Rate::span`: the time `units` take to earn at `amount` per `period` ns, rounded up, and
@@ -276,16 +270,9 @@ impl Wire {
         }
     }
 
-    fn fields(&self) -> [String; 7] {
-        [
-            self.alg.to_owned(),
-            self.amount.to_string(),
-            self.period.to_string(),
-            self.margin.to_string(),
-            self.burst.to_string(),
-            self.tolerance.0.to_string(),
-            self.tolerance.1.to_string(),
-        ]
+    /// Whether the script keeps a log (a list) for it.
+    fn is_log(&self) -> bool {
+        matches!(self.alg, "log" | "sw")
     }
 
     /// The span of `units` at this limit's rate, capped to what the script holds.
@@ -295,36 +282,99 @@ impl Wire {
     }
 }
 
-/// One call of the script: its keys and arguments, before they become an invocation.
-#[derive(Debug, Default)]
+/// One call of the function, written straight into its command: `FCALL`, the function, the
+/// number of keys, the keys, then the arguments (the operation and the time first).
 struct Call {
-    keys: Vec<String>,
-    args: Vec<String>,
+    cmd: Cmd,
 }
 
 impl Call {
-    fn new(op: &str, now: Option<Nanos>) -> Self {
-        let mut call = Self::default();
-        call.arg(op);
-        call.arg(now.map_or_else(String::new, |n| n.min(EXACT).to_string()));
-        call
+    /// A call with `keys` keys, which the caller writes next, then its arguments.
+    fn new(keys: usize) -> Self {
+        let mut cmd = ::redis::cmd("FCALL");
+        cmd.arg(LIBRARY.name.as_str()).arg(keys);
+        Self { cmd }
     }
 
-    fn arg(&mut self, arg: impl ToString) {
-        self.args.push(arg.to_string());
+    fn key(&mut self, key: &str) -> &mut Self {
+        self.cmd.arg(key);
+        self
+    }
+
+    /// The operation and the time: `now` (nanoseconds since the Unix epoch, below 2^53), or
+    /// "" for Redis's own clock.
+    fn op(&mut self, op: &str, now: Option<Nanos>) -> &mut Self {
+        self.cmd.arg(op);
+        match now {
+            Some(n) => self.cmd.arg(n.min(EXACT)),
+            None => self.cmd.arg(""),
+        };
+        self
+    }
+
+    fn arg<T: ::redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.cmd.arg(arg);
+        self
     }
 
     fn invocation(self) -> Invocation {
-        let mut cmd = ::redis::cmd("FCALL");
-        cmd.arg(&LIBRARY.name).arg(self.keys.len());
-        for key in &self.keys {
-            cmd.arg(key);
-        }
-        for arg in &self.args {
-            cmd.arg(arg);
-        }
-        Invocation { cmd }
+        Invocation { cmd: self.cmd }
     }
+}
+
+/// The keys of every budget, in order: its state, its lease set, its lists.
+fn keys_of(call: &mut Call, budgets: &[(&BudgetKeys, &Policy)]) {
+    for (keys, _) in budgets {
+        call.key(&keys.state).key(&keys.leases);
+        for list in &keys.lists {
+            call.key(list);
+        }
+    }
+}
+
+/// The fingerprints of `policy`'s limits, as the script stores them: each limit's seven rule
+/// fields joined with ':', the limits joined with '|'.
+fn fingerprints(wires: impl Iterator<Item = Wire>) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(128);
+    for (i, w) in wires.enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        let _ = write!(
+            out,
+            "{}:{}:{}:{}:{}:{}:{}",
+            w.alg, w.amount, w.period, w.margin, w.burst, w.tolerance.0, w.tolerance.1
+        );
+    }
+    out
+}
+
+/// Numbers for the script in one argument: little-endian doubles, each an integer below 2^53
+/// (exact as a double), which the script reads with one `struct.unpack` (a decimal argument
+/// costs it a `tonumber` each).
+#[derive(Debug, Default)]
+struct Numbers(Vec<u8>);
+
+impl Numbers {
+    fn push(&mut self, n: u64) -> &mut Self {
+        // Exact: every figure is capped below 2^53.
+        self.0
+            .extend_from_slice(&(n.min(EXACT) as f64).to_le_bytes());
+        self
+    }
+
+    /// -1 for none.
+    fn push_option(&mut self, n: Option<u64>) -> &mut Self {
+        let n = n.map_or(-1.0, |n| n.min(EXACT) as f64);
+        self.0.extend_from_slice(&n.to_le_bytes());
+        self
+    }
+}
+
+/// A bucket mark (a receipt's) as the script takes and gives it: `h * 10^9 + l`.
+fn split_mark(mark: u64) -> (u64, u64) {
+    (mark / 1_000_000_000, mark % 1_000_000_000)
 }
 
 /// The limits of `policy` as the script reads them, with what each counts of `cost`.
@@ -334,6 +384,10 @@ fn limits<'a>(policy: &'a Policy, cost: &'a Cost) -> impl Iterator<Item = (Wire,
         .zip(policy.measure(cost))
         .map(|((_, limit), amount)| (Wire::of(limit), amount.unwrap_or(u64::MAX)))
 }
+
+/// A budget of an acquire: its cap when the cost takes a slot there, its limits as the
+/// script reads them with what each counts of the cost.
+type Plan = (Option<u64>, Vec<(Wire, u64)>);
 
 /// The call that decides `cost` on every one of `budgets` (all or none) and records it:
 /// admitted at `now` (Redis's clock when `None`; else nanoseconds below 2^53 since the Unix
@@ -350,44 +404,62 @@ pub(crate) fn acquire(
     lease: &str,
     lease_ms: u64,
 ) -> Invocation {
-    acquire_call(budgets, cost, now, max_wait, lease, lease_ms).invocation()
-}
-
-fn acquire_call(
-    budgets: &[(&BudgetKeys, &Policy)],
-    cost: &Cost,
-    now: Option<Nanos>,
-    max_wait: Nanos,
-    lease: &str,
-    lease_ms: u64,
-) -> Call {
-    let mut call = Call::new("acquire", now);
-    call.arg(max_wait.min(EXACT));
-    call.arg(lease);
-    call.arg(lease_ms.min(EXACT));
-    call.arg(budgets.len());
-    for (keys, policy) in budgets {
-        keys.push(&mut call.keys);
-        // A cost of nothing takes no slot.
-        let cap = policy.max_in_flight().filter(|_| !cost.is_zero());
-        call.arg(cap.map_or_else(String::new, |c| c.min(EXACT).to_string()));
-        call.arg(policy.limits().count());
-        for (wire, amount) in limits(policy, cost) {
-            let amount = amount.min(EXACT);
-            let (time, over) = wire.span(amount);
-            call.args.extend(wire.fields());
-            call.arg(amount);
-            call.arg(time);
-            call.arg(over);
+    // Per budget: its cap when the cost takes a slot there, its limits as the script reads
+    // them with what each counts of the cost.
+    let plans: Vec<Plan> = budgets
+        .iter()
+        .map(|(_, policy)| {
+            // A cost of nothing takes no slot.
+            let cap = policy.max_in_flight().filter(|_| !cost.is_zero());
+            (cap, limits(policy, cost).collect())
+        })
+        .collect();
+    // Its keys: the state, the lease set when it takes a slot, the logs' lists.
+    let count = plans
+        .iter()
+        .map(|(cap, limits)| {
+            1 + usize::from(cap.is_some()) + limits.iter().filter(|(w, _)| w.is_log()).count()
+        })
+        .sum();
+    let mut call = Call::new(count);
+    for ((keys, _), (cap, limits)) in budgets.iter().zip(&plans) {
+        call.key(&keys.state);
+        if cap.is_some() {
+            call.key(&keys.leases);
+        }
+        for ((wire, _), list) in limits.iter().zip(&keys.lists) {
+            if wire.is_log() {
+                call.key(list);
+            }
         }
     }
-    call
+    let leased = plans.iter().any(|(cap, _)| cap.is_some());
+    call.op("acquire", now).arg(if leased { lease } else { "" });
+    let mut numbers = Numbers::default();
+    numbers
+        .push(max_wait)
+        .push(lease_ms)
+        .push(budgets.len() as u64);
+    for (cap, limits) in &plans {
+        numbers.push_option(*cap);
+        for &(wire, amount) in limits {
+            let amount = amount.min(EXACT);
+            let (time, over) = wire.span(amount);
+            numbers.push(amount).push(time).push(over);
+        }
+    }
+    call.arg(numbers.0);
+    for (_, limits) in &plans {
+        call.arg(fingerprints(limits.iter().map(|&(w, _)| w)));
+    }
+    call.invocation()
 }
 
 /// The call that settles an admission of `reserved` on every one of `budgets` with what it
 /// `used` (`Permit::settle`'s reading of a usage: figures left out as reserved): refunds with
 /// `receipts` (per budget, per limit: what [`AcquireReply::Admitted`] gave, relative to its
-/// `epoch`), charges beyond the reservation; then ends `lease`. A release (a failed call) is
+/// `epoch`), charges beyond the reservation; then ends `lease` on the budgets that hold it
+/// (those with an in-flight cap, unless `reserved` is nothing). A release (a failed call) is
 /// `used == reserved`; a cancelled reservation is a usage of nothing.
 pub(crate) fn settle(
     budgets: &[(&BudgetKeys, &Policy)],
@@ -398,25 +470,30 @@ pub(crate) fn settle(
     now: Option<Nanos>,
     lease: Option<&str>,
 ) -> Invocation {
-    settle_call(budgets, reserved, used, epoch, receipts, now, lease).invocation()
-}
-
-fn settle_call(
-    budgets: &[(&BudgetKeys, &Policy)],
-    reserved: &Cost,
-    used: &Cost,
-    epoch: u64,
-    receipts: &[Vec<Receipt>],
-    now: Option<Nanos>,
-    lease: Option<&str>,
-) -> Call {
-    let mut call = Call::new("settle", now);
-    call.arg(lease.unwrap_or(""));
-    call.arg(epoch);
-    call.arg(budgets.len());
-    for (b, (keys, policy)) in budgets.iter().enumerate() {
-        keys.push(&mut call.keys);
-        call.arg(policy.limits().count());
+    // Its keys: the state, the lease set when it holds the lease, every limit's list (a
+    // limit whose state follows other limits may be a log there).
+    let holds = |policy: &Policy| {
+        lease.is_some() && policy.max_in_flight().is_some() && !reserved.is_zero()
+    };
+    let count = budgets
+        .iter()
+        .map(|(keys, policy)| 1 + usize::from(holds(policy)) + keys.lists.len())
+        .sum();
+    let mut call = Call::new(count);
+    for (keys, policy) in budgets {
+        call.key(&keys.state);
+        if holds(policy) {
+            call.key(&keys.leases);
+        }
+        for list in &keys.lists {
+            call.key(list);
+        }
+    }
+    call.op("settle", now).arg(lease.unwrap_or(""));
+    let mut numbers = Numbers::default();
+    numbers.push(epoch).push(budgets.len() as u64);
+    for (b, (_, policy)) in budgets.iter().enumerate() {
+        numbers.push(u64::from(holds(policy)));
         let mine = receipts.get(b);
         let each = policy
             .limits()
@@ -433,17 +510,23 @@ fn settle_call(
             let extra = u.saturating_sub(r).min(COUNT_LIMIT);
             let (time, over) = wire.span(extra.min(wire.amount));
             let receipt = receipt.unwrap_or_default();
-            call.args.extend(wire.fields());
-            call.arg(give_back);
-            call.arg(time_for_floor(wire.amount, wire.period, give_back).min(EXACT));
-            call.arg(extra);
-            call.arg(time);
-            call.arg(over);
-            call.arg(receipt.admitted_at.min(EXACT));
-            call.arg(receipt.bucket_mark);
+            let (mark_h, mark_l) = split_mark(receipt.bucket_mark);
+            numbers
+                .push(give_back)
+                .push(time_for_floor(wire.amount, wire.period, give_back))
+                .push(extra)
+                .push(time)
+                .push(over)
+                .push(receipt.admitted_at)
+                .push(mark_h)
+                .push(mark_l);
         }
     }
-    call
+    call.arg(numbers.0);
+    for (_, policy) in budgets {
+        call.arg(fingerprints(policy.limits().map(|(_, l)| Wire::of(l))));
+    }
+    call.invocation()
 }
 
 /// The call that pauses the budget of `keys` for `for_ns` from now: replacing the pause in
@@ -455,37 +538,33 @@ pub(crate) fn pause(
     for_ns: Nanos,
     replace: bool,
 ) -> Invocation {
-    let mut call = Call::new("pause", now);
-    call.keys.push(keys.state.clone());
-    call.arg(for_ns.min(EXACT));
-    call.arg(if replace { "set" } else { "max" });
+    let mut call = Call::new(1);
+    call.key(&keys.state)
+        .op("pause", now)
+        .arg(for_ns.min(EXACT))
+        .arg(if replace { "set" } else { "max" });
     call.invocation()
 }
 
 /// The call that moves the expiry of `lease` to `lease_ms` from now in every set of `leases`
 /// that holds it. Replies how many did (an integer).
 pub(crate) fn renew(leases: &[&str], now: Option<Nanos>, lease: &str, lease_ms: u64) -> Invocation {
-    let mut call = Call::new("renew", now);
-    call.keys.extend(leases.iter().map(|&l| l.to_owned()));
-    call.arg(lease);
-    call.arg(lease_ms.min(EXACT));
+    let mut call = Call::new(leases.len());
+    for l in leases {
+        call.key(l);
+    }
+    call.op("renew", now).arg(lease).arg(lease_ms.min(EXACT));
     call.invocation()
 }
 
 /// The call that reads the budget of `keys` under `policy` without changing it. Decode as
 /// [`Peeked`] (a budget whose state follows other limits is an error).
 pub(crate) fn peek(keys: &BudgetKeys, policy: &Policy, now: Option<Nanos>) -> Invocation {
-    peek_call(keys, policy, now).invocation()
-}
-
-fn peek_call(keys: &BudgetKeys, policy: &Policy, now: Option<Nanos>) -> Call {
-    let mut call = Call::new("peek", now);
-    keys.push(&mut call.keys);
-    call.arg(policy.limits().count());
-    for (_, limit) in policy.limits() {
-        call.args.extend(Wire::of(limit).fields());
-    }
-    call
+    let mut call = Call::new(2 + keys.lists.len());
+    keys_of(&mut call, &[(keys, policy)]);
+    call.op("peek", now)
+        .arg(fingerprints(policy.limits().map(|(_, l)| Wire::of(l))));
+    call.invocation()
 }
 
 /// What [`acquire`] answers.
@@ -593,6 +672,12 @@ impl Reader {
         usize::try_from(n).map_err(|_| bad(format!("{n} is out of range")))
     }
 
+    /// A number past 2^53 as the script gives it, in two: `h * 10^9 + l`.
+    fn mark(&mut self) -> Result<u64, ParsingError> {
+        let (h, l) = (self.i128()?, self.i128()?);
+        u64::try_from(h * 1_000_000_000 + l).map_err(|_| bad(format!("a mark of {h}e9 + {l}")))
+    }
+
     /// A wait: -1 is never.
     fn wait(&mut self) -> Result<Nanos, ParsingError> {
         match self.i128()? {
@@ -606,30 +691,83 @@ fn bad(message: String) -> ParsingError {
     ParsingError::from(format!("tokengate script: {message}"))
 }
 
+/// A reply of little-endian doubles (struct '<d'), each an integer, read in order.
+struct Doubles<'a> {
+    bytes: std::slice::ChunksExact<'a, u8>,
+}
+
+impl<'a> Doubles<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Self, ParsingError> {
+        if !bytes.len().is_multiple_of(8) {
+            return Err(bad(format!("{} bytes of doubles", bytes.len())));
+        }
+        Ok(Self {
+            bytes: bytes.chunks_exact(8),
+        })
+    }
+
+    fn u64(&mut self) -> Result<u64, ParsingError> {
+        let chunk = self
+            .bytes
+            .next()
+            .ok_or_else(|| bad("a script reply cut short".to_owned()))?;
+        let x = f64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // Integers below 2^53 (or h of a mark, below 2^64 / 10^9): exact.
+        if (0.0..18_446_744_073_709_551_616.0).contains(&x) && x.fract() == 0.0 {
+            Ok(x as u64)
+        } else {
+            Err(bad(format!("{x} is no count")))
+        }
+    }
+
+    fn usize(&mut self) -> Result<usize, ParsingError> {
+        let n = self.u64()?;
+        usize::try_from(n).map_err(|_| bad(format!("{n} is out of range")))
+    }
+
+    /// A number past 2^53 in two: `h * 10^9 + l`.
+    fn mark(&mut self) -> Result<u64, ParsingError> {
+        let (h, l) = (u128::from(self.u64()?), u128::from(self.u64()?));
+        u64::try_from(h * 1_000_000_000 + l).map_err(|_| bad(format!("a mark of {h}e9 + {l}")))
+    }
+}
+
+impl AcquireReply {
+    /// An admission, as the script answers it: doubles in one string (wait, epoch, instant,
+    /// budgets, then per budget: its limits, then per limit: its mark in two).
+    fn admitted(bytes: &[u8]) -> Result<Self, ParsingError> {
+        let mut r = Doubles::new(bytes)?;
+        let (wait, epoch, at, budgets) = (r.u64()?, r.u64()?, r.u64()?, r.usize()?);
+        let mut receipts = Vec::with_capacity(budgets.min(16));
+        for _ in 0..budgets {
+            let n = r.usize()?;
+            let mut mine = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                mine.push(Receipt {
+                    admitted_at: at,
+                    bucket_mark: r.mark()?,
+                });
+            }
+            receipts.push(mine);
+        }
+        if r.bytes.next().is_some() {
+            return Err(bad("a longer admission than its budgets".to_owned()));
+        }
+        Ok(AcquireReply::Admitted {
+            wait,
+            epoch,
+            receipts,
+        })
+    }
+}
+
 impl FromRedisValue for AcquireReply {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        if let Value::BulkString(bytes) = &v {
+            return Self::admitted(bytes);
+        }
         let mut r = Reader::new(v)?;
         match r.string()?.as_str() {
-            "ok" => {
-                let (wait, epoch, budgets) = (r.u64()?, r.u64()?, r.usize()?);
-                let mut receipts = Vec::with_capacity(budgets.min(16));
-                for _ in 0..budgets {
-                    let n = r.usize()?;
-                    let mut mine = Vec::with_capacity(n.min(64));
-                    for _ in 0..n {
-                        mine.push(Receipt {
-                            admitted_at: r.u64()?,
-                            bucket_mark: r.u64()?,
-                        });
-                    }
-                    receipts.push(mine);
-                }
-                Ok(AcquireReply::Admitted {
-                    wait,
-                    epoch,
-                    receipts,
-                })
-            }
             "wait" => Ok(AcquireReply::Wait {
                 wait: r.wait()?,
                 budget: r.usize()?,
@@ -778,7 +916,7 @@ impl FromRedisValue for Peeked {
             Ok(GcraState {
                 tat: r.u64()?,
                 overshoot: r.u64()?,
-                refunded: r.u64()?,
+                refunded: r.mark()?,
             })
         }
         fn log(r: &mut Reader) -> Result<SlidingLogState, ParsingError> {
@@ -828,6 +966,34 @@ mod tests {
     use super::*;
     use crate::Limit;
 
+    /// The words of a call's command.
+    fn words(invocation: &Invocation) -> Vec<String> {
+        invocation
+            .cmd()
+            .args_iter()
+            .map(|a| match a {
+                ::redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "cursor".to_owned(),
+            })
+            .collect()
+    }
+
+    /// Word `i` of a call's command read as numbers (little-endian doubles; -1 as i64).
+    fn numbers_at(invocation: &Invocation, i: usize) -> Vec<i64> {
+        let word = invocation
+            .cmd()
+            .args_iter()
+            .nth(i)
+            .map(|a| match a {
+                ::redis::Arg::Simple(b) => b.to_vec(),
+                _ => Vec::new(),
+            })
+            .unwrap();
+        word.chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as i64)
+            .collect()
+    }
+
     fn limit(amount: u64, period: u64, alg: Algorithm) -> Limit {
         Limit::new(amount, Duration::from_nanos(period))
             .algorithm(alg)
@@ -856,16 +1022,8 @@ mod tests {
             .starts_with(&format!("#!lua name={}\n", library.name)));
         assert!(!library.code.contains("$LIBRARY"));
         let call = pause(&BudgetKeys::new("k", 0), Some(1), 2, true);
-        let args: Vec<String> = call
-            .cmd()
-            .args_iter()
-            .map(|a| match a {
-                ::redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-                _ => "cursor".to_owned(),
-            })
-            .collect();
         assert_eq!(
-            args,
+            words(&call),
             [
                 "FCALL",
                 &library.name,
@@ -943,7 +1101,7 @@ mod tests {
     }
 
     #[test]
-    fn an_acquire_sends_each_limit_its_rule_its_amount_and_the_amount_s_span() {
+    fn an_acquire_sends_each_budget_its_fingerprints_and_each_limit_its_amount_and_span() {
         let keys = BudgetKeys::new("{t}:a", 2);
         let p = Policy::builder()
             .requests_per_minute(600)
@@ -952,48 +1110,37 @@ mod tests {
             .build()
             .unwrap();
         let cost = Cost::request().input(1).output(0);
-        let call = acquire_call(&[(&keys, &p)], &cost, Some(7), 100, "L1", 60_000);
+        let call = acquire(&[(&keys, &p)], &cost, Some(7), 100, "L1", 60_000);
+        // The state, the lease set (the budget has a cap), the list of its one log.
+        let w = words(&call);
         assert_eq!(
-            call.keys,
-            ["{t}:a:state", "{t}:a:leases", "{t}:a:log:0", "{t}:a:log:1"]
-        );
-        let args: Vec<&str> = call.args.iter().map(String::as_str).collect();
-        assert_eq!(
-            args,
+            w[2..9],
             [
+                "3",
+                "{t}:a:state",
+                "{t}:a:leases",
+                "{t}:a:log:0",
                 "acquire",
                 "7",
-                "100",
-                "L1",
-                "60000",
-                "1",
-                "2",
-                "2", //
-                "sw",
-                "600",
-                "60000000000",
-                "50000000",
-                "10",
-                "1000000000",
-                "0", //
-                "1",
-                "100000000",
-                "0", //
-                "tb",
-                "3",
-                "10",
-                "0",
-                "3",
-                "10",
-                "0",
-                "1",
-                "4",
-                "2",
+                "L1"
             ]
         );
-        // Redis's own clock, and a cost of nothing takes no slot.
-        let call = acquire_call(&[(&keys, &p)], &Cost::zero(), None, 0, "L2", 1);
-        assert_eq!((call.args[1].as_str(), call.args[6].as_str()), ("", ""));
+        assert_eq!(
+            w[10..],
+            ["sw:600:60000000000:50000000:10:1000000000:0|tb:3:10:0:3:10:0"]
+        );
+        // Max wait, lease ms, budgets; the cap; per limit: the amount and its span.
+        assert_eq!(
+            numbers_at(&call, 9),
+            [100, 60_000, 1, 2, 1, 100_000_000, 0, 1, 4, 2]
+        );
+        // Redis's own clock, and a cost of nothing takes no slot: no lease, no lease set.
+        let call = acquire(&[(&keys, &p)], &Cost::zero(), None, 0, "L2", 1);
+        assert_eq!(
+            words(&call)[2..8],
+            ["2", "{t}:a:state", "{t}:a:log:0", "acquire", "", ""]
+        );
+        assert_eq!(numbers_at(&call, 8)[3], -1);
     }
 
     #[test]
@@ -1005,7 +1152,7 @@ mod tests {
             bucket_mark: u64::MAX - 1,
         };
         let reserved = Cost::zero().with("d0", 3);
-        let call = settle_call(
+        let call = settle(
             &[(&keys, &p)],
             &reserved,
             &Cost::zero().with("d0", 1),
@@ -1014,58 +1161,53 @@ mod tests {
             Some(20),
             Some("L"),
         );
-        let args: Vec<&str> = call.args.iter().map(String::as_str).collect();
         assert_eq!(
-            args,
-            [
-                "settle",
-                "20",
-                "L",
-                "9",
-                "1",
-                "1", //
-                "tb",
-                "3",
-                "10",
-                "0",
-                "3",
-                "10",
-                "0", //
-                "2",
-                "6",
-                "0",
-                "0",
-                "0",
-                "5",
-                "18446744073709551614",
-            ]
+            words(&call)[2..8],
+            ["2", "k:state", "k:log:0", "settle", "20", "L"]
+        );
+        assert_eq!(words(&call)[9..], ["tb:3:10:0:3:10:0"]);
+        // The receipts' epoch, budgets; holds no lease; give back 2 (6 ns), no extra, the
+        // receipt (its mark in two).
+        assert_eq!(
+            numbers_at(&call, 8),
+            [9, 1, 0, 2, 6, 0, 0, 0, 5, 18_446_744_073, 709_551_614]
         );
         // Beyond the reservation: min(extra, N) charged, its span sent; no receipt, no refund.
-        let call = settle_call(
-            &[(&keys, &p)],
+        // With a cap, the budget holds the lease.
+        let capped = Policy::builder()
+            .custom("d0", limit(3, 10, Algorithm::TokenBucket))
+            .max_in_flight(1)
+            .build()
+            .unwrap();
+        let call = settle(
+            &[(&keys, &capped)],
             &reserved,
             &Cost::zero().with("d0", 10),
             0,
             &[],
             None,
-            None,
+            Some("L"),
         );
-        assert_eq!(&call.args[13..], ["0", "0", "7", "10", "0", "0", "0"]);
+        assert_eq!(words(&call)[2..6], ["3", "k:state", "k:leases", "k:log:0"]);
+        assert_eq!(numbers_at(&call, 9), [0, 1, 1, 0, 0, 7, 10, 0, 0, 0, 0]);
     }
 
     #[test]
     fn replies_decode() {
         let int = Value::Int;
         let s = |x: &str| Value::BulkString(x.as_bytes().to_vec());
-        let ok = Value::Array(vec![
-            s("ok"),
-            int(5),
-            int(86_400),
-            int(2),
-            int(1),
-            int(10),
-            s("18446744073709551615"),
-            int(0),
+        let doubles = |xs: &[f64]| -> Value {
+            Value::BulkString(xs.iter().flat_map(|x| x.to_le_bytes()).collect())
+        };
+        let ok = doubles(&[
+            5.0,
+            86_400.0,
+            10.0,
+            2.0,
+            1.0,
+            18_446_744_073.0,
+            709_551_615.0,
+            0.0,
         ]);
         assert_eq!(
             AcquireReply::from_redis_value(ok).unwrap(),
@@ -1092,6 +1234,8 @@ mod tests {
         );
         let cut = Value::Array(vec![s("paused"), int(3)]);
         assert!(AcquireReply::from_redis_value(cut).is_err());
+        assert!(AcquireReply::from_redis_value(doubles(&[5.0, 86_400.0, 10.0, 1.0])).is_err());
+        assert!(AcquireReply::from_redis_value(doubles(&[0.5, 0.0, 0.0, 0.0])).is_err());
         let peek = Value::Array(vec![
             s("ok"),
             int(0),
@@ -1106,7 +1250,8 @@ mod tests {
             s("sw"),
             int(120),
             int(0),
-            s("7"),
+            int(0),
+            int(7),
             int(4),
             int(1),
             int(90),

@@ -217,7 +217,13 @@ where
             .map(|(k, b)| (k, b.policy()))
             .collect();
         let max_wait = u64::try_from(ask.wait_limit().as_nanos()).unwrap_or(u64::MAX);
-        let lease = self.lease_ids.next();
+        // A lease only where a budget caps the slots a cost takes.
+        let holds = !cost.is_zero() && budgets.iter().any(|b| b.policy().max_in_flight().is_some());
+        let lease = if holds {
+            self.lease_ids.next()
+        } else {
+            String::new()
+        };
         let invocation =
             script::acquire(&pairs, cost, self.now(), max_wait, &lease, self.lease_ms());
         let refused = |r| Ok(Answer::Refused(r));
@@ -226,18 +232,14 @@ where
                 wait,
                 epoch,
                 receipts,
-            } => {
-                let holds =
-                    !cost.is_zero() && budgets.iter().any(|b| b.policy().max_in_flight().is_some());
-                Ok(Answer::Reserved(Reservation {
-                    budgets: budgets.to_vec(),
-                    reserved: cost.clone(),
-                    wait: Duration::from_nanos(wait),
-                    receipts,
-                    epoch,
-                    lease: holds.then_some(lease),
-                }))
-            }
+            } => Ok(Answer::Reserved(Reservation {
+                budgets: budgets.to_vec(),
+                reserved: cost.clone(),
+                wait: Duration::from_nanos(wait),
+                receipts,
+                epoch,
+                lease: holds.then_some(lease),
+            })),
             AcquireReply::Wait {
                 wait,
                 budget,
