@@ -9,27 +9,43 @@
 //! named as [`Budget::name`] names them: the provider enforces per model. Reports list every
 //! budget charged ([`Scope`]): the models', the account's, the tenants'.
 //!
+//! With a store ([`Gate::use_store`]: the Redis of `simulate --redis`) the limiter keeps its
+//! state there ([`Limiter::with_store`]), shared with every process using the same store and
+//! namespace.
+//!
 //! [`Budget::name`]: tokengate::config::Budget::name
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use tokengate::config::Config;
 use tokengate::feedback::ProviderReport;
+use tokengate::store::Store;
 use tokengate::{
     AcquireError, BudgetKind, Cost, Denied, Dimension, Limit, Limiter, ManualClock, OutputCount,
-    Permit, Policy, Stats, TokioClock, Usage,
+    Permit, Policy, Stats, StoreStats, TokioClock, Usage,
 };
 
 use crate::error::Error;
 
+/// The shortest a store-backed acquisition that asked again for an in-flight slot takes: the
+/// library's first wait before asking again (10 ms, the upper half of it drawn at random).
+/// One that fails sooner was refused by the store's first answer.
+pub const POLLED: Duration = Duration::from_millis(5);
+
 /// The client's limiter for every (tenant, model) a workload uses.
 #[derive(Debug)]
 pub struct Gate {
-    /// Made from the config at the first route.
+    /// Made from the config at the first route (and made again by [`start`](Self::start)
+    /// and [`use_store`](Self::use_store)).
     limiter: Option<Limiter<TokioClock>>,
+    /// The config of the first route, which the limiter is made from.
+    config: Option<Config>,
+    /// The store the limiter keeps its state in, if any.
+    store: Option<Arc<dyn Store>>,
     /// The policy of each model budget routed to, by key.
     models: BTreeMap<String, Policy>,
     /// The `[account]`'s policy, if the config has one.
@@ -123,6 +139,8 @@ impl Gate {
     pub fn new(clock: TokioClock) -> Self {
         Self {
             limiter: None,
+            config: None,
+            store: None,
             models: BTreeMap::new(),
             account: None,
             tenants: BTreeMap::new(),
@@ -142,9 +160,10 @@ impl Gate {
                 config.source_name()
             )));
         }
-        let clock = self.clock;
-        self.limiter
-            .get_or_insert_with(|| Limiter::from_config_with_clock(config.clone(), clock));
+        if self.config.is_none() {
+            self.config = Some(config.clone());
+            self.make_limiter();
+        }
         let mut policies = Vec::new();
         // A model the file passes (unlisted_models = "pass") has no budget of its own: its
         // requests are charged to the account and the tenant only, and logged by its name.
@@ -177,6 +196,49 @@ impl Gate {
         })
     }
 
+    /// Keeps the limiter's state in `store` from now on ([`Limiter::with_store`]): every
+    /// process whose limiter uses the same store (and namespace) shares one set of limits.
+    /// Call it before any acquisition.
+    pub fn use_store(&mut self, store: Arc<dyn Store>) {
+        self.store = Some(store);
+        self.make_limiter();
+    }
+
+    /// Reads time from `clock` from now on: the limiter is made afresh on it (so call it
+    /// before any acquisition), which puts the gate's origin at `clock`'s.
+    pub fn start(&mut self, clock: TokioClock) {
+        self.clock = clock;
+        self.make_limiter();
+    }
+
+    /// Whether the limiter keeps its state in a store.
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// How the limiter has used its store, if it has one.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.store.as_ref()?;
+        Some(
+            self.limiter
+                .as_ref()
+                .map(Limiter::store_stats)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// (Re)makes the limiter from the config, on the gate's clock and store.
+    fn make_limiter(&mut self) {
+        let Some(config) = &self.config else {
+            return;
+        };
+        let limiter = Limiter::from_config_with_clock(config.clone(), self.clock);
+        self.limiter = Some(match &self.store {
+            Some(store) => limiter.with_store(Arc::clone(store)),
+            None => limiter,
+        });
+    }
+
     fn limiter(&self) -> Result<&Limiter<TokioClock>, AcquireError> {
         // Every route is made through `route`, which makes the limiter first.
         self.limiter.as_ref().ok_or(AcquireError::QueueTimeout {
@@ -203,6 +265,11 @@ impl Gate {
     /// model's and the tenant's budgets together, or fails at once when the wait is known to
     /// exceed `timeout`.
     ///
+    /// With a store, every acquisition waits for the store's answer, so whether it waited is
+    /// told by the time it took instead: the store reserves a request at once or refuses it at
+    /// once (its wait known to exceed `timeout`), and only an acquisition that found the
+    /// in-flight cap full asks again, after [`POLLED`] at least.
+    ///
     /// # Errors
     /// As [`Limiter::acquire_timeout`], told apart by whether the request waited at all.
     pub async fn acquire(
@@ -220,6 +287,16 @@ impl Gate {
         let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
         let permit = match first {
             Poll::Ready(result) => result.map_err(NotAdmitted::AtOnce)?,
+            Poll::Pending if self.store.is_some() => {
+                let asked = tokio::time::Instant::now();
+                acquire.await.map_err(|e| {
+                    if asked.elapsed() >= POLLED {
+                        NotAdmitted::AfterWaiting(e)
+                    } else {
+                        NotAdmitted::AtOnce(e)
+                    }
+                })?
+            }
             Poll::Pending => acquire.await.map_err(NotAdmitted::AfterWaiting)?,
         };
         Ok(GatePermit {

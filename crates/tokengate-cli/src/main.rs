@@ -1,13 +1,17 @@
 //! The `tokengate` command: `simulate` a workload against limits and a simulated provider, and
 //! `check` a limits, provider or workload file. See `tokengate --help`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokengate_cli::output::Outputs;
-use tokengate_cli::{audit, chart, check, report, simulate, workload, Error, SimInput, SimOptions};
+use tokengate_cli::{
+    audit, chart, check, fleet, report, simulate, workload, Error, SimInput, SimOptions,
+    StoreOptions,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,6 +88,123 @@ struct SimulateArgs {
     /// Prints only the report's one-line summary (its last line).
     #[arg(long, short)]
     quiet: bool,
+    /// Keeps the client's limiter's state in this Redis (redis://host:port/db, or
+    /// redis://user:password@host:port/db) instead of in the process, so that the run
+    /// exercises the shared store end to end. Each run uses a namespace of its own (printed in
+    /// the report), so runs at the same time never share limits. Needs --realtime: Redis's
+    /// clock decides.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Runs the client in N processes (this one and N-1 copies of itself) whose limiters share
+    /// one set of limits through --redis: process i sends requests i, i+N, i+2N, ... of the
+    /// workload with 1/N of its concurrency, so together they send what one process would.
+    /// The provider is replayed on their merged log after the run: its 429s cannot reach the
+    /// clients. Needs --redis and --realtime.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_processes)]
+    processes: u32,
+    /// One process's share of a run over several: given by the command to the processes it
+    /// starts for --processes.
+    #[arg(long, hide = true, value_name = "INDEX/OF,START,NAMESPACE")]
+    worker: Option<String>,
+}
+
+/// The most processes `--processes` starts.
+const MAX_PROCESSES: u32 = 64;
+
+/// Reads `--processes`: a whole number from 1 to [`MAX_PROCESSES`].
+fn parse_processes(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n @ 1..=MAX_PROCESSES) => Ok(n),
+        _ => Err(format!(
+            "expected a number of processes from 1 to {MAX_PROCESSES}, found {s:?}"
+        )),
+    }
+}
+
+/// The arguments that need one another: `--redis` needs `--realtime`; `--processes` above 1
+/// needs both; `--worker` is the command's own.
+fn check_sharing(args: &SimulateArgs) -> Result<(), Error> {
+    let n = args.processes;
+    if n > 1 && (args.redis.is_none() || !args.realtime) {
+        let missing = match (args.redis.is_none(), !args.realtime) {
+            (true, true) => "--redis URL and --realtime",
+            (true, false) => "--redis URL",
+            _ => "--realtime",
+        };
+        return Err(Error::new(format!(
+            "--processes {n} needs {missing}: the processes share their limits through Redis, which decides on the wall clock (add {missing}, or run one process)"
+        )));
+    }
+    if args.redis.is_some() && !args.realtime {
+        return Err(Error::new(
+            "--redis needs --realtime: the Redis store decides on Redis's clock, the wall clock, which a run in virtual time does not follow (add --realtime)",
+        ));
+    }
+    if args.worker.is_some()
+        && (n < 2
+            || args.redis.is_none()
+            || args.json.is_some()
+            || args.log.is_some()
+            || args.chart.is_some())
+    {
+        return Err(Error::new(
+            "--worker is given by the command to the processes it starts for --processes, with --redis and no outputs; it is not for use by hand",
+        ));
+    }
+    Ok(())
+}
+
+/// The arguments a process started for `--processes` runs with (the seed and `--worker`
+/// are added by [`fleet::simulate_processes`]): the same inputs, duration and Redis.
+fn worker_args(args: &SimulateArgs) -> Vec<OsString> {
+    let mut out: Vec<OsString> = vec!["simulate".into(), "--realtime".into()];
+    if let Some(url) = &args.redis {
+        out.extend(["--redis".into(), url.into()]);
+    }
+    out.extend(["--processes".into(), args.processes.to_string().into()]);
+    for (flag, path) in [
+        ("--limits", &args.limits),
+        ("--workload", &args.workload),
+        ("--provider", &args.provider),
+    ] {
+        if let Some(path) = path {
+            out.extend([flag.into(), path.clone().into_os_string()]);
+        }
+    }
+    if let Some(d) = args.duration {
+        out.extend(["--duration".into(), format!("{}ns", d.as_nanos()).into()]);
+    }
+    out
+}
+
+/// Runs one share of a run over several processes, as the parent asked (`--worker`).
+fn run_worker(args: &SimulateArgs, spec: &str) -> Result<ExitCode, Error> {
+    let worker = fleet::Worker::parse(spec)?;
+    let share = worker.share;
+    let within = |e: Error| Error::new(format!("process {} of {}: {e}", share.index + 1, share.of));
+    let input = SimInput::load(
+        args.limits.as_deref(),
+        args.workload.as_deref(),
+        args.provider.as_deref(),
+    )
+    .map_err(within)?;
+    let options = SimOptions {
+        seed: args.seed,
+        realtime: true,
+        duration: args.duration,
+        progress: false,
+        store: args.redis.as_ref().map(|url| StoreOptions {
+            url: url.clone(),
+            namespace: worker.namespace.clone(),
+        }),
+        share: Some(share),
+    };
+    let interrupted = fleet::run_worker(&input, &options).map_err(within)?;
+    Ok(if interrupted {
+        ExitCode::from(INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The exit statuses, for `--help`.
@@ -99,6 +220,10 @@ const VIOLATED: u8 = 2;
 const INTERRUPTED: u8 = 130;
 
 fn run_simulate(args: &SimulateArgs) -> Result<ExitCode, Error> {
+    check_sharing(args)?;
+    if let Some(spec) = &args.worker {
+        return run_worker(args, spec);
+    }
     let input = SimInput::load(
         args.limits.as_deref(),
         args.workload.as_deref(),
@@ -122,8 +247,15 @@ fn run_simulate(args: &SimulateArgs) -> Result<ExitCode, Error> {
         realtime: args.realtime,
         duration: args.duration,
         progress: args.realtime,
+        store: args.redis.as_deref().map(StoreOptions::for_run),
+        share: None,
     };
-    let sim = match simulate(&input, &options) {
+    let sim = if args.processes > 1 {
+        fleet::simulate_processes(&input, &options, args.processes, &worker_args(args))
+    } else {
+        simulate(&input, &options)
+    };
+    let sim = match sim {
         Ok(sim) => sim,
         Err(e) => {
             outputs.discard();

@@ -31,7 +31,8 @@
 //! budget, and on the account's too when the account is the budget named: the one with the
 //! later wait, the model's on a tie, and the model's when both are at their in-flight cap.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -704,5 +705,78 @@ impl ProviderBudget {
             }
         }
         headers
+    }
+}
+
+/// One call as the provider receives it: what [`Provider::replay`] replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    /// The provider's budget of its model ([`Provider::budget_of`]).
+    pub budget: usize,
+    /// When it arrives, ns.
+    pub at: u64,
+    /// When it ends, ns; `None` for a call still running when the run stopped (it never
+    /// ends, as the live provider never ended it).
+    pub end: Option<u64>,
+    /// Its input tokens.
+    pub input: u64,
+    /// Its `max_tokens`.
+    pub max_tokens: u64,
+    /// The output tokens it produces, counted when it ends.
+    pub output: u64,
+}
+
+impl Provider {
+    /// Replays `calls` through the provider, in time order: each arrives at its `at` and is
+    /// decided as [`call`](Self::call) decides it; an accepted one ends at its `end`, as
+    /// [`finish`](Self::finish) ends it (a call ending at the instant another arrives ends
+    /// first). Calls arriving at one instant are decided in the order given. Returns whether
+    /// each call was accepted, in the order given.
+    ///
+    /// So the provider's answers are a plain function of the arrival sequence: the live run
+    /// asks [`call`](Self::call) and [`finish`](Self::finish) as calls come; a run split over
+    /// several processes, which cannot share one provider, logs its calls and replays their
+    /// merged log here afterwards, with the same rules.
+    pub fn replay(&mut self, calls: &[Call]) -> Vec<bool> {
+        let mut order: Vec<usize> = (0..calls.len()).collect();
+        order.sort_by_key(|&i| calls[i].at);
+        let mut accepted = vec![false; calls.len()];
+        // The accepted calls still running, by end: (end, index) and its ticket.
+        let mut running = Running::default();
+        for i in order {
+            let c = calls[i];
+            running.end_until(self, calls, c.at);
+            if let Answer::Accepted(ticket) = self.call(c.budget, c.input, c.max_tokens, c.at) {
+                accepted[i] = true;
+                if let Some(end) = c.end {
+                    running.by_end.push(Reverse((end.max(c.at), i)));
+                    running.tickets.insert(i, ticket);
+                }
+            }
+        }
+        running.end_until(self, calls, u64::MAX);
+        accepted
+    }
+}
+
+/// The calls of a replay still running: by end (end, index), with their tickets.
+#[derive(Default)]
+struct Running {
+    by_end: BinaryHeap<Reverse<(u64, usize)>>,
+    tickets: BTreeMap<usize, Ticket>,
+}
+
+impl Running {
+    /// Ends, in order, every call that ends at `until` or before.
+    fn end_until(&mut self, provider: &mut Provider, calls: &[Call], until: u64) {
+        while let Some(&Reverse((end, j))) = self.by_end.peek() {
+            if end > until {
+                break;
+            }
+            self.by_end.pop();
+            if let Some(ticket) = self.tickets.remove(&j) {
+                provider.finish(ticket, calls[j].output, end);
+            }
+        }
     }
 }

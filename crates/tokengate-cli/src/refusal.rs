@@ -129,6 +129,29 @@ impl Refusals {
     }
 }
 
+/// The refusals of several runs (the processes of one), reason by reason in the fixed order,
+/// each with the message of the first run that has it.
+pub fn merge(runs: &[Vec<Refused>]) -> Vec<Refused> {
+    Reason::ALL
+        .iter()
+        .filter_map(|reason| {
+            let name = reason.name();
+            let mut found = runs.iter().flatten().filter(|r| r.reason == name);
+            let first = found.next()?;
+            Some(Refused {
+                reason: name,
+                requests: first.requests + found.map(|r| r.requests).sum::<u64>(),
+                message: first.message.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The stable name of the reason named `name`, if it is one.
+pub fn reason_name(name: &str) -> Option<&'static str> {
+    Reason::ALL.iter().map(|r| r.name()).find(|&n| n == name)
+}
+
 /// The meaning of a reason by its name, for the table.
 pub fn meaning(name: &str) -> &'static str {
     Reason::ALL

@@ -5,19 +5,18 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokengate::core::LimitRule;
-use tokengate::{Algorithm, Dimension, Limit, OutputCount};
+use tokengate::{Algorithm, Dimension, Limit, OutputCount, Stats};
 
 use crate::audit::readings::worst_window;
 use crate::error::Error;
-use crate::gate::{Gate, Weights};
+use crate::gate::{KeyLimit, Scope, Weights};
 use crate::provider::Provider;
 use crate::refusal::{self, Refused};
-use crate::sim::{Counters, Record, Sample, SimInput};
+use crate::sim::{Record, Sample, SimInput};
 use crate::workload::{nanos, Workload};
 
 /// Everything a simulation measured. Field names are stable (see README).
@@ -33,6 +32,11 @@ pub struct Report {
     pub wall_secs: f64,
     /// Whether Ctrl-C ended the run early (`duration_secs` is then the time it ran).
     pub interrupted: bool,
+    /// The processes that ran the client, each with its share of the workload (1 unless
+    /// `--processes`).
+    pub processes: u32,
+    /// Where the client's limiter kept its state.
+    pub store: StoreReport,
     /// The inputs, by name.
     pub inputs: Inputs,
     /// Request totals.
@@ -50,6 +54,39 @@ pub struct Report {
     /// The limit with the highest utilisation, the client's or the provider's (on a tie, the
     /// provider's), among those whose period fits in the run.
     pub binding: Option<Binding>,
+}
+
+/// Where the client's limiter kept its state: in the process (`memory`), or in Redis
+/// (`simulate --redis`), shared by every process of the run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StoreReport {
+    /// `memory` or `redis`.
+    pub kind: &'static str,
+    /// The Redis URL, its password hidden (`null` in memory).
+    pub url: Option<String>,
+    /// The run's namespace in Redis, its own (`null` in memory).
+    pub namespace: Option<String>,
+    /// Calls to the store, over every process (0 in memory).
+    pub calls: u64,
+    /// Calls that failed, over every process (0 in memory).
+    pub errors: u64,
+    /// Times an acquisition found an in-flight cap full and asked again after a backoff,
+    /// over every process (0 in memory).
+    pub in_flight_polls: u64,
+}
+
+impl StoreReport {
+    /// The in-process limiter's.
+    pub fn memory() -> Self {
+        Self {
+            kind: "memory",
+            url: None,
+            namespace: None,
+            calls: 0,
+            errors: 0,
+            in_flight_polls: 0,
+        }
+    }
 }
 
 /// The names of the inputs.
@@ -198,6 +235,10 @@ pub struct ProviderSide {
     pub output_tokens: &'static str,
     /// 429s answered.
     pub throttled: u64,
+    /// Whether its answers come from a replay of the processes' merged log after the run
+    /// (`--processes` above 1): its 429s could not reach the clients, which sent every call
+    /// as if accepted.
+    pub replayed: bool,
     /// Its budgets in use.
     pub keys: Vec<KeyReport>,
 }
@@ -291,40 +332,137 @@ fn points(records: &[&Record], weights: Weights) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Builds the report.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn build(
-    input: &SimInput,
-    workload: &Workload,
-    seed: u64,
-    realtime: bool,
-    gate: &Gate,
-    provider: &Provider,
-    counters: &Counters,
+/// What a budget of the client's limiter counted over the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeCounts {
+    /// Admissions.
+    pub admitted: u64,
+    /// 429s the limiter was told of.
+    pub throttled: u64,
+    /// `(charged, refunded)` of each limit, in the order of its limits.
+    pub limits: Vec<(u64, u64)>,
+}
+
+/// The counts of each budget from the in-process limiter's own stats.
+pub(crate) fn counts_from_stats(stats: Vec<(Scope, Stats)>) -> Vec<ScopeCounts> {
+    stats
+        .into_iter()
+        .map(|(_, s)| ScopeCounts {
+            admitted: s.admitted,
+            throttled: s.throttled,
+            limits: s.limits.iter().map(|l| (l.charged, l.refunded)).collect(),
+        })
+        .collect()
+}
+
+/// The counts of each budget of `limits` from the admissions: a limiter keeping its state in
+/// a store counts none in the process. Each admission is charged what it reserved, then
+/// settled as logged (a 429, the request alone): `charged` adds what a call used beyond its
+/// reservation, `refunded` what it used less. A 429 counts as told to the budget that
+/// mirrors the provider: the model's, else the account's.
+pub(crate) fn counts_from_records(
+    limits: &[(Scope, Vec<KeyLimit>)],
     records: &[Record],
-    samples: &[Sample],
-    every: u64,
-) -> Report {
+) -> Vec<ScopeCounts> {
+    let has_model = |key: &str| {
+        limits
+            .iter()
+            .any(|(s, _)| matches!(s, Scope::Model(k) if k == key))
+    };
+    limits
+        .iter()
+        .map(|(scope, kls)| {
+            let mut counts = ScopeCounts {
+                limits: vec![(0, 0); kls.len()],
+                ..ScopeCounts::default()
+            };
+            for r in records.iter().filter(|r| scope.counts(&r.key, &r.tenant)) {
+                counts.admitted += 1;
+                let told = match scope {
+                    Scope::Model(_) => true,
+                    Scope::Account => !has_model(&r.key),
+                    Scope::Tenant(_) => false,
+                };
+                if r.status != 200 && told {
+                    counts.throttled += 1;
+                }
+                for (kl, (charged, refunded)) in kls.iter().zip(&mut counts.limits) {
+                    let w = kl.weights;
+                    let reserved = w.amount(r.reserved_input, r.reserved_output);
+                    let settled = if r.status == 200 {
+                        w.amount(r.input, r.counted_output)
+                    } else {
+                        w.requests
+                    };
+                    *charged = charged
+                        .saturating_add(reserved)
+                        .saturating_add(settled.saturating_sub(reserved));
+                    *refunded = refunded.saturating_add(reserved.saturating_sub(settled));
+                }
+            }
+            counts
+        })
+        .collect()
+}
+
+/// Everything a report is built from.
+#[derive(Debug)]
+pub(crate) struct Parts<'a> {
+    /// The workload as run (an interrupted run's, shortened to the time it ran).
+    pub(crate) workload: &'a Workload,
+    pub(crate) seed: u64,
+    pub(crate) realtime: bool,
+    /// The client's budgets, with their limits.
+    pub(crate) client_limits: &'a [(Scope, Vec<KeyLimit>)],
+    /// What each of them counted, in the same order.
+    pub(crate) client_counts: &'a [ScopeCounts],
+    pub(crate) provider: &'a Provider,
+    /// Whether the provider's answers were replayed after the run.
+    pub(crate) replayed: bool,
+    pub(crate) requests: Requests,
+    pub(crate) records: &'a [Record],
+    pub(crate) samples: &'a [Sample],
+    /// ns between samples.
+    pub(crate) every: u64,
+    pub(crate) processes: u32,
+    pub(crate) store: StoreReport,
+}
+
+/// Builds the report.
+pub(crate) fn build(input: &SimInput, parts: Parts<'_>) -> Report {
+    let Parts {
+        workload,
+        seed,
+        realtime,
+        client_limits,
+        client_counts,
+        provider,
+        replayed,
+        requests,
+        records,
+        samples,
+        every,
+        processes,
+        store,
+    } = parts;
     let duration = workload.duration;
     // Calls the provider accepted (counted on its limits), and those that ended.
     let accepted: Vec<&Record> = records.iter().filter(|r| r.status == 200).collect();
     let completed: Vec<&Record> = accepted.iter().copied().filter(|r| r.ended).collect();
     let mut waits: Vec<u64> = records.iter().map(|r| r.wait).collect();
     waits.sort_unstable();
-    let stats = gate.stats();
-    let client: Vec<KeyReport> = gate
-        .limits()
-        .into_iter()
-        .zip(stats)
-        .map(|((scope, limits), (_, stats))| {
+    let client: Vec<KeyReport> = client_limits
+        .iter()
+        .zip(client_counts)
+        .map(|((scope, limits), counts)| {
             let mine: Vec<&Record> = records
                 .iter()
                 .filter(|r| scope.counts(&r.key, &r.tenant))
                 .collect();
             let limits = limits
                 .iter()
-                .zip(&stats.limits)
-                .map(|(kl, ls)| {
+                .zip(&counts.limits)
+                .map(|(kl, &(charged, refunded))| {
                     let (alg, burst) = algorithm_and_burst(&kl.limit);
                     limit_report(
                         &kl.dimension,
@@ -333,15 +471,15 @@ pub(crate) fn build(
                         burst,
                         &points(&mine, kl.weights),
                         duration,
-                        ls.charged,
-                        ls.refunded,
+                        charged,
+                        refunded,
                     )
                 })
                 .collect();
             KeyReport {
                 key: scope.name(),
-                admitted: stats.admitted,
-                throttled: stats.throttled,
+                admitted: counts.admitted,
+                throttled: counts.throttled,
                 limits,
             }
         })
@@ -401,29 +539,20 @@ pub(crate) fn build(
             utilisation_pct: l.utilisation_pct,
         });
     let queued: Vec<u64> = samples.iter().map(|s| s.queued).collect();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
     Report {
         seed,
         mode: if realtime { "realtime" } else { "virtual" },
         duration_secs: duration.as_secs_f64(),
         wall_secs: 0.0,
         interrupted: false,
+        processes,
+        store,
         inputs: Inputs {
             limits: input.names[0].clone(),
             workload: input.names[1].clone(),
             provider: input.names[2].clone(),
         },
-        requests: Requests {
-            arrived: load(&counters.arrived),
-            admitted: load(&counters.admitted),
-            completed: load(&counters.completed),
-            throttled: load(&counters.throttled),
-            retried: load(&counters.retried),
-            gave_up: load(&counters.gave_up),
-            unfinished: load(&counters.unfinished),
-            refused: counters.refused.total(),
-            refused_reasons: counters.refused.by_reason(),
-        },
+        requests,
         tokens: Tokens {
             input: completed.iter().map(|r| r.input).sum(),
             output: completed.iter().map(|r| r.output).sum(),
@@ -459,6 +588,7 @@ pub(crate) fn build(
                 _ => "usage",
             },
             throttled: provider.budgets().iter().map(|b| b.throttled).sum(),
+            replayed,
             keys: provider_keys,
         },
         binding,
@@ -563,6 +693,29 @@ impl Report {
             fmt_duration(Duration::from_secs_f64(self.duration_secs)),
             self.wall_secs
         );
+        if let Some(url) = &self.store.url {
+            let _ = writeln!(
+                out,
+                "  store: redis at {url}, namespace {} ({} calls, {} failed, {} asked again for an in-flight slot); {}",
+                self.store.namespace.as_deref().unwrap_or("?"),
+                thousands(self.store.calls),
+                thousands(self.store.errors),
+                thousands(self.store.in_flight_polls),
+                match self.processes {
+                    1 => "1 process".to_owned(),
+                    n => format!(
+                        "{n} processes sharing it, each sending one request in {n} of the workload"
+                    ),
+                }
+            );
+        }
+        if self.provider.replayed {
+            let _ = writeln!(
+                out,
+                "  provider answers replayed from the processes' merged log after the run: its 429s could not reach the clients ({} here)",
+                thousands(self.provider.throttled)
+            );
+        }
         if self.interrupted {
             let _ = writeln!(
                 out,

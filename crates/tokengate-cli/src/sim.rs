@@ -7,6 +7,12 @@
 //! the provider, which either answers 429 (the limiter is told, with the response's headers,
 //! and pauses; the request retries) or runs the call for its latency, and settles the permit
 //! with the tokens really produced.
+//!
+//! With a store ([`SimOptions::store`], `--redis`) the limiter keeps its state in Redis. A run
+//! split over several processes ([`SimOptions::share`], `--processes`; see
+//! [`fleet`](crate::fleet)) runs one share of the requests here, cannot ask a provider shared
+//! with the other processes, and so logs each call it sends (assumed accepted) for the
+//! provider to be replayed on the merged log afterwards ([`Provider::replay`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,7 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokengate::config::Config;
 use tokengate::feedback::ProviderReport;
-use tokengate::{AcquireError, Clock, Cost, OutputCount, TokioClock};
+use tokengate::redis::{RedisStore, DEFAULT_PREFIX};
+use tokengate::{AcquireError, Clock, Cost, OutputCount, StoreStats, TokioClock};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -26,7 +33,7 @@ use crate::input;
 use crate::interrupt::Interrupt;
 use crate::provider::{Answer, Provider, ProviderSpec};
 use crate::refusal::{Reason, Refusals};
-use crate::report::{self, Report};
+use crate::report::{self, Parts, Report, Requests, ScopeCounts, StoreReport};
 use crate::workload::{nanos, Arrival, Workload};
 
 /// The shipped example's limits (`examples/limits.toml`).
@@ -115,6 +122,90 @@ pub struct SimOptions {
     pub duration: Option<Duration>,
     /// Shows a progress bar with live figures (real time only).
     pub progress: bool,
+    /// Keeps the client's limiter's state in this store (real time only).
+    pub store: Option<StoreOptions>,
+    /// Runs one share of the requests, from a start instant common to every process of the
+    /// run (real time only).
+    pub share: Option<Share>,
+}
+
+/// The Redis a run's client limiter keeps its state in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Its URL: `redis://[user:password@]host:port/db`.
+    pub url: String,
+    /// The namespace of the run's keys: its own, so that runs at the same time never share
+    /// limits.
+    pub namespace: String,
+}
+
+impl StoreOptions {
+    /// The Redis at `url`, in a namespace made for this run (from the time and the process).
+    pub fn for_run(url: &str) -> Self {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            url: url.to_owned(),
+            namespace: format!("simulate-{}-{}", now.as_micros(), std::process::id()),
+        }
+    }
+
+    /// The URL with its password hidden, for reports.
+    pub fn shown_url(&self) -> String {
+        hide_password(&self.url)
+    }
+}
+
+/// `url` with the password of its user info, if any, written `***`.
+pub fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+            let hidden = if user_info.contains(':') {
+                format!("{user}:***")
+            } else {
+                // `redis://password@host`: a lone user info is a password to redis-rs.
+                "***".to_owned()
+            };
+            format!("{scheme}://{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// One process's share of a run split over several: the requests `index`, `index + of`,
+/// `index + 2 * of`, ... of the workload (every process draws the same requests from the
+/// seed), with `1/of` of its concurrency, on a clock whose origin is `start` for every
+/// process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This process, from 0.
+    pub index: u32,
+    /// How many processes share the run (at least 1).
+    pub of: u32,
+    /// The run's start on the wall clock, common to every process.
+    pub start: SystemTime,
+}
+
+impl Share {
+    /// Whether this share sends the request drawn `n`th.
+    pub fn sends(&self, n: usize) -> bool {
+        n % self.of.max(1) as usize == self.index as usize
+    }
+
+    /// This share of `concurrency` slots: the same for every process to within one (the
+    /// first ones take the remainder), and at least 1.
+    pub fn concurrency(&self, concurrency: u64) -> u64 {
+        let of = u64::from(self.of.max(1));
+        let extra = u64::from(u64::from(self.index) < concurrency % of);
+        (concurrency / of + extra).max(1)
+    }
 }
 
 /// One admission by the client's limiter.
@@ -151,6 +242,8 @@ pub struct Record {
     /// run: it is recorded as the provider counted it then (its input and `max_tokens`), with
     /// no output produced.
     pub ended: bool,
+    /// When the call ended, ns from the start (`t` for a 429, or a call that has not ended).
+    pub ended_at: u64,
 }
 
 /// The queue and the calls in flight at one instant.
@@ -179,6 +272,24 @@ pub(crate) struct Counters {
     pub(crate) in_flight: AtomicU64,
 }
 
+impl Counters {
+    /// The totals as they stand.
+    pub(crate) fn requests(&self) -> Requests {
+        let load = |a: &AtomicU64| a.load(Relaxed);
+        Requests {
+            arrived: load(&self.arrived),
+            admitted: load(&self.admitted),
+            completed: load(&self.completed),
+            throttled: load(&self.throttled),
+            retried: load(&self.retried),
+            gave_up: load(&self.gave_up),
+            unfinished: load(&self.unfinished),
+            refused: self.refused.total(),
+            refused_reasons: self.refused.by_reason(),
+        }
+    }
+}
+
 /// What a simulation produced.
 #[derive(Debug, Clone)]
 pub struct Simulation {
@@ -197,8 +308,88 @@ pub struct Simulation {
 ///
 /// # Errors
 /// An impossible workload (a model without limits, a request above a limit's capacity), or a
-/// runtime that cannot be built.
+/// runtime that cannot be built; with a store, a Redis that does not answer.
 pub fn simulate(input: &SimInput, options: &SimOptions) -> Result<Simulation, Error> {
+    let run = execute(input, options)?;
+    let mut report = report::build(
+        input,
+        Parts {
+            workload: &run.workload,
+            seed: run.seed,
+            realtime: options.realtime,
+            client_limits: &run.client_limits,
+            client_counts: &run.client_counts,
+            provider: &run.provider,
+            replayed: false,
+            requests: run.requests.clone(),
+            records: &run.records,
+            samples: &run.samples,
+            every: run.every,
+            processes: 1,
+            store: store_report(options.store.as_ref(), run.store_stats.as_ref()),
+        },
+    );
+    report.wall_secs = run.wall_secs;
+    report.interrupted = run.interrupted;
+    Ok(Simulation {
+        report,
+        records: run.records,
+        samples: run.samples,
+        client_limits: run.client_limits,
+    })
+}
+
+/// How a run's report names its store.
+pub(crate) fn store_report(
+    store: Option<&StoreOptions>,
+    stats: Option<&StoreStats>,
+) -> StoreReport {
+    match store {
+        Some(s) => StoreReport {
+            kind: "redis",
+            url: Some(s.shown_url()),
+            namespace: Some(s.namespace.clone()),
+            calls: stats.map_or(0, |s| s.calls),
+            errors: stats.map_or(0, |s| s.errors),
+            in_flight_polls: stats.map_or(0, |s| s.in_flight_polls),
+        },
+        None => StoreReport::memory(),
+    }
+}
+
+/// What one process's run produced, before its report: the whole run, or one share of it.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub(crate) seed: u64,
+    /// The workload as run: an interrupted run's shortened to the time it ran.
+    pub(crate) workload: Workload,
+    /// Every admission of this process, in admission order, on its clock.
+    pub(crate) records: Vec<Record>,
+    pub(crate) samples: Vec<Sample>,
+    /// ns between samples.
+    pub(crate) every: u64,
+    pub(crate) requests: Requests,
+    pub(crate) interrupted: bool,
+    /// When the run stopped, on its clock.
+    pub(crate) stopped_at: u64,
+    /// ns the clock's origin lies after the share's common start (0 for a whole run): a time
+    /// on this process's clock plus `skew` is a time from the start.
+    pub(crate) skew: u64,
+    pub(crate) client_limits: Vec<(Scope, Vec<KeyLimit>)>,
+    pub(crate) client_counts: Vec<ScopeCounts>,
+    /// The live provider (unused by a share of a run over several processes).
+    pub(crate) provider: Provider,
+    pub(crate) store_stats: Option<StoreStats>,
+    pub(crate) wall_secs: f64,
+}
+
+/// Runs a simulation, or one share of it, up to its report.
+pub(crate) fn execute(input: &SimInput, options: &SimOptions) -> Result<Run, Error> {
+    if !options.realtime && (options.store.is_some() || options.share.is_some()) {
+        return Err(Error::new(
+            "a run with a store, or split over processes, runs in real time only: the store decides on its own clock, the wall clock",
+        ));
+    }
     let seed = options
         .seed
         .or(input.workload.seed)
@@ -213,7 +404,7 @@ pub fn simulate(input: &SimInput, options: &SimOptions) -> Result<Simulation, Er
         }
     };
     let runtime = if options.realtime {
-        // I/O for the Ctrl-C handler.
+        // I/O for the Ctrl-C handler, and for Redis.
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_time()
@@ -227,13 +418,13 @@ pub fn simulate(input: &SimInput, options: &SimOptions) -> Result<Simulation, Er
     }
     .map_err(|e| Error::new(format!("cannot start the tokio runtime: {e}")))?;
     let wall = Instant::now();
-    let mut sim = runtime.block_on(run(input, &workload, seed, options))?;
-    sim.report.wall_secs = wall.elapsed().as_secs_f64();
-    Ok(sim)
+    let mut run = runtime.block_on(run(input, &workload, seed, options))?;
+    run.wall_secs = wall.elapsed().as_secs_f64();
+    Ok(run)
 }
 
 /// A seed from the system time, for runs that name none.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -250,6 +441,12 @@ struct Shared {
     provider_budget: Vec<usize>,
     provider_keys: Vec<Arc<str>>,
     provider: Mutex<Provider>,
+    /// Whether the provider answers each call as it comes; otherwise (a share of a run over
+    /// several processes) every call is sent as if accepted and logged, for the provider to
+    /// be replayed on the merged log afterwards.
+    live: bool,
+    /// How the provider counts output tokens, as its replies would say.
+    output_count: OutputCount,
     slots: Semaphore,
     clock: TokioClock,
     end: u64,
@@ -284,10 +481,11 @@ async fn run(
     workload: &Workload,
     seed: u64,
     options: &SimOptions,
-) -> Result<Simulation, Error> {
-    let clock = TokioClock::new();
-    let origin = tokio::time::Instant::now();
-    let mut gate = Gate::new(clock);
+) -> Result<Run, Error> {
+    let share = options.share;
+    // The first process of a run split over several speaks for it on stderr.
+    let speaks = share.is_none_or(|s| s.index == 0);
+    let mut gate = Gate::new(TokioClock::new());
     let mut provider = Provider::new(input.provider.clone())?;
     let mut routes = Vec::new();
     let mut provider_budget = Vec::new();
@@ -299,7 +497,7 @@ async fn run(
         }
         let b = provider.budget_of(&model.name)?;
         let line = workload.places.models.get(m).copied().unwrap_or(0);
-        check_possible(&gate, &row, &provider, b, workload, line)?;
+        check_possible(&gate, &row, &provider, b, workload, line, speaks)?;
         keys.push(Arc::<str>::from(row[0].key.as_str()));
         provider_budget.push(b);
         routes.push(row);
@@ -309,16 +507,49 @@ async fn run(
         .iter()
         .map(|b| Arc::<str>::from(b.name.as_str()))
         .collect();
-    let arrivals = workload.draw(seed);
+    // Every process of a split run draws the same requests, and sends its share of them.
+    let arrivals = match share {
+        Some(share) => workload
+            .draw(seed)
+            .into_iter()
+            .enumerate()
+            .filter(|&(n, _)| share.sends(n))
+            .map(|(_, a)| a)
+            .collect(),
+        None => workload.draw(seed),
+    };
+    if let Some(store) = &options.store {
+        let redis = RedisStore::connect(&store.url).await.map_err(|e| {
+            Error::new(format!(
+                "--redis {}: cannot use it as the limiter's store: {e}",
+                store.shown_url()
+            ))
+        })?;
+        gate.use_store(Arc::new(redis.namespace(DEFAULT_PREFIX, &store.namespace)));
+    }
+    let skew = match share {
+        Some(share) => wait_for_start(share).await,
+        None => 0,
+    };
+    // The run's clock starts now: every time below is from here.
+    let clock = TokioClock::new();
+    let origin = tokio::time::Instant::now();
+    gate.start(clock);
     let end = nanos(workload.duration);
+    let concurrency = share.map_or(workload.concurrency, |s| {
+        s.concurrency(workload.concurrency)
+    });
+    let output_count = provider.output_count();
     let shared = Arc::new(Shared {
         gate,
         routes,
         provider_budget,
         provider_keys,
         provider: Mutex::new(provider),
+        live: share.is_none_or(|s| s.of <= 1),
+        output_count,
         slots: Semaphore::new(
-            usize::try_from(workload.concurrency)
+            usize::try_from(concurrency)
                 .unwrap_or(usize::MAX)
                 .min(Semaphore::MAX_PERMITS),
         ),
@@ -352,8 +583,15 @@ async fn run(
     let mut interrupt = Interrupt::arm(options.realtime).await;
     if interrupt.armed() && options.progress {
         eprintln!(
-            "tokengate: running {} in real time; Ctrl-C stops the run and prints the report so far",
-            bounds::go_duration(workload.duration)
+            "tokengate: running {} in real time{}; Ctrl-C stops the run and prints the report so far",
+            bounds::go_duration(workload.duration),
+            match share {
+                Some(s) if s.of > 1 => format!(
+                    " in {} processes (the progress shown is this one's share)",
+                    s.of
+                ),
+                _ => String::new(),
+            }
         );
     }
     let progress = (options.realtime && options.progress)
@@ -398,30 +636,63 @@ async fn run(
     let mut records = std::mem::take(&mut *lock(&shared.records));
     records.sort_by_key(|r| r.t);
     // An interrupted run reports the time it ran.
-    let ran = interrupted.then(|| Workload {
-        duration: Duration::from_nanos(stopped_at.clamp(1, end)),
-        ..workload.clone()
-    });
-    let mut report = report::build(
-        input,
-        ran.as_ref().unwrap_or(workload),
+    let ran = if interrupted {
+        Workload {
+            duration: Duration::from_nanos(stopped_at.clamp(1, end)),
+            ..workload.clone()
+        }
+    } else {
+        workload.clone()
+    };
+    let client_limits = shared.gate.limits();
+    // A limiter keeping its state in a store counts nothing in the process.
+    let client_counts = if shared.gate.has_store() {
+        report::counts_from_records(&client_limits, &records)
+    } else {
+        report::counts_from_stats(shared.gate.stats())
+    };
+    let provider = lock(&shared.provider).clone();
+    Ok(Run {
         seed,
-        options.realtime,
-        &shared.gate,
-        &lock(&shared.provider),
-        &shared.counters,
-        &records,
-        &samples,
-        every,
-    );
-    report.interrupted = interrupted;
-    Ok(Simulation {
-        report,
+        workload: ran,
         records,
         samples,
-        client_limits: shared.gate.limits(),
+        every,
+        requests: shared.counters.requests(),
+        interrupted,
+        stopped_at,
+        skew,
+        client_limits,
+        client_counts,
+        provider,
+        store_stats: shared.gate.store_stats(),
+        wall_secs: 0.0,
     })
 }
+
+/// Sleeps until `share`'s start; returns how long after the start it woke, in ns (the
+/// clock made then has its origin that much after the start). A process that starts late
+/// (its setup took longer than the allowance the run gave it) says so.
+async fn wait_for_start(share: Share) -> u64 {
+    if let Ok(left) = share.start.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let late = SystemTime::now()
+        .duration_since(share.start)
+        .map_or(0, nanos);
+    if late > LATE_START {
+        eprintln!(
+            "tokengate: note: process {} of {} started {} ms after the run's start: its first requests arrive late",
+            share.index + 1,
+            share.of,
+            late / 1_000_000
+        );
+    }
+    late
+}
+
+/// How late a process may start before it says so.
+const LATE_START: u64 = 250_000_000;
 
 /// A progress bar over the run's duration, with live figures, redrawn five times a second.
 async fn live_progress(shared: Arc<Shared>, duration: Duration) {
@@ -462,6 +733,7 @@ fn check_possible(
     budget: usize,
     workload: &Workload,
     model_line: usize,
+    speaks: bool,
 ) -> Result<(), Error> {
     let (input, output) = (workload.input_tokens.max(), workload.max_tokens);
     let cost = Cost::request().input(input).output(output);
@@ -497,12 +769,12 @@ fn check_possible(
                 explain(route, &from)
             )));
         }
-        Some((route, e)) => eprintln!(
+        Some((route, e)) if speaks => eprintln!(
             "tokengate: note: {}, which the budgets of tenants {} can never admit ({e}): their largest requests will be refused at once (never_fits)",
             explain(route, ""),
             tenants(&never)
         ),
-        None => {}
+        _ => {}
     }
     let Some(route) = routes.first() else {
         return Ok(());
@@ -617,10 +889,15 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
             status: 429,
             attempt,
             ended: true,
+            ended_at: t,
         };
-        let answer = lock(&shared.provider).call(budget, a.input, shared.max_tokens, t);
-        match answer {
-            Answer::Throttled(headers) => {
+        // A share of a run over several processes asks no provider: the call is sent as if
+        // accepted, and the replay decides.
+        let answer = shared
+            .live
+            .then(|| lock(&shared.provider).call(budget, a.input, shared.max_tokens, t));
+        let ticket = match answer {
+            Some(Answer::Throttled(headers)) => {
                 let report = ProviderReport::from_headers(
                     headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                     wall_now(),
@@ -638,50 +915,57 @@ async fn request(shared: Arc<Shared>, a: Arrival) {
                 c.retried.fetch_add(1, Relaxed);
                 c.queued.fetch_add(1, Relaxed);
                 waiting_since = shared.clock.now();
+                continue;
             }
-            Answer::Accepted(ticket) => {
-                c.in_flight.fetch_add(1, Relaxed);
-                // Recorded now, as the provider counts a running call: a run that Ctrl-C
-                // ends during the call keeps it.
-                let slot = {
-                    let mut records = lock(&shared.records);
-                    records.push(Record {
-                        input: a.input,
-                        counted_output: shared.max_tokens,
-                        status: 200,
-                        ended: false,
-                        ..record
-                    });
-                    records.len() - 1
-                };
-                tokio::time::sleep(Duration::from_nanos(a.latency)).await;
-                let now = shared.clock.now();
-                let (headers, count) = {
-                    let mut provider = lock(&shared.provider);
-                    (
-                        provider.finish(ticket, a.output, now),
-                        provider.output_count(),
-                    )
-                };
-                // As the reply's format says the provider counts its output.
-                permit.settle(a.input, a.output, count);
-                let report = ProviderReport::from_headers(
-                    headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                    wall_now(),
-                );
-                shared.gate.observe(route, &report);
-                c.in_flight.fetch_sub(1, Relaxed);
-                c.completed.fetch_add(1, Relaxed);
-                if let Some(record) = lock(&shared.records).get_mut(slot) {
-                    record.output = a.output;
-                    record.counted_output = match count {
-                        OutputCount::Reserved => a.output.max(shared.max_tokens),
-                        _ => a.output,
-                    };
-                    record.ended = true;
-                }
-                return;
+            Some(Answer::Accepted(ticket)) => Some(ticket),
+            None => None,
+        };
+        c.in_flight.fetch_add(1, Relaxed);
+        // Recorded now, as the provider counts a running call: a run that Ctrl-C ends during
+        // the call keeps it.
+        let slot = {
+            let mut records = lock(&shared.records);
+            records.push(Record {
+                input: a.input,
+                counted_output: shared.max_tokens,
+                status: 200,
+                ended: false,
+                ..record
+            });
+            records.len() - 1
+        };
+        tokio::time::sleep(Duration::from_nanos(a.latency)).await;
+        let now = shared.clock.now();
+        let (headers, count) = match ticket {
+            Some(ticket) => {
+                let mut provider = lock(&shared.provider);
+                (
+                    Some(provider.finish(ticket, a.output, now)),
+                    provider.output_count(),
+                )
             }
+            None => (None, shared.output_count),
+        };
+        // As the reply's format says the provider counts its output.
+        permit.settle(a.input, a.output, count);
+        if let Some(headers) = headers {
+            let report = ProviderReport::from_headers(
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                wall_now(),
+            );
+            shared.gate.observe(route, &report);
         }
+        c.in_flight.fetch_sub(1, Relaxed);
+        c.completed.fetch_add(1, Relaxed);
+        if let Some(record) = lock(&shared.records).get_mut(slot) {
+            record.output = a.output;
+            record.counted_output = match count {
+                OutputCount::Reserved => a.output.max(shared.max_tokens),
+                _ => a.output,
+            };
+            record.ended = true;
+            record.ended_at = now;
+        }
+        return;
     }
 }

@@ -692,6 +692,14 @@ impl Workload {
         format!("{}:{line}", self.places.file)
     }
 
+    /// The longest a call of the workload can take: the largest `base_ms` plus
+    /// `per_output_token_ms` for the most output tokens a call produces.
+    pub fn longest_call(&self) -> Duration {
+        let output = self.output_tokens.max().min(self.max_tokens) as f64;
+        let ms = self.latency.base_ms.max() as f64 + self.latency.per_output_token_ms * output;
+        Duration::try_from_secs_f64(ms / 1e3).unwrap_or(Duration::MAX)
+    }
+
     /// The number of requests expected to arrive (mean rate plus bursts), in closed form.
     pub fn expected_requests(&self) -> f64 {
         bounds::expected(self).total()

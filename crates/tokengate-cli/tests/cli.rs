@@ -90,10 +90,12 @@ fn json_report_has_its_documented_fields() {
             "inputs",
             "interrupted",
             "mode",
+            "processes",
             "provider",
             "queue",
             "requests",
             "seed",
+            "store",
             "tokens",
             "waits",
             "wall_secs"
@@ -134,8 +136,28 @@ fn json_report_has_its_documented_fields() {
     );
     assert_eq!(
         keys(&r["provider"]),
-        ["algorithm", "keys", "output_tokens", "throttled"]
+        [
+            "algorithm",
+            "keys",
+            "output_tokens",
+            "replayed",
+            "throttled"
+        ]
     );
+    assert_eq!(r["processes"], 1);
+    assert_eq!(
+        keys(&r["store"]),
+        [
+            "calls",
+            "errors",
+            "in_flight_polls",
+            "kind",
+            "namespace",
+            "url"
+        ]
+    );
+    assert_eq!(r["store"]["kind"], "memory");
+    assert_eq!(r["provider"]["replayed"], false);
     assert_eq!(
         keys(&r["binding"]),
         ["dimension", "key", "limit", "side", "utilisation_pct"]

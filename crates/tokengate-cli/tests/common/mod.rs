@@ -5,6 +5,8 @@
 // Each test file uses its own share of these.
 #![allow(dead_code)]
 
+pub(crate) mod redis_server;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
