@@ -282,6 +282,40 @@ impl Wire {
     }
 }
 
+/// What a call needs of a budget's policy, worked out once per policy (the store keeps it):
+/// its limits as the script reads them, and their fingerprints.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    wires: Vec<Wire>,
+    fingerprints: String,
+    /// How many of its limits keep a log (a list).
+    logs: usize,
+}
+
+impl Compiled {
+    /// What the calls need of `policy`.
+    ///
+    /// # Errors
+    /// [`check_domain`]'s.
+    pub(crate) fn new(policy: &Policy) -> Result<Self, DomainError> {
+        check_domain(policy)?;
+        Ok(Self::of(policy))
+    }
+
+    /// [`new`](Self::new) without the check (tests take the script to its edges).
+    fn of(policy: &Policy) -> Self {
+        let wires: Vec<Wire> = policy.limits().map(|(_, l)| Wire::of(l)).collect();
+        Self {
+            fingerprints: fingerprints(wires.iter().copied()),
+            logs: wires.iter().filter(|w| w.is_log()).count(),
+            wires,
+        }
+    }
+}
+
+/// A budget of a call: its keys, its policy, and what was worked out of the policy.
+pub(crate) type Budget<'a> = (&'a BudgetKeys, &'a Policy, &'a Compiled);
+
 /// One call of the function, written straight into its command: `FCALL`, the function, the
 /// number of keys, the keys, then the arguments (the operation and the time first).
 struct Call {
@@ -289,10 +323,11 @@ struct Call {
 }
 
 impl Call {
-    /// A call with `keys` keys, which the caller writes next, then its arguments.
-    fn new(keys: usize) -> Self {
-        let mut cmd = ::redis::cmd("FCALL");
-        cmd.arg(LIBRARY.name.as_str()).arg(keys);
+    /// A call with `keys` keys, which the caller writes next, then its arguments: `args` of
+    /// them, `bytes` long in all, or about.
+    fn new(keys: usize, args: usize, bytes: usize) -> Self {
+        let mut cmd = Cmd::with_capacity(3 + keys + args, 32 + bytes);
+        cmd.arg("FCALL").arg(LIBRARY.name.as_str()).arg(keys);
         Self { cmd }
     }
 
@@ -322,16 +357,6 @@ impl Call {
     }
 }
 
-/// The keys of every budget, in order: its state, its lease set, its lists.
-fn keys_of(call: &mut Call, budgets: &[(&BudgetKeys, &Policy)]) {
-    for (keys, _) in budgets {
-        call.key(&keys.state).key(&keys.leases);
-        for list in &keys.lists {
-            call.key(list);
-        }
-    }
-}
-
 /// The fingerprints of `policy`'s limits, as the script stores them: each limit's seven rule
 /// fields joined with ':', the limits joined with '|'.
 fn fingerprints(wires: impl Iterator<Item = Wire>) -> String {
@@ -353,10 +378,14 @@ fn fingerprints(wires: impl Iterator<Item = Wire>) -> String {
 /// Numbers for the script in one argument: little-endian doubles, each an integer below 2^53
 /// (exact as a double), which the script reads with one `struct.unpack` (a decimal argument
 /// costs it a `tonumber` each).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Numbers(Vec<u8>);
 
 impl Numbers {
+    fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(8 * n))
+    }
+
     fn push(&mut self, n: u64) -> &mut Self {
         // Exact: every figure is capped below 2^53.
         self.0
@@ -377,25 +406,19 @@ fn split_mark(mark: u64) -> (u64, u64) {
     (mark / 1_000_000_000, mark % 1_000_000_000)
 }
 
-/// The limits of `policy` as the script reads them, with what each counts of `cost`.
-fn limits<'a>(policy: &'a Policy, cost: &'a Cost) -> impl Iterator<Item = (Wire, u64)> + 'a {
-    policy
-        .limits()
-        .zip(policy.measure(cost))
-        .map(|((_, limit), amount)| (Wire::of(limit), amount.unwrap_or(u64::MAX)))
+/// `budgets` with what is worked out of their policies, for the calls that take them (tests).
+#[cfg(test)]
+fn compiled<'a>(
+    budgets: &[(&'a BudgetKeys, &'a Policy)],
+) -> Vec<(&'a BudgetKeys, &'a Policy, Compiled)> {
+    budgets
+        .iter()
+        .map(|&(k, p)| (k, p, Compiled::of(p)))
+        .collect()
 }
 
-/// A budget of an acquire: its cap when the cost takes a slot there, its limits as the
-/// script reads them with what each counts of the cost.
-type Plan = (Option<u64>, Vec<(Wire, u64)>);
-
-/// The call that decides `cost` on every one of `budgets` (all or none) and records it:
-/// admitted at `now` (Redis's clock when `None`; else nanoseconds below 2^53 since the Unix
-/// epoch) or, when that is at most `max_wait` ns from now, reserved at its earliest instant,
-/// holding an in-flight lease `lease` for `lease_ms` ms from then on every budget with a cap.
-///
-/// Every limit of every budget must hold the cost (`Policy::check_possible`) and pass
-/// [`check_domain`]. Decode the reply as [`AcquireReply`].
+/// [`acquire_with`] of budgets given with their policies alone.
+#[cfg(test)]
 pub(crate) fn acquire(
     budgets: &[(&BudgetKeys, &Policy)],
     cost: &Cost,
@@ -404,55 +427,82 @@ pub(crate) fn acquire(
     lease: &str,
     lease_ms: u64,
 ) -> Invocation {
-    // Per budget: its cap when the cost takes a slot there, its limits as the script reads
-    // them with what each counts of the cost.
-    let plans: Vec<Plan> = budgets
-        .iter()
-        .map(|(_, policy)| {
-            // A cost of nothing takes no slot.
-            let cap = policy.max_in_flight().filter(|_| !cost.is_zero());
-            (cap, limits(policy, cost).collect())
-        })
-        .collect();
-    // Its keys: the state, the lease set when it takes a slot, the logs' lists.
-    let count = plans
-        .iter()
-        .map(|(cap, limits)| {
-            1 + usize::from(cap.is_some()) + limits.iter().filter(|(w, _)| w.is_log()).count()
-        })
-        .sum();
-    let mut call = Call::new(count);
-    for ((keys, _), (cap, limits)) in budgets.iter().zip(&plans) {
-        call.key(&keys.state);
-        if cap.is_some() {
-            call.key(&keys.leases);
+    let owned = compiled(budgets);
+    let budgets: Vec<Budget<'_>> = owned.iter().map(|(k, p, c)| (*k, *p, c)).collect();
+    acquire_with(&budgets, cost, now, max_wait, lease, lease_ms)
+}
+
+/// The call that decides `cost` on every one of `budgets` (all or none) and records it:
+/// admitted at `now` (Redis's clock when `None`; else nanoseconds below 2^53 since the Unix
+/// epoch) or, when that is at most `max_wait` ns from now, reserved at its earliest instant,
+/// holding an in-flight lease `lease` for `lease_ms` ms from then on every budget with a cap.
+///
+/// Every limit of every budget must hold the cost (`Policy::check_possible`). Decode the reply
+/// as [`AcquireReply`].
+pub(crate) fn acquire_with(
+    budgets: &[Budget<'_>],
+    cost: &Cost,
+    now: Option<Nanos>,
+    max_wait: Nanos,
+    lease: &str,
+    lease_ms: u64,
+) -> Invocation {
+    // A cost of nothing takes no slot.
+    let cap = |policy: &Policy| policy.max_in_flight().filter(|_| !cost.is_zero());
+    // Per budget: its state, its lease set when the cost takes a slot there, its logs' lists.
+    let (mut keys, mut limits, mut bytes) = (0, 0, 0);
+    for (k, policy, compiled) in budgets {
+        keys += 1 + usize::from(cap(policy).is_some()) + compiled.logs;
+        limits += compiled.wires.len();
+        bytes += k.state.len() + k.leases.len() + compiled.fingerprints.len();
+        bytes += k.lists.iter().map(String::len).sum::<usize>();
+    }
+    let numbers = 3 + budgets.len() + 3 * limits;
+    let mut call = Call::new(keys, 4 + budgets.len(), bytes + 8 * numbers + lease.len());
+    for (k, policy, compiled) in budgets {
+        call.key(&k.state);
+        if cap(policy).is_some() {
+            call.key(&k.leases);
         }
-        for ((wire, _), list) in limits.iter().zip(&keys.lists) {
+        for (wire, list) in compiled.wires.iter().zip(&k.lists) {
             if wire.is_log() {
                 call.key(list);
             }
         }
     }
-    let leased = plans.iter().any(|(cap, _)| cap.is_some());
+    let leased = budgets.iter().any(|(_, policy, _)| cap(policy).is_some());
     call.op("acquire", now).arg(if leased { lease } else { "" });
-    let mut numbers = Numbers::default();
-    numbers
-        .push(max_wait)
-        .push(lease_ms)
-        .push(budgets.len() as u64);
-    for (cap, limits) in &plans {
-        numbers.push_option(*cap);
-        for &(wire, amount) in limits {
-            let amount = amount.min(EXACT);
+    let mut n = Numbers::with_capacity(numbers);
+    n.push(max_wait).push(lease_ms).push(budgets.len() as u64);
+    for (_, policy, compiled) in budgets {
+        n.push_option(cap(policy));
+        for (wire, amount) in compiled.wires.iter().zip(policy.measure(cost)) {
+            let amount = amount.unwrap_or(u64::MAX).min(EXACT);
             let (time, over) = wire.span(amount);
-            numbers.push(amount).push(time).push(over);
+            n.push(amount).push(time).push(over);
         }
     }
-    call.arg(numbers.0);
-    for (_, limits) in &plans {
-        call.arg(fingerprints(limits.iter().map(|&(w, _)| w)));
+    call.arg(n.0);
+    for (_, _, compiled) in budgets {
+        call.arg(compiled.fingerprints.as_str());
     }
     call.invocation()
+}
+
+/// [`settle_with`] of budgets given with their policies alone.
+#[cfg(test)]
+pub(crate) fn settle(
+    budgets: &[(&BudgetKeys, &Policy)],
+    reserved: &Cost,
+    used: &Cost,
+    epoch: u64,
+    receipts: &[Vec<Receipt>],
+    now: Option<Nanos>,
+    lease: Option<&str>,
+) -> Invocation {
+    let owned = compiled(budgets);
+    let budgets: Vec<Budget<'_>> = owned.iter().map(|(k, p, c)| (*k, *p, c)).collect();
+    settle_with(&budgets, reserved, used, epoch, receipts, now, lease)
 }
 
 /// The call that settles an admission of `reserved` on every one of `budgets` with what it
@@ -461,8 +511,8 @@ pub(crate) fn acquire(
 /// `epoch`), charges beyond the reservation; then ends `lease` on the budgets that hold it
 /// (those with an in-flight cap, unless `reserved` is nothing). A release (a failed call) is
 /// `used == reserved`; a cancelled reservation is a usage of nothing.
-pub(crate) fn settle(
-    budgets: &[(&BudgetKeys, &Policy)],
+pub(crate) fn settle_with(
+    budgets: &[Budget<'_>],
     reserved: &Cost,
     used: &Cost,
     epoch: u64,
@@ -475,31 +525,35 @@ pub(crate) fn settle(
     let holds = |policy: &Policy| {
         lease.is_some() && policy.max_in_flight().is_some() && !reserved.is_zero()
     };
-    let count = budgets
-        .iter()
-        .map(|(keys, policy)| 1 + usize::from(holds(policy)) + keys.lists.len())
-        .sum();
-    let mut call = Call::new(count);
-    for (keys, policy) in budgets {
-        call.key(&keys.state);
+    let (mut keys, mut limits, mut bytes) = (0, 0, 0);
+    for (k, policy, compiled) in budgets {
+        keys += 1 + usize::from(holds(policy)) + k.lists.len();
+        limits += compiled.wires.len();
+        bytes += k.state.len() + k.leases.len() + compiled.fingerprints.len();
+        bytes += k.lists.iter().map(String::len).sum::<usize>();
+    }
+    let numbers = 2 + budgets.len() + 8 * limits;
+    let mut call = Call::new(keys, 4 + budgets.len(), bytes + 8 * numbers + 32);
+    for (k, policy, _) in budgets {
+        call.key(&k.state);
         if holds(policy) {
-            call.key(&keys.leases);
+            call.key(&k.leases);
         }
-        for list in &keys.lists {
+        for list in &k.lists {
             call.key(list);
         }
     }
     call.op("settle", now).arg(lease.unwrap_or(""));
-    let mut numbers = Numbers::default();
-    numbers.push(epoch).push(budgets.len() as u64);
-    for (b, (_, policy)) in budgets.iter().enumerate() {
-        numbers.push(u64::from(holds(policy)));
+    let mut n = Numbers::with_capacity(numbers);
+    n.push(epoch).push(budgets.len() as u64);
+    for (b, (_, policy, compiled)) in budgets.iter().enumerate() {
+        n.push(u64::from(holds(policy)));
         let mine = receipts.get(b);
-        let each = policy
-            .limits()
+        let each = compiled
+            .wires
+            .iter()
             .zip(policy.measure(reserved).zip(policy.measure(used)));
-        for (i, ((_, limit), (r, u))) in each.enumerate() {
-            let wire = Wire::of(limit);
+        for (i, (wire, (r, u))) in each.enumerate() {
             // As `settle_budget` reads them.
             let (r, u) = (r.unwrap_or(0), u.unwrap_or(u64::MAX));
             let receipt = mine.and_then(|m| m.get(i)).copied();
@@ -511,8 +565,7 @@ pub(crate) fn settle(
             let (time, over) = wire.span(extra.min(wire.amount));
             let receipt = receipt.unwrap_or_default();
             let (mark_h, mark_l) = split_mark(receipt.bucket_mark);
-            numbers
-                .push(give_back)
+            n.push(give_back)
                 .push(time_for_floor(wire.amount, wire.period, give_back))
                 .push(extra)
                 .push(time)
@@ -522,9 +575,9 @@ pub(crate) fn settle(
                 .push(mark_l);
         }
     }
-    call.arg(numbers.0);
-    for (_, policy) in budgets {
-        call.arg(fingerprints(policy.limits().map(|(_, l)| Wire::of(l))));
+    call.arg(n.0);
+    for (_, _, compiled) in budgets {
+        call.arg(compiled.fingerprints.as_str());
     }
     call.invocation()
 }
@@ -538,7 +591,7 @@ pub(crate) fn pause(
     for_ns: Nanos,
     replace: bool,
 ) -> Invocation {
-    let mut call = Call::new(1);
+    let mut call = Call::new(1, 4, keys.state.len() + 32);
     call.key(&keys.state)
         .op("pause", now)
         .arg(for_ns.min(EXACT))
@@ -549,7 +602,8 @@ pub(crate) fn pause(
 /// The call that moves the expiry of `lease` to `lease_ms` from now in every set of `leases`
 /// that holds it. Replies how many did (an integer).
 pub(crate) fn renew(leases: &[&str], now: Option<Nanos>, lease: &str, lease_ms: u64) -> Invocation {
-    let mut call = Call::new(leases.len());
+    let bytes = leases.iter().map(|l| l.len()).sum::<usize>() + lease.len() + 32;
+    let mut call = Call::new(leases.len(), 4, bytes);
     for l in leases {
         call.key(l);
     }
@@ -560,10 +614,13 @@ pub(crate) fn renew(leases: &[&str], now: Option<Nanos>, lease: &str, lease_ms: 
 /// The call that reads the budget of `keys` under `policy` without changing it. Decode as
 /// [`Peeked`] (a budget whose state follows other limits is an error).
 pub(crate) fn peek(keys: &BudgetKeys, policy: &Policy, now: Option<Nanos>) -> Invocation {
-    let mut call = Call::new(2 + keys.lists.len());
-    keys_of(&mut call, &[(keys, policy)]);
-    call.op("peek", now)
-        .arg(fingerprints(policy.limits().map(|(_, l)| Wire::of(l))));
+    let fingerprints = fingerprints(policy.limits().map(|(_, l)| Wire::of(l)));
+    let mut call = Call::new(2 + keys.lists.len(), 3, 256 + fingerprints.len());
+    call.key(&keys.state).key(&keys.leases);
+    for list in &keys.lists {
+        call.key(list);
+    }
+    call.op("peek", now).arg(fingerprints);
     call.invocation()
 }
 

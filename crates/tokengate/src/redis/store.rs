@@ -1,16 +1,17 @@
 //! [`RedisStore`]: the [`Store`] whose state lives in Redis, decided by one script a call.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
 use super::keys::KeySpace;
-use super::script::{self, AcquireReply, BudgetKeys};
+use super::script::{self, AcquireReply, Budget, BudgetKeys, Compiled};
 use crate::clock::{Clock, ManualClock};
 use crate::cost::Usage;
-use crate::policy::Policy;
 use crate::store::{
     Answer, Ask, BudgetSnapshot, Refusal, Reservation, Store, StoreBudget, StoreError, StoreFuture,
 };
@@ -55,6 +56,52 @@ pub struct RedisStore<C = ConnectionManager> {
     /// Tests replay schedules on a manual clock, passed to the script instead of `TIME`.
     clock: Option<ManualClock>,
     lease_ids: LeaseIds,
+    prepared: Prepared,
+}
+
+/// A budget's keys and what the calls need of its policy, worked out once per budget: a
+/// call's share of the client's work is otherwise mostly these.
+#[derive(Debug)]
+struct Ready {
+    /// The budget itself: while it is kept, its name and policy stay where they are, which is
+    /// how they are found again.
+    budget: StoreBudget,
+    keys: BudgetKeys,
+    compiled: Compiled,
+}
+
+/// The budgets made ready, by where their name and policy are (the same `StoreBudget`, or a
+/// clone of it, is found again without reading either). At most `PREPARED` of them: beyond,
+/// they are all made again.
+#[derive(Debug, Default)]
+struct Prepared(Mutex<HashMap<(usize, usize), Arc<Ready>>>);
+
+const PREPARED: usize = 4096;
+
+impl Prepared {
+    fn get(&self, keys: &KeySpace, budget: &StoreBudget) -> Result<Arc<Ready>, StoreError> {
+        let id = (
+            budget.name().as_ptr() as usize,
+            std::ptr::from_ref(budget.policy()) as usize,
+        );
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ready) = lock().get(&id) {
+            return Ok(ready.clone());
+        }
+        let compiled = Compiled::new(budget.policy())
+            .map_err(|e| StoreError::Unsupported(format!("budget {:?}: {e}", budget.name())))?;
+        let ready = Arc::new(Ready {
+            keys: keys.budget(budget.name(), budget.policy()),
+            budget: budget.clone(),
+            compiled,
+        });
+        let mut map = lock();
+        if map.len() >= PREPARED {
+            map.clear();
+        }
+        map.insert(id, ready.clone());
+        Ok(ready)
+    }
 }
 
 impl<C> std::fmt::Debug for RedisStore<C> {
@@ -139,6 +186,7 @@ where
             timeout: DEFAULT_TIMEOUT,
             clock: None,
             lease_ids: LeaseIds::new(),
+            prepared: Prepared::default(),
         }
     }
 
@@ -147,6 +195,7 @@ where
     /// different cluster nodes.
     pub fn namespace(mut self, prefix: &str, namespace: &str) -> Self {
         self.keys = KeySpace::new(prefix, namespace);
+        self.prepared = Prepared::default();
         self
     }
 
@@ -182,14 +231,11 @@ where
             .max(1)
     }
 
-    fn budget_keys(&self, budgets: &[StoreBudget]) -> Result<Vec<BudgetKeys>, StoreError> {
+    /// Every budget made ready for a call: its keys, and what the calls need of its policy.
+    fn ready(&self, budgets: &[StoreBudget]) -> Result<Vec<Arc<Ready>>, StoreError> {
         budgets
             .iter()
-            .map(|b| {
-                script::check_domain(b.policy())
-                    .map_err(|e| StoreError::Unsupported(format!("budget {:?}: {e}", b.name())))?;
-                Ok(self.keys.budget(b.name(), b.policy()))
-            })
+            .map(|b| self.prepared.get(&self.keys, b))
             .collect()
     }
 
@@ -210,12 +256,8 @@ where
         for b in budgets {
             b.policy().check_possible(cost)?;
         }
-        let keys = self.budget_keys(budgets)?;
-        let pairs: Vec<(&BudgetKeys, &Policy)> = keys
-            .iter()
-            .zip(budgets)
-            .map(|(k, b)| (k, b.policy()))
-            .collect();
+        let ready = self.ready(budgets)?;
+        let triples: Vec<Budget<'_>> = ready.iter().map(Ready::budget).collect();
         let max_wait = u64::try_from(ask.wait_limit().as_nanos()).unwrap_or(u64::MAX);
         // A lease only where a budget caps the slots a cost takes.
         let holds = !cost.is_zero() && budgets.iter().any(|b| b.policy().max_in_flight().is_some());
@@ -224,8 +266,14 @@ where
         } else {
             String::new()
         };
-        let invocation =
-            script::acquire(&pairs, cost, self.now(), max_wait, &lease, self.lease_ms());
+        let invocation = script::acquire_with(
+            &triples,
+            cost,
+            self.now(),
+            max_wait,
+            &lease,
+            self.lease_ms(),
+        );
         let refused = |r| Ok(Answer::Refused(r));
         match self.run::<AcquireReply>(invocation).await? {
             AcquireReply::Admitted {
@@ -278,17 +326,12 @@ where
         reservation: &Reservation,
         used: Option<&Usage>,
     ) -> Result<(), StoreError> {
-        let budgets = &reservation.budgets;
-        let keys = self.budget_keys(budgets)?;
-        let pairs: Vec<(&BudgetKeys, &Policy)> = keys
-            .iter()
-            .zip(budgets)
-            .map(|(k, b)| (k, b.policy()))
-            .collect();
+        let ready = self.ready(&reservation.budgets)?;
+        let triples: Vec<Budget<'_>> = ready.iter().map(Ready::budget).collect();
         let reserved = &reservation.reserved;
         let used = used.map_or_else(|| reserved.clone(), |u| u.as_cost(reserved));
-        let invocation = script::settle(
-            &pairs,
+        let invocation = script::settle_with(
+            &triples,
             reserved,
             &used,
             reservation.epoch,
@@ -303,8 +346,8 @@ where
         let Some(lease) = reservation.lease.as_deref() else {
             return Ok(());
         };
-        let keys = self.budget_keys(&reservation.budgets)?;
-        let leases: Vec<&str> = keys.iter().map(|k| k.leases.as_str()).collect();
+        let ready = self.ready(&reservation.budgets)?;
+        let leases: Vec<&str> = ready.iter().map(|r| r.keys.leases.as_str()).collect();
         let invocation = script::renew(&leases, self.now(), lease, self.lease_ms());
         self.run::<redis::Value>(invocation).await.map(drop)
     }
@@ -315,17 +358,19 @@ where
         pause: Duration,
         replace: bool,
     ) -> Result<Duration, StoreError> {
-        let keys = self.budget_keys(std::slice::from_ref(budget))?;
+        let ready = self.prepared.get(&self.keys, budget)?;
         let for_ns = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
-        let invocation = script::pause(&keys[0], self.now(), for_ns, replace);
+        let invocation = script::pause(&ready.keys, self.now(), for_ns, replace);
         let (_, left): (String, u64) = self.run(invocation).await?;
         Ok(Duration::from_nanos(left))
     }
 
     async fn snapshot_now(&self, budget: &StoreBudget) -> Result<BudgetSnapshot, StoreError> {
-        let keys = self.budget_keys(std::slice::from_ref(budget))?;
+        let ready = self.prepared.get(&self.keys, budget)?;
         let policy = budget.policy();
-        let peeked: script::Peeked = self.run(script::peek(&keys[0], policy, self.now())).await?;
+        let peeked: script::Peeked = self
+            .run(script::peek(&ready.keys, policy, self.now()))
+            .await?;
         // The script's own snapshot rule where a frame moved (see `Peeked::snapshots`).
         Ok(BudgetSnapshot {
             limits: peeked.snapshots(policy),
@@ -366,6 +411,12 @@ where
             .await
             .map_err(|_| timed_out(self.timeout * 10))?
             .map_err(backend)
+    }
+}
+
+impl Ready {
+    fn budget(self: &Arc<Self>) -> Budget<'_> {
+        (&self.keys, self.budget.policy(), &self.compiled)
     }
 }
 
