@@ -10,18 +10,18 @@ schedules against both. `src/redis/script.rs` encodes the arguments and decodes 
 
 A FUNCTION, NOT A SCRIPT. This is a Redis Functions library (Redis 7.0 or later), named by
 `script.rs`: the name on the first line stands for `tokengate_` and the first 8 hex digits of
-this text's SHA-1, the name of the library and of its one function. Redis runs a script's
-whole body on every EVALSHA, making every one of its local functions anew each time (some 70
-closures here: 15 us of every call before any work); a library's top level runs once, at
-FUNCTION LOAD, and a call runs only its function. So the top level only defines: Redis gives
-it none of Lua's libraries (math, string, struct... are there when the function runs, and
-are taken then, once), and what belongs to one call (its keys, arguments and time) is set at
-the function's entry (calls run one at a time). The name changes with the text, so that
-processes running different versions call their own functions side by side on one server;
-the store loads the library when a call finds its function missing (a new server, a restart,
-FUNCTION FLUSH) and calls again. The one thing kept from call to call is a cache of the
-limits parsed from their fingerprints (at most 1000 policies, then emptied): a pure function
-of its key.
+this text's SHA-1, and each operation (below) is a function named after it: `<name>_acquire`
+and so on. Redis runs a script's whole body on every EVALSHA, making every one of its local
+functions anew each time (some 70 closures here: 15 us of every call before any work); a
+library's top level runs once, at FUNCTION LOAD, and a call runs only its function. So the
+top level only defines: Redis gives it none of Lua's libraries (math, string, struct... are
+there when the functions run, and are taken then, once), and what belongs to one call (its
+keys, arguments and time) is set at the function's entry (calls run one at a time). The name
+changes with the text, so that processes running different versions call their own functions
+side by side on one server; the store loads the library when a call finds its function
+missing (a new server, a restart, FUNCTION FLUSH) and calls again. Kept from call to call: the
+limits parsed from their fingerprints (at most 1000 policies, then emptied), a pure function
+of their key, and a few tables a call fills anew (budgets, the answer) rather than make.
 
 COST. What a call costs in Redis is mostly Redis's own work around Lua, and Lua's slowness:
 each redis.call (0.5-1 us), each string made (a command's reply, a concatenation), each
@@ -72,9 +72,11 @@ NUMBERS. Redis runs Lua 5.1, whose numbers are doubles: integers are exact below
   are relative to `ef`, which the reply gives; a settlement converts them into each
   budget's current frame (which a rebase or a new incarnation may have moved).
 
-TIME. ARGV[2] is "" (production: Redis's own clock, `TIME`) or a decimal count of
-nanoseconds below 2^53 (tests): then the absolute time is that many nanoseconds from the Unix
-epoch, and a budget made below one day has epoch 0, so the vectors' instants are its own.
+TIME. Redis's own clock (`TIME`; production), or a count of nanoseconds below 2^53 given by
+the call (tests): then the absolute time is that many nanoseconds from the Unix epoch, and a
+budget made below one day has epoch 0, so the vectors' instants are its own. An acquire or a
+settlement gives it first among its numbers (-1: Redis's clock), the other operations as
+ARGV[1] in digits ("": Redis's clock).
 
 STORAGE. Keys are built by the caller (one hash tag for all); per budget: a string (state), a
 sorted set (leases) and one list per limit (used by the sliding logs only).
@@ -113,16 +115,16 @@ for the 1 s only, so that no receipt of it can meet a new incarnation at the sam
 (the born rule above covers those after). A state that takes limits (new, or a pause alone)
 deletes its logs' lists first: they may outlive an earlier state by a millisecond.
 
-OPERATIONS. ARGV[1] is the operation, ARGV[2] the time (above). A budget's limits come as its
-fingerprints (as stored, above); each limit's seven rule fields (in this order): alg (sw
-smooth window, tb token bucket, lb leaky bucket, log sliding window log, ctr sliding window
-counter, fw fixed window), N amount, P period ns, M margin ns, B burst (0: none), TB OB (span
-of B; 0 0). "Numbers" is one argument of little-endian doubles, all integers.
+OPERATIONS, one function each. A budget's limits come as its fingerprints (as stored, above);
+each limit's seven rule fields (in this order): alg (sw smooth window, tb token bucket, lb
+leaky bucket, log sliding window log, ctr sliding window counter, fw fixed window), N amount,
+P period ns, M margin ns, B burst (0: none), TB OB (span of B; 0 0). "Numbers" is one
+argument of little-endian doubles, all integers.
 acquire  KEYS per budget: its state, its lease set when the cost takes a slot there, then the
          lists of its logs (sliding logs, smooth windows), in order.
          ARGV: lease id ("" when no budget takes a slot), numbers, then per budget its
-         fingerprints. Numbers: max_wait ns, lease ms, nbudgets, then per budget: its cap (-1
-         when the cost takes no in-flight slot there), then per limit: c, Tc, Oc.
+         fingerprints. Numbers: now, max_wait ns, lease ms, nbudgets, then per budget: its
+         cap (-1 when the cost takes no in-flight slot there), then per limit: c, Tc, Oc.
          The core's decide_request at t = max(now, every budget's floor): admitted, every
          limit of every budget commits at t, the floors move to t, capped budgets get the
          lease. Answer: a string of doubles: t - now, ef, t, nbudgets, then per budget: n,
@@ -138,8 +140,8 @@ acquire  KEYS per budget: its state, its lease set when the cost takes a slot th
          Indices from 0. Costs above a limit's capacity never get here.
 settle   KEYS per budget: its state, its lease set when it holds the lease, then the lists of
          all its limits (a limit whose state follows other limits may be a log there).
-         ARGV: lease id ("" none), numbers, then per budget its fingerprints. Numbers: ef of
-         the receipts, nbudgets, then per budget: 1 when it holds the lease (else 0), then
+         ARGV: lease id ("" none), numbers, then per budget its fingerprints. Numbers: now,
+         ef of the receipts, nbudgets, then per budget: 1 when it holds the lease (else 0), then
          per limit: g (units to refund: reserved - used, 0 when none or no receipt), back
          (floor(g*P/N)), extra (used - reserved, 0 when none), Tx Ox (span of min(extra, N)),
          admitted_at, bucket_mark as h, l (the receipt). The core's settle_budget: a refund
@@ -147,11 +149,11 @@ settle   KEYS per budget: its state, its lease set when it holds the lease, then
          fingerprint differs is stale: it is only charged, under the limits its state
          follows (the stored fingerprint's). Then the lease is removed from the budgets that
          hold it. {"ok"}.
-pause    KEYS: state. ARGV: for ns, "set" (replace; 0 lifts) or "max" (the later end).
+pause    KEYS: state. ARGV: now, for ns, "set" (replace; 0 lifts) or "max" (the later end).
          {"ok", paused_until - now, 0 when not paused}.
-renew    KEYS: lease sets. ARGV: lease id, lease ms: the lease, where present, expires
+renew    KEYS: lease sets. ARGV: now, lease id, lease ms: the lease, where present, expires
          lease ms from now. The number of sets it was in.
-peek     KEYS: state, leases, lists of ONE budget (all its limits'). ARGV: fingerprints.
+peek     KEYS: state, leases, lists of ONE budget (all its limits'). ARGV: now, fingerprints.
          Writes nothing. {"ok", e, now, in flight, paused_until, floor, then per limit: alg,
          then tb/lb: tat, overshoot, refunded as h, l; log: total, k, k pairs t, amount;
          ctr: offset, window_start, previous, current; fw: offset, window_start, used; sw:
@@ -189,7 +191,7 @@ local TOTAL, LEN, FRONT, LAST_T, LAST_A, NEED = 5, 6, 7, 8, 9, 10
 
 -- Lua's libraries, taken at the first call (see A FUNCTION, NOT A SCRIPT).
 local tonumber, tostring, unpack
-local sub, byte, char, find, gmatch, rep, sformat, pack, unpack_s, call, error_reply
+local sub, byte, char, find, gmatch, rep, sformat, pack, unpack_s, call
 
 -- The call's keys, arguments and time: set at the entry of every call.
 local KEYS, ARGV, SEC, NSEC
@@ -221,6 +223,17 @@ local function ceil_ms(ns)
   local r = imod(ns, MEGA)
   if r > 0 then return (ns - r) / MEGA + 1 end
   return ns / MEGA
+end
+
+-- The time of the call: Redis's (`TIME`) for "" or a negative number, else the instant given
+-- (tests): nanoseconds since the Unix epoch, as a number or digits.
+local function clock(ns)
+  if ns == '' or ns + 0 < 0 then
+    local t = call('TIME')
+    SEC, NSEC = t[1] + 0, t[2] * 1000
+  else
+    SEC, NSEC = idiv(ns + 0, GIGA)
+  end
 end
 
 -- The current millisecond, rounded down: a lease scored above it is live.
@@ -1085,12 +1098,13 @@ end
 local BUDGETS, REPLY = {}, {}
 
 local function acquire()
-  local lease, x = ARGV[3], numbers(ARGV[4])
-  local max_wait, lease_ms, nb = x[1], x[2], x[3]
-  local xa, kx = 4, 1
+  local lease, x = ARGV[1], numbers(ARGV[2])
+  clock(x[1])
+  local max_wait, lease_ms, nb = x[2], x[3], x[4]
+  local xa, kx = 5, 1
   local budgets = BUDGETS
   for bi = 1, nb do
-    local fps = ARGV[4 + bi]
+    local fps = ARGV[2 + bi]
     local R = rules_of(fps)
     local cap = x[xa]
     local leased = cap >= 0
@@ -1175,11 +1189,12 @@ local function acquire()
 end
 
 local function settle()
-  local lease, x = ARGV[3], numbers(ARGV[4])
-  local er, nb = x[1], x[2]
-  local xa, kx = 3, 1
+  local lease, x = ARGV[1], numbers(ARGV[2])
+  clock(x[1])
+  local er, nb = x[2], x[3]
+  local xa, kx = 4, 1
   for bi = 1, nb do
-    local fps = ARGV[4 + bi]
+    local fps = ARGV[2 + bi]
     local held = x[xa] ~= 0
     xa = xa + 1
     local R = rules_of(fps)
@@ -1237,7 +1252,8 @@ local function settle()
 end
 
 local function pause()
-  local for_ns, mode = tonumber(ARGV[3]), ARGV[4]
+  clock(ARGV[1])
+  local for_ns, mode = tonumber(ARGV[2]), ARGV[3]
   local B = open(1, 1, '', NONE, false, true)
   local v, now = B.v, B.now
   local u = now + for_ns
@@ -1271,7 +1287,8 @@ local function pause()
 end
 
 local function renew()
-  local lease, lease_ms = ARGV[3], tonumber(ARGV[4])
+  clock(ARGV[1])
+  local lease, lease_ms = ARGV[2], tonumber(ARGV[3])
   local score = SEC * 1000 + ceil_ms(NSEC) + lease_ms
   local renewed = 0
   for j = 1, #KEYS do
@@ -1286,7 +1303,8 @@ local function renew()
 end
 
 local function peek()
-  local fps = ARGV[3]
+  clock(ARGV[1])
+  local fps = ARGV[2]
   local R = rules_of(fps)
   local B = open(1, 1, fps, R, true, true)
   local mi, stored = mismatch(B, fps, R)
@@ -1350,29 +1368,26 @@ local function peek()
   return reply
 end
 
-local OPERATIONS = { acquire = acquire, settle = settle, pause = pause, renew = renew, peek = peek }
-
 local function init()
   tonumber, tostring, unpack = _G.tonumber, _G.tostring, _G.unpack
   sub, byte, char, find = string.sub, string.byte, string.char, string.find
   gmatch, rep, sformat = string.gmatch, string.rep, string.format
   pack, unpack_s = struct.pack, struct.unpack
-  call, error_reply = redis.call, redis.error_reply
+  call = redis.call
   NONE = rules_of('')
 end
 
-redis.register_function('$LIBRARY', function(keys, args)
-  if call == nil then init() end
-  KEYS, ARGV = keys, args
-  local op = OPERATIONS[ARGV[1]]
-  if op == nil then return error_reply('tokengate: unknown operation ' .. tostring(ARGV[1])) end
-  -- The time of the call: Unix seconds and nanoseconds, Redis's or the one given (tests).
-  local now = ARGV[2]
-  if now == '' then
-    local t = call('TIME')
-    SEC, NSEC = t[1] + 0, t[2] * 1000
-  else
-    SEC, NSEC = idiv(now + 0, GIGA)
+-- One function per operation, named after the library.
+local function entry(op)
+  return function(keys, args)
+    if call == nil then init() end
+    KEYS, ARGV = keys, args
+    return op()
   end
-  return op()
-end)
+end
+
+redis.register_function('$LIBRARY_acquire', entry(acquire))
+redis.register_function('$LIBRARY_settle', entry(settle))
+redis.register_function('$LIBRARY_pause', entry(pause))
+redis.register_function('$LIBRARY_renew', entry(renew))
+redis.register_function('$LIBRARY_peek', entry(peek))

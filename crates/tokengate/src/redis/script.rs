@@ -28,23 +28,36 @@ use crate::{Algorithm, Cost, Limit, Policy};
 const TEMPLATE: &str = include_str!("decide.lua");
 
 /// The script as a Redis Functions library (Redis 7.0 or later), named after its text:
-/// `tokengate_` and the first 8 hex digits of the template's SHA-1, which is also the name of
-/// its one function. Processes running different versions call different functions, side by
-/// side on one server.
+/// `tokengate_` and the first 8 hex digits of the template's SHA-1. Its functions are named
+/// after it and their operation (`tokengate_…_acquire`). Processes running different versions
+/// call different functions, side by side on one server.
 #[derive(Debug)]
 pub(crate) struct Library {
-    /// The library's name, which is also its function's.
+    /// The library's name.
+    #[cfg_attr(not(test), allow(dead_code))] // Its functions' names say it.
     pub(crate) name: String,
     /// The text `FUNCTION LOAD` takes.
     pub(crate) code: String,
+    /// Its functions' names, by operation.
+    acquire: String,
+    settle: String,
+    pause: String,
+    renew: String,
+    peek: String,
 }
 
 /// The library, made once.
 pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
     let hash = ::redis::Script::new(TEMPLATE).get_hash()[..8].to_owned();
     let name = format!("tokengate_{hash}");
+    let function = |op: &str| format!("{name}_{op}");
     Library {
         code: TEMPLATE.replace("$LIBRARY", &name),
+        acquire: function("acquire"),
+        settle: function("settle"),
+        pause: function("pause"),
+        renew: function("renew"),
+        peek: function("peek"),
         name,
     }
 });
@@ -323,11 +336,11 @@ struct Call {
 }
 
 impl Call {
-    /// A call with `keys` keys, which the caller writes next, then its arguments: `args` of
-    /// them, `bytes` long in all, or about.
-    fn new(keys: usize, args: usize, bytes: usize) -> Self {
-        let mut cmd = Cmd::with_capacity(3 + keys + args, 32 + bytes);
-        cmd.arg("FCALL").arg(LIBRARY.name.as_str()).arg(keys);
+    /// A call of `function` with `keys` keys, which the caller writes next, then its
+    /// arguments: `args` of them, `bytes` long in all, or about.
+    fn new(function: &str, keys: usize, args: usize, bytes: usize) -> Self {
+        let mut cmd = Cmd::with_capacity(3 + keys + args, 48 + bytes);
+        cmd.arg("FCALL").arg(function).arg(keys);
         Self { cmd }
     }
 
@@ -336,10 +349,9 @@ impl Call {
         self
     }
 
-    /// The operation and the time: `now` (nanoseconds since the Unix epoch, below 2^53), or
-    /// "" for Redis's own clock.
-    fn op(&mut self, op: &str, now: Option<Nanos>) -> &mut Self {
-        self.cmd.arg(op);
+    /// The time: `now` (nanoseconds since the Unix epoch, below 2^53), or "" for Redis's own
+    /// clock.
+    fn now(&mut self, now: Option<Nanos>) -> &mut Self {
         match now {
             Some(n) => self.cmd.arg(n.min(EXACT)),
             None => self.cmd.arg(""),
@@ -457,8 +469,13 @@ pub(crate) fn acquire_with(
         bytes += k.state.len() + k.leases.len() + compiled.fingerprints.len();
         bytes += k.lists.iter().map(String::len).sum::<usize>();
     }
-    let numbers = 3 + budgets.len() + 3 * limits;
-    let mut call = Call::new(keys, 4 + budgets.len(), bytes + 8 * numbers + lease.len());
+    let numbers = 4 + budgets.len() + 3 * limits;
+    let mut call = Call::new(
+        &LIBRARY.acquire,
+        keys,
+        2 + budgets.len(),
+        bytes + 8 * numbers + lease.len(),
+    );
     for (k, policy, compiled) in budgets {
         call.key(&k.state);
         if cap(policy).is_some() {
@@ -471,9 +488,12 @@ pub(crate) fn acquire_with(
         }
     }
     let leased = budgets.iter().any(|(_, policy, _)| cap(policy).is_some());
-    call.op("acquire", now).arg(if leased { lease } else { "" });
+    call.arg(if leased { lease } else { "" });
     let mut n = Numbers::with_capacity(numbers);
-    n.push(max_wait).push(lease_ms).push(budgets.len() as u64);
+    n.push_option(now)
+        .push(max_wait)
+        .push(lease_ms)
+        .push(budgets.len() as u64);
     for (_, policy, compiled) in budgets {
         n.push_option(cap(policy));
         for (wire, amount) in compiled.wires.iter().zip(policy.measure(cost)) {
@@ -532,8 +552,13 @@ pub(crate) fn settle_with(
         bytes += k.state.len() + k.leases.len() + compiled.fingerprints.len();
         bytes += k.lists.iter().map(String::len).sum::<usize>();
     }
-    let numbers = 2 + budgets.len() + 8 * limits;
-    let mut call = Call::new(keys, 4 + budgets.len(), bytes + 8 * numbers + 32);
+    let numbers = 3 + budgets.len() + 8 * limits;
+    let mut call = Call::new(
+        &LIBRARY.settle,
+        keys,
+        2 + budgets.len(),
+        bytes + 8 * numbers + 32,
+    );
     for (k, policy, _) in budgets {
         call.key(&k.state);
         if holds(policy) {
@@ -543,9 +568,9 @@ pub(crate) fn settle_with(
             call.key(list);
         }
     }
-    call.op("settle", now).arg(lease.unwrap_or(""));
+    call.arg(lease.unwrap_or(""));
     let mut n = Numbers::with_capacity(numbers);
-    n.push(epoch).push(budgets.len() as u64);
+    n.push_option(now).push(epoch).push(budgets.len() as u64);
     for (b, (_, policy, compiled)) in budgets.iter().enumerate() {
         n.push(u64::from(holds(policy)));
         let mine = receipts.get(b);
@@ -591,9 +616,9 @@ pub(crate) fn pause(
     for_ns: Nanos,
     replace: bool,
 ) -> Invocation {
-    let mut call = Call::new(1, 4, keys.state.len() + 32);
+    let mut call = Call::new(&LIBRARY.pause, 1, 3, keys.state.len() + 32);
     call.key(&keys.state)
-        .op("pause", now)
+        .now(now)
         .arg(for_ns.min(EXACT))
         .arg(if replace { "set" } else { "max" });
     call.invocation()
@@ -603,11 +628,11 @@ pub(crate) fn pause(
 /// that holds it. Replies how many did (an integer).
 pub(crate) fn renew(leases: &[&str], now: Option<Nanos>, lease: &str, lease_ms: u64) -> Invocation {
     let bytes = leases.iter().map(|l| l.len()).sum::<usize>() + lease.len() + 32;
-    let mut call = Call::new(leases.len(), 4, bytes);
+    let mut call = Call::new(&LIBRARY.renew, leases.len(), 3, bytes);
     for l in leases {
         call.key(l);
     }
-    call.op("renew", now).arg(lease).arg(lease_ms.min(EXACT));
+    call.now(now).arg(lease).arg(lease_ms.min(EXACT));
     call.invocation()
 }
 
@@ -615,12 +640,17 @@ pub(crate) fn renew(leases: &[&str], now: Option<Nanos>, lease: &str, lease_ms: 
 /// [`Peeked`] (a budget whose state follows other limits is an error).
 pub(crate) fn peek(keys: &BudgetKeys, policy: &Policy, now: Option<Nanos>) -> Invocation {
     let fingerprints = fingerprints(policy.limits().map(|(_, l)| Wire::of(l)));
-    let mut call = Call::new(2 + keys.lists.len(), 3, 256 + fingerprints.len());
+    let mut call = Call::new(
+        &LIBRARY.peek,
+        2 + keys.lists.len(),
+        2,
+        256 + fingerprints.len(),
+    );
     call.key(&keys.state).key(&keys.leases);
     for list in &keys.lists {
         call.key(list);
     }
-    call.op("peek", now).arg(fingerprints);
+    call.now(now).arg(fingerprints);
     call.invocation()
 }
 
@@ -1079,19 +1109,12 @@ mod tests {
             .starts_with(&format!("#!lua name={}\n", library.name)));
         assert!(!library.code.contains("$LIBRARY"));
         let call = pause(&BudgetKeys::new("k", 0), Some(1), 2, true);
+        let function = format!("{}_pause", library.name);
         assert_eq!(
             words(&call),
-            [
-                "FCALL",
-                &library.name,
-                "1",
-                "k:state",
-                "pause",
-                "1",
-                "2",
-                "set"
-            ]
+            ["FCALL", &function, "1", "k:state", "1", "2", "set"]
         );
+        assert!(library.code.contains(&format!("'{function}'")));
     }
 
     #[test]
@@ -1171,33 +1194,23 @@ mod tests {
         // The state, the lease set (the budget has a cap), the list of its one log.
         let w = words(&call);
         assert_eq!(
-            w[2..9],
-            [
-                "3",
-                "{t}:a:state",
-                "{t}:a:leases",
-                "{t}:a:log:0",
-                "acquire",
-                "7",
-                "L1"
-            ]
+            w[2..7],
+            ["3", "{t}:a:state", "{t}:a:leases", "{t}:a:log:0", "L1"]
         );
         assert_eq!(
-            w[10..],
+            w[8..],
             ["sw:600:60000000000:50000000:10:1000000000:0|tb:3:10:0:3:10:0"]
         );
-        // Max wait, lease ms, budgets; the cap; per limit: the amount and its span.
+        // Now, max wait, lease ms, budgets; the cap; per limit: the amount and its span.
         assert_eq!(
-            numbers_at(&call, 9),
-            [100, 60_000, 1, 2, 1, 100_000_000, 0, 1, 4, 2]
+            numbers_at(&call, 7),
+            [7, 100, 60_000, 1, 2, 1, 100_000_000, 0, 1, 4, 2]
         );
-        // Redis's own clock, and a cost of nothing takes no slot: no lease, no lease set.
+        // Redis's own clock (-1), and a cost of nothing takes no slot: no lease, no lease set.
         let call = acquire(&[(&keys, &p)], &Cost::zero(), None, 0, "L2", 1);
-        assert_eq!(
-            words(&call)[2..8],
-            ["2", "{t}:a:state", "{t}:a:log:0", "acquire", "", ""]
-        );
-        assert_eq!(numbers_at(&call, 8)[3], -1);
+        assert_eq!(words(&call)[2..6], ["2", "{t}:a:state", "{t}:a:log:0", ""]);
+        let numbers = numbers_at(&call, 6);
+        assert_eq!((numbers[0], numbers[4]), (-1, -1));
     }
 
     #[test]
@@ -1218,16 +1231,13 @@ mod tests {
             Some(20),
             Some("L"),
         );
-        assert_eq!(
-            words(&call)[2..8],
-            ["2", "k:state", "k:log:0", "settle", "20", "L"]
-        );
-        assert_eq!(words(&call)[9..], ["tb:3:10:0:3:10:0"]);
-        // The receipts' epoch, budgets; holds no lease; give back 2 (6 ns), no extra, the
+        assert_eq!(words(&call)[2..6], ["2", "k:state", "k:log:0", "L"]);
+        assert_eq!(words(&call)[7..], ["tb:3:10:0:3:10:0"]);
+        // Now, the receipts' epoch, budgets; holds no lease; give back 2 (6 ns), no extra, the
         // receipt (its mark in two).
         assert_eq!(
-            numbers_at(&call, 8),
-            [9, 1, 0, 2, 6, 0, 0, 0, 5, 18_446_744_073, 709_551_614]
+            numbers_at(&call, 6),
+            [20, 9, 1, 0, 2, 6, 0, 0, 0, 5, 18_446_744_073, 709_551_614]
         );
         // Beyond the reservation: min(extra, N) charged, its span sent; no receipt, no refund.
         // With a cap, the budget holds the lease.
@@ -1246,7 +1256,7 @@ mod tests {
             Some("L"),
         );
         assert_eq!(words(&call)[2..6], ["3", "k:state", "k:leases", "k:log:0"]);
-        assert_eq!(numbers_at(&call, 9), [0, 1, 1, 0, 0, 7, 10, 0, 0, 0, 0]);
+        assert_eq!(numbers_at(&call, 7), [-1, 0, 1, 1, 0, 0, 7, 10, 0, 0, 0, 0]);
     }
 
     #[test]
