@@ -1301,8 +1301,8 @@ fn every_key_expires_and_a_fresh_budget_leaves_none() {
         keys
     };
     let first = admit(&mut con, 0);
-    // The state and the smooth window's log (no lease: no cap).
-    assert_eq!(mine(&mut con), ["{fresh}:log:2", "{fresh}:state"]);
+    // The state alone (no lease: no cap), holding the smooth window's log's one entry.
+    assert_eq!(mine(&mut con), ["{fresh}:state"]);
     // At 2 µs every window is over and every bucket full for its margin: a settlement (which
     // gives nothing back by then) leaves nothing. (An acquire would not: it sets the buckets'
     // TAT to now, and the margin counts from there.)
@@ -1313,9 +1313,9 @@ fn every_key_expires_and_a_fresh_budget_leaves_none() {
     let second = admit(&mut con, 10_000);
     cancel(&mut con, 10_000, &second);
     cancel(&mut con, 20_000, &second);
-    // Its state, and its log's emptied entry.
+    // Its state (with its log's emptied entry).
     let left = mine(&mut con);
-    assert_eq!(left, ["{fresh}:log:2", "{fresh}:state"]);
+    assert_eq!(left, ["{fresh}:state"]);
     for key in &left {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut con).unwrap();
         assert!(ttl > 0 && ttl <= 1_000, "{key}: {ttl}");
@@ -1879,4 +1879,103 @@ fn a_rebase_drops_log_entries_older_than_every_window() {
     let budget = &twin.budgets[0];
     let peeked = peek(twin.con, &budget.keys, &budget.policy, late);
     assert!(peeked.epoch > 0, "rebased: {peeked}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Long logs: the script keeps a log's first and last 16 entries in the budget's state and
+// whole chunks of 16 in its list between them.
+
+#[test]
+fn long_logs_go_through_their_lists_as_the_core_s() {
+    // Logs far longer than what the state keeps: entries spill to the list and come back as
+    // they leave the window; refunds reach into every part; reservations merge at the back; a
+    // quiet spell past a list's expiry drops it (the fixed window of 6 s keeps the budget);
+    // a rebase rewrites it all.
+    let (_server, mut con) = connect();
+    let log = |amount: u64, period: u64, margin: u64| {
+        Limit::new(amount, Duration::from_nanos(period))
+            .algorithm(Algorithm::SlidingWindowLog)
+            .margin(Duration::from_nanos(margin))
+    };
+    let policies = vec![
+        Policy::builder()
+            .custom("a", log(300, 2_000, 7))
+            .custom(
+                "b",
+                Limit::new(200, Duration::from_nanos(1_500)).margin(Duration::from_nanos(3)),
+            )
+            .custom(
+                "c",
+                Limit::new(1_000_000, Duration::from_secs(6)).algorithm(Algorithm::FixedWindow),
+            )
+            .build()
+            .unwrap(),
+        Policy::builder()
+            .custom("a", log(150, 900, 0))
+            .build()
+            .unwrap(),
+    ];
+    let mut twin = Twin::new(&mut con, "{long}", policies);
+    let mut rng = 17u64;
+    let mut held: VecDeque<(Vec<usize>, Admitted)> = VecDeque::new();
+    let mut run = |twin: &mut Twin<'_>, from: Nanos, steps: usize, rng: &mut u64| -> Nanos {
+        let mut now = from;
+        for step in 0..steps {
+            now += match below(rng, 100) {
+                0 => 2 * S + below(rng, S), // past every list's expiry (1 s of slack)
+                1..=3 => 500 + below(rng, 3_000),
+                _ => below(rng, 12),
+            };
+            let which = if below(rng, 3) == 0 {
+                vec![0, 1]
+            } else {
+                vec![0]
+            };
+            let amounts = [1 + below(rng, 3), 1 + below(rng, 3), 1 + below(rng, 2)];
+            // Reserved in the future when it waits (the twin has no queue: one wait for all).
+            if let (_, Some(a)) = twin.acquire(&which, now, &costs_named(amounts), 5_000) {
+                held.push_back((which, a));
+            }
+            // Settled (a refund of some of it, or a charge beyond it) a while later, or at
+            // once, or at random.
+            let settled = match below(rng, 4) {
+                0 if held.len() > 40 => held.pop_front(),
+                1 => held.pop_back(),
+                2 if !held.is_empty() => {
+                    let k = below(rng, held.len() as u64) as usize;
+                    held.remove(k)
+                }
+                _ => None,
+            };
+            if let Some((which, a)) = settled {
+                let used = [below(rng, 4), below(rng, 4), below(rng, 3)];
+                twin.settle(&which, now, &a, &costs_named(used));
+            }
+            if step % 3 == 0 {
+                twin.check(now);
+            }
+        }
+        now
+    };
+    let now = run(&mut twin, 0, 1_500, &mut rng);
+    twin.check(now);
+    // Across the rebase (2^51 ns from the epoch).
+    let now = run(&mut twin, (1 << 51) - 20_000, 1_000, &mut rng);
+    twin.check(now);
+    let budget = &twin.budgets[0];
+    let peeked = peek(twin.con, &budget.keys, &budget.policy, now);
+    assert!(peeked.epoch > 0, "rebased: {peeked}");
+    // The lists were used: chunks went to them, came back, and were refunded into.
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(twin.con)
+        .unwrap();
+    for command in ["rpush", "lpop", "lset"] {
+        let calls = info
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|l| l.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap());
+        assert!(calls > 0, "no {command}");
+    }
 }

@@ -24,13 +24,15 @@ limits parsed from their fingerprints (at most 1000 policies, then emptied), a p
 of their key, and a few tables a call fills anew (budgets, the answer) rather than make.
 
 COST. What a call costs in Redis is mostly Redis's own work around Lua, and Lua's slowness:
-each redis.call (0.5-1 us), each string made (a command's reply, a concatenation), each
-figure converted (a number to a decimal string takes 0.4-0.6 us, a string to a number 0.2),
-each function called (as much as ten arithmetic steps), each table made. So:
+each redis.call (0.5-1 us), each string made (Redis's Lua hashes every byte of it: a
+command's reply, a substring, a concatenation, a struct.pack), each figure converted (a
+number to a decimal string takes 0.4-0.6 us, a string to a number 0.2), each function called
+(as much as ten arithmetic steps), each table made. So:
 - The state is binary (below): one GET and one struct.unpack read all of a budget, one
-  struct.pack and one SET (with its expiry) write it. A log's entries are binary too, and what
-  a commit needs of its log (its first and last entries, its last counted one) is kept in the
-  state: a commit reads no entry unless one leaves the window.
+  struct.pack and one SET (with its expiry) write it.
+- A log keeps its first and last few entries in the state, and what a commit needs of it
+  (its first entry's instant, its last counted one's): most commits touch its list not at
+  all, the others push or pop a chunk of entries at once.
 - The numbers of a call come as little-endian doubles in one argument, and an admission's
   answer goes back as one string of doubles (a table costs Redis far more to turn into a
   reply); the limits come as their fingerprints, parsed once per policy and kept.
@@ -80,8 +82,9 @@ ARGV[1] in digits ("": Redis's clock).
 
 STORAGE. Keys are built by the caller (one hash tag for all); per budget: a string (state), a
 sorted set (leases) and one list per limit (used by the sliding logs only).
-The state is "tg2", a byte n (the number of limits it holds), two bytes (big-endian) k (the
-number of their doubles), then 5 + k little-endian doubles (struct '<d'), then the limits'
+The state is "tg3", a byte n (the number of limits it holds), two bytes k (the number of
+their doubles) and two bytes f (the fingerprints' length; both big-endian), then 5 + k
+little-endian doubles (struct '<d'), then each log's head and tail (below), then the limits'
 fingerprints: each limit's seven rule fields joined with ':', the limits joined with '|'
 ("" when n is 0: a pause alone). The doubles, 0 unless set:
   E        epoch, Unix seconds (a multiple of a day)
@@ -95,25 +98,33 @@ then each limit's (own frame), in order:
   WS PREV CUR OFF  a window (fixed, counter): start, previous count (counter), current
            count, and the alignment offset (in [0, P); 0 until a rebase moves the epoch by a
            number of days that is not a multiple of the period)
-  TOTAL LEN FRONT LAST_T LAST_A NEED   a sliding log: the sum of its entries, their number,
-           the first one's instant, the last one's instant and amount, and the last one with
-           units' instant plus P + M (0 when none)
-  the smooth window: its bucket's four, then its log's six.
-Each log is a LIST of entries struct '<dd' (instant, amount; own frame), oldest first:
-expiry pops the front, a commit merges into or pushes at the back, a refund searches from
-the back. The leases are a sorted set of lease ids scored by expiry in absolute whole
+  TOTAL SHAPE FRONT NEED LEXP   a sliding log: the sum of its entries; the entries in its
+           head (hn) and tail (tn) and the chunks in its list (lc), as lc * 1024 + hn * 32 +
+           tn; its first entry's instant; its last entry with units' instant plus P + M (0
+           when none); when its list expires (absolute milliseconds)
+  the smooth window: its bucket's four, then its log's five.
+A log's entries are struct '<dd' (instant, amount; own frame), oldest first, in three parts:
+its head (the oldest, K = 4 at most) and its tail (the newest, K at most) in the state, and
+between them its LIST, whose elements are chunks of K entries. A commit merges into the last
+entry or appends to the tail; a full tail becomes the head if there is none, else the list's
+last chunk. Entries that leave the window go from the front (the head, then whole chunks);
+an emptied head takes the list's first chunk. So the tail holds the last entry whenever there
+is one, and the head has entries whenever the list has chunks. A refund searches from the
+back. The leases are a sorted set of lease ids scored by expiry in absolute whole
 milliseconds (rounded up); a lease is live while its score is above the current millisecond
 (rounded down).
 EXPIRY: every write ends by setting the expiry of the keys it wrote to what their state still
-needs, rounded up to whole milliseconds, plus 1 s: the state and the lists that hold entries
-to the latest of every bucket's TAT plus its margin, every log's last counted entry plus
-P + M, the windows' ends, the pause and the floor (the state first: its lists never expire
-before it); the leases to their latest lease. A budget whose state is then fresh (behaves as
-a new one: the core's `LimitRule::is_fresh`, with a bucket full for its margin) is deleted
-instead; unless a refund has given time back (its refunded total is not 0), which keeps it
-for the 1 s only, so that no receipt of it can meet a new incarnation at the same instant
-(the born rule above covers those after). A state that takes limits (new, or a pause alone)
-deletes its logs' lists first: they may outlive an earlier state by a millisecond.
+needs, rounded up to whole milliseconds, plus 1 s: the state to the latest of every bucket's
+TAT plus its margin, every log's last counted entry plus P + M, the windows' ends, the pause
+and the floor; a log's list, when a chunk is pushed, to its last entry plus P + M (LEXP: by
+then every entry in it, and in the head, has left the window; the state notes when, and a
+log whose list has expired keeps its tail only); the leases to their latest lease. A budget
+whose state is then fresh (behaves as a new one: the core's `LimitRule::is_fresh`, with a
+bucket full for its margin) is deleted instead, its lists with it; unless a refund has given
+time back (its refunded total is not 0), which keeps it for the 1 s only, so that no receipt
+of it can meet a new incarnation at the same instant (the born rule above covers those
+after). A state that takes limits (new, or a pause alone) deletes its logs' lists first:
+they may outlive an earlier state.
 
 OPERATIONS, one function each. A budget's limits come as its fingerprints (as stored, above);
 each limit's seven rule fields (in this order): alg (sw smooth window, tb token bucket, lb
@@ -182,16 +193,20 @@ local RULES_MAX = 1000
 
 -- The state's layout (see STORAGE): the budget's doubles, then each limit's, addressed as
 -- v[o + TAT] and so on from its offset o (which is less than its first double's index by one,
--- or by five for a sliding log alone, whose doubles are the last six of the ten).
+-- or by five for a sliding log alone, whose doubles are the last five of the nine).
 local HEAD = 5
 local E, BORN, PAUSE, FLOOR, X = 1, 2, 3, 4, 5
 local TAT, OV, RH, RL = 1, 2, 3, 4
 local WS, PREV, CUR, OFF = 1, 2, 3, 4
-local TOTAL, LEN, FRONT, LAST_T, LAST_A, NEED = 5, 6, 7, 8, 9, 10
+local TOTAL, SHAPE, FRONT, NEED, LEXP = 5, 6, 7, 8, 9
+-- A log's entries: K at most in its head and in its tail, K in each chunk of its list.
+local K = 4
+local ENTRY = 16 -- bytes: struct '<dd'
+local NOW_MS = 0
 
 -- Lua's libraries, taken at the first call (see A FUNCTION, NOT A SCRIPT).
 local tonumber, tostring, unpack
-local sub, byte, char, find, gmatch, rep, sformat, pack, unpack_s, call
+local sub, byte, char, find, gmatch, rep, sformat, concat, pack, unpack_s, call
 
 -- The call's keys, arguments and time: set at the entry of every call.
 local KEYS, ARGV, SEC, NSEC
@@ -234,11 +249,12 @@ local function clock(ns)
   else
     SEC, NSEC = idiv(ns + 0, GIGA)
   end
+  -- The current millisecond, rounded down: a lease scored above it is live.
+  NOW_MS = SEC * 1000 + (NSEC - imod(NSEC, MEGA)) / MEGA
 end
 
--- The current millisecond, rounded down: a lease scored above it is live.
 local function now_ms()
-  return SEC * 1000 + (NSEC - imod(NSEC, MEGA)) / MEGA
+  return NOW_MS
 end
 
 -- floor(a * b / c) and the remainder, exact for integers 0 <= a, b < 2^53, 0 < c <= 2^52,
@@ -308,8 +324,8 @@ end
 local RULES, RULES_N = {}, 0
 -- The limits of a state that holds none (a pause alone, or a new state).
 local NONE
--- A limit's doubles: a bucket's four, a log's six, a smooth window's ten, a window's four.
-local SIZE = { tb = 4, lb = 4, sw = 10, log = 6, ctr = 4, fw = 4 }
+-- A limit's doubles: a bucket's four, a log's five, a smooth window's nine, a window's four.
+local SIZE = { tb = 4, lb = 4, sw = 9, log = 5, ctr = 4, fw = 4 }
 
 -- A limit from its fingerprint: its seven rule fields joined with ':'.
 local function rule(fp)
@@ -376,16 +392,30 @@ end
 
 -- The numbers of an argument made of little-endian doubles, in a table.
 local function numbers(blob)
-  return { unpack_s(doubles(#blob / 8), blob) }
+  local k = #blob / 8
+  return { unpack_s(FORMATS[k] or doubles(k), blob) }
 end
 
 local POOL = {}
 
+-- A log's shape: the entries in its head and in its tail (in the state), the chunks in its
+-- list.
+local function shape(x)
+  local tn = x % 32
+  local hn = ((x - tn) / 32) % 32
+  return hn, tn, (x - hn * 32 - tn) / 1024
+end
+
+local function shaped(hn, tn, lc)
+  return lc * 1024 + hn * 32 + tn
+end
+
 -- The budget whose keys start at KEYS[kx]: its state, its lease set when `leased`, then the
 -- lists of every limit (`all`) or of its logs only; a table of the call's, kept from call to
--- call (`bi` picks it). Its doubles `v`, its limits `n` and fingerprints `fps` as stored
--- (none for a new state) and theirs `S`, its instant `now`. `asked`: the fingerprints the
--- call gives, which the stored ones most often are; R, their limits.
+-- call (`bi` picks it). Its doubles `v`, its logs' heads and tails, its limits `n` and
+-- fingerprints `fps` as stored (none for a new state) and theirs `S`, its instant `now`.
+-- `asked`: the fingerprints the call gives, which the stored ones most often are; R, their
+-- limits.
 local function open(bi, kx, asked, R, leased, all)
   local B = POOL[bi]
   if B == nil then
@@ -398,6 +428,8 @@ local function open(bi, kx, asked, R, leased, all)
       all = false,
       logs = false,
       v = false,
+      head = {},
+      tail = {},
       n = 0,
       fps = '',
       S = false,
@@ -419,22 +451,36 @@ local function open(bi, kx, asked, R, leased, all)
   B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
   local s = call('GET', skey)
   if s then
-    local t1, t2, t3, n, hi, lo = byte(s, 1, 6)
-    if t1 ~= 116 or t2 ~= 103 or t3 ~= 50 then -- "tg2"
+    local t1, t2, t3, n, sh, sl, fh, fl = byte(s, 1, 8)
+    if t1 ~= 116 or t2 ~= 103 or t3 ~= 51 then -- "tg3"
       error({ err = 'tokengate: ' .. skey .. ' holds no state of this version' })
     end
-    -- The doubles' count, then the fingerprints after them.
-    local m = HEAD + hi * 256 + lo
-    local v = { unpack_s(doubles(m), s, 7) }
-    local at = v[m + 1]
-    v[m + 1] = nil
-    if #s - at + 1 == #asked and find(s, asked, at, true) == at then
-      B.fps, B.S = asked, R
+    -- The doubles, the logs' heads and tails, then the fingerprints.
+    local flen = fh * 256 + fl
+    local at, S = #s - flen + 1, R
+    if flen == #asked and find(s, asked, at, true) == at then
+      B.fps = asked
     else
-      B.fps = sub(s, at)
-      B.S = rules_of(B.fps)
+      B.fps = sub(s, at, at + flen - 1)
+      S = rules_of(B.fps)
     end
-    B.v, B.n, B.exists = v, n, true
+    local m = HEAD + sh * 256 + sl
+    local v = { unpack_s(FORMATS[m] or doubles(m), s, 9) }
+    at = v[m + 1]
+    v[m + 1] = nil
+    if S.logs > 0 then
+      local head, tail, off = B.head, B.tail, S.off
+      for i = 1, n do
+        if S[i].log then
+          local hn, tn = shape(v[off[i] + SHAPE])
+          head[i] = sub(s, at, at + ENTRY * hn - 1)
+          at = at + ENTRY * hn
+          tail[i] = sub(s, at, at + ENTRY * tn - 1)
+          at = at + ENTRY * tn
+        end
+      end
+    end
+    B.v, B.S, B.n, B.exists = v, S, n, true
     B.now = (SEC - v[E]) * GIGA + NSEC
   else
     local e = SEC - SEC % DAY_S
@@ -467,7 +513,10 @@ local function adopt(B, fps, R)
   B.n, B.fps, B.S = #R, fps, R
   local logs = {}
   for i = 1, #R do
-    if R[i].log then logs[#logs + 1] = list(B, i) end
+    if R[i].log then
+      logs[#logs + 1] = list(B, i)
+      B.head[i], B.tail[i] = '', ''
+    end
   end
   if #logs > 0 then call('DEL', unpack(logs)) end
 end
@@ -485,25 +534,47 @@ local function mismatch(B, fps, R)
   return nil
 end
 
-local TAGS = {}
+local TAGS, PARTS = {}, {}
 
--- The state as stored: "tg2", the number of limits (a byte) and of their doubles (two), the
--- doubles, the fingerprints.
+-- The state as stored: "tg3", the number of limits (a byte), of their doubles and the
+-- fingerprints' length (two bytes each, big-endian), the doubles, each log's head and tail,
+-- then the fingerprints.
 local function encode(B)
-  local n, size = B.n, B.S.size
-  local tag = TAGS[n * 65536 + size]
+  local n, S, fps = B.n, B.S, B.fps
+  local size, flen = S.size, #fps
+  local id = (n * 65536 + size) * 65536 + flen
+  local tag = TAGS[id]
   if tag == nil then
-    tag = 'tg2' .. char(n, (size - size % 256) / 256, size % 256)
-    TAGS[n * 65536 + size] = tag
+    tag = char(116, 103, 51, n, (size - size % 256) / 256, size % 256, (flen - flen % 256) / 256)
+      .. char(flen % 256)
+    TAGS[id] = tag
   end
-  return tag .. pack(doubles(HEAD + size), unpack(B.v, 1, HEAD + size)) .. B.fps
+  local m = HEAD + size
+  local doubles_ = pack(FORMATS[m] or doubles(m), unpack(B.v, 1, m))
+  if S.logs == 0 then return tag .. doubles_ .. fps end
+  local parts, p = PARTS, 2
+  parts[1], parts[2] = tag, doubles_
+  for i = 1, n do
+    if S[i].log then
+      parts[p + 1], parts[p + 2] = B.head[i], B.tail[i]
+      p = p + 2
+    end
+  end
+  parts[p + 1] = fps
+  return concat(parts, '', 1, p + 1)
 end
 
 -- ---------------------------------------------------------------------------------------
--- The sliding log: its list, read lazily, a chunk at a time (most calls read none of it).
+-- The sliding log: its oldest entries (its head, K at most) and its newest (its tail, K at
+-- most) in the state, whole chunks of K entries between them in its list. A commit appends
+-- to the tail; a full tail becomes the head if there is none, else goes to the list's end, as
+-- one element. Entries that leave the window go from the head; an emptied head takes the
+-- list's first chunk. So the tail holds the last entry whenever the log has one, and the head
+-- has entries whenever the list does. The list is read lazily, a few chunks at a time (most
+-- calls read none of it, and write it once every K entries).
 
--- What the call has read of the list of limit i: instants t and amounts a by index (from 1).
-local function reader(B, i)
+-- What the call has read of the list of limit i: its chunks by index (from 0).
+local function chunks(B, i)
   local logs = B.logs
   if not logs then
     logs = {}
@@ -511,33 +582,93 @@ local function reader(B, i)
   end
   local g = logs[i]
   if g == nil then
-    g = { key = list(B, i), t = {}, a = {} }
+    g = {}
     logs[i] = g
   end
   return g
 end
 
-local function fill(g, from, to)
-  local items = call('LRANGE', g.key, from - 1, to - 1)
-  local ts, as = g.t, g.a
-  for j = 1, #items do
-    ts[from + j - 1], as[from + j - 1] = unpack_s('<dd', items[j])
+-- Chunk ci of limit i's list (of lc chunks), reading a few more toward `step` (1 forward,
+-- -1 backward) when it is not read yet.
+local function chunk(B, i, ci, step, lc)
+  local g = chunks(B, i)
+  local c = g[ci]
+  if c == nil then
+    local from, to = ci, ci + 3 * step
+    if from > to then from, to = to, from end
+    if from < 0 then from = 0 end
+    if to > lc - 1 then to = lc - 1 end
+    local items = call('LRANGE', list(B, i), from, to)
+    for j = 1, #items do g[from + j - 1] = items[j] end
+    c = g[ci]
   end
+  return c
 end
 
--- Entry i, reading `size` entries forward when not read yet; `back` reads backward.
-local function get(g, i, size)
-  if g.t[i] == nil then fill(g, i, i + size - 1) end
-  return g.t[i], g.a[i]
+-- Entry j (from 1: over the head, the list, the tail) of limit i (at o): t, a.
+local function log_entry(B, i, o, j, step)
+  local hn, tn, lc = shape(B.v[o + SHAPE])
+  if j <= hn then return unpack_s('<dd', B.head[i], ENTRY * (j - 1) + 1) end
+  j = j - hn
+  if j <= lc * K then
+    local r = (j - 1) % K
+    return unpack_s('<dd', chunk(B, i, (j - 1 - r) / K, step, lc), ENTRY * r + 1)
+  end
+  return unpack_s('<dd', B.tail[i], ENTRY * (j - lc * K - 1) + 1)
 end
 
-local function back(g, i)
-  if g.t[i] == nil then
-    local from = i - CHUNK + 1
-    if from < 1 then from = 1 end
-    fill(g, from, i)
+-- `buf` with its entry at byte p replaced by e.
+local function splice(buf, p, e)
+  return sub(buf, 1, p - 1) .. e .. sub(buf, p + ENTRY)
+end
+
+-- Entry j of limit i becomes t, a (written).
+local function log_set(B, i, o, j, t, a)
+  local hn, tn, lc = shape(B.v[o + SHAPE])
+  local e = pack('<dd', t, a)
+  if j <= hn then
+    B.head[i] = splice(B.head[i], ENTRY * (j - 1) + 1, e)
+    return
   end
-  return g.t[i], g.a[i]
+  j = j - hn
+  if j <= lc * K then
+    local r = (j - 1) % K
+    local ci = (j - 1 - r) / K
+    local c = splice(chunk(B, i, ci, -1, lc), ENTRY * r + 1, e)
+    chunks(B, i)[ci] = c
+    call('LSET', list(B, i), ci, c)
+    return
+  end
+  B.tail[i] = splice(B.tail[i], ENTRY * (j - lc * K - 1) + 1, e)
+end
+
+-- A log whose list has expired (by LEXP its entries, and its head's, had all left the window:
+-- see EXPIRY) keeps its tail: what it no longer has counted for nothing.
+local function log_vanished(B, i, o)
+  local v = B.v
+  local hn, tn, lc = shape(v[o + SHAPE])
+  if lc == 0 or NOW_MS < v[o + LEXP] then return end
+  call('DEL', list(B, i))
+  local tail, total = B.tail[i], 0
+  for j = 1, tn do
+    local _, a = unpack_s('<dd', tail, ENTRY * (j - 1) + 1)
+    total = total + a
+  end
+  v[o + TOTAL], v[o + SHAPE], v[o + FRONT] = total, shaped(0, tn, 0), unpack_s('<dd', tail, 1)
+  if v[o + NEED] <= B.now then v[o + NEED] = 0 end
+  B.head[i] = ''
+  if B.logs then B.logs[i] = nil end
+end
+
+-- log_vanished of the first k limits (the stored ones) of a budget whose lists the call has.
+local function logs_vanished(B, k)
+  local S, v = B.S, B.v
+  if S.logs == 0 then return end
+  for i = 1, k do
+    local o = S.off[i]
+    -- (a list has chunks when the shape is 1024 or more)
+    if S[i].log and v[o + SHAPE] >= 1024 and NOW_MS >= v[o + LEXP] then log_vanished(B, i, o) end
+  end
 end
 
 -- sliding_log::earliest of limit i (at o), over the window W = P + M: when its entries
@@ -547,11 +678,11 @@ local function log_earliest(B, i, o, L, now, c)
   local room = L.N - c
   local live = v[o + TOTAL]
   if live <= room then return now end
+  local hn, tn, lc = shape(v[o + SHAPE])
   local at = now
-  local g = reader(B, i)
-  for j = 1, v[o + LEN] do
+  for j = 1, hn + lc * K + tn do
     if live <= room then break end
-    local t, a = get(g, j, CHUNK)
+    local t, a = log_entry(B, i, o, j, 1)
     live = live - a
     at = t + L.W
   end
@@ -562,77 +693,94 @@ end
 -- sliding_log::commit: drops what has left the window, then records c at now.
 local function log_commit(B, i, o, L, now, c)
   local v = B.v
-  local n = v[o + LEN]
-  local key = list(B, i)
+  local hn, tn, lc = shape(v[o + SHAPE])
   local last = now - L.W
-  if n > 0 and last >= 0 and v[o + FRONT] <= last then
-    -- The first entry has left: read from the front (a few first, as most commits drop one).
-    local g = reader(B, i)
-    local k, gone, size = 0, 0, 4
+  if tn > 0 and last >= 0 and v[o + FRONT] <= last then
+    -- Entries have left the window: count them from the front...
+    local n, k, gone = hn + lc * K + tn, 0, 0
     while k < n do
-      local t, a = get(g, k + 1, size)
+      local t, a = log_entry(B, i, o, k + 1, 1)
       if t > last then
         v[o + FRONT] = t
         break
       end
-      gone, k, size = gone + a, k + 1, CHUNK
+      gone, k = gone + a, k + 1
     end
-    call('LTRIM', key, k, -1)
-    if B.logs then B.logs[i] = nil end
-    n = n - k
     v[o + TOTAL] = v[o + TOTAL] - gone
-    -- The last entry with units among those gone: none has units any more.
+    -- (the last entry with units among them: none has units any more)
     if v[o + NEED] <= now then v[o + NEED] = 0 end
+    -- ... and drop them: from the head, whole chunks, then the tail; an emptied head takes
+    -- the next chunk.
+    local r = k
+    if r > hn then r = hn end
+    B.head[i], hn, k = sub(B.head[i], ENTRY * r + 1), hn - r, k - r
+    if hn == 0 and lc > 0 then
+      local whole = (k - k % K) / K
+      if whole > lc then whole = lc end
+      local popped = whole
+      if whole < lc then popped = whole + 1 end
+      local items = call('LPOP', list(B, i), popped)
+      lc, k = lc - popped, k - whole * K
+      if popped > whole then
+        B.head[i], hn, k = sub(items[popped], ENTRY * k + 1), K - k, 0
+      end
+      if B.logs then B.logs[i] = nil end
+    end
+    if k > 0 then B.tail[i], tn = sub(B.tail[i], ENTRY * k + 1), tn - k end
   end
   local total = v[o + TOTAL]
   if total + c > COUNT_MAX then c = COUNT_MAX - total end
   if c > 0 then
     v[o + TOTAL] = total + c
-    local t = v[o + LAST_T]
-    if n > 0 and t >= now then
-      local a = v[o + LAST_A] + c
-      v[o + LAST_A] = a
-      call('LSET', key, -1, pack('<dd', t, a))
+    local tail, t, a = B.tail[i], nil, nil
+    if tn > 0 then t, a = unpack_s('<dd', tail, ENTRY * (tn - 1) + 1) end
+    if tn > 0 and t >= now then
+      -- Merged into the last entry.
+      B.tail[i] = sub(tail, 1, ENTRY * (tn - 1)) .. pack('<dd', t, a + c)
     else
-      call('RPUSH', key, pack('<dd', now, c))
-      if n == 0 then v[o + FRONT] = now end
-      n = n + 1
-      t = now
-      v[o + LAST_T], v[o + LAST_A] = now, c
+      if tn == K then
+        -- A full tail becomes the head, or the list's last chunk (which expires when its last
+        -- entry leaves the window, plus the slack).
+        if hn == 0 then
+          B.head[i], hn = tail, K
+        else
+          local key = list(B, i)
+          call('RPUSH', key, tail)
+          lc = lc + 1
+          local exp = v[E] * 1000 + ceil_ms(t + L.W) + SLACK_MS
+          v[o + LEXP] = exp
+          call('PEXPIRE', key, exp - NOW_MS)
+        end
+        tail, tn = '', 0
+      end
+      if hn + lc + tn == 0 then v[o + FRONT] = now end
+      B.tail[i], tn, t = tail .. pack('<dd', now, c), tn + 1, now
     end
     v[o + NEED] = t + L.W
-    if B.logs then B.logs[i] = nil end
   end
-  v[o + LEN] = n
+  v[o + SHAPE] = shaped(hn, tn, lc)
 end
 
 -- sliding_log::refund: up to `units` back to the entry admitted at `at`.
 local function log_refund(B, i, o, L, at, units)
   local v = B.v
-  local n = v[o + LEN]
-  if n == 0 or at > v[o + LAST_T] then return end
-  local g = reader(B, i)
+  local hn, tn, lc = shape(v[o + SHAPE])
+  local n = hn + lc * K + tn
+  if n == 0 or at > unpack_s('<dd', B.tail[i], ENTRY * (tn - 1) + 1) then return end
   for j = n, 1, -1 do
-    local t, a
-    if j == n then
-      t, a = v[o + LAST_T], v[o + LAST_A]
-    else
-      t, a = back(g, j)
-    end
+    local t, a = log_entry(B, i, o, j, -1)
     if t == at then
       local given = units
       if a < given then given = a end
       if given > 0 then
         a = a - given
-        call('LSET', list(B, i), j - 1, pack('<dd', t, a))
+        log_set(B, i, o, j, t, a)
         v[o + TOTAL] = v[o + TOTAL] - given
-        if j == n then v[o + LAST_A] = a end
-        g.a[j] = a
         if a == 0 and v[o + NEED] == t + L.W then
           -- It was the last entry with units: find the one before it.
           v[o + NEED] = 0
           for k = j - 1, 1, -1 do
-            local tk, ak = back(g, k)
+            local tk, ak = log_entry(B, i, o, k, -1)
             if ak > 0 then
               v[o + NEED] = tk + L.W
               break
@@ -640,23 +788,72 @@ local function log_refund(B, i, o, L, at, units)
           end
         end
       end
-      B.logs[i] = nil
       return
     end
     if t < at then return end
   end
 end
 
--- What a log's entries make of its doubles (after a rebase rewrote them).
-local function log_recount(v, o, L, ts, as)
+-- Every entry of limit i's log (unless its list has expired), in order: instants, amounts.
+local function log_all(B, i, o)
+  local v = B.v
+  local hn, tn, lc = shape(v[o + SHAPE])
+  local ts, as = {}, {}
+  local function add(buf)
+    for j = 1, #buf / ENTRY do
+      local t, a = unpack_s('<dd', buf, ENTRY * (j - 1) + 1)
+      ts[#ts + 1], as[#as + 1] = t, a
+    end
+  end
+  if lc == 0 or NOW_MS < v[o + LEXP] then
+    add(B.head[i])
+    if lc > 0 then
+      local items = call('LRANGE', list(B, i), 0, -1)
+      for j = 1, #items do add(items[j]) end
+    end
+  end
+  add(B.tail[i])
+  return ts, as
+end
+
+-- Limit i's log made of entries ts, as (after a rebase moved them), in its state and list.
+local function log_rebuild(B, i, o, L, ts, as)
+  local v = B.v
   local n = #ts
-  v[o + LEN], v[o + FRONT], v[o + LAST_T], v[o + LAST_A], v[o + NEED] = n, 0, 0, 0, 0
+  local key = list(B, i)
+  call('DEL', key)
+  v[o + SHAPE], v[o + FRONT], v[o + NEED], v[o + LEXP] = 0, 0, 0, 0
+  B.head[i], B.tail[i] = '', ''
+  if B.logs then B.logs[i] = nil end
   if n == 0 then return end
-  v[o + FRONT], v[o + LAST_T], v[o + LAST_A] = ts[1], ts[n], as[n]
+  local function bytes(from, to)
+    local parts = {}
+    for j = from, to do parts[#parts + 1] = pack('<dd', ts[j], as[j]) end
+    return concat(parts)
+  end
+  -- The last 1 to K entries in the tail, the first K before them in the head, the rest in
+  -- chunks.
+  local tn = (n - 1) % K + 1
+  local rest = n - tn
+  local hn, lc = 0, 0
+  if rest > 0 then
+    hn, lc = K, (rest - K) / K
+    B.head[i] = bytes(1, K)
+    for ci = 0, lc - 1 do
+      call('RPUSH', key, bytes(K + ci * K + 1, K + ci * K + K))
+    end
+    if lc > 0 then
+      local exp = v[E] * 1000 + ceil_ms(ts[rest] + L.W) + SLACK_MS
+      v[o + LEXP] = exp
+      call('PEXPIRE', key, exp - NOW_MS)
+    end
+  end
+  B.tail[i] = bytes(rest + 1, n)
+  v[o + SHAPE], v[o + FRONT] = shaped(hn, tn, lc), ts[1]
   for j = n, 1, -1 do
     if as[j] > 0 then
       v[o + NEED] = ts[j] + L.W
-      return
+      break
     end
   end
 end
@@ -931,6 +1128,7 @@ end
 local function rebase(B)
   local days, S = rebase_days(B.now)
   local v, R = B.v, B.S
+  local rebuilds = {}
   v[PAUSE], v[FLOOR] = shift_instant(v[PAUSE], S), shift_instant(v[FLOOR], S)
   v[BORN], v[X] = shift_instant(v[BORN], S), shift_instant(v[X], S)
   for i = 1, B.n do
@@ -945,32 +1143,28 @@ local function rebase(B)
         v[o + WS] = ws
       end
     end
-    if L.log and v[o + LEN] > 0 then
-      local key = list(B, i)
-      local items = call('LRANGE', key, 0, -1)
-      local kept, ts, as, gone = {}, {}, {}, 0
-      for j = 1, #items do
-        local t, a = unpack_s('<dd', items[j])
-        if t - S < 0 then
-          gone = gone + a
-        else
-          kept[#kept + 1] = pack('<dd', t - S, a)
-          ts[#ts + 1], as[#as + 1] = t - S, a
+    if L.log then
+      local hn, tn, lc = shape(v[o + SHAPE])
+      if hn + tn + lc > 0 then
+        local ts, as = log_all(B, i, o)
+        local kept_t, kept_a, total = {}, {}, 0
+        for j = 1, #ts do
+          if ts[j] - S >= 0 then
+            kept_t[#kept_t + 1], kept_a[#kept_a + 1] = ts[j] - S, as[j]
+            total = total + as[j]
+          end
         end
+        -- (the epoch moves first: the list's expiry is counted from it)
+        rebuilds[#rebuilds + 1] = { i, o, L, kept_t, kept_a }
+        v[o + TOTAL] = total
       end
-      local ttl = call('PTTL', key)
-      call('DEL', key)
-      for j = 1, #kept, 1000 do
-        local to = j + 999
-        if to > #kept then to = #kept end
-        call('RPUSH', key, unpack(kept, j, to))
-      end
-      if #kept > 0 and ttl > 0 then call('PEXPIRE', key, ttl) end
-      v[o + TOTAL] = v[o + TOTAL] - gone
-      log_recount(v, o, L, ts, as)
     end
   end
   v[E] = v[E] + days * DAY_S
+  for j = 1, #rebuilds do
+    local r = rebuilds[j]
+    log_rebuild(B, r[1], r[2], r[3], r[4], r[5])
+  end
   call('SET', B.skey, encode(B), 'KEEPTTL')
   B.now = B.now - S
   B.logs = false
@@ -1020,13 +1214,20 @@ local function save(B, k, all, lists)
   end
   v[X] = x
   local ms = SLACK_MS
-  if need > now then ms = ceil_ms(need - now) + SLACK_MS end
+  if need > now then
+    -- ceil_ms(need - now)
+    local d = need - now
+    local r = d % MEGA
+    if r < 0 then
+      r = r + MEGA
+    elseif r >= MEGA then
+      r = r - MEGA
+    end
+    ms = (d - r) / MEGA + SLACK_MS
+    if r > 0 then ms = ms + 1 end
+  end
   ms = sformat('%d', ms)
   call('SET', B.skey, encode(B), 'PX', ms)
-  for i = 1, k do
-    local L = S[i]
-    if L.log and v[S.off[i] + LEN] > 0 then call('PEXPIRE', list(B, i), ms) end
-  end
 end
 
 -- The lease set's expiry: its latest lease's.
@@ -1050,8 +1251,22 @@ local function decide_budget(B, t)
   local off = R.off
   local at, li
   for i = 1, #R do
-    local j = xa + 3 * i
-    local u = decide_limit(B, i, off[i], R[i], now, x[j - 3], x[j - 2], x[j - 1])
+    local j, L, o = xa + 3 * i, R[i], off[i]
+    local c, T, O = x[j - 3], x[j - 2], x[j - 1]
+    local u
+    if L.gcra or L.alg == 'sw' then
+      -- A bucket, or a smooth window whose log has room (most calls): the bucket decides.
+      local ok, w = gcra_admit(L, v[o + TAT], v[o + OV], now, c, T, O)
+      if ok and (L.gcra or v[o + TOTAL] <= L.N - c) then
+        u = nil
+      elseif L.gcra then
+        u = w
+      else
+        u = decide_limit(B, i, o, L, now, c, T, O)
+      end
+    else
+      u = decide_limit(B, i, o, L, now, c, T, O)
+    end
     if u ~= nil and (at == nil or u > at) then at, li = u, i end
   end
   if at ~= nil then
@@ -1109,7 +1324,9 @@ local function acquire()
     local cap = x[xa]
     local leased = cap >= 0
     local B = open(bi, kx, fps, R, leased, false)
-    kx = kx + key_count(R, leased, false)
+    -- key_count(R, leased, false)
+    kx = kx + 1 + R.logs
+    if leased then kx = kx + 1 end
     if leased then B.cap = cap end
     B.x, B.xa = x, xa + 1
     xa = xa + 1 + 3 * #R
@@ -1120,6 +1337,7 @@ local function acquire()
   local ef = SEC - SEC % DAY_S
   for bi = 1, nb do
     local B = budgets[bi]
+    logs_vanished(B, B.n)
     if B.exists and B.now >= REBASE_AT then rebase(B) end
     if B.n == 0 then adopt(B, B.asked, B.rules) end
     if B.cap then
@@ -1168,12 +1386,25 @@ local function acquire()
     r = r + 1
     reply[r] = #R
     for i = 1, #R do
-      local j, o = bx + 3 * i, off[i]
-      local drained = commit_limit(B, i, o, R[i], tb, x[j - 3], x[j - 2], x[j - 1])
+      local j, o, L = bx + 3 * i, off[i], R[i]
+      local drained
+      if L.gcra then
+        drained = gcra_commit(L, v, o, tb, x[j - 2], x[j - 1])
+      else
+        drained = commit_limit(B, i, o, L, tb, x[j - 3], x[j - 2], x[j - 1])
+      end
       local h, l = 0, 0
       if drained ~= nil then
-        -- The mark: the drain instant plus the refunded total, in the frame.
-        h, l = hl_add(v[o + RH], v[o + RL], drained + D)
+        -- The mark: the drain instant plus the refunded total, in the frame (hl_add).
+        local d = drained + D
+        local dl = d % GIGA
+        if dl < 0 then
+          dl = dl + GIGA
+        elseif dl >= GIGA then
+          dl = dl - GIGA
+        end
+        h, l = v[o + RH] + (d - dl) / GIGA, v[o + RL] + dl
+        if l >= GIGA then h, l = h + 1, l - GIGA end
       end
       reply[r + 1], reply[r + 2] = h, l
       r = r + 2
@@ -1185,7 +1416,7 @@ local function acquire()
     end
     save(B, B.n, true, B.n)
   end
-  return pack(doubles(r), unpack(reply, 1, r))
+  return pack(FORMATS[r] or doubles(r), unpack(reply, 1, r))
 end
 
 local function settle()
@@ -1202,6 +1433,7 @@ local function settle()
     local B = open(bi, kx, fps, R, held, true)
     kx = kx + key_count(R, held, true)
     local stored = B.n
+    if stored <= n then logs_vanished(B, stored) end
     if B.exists and B.now >= REBASE_AT and stored <= n then rebase(B) end
     if stored == 0 then adopt(B, fps, R) end
     -- The receipts' frame in this budget's: whatever is that far off gives nothing back.
@@ -1310,7 +1542,8 @@ local function peek()
   local mi, stored = mismatch(B, fps, R)
   if mi ~= nil then return { 'mismatch', 0, mi, stored } end
   local v, exists = B.v, B.exists
-  if B.n == 0 then
+  local stored = B.n > 0
+  if not stored then
     for j = HEAD + 1, HEAD + R.size do v[j] = 0 end
   end
   local S, e = 0, v[E]
@@ -1340,16 +1573,19 @@ local function peek()
       out(v[o + RL])
     end
     if L.log then
-      local items = {}
-      if exists and v[o + LEN] > 0 then items = call('LRANGE', list(B, i), 0, -1) end
-      local total, pairs_ = v[o + TOTAL], {}
-      for j = 1, #items do
-        local t, a = unpack_s('<dd', items[j])
-        if t - S < 0 then
-          total = total - a
+      -- (a list expired: its entries and the head's left the window, the tail's count)
+      local ts, as, total, pairs_ = {}, {}, v[o + TOTAL], {}
+      if stored then ts, as = log_all(B, i, o) end
+      if v[o + SHAPE] >= 1024 and NOW_MS >= v[o + LEXP] then
+        total = 0
+        for j = 1, #as do total = total + as[j] end
+      end
+      for j = 1, #ts do
+        if ts[j] - S < 0 then
+          total = total - as[j]
         else
-          pairs_[#pairs_ + 1] = t - S
-          pairs_[#pairs_ + 1] = a
+          pairs_[#pairs_ + 1] = ts[j] - S
+          pairs_[#pairs_ + 1] = as[j]
         end
       end
       out(total)
@@ -1371,7 +1607,7 @@ end
 local function init()
   tonumber, tostring, unpack = _G.tonumber, _G.tostring, _G.unpack
   sub, byte, char, find = string.sub, string.byte, string.char, string.find
-  gmatch, rep, sformat = string.gmatch, string.rep, string.format
+  gmatch, rep, sformat, concat = string.gmatch, string.rep, string.format, table.concat
   pack, unpack_s = struct.pack, struct.unpack
   call = redis.call
   NONE = rules_of('')
