@@ -267,7 +267,7 @@
 
 // The README's Rust examples, compiled with the crate's doctests (they need the features they
 // name in their `[dependencies]`).
-#[cfg(all(doctest, feature = "reqwest", feature = "config"))]
+#[cfg(all(doctest, feature = "reqwest", feature = "config", feature = "redis"))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
