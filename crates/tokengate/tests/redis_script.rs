@@ -1979,3 +1979,41 @@ fn long_logs_go_through_their_lists_as_the_core_s() {
         assert!(calls > 0, "no {command}");
     }
 }
+
+#[test]
+fn a_state_put_back_behind_the_script_s_back_is_read_as_it_is() {
+    // The script keeps the states of the budgets with logs it last read or wrote, and reads
+    // 8 bytes of a state (its version) to know whether it still holds: a state put back from
+    // a copy, or deleted, is read again.
+    let (_server, mut con) = connect();
+    let policy = one(Limit::new(100, Duration::from_nanos(1_000))
+        .algorithm(Algorithm::SlidingWindowLog)
+        .margin(Duration::ZERO));
+    let keys = BudgetKeys::new("{back}", 1);
+    let saved = BudgetKeys::new("{back}:saved", 1);
+    let budgets = [(&keys, &policy)];
+    let admit = |con: &mut Connection, now: Nanos, n: u64| -> bool {
+        let reply: AcquireReply = call(
+            con,
+            script::acquire(&budgets, &requests(n), Some(now), 0, "l", 1),
+        );
+        matches!(reply, AcquireReply::Admitted { .. })
+    };
+    for (t, n) in [(0, 3), (1, 2), (2, 4), (3, 1), (4, 5), (5, 2)] {
+        assert!(admit(&mut con, t, n));
+    }
+    let then = peek(&mut con, &keys, &policy, 10);
+    copy_keys(&mut con, &keys, &saved);
+    for t in 10..30 {
+        assert!(admit(&mut con, t, 4));
+    }
+    assert_ne!(peek(&mut con, &keys, &policy, 30).limits, then.limits);
+    // Put back: 17 used, 83 left.
+    copy_keys(&mut con, &saved, &keys);
+    assert_eq!(peek(&mut con, &keys, &policy, 10).limits, then.limits);
+    assert!(!admit(&mut con, 40, 84));
+    assert!(admit(&mut con, 40, 83));
+    // Deleted: a new budget.
+    let _: i64 = redis::cmd("DEL").arg(&keys.state).query(&mut con).unwrap();
+    assert!(admit(&mut con, 50, 100));
+}

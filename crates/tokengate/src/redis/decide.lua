@@ -21,7 +21,9 @@ changes with the text, so that processes running different versions call their o
 side by side on one server; the store loads the library when a call finds its function
 missing (a new server, a restart, FUNCTION FLUSH) and calls again. Kept from call to call: the
 limits parsed from their fingerprints (at most 1000 policies, then emptied), a pure function
-of their key, and a few tables a call fills anew (budgets, the answer) rather than make.
+of their key; the states of budgets with logs as last read or written (at most 1024, then
+emptied), each with the version it has in Redis, checked at every call (STORAGE); and a few
+tables a call fills anew (budgets, the answer) rather than make.
 
 COST. What a call costs in Redis is mostly Redis's own work around Lua, and Lua's slowness:
 each redis.call (0.5-1 us), each string made (Redis's Lua hashes every byte of it: a
@@ -29,7 +31,8 @@ command's reply, a substring, a concatenation, a struct.pack), each figure conve
 number to a decimal string takes 0.4-0.6 us, a string to a number 0.2), each function called
 (as much as ten arithmetic steps), each table made. So:
 - The state is binary (below): one GET and one struct.unpack read all of a budget, one
-  struct.pack and one SET (with its expiry) write it.
+  struct.pack and one SET (with its expiry) write it. A budget with logs, whose state is
+  larger, is read from the library's copy when its 8 bytes of version (GETRANGE) match.
 - A log keeps its first and last few entries in the state, and what a commit needs of it
   (its first entry's instant, its last counted one's): most commits touch its list not at
   all, the others push or pop a chunk of entries at once.
@@ -86,7 +89,10 @@ The state is "tg3", a byte n (the number of limits it holds), two bytes k (the n
 their doubles) and two bytes f (the fingerprints' length; both big-endian), then 5 + k
 little-endian doubles (struct '<d'), then each log's head and tail (below), then the limits'
 fingerprints: each limit's seven rule fields joined with ':', the limits joined with '|'
-("" when n is 0: a pause alone). The doubles, 0 unless set:
+("" when n is 0: a pause alone). A budget with logs has "tg4" and a version (one more double)
+before the others: new at every write (the library's first instant, in microseconds modulo
+2^20, times 2^32, plus a count of its writes), so that a state whose version is the one the
+library last read or wrote is the state it holds. The doubles, 0 unless set:
   E        epoch, Unix seconds (a multiple of a day)
   BORN     the own-frame instant the state was made. A receipt admitted before it belongs
            to an earlier incarnation of the budget, emptied since: its bucket gives nothing
@@ -410,12 +416,82 @@ local function shaped(hn, tn, lc)
   return lc * 1024 + hn * 32 + tn
 end
 
+-- Budgets' states as last read or written by this library, by key (budgets with logs only:
+-- the others' states are small): an entry's doubles, logs' heads and tails, fingerprints,
+-- their limits and count, and the version the state has in Redis (false while the call
+-- changes them without writing). A call reads 8 bytes of the state (GETRANGE) when it has its
+-- entry, rather than all of it (GET, and every byte hashed by Lua): the version is new at
+-- every write (this library's first instant, then a count), so an equal one is the same
+-- state. At most CACHED of them: then all are dropped.
+local CACHE, CACHE_N, CACHED = {}, 0, 1024
+local NONCE, WRITES = 0, 0
+-- The calls so far: an entry a budget of this call already uses is not shared with another.
+local CALLS = 0
+
+-- The version of a state about to be written.
+local function version()
+  WRITES = WRITES + 1
+  if WRITES >= 4294967296 then WRITES = 1 end
+  return NONCE + WRITES
+end
+
+-- A state read whole: fills `e` (a budget or a cache entry: its version, doubles, logs' heads
+-- and tails, fingerprints, their limits and count). `asked`: the fingerprints the call gives, most often the stored
+-- ones (R, their limits).
+local function parse(s, skey, e, asked, R)
+  local t1, t2, t3, n, sh, sl, fh, fl = byte(s, 1, 8)
+  -- "tg3", or "tg4" with a version (the states of budgets with logs)
+  if t1 ~= 116 or t2 ~= 103 or (t3 ~= 51 and t3 ~= 52) then
+    error({ err = 'tokengate: ' .. skey .. ' holds no state of this version' })
+  end
+  -- The version, the doubles, the logs' heads and tails, then the fingerprints.
+  local flen = fh * 256 + fl
+  local at, S = #s - flen + 1, R
+  if flen == #asked and find(s, asked, at, true) == at then
+    e.fps = asked
+  else
+    e.fps = sub(s, at, at + flen - 1)
+    S = rules_of(e.fps)
+  end
+  local m = HEAD + sh * 256 + sl
+  local versioned = t3 == 52
+  local v
+  if versioned then
+    v = { unpack_s(FORMATS[m] or doubles(m), s, 17) }
+  else
+    v = { unpack_s(FORMATS[m] or doubles(m), s, 9) }
+  end
+  at = v[m + 1]
+  v[m + 1] = nil
+  if S.logs > 0 then
+    local head, tail, off = e.head, e.tail, S.off
+    for i = 1, n do
+      if S[i].log then
+        local hn, tn = shape(v[off[i] + SHAPE])
+        head[i] = sub(s, at, at + ENTRY * hn - 1)
+        at = at + ENTRY * hn
+        tail[i] = sub(s, at, at + ENTRY * tn - 1)
+        at = at + ENTRY * tn
+      end
+    end
+  end
+  e.v, e.S, e.n = v, S, n
+  -- (a state without a version is read whole every time: any number says it exists)
+  e.version = versioned and unpack_s('<d', s, 9) or -1
+end
+
+-- A new state's doubles.
+local function fresh(e)
+  local day = SEC - SEC % DAY_S
+  e.version, e.v, e.fps, e.S, e.n = false, { day, (SEC - day) * GIGA + NSEC, 0, 0, 0 }, '', NONE, 0
+end
+
 -- The budget whose keys start at KEYS[kx]: its state, its lease set when `leased`, then the
 -- lists of every limit (`all`) or of its logs only; a table of the call's, kept from call to
 -- call (`bi` picks it). Its doubles `v`, its logs' heads and tails, its limits `n` and
--- fingerprints `fps` as stored (none for a new state) and theirs `S`, its instant `now`.
--- `asked`: the fingerprints the call gives, which the stored ones most often are; R, their
--- limits.
+-- fingerprints `fps` as stored (none for a new state) and theirs `S`, its instant `now`, its
+-- cache entry (for budgets with logs: the others' states are small). `asked`: the
+-- fingerprints the call gives, which the stored ones most often are; R, their limits.
 local function open(bi, kx, asked, R, leased, all)
   local B = POOL[bi]
   if B == nil then
@@ -427,9 +503,14 @@ local function open(bi, kx, asked, R, leased, all)
       lk = 0,
       all = false,
       logs = false,
+      entry = false,
+      version = false,
+      ohead = {},
+      otail = {},
+      written = 0,
       v = false,
-      head = {},
-      tail = {},
+      head = false,
+      tail = false,
       n = 0,
       fps = '',
       S = false,
@@ -449,45 +530,64 @@ local function open(bi, kx, asked, R, leased, all)
   B.kx, B.skey, B.lkey, B.lk, B.all, B.logs = kx, skey, false, 0, all, false
   if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
   B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
-  local s = call('GET', skey)
-  if s then
-    local t1, t2, t3, n, sh, sl, fh, fl = byte(s, 1, 8)
-    if t1 ~= 116 or t2 ~= 103 or t3 ~= 51 then -- "tg3"
-      error({ err = 'tokengate: ' .. skey .. ' holds no state of this version' })
-    end
-    -- The doubles, the logs' heads and tails, then the fingerprints.
-    local flen = fh * 256 + fl
-    local at, S = #s - flen + 1, R
-    if flen == #asked and find(s, asked, at, true) == at then
-      B.fps = asked
+  local e, entry = nil, false
+  if R.logs > 0 then
+    e = CACHE[skey]
+    local shared = e ~= nil and e.user == CALLS
+    if e and e.version and not shared then
+      local h = call('GETRANGE', skey, 8, 15)
+      if #h ~= 8 or unpack_s('<d', h) ~= e.version then e = nil end
     else
-      B.fps = sub(s, at, at + flen - 1)
-      S = rules_of(B.fps)
+      e = nil
     end
-    local m = HEAD + sh * 256 + sl
-    local v = { unpack_s(FORMATS[m] or doubles(m), s, 9) }
-    at = v[m + 1]
-    v[m + 1] = nil
-    if S.logs > 0 then
-      local head, tail, off = B.head, B.tail, S.off
-      for i = 1, n do
-        if S[i].log then
-          local hn, tn = shape(v[off[i] + SHAPE])
-          head[i] = sub(s, at, at + ENTRY * hn - 1)
-          at = at + ENTRY * hn
-          tail[i] = sub(s, at, at + ENTRY * tn - 1)
-          at = at + ENTRY * tn
-        end
+    if e == nil then
+      e = { version = false, v = false, head = {}, tail = {}, fps = '', S = NONE, n = 0, user = 0 }
+      local s = call('GET', skey)
+      if s then
+        parse(s, skey, e, asked, R)
+      else
+        fresh(e)
+      end
+      if not shared then
+        if CACHE_N >= CACHED then CACHE, CACHE_N = {}, 0 end
+        if CACHE[skey] == nil then CACHE_N = CACHE_N + 1 end
+        CACHE[skey] = e
       end
     end
-    B.v, B.S, B.n, B.exists = v, S, n, true
-    B.now = (SEC - v[E]) * GIGA + NSEC
+    e.user, entry = CALLS, e
+    B.v, B.head, B.tail, B.fps, B.S, B.n, B.version = e.v, e.head, e.tail, e.fps, e.S, e.n, e.version
   else
-    local e = SEC - SEC % DAY_S
-    local now = (SEC - e) * GIGA + NSEC
-    B.v, B.n, B.fps, B.S, B.exists, B.now = { e, now, 0, 0, 0 }, 0, '', NONE, false, now
+    B.head, B.tail = B.ohead, B.otail
+    local s = call('GET', skey)
+    if s then
+      parse(s, skey, B, asked, R)
+    else
+      fresh(B)
+    end
   end
+  B.entry, B.exists = entry, B.version ~= false
+  B.now = (SEC - B.v[E]) * GIGA + NSEC
   return B
+end
+
+-- The state is about to change: its cache entry no longer says what Redis holds.
+local function changing(B)
+  if B.entry then B.entry.version = false end
+end
+
+-- The state was written as B holds it (encode gave it `B.written`), or deleted.
+local function written(B)
+  local e = B.entry
+  if e then
+    e.version, e.v, e.head, e.tail, e.fps, e.S, e.n =
+      B.written, B.v, B.head, B.tail, B.fps, B.S, B.n
+  end
+end
+
+local function deleted(B)
+  if CACHE[B.skey] ~= nil then
+    CACHE[B.skey], CACHE_N = nil, CACHE_N - 1
+  end
 end
 
 -- The list of the budget's limit i (a log's, or any limit's when the call passed them all).
@@ -508,6 +608,7 @@ end
 -- A state that holds no limits takes `fps` (its limits R, all new). Their logs' lists go:
 -- they may have outlived an earlier state.
 local function adopt(B, fps, R)
+  changing(B)
   local v = B.v
   for j = HEAD + 1, HEAD + R.size do v[j] = 0 end
   B.n, B.fps, B.S = #R, fps, R
@@ -537,21 +638,27 @@ end
 local TAGS, PARTS = {}, {}
 
 -- The state as stored: "tg3", the number of limits (a byte), of their doubles and the
--- fingerprints' length (two bytes each, big-endian), the doubles, each log's head and tail,
--- then the fingerprints.
+-- fingerprints' length (two bytes each, big-endian), the version (a double), the doubles,
+-- each log's head and tail, then the fingerprints.
 local function encode(B)
   local n, S, fps = B.n, B.S, B.fps
   local size, flen = S.size, #fps
   local id = (n * 65536 + size) * 65536 + flen
   local tag = TAGS[id]
   if tag == nil then
-    tag = char(116, 103, 51, n, (size - size % 256) / 256, size % 256, (flen - flen % 256) / 256)
+    local t3 = 51
+    if S.logs > 0 then t3 = 52 end
+    tag = char(116, 103, t3, n, (size - size % 256) / 256, size % 256, (flen - flen % 256) / 256)
       .. char(flen % 256)
     TAGS[id] = tag
   end
   local m = HEAD + size
-  local doubles_ = pack(FORMATS[m] or doubles(m), unpack(B.v, 1, m))
-  if S.logs == 0 then return tag .. doubles_ .. fps end
+  if S.logs == 0 then
+    B.written = -1
+    return tag .. pack(FORMATS[m] or doubles(m), unpack(B.v, 1, m)) .. fps
+  end
+  B.written = version()
+  local doubles_ = pack(FORMATS[m + 1] or doubles(m + 1), B.written, unpack(B.v, 1, m))
   local parts, p = PARTS, 2
   parts[1], parts[2] = tag, doubles_
   for i = 1, n do
@@ -648,6 +755,7 @@ local function log_vanished(B, i, o)
   local v = B.v
   local hn, tn, lc = shape(v[o + SHAPE])
   if lc == 0 or NOW_MS < v[o + LEXP] then return end
+  changing(B)
   call('DEL', list(B, i))
   local tail, total = B.tail[i], 0
   for j = 1, tn do
@@ -1126,6 +1234,7 @@ end
 
 -- Moves a stored budget's epoch forward (written), before it is read.
 local function rebase(B)
+  changing(B)
   local days, S = rebase_days(B.now)
   local v, R = B.v, B.S
   local rebuilds = {}
@@ -1166,6 +1275,7 @@ local function rebase(B)
     log_rebuild(B, r[1], r[2], r[3], r[4], r[5])
   end
   call('SET', B.skey, encode(B), 'KEEPTTL')
+  written(B)
   B.now = B.now - S
   B.logs = false
 end
@@ -1210,6 +1320,7 @@ local function save(B, k, all, lists)
       if B.all or B.rules[i].log then keys[#keys + 1] = list(B, i) end
     end
     call('DEL', unpack(keys))
+    deleted(B)
     return
   end
   v[X] = x
@@ -1228,6 +1339,7 @@ local function save(B, k, all, lists)
   end
   ms = sformat('%d', ms)
   call('SET', B.skey, encode(B), 'PX', ms)
+  if B.entry then written(B) end
 end
 
 -- The lease set's expiry: its latest lease's.
@@ -1376,6 +1488,10 @@ local function acquire()
   if t - now > max_wait then return { 'queued', t - now, fb - 1 } end
   -- The answer as doubles in one string (see OPERATIONS): a table costs Redis far more to
   -- turn into a reply.
+  for bi = 1, nb do
+    local entry = budgets[bi].entry
+    if entry then entry.version = false end
+  end
   local reply = REPLY
   reply[1], reply[2], reply[3], reply[4] = t - now, ef, t, nb
   local r = 4
@@ -1431,6 +1547,7 @@ local function settle()
     local R = rules_of(fps)
     local n = #R
     local B = open(bi, kx, fps, R, held, true)
+    changing(B)
     kx = kx + key_count(R, held, true)
     local stored = B.n
     if stored <= n then logs_vanished(B, stored) end
@@ -1502,17 +1619,22 @@ local function pause()
         local o = S.off[i]
         if S[i].bucket and (v[o + RH] ~= 0 or v[o + RL] ~= 0) then refunded = true end
       end
+      changing(B)
       if refunded then
         v[PAUSE] = p
         call('SET', B.skey, encode(B), 'PX', SLACK_MS)
+        written(B)
       else
         call('DEL', B.skey)
+        deleted(B)
       end
     end
     return { 'ok', 0 }
   end
+  changing(B)
   v[PAUSE] = p
   call('SET', B.skey, encode(B), 'PX', ceil_ms(need - now) + SLACK_MS)
+  written(B)
   local left = 0
   if p > now then left = p - now end
   return { 'ok', left }
@@ -1611,13 +1733,16 @@ local function init()
   pack, unpack_s = struct.pack, struct.unpack
   call = redis.call
   NONE = rules_of('')
+  -- Versions this library writes: its first instant (microseconds, 20 bits), then a count.
+  local t = call('TIME')
+  NONCE = (t[2] % 1048576) * 4294967296
 end
 
 -- One function per operation, named after the library.
 local function entry(op)
   return function(keys, args)
     if call == nil then init() end
-    KEYS, ARGV = keys, args
+    KEYS, ARGV, CALLS = keys, args, CALLS + 1
     return op()
   end
 end
