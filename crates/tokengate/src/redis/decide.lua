@@ -12,18 +12,19 @@ A FUNCTION, NOT A SCRIPT. This is a Redis Functions library (Redis 7.0 or later)
 `script.rs`: the name on the first line stands for `tokengate_` and the first 8 hex digits of
 this text's SHA-1, and each operation (below) is a function named after it: `<name>_acquire`
 and so on. Redis runs a script's whole body on every EVALSHA, making every one of its local
-functions anew each time (some 70 closures here: 15 us of every call before any work); a
-library's top level runs once, at FUNCTION LOAD, and a call runs only its function. So the
-top level only defines: Redis gives it none of Lua's libraries (math, string, struct... are
-there when the functions run, and are taken then, once), and what belongs to one call (its
-keys, arguments and time) is set at the function's entry (calls run one at a time). The name
-changes with the text, so that processes running different versions call their own functions
-side by side on one server; the store loads the library when a call finds its function
-missing (a new server, a restart, FUNCTION FLUSH) and calls again. Kept from call to call: the
-limits parsed from their fingerprints (at most 1000 policies, then emptied), a pure function
-of their key; the states of budgets with logs as last read or written (at most 1024, then
-emptied), each with the version it has in Redis, checked at every call (STORAGE); and a few
-tables a call fills anew (budgets, the answer) rather than make.
+functions anew each time (some 70 closures here, several microseconds of every call before
+any work); a library's top level runs once, at FUNCTION LOAD, and a call runs only its
+function. So the top level only defines: Redis gives it none of Lua's libraries (math,
+string, struct... are there when the functions run, and are taken then, once), and what
+belongs to one call (its keys, arguments and time) is set at the function's entry (calls run
+one at a time). The name changes with the text, so that processes running different versions
+call their own functions side by side on one server; the store loads the library when a
+call finds its function missing (a new server, a restart, FUNCTION FLUSH) and calls again.
+Kept from call to call: the limits parsed from their fingerprints (at most 1000 policies,
+then emptied), a pure function of their key; the states of budgets with logs as last read or
+written (at most 1024, then emptied), each with the version it has in Redis, checked at
+every call (STORAGE); and a few tables a call fills anew (budgets, the answer) rather than
+make.
 
 COST. What a call costs in Redis is mostly Redis's own work around Lua, and Lua's slowness:
 each redis.call (0.5-1 us), each string made (Redis's Lua hashes every byte of it: a
@@ -435,9 +436,9 @@ local function version()
   return NONCE + WRITES
 end
 
--- A state read whole: fills `e` (a budget or a cache entry: its version, doubles, logs' heads
--- and tails, fingerprints, their limits and count). `asked`: the fingerprints the call gives, most often the stored
--- ones (R, their limits).
+-- A state read whole: fills `e` (a budget or a cache entry: its version, doubles, logs'
+-- heads and tails, fingerprints, their limits and count). `asked`: the fingerprints the call
+-- gives, most often the stored ones (R, their limits).
 local function parse(s, skey, e, asked, R)
   local t1, t2, t3, n, sh, sl, fh, fl = byte(s, 1, 8)
   -- "tg3", or "tg4" with a version (the states of budgets with logs)
@@ -555,7 +556,8 @@ local function open(bi, kx, asked, R, leased, all)
       end
     end
     e.user, entry = CALLS, e
-    B.v, B.head, B.tail, B.fps, B.S, B.n, B.version = e.v, e.head, e.tail, e.fps, e.S, e.n, e.version
+    B.v, B.head, B.tail, B.fps, B.S, B.n = e.v, e.head, e.tail, e.fps, e.S, e.n
+    B.version = e.version
   else
     B.head, B.tail = B.ohead, B.otail
     local s = call('GET', skey)
