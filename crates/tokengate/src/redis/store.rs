@@ -40,7 +40,8 @@ use crate::store::{
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379/0").await?;
 /// let budgets = [StoreBudget::new("account", Policy::builder().requests_per_minute(500).build()?)];
-/// let ask = Ask::new(&budgets, &Cost::request()).max_wait(std::time::Duration::from_secs(30));
+/// let one = Cost::request();
+/// let ask = Ask::new(&budgets, &one).max_wait(std::time::Duration::from_secs(30));
 /// if let Some(reservation) = store.acquire(ask).await?.reserved() {
 ///     tokio::time::sleep(reservation.wait()).await;
 ///     // ... the call ...
