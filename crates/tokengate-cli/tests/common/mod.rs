@@ -5,6 +5,8 @@
 // Each test file uses its own share of these.
 #![allow(dead_code)]
 
+// The library's own: a redis-server of a test's own on a free loopback port.
+#[path = "../../../tokengate/tests/common/redis_server.rs"]
 pub(crate) mod redis_server;
 
 use std::path::{Path, PathBuf};

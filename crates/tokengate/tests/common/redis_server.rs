@@ -188,7 +188,7 @@ impl Drop for RedisServer {
 }
 
 /// A port nothing listens on now (the OS's pick for port 0).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a loopback port for redis");
     listener.local_addr().expect("a bound address").port()
