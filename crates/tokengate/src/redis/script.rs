@@ -413,6 +413,18 @@ impl Numbers {
     }
 }
 
+/// The limits of `budgets` and the bytes of their keys and fingerprints: what a call over
+/// them holds at most, for its buffers' capacity.
+fn sizes(budgets: &[Budget<'_>]) -> (usize, usize) {
+    budgets
+        .iter()
+        .fold((0, 0), |(limits, bytes), (k, _, compiled)| {
+            let lists: usize = k.lists.iter().map(String::len).sum();
+            let named = k.state.len() + k.leases.len() + compiled.fingerprints.len() + lists;
+            (limits + compiled.wires.len(), bytes + named)
+        })
+}
+
 /// A bucket mark (a receipt's) as the script takes and gives it: `h * 10^9 + l`.
 fn split_mark(mark: u64) -> (u64, u64) {
     (mark / 1_000_000_000, mark % 1_000_000_000)
@@ -462,13 +474,11 @@ pub(crate) fn acquire_with(
     // A cost of nothing takes no slot.
     let cap = |policy: &Policy| policy.max_in_flight().filter(|_| !cost.is_zero());
     // Per budget: its state, its lease set when the cost takes a slot there, its logs' lists.
-    let (mut keys, mut limits, mut bytes) = (0, 0, 0);
-    for (k, policy, compiled) in budgets {
-        keys += 1 + usize::from(cap(policy).is_some()) + compiled.logs;
-        limits += compiled.wires.len();
-        bytes += k.state.len() + k.leases.len() + compiled.fingerprints.len();
-        bytes += k.lists.iter().map(String::len).sum::<usize>();
-    }
+    let (limits, bytes) = sizes(budgets);
+    let keys = budgets
+        .iter()
+        .map(|(_, policy, compiled)| 1 + usize::from(cap(policy).is_some()) + compiled.logs)
+        .sum();
     let numbers = 4 + budgets.len() + 3 * limits;
     let mut call = Call::new(
         &LIBRARY.acquire,
@@ -545,13 +555,11 @@ pub(crate) fn settle_with(
     let holds = |policy: &Policy| {
         lease.is_some() && policy.max_in_flight().is_some() && !reserved.is_zero()
     };
-    let (mut keys, mut limits, mut bytes) = (0, 0, 0);
-    for (k, policy, compiled) in budgets {
-        keys += 1 + usize::from(holds(policy)) + k.lists.len();
-        limits += compiled.wires.len();
-        bytes += k.state.len() + k.leases.len() + compiled.fingerprints.len();
-        bytes += k.lists.iter().map(String::len).sum::<usize>();
-    }
+    let (limits, bytes) = sizes(budgets);
+    let keys = budgets
+        .iter()
+        .map(|(k, policy, _)| 1 + usize::from(holds(policy)) + k.lists.len())
+        .sum();
     let numbers = 3 + budgets.len() + 8 * limits;
     let mut call = Call::new(
         &LIBRARY.settle,
