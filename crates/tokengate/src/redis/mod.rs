@@ -3,6 +3,7 @@
 //!
 //! See [`RedisStore`], and [`store`](crate::store) for what every store does.
 
+mod connection;
 mod keys;
 pub(crate) mod script;
 mod store;

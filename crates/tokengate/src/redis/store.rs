@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
+use super::connection::{Lent, Link};
 use super::keys::KeySpace;
 use super::script::{self, AcquireReply, Budget, BudgetKeys, Compiled};
 use crate::clock::{Clock, ManualClock};
@@ -50,7 +51,7 @@ use crate::store::{
 /// # Ok(()) }
 /// ```
 pub struct RedisStore<C = ConnectionManager> {
-    connection: C,
+    link: Link<C>,
     keys: KeySpace,
     lease: Duration,
     timeout: Duration,
@@ -152,25 +153,32 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl RedisStore<ConnectionManager> {
     /// Connects to the Redis at `url` (`redis://[user:password@]host:port/db`) with a
-    /// connection that reconnects by itself, with backoff.
+    /// connection that reconnects by itself, with backoff and jitter, when it is closed or
+    /// refused, and that the store gives up for a new one when a call times out with nothing
+    /// answered on it since the call was sent (a peer gone silent without closing it).
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the URL is malformed or Redis does not answer within
     /// [`DEFAULT_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        #[cfg(feature = "redis-tls")]
+        super::client::default_crypto_provider();
         let client = redis::Client::open(url).map_err(backend)?;
+        // No response timeout of the connection's own: the store's deadline (`timeout`) is
+        // the one, and a call past it is what tells a silent connection.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(DEFAULT_TIMEOUT))
-            .set_response_timeout(Some(DEFAULT_TIMEOUT))
+            .set_response_timeout(None)
             .set_number_of_retries(3);
-        let connection = tokio::time::timeout(
+        let first = tokio::time::timeout(
             DEFAULT_TIMEOUT,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config.clone()),
         )
         .await
         .map_err(|_| timed_out(DEFAULT_TIMEOUT))?
         .map_err(backend)?;
-        Ok(Self::with_connection(connection))
+        let make = move || ConnectionManager::new_lazy_with_config(client.clone(), config.clone());
+        Ok(Self::on_link(Link::made(first, Box::new(make))))
     }
 }
 
@@ -178,10 +186,17 @@ impl<C> RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    /// A store on a connection of your own (a `MultiplexedConnection`, a cluster connection).
+    /// A store on a connection of your own (a `MultiplexedConnection`, a cluster connection),
+    /// used as it is: what to do with one that stops answering is yours to decide (a
+    /// `ConnectionManager` passed here is not replaced when it goes silent, as the one
+    /// [`RedisStore::connect`] makes is).
     pub fn with_connection(connection: C) -> Self {
+        Self::on_link(Link::given(connection))
+    }
+
+    fn on_link(link: Link<C>) -> Self {
         Self {
-            connection,
+            link,
             keys: KeySpace::new(DEFAULT_PREFIX, "default"),
             lease: crate::store::DEFAULT_LEASE,
             timeout: DEFAULT_TIMEOUT,
@@ -240,16 +255,54 @@ where
             .collect()
     }
 
+    /// How many connections the store gave up for not answering (see
+    /// [`RedisStore::connect`]); always 0 on a connection of your own.
+    pub fn connections_replaced(&self) -> u64 {
+        self.link.replaced()
+    }
+
     /// Runs `invocation` within the deadline.
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: script::Invocation,
     ) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
-        tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+        self.run_on(&self.link.lend(), invocation).await
+    }
+
+    /// A call on `lent` sent at `sent` had no reply within its deadline.
+    fn stalled(&self, lent: &Lent<C>, sent: std::time::Instant) {
+        if self.link.stalled(lent, sent) {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                target: "tokengate::redis",
+                deadline = ?self.timeout,
+                "gave up a Redis connection on which nothing answered within the deadline"
+            );
+        }
+    }
+
+    /// Runs `invocation` on `lent` within the deadline, and judges the connection by it.
+    async fn run_on<T: redis::FromRedisValue>(
+        &self,
+        lent: &Lent<C>,
+        invocation: script::Invocation,
+    ) -> Result<T, StoreError> {
+        let mut connection = lent.connection.clone();
+        let sent = std::time::Instant::now();
+        let reply = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
             .await
-            .map_err(|_| timed_out(self.timeout))?
-            .map_err(backend)
+            .map_err(|_| timed_out(self.timeout));
+        match &reply {
+            // A reply, or the server's error reply: the connection answers.
+            Ok(Ok(_)) => self.link.replied(lent),
+            Ok(Err(e)) if !e.is_io_error() => self.link.replied(lent),
+            // Silence: the deadline passed, or the connection's own timeout did.
+            Err(_) => self.stalled(lent, sent),
+            Ok(Err(e)) if e.is_timeout() => self.stalled(lent, sent),
+            // Closed or refused: the connection reconnects by itself.
+            Ok(Err(_)) => {}
+        }
+        reply?.map_err(backend)
     }
 
     async fn acquire_now(&self, ask: Ask<'_>) -> Result<Answer, StoreError> {
@@ -276,7 +329,17 @@ where
             self.lease_ms(),
         );
         let refused = |r| Ok(Answer::Refused(r));
-        match self.run::<AcquireReply>(invocation).await? {
+        let lent = self.link.lend();
+        let reply = match self.run_on::<AcquireReply>(&lent, invocation).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                if holds {
+                    self.release_late(&lent, &ready, lease);
+                }
+                return Err(e);
+            }
+        };
+        match reply {
             AcquireReply::Admitted {
                 wait,
                 epoch,
@@ -320,6 +383,27 @@ where
                 })
             }
         }
+    }
+
+    /// An acquisition that takes slots failed (its deadline passed, most often): it may still
+    /// run, later, when a stalled server wakes, and take its slots for a caller that is gone.
+    /// So its lease is ended, in the background, by a call sent on the same connection after
+    /// it: a connection runs its calls in order, so this one runs after the acquisition if
+    /// that ever runs, and frees what it took. (Should the connection break between the two,
+    /// the slots come back when the lease ends.)
+    fn release_late(&self, lent: &Lent<C>, ready: &[Arc<Ready>], lease: String) {
+        let leases: Vec<&str> = ready.iter().map(|r| r.keys.leases.as_str()).collect();
+        let invocation = script::renew(&leases, self.now(), &lease, 0);
+        let mut connection = lent.connection.clone();
+        let deadline = self.timeout;
+        tokio::spawn(async move {
+            // Sent once polled; what it finds is of no use to anyone.
+            let _ = tokio::time::timeout(
+                deadline,
+                invocation.invoke_async::<redis::Value>(&mut connection),
+            )
+            .await;
+        });
     }
 
     async fn settle_now(
@@ -382,7 +466,7 @@ where
 
     async fn reset_now(&self, budget: &str) -> Result<(), StoreError> {
         let pattern = self.keys.pattern(budget);
-        let mut connection = self.connection.clone();
+        let mut connection = self.link.lend().connection;
         let mut cursor: u64 = 0;
         let work = async {
             loop {
