@@ -3,6 +3,8 @@
 //!
 //! See [`RedisStore`], and [`store`](crate::store) for what every store does.
 
+#[cfg(feature = "redis-cluster")]
+mod cluster;
 mod connection;
 mod keys;
 pub(crate) mod script;

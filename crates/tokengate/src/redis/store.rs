@@ -470,19 +470,17 @@ where
         let mut cursor: u64 = 0;
         let work = async {
             loop {
-                let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
                     .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut connection)
-                    .await?;
+                    .arg(500);
+                let (next, found): (u64, Vec<String>) =
+                    query_where(&mut connection, &pattern, &scan).await?;
                 if !found.is_empty() {
-                    redis::cmd("UNLINK")
-                        .arg(&found)
-                        .query_async::<()>(&mut connection)
-                        .await?;
+                    let unlink = redis::cmd("UNLINK").arg(&found).clone();
+                    query_where::<_, ()>(&mut connection, &pattern, &unlink).await?;
                 }
                 if next == 0 {
                     return Ok::<(), redis::RedisError>(());
@@ -497,6 +495,25 @@ where
             .map_err(|_| timed_out(self.timeout * 10))?
             .map_err(backend)
     }
+}
+
+/// Runs `cmd`, which names no key (`SCAN`) or keys of `key`'s slot only, where `key` lives:
+/// on a cluster connection, on the primary that owns `key`'s slot (it would send a command
+/// without a key to a node at random); on any other connection, as it is.
+async fn query_where<C, T>(connection: &mut C, key: &str, cmd: &redis::Cmd) -> redis::RedisResult<T>
+where
+    C: ConnectionLike + Send + 'static,
+    T: redis::FromRedisValue,
+{
+    #[cfg(feature = "redis-cluster")]
+    if let Some(cluster) = (connection as &mut (dyn std::any::Any + Send))
+        .downcast_mut::<redis::cluster_async::ClusterConnection>()
+    {
+        return super::cluster::query_on_owner(cluster, key, cmd).await;
+    }
+    #[cfg(not(feature = "redis-cluster"))]
+    let _ = key;
+    cmd.query_async(connection).await
 }
 
 impl Ready {
