@@ -7,7 +7,9 @@
 mod cluster;
 mod connection;
 mod keys;
+mod lazy;
 pub(crate) mod script;
 mod store;
 
+pub use lazy::LazyConnection;
 pub use store::{RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
