@@ -685,7 +685,7 @@ fn unknown_fields_at_every_level_are_refused() {
             1,
             1,
             "requests_per_minute",
-            "unknown field `requests_per_minute`: expected one of margin, unlisted_models, account, defaults, models, families, tenants; \
+            "unknown field `requests_per_minute`: expected one of margin, unlisted_models, account, defaults, models, families, tenants, store; \
              limits belong in a table: [account] (every request), [defaults.model], [models.NAME], [families.NAME] or [tenants.NAME]"
                 .to_owned(),
         ),
@@ -694,7 +694,7 @@ fn unknown_fields_at_every_level_are_refused() {
             1,
             2,
             "model",
-            "unknown field `model`: expected one of margin, unlisted_models, account, defaults, models, families, tenants (did you mean `models`?)"
+            "unknown field `model`: expected one of margin, unlisted_models, account, defaults, models, families, tenants, store (did you mean `models`?)"
                 .to_owned(),
         ),
         (

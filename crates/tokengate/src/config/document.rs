@@ -34,7 +34,7 @@ pub(super) struct Doc<'t> {
     pub(super) margin: Option<std::time::Duration>,
 }
 
-const ROOT_FIELDS: [&str; 7] = [
+const ROOT_FIELDS: [&str; 8] = [
     "margin",
     "unlisted_models",
     "account",
@@ -42,6 +42,7 @@ const ROOT_FIELDS: [&str; 7] = [
     "models",
     "families",
     "tenants",
+    "store",
 ];
 const DEFAULTS_FIELDS: [&str; 2] = ["model", "tenant"];
 
@@ -95,6 +96,8 @@ impl Doc<'_> {
             tenants: Vec::new(),
             tenant_index: HashMap::new(),
             unlisted_models: UnlistedModels::default(),
+            #[cfg(feature = "redis")]
+            store: None,
         };
         let mut model_spans: Vec<Span> = Vec::new();
         let mut patterns: Vec<Pattern> = Vec::new();
@@ -115,6 +118,7 @@ impl Doc<'_> {
                 "models" => self.models(node, &path, &mut config, &mut model_spans)?,
                 "families" => self.families(node, &path, &mut config, &mut patterns)?,
                 "tenants" => self.tenants(node, &path, &mut config)?,
+                "store" => self.store(key, node, &path, &mut config)?,
                 _ => {
                     let mut message = unknown_field_message(name, &ROOT_FIELDS);
                     if POLICY_FIELDS.contains(&name) || name == "match" {

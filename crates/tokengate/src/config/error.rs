@@ -78,6 +78,12 @@ pub enum ErrorKind {
     Empty,
     /// The library refused a limit ([`Policy`](crate::Policy) validation).
     Policy(Box<BuildError>),
+    /// The file asks for what this build of the library lacks: a `[store]` without the
+    /// `redis` feature.
+    Unsupported,
+    /// A reload ([`Limiter::try_reload`](crate::Limiter::try_reload)) whose `[store]` is not
+    /// the one the limiter was built with: a limiter's store is fixed when it is built.
+    StoreChanged,
 }
 
 impl fmt::Debug for ConfigError {

@@ -191,6 +191,7 @@ mod error;
 mod file;
 mod pattern;
 mod policy_table;
+mod store;
 mod suggest;
 mod tree;
 mod values;
@@ -201,6 +202,10 @@ use std::path::Path;
 
 pub use error::{ConfigError, ErrorKind};
 pub use file::MAX_FILE_BYTES;
+#[cfg(feature = "redis")]
+pub(crate) use store::store_change;
+#[cfg(feature = "redis")]
+pub use store::StoreConfig;
 pub use suggest::suggest;
 pub use values::parse_duration;
 
@@ -226,6 +231,9 @@ pub struct Config {
     tenants: Vec<(String, Policy)>,
     tenant_index: HashMap<String, usize>,
     unlisted_models: UnlistedModels,
+    /// `[store]`, if given.
+    #[cfg(feature = "redis")]
+    store: Option<StoreConfig>,
 }
 
 /// What a request for a model the file does not cover (not in `[models]`, no family's `match`,
@@ -488,6 +496,29 @@ impl Config {
         self.default_tenant.as_ref()
     }
 
+    /// `[store]`, if given (feature `redis`): the Redis a limiter built from the config keeps
+    /// its state in ([`Limiter::from_config`](crate::Limiter::from_config) puts it there).
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::Config;
+    ///
+    /// let text = "[store]\nurl = \"redis://127.0.0.1:6379/0\"\n[account]\nrequests_per_minute = 600";
+    /// let config = Config::from_toml_str(text, "limits.toml")?;
+    /// assert_eq!(config.store().map(|s| s.url()), Some("redis://127.0.0.1:6379/0"));
+    /// # Ok::<(), tokengate::config::ConfigError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn store(&self) -> Option<&StoreConfig> {
+        self.store.as_ref()
+    }
+
+    /// The same config with `[store]` replaced by `store` (a reload keeps the limiter's).
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_store(&mut self, store: Option<StoreConfig>) {
+        self.store = store;
+    }
+
     /// The same file with every policy cut to `share` of its limits ([`Policy`]'s `scaled`):
     /// the local limits of one process of several when the store they share fails.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
@@ -503,6 +534,11 @@ impl Config {
             .chain(config.tenants.iter_mut().map(|(_, p)| p));
         for policy in policies {
             *policy = policy.scaled(share);
+        }
+        // The local limits of a failing store decide in this process alone.
+        #[cfg(feature = "redis")]
+        {
+            config.store = None;
         }
         config
     }

@@ -24,6 +24,12 @@ impl Limiter<SystemClock> {
     /// policy is the config's `[account]` (none when absent). Use [`key`](Limiter::key) to
     /// charge a request to its tenant and model together.
     ///
+    /// With a `[store]` (feature `redis`), the limiter keeps its state in that Redis
+    /// ([`with_store`](Limiter::with_store)), with the section's `on_error` and `lease`: see
+    /// [`StoreConfig`](crate::config::StoreConfig). Nothing connects here (no runtime is
+    /// needed, nothing waits): the first acquisition connects, on its tokio runtime, and a
+    /// Redis that does not answer is a failing store from then on, met by `on_error`.
+    ///
     /// # Examples
     /// ```
     /// use tokengate::config::Config;
@@ -46,10 +52,25 @@ impl Limiter<SystemClock> {
         Self::from_config_with_clock(config, SystemClock::new())
     }
 
-    /// Reads a config file ([`Config::from_file`]) and builds a limiter for it.
+    /// Reads a config file ([`Config::from_file`]) and builds a limiter for it
+    /// ([`from_config`](Limiter::from_config): on the file's `[store]`, if it has one).
     ///
     /// # Errors
-    /// The file's first mistake, naming the file, line and field.
+    /// The file's first mistake, naming the file, line and field (a `[store]` in a build
+    /// without the `redis` feature is one).
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::Limiter;
+    ///
+    /// let path = std::env::temp_dir().join(format!("tokengate-doc-{}.toml", std::process::id()));
+    /// std::fs::write(&path, "[models.gpt-4o]\nrequests_per_minute = 500\n")?;
+    /// let limiter = Limiter::from_config_file(&path)?;
+    /// # #[cfg(feature = "tokio")]
+    /// assert!(limiter.store().is_none()); // no [store]: limits in this process
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_config_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         Ok(Self::from_config(Config::from_file(path)?))
     }
@@ -59,9 +80,15 @@ impl<C: Clock> Limiter<C> {
     /// [`from_config`](Limiter::from_config) on `clock`.
     #[cfg(feature = "config")]
     pub fn from_config_with_clock(config: Config, clock: C) -> Self {
+        #[cfg(feature = "redis")]
+        let store = config.store().cloned();
         let root = Arc::new(config.account().cloned().unwrap_or_else(Policy::empty));
         let limiter = Self::from_parts(root, Some(Directory::new(config)), clock);
         limiter.lock().root_from_config = true;
+        #[cfg(feature = "redis")]
+        if let Some(store) = store {
+            return store.attach(limiter);
+        }
         limiter
     }
 
@@ -135,6 +162,11 @@ impl<C: Clock> Limiter<C> {
     /// process sharing the store has the new limits and the budget is reset
     /// ([`Store::reset`](crate::store::Store::reset)); its state then starts afresh.
     ///
+    /// A limiter's store is fixed when it is built: a config's `[store]` counts at
+    /// [`from_config`](Limiter::from_config) only, and a reload changes limits, never the
+    /// store (the limiter keeps its own; [`try_reload`](Limiter::try_reload) refuses a config
+    /// whose `[store]` differs from it).
+    ///
     /// # Examples
     /// ```
     /// use tokengate::config::Config;
@@ -153,6 +185,12 @@ impl<C: Clock> Limiter<C> {
     /// ```
     #[cfg(feature = "config")]
     pub fn reload(&self, config: Config) {
+        #[cfg(feature = "redis")]
+        let config = {
+            let mut config = config;
+            config.set_store(self.config_store());
+            config
+        };
         let now = self.shared.clock.now();
         let account = config.account().cloned();
         let directory = Arc::new(Directory::new(config));
@@ -174,6 +212,58 @@ impl<C: Clock> Limiter<C> {
         self.reload_store(replaced, directory);
         #[cfg(not(feature = "tokio"))]
         let _ = replaced;
+    }
+
+    /// [`reload`](Limiter::reload), refused when `config`'s `[store]` is not the one the
+    /// limiter was built with (feature `redis`): a different URL, password, namespace,
+    /// prefix, deadline, lease or failure policy, a `[store]` added to a file that had none,
+    /// or one removed. A limiter's store is fixed when it is built (its state is counted
+    /// there; moving it would start every count afresh while other processes go on with the
+    /// old ones): restart the process to change stores. Without a `[store]` on either side,
+    /// the same as `reload` (a store given in code with [`with_store`](Limiter::with_store)
+    /// stays).
+    ///
+    /// # Errors
+    /// [`ErrorKind::StoreChanged`](crate::config::ErrorKind::StoreChanged), naming the new
+    /// file and its `[store]` and the key that differs; nothing changes then.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::config::{Config, ErrorKind};
+    /// use tokengate::Limiter;
+    ///
+    /// let v1 = Config::from_toml_str("[models.gpt-4o]\nrequests_per_minute = 500", "v1.toml")?;
+    /// let limiter = Limiter::from_config(v1);
+    /// let v2 = Config::from_toml_str("[models.gpt-4o]\nrequests_per_minute = 800", "v2.toml")?;
+    /// limiter.try_reload(v2)?;
+    /// # #[cfg(feature = "redis")] {
+    /// let shared = Config::from_toml_str(
+    ///     "[store]\nurl = \"redis://127.0.0.1:6379/0\"\n[models.gpt-4o]\nrequests_per_minute = 800",
+    ///     "v3.toml",
+    /// )?;
+    /// let refused = limiter.try_reload(shared).unwrap_err();
+    /// assert_eq!(refused.kind, ErrorKind::StoreChanged);
+    /// assert_eq!((refused.line, refused.field.as_str()), (1, "store"));
+    /// # }
+    /// # Ok::<(), tokengate::config::ConfigError>(())
+    /// ```
+    #[cfg(feature = "config")]
+    pub fn try_reload(&self, config: Config) -> Result<(), ConfigError> {
+        #[cfg(feature = "redis")]
+        if let Some(error) = crate::config::store_change(self.config_store().as_ref(), &config) {
+            return Err(error);
+        }
+        self.reload(config);
+        Ok(())
+    }
+
+    /// The `[store]` of the config the limiter was built from (a reload keeps it).
+    #[cfg(feature = "redis")]
+    fn config_store(&self) -> Option<crate::config::StoreConfig> {
+        let st = self.lock();
+        st.directory
+            .as_ref()
+            .and_then(|d| d.config().store().cloned())
     }
 
     /// Sets the cap on budgets for names the config does not list (100,000 by default). At it,
