@@ -105,6 +105,25 @@ pub fn read_text(path: &Path, what: &str) -> Result<String, Error> {
     })
 }
 
+/// Refuses a limits file's `[store]` in a simulation, which keeps its limits in this process
+/// on a clock of its own (or in the Redis of `--redis`), never in the file's store.
+///
+/// # Errors
+/// The file has a `[store]`: the message names the file, line and column.
+pub fn refuse_store(config: &Config, file: &str) -> Result<(), Error> {
+    match config.store() {
+        None => Ok(()),
+        Some(store) => Err(Error::new(format!(
+            "{file}:{}:{}: field `store`: `tokengate simulate` does not use a limits file's \
+             [store]: a simulation keeps its limits in this process, on a clock of its own; \
+             remove the section (from a copy of the file), and give --redis URL --realtime to \
+             keep the client's limits in a Redis",
+            store.line(),
+            store.column()
+        ))),
+    }
+}
+
 /// Reads a limits file (`--limits`, `tokengate check`) through [`read_text`].
 ///
 /// # Errors

@@ -185,6 +185,7 @@ impl ProviderSpec {
         let settings: Section =
             toml::from_str(&section).map_err(|e| schema::syntax(file, &section, &e))?;
         let config = Config::from_toml_str(&limits, file).map_err(with_provider_table)?;
+        crate::input::refuse_store(&config, file)?;
         refuse_tenants(file, &limits)?;
         let mut spec = Self::enforcing(config);
         let at = |s: &toml::Spanned<String>, field: &str, message: String| {

@@ -78,7 +78,11 @@ impl SimInput {
     ) -> Result<Self, Error> {
         let example = |name: &str| format!("<example {name}>");
         let (limits_config, limits_name) = match limits {
-            Some(p) => (input::read_limits(p)?, p.display().to_string()),
+            Some(p) => {
+                let config = input::read_limits(p)?;
+                input::refuse_store(&config, &p.display().to_string())?;
+                (config, p.display().to_string())
+            }
             None => (
                 Config::from_toml_str(EXAMPLE_LIMITS, &example("limits.toml"))?,
                 example("limits.toml"),

@@ -143,3 +143,20 @@ fn provider_file_keys_name_their_field_and_the_closest_key() {
         fails_with(&["simulate", "--provider", &p], &all);
     }
 }
+
+#[test]
+fn a_store_in_a_limits_or_provider_file_is_refused_by_simulate() {
+    let dir = scratch("store-section");
+    for (name, flag) in [("limits.toml", "--limits"), ("provider.toml", "--provider")] {
+        let text = format!(
+            "{}\n[store]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+            example_file(name)
+        );
+        let path = write(&dir, name, &text);
+        let at = format!(
+            "{path}:{}:2: field `store`: `tokengate simulate` does not use a limits file's [store]",
+            line_of(&text, "[store]")
+        );
+        fails_with(&["simulate", flag, &path], &[&at, "--redis URL"]);
+    }
+}
