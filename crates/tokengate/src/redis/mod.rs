@@ -3,6 +3,7 @@
 //!
 //! See [`RedisStore`], and [`store`](crate::store) for what every store does.
 
+mod client;
 #[cfg(feature = "redis-cluster")]
 mod cluster;
 mod connection;
