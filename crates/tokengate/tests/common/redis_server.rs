@@ -26,6 +26,8 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    /// What [`start_with`](Self::start_with) added to the usual arguments.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -34,9 +36,21 @@ impl RedisServer {
     /// # Panics
     /// When `redis-server` is not installed, or no server answers in time.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server as [`start`](Self::start) does, with `extra` arguments after the usual
+    /// ones (a later setting wins), such as `--tls-port` and its files. It still listens in
+    /// plain text on [`port`](Self::port): that is how it is known to be up, and to be the
+    /// process started here.
+    ///
+    /// # Panics
+    /// As `start`.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            match Self::try_start() {
+            match Self::try_start(&extra) {
                 Ok(server) => return server,
                 Err(why) => last = why,
             }
@@ -44,7 +58,7 @@ impl RedisServer {
         panic!("redis-server did not start: {last}");
     }
 
-    fn try_start() -> Result<RedisServer, String> {
+    fn try_start(extra: &[String]) -> Result<RedisServer, String> {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
@@ -58,6 +72,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -71,7 +86,12 @@ impl RedisServer {
             Err(e) => return Err(format!("redis-server: {e}")),
         };
         // From here on, dropping the server kills the child and removes the directory.
-        let mut server = RedisServer { child, port, dir };
+        let mut server = RedisServer {
+            child,
+            port,
+            dir,
+            extra: extra.to_vec(),
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -129,6 +149,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
