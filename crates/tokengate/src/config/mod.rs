@@ -89,6 +89,45 @@
 //! ([`Limit::margin`](crate::Limit::margin); [`Limit::DEFAULT_MARGIN`](crate::Limit::DEFAULT_MARGIN)
 //! when the file says nothing).
 //!
+//! # `[store]`: limits shared through Redis
+//! With the feature `redis`, a `[store]` table puts a limiter built from the file
+//! ([`Limiter::from_config`](crate::Limiter::from_config),
+//! [`from_config_file`](crate::Limiter::from_config_file)) on a Redis shared by every process
+//! that uses the file ([`StoreConfig`]; see [`Limiter::with_store`](crate::Limiter::with_store)):
+//! ```toml
+//! [store]
+//! url = "redis://127.0.0.1:6379/0"   # or rediss://, unix:///path; or { env = "REDIS_URL" }
+//! password = { env = "REDIS_PASSWORD" }   # optional: a password the URL does not hold
+//! namespace = "prod"                 # optional, default "default": stores apart share nothing
+//! prefix = "tokengate"               # optional: what every key starts with
+//! timeout = "2s"                     # optional: the deadline of each call to Redis
+//! lease = "60s"                      # optional: how long an in-flight slot lives unrenewed
+//! on_error = "fail_closed"           # or "fail_open", or { local_share = 0.25 }
+//! ```
+//!
+//! | key | value | what |
+//! |---|---|---|
+//! | `url` (required) | a string, or `{ env = "NAME" }` | the Redis: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (with a build that has it), `unix:///path/to/redis.sock` |
+//! | `password` | a string, or `{ env = "NAME" }` | a password the URL does not hold (not both) |
+//! | `namespace`, `prefix` | strings, not empty | [`RedisStore::namespace`](crate::redis::RedisStore::namespace) |
+//! | `timeout`, `lease` | durations above 0 | [`RedisStore::timeout`](crate::redis::RedisStore::timeout); [`RedisStore::lease`](crate::redis::RedisStore::lease) and [`Limiter::with_store_lease`](crate::Limiter::with_store_lease) together |
+//! | `on_error` | `"fail_closed"`, `"fail_open"`, `{ local_share = F }` with F in (0, 1] | [`OnStoreError`](crate::OnStoreError) |
+//!
+//! - **Secrets**: `{ env = "NAME" }` is read when the file is read; a variable that is not set
+//!   is an error naming it. No error, `Debug` or [`StoreConfig::url`] shows a password.
+//! - **Connecting**: nothing connects when the file is read or the limiter built, and no
+//!   runtime is needed then. The first acquisition connects, on its tokio runtime; a Redis that
+//!   does not answer is a failing store from then on, met by `on_error`, and each later call
+//!   tries again ([`RedisStore::lazy`](crate::redis::RedisStore::lazy)). To fail at start-up
+//!   instead, connect yourself ([`RedisStore::connect`](crate::redis::RedisStore::connect) and
+//!   [`Limiter::with_store`](crate::Limiter::with_store)) with the section's values.
+//! - **Fixed at build**: a limiter's store never changes.
+//!   [`reload`](crate::Limiter::reload) changes limits and keeps the store;
+//!   [`try_reload`](crate::Limiter::try_reload) refuses a file whose `[store]` differs
+//!   ([`ErrorKind::StoreChanged`]): restart the process to change stores.
+//! - **Without the feature**, a `[store]` is an error ([`ErrorKind::Unsupported`]), never
+//!   ignored: N processes each keeping the limits in memory would admit N times them.
+//!
 //! # Rules
 //! - **Resolution** ([`Config::model_policy`]): a model listed in `[models]` uses its own
 //!   policy; else a family whose `match` covers it; else `[defaults.model]`; else `None`. A

@@ -88,7 +88,7 @@ mod with_redis {
     /// [`Limiter::from_config`](crate::Limiter::from_config) and
     /// [`Limiter::from_config_file`](crate::Limiter::from_config_file) put such a limiter on
     /// it ([`store`](Self::store)), with its failure policy and lease; see the
-    /// [module docs](super) for the section's form.
+    /// [module docs](crate::config) for the section's form.
     ///
     /// The URL, or the password, may come from the environment (`url = { env = "REDIS_URL" }`),
     /// read when the file is read. No `Debug`, `Display` or error shows a password:
