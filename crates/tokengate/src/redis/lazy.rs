@@ -75,6 +75,9 @@ impl LazyConnection {
                 "the Redis store is called outside a tokio runtime: call it from one",
             )));
         }
+        // `rediss://` needs a rustls crypto provider, as `RedisStore::connect` makes sure.
+        #[cfg(feature = "redis-tls")]
+        super::client::default_crypto_provider();
         // As `RedisStore::connect`; the store's own deadline bounds each call.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(DEFAULT_TIMEOUT))
