@@ -30,6 +30,7 @@ mod script;
 // What `script.rs` reads as `crate::...`: the library's public API.
 use tokengate::{core, Algorithm, Cost, Limit, Policy};
 
+use common::policies::policy_strategy;
 use common::redis_server::RedisServer;
 use common::request_vectors::{self, Expect as RequestExpect, Op as RequestOp, Word};
 use core::{
@@ -851,45 +852,6 @@ enum Step {
         mask: u8,
         used: [u64; 3],
     },
-}
-
-fn limit_strategy() -> impl Strategy<Value = Limit> {
-    (
-        0..6usize,
-        1u64..=12,
-        1u64..=200,
-        0u64..200,
-        proptest::option::of(1u64..=24),
-    )
-        .prop_map(|(a, amount, period, margin, burst)| {
-            let alg = [
-                Algorithm::SmoothWindow,
-                Algorithm::TokenBucket,
-                Algorithm::LeakyBucket,
-                Algorithm::SlidingWindowLog,
-                Algorithm::SlidingWindowCounter,
-                Algorithm::FixedWindow,
-            ][a];
-            let mut limit = Limit::new(amount, Duration::from_nanos(period))
-                .algorithm(alg)
-                .margin(Duration::from_nanos(margin % period));
-            match (alg, burst) {
-                (Algorithm::TokenBucket, Some(b)) => limit = limit.burst(b),
-                (Algorithm::SmoothWindow, Some(b)) => limit = limit.burst(1 + (b - 1) % amount),
-                _ => {}
-            }
-            limit
-        })
-}
-
-fn policy_strategy() -> impl Strategy<Value = Policy> {
-    proptest::collection::vec(limit_strategy(), 1..=3).prop_map(|limits| {
-        let mut builder = Policy::builder();
-        for (i, l) in limits.into_iter().enumerate() {
-            builder = builder.custom(format!("d{i}"), l);
-        }
-        builder.build().expect("valid limits")
-    })
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {

@@ -5,6 +5,8 @@
 pub mod check_admissions;
 pub mod limiters;
 pub mod meters;
+// Random limits and policies for property tests.
+pub mod policies;
 // A redis-server of the test's own, for the Redis store's tests.
 #[cfg(feature = "redis")]
 pub mod redis_server;
