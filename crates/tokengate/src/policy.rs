@@ -171,6 +171,44 @@ impl Policy {
         self.limits.iter().map(move |l| l.measure.amount(cost))
     }
 
+    /// How long limit `limit` takes to earn what `cost` counts on it, at its rate (rounded up;
+    /// `u64::MAX` when that overflows): the room a request takes in line when that limit is
+    /// the one that holds it back (see [`store`](crate::store), "Reserving ahead").
+    pub(crate) fn earn_time(&self, limit: usize, cost: &Cost) -> crate::core::Nanos {
+        let Some(l) = self.limits.get(limit) else {
+            return 0;
+        };
+        let Some(units) = l.measure.amount(cost) else {
+            return u64::MAX;
+        };
+        let (amount, period) = (l.rule.amount(), l.rule.period());
+        let time = (u128::from(units) * u128::from(period)).div_ceil(u128::from(amount));
+        u64::try_from(time).unwrap_or(u64::MAX)
+    }
+
+    /// How far a place in line for `cost` moves the budget's line (see
+    /// [`store`](crate::store), "Reserving ahead"): the [`earn_time`](Self::earn_time) of the
+    /// limit that holds the request back (`held_by`), or when none does (the request waits
+    /// behind the line or a reservation) of the limit that held back the latest place taken
+    /// with one (`last`), or else of the limit that earns it soonest. An estimate of when the
+    /// next request can go: too long, and the budget idles while its line says it is busy; too
+    /// short, and a waiter asks once more. So the last resort is the shortest (a limit with a
+    /// long period and a large burst, a daily one, holds nothing back but earns slowly).
+    pub(crate) fn room_in_line(
+        &self,
+        held_by: Option<usize>,
+        last: Option<usize>,
+        cost: &Cost,
+    ) -> crate::core::Nanos {
+        match held_by.or(last).filter(|&l| l < self.limits.len()) {
+            Some(l) => self.earn_time(l, cost),
+            None => (0..self.limits.len())
+                .map(|i| self.earn_time(i, cost))
+                .min()
+                .unwrap_or(0),
+        }
+    }
+
     /// No limits at all: the limiter's own policy when a config gives the limits.
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn empty() -> Self {

@@ -71,6 +71,14 @@ fn nothing_overtakes_a_reservation() {
 }
 
 #[test]
+fn beyond_the_horizon_a_request_keeps_its_place_in_line() {
+    run(|c| async move {
+        let (store, clock) = store(&c);
+        cases::beyond_the_horizon_a_request_keeps_its_place_in_line(&store, &clock, "").await
+    });
+}
+
+#[test]
 fn a_forgotten_budget_refunds_nothing_to_its_successor() {
     run(|c| async move {
         let (store, clock) = store(&c);

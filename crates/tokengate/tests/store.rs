@@ -50,6 +50,14 @@ fn nothing_overtakes_a_reservation() {
 }
 
 #[test]
+fn beyond_the_horizon_a_request_keeps_its_place_in_line() {
+    let (store, clock) = store();
+    run(cases::beyond_the_horizon_a_request_keeps_its_place_in_line(
+        &store, &clock, "",
+    ));
+}
+
+#[test]
 fn a_forgotten_budget_refunds_nothing_to_its_successor() {
     let (store, clock) = store();
     run(cases::a_forgotten_budget_refunds_nothing_to_its_successor(

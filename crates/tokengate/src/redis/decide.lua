@@ -86,11 +86,11 @@ ARGV[1] in digits ("": Redis's clock).
 
 STORAGE. Keys are built by the caller (one hash tag for all); per budget: a string (state), a
 sorted set (leases) and one list per limit (used by the sliding logs only).
-The state is "tg3", a byte n (the number of limits it holds), two bytes k (the number of
-their doubles) and two bytes f (the fingerprints' length; both big-endian), then 5 + k
+The state is "tg5", a byte n (the number of limits it holds), two bytes k (the number of
+their doubles) and two bytes f (the fingerprints' length; both big-endian), then 7 + k
 little-endian doubles (struct '<d'), then each log's head and tail (below), then the limits'
 fingerprints: each limit's seven rule fields joined with ':', the limits joined with '|'
-("" when n is 0: a pause alone). A budget with logs has "tg4" and a version (one more double)
+("" when n is 0: a pause alone). A budget with logs has "tg6" and a version (one more double)
 before the others: new at every write (the library's first instant, in microseconds modulo
 2^20, times 2^32, plus a count of its writes), so that a state whose version is the one the
 library last read or wrote is the state it holds. The doubles, 0 unless set:
@@ -100,6 +100,10 @@ library last read or wrote is the state it holds. The doubles, 0 unless set:
            back (what the core answers: that incarnation was full when dropped)
   PAUSE    paused until (own frame); FLOOR: the latest reservation's instant
   X        the latest instant the limits' state is needed until (for `pause`'s expiry)
+  LINE     the end of the line of requests answered "ahead" (below): one without a place is
+           admitted no earlier
+  LL       the limit (from 1; 0: none) that held back the latest place taken with a limit
+           holding it back
 then each limit's (own frame), in order:
   TAT OV RH RL     a bucket (token, leaky): tat, overshoot, refunded (h, l)
   WS PREV CUR OFF  a window (fixed, counter): start, previous count (counter), current
@@ -141,9 +145,13 @@ argument of little-endian doubles, all integers.
 acquire  KEYS per budget: its state, its lease set when the cost takes a slot there, then the
          lists of its logs (sliding logs, smooth windows), in order.
          ARGV: lease id ("" when no budget takes a slot), numbers, then per budget its
-         fingerprints. Numbers: now, max_wait ns, lease ms, nbudgets, then per budget: its
-         cap (-1 when the cost takes no in-flight slot there), then per limit: c, Tc, Oc.
-         The core's decide_request at t = max(now, every budget's floor): admitted, every
+         fingerprints. Numbers: now, max_wait ns, lease ms, nbudgets, horizon ns, then per
+         budget: its cap (-1 when the cost takes no in-flight slot there), the request's
+         place in line there (from, to, e of an "ahead" answer; from -1 when none), then per
+         limit: c, Tc, Oc.
+         The core's decide_request at t = max(now, every budget's floor, and its line where
+         it holds no place): admitted (a place still last in line is given back: the line
+         ends at its `from`), every
          limit of every budget commits at t, the floors move to t, capped budgets get the
          lease. Answer: a string of doubles: t - now, ef, t, nbudgets, then per budget: n,
          then per limit its bucket_mark as h, l (frame-relative; 0, 0 for the windows and the
@@ -152,6 +160,12 @@ acquire  KEYS per budget: its state, its lease set when the cost takes a slot th
          {"wait", u - now (-1: never), budget, limit},
          {"queued", t - now, budget} (admitted at t, after the floor of that budget, but
          later than max_wait),
+         {"ahead", t - now, budget, from, to, e} (admitted at t, within max_wait but beyond
+         the horizon: only its place in line is written, on the budget that holds it back,
+         the last refusal's or the floor's: that budget's line moves from `from` to `to`, at
+         least t plus Tc of the limit that held it, or when none did of the limit LL, or else
+         the shortest Tc of the budget's limits; LL becomes the limit that held it, if one
+         did; own frame, epoch e),
          {"paused", u - now, budget}, {"in_flight_full", budget} (unexpired leases >= cap),
          {"mismatch", budget, limit, stored fingerprint} (the budget's state follows other
          limits: a fingerprint differs, or it has more limits; "" when it has fewer).
@@ -171,6 +185,8 @@ pause    KEYS: state. ARGV: now, for ns, "set" (replace; 0 lifts) or "max" (the 
          {"ok", paused_until - now, 0 when not paused}.
 renew    KEYS: lease sets. ARGV: now, lease id, lease ms: the lease, where present, expires
          lease ms from now. The number of sets it was in.
+leave    KEYS: state. ARGV: now, from, to, e (an "ahead" answer's): when the budget's epoch
+         is e and its line ends at `to`, it ends at `from` again. 1 when it did, else 0.
 peek     KEYS: state, leases, lists of ONE budget (all its limits'). ARGV: now, fingerprints.
          Writes nothing. {"ok", e, now, in flight, paused_until, floor, then per limit: alg,
          then tb/lb: tat, overshoot, refunded as h, l; log: total, k, k pairs t, amount;
@@ -201,8 +217,8 @@ local RULES_MAX = 1000
 -- The state's layout (see STORAGE): the budget's doubles, then each limit's, addressed as
 -- v[o + TAT] and so on from its offset o (which is less than its first double's index by one,
 -- or by five for a sliding log alone, whose doubles are the last five of the nine).
-local HEAD = 5
-local E, BORN, PAUSE, FLOOR, X = 1, 2, 3, 4, 5
+local HEAD = 7
+local E, BORN, PAUSE, FLOOR, X, LINE, LL = 1, 2, 3, 4, 5, 6, 7
 local TAT, OV, RH, RL = 1, 2, 3, 4
 local WS, PREV, CUR, OFF = 1, 2, 3, 4
 local TOTAL, SHAPE, FRONT, NEED, LEXP = 5, 6, 7, 8, 9
@@ -441,8 +457,8 @@ end
 -- gives, most often the stored ones (R, their limits).
 local function parse(s, skey, e, asked, R)
   local t1, t2, t3, n, sh, sl, fh, fl = byte(s, 1, 8)
-  -- "tg3", or "tg4" with a version (the states of budgets with logs)
-  if t1 ~= 116 or t2 ~= 103 or (t3 ~= 51 and t3 ~= 52) then
+  -- "tg5", or "tg6" with a version (the states of budgets with logs)
+  if t1 ~= 116 or t2 ~= 103 or (t3 ~= 53 and t3 ~= 54) then
     error({ err = 'tokengate: ' .. skey .. ' holds no state of this version' })
   end
   -- The version, the doubles, the logs' heads and tails, then the fingerprints.
@@ -455,7 +471,7 @@ local function parse(s, skey, e, asked, R)
     S = rules_of(e.fps)
   end
   local m = HEAD + sh * 256 + sl
-  local versioned = t3 == 52
+  local versioned = t3 == 54
   local v
   if versioned then
     v = { unpack_s(FORMATS[m] or doubles(m), s, 17) }
@@ -484,7 +500,8 @@ end
 -- A new state's doubles.
 local function fresh(e)
   local day = SEC - SEC % DAY_S
-  e.version, e.v, e.fps, e.S, e.n = false, { day, (SEC - day) * GIGA + NSEC, 0, 0, 0 }, '', NONE, 0
+  local v = { day, (SEC - day) * GIGA + NSEC, 0, 0, 0, 0, 0 }
+  e.version, e.v, e.fps, e.S, e.n = false, v, '', NONE, 0
 end
 
 -- The budget whose keys start at KEYS[kx]: its state, its lease set when `leased`, then the
@@ -522,6 +539,9 @@ local function open(bi, kx, asked, R, leased, all)
       xa = 0,
       asked = '',
       cap = false,
+      pf = -1,
+      pt = 0,
+      pe = 0,
       inflight = 0,
       D = 0,
     }
@@ -639,7 +659,7 @@ end
 
 local TAGS, PARTS = {}, {}
 
--- The state as stored: "tg3", the number of limits (a byte), of their doubles and the
+-- The state as stored: "tg5" ("tg6" with logs), the number of limits (a byte), of their doubles and the
 -- fingerprints' length (two bytes each, big-endian), the version (a double), the doubles,
 -- each log's head and tail, then the fingerprints.
 local function encode(B)
@@ -648,8 +668,8 @@ local function encode(B)
   local id = (n * 65536 + size) * 65536 + flen
   local tag = TAGS[id]
   if tag == nil then
-    local t3 = 51
-    if S.logs > 0 then t3 = 52 end
+    local t3 = 53
+    if S.logs > 0 then t3 = 54 end
     tag = char(116, 103, t3, n, (size - size % 256) / 256, size % 256, (flen - flen % 256) / 256)
       .. char(flen % 256)
     TAGS[id] = tag
@@ -1242,6 +1262,7 @@ local function rebase(B)
   local rebuilds = {}
   v[PAUSE], v[FLOOR] = shift_instant(v[PAUSE], S), shift_instant(v[FLOOR], S)
   v[BORN], v[X] = shift_instant(v[BORN], S), shift_instant(v[X], S)
+  v[LINE] = shift_instant(v[LINE], S)
   for i = 1, B.n do
     local L, o = R[i], R.off[i]
     if L.bucket then v[o + TAT], v[o + OV] = shift_tat(v[o + TAT], v[o + OV], S) end
@@ -1316,6 +1337,7 @@ local function save(B, k, all, lists)
   local need = x
   if v[PAUSE] > need then need = v[PAUSE] end
   if v[FLOOR] > need then need = v[FLOOR] end
+  if v[LINE] > need then need = v[LINE] end
   if need <= now and not refunded then
     local keys = { B.skey }
     for i = 1, lists do
@@ -1429,8 +1451,8 @@ local BUDGETS, REPLY = {}, {}
 local function acquire()
   local lease, x = ARGV[1], numbers(ARGV[2])
   clock(x[1])
-  local max_wait, lease_ms, nb = x[2], x[3], x[4]
-  local xa, kx = 5, 1
+  local max_wait, lease_ms, nb, horizon = x[2], x[3], x[4], x[5]
+  local xa, kx = 6, 1
   local budgets = BUDGETS
   for bi = 1, nb do
     local fps = ARGV[2 + bi]
@@ -1442,8 +1464,10 @@ local function acquire()
     kx = kx + 1 + R.logs
     if leased then kx = kx + 1 end
     if leased then B.cap = cap end
-    B.x, B.xa = x, xa + 1
-    xa = xa + 1 + 3 * #R
+    -- Its place in line, if it holds one: from (-1: none), to, epoch.
+    B.pf, B.pt, B.pe = x[xa + 1], x[xa + 2], x[xa + 3]
+    B.x, B.xa = x, xa + 4
+    xa = xa + 4 + 3 * #R
     local mi, stored = mismatch(B, fps, R)
     if mi ~= nil then return { 'mismatch', bi - 1, mi, stored } end
     budgets[bi] = B
@@ -1465,9 +1489,13 @@ local function acquire()
   for bi = 1, nb do
     local B = budgets[bi]
     B.D = (B.v[E] - ef) * GIGA
-    if B.v[FLOOR] + B.D > t then t, fb = B.v[FLOOR] + B.D, bi end
+    -- Nothing before a floor, nor, without a place in line there, before the line's end.
+    local f = B.v[FLOOR]
+    if B.pf < 0 and B.v[LINE] > f then f = B.v[LINE] end
+    if f + B.D > t then t, fb = f + B.D, bi end
   end
-  local admitted, refusal = false, nil
+  -- What holds the request back: a budget, and its limit when one does.
+  local admitted, refusal, hb, hl = false, nil, fb, nil
   for _ = 1, SEARCH_STEPS do
     local kind, u, bi, li = decide_request(budgets, nb, t)
     if kind == 'admit' then
@@ -1478,9 +1506,9 @@ local function acquire()
     local wait = -1
     if u ~= NEVER then wait = u - now end
     if kind == 'paused' then
-      refusal = { 'paused', wait, bi - 1 }
+      refusal, hb, hl = { 'paused', wait, bi - 1 }, bi, nil
     else
-      refusal = { 'wait', wait, bi - 1, li - 1 }
+      refusal, hb, hl = { 'wait', wait, bi - 1, li - 1 }, bi, li
     end
     if u == NEVER or u - now > max_wait then break end
     t = u
@@ -1488,6 +1516,33 @@ local function acquire()
   if not admitted then return refusal end
   -- Admitted only after an earlier reservation, later than the caller may wait: refused.
   if t - now > max_wait then return { 'queued', t - now, fb - 1 } end
+  if t - now > horizon then
+    -- Beyond the horizon: a place in line on the budget that holds it back, whose line moves
+    -- past it by Policy::room_in_line: Tc of the limit that held it back, or of the one
+    -- that held back the latest place (LL), or else the shortest Tc of its limits.
+    local B = budgets[hb]
+    local v, bx, nr = B.v, B.xa, #B.rules
+    local li = hl
+    if li == nil and v[LL] >= 1 and v[LL] <= nr then li = v[LL] end
+    local room = 0
+    if li ~= nil then
+      room = x[bx + 3 * li - 2]
+    else
+      for i = 1, nr do
+        local T = x[bx + 3 * i - 2]
+        if i == 1 or T < room then room = T end
+      end
+    end
+    local from, line = v[LINE], t - B.D + room
+    if line < from then line = from end
+    if line > from or (hl ~= nil and v[LL] ~= hl) then
+      changing(B)
+      v[LINE] = line
+      if hl ~= nil then v[LL] = hl end
+      save(B, B.n, true, B.n)
+    end
+    return { 'ahead', t - now, hb - 1, from, line, B.v[E] }
+  end
   -- The answer as doubles in one string (see OPERATIONS): a table costs Redis far more to
   -- turn into a reply.
   for bi = 1, nb do
@@ -1528,6 +1583,8 @@ local function acquire()
       r = r + 2
     end
     v[FLOOR] = tb
+    -- Out of line: its place, still the last, is given back.
+    if B.pf >= 0 and B.pe == v[E] and v[LINE] == B.pt then v[LINE] = B.pf end
     if B.cap then
       call('ZADD', B.lkey, ef * 1000 + ceil_ms(t) + lease_ms, lease)
       lease_expiry(B.lkey)
@@ -1614,6 +1671,7 @@ local function pause()
   local need = p
   if v[X] > need then need = v[X] end
   if v[FLOOR] > need then need = v[FLOOR] end
+  if v[LINE] > need then need = v[LINE] end
   if need <= now then
     if B.exists then
       local refunded, S = false, B.S
@@ -1656,6 +1714,18 @@ local function renew()
     end
   end
   return renewed
+end
+
+local function leave()
+  clock(ARGV[1])
+  local from, to, e = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  local B = open(1, 1, '', NONE, false, true)
+  if not B.exists or B.v[E] ~= e or B.v[LINE] ~= to then return 0 end
+  changing(B)
+  B.v[LINE] = from
+  call('SET', B.skey, encode(B), 'KEEPTTL')
+  written(B)
+  return 1
 end
 
 local function peek()
@@ -1754,3 +1824,4 @@ redis.register_function('$LIBRARY_settle', entry(settle))
 redis.register_function('$LIBRARY_pause', entry(pause))
 redis.register_function('$LIBRARY_renew', entry(renew))
 redis.register_function('$LIBRARY_peek', entry(peek))
+redis.register_function('$LIBRARY_leave', entry(leave))

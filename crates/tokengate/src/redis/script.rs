@@ -44,6 +44,7 @@ pub(crate) struct Library {
     pause: String,
     renew: String,
     peek: String,
+    leave: String,
 }
 
 /// The library, made once.
@@ -58,6 +59,7 @@ pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
         pause: function("pause"),
         renew: function("renew"),
         peek: function("peek"),
+        leave: function("leave"),
         name,
     }
 });
@@ -453,21 +455,35 @@ pub(crate) fn acquire(
 ) -> Invocation {
     let owned = compiled(budgets);
     let budgets: Vec<Budget<'_>> = owned.iter().map(|(k, p, c)| (*k, *p, c)).collect();
-    acquire_with(&budgets, cost, now, max_wait, lease, lease_ms)
+    acquire_with(
+        &budgets,
+        cost,
+        now,
+        max_wait,
+        Nanos::MAX,
+        &[],
+        lease,
+        lease_ms,
+    )
 }
 
 /// The call that decides `cost` on every one of `budgets` (all or none) and records it:
 /// admitted at `now` (Redis's clock when `None`; else nanoseconds below 2^53 since the Unix
 /// epoch) or, when that is at most `max_wait` ns from now, reserved at its earliest instant,
-/// holding an in-flight lease `lease` for `lease_ms` ms from then on every budget with a cap.
+/// holding an in-flight lease `lease` for `lease_ms` ms from then on every budget with a cap;
+/// an instant further than `horizon` ns from now is answered "ahead" with a place in line.
+/// `places`: per budget, the request's place in line there (a `Place`'s from, to, epoch).
 ///
 /// Every limit of every budget must hold the cost (`Policy::check_possible`). Decode the reply
 /// as [`AcquireReply`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn acquire_with(
     budgets: &[Budget<'_>],
     cost: &Cost,
     now: Option<Nanos>,
     max_wait: Nanos,
+    horizon: Nanos,
+    places: &[Option<(Nanos, Nanos, u64)>],
     lease: &str,
     lease_ms: u64,
 ) -> Invocation {
@@ -479,7 +495,7 @@ pub(crate) fn acquire_with(
         .iter()
         .map(|(_, policy, compiled)| 1 + usize::from(cap(policy).is_some()) + compiled.logs)
         .sum();
-    let numbers = 4 + budgets.len() + 3 * limits;
+    let numbers = 5 + 4 * budgets.len() + 3 * limits;
     let mut call = Call::new(
         &LIBRARY.acquire,
         keys,
@@ -503,9 +519,14 @@ pub(crate) fn acquire_with(
     n.push_option(now)
         .push(max_wait)
         .push(lease_ms)
-        .push(budgets.len() as u64);
-    for (_, policy, compiled) in budgets {
+        .push(budgets.len() as u64)
+        .push(horizon.min(EXACT));
+    for (i, (_, policy, compiled)) in budgets.iter().enumerate() {
         n.push_option(cap(policy));
+        match places.get(i).copied().flatten() {
+            Some((from, to, epoch)) => n.push(from).push(to).push(epoch),
+            None => n.push_option(None).push(0).push(0),
+        };
         for (wire, amount) in compiled.wires.iter().zip(policy.measure(cost)) {
             let amount = amount.unwrap_or(u64::MAX).min(EXACT);
             let (time, over) = wire.span(amount);
@@ -632,6 +653,24 @@ pub(crate) fn pause(
     call.invocation()
 }
 
+/// The call that gives back a place in line on the budget of `keys`: the line ends at `from`
+/// again when it ends at `to` in the frame of `epoch`. Replies 1 when it did, else 0.
+pub(crate) fn leave(
+    keys: &BudgetKeys,
+    now: Option<Nanos>,
+    from: Nanos,
+    to: Nanos,
+    epoch: u64,
+) -> Invocation {
+    let mut call = Call::new(&LIBRARY.leave, 1, 4, keys.state.len() + 64);
+    call.key(&keys.state)
+        .now(now)
+        .arg(from.min(EXACT))
+        .arg(to.min(EXACT))
+        .arg(epoch.min(EXACT));
+    call.invocation()
+}
+
 /// The call that moves the expiry of `lease` to `lease_ms` from now in every set of `leases`
 /// that holds it. Replies how many did (an integer).
 pub(crate) fn renew(leases: &[&str], now: Option<Nanos>, lease: &str, lease_ms: u64) -> Invocation {
@@ -697,6 +736,18 @@ pub(crate) enum AcquireReply {
         wait: Nanos,
         /// The budget's index.
         budget: usize,
+    },
+    /// Admissible `wait` ns from now, beyond the horizon: only its place in line on the
+    /// budget was recorded.
+    Ahead {
+        /// From now.
+        wait: Nanos,
+        /// The budget's index.
+        budget: usize,
+        /// The budget's line before and after it (own frame), and the frame's epoch.
+        from: Nanos,
+        to: Nanos,
+        epoch: u64,
     },
     /// Every in-flight slot of the budget is leased.
     InFlightFull {
@@ -875,6 +926,13 @@ impl FromRedisValue for AcquireReply {
             "paused" => Ok(AcquireReply::Paused {
                 wait: r.wait()?,
                 budget: r.usize()?,
+            }),
+            "ahead" => Ok(AcquireReply::Ahead {
+                wait: r.wait()?,
+                budget: r.usize()?,
+                from: r.u64()?,
+                to: r.u64()?,
+                epoch: r.u64()?,
             }),
             "in_flight_full" => Ok(AcquireReply::InFlightFull { budget: r.usize()? }),
             "mismatch" => Ok(AcquireReply::Mismatch {
@@ -1209,16 +1267,48 @@ mod tests {
             w[8..],
             ["sw:600:60000000000:50000000:10:1000000000:0|tb:3:10:0:3:10:0"]
         );
-        // Now, max wait, lease ms, budgets; the cap; per limit: the amount and its span.
+        // Now, max wait, lease ms, budgets, horizon (none: the script's whole range); the cap;
+        // no place in line (-1, 0, 0); per limit: the amount and its span.
+        let none = (1 << 53) - 1;
         assert_eq!(
             numbers_at(&call, 7),
-            [7, 100, 60_000, 1, 2, 1, 100_000_000, 0, 1, 4, 2]
+            [
+                7,
+                100,
+                60_000,
+                1,
+                none,
+                2,
+                -1,
+                0,
+                0,
+                1,
+                100_000_000,
+                0,
+                1,
+                4,
+                2
+            ]
         );
         // Redis's own clock (-1), and a cost of nothing takes no slot: no lease, no lease set.
         let call = acquire(&[(&keys, &p)], &Cost::zero(), None, 0, "L2", 1);
         assert_eq!(words(&call)[2..6], ["2", "{t}:a:state", "{t}:a:log:0", ""]);
         let numbers = numbers_at(&call, 6);
-        assert_eq!((numbers[0], numbers[4]), (-1, -1));
+        assert_eq!((numbers[0], numbers[5]), (-1, -1));
+        // A horizon, and a place in line: from, to, epoch.
+        let budgets = compiled(&[(&keys, &p)]);
+        let budgets: Vec<Budget<'_>> = budgets.iter().map(|(k, p, c)| (*k, *p, c)).collect();
+        let call = acquire_with(
+            &budgets,
+            &cost,
+            Some(7),
+            100,
+            250,
+            &[Some((3, 9, 86_400))],
+            "L",
+            1,
+        );
+        assert_eq!(numbers_at(&call, 7)[4..9], [250, 2, 3, 9, 86_400]);
     }
 
     #[test]

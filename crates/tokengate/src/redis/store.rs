@@ -14,7 +14,8 @@ use super::script::{self, AcquireReply, Budget, BudgetKeys, Compiled};
 use crate::clock::{Clock, ManualClock};
 use crate::cost::Usage;
 use crate::store::{
-    Answer, Ask, BudgetSnapshot, Refusal, Reservation, Store, StoreBudget, StoreError, StoreFuture,
+    Answer, Ask, BudgetSnapshot, Place, Refusal, Reservation, Store, StoreBudget, StoreError,
+    StoreFuture,
 };
 
 /// The store whose state lives in Redis: every process and machine that uses the same Redis,
@@ -320,11 +321,17 @@ where
         } else {
             String::new()
         };
+        let horizon = u64::try_from(ask.horizon_limit().as_nanos()).unwrap_or(u64::MAX);
+        let places: Vec<_> = (0..budgets.len())
+            .map(|i| ask.place_on(i).map(|p| (p.from, p.to, p.epoch)))
+            .collect();
         let invocation = script::acquire_with(
             &triples,
             cost,
             self.now(),
             max_wait,
+            horizon,
+            &places,
             &lease,
             self.lease_ms(),
         );
@@ -368,6 +375,17 @@ where
             AcquireReply::Paused { wait, budget } => refused(Refusal::Paused {
                 wait: nanos(wait),
                 budget,
+            }),
+            AcquireReply::Ahead {
+                wait,
+                budget,
+                from,
+                to,
+                epoch,
+            } => refused(Refusal::Ahead {
+                wait: nanos(wait),
+                budget,
+                place: Place { from, to, epoch },
             }),
             AcquireReply::InFlightFull { budget } => refused(Refusal::InFlightFull { budget }),
             AcquireReply::Mismatch {
@@ -462,6 +480,12 @@ where
             in_flight: peeked.in_flight,
             paused_for: Duration::from_nanos(peeked.paused_until.saturating_sub(peeked.now_rel)),
         })
+    }
+
+    async fn leave_now(&self, budget: &StoreBudget, place: Place) -> Result<(), StoreError> {
+        let ready = self.prepared.get(&self.keys, budget)?;
+        let invocation = script::leave(&ready.keys, self.now(), place.from, place.to, place.epoch);
+        self.run::<redis::Value>(invocation).await.map(drop)
     }
 
     async fn reset_now(&self, budget: &str) -> Result<(), StoreError> {
@@ -573,5 +597,9 @@ where
 
     fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(self.reset_now(budget))
+    }
+
+    fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {
+        Box::pin(self.leave_now(budget, place))
     }
 }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    Answer, Ask, BudgetSnapshot, Refusal, Reservation, Store, StoreBudget, StoreError, StoreFuture,
+    Answer, Ask, BudgetSnapshot, Place, Refusal, Reservation, Store, StoreBudget, StoreError,
+    StoreFuture,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::core::{
@@ -33,6 +34,12 @@ struct Kept {
     paused_until: Nanos,
     /// The latest reservation's instant: nothing is admitted before it.
     floor: Nanos,
+    /// The end of the line of requests told to ask again ([`Refusal::Ahead`]): a request
+    /// without a place is admitted no earlier.
+    line: Nanos,
+    /// The limit that held back the latest place taken with a limit holding it (its room
+    /// in line is that limit's), if any.
+    line_limit: Option<usize>,
     /// When it was made: a receipt admitted before belongs to an earlier state of the
     /// budget, forgotten since, and refunds nothing here.
     born: Nanos,
@@ -47,6 +54,8 @@ impl Kept {
             leases: Vec::new(),
             paused_until: 0,
             floor: 0,
+            line: 0,
+            line_limit: None,
         }
     }
 
@@ -68,6 +77,7 @@ impl Kept {
         self.leases.is_empty()
             && self.paused_until <= now
             && self.floor <= now
+            && self.line <= now
             && self.policy.is_fresh(&self.limits, now)
     }
 }
@@ -152,6 +162,7 @@ impl<C: Clock> MemoryStore<C> {
         }
         let now = self.clock.now();
         let max_wait = u64::try_from(ask.wait_limit().as_nanos()).unwrap_or(Nanos::MAX);
+        let horizon = u64::try_from(ask.horizon_limit().as_nanos()).unwrap_or(Nanos::MAX);
         let mut map = self.lock();
         for b in budgets {
             let kept = map
@@ -163,13 +174,21 @@ impl<C: Clock> MemoryStore<C> {
             kept.expire_leases(now);
         }
         let kept: Vec<&Kept> = budgets.iter().map(|b| &map[&b.name]).collect();
-        // First come, first served: nothing before the latest reservation of any budget.
+        // First come, first served: nothing before the latest reservation of any budget, nor,
+        // without a place in line, before the line's end.
         let (mut at, mut floor_of) = (now, 0);
         for (i, k) in kept.iter().enumerate() {
-            if k.floor > at {
-                (at, floor_of) = (k.floor, i);
+            let floor = if ask.place_on(i).is_some() {
+                k.floor
+            } else {
+                k.floor.max(k.line)
+            };
+            if floor > at {
+                (at, floor_of) = (floor, i);
             }
         }
+        // What holds the request back: a budget, and its limit when one does.
+        let mut held_by = (floor_of, None);
         let mut refusal = None;
         for _ in 0..SEARCH_STEPS {
             let decision = decide_request(kept.iter().map(|k| k.view()), at, cost)?;
@@ -199,6 +218,10 @@ impl<C: Clock> MemoryStore<C> {
                     }))
                 }
             };
+            held_by = match refused {
+                Refusal::Wait { budget, limit, .. } => (budget, Some(limit)),
+                other => (other.budget(), None),
+            };
             refusal = Some(refused);
             if until == Nanos::MAX || until - now > max_wait {
                 break;
@@ -215,12 +238,33 @@ impl<C: Clock> MemoryStore<C> {
             }));
         }
         drop(kept);
+        if at - now > horizon {
+            // A place in line on the budget that holds it back (see `Policy::room_in_line`).
+            let (budget, limit) = held_by;
+            let b = &budgets[budget];
+            let kept = map.get_mut(&b.name).expect("inserted above");
+            let room = b.policy().room_in_line(limit, kept.line_limit, cost);
+            if limit.is_some() {
+                kept.line_limit = limit;
+            }
+            let from = kept.line;
+            kept.line = kept.line.max(at.saturating_add(room));
+            return Ok(Answer::Refused(Refusal::Ahead {
+                wait: Duration::from_nanos(at - now),
+                budget,
+                place: Place {
+                    from,
+                    to: kept.line,
+                    epoch: 0,
+                },
+            }));
+        }
         let takes_slot =
             budgets.iter().any(|b| b.policy().max_in_flight.is_some()) && !cost.is_zero();
         let lease = takes_slot.then(|| self.next_lease.fetch_add(1, Ordering::Relaxed));
         let expiry = at.saturating_add(self.lease_nanos());
         let mut receipts = Vec::with_capacity(budgets.len());
-        for b in budgets {
+        for (i, b) in budgets.iter().enumerate() {
             let kept = map.get_mut(&b.name).expect("inserted above");
             let mut mine = Vec::with_capacity(kept.limits.len());
             let mut in_flight = 0;
@@ -236,6 +280,12 @@ impl<C: Clock> MemoryStore<C> {
                 kept.leases.push((id, expiry));
             }
             kept.floor = at;
+            // Out of line: its place, still the last, is given back.
+            if let Some(place) = ask.place_on(i) {
+                if place.epoch == 0 && kept.line == place.to {
+                    kept.line = place.from;
+                }
+            }
             receipts.push(mine);
         }
         Ok(Answer::Reserved(Reservation {
@@ -373,6 +423,15 @@ impl<C: Clock> Store for MemoryStore<C> {
 
     fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()> {
         self.lock().remove(budget);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {
+        if let Some(kept) = self.lock().get_mut(budget.name()) {
+            if place.epoch == 0 && kept.line == place.to {
+                kept.line = place.from;
+            }
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -22,6 +22,26 @@
 //! gives back what the limits still hold of it; one that crashes leaves it spent, the safe
 //! side.
 //!
+//! # Reserving ahead
+//! A reservation charges every limit of every budget at its instant, and takes its in-flight
+//! slots when it is made. Made far ahead, it costs what it does not use: a slot held idle
+//! while its caller sleeps, and the room of a budget that does not hold the request back (a
+//! tenant's budget, charged half a minute ahead by a request waiting for its model's tokens,
+//! stops the tenant's requests to every other model until then: a bucket's state cannot
+//! hold a gap before a future charge). So an ask may set a *horizon* ([`Ask::horizon`]): a
+//! request admissible further ahead than that is not reserved; the store answers
+//! [`Refusal::Ahead`] with its instant and records only its *place in line* on the budget
+//! that holds it back (that budget's *line* moves past it by the time the limit holding it
+//! back takes to earn the request; behind the line, by the time of the limit that held back
+//! the latest place; else of the limit that earns it soonest). Later asks go after the line on that budget (a request without a place is
+//! admitted there no earlier than the line's end), and the request asks again shortly
+//! before its instant ([`Ask::placed`]: the line behind it does not hold it back), when it is
+//! reserved at its instant, or told a later one. So waiting stays first come, first served
+//! per budget, each waiter asks about twice, and nothing is held early by more than the
+//! horizon. The line is an estimate: a waiter that does not come back leaves its place
+//! unused (at most the time its limit takes to earn it), one that comes back to a budget
+//! busier than its place said waits longer.
+//!
 //! # In-flight slots
 //! A budget with an in-flight cap lends each admitted request a slot as a *lease*: it ends
 //! when the request is settled or released, or when its lease runs out (a crashed process
@@ -67,7 +87,7 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub(crate) use memory::DEFAULT_LEASE;
-pub use reservation::{Answer, Refusal, Reservation};
+pub use reservation::{Answer, Place, Refusal, Reservation};
 
 use crate::core::{LimitState, Nanos, Snapshot};
 use crate::cost::{Cost, Usage};
@@ -116,13 +136,16 @@ impl StoreBudget {
     }
 }
 
-/// A request put to a store: its cost on every budget it falls under (all or none), and how
-/// long it may wait.
+/// A request put to a store: its cost on every budget it falls under (all or none), how long
+/// it may wait, and how far ahead it may be reserved.
 #[derive(Debug, Clone, Copy)]
 pub struct Ask<'a> {
     budgets: &'a [StoreBudget],
     cost: &'a Cost,
     max_wait: Duration,
+    horizon: Duration,
+    /// The places in line the request holds, by budget index.
+    placed: &'a [(usize, Place)],
 }
 
 impl<'a> Ask<'a> {
@@ -133,6 +156,8 @@ impl<'a> Ask<'a> {
             budgets,
             cost,
             max_wait: Duration::ZERO,
+            horizon: Duration::MAX,
+            placed: &[],
         }
     }
 
@@ -140,6 +165,71 @@ impl<'a> Ask<'a> {
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self
+    }
+
+    /// Reserve it only when its instant is at most `horizon` from now (no limit unless set);
+    /// further ahead (and within [`max_wait`](Self::max_wait)), the store records nothing but
+    /// the request's place in line and answers [`Refusal::Ahead`]: ask again, with
+    /// [`placed`](Self::placed) on that budget, shortly before then. See the module docs,
+    /// "Reserving ahead".
+    ///
+    /// A reservation charges every limit of every budget at its instant, and takes its
+    /// in-flight slots from the moment it is made: made far ahead, it holds slots idle and
+    /// stops other requests of a budget that does not hold it back (a tenant's, behind a
+    /// request waiting for its model's tokens).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::store::{Ask, MemoryStore, Refusal, Store, StoreBudget};
+    /// use tokengate::{Cost, ManualClock, Policy};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let clock = ManualClock::new();
+    /// let store = MemoryStore::with_clock(clock.clone());
+    /// let policy = Policy::builder().requests_per_minute(60).margin(Duration::ZERO).build()?;
+    /// let budgets = [StoreBudget::new("model", policy)];
+    /// let one = Cost::request();
+    /// let ask = || Ask::new(&budgets, &one).max_wait(Duration::from_secs(10));
+    /// store.acquire(ask()).await?.reserved().unwrap(); // the smooth window holds one
+    /// let far = store.acquire(ask().horizon(Duration::from_millis(200))).await?;
+    /// let Some(Refusal::Ahead { wait, budget, place }) = far.refusal() else { panic!() };
+    /// assert_eq!((wait, budget), (Duration::from_secs(1), 0));
+    /// // Shortly before its instant, it asks again, and is reserved.
+    /// clock.advance(Duration::from_millis(900));
+    /// let held = [(budget, place)];
+    /// let again = ask().horizon(Duration::from_millis(200)).placed(&held);
+    /// let near = store.acquire(again).await?;
+    /// assert_eq!(near.reserved().unwrap().wait(), Duration::from_millis(100));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn horizon(mut self, horizon: Duration) -> Self {
+        self.horizon = horizon;
+        self
+    }
+
+    /// The request holds these places in line (each on a budget, an index into the budgets,
+    /// from an earlier [`Refusal::Ahead`]): the places taken there after it do not hold it
+    /// back, and when it is reserved, a place still last in line is given back (the line
+    /// ends where it did before it: the request no longer waits in it).
+    pub fn placed(mut self, places: &'a [(usize, Place)]) -> Self {
+        self.placed = places;
+        self
+    }
+
+    /// The longest wait that is reserved rather than answered with a place in line.
+    pub fn horizon_limit(&self) -> Duration {
+        self.horizon
+    }
+
+    /// The request's place on `budget`, if it holds one (the last given for it).
+    pub fn place_on(&self, budget: usize) -> Option<Place> {
+        self.placed
+            .iter()
+            .rev()
+            .find(|(b, _)| *b == budget)
+            .map(|&(_, p)| p)
     }
 
     /// The budgets.
@@ -231,4 +321,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Forgets everything `budget` holds: its limits, slots and pause start afresh.
     fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Gives back `place` on `budget` (a [`Refusal::Ahead`]'s), for a request that will not
+    /// ask again: when it is still the last in line, the line ends where it did before it;
+    /// otherwise nothing changes (the place stays unused, at most the time its limit takes
+    /// to earn it). A store that cannot give places back keeps them (the default): the safe
+    /// side.
+    fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {
+        let _ = (budget, place);
+        Box::pin(std::future::ready(Ok(())))
+    }
 }

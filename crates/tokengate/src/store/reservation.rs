@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::StoreBudget;
-use crate::core::Receipt;
+use crate::core::{Nanos, Receipt};
 use crate::cost::Cost;
 
 /// A store's answer to [`Store::acquire`](super::Store::acquire).
@@ -12,7 +12,8 @@ use crate::cost::Cost;
 pub enum Answer {
     /// Admitted, at once or after [`Reservation::wait`].
     Reserved(Reservation),
-    /// Not admitted within the wait allowed; nothing was recorded.
+    /// Not reserved: not admissible within the wait allowed (nothing was recorded), or only
+    /// beyond the ask's horizon ([`Refusal::Ahead`]: its place in line was recorded).
     Refused(Refusal),
 }
 
@@ -67,6 +68,39 @@ pub enum Refusal {
         /// The budget.
         budget: usize,
     },
+    /// Admissible after `wait`, within the wait allowed but beyond the ask's
+    /// [`horizon`](super::Ask::horizon): nothing is reserved; the request has a place in line
+    /// on `budget`, the one that holds it back. Ask again, with
+    /// [`placed`](super::Ask::placed), shortly before `wait` has passed.
+    Ahead {
+        /// How long from now.
+        wait: Duration,
+        /// The budget.
+        budget: usize,
+        /// The place: what [`Store::leave`](super::Store::leave) gives back when the request
+        /// will not come back.
+        place: Place,
+    },
+}
+
+/// A request's place in line on a budget ([`Refusal::Ahead`]): where the budget's line was
+/// before it and is after it, in the store's frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// The line's end before the place.
+    pub(crate) from: Nanos,
+    /// The line's end after it.
+    pub(crate) to: Nanos,
+    /// The frame of both, in seconds (the Redis store's epoch of the budget; 0 in memory).
+    pub(crate) epoch: u64,
+}
+
+impl Place {
+    /// Whether it moved the line: a request asking again with a place it holds is given one
+    /// that moves nothing (its instant is within the line already).
+    pub fn moved_line(&self) -> bool {
+        self.to != self.from
+    }
 }
 
 impl Refusal {
@@ -75,7 +109,8 @@ impl Refusal {
         match *self {
             Refusal::Wait { wait, .. }
             | Refusal::Queued { wait, .. }
-            | Refusal::Paused { wait, .. } => Some(wait),
+            | Refusal::Paused { wait, .. }
+            | Refusal::Ahead { wait, .. } => Some(wait),
             Refusal::InFlightFull { .. } => None,
         }
     }
@@ -86,6 +121,7 @@ impl Refusal {
             Refusal::Wait { budget, .. }
             | Refusal::Queued { budget, .. }
             | Refusal::Paused { budget, .. }
+            | Refusal::Ahead { budget, .. }
             | Refusal::InFlightFull { budget } => budget,
         }
     }

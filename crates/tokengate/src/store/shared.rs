@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cost::Usage;
-use crate::store::{Answer, Ask, BudgetSnapshot, Reservation, Store, StoreBudget, StoreFuture};
+use crate::store::{
+    Answer, Ask, BudgetSnapshot, Place, Reservation, Store, StoreBudget, StoreFuture,
+};
 
 impl<S: Store + ?Sized> Store for Arc<S> {
     fn acquire<'a>(&'a self, ask: Ask<'a>) -> StoreFuture<'a, Answer> {
@@ -39,5 +41,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()> {
         (**self).reset(budget)
+    }
+
+    fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {
+        (**self).leave(budget, place)
     }
 }

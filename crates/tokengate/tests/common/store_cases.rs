@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokengate::config::Config;
-use tokengate::store::{Answer, Ask, Refusal, Reservation, Store, StoreBudget, StoreError};
+use tokengate::store::{Answer, Ask, Place, Refusal, Reservation, Store, StoreBudget, StoreError};
 use tokengate::{AcquireError, Cost, ManualClock, Policy, Usage};
 
 use super::request_vectors::{after, load, Case, Expect, Op, Word};
@@ -301,6 +301,133 @@ pub async fn nothing_overtakes_a_reservation(store: &dyn Store, clock: &ManualCl
     );
     let waited = reserve(store, &b, &req, long).await.reserved().unwrap();
     assert_eq!(waited.wait(), Duration::from_secs(1));
+}
+
+/// The wait, budget and place of an answer that gives a place in line.
+fn ahead(answer: &Answer) -> (Duration, usize, Place) {
+    match answer.refusal() {
+        Some(Refusal::Ahead {
+            wait,
+            budget,
+            place,
+        }) => (wait, budget, place),
+        other => panic!("expected a place in line, got {other:?}"),
+    }
+}
+
+/// Beyond the ask's horizon a request is not reserved: it is told its instant and keeps its
+/// place in line on the budget that holds it back, taking no slot and holding back no other
+/// budget; later asks go after the line; asking again shortly before its instant, it is
+/// reserved there.
+pub async fn beyond_the_horizon_a_request_keeps_its_place_in_line(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+) {
+    clock.set(0);
+    let limits = |rpm, slots| {
+        Policy::builder()
+            .requests_per_minute(rpm)
+            .max_in_flight(slots)
+            .margin(Duration::ZERO)
+            .build()
+            .unwrap()
+    };
+    // The model allows one a second; the tenant has room for ten at once.
+    let tenant = StoreBudget::new(format!("{prefix}tenant"), limits(600, 100));
+    let model = [
+        StoreBudget::new(format!("{prefix}model"), limits(60, 8)),
+        tenant.clone(),
+    ];
+    let other = [
+        StoreBudget::new(format!("{prefix}other"), limits(600, 100)),
+        tenant,
+    ];
+    let req = Cost::request();
+    let horizon = Duration::from_millis(200);
+    let ask = |budgets| {
+        Ask::new(budgets, &req)
+            .max_wait(Duration::from_secs(10))
+            .horizon(horizon)
+    };
+    let acquire = |ask| async move { store.acquire(ask).await.expect("the store answers") };
+    let first = acquire(ask(&model)).await.reserved().expect("at once");
+    assert_eq!(first.wait(), Duration::ZERO);
+    // The next one a second ahead, beyond the horizon: a place in line on the model.
+    let (wait, budget, second_place) = ahead(&acquire(ask(&model)).await);
+    assert_eq!((wait, budget), (Duration::from_secs(1), 0));
+    // It holds back neither the tenant nor the slots.
+    let elsewhere = acquire(ask(&other)).await.reserved().expect("reserved");
+    assert_eq!(
+        elsewhere.wait(),
+        Duration::ZERO,
+        "the tenant is not held back"
+    );
+    let snapshot = store.snapshot(&model[0]).await.expect("a snapshot");
+    assert_eq!(snapshot.in_flight, 1, "a place in line takes no slot");
+    // A later ask goes after the line: the second's second.
+    let (wait, _, third_place) = ahead(&acquire(ask(&model)).await);
+    assert_eq!(wait, Duration::from_secs(2));
+    // Each asks again shortly before its instant and is reserved there.
+    clock.set(900_000_000);
+    let held = [(0, second_place)];
+    let second = acquire(ask(&model).placed(&held))
+        .await
+        .reserved()
+        .expect("reserved");
+    assert_eq!(second.admitted_at(), Some(Duration::from_secs(1)));
+    // A newcomer now goes after the third's place (3 s).
+    let (wait, _, newcomer_place) = ahead(&acquire(ask(&model)).await);
+    assert_eq!(wait, Duration::from_millis(2_100));
+    // The third asks again, is reserved at 2 s; the newcomer's place is the last in line
+    // (the third's is not, and stays).
+    clock.set(1_900_000_000);
+    let held = [(0, third_place)];
+    let third = acquire(ask(&model).placed(&held))
+        .await
+        .reserved()
+        .expect("reserved");
+    assert_eq!(third.admitted_at(), Some(Duration::from_secs(2)));
+    // Within the horizon it is reserved, as without one; one that cannot wait is refused.
+    clock.set(2_900_000_000);
+    let held = [(0, newcomer_place)];
+    let near = acquire(ask(&model).placed(&held))
+        .await
+        .reserved()
+        .expect("reserved");
+    assert_eq!(near.wait(), Duration::from_millis(100));
+    // Reserved, it left the line, whose end it was: the line ends where it did before it (at
+    // 3 s, its own instant), and a newcomer goes right after it, at 4 s (not 5 s).
+    let (wait, _, _) = ahead(&acquire(ask(&model)).await);
+    assert_eq!(wait, Duration::from_millis(1_100));
+    let hurried = Ask::new(&model, &req)
+        .max_wait(Duration::from_millis(500))
+        .horizon(horizon);
+    let refused = acquire(hurried).await.refusal();
+    assert!(
+        matches!(refused, Some(Refusal::Queued { budget: 0, .. })),
+        "{refused:?}"
+    );
+    // Places at 5 s and 6 s (the line was at 5 s): giving back one that is not the last
+    // changes nothing; giving back the last brings the line back to where it was before it.
+    let (_, _, first_place) = ahead(&acquire(ask(&model)).await);
+    let (wait, _, last_place) = ahead(&acquire(ask(&model)).await);
+    assert_eq!(wait, Duration::from_millis(3_100));
+    store.leave(&model[0], first_place).await.expect("left");
+    let (wait, _, _) = ahead(&acquire(ask(&model)).await);
+    assert_eq!(wait, Duration::from_millis(4_100), "not the last: kept");
+    store.leave(&model[0], last_place).await.expect("left");
+    let (wait, _, _) = ahead(&acquire(ask(&model)).await);
+    assert_eq!(
+        wait,
+        Duration::from_millis(5_100),
+        "not the last any more: kept"
+    );
+    // The last in line leaves: the next newcomer takes its place.
+    let (_, _, latest) = ahead(&acquire(ask(&model)).await);
+    store.leave(&model[0], latest).await.expect("left");
+    let (wait, _, _) = ahead(&acquire(ask(&model)).await);
+    assert_eq!(wait, Duration::from_millis(6_100), "the place came back");
 }
 
 /// A receipt from before a budget was forgotten (fresh again, its keys dropped) gives
