@@ -861,3 +861,66 @@ async fn the_tower_layer_works_unchanged_on_a_store() {
     })
     .await;
 }
+
+/// A request that waits half a minute for its model's tokens keeps a place in line there (it
+/// asks again shortly before its instant), rather than a reservation: its tenant's other
+/// requests go at once, and it holds none of its model's in-flight slots while it waits.
+#[tokio::test(start_paused = true)]
+async fn a_long_wait_holds_back_neither_the_tenant_nor_the_slots() {
+    within(async {
+        const LINE: &str = r#"
+            margin = "0s"
+            [models.big]
+            tokens_per_minute = { amount = 6_000, burst = 3_000 }
+            max_in_flight = 4
+            [models.small]
+            requests_per_minute = 6_000
+            [defaults.tenant]
+            requests_per_minute = 600
+        "#;
+        let store = store();
+        let config = Config::from_toml_str(LINE, "limits.toml").unwrap();
+        let limiter = Arc::new(
+            Limiter::from_config_with_clock(config.clone(), TokioClock::new())
+                .with_store(Arc::clone(&store)),
+        );
+        let start = Instant::now();
+        let big = Cost::request().input(3_000);
+        let _first = limiter
+            .key("acme", "big")
+            .acquire(big.clone())
+            .await
+            .unwrap();
+        // The second waits 30 s for the model's tokens.
+        let waiting = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                let permit = limiter.key("acme", "big").acquire(big).await.unwrap();
+                let at = start.elapsed();
+                drop(permit);
+                at
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Meanwhile the tenant's requests to another model go at once.
+        for _ in 0..5 {
+            drop(
+                limiter
+                    .key("acme", "small")
+                    .acquire(Cost::request())
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(10),
+            "the tenant is not held back"
+        );
+        let (_, policy) = config.model_policy("big").unwrap();
+        let slots = snapshot(&store, "model big", policy).await.in_flight;
+        assert_eq!(slots, 1, "the waiting request holds no slot");
+        assert_eq!(waiting.await.unwrap(), Duration::from_secs(30));
+    })
+    .await;
+}

@@ -28,8 +28,8 @@
 //! An acquisition that takes a slot and times out while Redis is stopped runs when Redis
 //! wakes: the slot it took comes back at once, not at the end of its lease.
 //!
-//! And a client process killed with `kill -9` while it holds in-flight slots and sleeps
-//! towards reservations: its slots come back within the lease, its reservations stay spent,
+//! And a client process killed with `kill -9` while it holds in-flight slots and
+//! reservations ahead: its slots come back within the lease, its reservations stay spent,
 //! the surviving process goes on. The killed process is this test binary again, running the
 //! ignored `victim` test.
 //!
@@ -893,7 +893,7 @@ fn nanos(t: Duration) -> u128 {
 }
 
 /// The process the killed-client test kills: holds every slot of one budget (its permits
-/// renewing their leases) and has acquisitions sleeping towards reservations on another,
+/// renewing their leases) and reservations ahead on another (made on the store itself),
 /// prints their instants and `ready`, then waits to be killed (30 s at most, should its parent
 /// be gone).
 #[test]
@@ -913,7 +913,6 @@ fn victim() {
         let slots = Limiter::new(slots_policy())
             .with_store(Arc::clone(&slots_store))
             .with_store_lease(LEASE);
-        let rate = Arc::new(Limiter::new(rate_policy()).with_store(Arc::clone(&rate_store)));
         let mut held = Vec::new();
         for _ in 0..SLOTS {
             let permit = slots
@@ -922,17 +921,15 @@ fn victim() {
                 .expect("a slot");
             held.push(permit);
         }
+        // Reservations straight on the store (a limiter reserves no further ahead than its
+        // horizon): held, never settled, until the process dies.
+        let budgets = [StoreBudget::new("account", rate_policy())];
+        let one = Cost::request();
+        let mut reservations = Vec::new();
         for _ in 0..RESERVED {
-            let rate = Arc::clone(&rate);
-            tokio::spawn(async move {
-                let permit = rate
-                    .acquire_timeout(Cost::request(), Duration::from_secs(10))
-                    .await
-                    .expect("a reservation");
-                // Held until the process dies.
-                std::future::pending::<()>().await;
-                drop(permit);
-            });
+            let ask = Ask::new(&budgets, &one).max_wait(Duration::from_secs(10));
+            let answer = rate_store.acquire(ask).await.expect("the store answers");
+            reservations.push(answer.reserved().expect("a reservation"));
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while rate_store.admitted().len() < RESERVED {
@@ -950,7 +947,7 @@ fn victim() {
         out.flush().unwrap();
         drop(out);
         tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(held);
+        drop((held, reservations));
     });
 }
 
@@ -971,8 +968,7 @@ impl Drop for ChildGuard {
 }
 
 /// A client process killed with `kill -9` while it holds every in-flight slot of one budget
-/// and has acquisitions sleeping towards reservations on another. Nothing tells the store it
-/// died: its slots come back when their leases run out (within a lease of the kill: the
+/// and reservations ahead on another. Nothing tells the store it died: its slots come back when their leases run out (within a lease of the kill: the
 /// process renewed them until it died), and its reservations stay spent (the safe side: a
 /// request asked after the kill is admitted only after the dead process's last one). The
 /// surviving process (this one) goes on.

@@ -1,6 +1,8 @@
 //! An acquisition on the store: one ask that reserves the request at its instant (or says
 //! why not), a sleep on tokio's timer until then, and a permit holding the reservation. A
-//! full in-flight cap, which has no known wait, is asked again after a backoff.
+//! request admissible only beyond the horizon keeps its place in line and asks again shortly
+//! before its instant. A full in-flight cap, which has no known wait, is asked again after a
+//! backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +12,18 @@ use tokio::time::Instant;
 
 use super::super::keys::KeyNames;
 use super::super::{Limiter, Permit};
-use super::held::Pending;
+use super::held::{Pending, Places};
 use super::{Held, StoreLink};
 use crate::clock::Clock;
 use crate::cost::Cost;
 use crate::dimension::Dimension;
 use crate::error::AcquireError;
 use crate::store::{Answer, Ask, Refusal, StoreBudget, StoreError};
+
+/// How far ahead a request is reserved: one admissible later is told its instant, keeps its
+/// place in line, and asks again [`HORIZON`]` / 2` before it (see [`crate::store`],
+/// "Reserving ahead"). Well above a round trip to a loaded Redis, well below an LLM call.
+pub(in crate::limiter) const HORIZON: Duration = Duration::from_millis(250);
 
 /// The first wait before asking again for an in-flight slot; each next one doubles, up to
 /// [`LAST_BACKOFF`].
@@ -57,12 +64,22 @@ impl<C: Clock> Limiter<C> {
             let limit = timeout.unwrap_or(Duration::from_nanos(max_pause));
             let deadline = started.checked_add(limit);
             let mut polls = 0;
+            let mut places = Places::new(
+                Arc::clone(&store),
+                Arc::clone(&link.counters),
+                handle.clone(),
+            );
             loop {
                 let left = deadline.map_or(limit, |d| d.saturating_duration_since(Instant::now()));
                 link.counters.call();
-                let ask = Ask::new(&route.budgets, &cost).max_wait(left);
+                let held = places.list();
+                let ask = Ask::new(&route.budgets, &cost)
+                    .max_wait(left)
+                    .horizon(HORIZON)
+                    .placed(&held);
                 match store.acquire(ask).await {
                     Ok(Answer::Reserved(reservation)) => {
+                        places.keep();
                         let wait = reservation.wait();
                         let counters = Arc::clone(&link.counters);
                         let pending = Pending::new(store, counters, reservation, handle);
@@ -73,6 +90,18 @@ impl<C: Clock> Limiter<C> {
                         let held = pending.hold(lease / 3);
                         let now = self.shared.clock.now();
                         return Ok(Permit::held(self, cost, now, held));
+                    }
+                    Ok(Answer::Refused(Refusal::Ahead {
+                        wait,
+                        budget,
+                        place,
+                    })) => {
+                        // Its place in line is kept: back shortly before its instant. (Dropped
+                        // meanwhile, `places` gives it back.)
+                        if let Some(b) = route.budgets.get(budget) {
+                            places.add(budget, b.clone(), place);
+                        }
+                        tokio::time::sleep(wait.saturating_sub(HORIZON / 2)).await;
                     }
                     Ok(Answer::Refused(Refusal::InFlightFull { .. })) if !left.is_zero() => {
                         let nth = link.counters.polled();
@@ -146,6 +175,11 @@ fn timeout_error(
                 timeout,
             }
         }
+        // (Never here: the loop asks again.)
+        Refusal::Ahead { .. } => AcquireError::QueueTimeout {
+            waiters_ahead: 1,
+            timeout,
+        },
         Refusal::InFlightFull { .. } => AcquireError::Timeout {
             dimension: Dimension::InFlight,
             cost: 1,

@@ -1,6 +1,7 @@
 //! A store's reservation held by a [`Permit`](crate::Permit): settled when the permit is,
 //! given back when it is dropped, its in-flight lease renewed while it lives; and the guard
-//! that cancels a reservation whose acquisition is dropped before its instant.
+//! that cancels a reservation whose acquisition is dropped before its instant; and the guard
+//! that gives back the places in line of an acquisition that will not ask again.
 //!
 //! Each store call runs in a task spawned on the runtime the permit was acquired on (its
 //! [`Handle`]): a permit settles from synchronous code, and may be dropped anywhere.
@@ -13,7 +14,7 @@ use tokio::task::AbortHandle;
 
 use super::counters::Counters;
 use crate::cost::Usage;
-use crate::store::{Reservation, Store};
+use crate::store::{Place, Reservation, Store, StoreBudget};
 
 /// The shortest time between two renewals of a lease (a lease of zero must not spin).
 const MIN_RENEWAL: Duration = Duration::from_millis(1);
@@ -130,5 +131,66 @@ impl Drop for Pending {
             let nothing = Usage::nothing_of(reserved.reservation.reserved());
             reserved.end(Some(nothing));
         }
+    }
+}
+
+/// The places in line an acquisition holds ([`Refusal::Ahead`](crate::store::Refusal::Ahead))
+/// while it sleeps towards asking again: dropped before [`keep`](Self::keep) (the
+/// acquisition was cancelled, or ends without a reservation), it gives them back, the latest
+/// first.
+pub(super) struct Places {
+    store: Arc<dyn Store>,
+    counters: Arc<Counters>,
+    handle: Handle,
+    /// Each place, with its budget and that budget's index among the acquisition's.
+    held: Vec<(usize, StoreBudget, Place)>,
+}
+
+impl Places {
+    pub(super) fn new(store: Arc<dyn Store>, counters: Arc<Counters>, handle: Handle) -> Self {
+        Self {
+            store,
+            counters,
+            handle,
+            held: Vec::new(),
+        }
+    }
+
+    /// One more place, on `budget`, the `index`th of the acquisition's. (A place that moved
+    /// no line, given to a request asking again with its place, adds nothing to the one it
+    /// has there.)
+    pub(super) fn add(&mut self, index: usize, budget: StoreBudget, place: Place) {
+        let known = self.held.iter().any(|(i, ..)| *i == index);
+        if place.moved_line() || !known {
+            self.held.push((index, budget, place));
+        }
+    }
+
+    /// The places, by budget index, for [`Ask::placed`](crate::store::Ask::placed).
+    pub(super) fn list(&self) -> Vec<(usize, Place)> {
+        self.held.iter().map(|&(i, _, p)| (i, p)).collect()
+    }
+
+    /// The acquisition was reserved: its places were used.
+    pub(super) fn keep(mut self) {
+        self.held.clear();
+    }
+}
+
+impl Drop for Places {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        let (store, counters) = (Arc::clone(&self.store), Arc::clone(&self.counters));
+        self.handle.spawn(async move {
+            for (_, budget, place) in held.iter().rev() {
+                counters.call();
+                if let Err(error) = store.leave(budget, *place).await {
+                    counters.failed("leave", &error, None);
+                }
+            }
+        });
     }
 }
