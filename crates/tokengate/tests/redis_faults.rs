@@ -23,7 +23,8 @@
 //! - every key left in Redis expires by itself (SCAN, PTTL).
 //!
 //! The blackhole twice: its dead connections closed when it ends, and left open and silent
-//! (half-open: each store must give up a connection on which nothing answers).
+//! (half-open: each store must give up a connection on which nothing answers); and once more
+//! for the store a limits file makes (`RedisStore::lazy`, connecting at its first call).
 //!
 //! An acquisition that takes a slot and times out while Redis is stopped runs when Redis
 //! wakes: the slot it took comes back at once, not at the end of its lease.
@@ -1215,6 +1216,55 @@ fn a_timed_out_acquisition_gives_back_the_slot_it_takes_late() {
         panic!(
             "5 s after Redis woke: {charged} request(s) charged (1: the late acquisition ran), \
              {in_flight} slot(s) held (0: given back)"
+        );
+    });
+}
+
+/// The store a limits file's `[store]` makes (`RedisStore::lazy`) connects at its first call
+/// and, like `RedisStore::connect`'s, gives up a connection gone silent (half-open, as the
+/// blackhole leaves it) for a new one: calls answer again as soon as the network does.
+#[test]
+fn a_lazy_store_connects_at_its_first_call_and_gives_up_a_silent_connection() {
+    run(async {
+        let server = RedisServer::start();
+        let proxy = TcpProxy::start(server.port());
+        let store = RedisStore::lazy(proxy.redis_url().as_str())
+            .expect("a Redis URL")
+            .namespace(PREFIX, "lazy")
+            .timeout(Duration::from_millis(300));
+        assert_eq!(proxy.accepted(), 0, "nothing connects before a call");
+        let budget = StoreBudget::new("b", policy());
+        store
+            .snapshot(&budget)
+            .await
+            .expect("the first call connects");
+        proxy.blackhole();
+        let silent = store.snapshot(&budget).await;
+        assert!(silent.is_err(), "a blackholed Redis answered: {silent:?}");
+        proxy.forward();
+        let healed = Instant::now();
+        let mut back = None;
+        while healed.elapsed() < Duration::from_secs(5) {
+            if store.snapshot(&budget).await.is_ok() {
+                back = Some(healed.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let back = back.expect("calls answer again within 5 s of the network");
+        println!(
+            "lazy: answering again {back:?} after the network; {} connection(s) given up, {} \
+             accepted by the proxy",
+            store.connections_replaced(),
+            proxy.accepted()
+        );
+        assert!(
+            store.connections_replaced() >= 1,
+            "the silent connection was kept"
+        );
+        assert!(
+            back < Duration::from_secs(1),
+            "answering again took {back:?}"
         );
     });
 }

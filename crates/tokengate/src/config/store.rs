@@ -65,7 +65,7 @@ mod with_redis {
     use super::super::Config;
     use super::STORE_FIELDS;
     use crate::clock::Clock;
-    use crate::redis::{LazyConnection, RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+    use crate::redis::{RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
     use crate::{Limiter, OnStoreError};
 
     /// The schemes of a Redis URL that redis-rs reads.
@@ -225,7 +225,7 @@ mod with_redis {
         /// # drop(store);
         /// # Ok::<(), tokengate::config::ConfigError>(())
         /// ```
-        pub fn store(&self) -> RedisStore<LazyConnection> {
+        pub fn store(&self) -> RedisStore {
             RedisStore::lazy_on(self.client.clone())
                 .namespace(&self.prefix, &self.namespace)
                 .lease(self.lease)

@@ -1,15 +1,16 @@
 //! Stores on a [`redis::Client`] of your own (your TLS roots, a client certificate), the
 //! library's text for a Redis whose users may not load it, and the TLS crypto provider.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::script::LIBRARY;
-use super::store::{RedisStore, DEFAULT_TIMEOUT};
+use super::store::RedisStore;
 use crate::store::StoreError;
 
 impl RedisStore<ConnectionManager> {
     /// Connects through `client`, as [`connect`](Self::connect) does through the client of a
-    /// URL: one connection that reconnects by itself, with backoff. For what a URL cannot say,
+    /// URL: one connection that reconnects by itself, with backoff, and that the store gives
+    /// up for a new one when it goes silent. For what a URL cannot say,
     /// such as the roots a `rediss://` server's certificate is checked against (`connect`
     /// trusts the system's, and those of the file `SSL_CERT_FILE` names when set) or a client
     /// certificate: build the client with [`redis::Client::build_with_tls`].
@@ -35,22 +36,7 @@ impl RedisStore<ConnectionManager> {
     /// # Ok(()) }
     /// ```
     pub async fn from_client(client: redis::Client) -> Result<Self, StoreError> {
-        #[cfg(feature = "redis-tls")]
-        default_crypto_provider();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(DEFAULT_TIMEOUT))
-            .set_response_timeout(Some(DEFAULT_TIMEOUT))
-            .set_number_of_retries(3);
-        let connection = tokio::time::timeout(
-            DEFAULT_TIMEOUT,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| {
-            StoreError::Backend(format!("Redis did not answer within {DEFAULT_TIMEOUT:?}"))
-        })?
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self::with_connection(connection))
+        Self::connected(client).await
     }
 
     /// The name of the Redis Functions library this version of the crate calls: `tokengate_`

@@ -16,14 +16,16 @@ use std::time::Instant;
 
 use redis::RedisResult;
 
-/// Makes a new connection (lazily: it connects on its first call).
+/// Makes a new connection (lazily: it connects on its first call). Called on the runtime of
+/// the call that needs it.
 pub(super) type Make<C> = Box<dyn Fn() -> RedisResult<C> + Send + Sync>;
 
 /// A store's source of connections.
 pub(super) enum Link<C> {
     /// The caller's own connection, used as it is.
     Given(C),
-    /// A connection the store made, made anew when it stops answering.
+    /// A connection the store makes (at its first call, or given made), made anew when it
+    /// stops answering.
     Made(Arc<Rotating<C>>),
 }
 
@@ -33,10 +35,11 @@ pub(super) struct Lent<C> {
     generation: u64,
 }
 
-/// The current connection and what is known of its health.
+/// The current connection (none until a call needs one, and after one was given up) and what
+/// is known of its health.
 pub(super) struct Rotating<C> {
     make: Make<C>,
-    current: Mutex<(C, u64)>,
+    current: Mutex<(Option<C>, u64)>,
     /// The current connection's generation (also in `current`, read without the lock).
     generation: AtomicU64,
     /// When a reply last came on the current connection, in nanoseconds from `base`.
@@ -52,8 +55,8 @@ impl<C: Clone> Link<C> {
         Self::Given(connection)
     }
 
-    /// A connection made by `make`, starting with `first`.
-    pub(super) fn made(first: C, make: Make<C>) -> Self {
+    /// Connections made by `make`, starting with `first` (`None`: made at the first call).
+    pub(super) fn made(first: Option<C>, make: Make<C>) -> Self {
         Self::Made(Arc::new(Rotating {
             make,
             current: Mutex::new((first, 0)),
@@ -64,19 +67,30 @@ impl<C: Clone> Link<C> {
         }))
     }
 
-    /// The connection for one call.
-    pub(super) fn lend(&self) -> Lent<C> {
+    /// The connection for one call, made now if there is none.
+    ///
+    /// # Errors
+    /// What making it failed with (no runtime to make it on, most often).
+    pub(super) fn lend(&self) -> RedisResult<Lent<C>> {
         match self {
-            Self::Given(c) => Lent {
+            Self::Given(c) => Ok(Lent {
                 connection: c.clone(),
                 generation: 0,
-            },
+            }),
             Self::Made(r) => {
-                let current = r.lock();
-                Lent {
-                    connection: current.0.clone(),
+                let mut current = r.lock();
+                let connection = match &current.0 {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = (r.make)()?;
+                        current.0 = Some(c.clone());
+                        c
+                    }
+                };
+                Ok(Lent {
+                    connection,
                     generation: current.1,
-                }
+                })
             }
         }
     }
@@ -102,11 +116,8 @@ impl<C: Clone> Link<C> {
         if current.1 != lent.generation || r.replied.load(Ordering::Acquire) > sent {
             return false;
         }
-        let Ok(fresh) = (r.make)() else {
-            // Making one fails only on a client's own settings, which made the first: keep it.
-            return false;
-        };
-        *current = (fresh, lent.generation + 1);
+        // The next call makes a new one.
+        *current = (None, lent.generation + 1);
         // The new connection is judged by calls sent from now on.
         r.replied.store(r.since_base(), Ordering::Release);
         r.generation.store(lent.generation + 1, Ordering::Release);
@@ -124,7 +135,7 @@ impl<C: Clone> Link<C> {
 }
 
 impl<C> Rotating<C> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (C, u64)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<C>, u64)> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -141,7 +152,7 @@ mod tests {
     fn counting() -> Link<u32> {
         let made = Arc::new(AtomicU64::new(1));
         Link::made(
-            0,
+            Some(0),
             Box::new(move || Ok(made.fetch_add(1, Ordering::Relaxed) as u32)),
         )
     }
@@ -150,50 +161,74 @@ mod tests {
     fn a_silent_connection_is_replaced_once() {
         let link = counting();
         let sent = Instant::now();
-        let a = link.lend();
-        let b = link.lend();
+        let a = link.lend().unwrap();
+        let b = link.lend().unwrap();
         assert!(link.stalled(&a, sent), "nothing answered since it was sent");
         // The other call on the same dead connection finds it replaced already.
         assert!(!link.stalled(&b, sent));
-        assert_eq!(link.lend().connection, 1);
+        assert_eq!(link.lend().unwrap().connection, 1);
         assert_eq!(link.replaced(), 1);
     }
 
     #[test]
     fn a_connection_that_answers_others_is_kept() {
         let link = counting();
-        let slow = link.lend();
+        let slow = link.lend().unwrap();
         let sent = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
-        let quick = link.lend();
+        let quick = link.lend().unwrap();
         link.replied(&quick);
         assert!(!link.stalled(&slow, sent), "a reply came after it was sent");
-        assert_eq!(link.lend().connection, 0);
+        assert_eq!(link.lend().unwrap().connection, 0);
         // A call sent after the last reply, and unanswered, gives it up.
         std::thread::sleep(Duration::from_millis(2));
         assert!(link.stalled(&slow, Instant::now()));
-        assert_eq!(link.lend().connection, 1);
+        assert_eq!(link.lend().unwrap().connection, 1);
     }
 
     #[test]
     fn a_reply_on_an_old_connection_does_not_vouch_for_the_new_one() {
         let link = counting();
-        let old = link.lend();
+        let old = link.lend().unwrap();
         assert!(link.stalled(&old, Instant::now()));
         std::thread::sleep(Duration::from_millis(2));
         let sent = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
         link.replied(&old);
-        let new = link.lend();
+        let new = link.lend().unwrap();
         assert!(link.stalled(&new, sent));
+    }
+
+    #[test]
+    fn a_lazy_connection_is_made_at_the_first_call_and_again_when_it_fails() {
+        let made = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&made);
+        let link: Link<u32> = Link::made(
+            None,
+            Box::new(move || match count.fetch_add(1, Ordering::Relaxed) {
+                0 => Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "no runtime",
+                ))),
+                n => Ok(n as u32),
+            }),
+        );
+        assert_eq!(
+            made.load(Ordering::Relaxed),
+            0,
+            "nothing made before a call"
+        );
+        assert!(link.lend().is_err(), "making it failed: the call fails");
+        assert_eq!(link.lend().unwrap().connection, 1, "the next call makes it");
+        assert_eq!(link.lend().unwrap().connection, 1, "and keeps it");
     }
 
     #[test]
     fn a_given_connection_is_never_replaced() {
         let link = Link::given(7u32);
-        let lent = link.lend();
+        let lent = link.lend().unwrap();
         assert!(!link.stalled(&lent, Instant::now()));
-        assert_eq!(link.lend().connection, 7);
+        assert_eq!(link.lend().unwrap().connection, 7);
         assert_eq!(link.replaced(), 0);
     }
 }

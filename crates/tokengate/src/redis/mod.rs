@@ -12,5 +12,4 @@ mod lazy;
 pub(crate) mod script;
 mod store;
 
-pub use lazy::LazyConnection;
 pub use store::{RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT};

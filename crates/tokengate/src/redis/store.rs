@@ -162,25 +162,55 @@ impl RedisStore<ConnectionManager> {
     /// [`StoreError::Backend`] when the URL is malformed or Redis does not answer within
     /// [`DEFAULT_TIMEOUT`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        Self::connected(client).await
+    }
+
+    /// A store through `client`, its first connection made now (within [`DEFAULT_TIMEOUT`]),
+    /// the later ones when a call finds none.
+    pub(super) async fn connected(client: redis::Client) -> Result<Self, StoreError> {
         #[cfg(feature = "redis-tls")]
         super::client::default_crypto_provider();
-        let client = redis::Client::open(url).map_err(backend)?;
-        // No response timeout of the connection's own: the store's deadline (`timeout`) is
-        // the one, and a call past it is what tells a silent connection.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(DEFAULT_TIMEOUT))
-            .set_response_timeout(None)
-            .set_number_of_retries(3);
         let first = tokio::time::timeout(
             DEFAULT_TIMEOUT,
-            ConnectionManager::new_with_config(client.clone(), config.clone()),
+            ConnectionManager::new_with_config(client.clone(), manager_config()),
         )
         .await
         .map_err(|_| timed_out(DEFAULT_TIMEOUT))?
         .map_err(backend)?;
-        let make = move || ConnectionManager::new_lazy_with_config(client.clone(), config.clone());
-        Ok(Self::on_link(Link::made(first, Box::new(make))))
+        Ok(Self::on_link(Link::made(Some(first), maker(client))))
     }
+
+    /// A store through `client` that makes its connection at its first call.
+    pub(super) fn lazily(client: redis::Client) -> Self {
+        Self::on_link(Link::made(None, maker(client)))
+    }
+}
+
+/// The settings of every connection the store makes. No response timeout of the connection's
+/// own: the store's deadline ([`RedisStore::timeout`]) is the one, and a call past it is what
+/// tells a silent connection.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(DEFAULT_TIMEOUT))
+        .set_response_timeout(None)
+        .set_number_of_retries(3)
+}
+
+/// Makes a connection through `client` that connects at its first call: on the tokio runtime
+/// of the call that needs it (redis-rs spawns its tasks there, and panics without one).
+fn maker(client: redis::Client) -> super::connection::Make<ConnectionManager> {
+    Box::new(move || {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the Redis store is called outside a tokio runtime: call it from one",
+            )));
+        }
+        #[cfg(feature = "redis-tls")]
+        super::client::default_crypto_provider();
+        ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+    })
 }
 
 impl<C> RedisStore<C>
@@ -267,7 +297,8 @@ where
         &self,
         invocation: script::Invocation,
     ) -> Result<T, StoreError> {
-        self.run_on(&self.link.lend(), invocation).await
+        let lent = self.link.lend().map_err(backend)?;
+        self.run_on(&lent, invocation).await
     }
 
     /// A call on `lent` sent at `sent` had no reply within its deadline.
@@ -336,7 +367,7 @@ where
             self.lease_ms(),
         );
         let refused = |r| Ok(Answer::Refused(r));
-        let lent = self.link.lend();
+        let lent = self.link.lend().map_err(backend)?;
         let reply = match self.run_on::<AcquireReply>(&lent, invocation).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -490,7 +521,7 @@ where
 
     async fn reset_now(&self, budget: &str) -> Result<(), StoreError> {
         let pattern = self.keys.pattern(budget);
-        let mut connection = self.link.lend().connection;
+        let mut connection = self.link.lend().map_err(backend)?.connection;
         let mut cursor: u64 = 0;
         let work = async {
             loop {
