@@ -172,15 +172,16 @@ acquire  KEYS per budget: its state, its lease set when the cost takes a slot th
          Indices from 0. Costs above a limit's capacity never get here.
 settle   KEYS per budget: its state, its lease set when it holds the lease, then the lists of
          all its limits (a limit whose state follows other limits may be a log there).
-         ARGV: lease id ("" none), numbers, then per budget its fingerprints. Numbers: now,
-         ef of the receipts, nbudgets, then per budget: 1 when it holds the lease (else 0), then
+         ARGV: lease id ("" none), numbers, then per budget its fingerprints, then the
+         channel to publish on (below; "" none). Numbers: now, ef of the receipts, nbudgets, then per budget: 1 when it holds the lease (else 0), then
          per limit: g (units to refund: reserved - used, 0 when none or no receipt), back
          (floor(g*P/N)), extra (used - reserved, 0 when none), Tx Ox (span of min(extra, N)),
          admitted_at, bucket_mark as h, l (the receipt). The core's settle_budget: a refund
          with the receipt, or a charge of min(extra, N) at now. A limit whose stored
          fingerprint differs is stale: it is only charged, under the limits its state
          follows (the stored fingerprint's). Then the lease is removed from the budgets that
-         hold it. {"ok"}.
+         hold it; each budget it was in gets its state key published on the channel (a slot
+         came back there). {"ok"}.
 pause    KEYS: state. ARGV: now, for ns, "set" (replace; 0 lifts) or "max" (the later end).
          {"ok", paused_until - now, 0 when not paused}.
 renew    KEYS: lease sets. ARGV: now, lease id, lease ms: the lease, where present, expires
@@ -1598,6 +1599,7 @@ local function settle()
   local lease, x = ARGV[1], numbers(ARGV[2])
   clock(x[1])
   local er, nb = x[2], x[3]
+  local channel = ARGV[3 + nb] or ''
   local xa, kx = 4, 1
   for bi = 1, nb do
     local fps = ARGV[2 + bi]
@@ -1652,7 +1654,10 @@ local function settle()
       save(B, k, B.n <= n, n)
     end
     if B.lkey and lease ~= '' then
-      call('ZREM', B.lkey, lease)
+      -- A slot freed: waiters for one are told, on the namespace's channel.
+      if call('ZREM', B.lkey, lease) == 1 and channel ~= '' then
+        call('PUBLISH', channel, B.skey)
+      end
       lease_expiry(B.lkey)
     end
   end

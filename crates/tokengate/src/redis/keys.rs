@@ -37,6 +37,12 @@ impl KeySpace {
         }
     }
 
+    /// The channel on which a settlement that frees an in-flight slot publishes the state key
+    /// of its budget: `PREFIX:{NAMESPACE}:released`.
+    pub(crate) fn released(&self) -> String {
+        format!("{}released", self.head)
+    }
+
     /// What every key of budget `name` starts with, then `:`.
     pub(crate) fn base(&self, name: &str) -> String {
         let mut base = format!("{}b:", self.head);

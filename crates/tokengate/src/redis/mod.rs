@@ -9,6 +9,7 @@ mod cluster;
 mod connection;
 mod keys;
 mod lazy;
+mod released;
 pub(crate) mod script;
 mod store;
 

@@ -553,7 +553,7 @@ pub(crate) fn settle(
 ) -> Invocation {
     let owned = compiled(budgets);
     let budgets: Vec<Budget<'_>> = owned.iter().map(|(k, p, c)| (*k, *p, c)).collect();
-    settle_with(&budgets, reserved, used, epoch, receipts, now, lease)
+    settle_with(&budgets, reserved, used, epoch, receipts, now, lease, "")
 }
 
 /// The call that settles an admission of `reserved` on every one of `budgets` with what it
@@ -562,6 +562,7 @@ pub(crate) fn settle(
 /// `epoch`), charges beyond the reservation; then ends `lease` on the budgets that hold it
 /// (those with an in-flight cap, unless `reserved` is nothing). A release (a failed call) is
 /// `used == reserved`; a cancelled reservation is a usage of nothing.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn settle_with(
     budgets: &[Budget<'_>],
     reserved: &Cost,
@@ -570,6 +571,7 @@ pub(crate) fn settle_with(
     receipts: &[Vec<Receipt>],
     now: Option<Nanos>,
     lease: Option<&str>,
+    channel: &str,
 ) -> Invocation {
     // Its keys: the state, the lease set when it holds the lease, every limit's list (a
     // limit whose state follows other limits may be a log there).
@@ -585,8 +587,8 @@ pub(crate) fn settle_with(
     let mut call = Call::new(
         &LIBRARY.settle,
         keys,
-        2 + budgets.len(),
-        bytes + 8 * numbers + 32,
+        3 + budgets.len(),
+        bytes + 8 * numbers + channel.len() + 32,
     );
     for (k, policy, _) in budgets {
         call.key(&k.state);
@@ -633,6 +635,7 @@ pub(crate) fn settle_with(
     for (_, _, compiled) in budgets {
         call.arg(compiled.fingerprints.as_str());
     }
+    call.arg(channel);
     call.invocation()
 }
 
@@ -1330,7 +1333,8 @@ mod tests {
             Some("L"),
         );
         assert_eq!(words(&call)[2..6], ["2", "k:state", "k:log:0", "L"]);
-        assert_eq!(words(&call)[7..], ["tb:3:10:0:3:10:0"]);
+        // The fingerprints, then the channel of freed slots (none here).
+        assert_eq!(words(&call)[7..], ["tb:3:10:0:3:10:0", ""]);
         // Now, the receipts' epoch, budgets; holds no lease; give back 2 (6 ns), no extra, the
         // receipt (its mark in two).
         assert_eq!(

@@ -10,6 +10,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
 use super::connection::{Lent, Link};
 use super::keys::KeySpace;
+use super::released::Releases;
 use super::script::{self, AcquireReply, Budget, BudgetKeys, Compiled};
 use crate::clock::{Clock, ManualClock};
 use crate::cost::Usage;
@@ -53,6 +54,11 @@ use crate::store::{
 /// ```
 pub struct RedisStore<C = ConnectionManager> {
     link: Link<C>,
+    /// The client of the connections the store makes, for its subscription to `released`.
+    client: Option<redis::Client>,
+    /// The namespace's channel of freed in-flight slots, and what the store heard on it.
+    released: String,
+    releases: Arc<Releases>,
     keys: KeySpace,
     lease: Duration,
     timeout: Duration,
@@ -178,12 +184,16 @@ impl RedisStore<ConnectionManager> {
         .await
         .map_err(|_| timed_out(DEFAULT_TIMEOUT))?
         .map_err(backend)?;
-        Ok(Self::on_link(Link::made(Some(first), maker(client))))
+        let mut store = Self::on_link(Link::made(Some(first), maker(client.clone())));
+        store.client = Some(client);
+        Ok(store)
     }
 
     /// A store through `client` that makes its connection at its first call.
     pub(super) fn lazily(client: redis::Client) -> Self {
-        Self::on_link(Link::made(None, maker(client)))
+        let mut store = Self::on_link(Link::made(None, maker(client.clone())));
+        store.client = Some(client);
+        store
     }
 }
 
@@ -226,9 +236,13 @@ where
     }
 
     fn on_link(link: Link<C>) -> Self {
+        let keys = KeySpace::new(DEFAULT_PREFIX, "default");
         Self {
             link,
-            keys: KeySpace::new(DEFAULT_PREFIX, "default"),
+            client: None,
+            released: keys.released(),
+            releases: Arc::default(),
+            keys,
             lease: crate::store::DEFAULT_LEASE,
             timeout: DEFAULT_TIMEOUT,
             clock: None,
@@ -242,6 +256,8 @@ where
     /// different cluster nodes.
     pub fn namespace(mut self, prefix: &str, namespace: &str) -> Self {
         self.keys = KeySpace::new(prefix, namespace);
+        self.released = self.keys.released();
+        self.releases = Arc::default();
         self.prepared = Prepared::default();
         self
     }
@@ -472,6 +488,7 @@ where
             &reservation.receipts,
             self.now(),
             reservation.lease.as_deref(),
+            &self.released,
         );
         self.run::<redis::Value>(invocation).await.map(drop)
     }
@@ -632,5 +649,26 @@ where
 
     fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {
         Box::pin(self.leave_now(budget, place))
+    }
+
+    fn release_mark(&self, budget: &StoreBudget) -> u64 {
+        match self.prepared.get(&self.keys, budget) {
+            Ok(ready) => self.releases.mark(&ready.keys.state),
+            Err(_) => 0,
+        }
+    }
+
+    fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // Only a store that makes its connections knows how to subscribe.
+            let (Some(client), Ok(ready)) = (&self.client, self.prepared.get(&self.keys, budget))
+            else {
+                return std::future::pending().await;
+            };
+            self.releases
+                .after(client, &self.released, &ready.keys.state, mark)
+                .await;
+            Ok(())
+        })
     }
 }

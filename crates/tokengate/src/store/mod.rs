@@ -331,4 +331,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = (budget, place);
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// A mark for [`released`](Self::released), taken before an ask that may find every
+    /// in-flight slot of `budget` held.
+    fn release_mark(&self, budget: &StoreBudget) -> u64 {
+        let _ = budget;
+        0
+    }
+
+    /// Resolves when an in-flight slot of `budget` may have come back since `mark` was
+    /// taken, so that a caller waiting for one asks again then. It may never resolve (a store
+    /// that cannot tell, the default; a release it did not hear): the caller bounds the wait,
+    /// and asks again when its bound ends.
+    fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {
+        let _ = (budget, mark);
+        Box::pin(std::future::pending())
+    }
 }

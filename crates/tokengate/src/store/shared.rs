@@ -46,4 +46,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {
         (**self).leave(budget, place)
     }
+
+    fn release_mark(&self, budget: &StoreBudget) -> u64 {
+        (**self).release_mark(budget)
+    }
+
+    fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {
+        (**self).released(budget, mark)
+    }
 }

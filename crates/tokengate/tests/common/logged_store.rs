@@ -18,7 +18,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokengate::store::{
-    Answer, Ask, BudgetSnapshot, Reservation, Store, StoreBudget, StoreError, StoreFuture,
+    Answer, Ask, BudgetSnapshot, Place, Reservation, Store, StoreBudget, StoreError, StoreFuture,
 };
 use tokengate::{Cost, Usage};
 
@@ -213,5 +213,18 @@ impl<S: Store> Store for Logged<S> {
 
     fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(self.counted(self.inner.reset(budget)))
+    }
+
+    fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {
+        Box::pin(self.counted(self.inner.leave(budget, place)))
+    }
+
+    // Not store calls: a mark read locally, a wait for the subscription (not counted).
+    fn release_mark(&self, budget: &StoreBudget) -> u64 {
+        self.inner.release_mark(budget)
+    }
+
+    fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {
+        self.inner.released(budget, mark)
     }
 }

@@ -73,6 +73,16 @@ impl<C: Clock> Limiter<C> {
                 let left = deadline.map_or(limit, |d| d.saturating_duration_since(Instant::now()));
                 link.counters.call();
                 let held = places.list();
+                // Where a cap may be full: a mark, so that a slot freed after this ask wakes the
+                // wait for one.
+                let marks: Vec<u64> = route
+                    .budgets
+                    .iter()
+                    .map(|b| match b.policy().max_in_flight() {
+                        Some(_) => store.release_mark(b),
+                        None => 0,
+                    })
+                    .collect();
                 let ask = Ask::new(&route.budgets, &cost)
                     .max_wait(left)
                     .horizon(HORIZON)
@@ -103,9 +113,17 @@ impl<C: Clock> Limiter<C> {
                         }
                         tokio::time::sleep(wait.saturating_sub(HORIZON / 2)).await;
                     }
-                    Ok(Answer::Refused(Refusal::InFlightFull { .. })) if !left.is_zero() => {
+                    Ok(Answer::Refused(Refusal::InFlightFull { budget })) if !left.is_zero() => {
+                        // Until a slot comes back (the store may say so), at most the backoff.
                         let nth = link.counters.polled();
-                        tokio::time::sleep(backoff(polls, nth).min(left)).await;
+                        let most = backoff(polls, nth).min(left);
+                        match route.budgets.get(budget) {
+                            Some(b) => {
+                                let mark = marks.get(budget).copied().unwrap_or(0);
+                                let _ = tokio::time::timeout(most, store.released(b, mark)).await;
+                            }
+                            None => tokio::time::sleep(most).await,
+                        }
                         polls += 1;
                     }
                     Ok(Answer::Refused(refusal)) => {
