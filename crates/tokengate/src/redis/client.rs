@@ -17,7 +17,7 @@ impl RedisStore<ConnectionManager> {
     ///
     /// # Errors
     /// [`StoreError::Backend`] when Redis does not answer within
-    /// [`DEFAULT_TIMEOUT`], refuses the user, or the TLS handshake fails.
+    /// [`DEFAULT_TIMEOUT`](super::DEFAULT_TIMEOUT), refuses the user, or the TLS handshake fails.
     ///
     /// # Examples
     /// With the feature `redis-tls`, trusting a CA of your own:
