@@ -42,16 +42,7 @@ type ClusterStore = RedisStore<ClusterConnection>;
 /// Runs `test` against a cluster of its own (stopped when it ends), within [`TEST_BOUND`].
 fn run<F: std::future::Future<Output = ()>>(test: impl FnOnce(Arc<RedisCluster>) -> F) {
     let cluster = Arc::new(RedisCluster::start());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async {
-            tokio::time::timeout(TEST_BOUND, test(cluster.clone()))
-                .await
-                .expect("the test ends within its bound");
-        });
+    common::bounded::block_on_within(2, TEST_BOUND, test(cluster.clone()));
 }
 
 /// A store on the cluster, connected by [`RedisStore::connect_cluster`].

@@ -119,16 +119,7 @@ fn unix_now() -> Duration {
 
 /// Runs `test` on a multi-threaded runtime, bounded by [`TEST_BOUND`].
 fn run<F: Future<Output = ()>>(test: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async {
-            tokio::time::timeout(TEST_BOUND, test)
-                .await
-                .expect("the test ends within its bound");
-        });
+    common::bounded::block_on_within(4, TEST_BOUND, test);
 }
 
 /// Runs a blocking call (a signal, a restart) from the runtime.

@@ -15,9 +15,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{
-    Config as ProptestConfig, RngAlgorithm, TestError, TestRng, TestRunner,
-};
+use proptest::test_runner::TestError;
 use redis::{Connection, Value};
 use serde::Deserialize;
 
@@ -30,7 +28,7 @@ mod script;
 // What `script.rs` reads as `crate::...`: the library's public API.
 use tokengate::{core, Algorithm, Cost, Limit, Policy};
 
-use common::policies::policy_strategy;
+use common::policies::{policy_strategy, seeded_runner};
 use common::redis_server::RedisServer;
 use common::request_vectors::{self, Expect as RequestExpect, Op as RequestOp, Word};
 use core::{
@@ -923,24 +921,7 @@ fn run_schedule(con: &mut Connection, case: usize, policies: Vec<Policy>, steps:
 #[test]
 fn random_schedules_decide_as_the_core() {
     let (_server, con) = connect();
-    let seed: u64 = std::env::var("TOKENGATE_REDIS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let config = ProptestConfig {
-        cases: 64,
-        failure_persistence: None,
-        max_shrink_iters: 2_000,
-        ..ProptestConfig::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let (seed, mut runner) = seeded_runner("TOKENGATE_REDIS_SEED", 64, 2_000);
     // One budget, two, or two under the same limits (whose waits tie).
     let budgets = (policy_strategy(), policy_strategy(), 0..3usize).prop_map(|(a, b, k)| match k {
         0 => vec![a],

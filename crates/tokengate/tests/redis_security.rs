@@ -63,15 +63,7 @@ fn credentials(rule: &[String]) -> (String, String) {
 
 /// Runs `test` on a current-thread runtime, within 60 s.
 fn block_on<F: Future>(test: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), test)
-                .await
-                .expect("within 60 s")
-        })
+    common::bounded::block_on_within(0, Duration::from_secs(60), test)
 }
 
 /// A connection as the default user (no password: the server's administrator).

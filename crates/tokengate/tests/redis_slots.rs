@@ -19,16 +19,7 @@ use tokengate::redis::RedisStore;
 use tokengate::{Cost, Limiter, Policy};
 
 fn run<F: std::future::Future<Output = ()>>(test: F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), test)
-                .await
-                .expect("the test ends within 60 s");
-        });
+    common::bounded::block_on_within(2, Duration::from_secs(60), test);
 }
 
 fn capped(slots: u64) -> Policy {

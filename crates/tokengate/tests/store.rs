@@ -19,15 +19,7 @@ fn store() -> (MemoryStore<ManualClock>, ManualClock) {
 }
 
 fn run<F: std::future::Future>(test: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), test)
-                .await
-                .expect("within 60 s")
-        })
+    common::bounded::block_on_within(0, Duration::from_secs(60), test)
 }
 
 #[test]

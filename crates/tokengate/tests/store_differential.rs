@@ -18,16 +18,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{
-    Config as ProptestConfig, RngAlgorithm, TestError, TestRng, TestRunner,
-};
+use proptest::test_runner::TestError;
 use tokengate::redis::RedisStore;
 use tokengate::store::{
     Answer, Ask, MemoryStore, Place, Refusal, Reservation, Store, StoreBudget, StoreError,
 };
 use tokengate::{Cost, ManualClock, Policy, Usage};
 
-use common::policies::policy_strategy;
+use common::policies::{policy_strategy, seeded_runner};
 use common::redis_server::RedisServer;
 
 /// Longer than any schedule: leases never run out here (the Redis store counts them in
@@ -291,15 +289,7 @@ async fn run_schedule(
 #[test]
 fn random_schedules_answer_alike_on_both_stores() {
     let server = RedisServer::start();
-    let seed: u64 = std::env::var("TOKENGATE_STORE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    println!("seed {seed} (TOKENGATE_STORE_SEED={seed} replays it)");
+    let (seed, mut runner) = seeded_runner("TOKENGATE_STORE_SEED", 256, 1_000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -310,16 +300,6 @@ fn random_schedules_answer_alike_on_both_stores() {
             .await
             .expect("connects")
     });
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let config = ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        max_shrink_iters: 1_000,
-        ..ProptestConfig::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
     // One budget, two, or three; some with an in-flight cap.
     let capped =
         (policy_strategy(), proptest::option::of(1u64..=3)).prop_map(|(p, cap)| match cap {

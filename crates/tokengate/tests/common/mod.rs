@@ -2,6 +2,9 @@
 //! and uses what it needs (hence `dead_code` allowed: no file uses all of it).
 #![allow(dead_code, unreachable_pub)]
 
+// A test's future on a runtime of its own, within a time bound.
+#[cfg(feature = "tokio")]
+pub mod bounded;
 pub mod check_admissions;
 pub mod limiters;
 pub mod meters;

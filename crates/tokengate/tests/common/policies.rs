@@ -47,3 +47,32 @@ pub fn policy_strategy() -> impl Strategy<Value = Policy> {
         builder.build().expect("valid limits")
     })
 }
+
+/// A proptest runner of `cases` cases seeded from the environment variable `var` when set,
+/// else from the clock; the seed, printed, replays the run. Returns the seed with the runner.
+pub fn seeded_runner(
+    var: &str,
+    cases: u32,
+    max_shrink_iters: u32,
+) -> (u64, proptest::test_runner::TestRunner) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let seed: u64 = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("seed {seed} ({var}={seed} replays it)");
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters,
+        ..Config::default()
+    };
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    (seed, TestRunner::new_with_rng(config, rng))
+}
