@@ -186,6 +186,26 @@ impl Policy {
         u64::try_from(time).unwrap_or(u64::MAX)
     }
 
+    /// The limit a provider's report on `dimension` speaks of: the one whose amount equals
+    /// `reported`, else the one with the shortest period (providers report their per-minute
+    /// window). `None` when no limit is on that dimension.
+    pub(crate) fn reported_limit(
+        &self,
+        dimension: &Dimension,
+        reported: Option<u64>,
+    ) -> Option<usize> {
+        let on_dimension = || {
+            self.limits
+                .iter()
+                .enumerate()
+                .filter(move |(_, l)| &l.dimension == dimension)
+        };
+        on_dimension()
+            .find(|(_, l)| Some(l.rule.amount()) == reported)
+            .or_else(|| on_dimension().min_by_key(|(_, l)| l.rule.period()))
+            .map(|(i, _)| i)
+    }
+
     /// How far a place in line for `cost` moves the budget's line (see
     /// [`store`](crate::store), "Reserving ahead"): the [`earn_time`](Self::earn_time) of the
     /// limit that holds the request back (`held_by`), or when none does (the request waits

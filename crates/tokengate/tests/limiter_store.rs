@@ -924,3 +924,30 @@ async fn a_long_wait_holds_back_neither_the_tenant_nor_the_slots() {
     })
     .await;
 }
+
+/// A provider's remaining seen by one limiter lowers the store's budget for every limiter on
+/// it: what another client used of the account is counted by all.
+#[tokio::test(start_paused = true)]
+async fn a_lower_remaining_seen_by_one_limiter_lowers_the_store_for_all() {
+    within(async {
+        let store = store();
+        let (a, b) = (config_limiter(&store), config_limiter(&store));
+        drop(a.model("gpt-4o").acquire(Cost::request()).await.unwrap());
+        // The provider has 480 of its 500 requests left where the store counts 1.
+        let report = tokengate::feedback::ProviderReport::from_headers(
+            [
+                ("x-ratelimit-limit-requests", "500"),
+                ("x-ratelimit-remaining-requests", "480"),
+            ],
+            std::time::SystemTime::now(),
+        );
+        a.model("gpt-4o").observe(&report);
+        let_tasks_run().await;
+        let config = config();
+        let (_, policy) = config.model_policy("gpt-4o").unwrap();
+        let used = snapshot(&store, "model gpt-4o", policy).await.limits[0].used;
+        assert_eq!(used, 20, "the store counts what the provider counted");
+        assert_eq!(b.store_stats().errors + a.store_stats().errors, 0);
+    })
+    .await;
+}

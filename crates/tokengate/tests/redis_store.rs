@@ -71,6 +71,14 @@ fn nothing_overtakes_a_reservation() {
 }
 
 #[test]
+fn a_provider_count_lowers_a_budget() {
+    run(|c| async move {
+        let (store, clock) = store(&c);
+        cases::a_provider_count_lowers_a_budget(&store, &clock, "").await
+    });
+}
+
+#[test]
 fn beyond_the_horizon_a_request_keeps_its_place_in_line() {
     run(|c| async move {
         let (store, clock) = store(&c);

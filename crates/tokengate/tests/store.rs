@@ -42,6 +42,12 @@ fn nothing_overtakes_a_reservation() {
 }
 
 #[test]
+fn a_provider_count_lowers_a_budget() {
+    let (store, clock) = store();
+    run(cases::a_provider_count_lowers_a_budget(&store, &clock, ""));
+}
+
+#[test]
 fn beyond_the_horizon_a_request_keeps_its_place_in_line() {
     let (store, clock) = store();
     run(cases::beyond_the_horizon_a_request_keeps_its_place_in_line(

@@ -1,5 +1,6 @@
 //! The two stores side by side on random schedules: the same asks (several budgets, waits,
-//! horizons, places in line, in-flight caps), settlements, cancellations and time steps on
+//! horizons, places in line, in-flight caps), settlements, cancellations, places given back,
+//! provider counts (lowering) and time steps on
 //! the in-memory store and on the Redis store (a real `redis-server` of the test's own, the
 //! instant of a manual clock passed to its script) give the same answers, and leave the same
 //! snapshots, at every step. `tests/redis_script.rs` holds the script to the core limit by
@@ -49,6 +50,12 @@ enum Step {
     Leave {
         pick: usize,
     },
+    /// A provider's count on limit `limit` of budget `budget` (modulo their numbers).
+    Lower {
+        budget: usize,
+        limit: usize,
+        counted: u64,
+    },
     /// The `pick`th reservation still held, settled with this usage (`None`: as reserved;
     /// all zero: cancelled).
     Settle {
@@ -80,6 +87,11 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         2 => (0usize..8, proptest::option::of(amounts()))
             .prop_map(|(pick, used)| Step::Settle { pick, used }),
         1 => (0usize..8).prop_map(|pick| Step::Leave { pick }),
+        1 => (0usize..3, 0usize..3, 0u64..=30).prop_map(|(budget, limit, counted)| Step::Lower {
+            budget,
+            limit,
+            counted
+        }),
     ]
 }
 
@@ -253,6 +265,26 @@ async fn run_schedule(
                 if let (Ok(Answer::Reserved(m)), Ok(Answer::Reserved(r))) = (m, r) {
                     held.push((m, r));
                 }
+            }
+            Step::Lower {
+                budget,
+                limit,
+                counted,
+            } => {
+                let b = &budgets[budget % budgets.len()];
+                let limit = limit % b.policy().limits().count();
+                let m = pair.memory.lower(b, limit, *counted).await;
+                let r = pair.redis.lower(b, limit, *counted).await;
+                assert_eq!(
+                    format!("{m:?}"),
+                    format!("{r:?}"),
+                    "{context}: the stores lowered differently (memory, then redis)"
+                );
+                seen(if matches!(m, Ok(0)) {
+                    "lowered-nothing"
+                } else {
+                    "lowered-some"
+                });
             }
             Step::Leave { pick } => {
                 if !places.is_empty() {

@@ -47,8 +47,9 @@ impl<C: Clock> Limiter<C> {
     /// it says nothing about rate limits; one header gone wrong must not stop a model. To honour
     /// a 503's `retry-after`, call [`pause`](Self::pause) with it.
     ///
-    /// On a store-backed limiter ([`with_store`](Self::with_store)) the lowering stays in this
-    /// process for now: the store's budgets are not lowered.
+    /// On a store-backed limiter ([`with_store`](Self::with_store)) the store's budget is
+    /// lowered too ([`Store::lower`](crate::store::Store::lower), in a task of its own), for
+    /// every process that shares it; the figure returned is this process's own.
     ///
     /// # Examples
     /// ```
@@ -117,6 +118,9 @@ impl<C: Clock> Limiter<C> {
                 .remaining
                 .map_or(u64::MAX, |n| n.saturating_add(r.remaining_slack));
             lowered += self.lower(key, &r.dimension, r.limit, remaining);
+            // Every process sharing the store counts it too.
+            #[cfg(feature = "tokio")]
+            self.lower_store(key, &r.dimension, r.limit, remaining);
         }
         lowered
     }
@@ -368,18 +372,9 @@ impl<C: Clock> Limiter<C> {
         let Some(budget) = st.budget_mut(id) else {
             return 0;
         };
-        let limits = &budget.policy.limits;
-        let on_dimension = || {
-            limits
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| &l.dimension == dimension)
+        let Some(i) = budget.policy.reported_limit(dimension, reported) else {
+            return 0;
         };
-        let chosen = on_dimension()
-            .find(|(_, l)| Some(l.rule.amount()) == reported)
-            .or_else(|| on_dimension().min_by_key(|(_, l)| l.rule.period()))
-            .map(|(i, _)| i);
-        let Some(i) = chosen else { return 0 };
         let mut adopted = false;
         if let Some(amount) = reported.filter(|&r| adopt && r > 0) {
             if amount != budget.policy.limits[i].rule.amount() {

@@ -188,6 +188,10 @@ renew    KEYS: lease sets. ARGV: now, lease id, lease ms: the lease, where prese
          lease ms from now. The number of sets it was in.
 leave    KEYS: state. ARGV: now, from, to, e (an "ahead" answer's): when the budget's epoch
          is e and its line ends at `to`, it ends at `from` again. 1 when it did, else 0.
+lower    KEYS: state, then the lists of all its limits. ARGV: now, fingerprints, limit (from
+         1), counted: LimitRule::lower with what `counted` exceeds the limit's snapshot `used`
+         now (nothing when it does not). {"ok", units charged} or {"mismatch", 0, limit,
+         stored} (as acquire's).
 peek     KEYS: state, leases, lists of ONE budget (all its limits'). ARGV: now, fingerprints.
          Writes nothing. {"ok", e, now, in flight, paused_until, floor, then per limit: alg,
          then tb/lb: tat, overshoot, refunded as h, l; log: total, k, k pairs t, amount;
@@ -1733,6 +1737,86 @@ local function leave()
   return 1
 end
 
+-- LimitRule::snapshot's `used` of limit i (rule L, at o) at now, own frame: the units it
+-- counts now (in its window, or missing from its bucket).
+local function used_of(B, i, o, L, now)
+  local v = B.v
+  if L.gcra then
+    -- burst - Gcra::available: the units the bucket holds, rounded up, at most its burst.
+    local tat = v[o + TAT]
+    if tat <= now then return 0 end
+    local ahead = tat - now
+    if ahead > L.TB then return L.B end
+    local q, r = muldiv(ahead, L.N, L.P)
+    local d = r - v[o + OV]
+    if d > 0 then
+      q = q + 1
+    elseif d < 0 then
+      q = q - idiv(-d, L.P)
+    end
+    if q > L.B then q = L.B end
+    if q < 0 then q = 0 end
+    return q
+  end
+  local alg = L.alg
+  if alg == 'sw' or alg == 'log' then
+    -- sliding_log::used: the entries after now - W.
+    local live, last = v[o + TOTAL], now - L.W
+    if last < 0 then return live end
+    local hn, tn, lc = shape(v[o + SHAPE])
+    for j = 1, hn + lc * K + tn do
+      local t, a = log_entry(B, i, o, j, 1)
+      if t > last then break end
+      live = live - a
+    end
+    return live
+  elseif alg == 'ctr' then
+    -- sliding_counter::estimate: the previous window's count, weighted by what is left of
+    -- it (rounded up), and the current one's.
+    local t = now
+    if t < v[o + WS] then t = v[o + WS] end
+    local prev, cur = counts(L, v, o, t)
+    local q, r = muldiv(prev, L.P - (t - window_of(t, L.P, v[o + OFF])), L.P)
+    if r > 0 then q = q + 1 end
+    q = q + cur
+    if q > COUNT_MAX then q = COUNT_MAX end
+    return q
+  end
+  if window_of(now, L.P, v[o + OFF]) <= v[o + WS] then return v[o + CUR] end
+  return 0
+end
+
+local function lower()
+  clock(ARGV[1])
+  local fps, li, counted = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+  local R = rules_of(fps)
+  local B = open(1, 1, fps, R, false, true)
+  local mi, stored = mismatch(B, fps, R)
+  if mi ~= nil then return { 'mismatch', 0, mi, stored } end
+  local L = R[li]
+  if L == nil then return { 'ok', 0 } end
+  logs_vanished(B, B.n)
+  if B.exists and B.now >= REBASE_AT then rebase(B) end
+  if B.n == 0 then adopt(B, fps, R) end
+  local o, now = R.off[li], B.now
+  local excess = counted - used_of(B, li, o, L, now)
+  if excess <= 0 then return { 'ok', 0 } end
+  -- LimitRule::lower: a charge of at most the amount at now; the smooth window's in its
+  -- window (its log) only.
+  changing(B)
+  local c = excess
+  if c > L.N then c = L.N end
+  if L.alg == 'sw' then
+    log_commit(B, li, o, L, now, c)
+  else
+    local q, r = muldiv(c, L.P, L.N)
+    if r > 0 then q, r = q + 1, L.N - r end
+    commit_limit(B, li, o, L, now, c, q, r)
+  end
+  save(B, B.n, true, B.n)
+  return { 'ok', excess }
+end
+
 local function peek()
   clock(ARGV[1])
   local fps = ARGV[2]
@@ -1830,3 +1914,4 @@ redis.register_function('$LIBRARY_pause', entry(pause))
 redis.register_function('$LIBRARY_renew', entry(renew))
 redis.register_function('$LIBRARY_peek', entry(peek))
 redis.register_function('$LIBRARY_leave', entry(leave))
+redis.register_function('$LIBRARY_lower', entry(lower))

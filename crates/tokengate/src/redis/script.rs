@@ -45,6 +45,7 @@ pub(crate) struct Library {
     renew: String,
     peek: String,
     leave: String,
+    lower: String,
 }
 
 /// The library, made once.
@@ -60,6 +61,7 @@ pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
         renew: function("renew"),
         peek: function("peek"),
         leave: function("leave"),
+        lower: function("lower"),
         name,
     }
 });
@@ -672,6 +674,59 @@ pub(crate) fn leave(
         .arg(to.min(EXACT))
         .arg(epoch.min(EXACT));
     call.invocation()
+}
+
+/// The call that counts on limit `limit` (from 0) of the budget of `keys` under `policy`
+/// what `counted` exceeds of its count now (`LimitRule::lower`). Decode as [`Lowered`].
+pub(crate) fn lower(
+    keys: &BudgetKeys,
+    policy: &Policy,
+    now: Option<Nanos>,
+    limit: usize,
+    counted: u64,
+) -> Invocation {
+    let fingerprints = fingerprints(policy.limits().map(|(_, l)| Wire::of(l)));
+    let mut call = Call::new(
+        &LIBRARY.lower,
+        1 + keys.lists.len(),
+        4,
+        128 + fingerprints.len(),
+    );
+    call.key(&keys.state);
+    for list in &keys.lists {
+        call.key(list);
+    }
+    call.now(now)
+        .arg(fingerprints)
+        .arg(limit + 1)
+        .arg(counted.min(EXACT));
+    call.invocation()
+}
+
+/// What [`lower`] answers: the units charged, or the limit whose stored fingerprint differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lowered {
+    /// Charged this many units (0: the limit counted as much already).
+    Charged(u64),
+    /// The budget's state follows other limits: limit `limit` is `stored` there.
+    Mismatch { limit: usize, stored: String },
+}
+
+impl FromRedisValue for Lowered {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let mut r = Reader::new(v)?;
+        match r.string()?.as_str() {
+            "ok" => Ok(Lowered::Charged(r.u64()?)),
+            "mismatch" => {
+                let _budget = r.usize()?;
+                Ok(Lowered::Mismatch {
+                    limit: r.usize()?,
+                    stored: r.string()?,
+                })
+            }
+            other => Err(bad(format!("an answer {other:?}"))),
+        }
+    }
 }
 
 /// The call that moves the expiry of `lease` to `lease_ms` from now in every set of `leases`

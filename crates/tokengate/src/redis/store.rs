@@ -530,6 +530,24 @@ where
         })
     }
 
+    async fn lower_now(
+        &self,
+        budget: &StoreBudget,
+        limit: usize,
+        counted: u64,
+    ) -> Result<u64, StoreError> {
+        let ready = self.prepared.get(&self.keys, budget)?;
+        let invocation = script::lower(&ready.keys, budget.policy(), self.now(), limit, counted);
+        match self.run(invocation).await? {
+            script::Lowered::Charged(units) => Ok(units),
+            script::Lowered::Mismatch { limit, stored } => Err(StoreError::Mismatch {
+                budget: budget.name().to_owned(),
+                stored: format!("limit {limit} stored as {stored}"),
+                given: budget.policy().describe(),
+            }),
+        }
+    }
+
     async fn leave_now(&self, budget: &StoreBudget, place: Place) -> Result<(), StoreError> {
         let ready = self.prepared.get(&self.keys, budget)?;
         let invocation = script::leave(&ready.keys, self.now(), place.from, place.to, place.epoch);
@@ -649,6 +667,15 @@ where
 
     fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {
         Box::pin(self.leave_now(budget, place))
+    }
+
+    fn lower<'a>(
+        &'a self,
+        budget: &'a StoreBudget,
+        limit: usize,
+        counted: u64,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(self.lower_now(budget, limit, counted))
     }
 
     fn release_mark(&self, budget: &StoreBudget) -> u64 {

@@ -298,6 +298,25 @@ impl<C: Clock> MemoryStore<C> {
         }))
     }
 
+    fn lower_now(&self, b: &StoreBudget, limit: usize, counted: u64) -> Result<u64, StoreError> {
+        let now = self.clock.now();
+        let mut map = self.lock();
+        let kept = map
+            .entry(Arc::clone(&b.name))
+            .or_insert_with(|| Kept::new(&b.policy, now));
+        if !kept.policy.same_as(&b.policy) {
+            return Err(mismatch(b, &kept.policy));
+        }
+        let Some(rule) = kept.policy.limits.get(limit).map(|l| &l.rule) else {
+            return Ok(0);
+        };
+        let excess = counted.saturating_sub(rule.snapshot(&kept.limits[limit], now).used);
+        if excess > 0 {
+            rule.lower(&mut kept.limits[limit], now, excess);
+        }
+        Ok(excess)
+    }
+
     fn settle_now(&self, reservation: &Reservation, used: Option<&Usage>) {
         let used = used.map(|u| u.as_cost(&reservation.reserved));
         let now = self.clock.now();
@@ -424,6 +443,15 @@ impl<C: Clock> Store for MemoryStore<C> {
     fn reset<'a>(&'a self, budget: &'a str) -> StoreFuture<'a, ()> {
         self.lock().remove(budget);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn lower<'a>(
+        &'a self,
+        budget: &'a StoreBudget,
+        limit: usize,
+        counted: u64,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(std::future::ready(self.lower_now(budget, limit, counted)))
     }
 
     fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {

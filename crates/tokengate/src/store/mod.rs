@@ -332,6 +332,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    /// Counts on limit `limit` of `budget` (an index into its policy's limits) what `counted`
+    /// exceeds of what the limit counts now (its snapshot's `used`): what a provider reports
+    /// having counted there (its limit less its remaining: another client on the same
+    /// account, a drift) and the store has not. The excess is charged at now, as the
+    /// in-memory limiter's [`observe`](crate::Limiter::observe) does; nothing when the limit
+    /// counts as much already. Returns the units charged.
+    ///
+    /// A store that cannot lowers nothing and says so ([`StoreError::Unsupported`], the
+    /// default).
+    fn lower<'a>(
+        &'a self,
+        budget: &'a StoreBudget,
+        limit: usize,
+        counted: u64,
+    ) -> StoreFuture<'a, u64> {
+        let _ = (budget, limit, counted);
+        Box::pin(std::future::ready(Err(StoreError::Unsupported(
+            "this store does not lower its limits to a provider's remaining".into(),
+        ))))
+    }
+
     /// A mark for [`released`](Self::released), taken before an ask that may find every
     /// in-flight slot of `budget` held.
     fn release_mark(&self, budget: &StoreBudget) -> u64 {

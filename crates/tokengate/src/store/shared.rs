@@ -47,6 +47,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).leave(budget, place)
     }
 
+    fn lower<'a>(
+        &'a self,
+        budget: &'a StoreBudget,
+        limit: usize,
+        counted: u64,
+    ) -> StoreFuture<'a, u64> {
+        (**self).lower(budget, limit, counted)
+    }
+
     fn release_mark(&self, budget: &StoreBudget) -> u64 {
         (**self).release_mark(budget)
     }

@@ -219,6 +219,15 @@ impl<S: Store> Store for Logged<S> {
         Box::pin(self.counted(self.inner.leave(budget, place)))
     }
 
+    fn lower<'a>(
+        &'a self,
+        budget: &'a StoreBudget,
+        limit: usize,
+        counted: u64,
+    ) -> StoreFuture<'a, u64> {
+        Box::pin(self.counted(self.inner.lower(budget, limit, counted)))
+    }
+
     // Not store calls: a mark read locally, a wait for the subscription (not counted).
     fn release_mark(&self, budget: &StoreBudget) -> u64 {
         self.inner.release_mark(budget)

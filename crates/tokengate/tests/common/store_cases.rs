@@ -580,6 +580,49 @@ pub async fn other_limits_on_one_budget_are_a_mismatch(
 }
 
 /// A snapshot reads without charging; a pause refuses until it ends; a reset forgets.
+/// A provider's count above the budget's (another client on the account) is charged: the
+/// limit counts it from then on; a count at or below the budget's changes nothing.
+pub async fn a_provider_count_lowers_a_budget(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+) {
+    clock.set(0);
+    let policy = Policy::builder()
+        .requests_per_minute(60)
+        .limit(
+            tokengate::Dimension::InputTokens,
+            tokengate::Limit::per_minute(6_000).algorithm(tokengate::Algorithm::TokenBucket),
+        )
+        .margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let budgets = one(prefix, "lowered", policy);
+    let cost = Cost::request().input(1_000);
+    let _ = reserve(store, &budgets, &cost, Duration::ZERO)
+        .await
+        .reserved()
+        .expect("admitted");
+    // The provider counts 10 requests in its window where the budget counts 1.
+    assert_eq!(store.lower(&budgets[0], 0, 10).await.unwrap(), 9);
+    let used = |s: tokengate::store::BudgetSnapshot| (s.limits[0].used, s.limits[1].used);
+    assert_eq!(
+        used(store.snapshot(&budgets[0]).await.unwrap()),
+        (10, 1_000)
+    );
+    // As many, or fewer: nothing more.
+    assert_eq!(store.lower(&budgets[0], 0, 10).await.unwrap(), 0);
+    assert_eq!(store.lower(&budgets[0], 0, 4).await.unwrap(), 0);
+    // The tokens' bucket: 2,500 counted there, 1,000 held here: 1,500 more, at once.
+    assert_eq!(store.lower(&budgets[0], 1, 2_500).await.unwrap(), 1_500);
+    assert_eq!(
+        used(store.snapshot(&budgets[0]).await.unwrap()),
+        (10, 2_500)
+    );
+    // A limit the policy does not have: nothing.
+    assert_eq!(store.lower(&budgets[0], 7, 100).await.unwrap(), 0);
+}
+
 pub async fn snapshots_pauses_and_resets(store: &dyn Store, clock: &ManualClock, prefix: &str) {
     clock.set(0);
     let policy = Policy::builder()

@@ -33,6 +33,7 @@ pub(crate) use held::Held;
 use super::keys::KeyNames;
 use super::Limiter;
 use crate::clock::Clock;
+use crate::dimension::Dimension;
 use crate::error::AcquireError;
 use crate::policy::Policy;
 use crate::store::Store;
@@ -340,6 +341,45 @@ impl<C: Clock> Limiter<C> {
             local.reload(directory.config().scaled(f64::from_bits(*bits)));
         }
         inner.routes.set_directory(directory);
+    }
+
+    /// Counts on the store's budget that mirrors the provider for `key` what the provider
+    /// reports on `dimension` (its limit `reported`, or ours, less `remaining`) beyond what the
+    /// budget counts ([`Store::lower`]). Sent in a task of its own.
+    pub(super) fn lower_store(
+        &self,
+        key: Option<&KeyNames>,
+        dimension: &Dimension,
+        reported: Option<u64>,
+        remaining: u64,
+    ) {
+        let Some(link) = self.shared.remote.get() else {
+            return;
+        };
+        let Ok((store, route)) = link.route(key) else {
+            return;
+        };
+        let Some(budget) = route.provider().cloned() else {
+            return;
+        };
+        let Some(limit) = budget.policy().reported_limit(dimension, reported) else {
+            return;
+        };
+        let amount = reported.unwrap_or_else(|| budget.policy().limits[limit].rule.amount());
+        let counted = amount.saturating_sub(remaining);
+        if counted == 0 {
+            return;
+        }
+        let Some(handle) = driver::spawner() else {
+            return;
+        };
+        let counters = Arc::clone(&link.counters);
+        counters.call();
+        handle.spawn(async move {
+            if let Err(error) = store.lower(&budget, limit, counted).await {
+                counters.failed("lower", &error, None);
+            }
+        });
     }
 
     /// Pauses the budget that mirrors the provider for `key` on the store, for `pause`
