@@ -78,15 +78,22 @@ impl Invocation {
     /// Runs the call on `con` (any connection: concurrent calls may be in flight on it).
     ///
     /// # Errors
-    /// Redis's, or the library's when it cannot be loaded (a Redis before 7.0).
+    /// Redis's, or, when the function is still missing after the load, the load's (a Redis
+    /// before 7.0, a user without the right to load it).
     pub(crate) async fn invoke_async<T: FromRedisValue>(
         &self,
         con: &mut impl ::redis::aio::ConnectionLike,
     ) -> RedisResult<T> {
         match self.cmd.query_async(con).await {
             Err(e) if function_missing(&e) => {
-                loaded(load_cmd().query_async::<Value>(con).await)?;
-                self.cmd.query_async(con).await
+                let load = loaded(load_cmd().query_async::<Value>(con).await);
+                match self.cmd.query_async(con).await {
+                    // Loaded where the call runs: on a cluster the load goes to every primary,
+                    // and one of them being down fails it, not this call.
+                    Ok(v) => Ok(v),
+                    Err(again) if function_missing(&again) => Err(load.err().unwrap_or(again)),
+                    Err(again) => Err(again),
+                }
             }
             other => other,
         }
