@@ -8,16 +8,14 @@
 //! reconnects, a lease that ran out, which publishes nothing) the caller's backoff covers: a
 //! wait for a release is always bounded by it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::DEFAULT_TIMEOUT;
+use crate::store::freed::Freed;
 
 /// How often a lost subscription is made again, at most.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
@@ -25,15 +23,8 @@ const RESUBSCRIBE: Duration = Duration::from_secs(1);
 /// The releases heard, by budget state key, and the subscription that hears them.
 #[derive(Debug, Default)]
 pub(super) struct Releases {
-    heard: Mutex<HashMap<String, Arc<Heard>>>,
+    heard: Freed,
     listener: Mutex<Listener>,
-}
-
-/// Releases heard on one budget: a count, and the waiters to wake at each.
-#[derive(Debug, Default)]
-struct Heard {
-    count: AtomicU64,
-    wake: Notify,
 }
 
 /// The subscription's task, while it runs, and when it was last started.
@@ -44,23 +35,10 @@ struct Listener {
 }
 
 impl Releases {
-    fn heard(&self, key: &str) -> Arc<Heard> {
-        let mut heard = self.heard.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(h) = heard.get(key) {
-            return Arc::clone(h);
-        }
-        // Budgets waited on are few; a map grown past reason starts again (its waiters keep
-        // their entries, and fall back on their backoff).
-        if heard.len() >= 4096 {
-            heard.clear();
-        }
-        Arc::clone(heard.entry(key.to_owned()).or_default())
-    }
-
     /// How many releases were heard on the budget whose state key is `key`: taken before an
     /// ask, so that a release heard after it wakes the waiter.
     pub(super) fn mark(&self, key: &str) -> u64 {
-        self.heard(key).count.load(Ordering::Acquire)
+        self.heard.mark(key)
     }
 
     /// Resolves once a release on `key` heard after `mark` falls to this waiter (each wakes
@@ -74,14 +52,7 @@ impl Releases {
         mark: u64,
     ) {
         self.listen(client, channel);
-        let heard = self.heard(key);
-        loop {
-            let woken = heard.wake.notified();
-            if heard.count.load(Ordering::Acquire) > mark {
-                return;
-            }
-            woken.await;
-        }
+        self.heard.after(key, mark).await;
     }
 
     /// Starts the subscription unless it runs, or was started less than [`RESUBSCRIBE`] ago.
@@ -118,9 +89,7 @@ impl Releases {
                 };
                 // One slot came back: one waiter here asks again (every process hears it and
                 // sends one; waking every waiter would send an ask per waiter).
-                let heard = releases.heard(key);
-                heard.count.fetch_add(1, Ordering::AcqRel);
-                heard.wake.notify_one();
+                releases.heard.free(key);
             }
         });
         listener.task = Some(task.abort_handle());

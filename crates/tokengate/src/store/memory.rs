@@ -104,6 +104,9 @@ pub struct MemoryStore<C: Clock = SystemClock> {
     lease: Duration,
     budgets: Mutex<HashMap<Arc<str>, Kept>>,
     next_lease: AtomicU64,
+    /// Slots freed by settlements, for the callers waiting for one.
+    #[cfg(feature = "tokio")]
+    freed: super::freed::Freed,
 }
 
 impl<C: Clock> std::fmt::Debug for MemoryStore<C> {
@@ -136,6 +139,8 @@ impl<C: Clock> MemoryStore<C> {
             lease: DEFAULT_LEASE,
             budgets: Mutex::new(HashMap::new()),
             next_lease: AtomicU64::new(1),
+            #[cfg(feature = "tokio")]
+            freed: super::freed::Freed::default(),
         }
     }
 
@@ -348,7 +353,15 @@ impl<C: Clock> MemoryStore<C> {
                 );
             }
             if let Some(id) = lease {
+                let held = kept.leases.len();
                 kept.leases.retain(|&(l, _)| l != id);
+                // A slot freed: one waiter for one asks again.
+                #[cfg(feature = "tokio")]
+                if kept.leases.len() < held {
+                    self.freed.free(&b.name);
+                }
+                #[cfg(not(feature = "tokio"))]
+                let _ = held;
             }
             kept.expire_leases(now);
             if kept.is_fresh(now) {
@@ -452,6 +465,19 @@ impl<C: Clock> Store for MemoryStore<C> {
         counted: u64,
     ) -> StoreFuture<'a, u64> {
         Box::pin(std::future::ready(self.lower_now(budget, limit, counted)))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn release_mark(&self, budget: &StoreBudget) -> u64 {
+        self.freed.mark(budget.name())
+    }
+
+    #[cfg(feature = "tokio")]
+    fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.freed.after(budget.name(), mark).await;
+            Ok(())
+        })
     }
 
     fn leave<'a>(&'a self, budget: &'a StoreBudget, place: Place) -> StoreFuture<'a, ()> {

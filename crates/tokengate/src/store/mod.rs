@@ -46,7 +46,10 @@
 //! A budget with an in-flight cap lends each admitted request a slot as a *lease*: it ends
 //! when the request is settled or released, or when its lease runs out (a crashed process
 //! frees its slots within the lease time). A long call renews its lease
-//! ([`Store::renew`]).
+//! ([`Store::renew`]). A request that finds every slot held has no instant to wait for: its
+//! caller waits until the store says a slot may have come back ([`Store::release_mark`],
+//! [`Store::released`]: the in-memory store when one of its settlements frees one, the Redis
+//! store when it hears one freed in any process), or its backoff ends.
 //!
 //! # Examples
 //! ```
@@ -74,6 +77,8 @@
 //! [`core::settle_budget`]: crate::core::settle_budget
 
 mod error;
+#[cfg(feature = "tokio")]
+pub(crate) mod freed;
 mod memory;
 mod reservation;
 mod shared;
