@@ -36,7 +36,7 @@ use crate::clock::Clock;
 use crate::dimension::Dimension;
 use crate::error::AcquireError;
 use crate::policy::Policy;
-use crate::store::Store;
+use crate::store::{Store, StoreBudget, StoreError};
 use counters::Counters;
 use routes::{Routes, StoreRoute};
 
@@ -353,32 +353,12 @@ impl<C: Clock> Limiter<C> {
         reported: Option<u64>,
         remaining: u64,
     ) {
-        let Some(link) = self.shared.remote.get() else {
-            return;
-        };
-        let Ok((store, route)) = link.route(key) else {
-            return;
-        };
-        let Some(budget) = route.provider().cloned() else {
-            return;
-        };
-        let Some(limit) = budget.policy().reported_limit(dimension, reported) else {
-            return;
-        };
-        let amount = reported.unwrap_or_else(|| budget.policy().limits[limit].rule.amount());
-        let counted = amount.saturating_sub(remaining);
-        if counted == 0 {
-            return;
-        }
-        let Some(handle) = driver::spawner() else {
-            return;
-        };
-        let counters = Arc::clone(&link.counters);
-        counters.call();
-        handle.spawn(async move {
-            if let Err(error) = store.lower(&budget, limit, counted).await {
-                counters.failed("lower", &error, None);
-            }
+        self.on_provider_budget(key, "lower", |store, budget| {
+            let limit = budget.policy().reported_limit(dimension, reported)?;
+            let amount = reported.unwrap_or_else(|| budget.policy().limits[limit].rule.amount());
+            let counted = amount.saturating_sub(remaining);
+            (counted > 0)
+                .then_some(async move { store.lower(&budget, limit, counted).await.map(drop) })
         });
     }
 
@@ -386,10 +366,23 @@ impl<C: Clock> Limiter<C> {
     /// (already cut to the longest pause): replacing the pause in force when `replace`, else
     /// keeping the later end. Sent in a task of its own.
     pub(super) fn pause_store(&self, key: Option<&KeyNames>, pause: Duration, replace: bool) {
+        self.on_provider_budget(key, "pause", |store, budget| {
+            Some(async move { store.pause(&budget, pause, replace).await.map(drop) })
+        });
+    }
+
+    /// Runs the call `call` makes (if it makes one) on the store's budget that mirrors the
+    /// provider for `key`, in a task of its own, counted (as `what` when it fails). Nothing
+    /// for a model the config refuses: it has no budget, and nothing of the provider's lands
+    /// elsewhere.
+    fn on_provider_budget<F, Fut>(&self, key: Option<&KeyNames>, what: &'static str, call: F)
+    where
+        F: FnOnce(Arc<dyn Store>, StoreBudget) -> Option<Fut>,
+        Fut: std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+    {
         let Some(link) = self.shared.remote.get() else {
             return;
         };
-        // A model the config refuses has no budget: nothing of the provider's lands elsewhere.
         let Ok((store, route)) = link.route(key) else {
             return;
         };
@@ -399,11 +392,14 @@ impl<C: Clock> Limiter<C> {
         let Some(handle) = driver::spawner() else {
             return;
         };
+        let Some(work) = call(store, budget) else {
+            return;
+        };
         let counters = Arc::clone(&link.counters);
         counters.call();
         handle.spawn(async move {
-            if let Err(error) = store.pause(&budget, pause, replace).await {
-                counters.failed("pause", &error, None);
+            if let Err(error) = work.await {
+                counters.failed(what, &error, None);
             }
         });
     }
