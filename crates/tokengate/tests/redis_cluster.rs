@@ -467,3 +467,54 @@ fn limits_hold_exactly_under_concurrent_load() {
         }
     });
 }
+
+/// A slot freed through one cluster store wakes a caller waiting for it through another, at
+/// once: the settlement publishes it to the whole cluster, and the waiting store subscribed
+/// through one of its nodes.
+#[test]
+fn a_freed_slot_wakes_a_waiter_through_another_cluster_store() {
+    run(|cluster| async move {
+        let policy = Policy::builder()
+            .requests_per_minute(6_000_000)
+            .max_in_flight(1)
+            .build()
+            .expect("a valid policy");
+        let limiter = |store: ClusterStore| {
+            Arc::new(
+                tokengate::Limiter::new(policy.clone())
+                    .with_store(store.namespace("tokengate-cluster", "wake")),
+            )
+        };
+        let holder = limiter(connect(&cluster).await);
+        let waiter = limiter(connect(&cluster).await);
+        let held = holder
+            .acquire_timeout(Cost::request(), Duration::from_secs(5))
+            .await
+            .expect("the slot");
+        let waiting = {
+            let waiter = Arc::clone(&waiter);
+            tokio::spawn(async move {
+                let permit = waiter
+                    .acquire_timeout(Cost::request(), Duration::from_secs(10))
+                    .await
+                    .expect("the slot, once freed");
+                let got = Instant::now();
+                drop(permit);
+                got
+            })
+        };
+        // Past the 640 ms step of the waiter's backoff.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let freed = Instant::now();
+        drop(held);
+        let late = waiting
+            .await
+            .expect("the waiter")
+            .saturating_duration_since(freed);
+        println!("cluster: the waiter had the slot {late:?} after it was freed");
+        assert!(
+            late < Duration::from_millis(200),
+            "a freed slot waited {late:?}"
+        );
+    });
+}

@@ -76,7 +76,12 @@ impl RedisStore<ClusterConnection> {
                 ))
             })?
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self::with_connection(connection))
+        let store = Self::with_connection(connection);
+        // Freed slots are published cluster-wide: any node's subscription hears them.
+        Ok(match nodes.first().map(|n| redis::Client::open(*n)) {
+            Some(Ok(node)) => store.subscribing_through(node),
+            _ => store,
+        })
     }
 }
 

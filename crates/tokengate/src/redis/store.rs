@@ -302,6 +302,13 @@ where
             .collect()
     }
 
+    /// Subscribes to freed slots through `client` (a connection of its own, made when a caller
+    /// first waits for a slot), for a store whose connection was given rather than made.
+    pub(super) fn subscribing_through(mut self, client: redis::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
     /// How many connections the store gave up for not answering (see
     /// [`RedisStore::connect`]); always 0 on a connection of your own.
     pub fn connections_replaced(&self) -> u64 {
