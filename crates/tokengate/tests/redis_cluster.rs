@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{RedisCluster, NODES};
+use common::freed_slot::time_to_a_freed_slot;
 use common::logged_store::Logged;
 use common::rng::between;
 use common::store_cases as cases;
@@ -487,30 +488,7 @@ fn a_freed_slot_wakes_a_waiter_through_another_cluster_store() {
         };
         let holder = limiter(connect(&cluster).await);
         let waiter = limiter(connect(&cluster).await);
-        let held = holder
-            .acquire_timeout(Cost::request(), Duration::from_secs(5))
-            .await
-            .expect("the slot");
-        let waiting = {
-            let waiter = Arc::clone(&waiter);
-            tokio::spawn(async move {
-                let permit = waiter
-                    .acquire_timeout(Cost::request(), Duration::from_secs(10))
-                    .await
-                    .expect("the slot, once freed");
-                let got = Instant::now();
-                drop(permit);
-                got
-            })
-        };
-        // Past the 640 ms step of the waiter's backoff.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let freed = Instant::now();
-        drop(held);
-        let late = waiting
-            .await
-            .expect("the waiter")
-            .saturating_duration_since(freed);
+        let late = time_to_a_freed_slot(&holder, &waiter).await;
         println!("cluster: the waiter had the slot {late:?} after it was freed");
         assert!(
             late < Duration::from_millis(200),

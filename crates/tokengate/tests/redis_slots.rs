@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::freed_slot::time_to_a_freed_slot;
 use common::redis_server::RedisServer;
 use tokengate::redis::RedisStore;
 use tokengate::{Cost, Limiter, Policy};
@@ -50,29 +51,7 @@ fn a_freed_slot_wakes_a_waiter_in_another_process_at_once() {
         );
         let mut worst = Duration::ZERO;
         for round in 0..5 {
-            let held = holder
-                .acquire_timeout(Cost::request(), Duration::from_secs(5))
-                .await
-                .expect("the slot");
-            let waiting = {
-                let waiter = Arc::clone(&waiter);
-                tokio::spawn(async move {
-                    let permit = waiter
-                        .acquire_timeout(Cost::request(), Duration::from_secs(10))
-                        .await
-                        .expect("the slot, once freed");
-                    let got = Instant::now();
-                    drop(permit);
-                    got
-                })
-            };
-            // Past the 640 ms step of the backoff (10 ms doubling): without a wake, the waiter
-            // would ask next some hundreds of milliseconds after the slot is freed.
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
-            let freed = Instant::now();
-            drop(held);
-            let got = waiting.await.expect("the waiter");
-            let late = got.saturating_duration_since(freed);
+            let late = time_to_a_freed_slot(&holder, &waiter).await;
             println!("round {round}: the waiter had the slot {late:?} after it was freed");
             worst = worst.max(late);
         }

@@ -6,6 +6,9 @@
 #[cfg(feature = "tokio")]
 pub mod bounded;
 pub mod check_admissions;
+// How soon a waiter has an in-flight slot another limiter frees.
+#[cfg(feature = "tokio")]
+pub mod freed_slot;
 pub mod limiters;
 pub mod meters;
 // Random limits and policies for property tests.
