@@ -304,6 +304,7 @@ where
 
     /// Subscribes to freed slots through `client` (a connection of its own, made when a caller
     /// first waits for a slot), for a store whose connection was given rather than made.
+    #[cfg(feature = "redis-cluster")]
     pub(super) fn subscribing_through(mut self, client: redis::Client) -> Self {
         self.client = Some(client);
         self
