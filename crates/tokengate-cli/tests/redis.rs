@@ -23,9 +23,11 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     REALTIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The client's limits: one model whose limits are over 2 s (so that a run of a few seconds
-/// holds several periods), with bursts of a tenth of a period, and a budget per tenant.
-const LIMITS: &str = r#"
+/// One model's limits over 2 s (so that a run of a few seconds holds several periods), with
+/// bursts of a tenth of a period: the client's and the provider's alike.
+macro_rules! model_limits {
+    () => {
+        r#"
 [models.m]
 [[models.m.limits]]
 dimension = "requests"
@@ -37,29 +39,28 @@ dimension = "tokens"
 amount = 60_000
 per = "2s"
 burst = 6_000
+"#
+    };
+}
 
+/// The client's limits: the model's, and a budget per tenant.
+const LIMITS: &str = concat!(
+    model_limits!(),
+    r#"
 [defaults.tenant]
 requests_per_minute = 100_000
-"#;
+"#
+);
 
 /// The provider: the model's limits, enforced both ways strictly (no margin).
-const PROVIDER: &str = r#"
+const PROVIDER: &str = concat!(
+    r#"
 [provider]
 algorithm = "smooth_window"
 output_tokens = "usage"
-
-[models.m]
-[[models.m.limits]]
-dimension = "requests"
-amount = 240
-per = "2s"
-burst = 24
-[[models.m.limits]]
-dimension = "tokens"
-amount = 60_000
-per = "2s"
-burst = 6_000
-"#;
+"#,
+    model_limits!()
+);
 
 /// Six seconds at twice the model's request limit, from two tenants.
 const WORKLOAD: &str = r#"
@@ -374,33 +375,20 @@ fn four_processes_share_one_set_of_limits() {
 /// The merged log against the model's limits, by the independent checker when it is there
 /// (beside the checkout, as CI finds it, or where `TOKENGATE_CHECK_ADMISSIONS` says).
 fn check_admissions(log: &Path) {
-    let checker = std::env::var_os("TOKENGATE_CHECK_ADMISSIONS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/check-admissions")
-        });
-    if !checker.exists() {
-        println!(
-            "note: {} is absent: check-admissions not run",
-            checker.display()
-        );
-        return;
-    }
-    let out = std::process::Command::new("python3")
-        .arg(&checker)
-        .arg(log)
-        .args(["--key", "m"])
-        .args(["--limit", "requests=240/2", "--limit", "tokens=60000/2"])
-        .args([
-            "--bucket",
-            "requests=120:24",
-            "--bucket",
-            "tokens=30000:6000",
-        ])
-        .output()
-        .expect("python3 runs");
-    let said = text(&out.stdout);
-    println!("{said}");
-    assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    assert!(said.contains("violations: 0"), "{said}");
+    let text = std::fs::read_to_string(log).expect("the merged log");
+    let args: Vec<String> = [
+        "--key",
+        "m",
+        "--limit",
+        "requests=240/2",
+        "--limit",
+        "tokens=60000/2",
+        "--bucket",
+        "requests=120:24",
+        "--bucket",
+        "tokens=30000:6000",
+    ]
+    .map(String::from)
+    .into();
+    common::check_admissions::check("simulate-redis", &text, &args);
 }

@@ -9,6 +9,10 @@
 #[path = "../../../tokengate/tests/common/redis_server.rs"]
 pub(crate) mod redis_server;
 
+// The library's own: the independent checker of admission logs, when it is there.
+#[path = "../../../tokengate/tests/common/check_admissions.rs"]
+pub(crate) mod check_admissions;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
