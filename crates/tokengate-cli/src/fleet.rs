@@ -37,8 +37,7 @@ use crate::provider::{Call, Provider};
 use crate::refusal::{self, Refused};
 use crate::report::{self, Parts, Requests};
 use crate::sim::{
-    execute, random_seed, Record, Run, Sample, Share, SimInput, SimOptions, Simulation,
-    StoreOptions,
+    execute, seed_of, Record, Run, Sample, Share, SimInput, SimOptions, Simulation, StoreOptions,
 };
 use crate::workload::{nanos, Workload};
 
@@ -324,10 +323,7 @@ pub fn simulate_processes(
             "a run over several processes shares its limits through a store: give it --redis URL",
         ));
     };
-    let seed = options
-        .seed
-        .or(input.workload.seed)
-        .unwrap_or_else(random_seed);
+    let seed = seed_of(input, options);
     let workload = match options.duration {
         Some(d) => input.workload.with_duration(d)?,
         None => input.workload.clone(),

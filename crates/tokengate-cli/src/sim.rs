@@ -394,10 +394,7 @@ pub(crate) fn execute(input: &SimInput, options: &SimOptions) -> Result<Run, Err
             "a run with a store, or split over processes, runs in real time only: the store decides on its own clock, the wall clock",
         ));
     }
-    let seed = options
-        .seed
-        .or(input.workload.seed)
-        .unwrap_or_else(random_seed);
+    let seed = seed_of(input, options);
     // Every limit of a run is checked before any work: a workload built in code (not read
     // from a file) is checked here too.
     let workload = match options.duration {
@@ -427,8 +424,17 @@ pub(crate) fn execute(input: &SimInput, options: &SimOptions) -> Result<Run, Err
     Ok(run)
 }
 
+/// The seed of a run of `input`: the one `options` give, else the workload's, else one from
+/// the system time.
+pub(crate) fn seed_of(input: &SimInput, options: &SimOptions) -> u64 {
+    options
+        .seed
+        .or(input.workload.seed)
+        .unwrap_or_else(random_seed)
+}
+
 /// A seed from the system time, for runs that name none.
-pub(crate) fn random_seed() -> u64 {
+fn random_seed() -> u64 {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
