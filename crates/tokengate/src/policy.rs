@@ -181,9 +181,7 @@ impl Policy {
         let Some(units) = l.measure.amount(cost) else {
             return u64::MAX;
         };
-        let (amount, period) = (l.rule.amount(), l.rule.period());
-        let time = (u128::from(units) * u128::from(period)).div_ceil(u128::from(amount));
-        u64::try_from(time).unwrap_or(u64::MAX)
+        crate::core::Rate::new(l.rule.amount(), l.rule.period()).time_for(units)
     }
 
     /// The limit a provider's report on `dimension` speaks of: the one whose amount equals
