@@ -79,6 +79,14 @@ fn a_provider_count_lowers_a_budget() {
 }
 
 #[test]
+fn a_settlement_under_other_limits_charges_the_state_it_finds() {
+    run(|c| async move {
+        let (store, clock) = store(&c);
+        cases::a_settlement_under_other_limits_charges_the_state_it_finds(&store, &clock, "").await
+    });
+}
+
+#[test]
 fn beyond_the_horizon_a_request_keeps_its_place_in_line() {
     run(|c| async move {
         let (store, clock) = store(&c);

@@ -48,6 +48,12 @@ fn a_provider_count_lowers_a_budget() {
 }
 
 #[test]
+fn a_settlement_under_other_limits_charges_the_state_it_finds() {
+    let (store, clock) = store();
+    run(cases::a_settlement_under_other_limits_charges_the_state_it_finds(&store, &clock, ""));
+}
+
+#[test]
 fn beyond_the_horizon_a_request_keeps_its_place_in_line() {
     let (store, clock) = store();
     run(cases::beyond_the_horizon_a_request_keeps_its_place_in_line(

@@ -1222,6 +1222,16 @@ local function commit_limit(B, i, o, L, now, c, T, O)
   return nil
 end
 
+-- LimitRule::charge: `units` more than admitted, at most the amount, at now (into debt), its
+-- span worked out here (ceil(c * P / N) and the rounding's 1/Nths).
+local function charge_limit(B, i, o, L, now, units)
+  local c = units
+  if c > L.N then c = L.N end
+  local q, r = muldiv(c, L.P, L.N)
+  if r > 0 then q, r = q + 1, L.N - r end
+  commit_limit(B, i, o, L, now, c, q, r)
+end
+
 -- LimitRule::refund of `units` (worth `back_` ns to a bucket) admitted at `at` (own frame),
 -- its mark mh, ml (own frame).
 local function refund_limit(B, i, o, L, now, at, mh, ml, units, back_, born)
@@ -1643,11 +1653,7 @@ local function settle()
       elseif kept ~= nil then
         -- Stale: charged only, under the limits its state follows.
         if extra > 0 then
-          local c = extra
-          if c > kept.N then c = kept.N end
-          local q, r = muldiv(c, kept.P, kept.N)
-          if r > 0 then q, r = q + 1, kept.N - r end
-          commit_limit(B, i, S.off[i], kept, now, c, q, r)
+          charge_limit(B, i, S.off[i], kept, now, extra)
           dirty = true
         end
       end
@@ -1804,14 +1810,12 @@ local function lower()
   -- LimitRule::lower: a charge of at most the amount at now; the smooth window's in its
   -- window (its log) only.
   changing(B)
-  local c = excess
-  if c > L.N then c = L.N end
   if L.alg == 'sw' then
+    local c = excess
+    if c > L.N then c = L.N end
     log_commit(B, li, o, L, now, c)
   else
-    local q, r = muldiv(c, L.P, L.N)
-    if r > 0 then q, r = q + 1, L.N - r end
-    commit_limit(B, li, o, L, now, c, q, r)
+    charge_limit(B, li, o, L, now, excess)
   end
   save(B, B.n, true, B.n)
   return { 'ok', excess }

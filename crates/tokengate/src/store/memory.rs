@@ -170,13 +170,7 @@ impl<C: Clock> MemoryStore<C> {
         let horizon = u64::try_from(ask.horizon_limit().as_nanos()).unwrap_or(Nanos::MAX);
         let mut map = self.lock();
         for b in budgets {
-            let kept = map
-                .entry(Arc::clone(&b.name))
-                .or_insert_with(|| Kept::new(&b.policy, now));
-            if !kept.policy.same_as(&b.policy) {
-                return Err(mismatch(b, &kept.policy));
-            }
-            kept.expire_leases(now);
+            kept_as_given(&mut map, b, now)?.expire_leases(now);
         }
         let kept: Vec<&Kept> = budgets.iter().map(|b| &map[&b.name]).collect();
         // First come, first served: nothing before the latest reservation of any budget, nor,
@@ -306,12 +300,7 @@ impl<C: Clock> MemoryStore<C> {
     fn lower_now(&self, b: &StoreBudget, limit: usize, counted: u64) -> Result<u64, StoreError> {
         let now = self.clock.now();
         let mut map = self.lock();
-        let kept = map
-            .entry(Arc::clone(&b.name))
-            .or_insert_with(|| Kept::new(&b.policy, now));
-        if !kept.policy.same_as(&b.policy) {
-            return Err(mismatch(b, &kept.policy));
-        }
+        let kept = kept_as_given(&mut map, b, now)?;
         let Some(rule) = kept.policy.limits.get(limit).map(|l| &l.rule) else {
             return Ok(0);
         };
@@ -374,6 +363,21 @@ impl<C: Clock> MemoryStore<C> {
 /// The lease id a [`MemoryStore`] gave, if any.
 fn lease_id(reservation: &Reservation) -> Option<u64> {
     reservation.lease.as_deref().and_then(|l| l.parse().ok())
+}
+
+/// Budget `b`'s state (made now if there is none), when it follows `b`'s policy.
+fn kept_as_given<'m>(
+    map: &'m mut HashMap<Arc<str>, Kept>,
+    b: &StoreBudget,
+    now: Nanos,
+) -> Result<&'m mut Kept, StoreError> {
+    let kept = map
+        .entry(Arc::clone(&b.name))
+        .or_insert_with(|| Kept::new(&b.policy, now));
+    if !kept.policy.same_as(&b.policy) {
+        return Err(mismatch(b, &kept.policy));
+    }
+    Ok(kept)
 }
 
 /// The error for a budget kept under `stored` and asked under another policy.

@@ -623,6 +623,49 @@ pub async fn a_provider_count_lowers_a_budget(
     assert_eq!(store.lower(&budgets[0], 7, 100).await.unwrap(), 0);
 }
 
+/// A reservation settled after its budget was reset and made again under other limits: its
+/// use beyond the reservation is charged, under the limits the state follows now.
+pub async fn a_settlement_under_other_limits_charges_the_state_it_finds(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+) {
+    clock.set(0);
+    let tokens = |algorithm| {
+        Policy::builder()
+            .limit(
+                tokengate::Dimension::InputTokens,
+                tokengate::Limit::per_minute(6_000).algorithm(algorithm),
+            )
+            .margin(Duration::ZERO)
+            .build()
+            .unwrap()
+    };
+    let before = one(
+        prefix,
+        "changed",
+        tokens(tokengate::Algorithm::SlidingWindowLog),
+    );
+    let after = one(prefix, "changed", tokens(tokengate::Algorithm::FixedWindow));
+    let cost = Cost::zero().input(100);
+    let old = reserve(store, &before, &cost, Duration::ZERO)
+        .await
+        .reserved()
+        .expect("admitted");
+    store.reset(before[0].name()).await.unwrap();
+    let _new = reserve(store, &after, &cost, Duration::ZERO)
+        .await
+        .reserved()
+        .expect("admitted under the new limits");
+    // 300 used of 100 reserved: 200 more, charged to the state as it is now.
+    store
+        .settle(&old, Some(&Usage::new().input(300)))
+        .await
+        .unwrap();
+    let used = store.snapshot(&after[0]).await.unwrap().limits[0].used;
+    assert_eq!(used, 300);
+}
+
 pub async fn snapshots_pauses_and_resets(store: &dyn Store, clock: &ManualClock, prefix: &str) {
     clock.set(0);
     let policy = Policy::builder()
