@@ -1,0 +1,322 @@
+"""``Limiter``: the context managers and keyword defaults over the extension's ``LimiterCore``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Generator, Iterable, Mapping
+from typing import Any, Union
+
+from . import _tokengate
+from ._tokengate import Permit
+
+__all__ = ["Acquisition", "Limiter", "Permit"]
+
+Headers = Union[Mapping[str, str], Mapping[bytes, bytes], Iterable[tuple[Any, Any]], Any]
+
+
+# How long a cancelled acquisition waits, at most, for the Rust side to give its reservation
+# back before the cancellation propagates (it takes microseconds; this bounds a stuck loop).
+_CANCEL_WAIT = 1.0
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _quietly(future: asyncio.Future[None], timeout: float) -> None:
+    try:
+        await asyncio.wait_for(asyncio.shield(future), timeout)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        pass
+
+
+class Acquisition:
+    """An asynchronous acquisition: ``async with`` it, or ``await`` it for the :class:`Permit`.
+
+    ``async with limiter.acquire(...) as permit:`` waits (FIFO, never blocking the event
+    loop) until the request is admitted, and releases the permit at the end of the block
+    unless it was settled. Cancelling the waiting task (or ``asyncio.timeout``) gives the
+    reservation back whole.
+    """
+
+    __slots__ = ("_core", "_request", "_timeout", "_permit")
+
+    def __init__(
+        self, core: _tokengate.LimiterCore, request: dict[str, Any], timeout: float | None
+    ) -> None:
+        self._core = core
+        self._request = request
+        self._timeout = timeout
+        self._permit: Permit | None = None
+
+    async def _acquire(self) -> Permit:
+        # Admitted at once without leaving the event loop's thread, when the limits allow.
+        permit = self._core.try_now(**self._request)
+        if permit is not None:
+            return permit
+        over = asyncio.get_running_loop().create_future()
+        future = self._core.acquire_async(
+            timeout=self._timeout, on_drop=functools.partial(_set_done, over), **self._request
+        )
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Admitted just as the task was cancelled: the call will not be made.
+                future.result().cancel()
+            else:
+                # The Rust acquisition is dropped on tokengate's own thread: wait for it, so
+                # that the reservation is back by the time the cancellation propagates.
+                await _quietly(over, _CANCEL_WAIT)
+            raise
+
+    def __await__(self) -> Generator[Any, None, Permit]:
+        return self._acquire().__await__()
+
+    async def __aenter__(self) -> Permit:
+        self._permit = await self._acquire()
+        return self._permit
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit.release()
+
+
+class Limiter:
+    """Keeps calls under every limit at once: requests, input, output and combined tokens per
+    minute and per day, and requests in flight. Exact waits, FIFO, reserve then settle.
+
+    Every limit is optional; give at least one::
+
+        limiter = tokengate.Limiter(rpm=500, input_tpm=30_000, output_tpm=8_000, max_in_flight=10)
+
+    Args:
+        rpm, rpd: requests per minute, per day.
+        tpm, tpd: tokens per minute, per day, input and output together.
+        input_tpm, input_tpd: input (prompt) tokens per minute, per day.
+        output_tpm, output_tpd: output (completion) tokens per minute, per day.
+        max_in_flight: requests running at once.
+        redis: a Redis URL (``redis://``, ``rediss://``): every limiter with the same limits on
+            it (in any process) shares them.
+        namespace: with ``redis``, limiters share limits only within one namespace.
+        on_store_error: what an acquisition does while Redis fails: ``"fail_closed"`` (the
+            default: raise :class:`StoreError`), ``"fail_open"`` (no limits), or a share in
+            (0, 1] of every limit to decide on in this process (``1/n`` for ``n`` processes).
+
+    Raises:
+        ConfigError: limits that make no policy (none at all, or a 0).
+
+    The limiter is safe to share between threads and tasks. After a fork, a limiter on Redis
+    reconnects in the child; one whose limits live in the parent's memory raises
+    :class:`ForkError` there (make it in each process, or share it through Redis).
+    """
+
+    __slots__ = ("_core", "__weakref__")
+
+    def __init__(
+        self,
+        *,
+        rpm: int | None = None,
+        rpd: int | None = None,
+        tpm: int | None = None,
+        tpd: int | None = None,
+        input_tpm: int | None = None,
+        input_tpd: int | None = None,
+        output_tpm: int | None = None,
+        output_tpd: int | None = None,
+        max_in_flight: int | None = None,
+        redis: str | None = None,
+        namespace: str | None = None,
+        on_store_error: str | float | None = None,
+    ) -> None:
+        self._core = _tokengate.LimiterCore.from_limits(
+            rpm=rpm,
+            rpd=rpd,
+            tpm=tpm,
+            tpd=tpd,
+            input_tpm=input_tpm,
+            input_tpd=input_tpd,
+            output_tpm=output_tpm,
+            output_tpd=output_tpd,
+            max_in_flight=max_in_flight,
+            redis=redis,
+            namespace=namespace,
+            on_store_error=on_store_error,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        redis: str | None = None,
+        namespace: str | None = None,
+        on_store_error: str | float | None = None,
+    ) -> Limiter:
+        """A limiter of the models, families and tenants of a limits file (TOML).
+
+        With ``redis`` (or a ``[store]`` in the file), the limits are shared through that
+        Redis by every process using them; ``redis`` and ``on_store_error`` given here take
+        precedence over the file's ``[store]`` (whose namespace, timeout and lease are kept).
+        Nothing connects before the first acquisition.
+
+        Raises:
+            ConfigError: the file's first mistake, with its ``file``, ``line``, ``column``
+                and ``field``.
+        """
+        limiter = cls.__new__(cls)
+        limiter._core = _tokengate.LimiterCore.from_config(
+            os.fspath(path), redis=redis, namespace=namespace, on_store_error=on_store_error
+        )
+        return limiter
+
+    @property
+    def shared(self) -> bool:
+        """Whether the limits live in Redis, shared by processes."""
+        return self._core.shared
+
+    def acquire(
+        self,
+        *,
+        model: str | None = None,
+        tenant: str | None = None,
+        input: int = 0,
+        output: int = 0,
+        requests: int = 1,
+        timeout: float | None = None,
+    ) -> Acquisition:
+        """Waits (asyncio) until a request is admitted on every limit: ``async with`` it, or
+        ``await`` it for the :class:`Permit`.
+
+        Args:
+            model, tenant: the budgets of a limits file to charge, together with the
+                limiter's own (``[account]``); ignored by a limiter of one policy.
+            input: input (prompt) tokens to reserve.
+            output: output tokens to reserve (the request's ``max_tokens``).
+            requests: requests to count (1).
+            timeout: seconds to wait at most; ``None`` waits as long as the limits need.
+
+        Raises:
+            AcquireTimeout: not admitted within ``timeout`` (at once when the wait needed is
+                known to exceed it).
+            RequestTooLarge: a cost no limit can ever admit.
+            UnknownModel: a model the limits file does not cover.
+            StoreError: Redis failed (``on_store_error="fail_closed"``).
+        """
+        request = {
+            "model": model,
+            "tenant": tenant,
+            "input": input,
+            "output": output,
+            "requests": requests,
+        }
+        return Acquisition(self._core, request, timeout)
+
+    def acquire_blocking(
+        self,
+        *,
+        model: str | None = None,
+        tenant: str | None = None,
+        input: int = 0,
+        output: int = 0,
+        requests: int = 1,
+        timeout: float | None = None,
+    ) -> Permit:
+        """Blocks this thread until a request is admitted and returns its :class:`Permit`
+        (use it as a context manager: ``with limiter.acquire_blocking(...) as permit:``).
+
+        The GIL is released while it waits, and Ctrl-C interrupts the wait (the reservation
+        is given back). Arguments and errors as :meth:`acquire`. Do not call it from a
+        coroutine: it blocks the event loop.
+        """
+        return self._core.acquire_blocking(
+            model=model,
+            tenant=tenant,
+            input=input,
+            output=output,
+            requests=requests,
+            timeout=timeout,
+        )
+
+    def try_acquire(
+        self,
+        *,
+        model: str | None = None,
+        tenant: str | None = None,
+        input: int = 0,
+        output: int = 0,
+        requests: int = 1,
+    ) -> Permit:
+        """Admits a request now, or raises :class:`RateLimitExceeded` naming the dimension,
+        the cost and the seconds to wait. Never waits, and never overtakes waiting requests
+        (FIFO). On a limiter shared through Redis it asks Redis, with a timeout of 0.
+        """
+        return self._core.try_acquire(
+            model=model, tenant=tenant, input=input, output=output, requests=requests
+        )
+
+    def observe(
+        self,
+        headers: Headers = None,
+        *,
+        status: int = 200,
+        model: str | None = None,
+        tenant: str | None = None,
+    ) -> int:
+        """Learns from a provider's reply: its rate-limit headers (OpenAI ``x-ratelimit-*``,
+        Anthropic ``anthropic-ratelimit-*``) lower the limiter when the provider has counted
+        more (another client shares the key); a ``status`` of 429 also pauses the model for
+        its ``retry-after`` (at most 5 minutes) and lowers the limits it refused.
+
+        ``headers`` may be a dict, an ``httpx.Headers``, any mapping, or (name, value) pairs.
+        Returns the units taken off the limiter.
+        """
+        return self._core.observe(headers, status=status, model=model, tenant=tenant)
+
+    def pause(
+        self, seconds: float, *, model: str | None = None, tenant: str | None = None
+    ) -> None:
+        """Admits nothing more for ``seconds`` (on the model's budget, or the limiter's own)."""
+        self._core.pause(seconds, model=model, tenant=tenant)
+
+    def resume(self, *, model: str | None = None, tenant: str | None = None) -> None:
+        """Lifts a pause."""
+        self._core.resume(model=model, tenant=tenant)
+
+    def stats(self) -> dict[str, Any]:
+        """The limiter's own budget: every limit's ``used``, ``remaining``, ``reset_in`` ...,
+        ``in_flight``, ``waiters`` and totals (``admitted``, ``denied``, ``settled`` ...), as a
+        dict. Durations are in seconds."""
+        return self._core.stats()
+
+    def key_stats(
+        self, *, model: str | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The stats of every budget a request of ``model`` for ``tenant`` is charged to: the
+        limiter's own, the model's (or its family's), the tenant's."""
+        return self._core.key_stats(model=model, tenant=tenant)
+
+    def all_stats(self) -> list[dict[str, Any]]:
+        """The stats of every budget the limiter holds now."""
+        return self._core.all_stats()
+
+    def store_stats(self) -> dict[str, int]:
+        """How the limiter has used Redis: ``calls``, ``errors``, ``fail_open``,
+        ``local_share``, ``in_flight_polls`` (all 0 without Redis)."""
+        return self._core.store_stats()
+
+    def reload(self, path: str | os.PathLike[str]) -> None:
+        """Puts the limits of a file in force now, keeping what is counted. The file's
+        ``[store]`` must be the one the limiter was made with.
+
+        Raises:
+            ConfigError: the file's first mistake; the limits in force are unchanged.
+        """
+        self._core.reload(os.fspath(path))
+
+    def __repr__(self) -> str:
+        return f"<tokengate.Limiter shared={self.shared}>"

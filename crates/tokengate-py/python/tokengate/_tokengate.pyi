@@ -1,0 +1,150 @@
+"""Type stubs of the extension module ``tokengate._tokengate`` (written by hand)."""
+
+import asyncio
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, final
+
+@final
+class Permit:
+    """An admission: holds its in-flight slot and its reservation until it ends."""
+
+    @property
+    def requests(self) -> int:
+        """Requests reserved."""
+    @property
+    def input(self) -> int:
+        """Input tokens reserved."""
+    @property
+    def output(self) -> int:
+        """Output tokens reserved."""
+    @property
+    def ended(self) -> bool:
+        """Whether the permit has ended (settled, released or cancelled)."""
+    def settle(
+        self,
+        usage: Any = None,
+        *,
+        input: int | None = None,
+        output: int | None = None,
+        requests: int | None = None,
+    ) -> None:
+        """Settles with what the call used: an OpenAI or Anthropic usage object (or reply), a
+        dict, or ``input=``/``output=``. Raises :class:`tokengate.UsageError` for a usage
+        that cannot be read or a permit that already ended."""
+    def release(self) -> None:
+        """Ends the permit, its reservation counted as used; frees its in-flight slot."""
+    def cancel(self) -> None:
+        """Gives the whole reservation back: the call was not made."""
+    def __enter__(self) -> Permit: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class LimiterCore:
+    """The Rust limiter under :class:`tokengate.Limiter`."""
+
+    @staticmethod
+    def from_limits(
+        *,
+        rpm: int | None = None,
+        rpd: int | None = None,
+        tpm: int | None = None,
+        tpd: int | None = None,
+        input_tpm: int | None = None,
+        input_tpd: int | None = None,
+        output_tpm: int | None = None,
+        output_tpd: int | None = None,
+        max_in_flight: int | None = None,
+        redis: str | None = None,
+        namespace: str | None = None,
+        on_store_error: str | float | None = None,
+    ) -> LimiterCore:
+        """A limiter of the limits given."""
+    @staticmethod
+    def from_config(
+        path: str | os.PathLike[str],
+        *,
+        redis: str | None = None,
+        namespace: str | None = None,
+        on_store_error: str | float | None = None,
+    ) -> LimiterCore:
+        """A limiter of a limits file."""
+    @property
+    def shared(self) -> bool:
+        """Whether the limits live in Redis."""
+    def try_acquire(
+        self,
+        *,
+        model: str | None = None,
+        tenant: str | None = None,
+        input: int = 0,
+        output: int = 0,
+        requests: int = 1,
+    ) -> Permit:
+        """Admits now or raises :class:`tokengate.RateLimitExceeded`."""
+    def try_now(
+        self,
+        *,
+        model: str | None = None,
+        tenant: str | None = None,
+        input: int = 0,
+        output: int = 0,
+        requests: int = 1,
+    ) -> Permit | None:
+        """The permit if admitted now, ``None`` if it must wait."""
+    def acquire_async(
+        self,
+        *,
+        model: str | None = None,
+        tenant: str | None = None,
+        input: int = 0,
+        output: int = 0,
+        requests: int = 1,
+        timeout: float | None = None,
+        on_drop: Callable[[], object] | None = None,
+    ) -> asyncio.Future[Permit]:
+        """An asyncio future of the permit."""
+    def acquire_blocking(
+        self,
+        *,
+        model: str | None = None,
+        tenant: str | None = None,
+        input: int = 0,
+        output: int = 0,
+        requests: int = 1,
+        timeout: float | None = None,
+    ) -> Permit:
+        """The permit, waited for with the GIL released."""
+    def observe(
+        self,
+        headers: Any = None,
+        *,
+        status: int = 200,
+        model: str | None = None,
+        tenant: str | None = None,
+    ) -> int:
+        """Learns from a reply's headers (and a 429)."""
+    def pause(
+        self, seconds: float, *, model: str | None = None, tenant: str | None = None
+    ) -> None:
+        """Pauses admissions."""
+    def resume(self, *, model: str | None = None, tenant: str | None = None) -> None:
+        """Lifts a pause."""
+    def stats(self) -> dict[str, Any]:
+        """The limiter's own budget's stats."""
+    def key_stats(
+        self, *, model: str | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The stats of a key's budgets."""
+    def all_stats(self) -> list[dict[str, Any]]:
+        """The stats of every budget."""
+    def store_stats(self) -> dict[str, int]:
+        """How the limiter has used its store."""
+    def reload(self, path: str | os.PathLike[str]) -> None:
+        """Puts a limits file in force."""
