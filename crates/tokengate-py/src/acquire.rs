@@ -99,19 +99,28 @@ impl<'py> IntoPyObject<'py> for Outcome {
 /// acquisition is over (admitted, failed, or dropped after a cancellation, its reservation
 /// given back).
 struct OnDrop {
-    event_loop: Py<PyAny>,
-    callback: Py<PyAny>,
+    /// The event loop and the callback; taken when dropped.
+    call: Option<(Py<PyAny>, Py<PyAny>)>,
 }
 
 impl Drop for OnDrop {
     fn drop(&mut self) {
-        Python::attach(|py| {
-            // A loop already closed has nobody left to tell.
-            let _ = self
-                .event_loop
-                .bind(py)
-                .call_method1("call_soon_threadsafe", (self.callback.bind(py),));
-        });
+        let Some((event_loop, callback)) = self.call.take() else {
+            return;
+        };
+        let call = move || {
+            Python::attach(|py| {
+                // A loop already closed has nobody left to tell.
+                let _ = event_loop
+                    .bind(py)
+                    .call_method1("call_soon_threadsafe", (callback.bind(py),));
+            });
+        };
+        // Off the runtime's worker thread, which must not wait for the GIL.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(call)),
+            Err(_) => call(),
+        }
     }
 }
 
@@ -129,8 +138,7 @@ pub(crate) fn acquire_async(
     runtime::get()?;
     let locals = TaskLocals::with_running_loop(py)?.copy_context(py)?;
     let on_drop = on_drop.map(|callback| OnDrop {
-        event_loop: locals.event_loop(py).unbind(),
-        callback,
+        call: Some((locals.event_loop(py).unbind(), callback)),
     });
     generic::future_into_py_with_locals::<Tokio, _, _>(py, locals, async move {
         let _on_drop = on_drop;
