@@ -8,6 +8,8 @@
 //! - The function library is loaded on every primary, and again on the node that owns the
 //!   namespace's slot after a `FUNCTION FLUSH` there, between calls and while calls are in
 //!   flight.
+//! - A store runs on the cluster as the Redis user docs/redis.md tells to make, with the
+//!   rule it gives for a cluster.
 //! - Limits hold exactly under concurrent load from many tasks, on two namespaces whose slots
 //!   two different nodes own, in real time on Redis's clock.
 //!
@@ -494,5 +496,30 @@ fn a_freed_slot_wakes_a_waiter_through_another_cluster_store() {
             late < Duration::from_millis(200),
             "a freed slot waited {late:?}"
         );
+    });
+}
+
+/// The documented user, made on every node (a cluster's users are each node's own), runs
+/// every kind of call the store makes, on namespaces that each node owns.
+#[test]
+fn a_store_runs_on_a_cluster_as_the_documented_user() {
+    run(|cluster| async move {
+        let rule = common::redis_acl::documented_rule();
+        let for_a_cluster = common::redis_acl::documented_cluster_rule();
+        for i in 0..NODES {
+            let () = cluster.query(i, redis::cmd("ACL").arg("SETUSER").arg(&rule));
+            let () = cluster.query(i, redis::cmd("ACL").arg("SETUSER").arg(&for_a_cluster));
+        }
+        let urls: Vec<String> = (0..NODES)
+            .map(|i| common::redis_acl::user_url("redis", cluster.port(i), &rule))
+            .collect();
+        let nodes: Vec<&str> = urls.iter().map(String::as_str).collect();
+        for node in 0..NODES {
+            let store = RedisStore::connect_cluster(&nodes)
+                .await
+                .expect("connects to the cluster as the user")
+                .namespace("tokengate", &namespace_on(&cluster, node));
+            common::redis_acl::every_call(&store).await;
+        }
     });
 }

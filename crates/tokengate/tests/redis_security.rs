@@ -11,34 +11,16 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::redis_acl::{budgets, documented_rule, every_call, user_url, DOCS};
 use common::redis_server::RedisServer;
 use common::store_cases as cases;
 use redis::aio::ConnectionManager;
 use tokengate::redis::RedisStore;
-use tokengate::store::{Answer, Ask, Refusal, Store, StoreBudget, StoreError};
-use tokengate::{Algorithm, Cost, Dimension, Limit, ManualClock, Policy, Usage};
-
-/// The store's own documentation: the ACL rule is the one line of it that starts so.
-const DOCS: &str = include_str!("../../../docs/redis.md");
-const RULE_START: &str = "ACL SETUSER tokengate ";
+use tokengate::store::{Ask, Store, StoreError};
+use tokengate::{Cost, ManualClock};
 
 /// The library the store loads, whose commands the rule must allow.
 const LIBRARY: &str = include_str!("../src/redis/decide.lua");
-
-/// The documented rule's words after `ACL SETUSER`: the user's name first.
-fn documented_rule() -> Vec<String> {
-    let lines: Vec<&str> = DOCS.lines().filter(|l| l.starts_with(RULE_START)).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "docs/redis.md gives one line starting with {RULE_START:?}"
-    );
-    lines[0]
-        .split_whitespace()
-        .skip(2)
-        .map(str::to_owned)
-        .collect()
-}
 
 /// The rule without `+function|load`: the library is then an administrator's to load.
 fn rule_without_function_load() -> Vec<String> {
@@ -50,15 +32,6 @@ fn rule_without_function_load() -> Vec<String> {
         .collect();
     assert_eq!(kept.len() + 1, rule.len(), "the rule grants +function|load");
     kept
-}
-
-/// `(user, password)` of a rule.
-fn credentials(rule: &[String]) -> (String, String) {
-    let password = rule
-        .iter()
-        .find_map(|w| w.strip_prefix('>'))
-        .expect("the rule sets a password");
-    (rule[0].clone(), password.to_owned())
 }
 
 /// Runs `test` on a current-thread runtime, within 60 s.
@@ -82,27 +55,6 @@ async fn set_user(admin: &mut ConnectionManager, rule: &[String]) {
         .expect("ACL SETUSER takes the rule");
 }
 
-/// `redis://USER:PASSWORD@127.0.0.1:PORT/0` (or `rediss://`).
-fn user_url(scheme: &str, port: u16, rule: &[String]) -> String {
-    let (user, password) = credentials(rule);
-    format!("{scheme}://{user}:{password}@127.0.0.1:{port}/0")
-}
-
-/// A request limit, a token limit that keeps a log and an in-flight cap: calls on it reach
-/// the state, the lease set and the log's list.
-fn budgets() -> Vec<StoreBudget> {
-    let policy = Policy::builder()
-        .requests_per_minute(600)
-        .limit(
-            Dimension::InputTokens,
-            Limit::new(1_000, Duration::from_secs(60)).algorithm(Algorithm::SlidingWindowLog),
-        )
-        .max_in_flight(2)
-        .build()
-        .unwrap();
-    vec![StoreBudget::new("account", policy)]
-}
-
 /// Whether `error` is Redis's `NOPERM` (redis-rs writes it `NoPerm`).
 fn no_permission(error: &str) -> bool {
     error.to_ascii_uppercase().contains("NOPERM")
@@ -114,52 +66,6 @@ fn error_of<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
         Err(StoreError::Backend(e)) => e,
         other => panic!("expected a backend error, got {other:?}"),
     }
-}
-
-/// Acquires, renews, settles with less usage, snapshots, pauses (then is refused as paused),
-/// resets (then is fresh and admitted): every kind of call the store makes.
-async fn every_call(store: &dyn Store) {
-    let budgets = budgets();
-    let cost = Cost::request().input(300);
-    let ask = || Ask::new(&budgets, &cost).max_wait(Duration::from_secs(5));
-    let reservation = store
-        .acquire(ask())
-        .await
-        .expect("acquires")
-        .reserved()
-        .expect("admitted");
-    store.renew(&reservation).await.expect("renews");
-    let during = store.snapshot(&budgets[0]).await.expect("snapshots");
-    assert_eq!(during.in_flight, 1);
-    store
-        .settle(&reservation, Some(&Usage::new().input(100)))
-        .await
-        .expect("settles");
-    let after = store.snapshot(&budgets[0]).await.expect("snapshots");
-    assert_eq!(after.in_flight, 0);
-    assert!(
-        after.limits.iter().any(|l| l.used == 100),
-        "the log holds the 100 tokens used: {after:?}"
-    );
-    let left = store
-        .pause(&budgets[0], Duration::from_secs(30), true)
-        .await
-        .expect("pauses");
-    assert!(left > Duration::from_secs(29), "{left:?}");
-    let paused = store.acquire(ask()).await.expect("answers");
-    assert!(
-        matches!(paused, Answer::Refused(Refusal::Paused { .. })),
-        "{paused:?}"
-    );
-    store.reset("account").await.expect("resets");
-    let fresh = store.snapshot(&budgets[0]).await.expect("snapshots");
-    assert!(fresh.limits.iter().all(|l| l.used == 0), "{fresh:?}");
-    assert_eq!(fresh.paused_for, Duration::ZERO);
-    let again = store.acquire(ask()).await.expect("acquires");
-    let again = again.reserved().expect("admitted after the reset");
-    store.settle(&again, None).await.expect("settles");
-    // Fresh again, for the next round.
-    store.reset("account").await.expect("resets");
 }
 
 /// How many libraries the server holds.
