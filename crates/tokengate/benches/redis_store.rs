@@ -15,78 +15,22 @@
 #[path = "../tests/common/redis_server.rs"]
 #[allow(dead_code)]
 mod redis_server;
+#[path = "common/redis_work.rs"]
+mod redis_work;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
+use redis_work::Work;
 use tokengate::redis::RedisStore;
 use tokengate::store::{Ask, Store, StoreBudget};
-use tokengate::{Algorithm, Cost, Dimension, Limit, Policy};
 
 const TASKS: [usize; 2] = [1, 16];
 const PROCESSES: usize = 4;
 /// Tasks in each process of the multi-process run.
 const TASKS_PER_PROCESS: usize = 4;
 const CHILD: &str = "TOKENGATE_BENCH_CHILD";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Work {
-    Ceiling,
-    OneBucket,
-    DefaultThree,
-}
-
-impl Work {
-    const ALL: [Work; 3] = [Work::Ceiling, Work::OneBucket, Work::DefaultThree];
-
-    fn name(self) -> &'static str {
-        match self {
-            Work::Ceiling => "ceiling: EVALSHA return 1",
-            Work::OneBucket => "one-limit token bucket",
-            Work::DefaultThree => "default three-limit policy",
-        }
-    }
-
-    fn code(self) -> &'static str {
-        match self {
-            Work::Ceiling => "ceiling",
-            Work::OneBucket => "bucket",
-            Work::DefaultThree => "three",
-        }
-    }
-
-    fn parse(code: &str) -> Work {
-        *Work::ALL
-            .iter()
-            .find(|w| w.code() == code)
-            .expect("a work code")
-    }
-
-    fn policy(self) -> Policy {
-        match self {
-            Work::Ceiling | Work::OneBucket => Policy::builder()
-                .limit(
-                    Dimension::Requests,
-                    Limit::per_second(1 << 40).algorithm(Algorithm::TokenBucket),
-                )
-                .build(),
-            Work::DefaultThree => Policy::builder()
-                .requests_per_minute(1 << 40)
-                .input_tokens_per_minute(1 << 50)
-                .output_tokens_per_minute(1 << 50)
-                .build(),
-        }
-        .expect("a valid policy")
-    }
-
-    fn cost(self) -> Cost {
-        match self {
-            Work::DefaultThree => Cost::request().input(1_200).output(300),
-            _ => Cost::request(),
-        }
-    }
-}
 
 /// What one run measured.
 #[derive(Debug, Default, Clone)]

@@ -28,6 +28,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// What [`start_with`](Self::start_with) added to the usual arguments.
     extra: Vec<String>,
+    /// The program it runs under, with its arguments (`valgrind ...`), if any.
+    under: Vec<String>,
 }
 
 impl RedisServer {
@@ -47,10 +49,21 @@ impl RedisServer {
     /// # Panics
     /// As `start`.
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_under(&[], extra)
+    }
+
+    /// Starts a server as [`start_with`](Self::start_with) does, run by `under` (a program
+    /// and its arguments, such as `valgrind --tool=callgrind`; the server's command line
+    /// follows them), which must run it in its own process.
+    ///
+    /// # Panics
+    /// As `start`, or when `under`'s program is not installed.
+    pub fn start_under(under: &[&str], extra: &[&str]) -> RedisServer {
         let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
+        let under: Vec<String> = under.iter().map(|&a| a.to_owned()).collect();
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
-            match Self::try_start(&extra) {
+            match Self::try_start(&under, &extra) {
                 Ok(server) => return server,
                 Err(why) => last = why,
             }
@@ -58,7 +71,7 @@ impl RedisServer {
         panic!("redis-server did not start: {last}");
     }
 
-    fn try_start(extra: &[String]) -> Result<RedisServer, String> {
+    fn try_start(under: &[String], extra: &[String]) -> Result<RedisServer, String> {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
@@ -67,21 +80,14 @@ impl RedisServer {
             STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+        let spawned = command(under, port, &dir, extra).spawn();
         let child = match spawned {
             Ok(child) => child,
             Err(e) if e.kind() == ErrorKind::NotFound => panic!(
-                "redis-server is not installed (the Redis tests start their own): \
-                 apt-get install -y redis-server"
+                "{} is not installed (the Redis tests start their own redis-server): \
+                 apt-get install -y {}",
+                under.first().map_or("redis-server", String::as_str),
+                under.first().map_or("redis-server", String::as_str),
             ),
             Err(e) => return Err(format!("redis-server: {e}")),
         };
@@ -91,6 +97,7 @@ impl RedisServer {
             port,
             dir,
             extra: extra.to_vec(),
+            under: under.to_vec(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -144,15 +151,7 @@ impl RedisServer {
             "restart a killed server only"
         );
         let port = self.port;
-        self.child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        self.child = command(&self.under, port, &self.dir, &self.extra)
             .spawn()
             .expect("redis-server starts again");
         let deadline = Instant::now() + START_TIMEOUT;
@@ -206,6 +205,29 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The command that starts a server on `port` with its files in `dir`: `redis-server` (run
+/// by `under`, if given) with nothing saved to disk, then `extra`.
+fn command(under: &[String], port: u16, dir: &std::path::Path, extra: &[String]) -> Command {
+    let mut command = match under.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg("redis-server");
+            c
+        }
+        None => Command::new("redis-server"),
+    };
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
 }
 
 /// A port nothing listens on now (the OS's pick for port 0).

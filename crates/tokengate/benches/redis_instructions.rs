@@ -1,0 +1,164 @@
+//! What a decision costs Redis, in instructions: the same figure on every run and whatever
+//! else the machine does, where the time a decision takes (`redis_store`) varies from run to
+//! run by a third. For changes to the library's Lua, whose cost is Redis's alone.
+//!
+//! It starts its own `redis-server` under valgrind's callgrind (`valgrind` must be
+//! installed: `apt-get install -y valgrind`), makes the same calls one at a time as the
+//! `redis_store` bench's workloads, and reads the instructions Redis ran for them: callgrind's
+//! counters are zeroed before and dumped after each workload's calls (`callgrind_control`).
+//! What Redis does per call whatever it runs (reading the command, writing the reply) is in
+//! every figure; the ceiling, a trivial `EVALSHA`, is that and little else.
+//!
+//! Run: `cargo bench -p tokengate --features redis --bench redis_instructions`
+
+#[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+#[path = "common/redis_work.rs"]
+#[allow(dead_code)] // `parse` is for the other bench's child processes.
+mod redis_work;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use redis_work::Work;
+use tokengate::redis::RedisStore;
+use tokengate::store::{Ask, Store, StoreBudget};
+
+/// Calls made (and counted) per workload, after as many unmeasured ones.
+const CALLS: u64 = 1_000;
+
+/// The instructions callgrind counted since its counters were last zeroed: it dumps them
+/// into a new file in `dir`, whose `totals:` line holds them.
+fn dump(pid: u32, dir: &Path) -> u64 {
+    let before: Vec<PathBuf> = files(dir);
+    let status = Command::new("callgrind_control")
+        .arg("--dump")
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("callgrind_control runs");
+    assert!(status.success(), "callgrind_control --dump: {status}");
+    // The dump is written by the server's own thread, soon after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let new: Vec<PathBuf> = files(dir)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        for file in &new {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let total = text.lines().find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+            });
+            if let Some(n) = total.and_then(|t| t.split_whitespace().next()?.parse().ok()) {
+                return n;
+            }
+        }
+        assert!(Instant::now() < deadline, "no callgrind dump in {dir:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn zero(pid: u32) {
+    let status = Command::new("callgrind_control")
+        .arg("--zero")
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("callgrind_control runs");
+    assert!(status.success(), "callgrind_control --zero: {status}");
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default()
+}
+
+/// `calls` calls of `work`, one at a time.
+async fn calls(
+    store: &RedisStore,
+    connection: &mut redis::aio::ConnectionManager,
+    work: Work,
+    calls: u64,
+) {
+    let budgets = [StoreBudget::new(work.code(), work.policy())];
+    let cost = work.cost();
+    let ceiling = redis::Script::new("return 1");
+    for _ in 0..calls {
+        match work {
+            Work::Ceiling => {
+                let one: i64 = ceiling
+                    .key("tokengate-bench:{instructions}:ceiling")
+                    .invoke_async(connection)
+                    .await
+                    .expect("EVALSHA");
+                assert_eq!(one, 1);
+            }
+            _ => {
+                let answer = store
+                    .acquire(Ask::new(&budgets, &cost))
+                    .await
+                    .expect("the store answers");
+                assert!(answer.reserved().is_some(), "every decision admits");
+            }
+        }
+    }
+}
+
+fn main() {
+    // `cargo test --benches` runs it once, with few calls.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let n = if quick { 20 } else { CALLS };
+    let dir = std::env::temp_dir().join(format!("tokengate-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory for callgrind's files");
+    let out = format!("--callgrind-out-file={}/callgrind.%p.out", dir.display());
+    let server =
+        redis_server::RedisServer::start_under(&["valgrind", "--tool=callgrind", &out], &[]);
+    let pid = server.pid();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    println!(
+        "Instructions Redis runs per call ({n} calls, one at a time, each admitted and written)"
+    );
+    println!(
+        "{:<28} {:>14} {:>14}",
+        "workload", "instructions", "x ceiling"
+    );
+    runtime.block_on(async {
+        let store = RedisStore::connect(&server.url())
+            .await
+            .expect("connects")
+            .namespace("tokengate-bench", "instructions");
+        let client = redis::Client::open(server.url()).expect("a Redis URL");
+        let mut connection = redis::aio::ConnectionManager::new(client)
+            .await
+            .expect("connects");
+        let mut ceiling = 0;
+        for work in Work::ALL {
+            // Loaded, warmed, then counted.
+            calls(&store, &mut connection, work, n).await;
+            zero(pid);
+            calls(&store, &mut connection, work, n).await;
+            let per_call = dump(pid, &dir) / n;
+            if work == Work::Ceiling {
+                ceiling = per_call;
+            }
+            println!(
+                "{:<28} {:>14} {:>14.1}",
+                work.name(),
+                per_call,
+                per_call as f64 / ceiling.max(1) as f64
+            );
+        }
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
