@@ -165,6 +165,7 @@ impl Permit {
             .is_none()
     }
 
+    /// The permit itself: `with limiter.try_acquire(...) as permit:`.
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
@@ -176,6 +177,7 @@ impl Permit {
         Ok(false)
     }
 
+    /// What it reserved, and whether it has ended.
     fn __repr__(&self) -> String {
         format!(
             "<Permit requests={} input={} output={}{}>",

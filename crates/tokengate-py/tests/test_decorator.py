@@ -66,8 +66,7 @@ async def test_an_async_function_is_limited_and_settled() -> None:
         await asyncio.sleep(0.01)
         return Reply(n)
 
-    async with asyncio.timeout(10):
-        replies = await asyncio.gather(*(ask(n) for n in (10, 20, 30)))
+    replies = await asyncio.wait_for(asyncio.gather(*(ask(n) for n in (10, 20, 30))), 10)
     assert [r.usage["output_tokens"] for r in replies] == [10, 20, 30]
     assert max(seen) <= 2
     assert limiter.stats()["settled"] == 3

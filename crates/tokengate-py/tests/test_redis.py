@@ -59,8 +59,7 @@ async def test_async_acquisitions_on_redis(redis_server: str, namespace: str) ->
         async with limiter.acquire(output=100) as permit:
             permit.settle(output=10)
 
-    async with asyncio.timeout(BOUND):
-        await asyncio.gather(*(one() for _ in range(40)))
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(40))), BOUND)
     assert limiter.store_stats()["errors"] == 0
     assert limiter.store_stats()["calls"] >= 40
 

@@ -19,6 +19,8 @@ Quick start::
         ...
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from ._decorators import limit
 from ._errors import (
     AcquireTimeout,
@@ -32,6 +34,11 @@ from ._errors import (
     UsageError,
 )
 from ._limiter import Acquisition, Limiter, Permit
+
+try:
+    __version__ = version("tokengate")
+except PackageNotFoundError:  # pragma: no cover - imported from a source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "AcquireTimeout",

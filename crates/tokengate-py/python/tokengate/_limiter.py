@@ -74,13 +74,16 @@ class Acquisition:
             raise
 
     def __await__(self) -> Generator[Any, None, Permit]:
+        """``permit = await limiter.acquire(...)``: the permit, to end yourself."""
         return self._acquire().__await__()
 
     async def __aenter__(self) -> Permit:
+        """Waits for admission; the permit."""
         self._permit = await self._acquire()
         return self._permit
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Releases the permit unless it was settled (or cancelled)."""
         permit, self._permit = self._permit, None
         if permit is not None:
             permit.release()
