@@ -6,6 +6,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, final
 
+__all__ = ["LimiterCore", "Permit"]
+
 @final
 class Permit:
     """An admission: holds its in-flight slot and its reservation until it ends."""
