@@ -165,3 +165,43 @@ def test_redis_overrides_the_files_store(tmp_path: Path, redis_server: str, name
     limiter = tokengate.Limiter.from_config(path, redis=redis_server)
     limiter.try_acquire().release()
     assert limiter.store_stats()["errors"] == 0
+
+
+def test_a_429_seen_by_one_process_pauses_every_process(redis_server: str, namespace: str) -> None:
+    a = tokengate.Limiter(rpm=6_000, redis=redis_server, namespace=namespace)
+    b = tokengate.Limiter(rpm=6_000, redis=redis_server, namespace=namespace)
+    b.acquire_blocking(timeout=BOUND).release()
+    a.observe({"retry-after": "30"}, status=429)
+    # The pause goes to Redis in a task of its own: b hears of it a moment later.
+    deadline = time.monotonic() + BOUND
+    while True:
+        try:
+            b.try_acquire().release()
+        except tokengate.RateLimitExceeded as error:
+            assert error.wait is not None and 20 < error.wait <= 30.1
+            break
+        assert time.monotonic() < deadline, "the pause never reached the other limiter"
+        time.sleep(0.01)
+    a.resume()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
+def test_store_calls_run_on_the_packages_own_runtime(redis_server: str, namespace: str) -> None:
+    # The Rust crate starts a process-wide thread of its own ("tokengate-store") for store
+    # calls made outside any runtime; a fork would leave a child with its handle and without
+    # its thread. The package makes every call on its own per-process runtime instead.
+    limiter = tokengate.Limiter(rpm=6_000, max_in_flight=2, redis=redis_server,
+                                namespace=namespace)
+    limiter.acquire_blocking(timeout=BOUND).settle(requests=1)
+    with limiter.try_acquire():
+        pass
+    asyncio.run(asyncio.wait_for(limiter.acquire().__aenter__(), BOUND)).release()
+    limiter.observe({"x-ratelimit-limit-requests": "6000",
+                     "x-ratelimit-remaining-requests": "5000"})
+    limiter.pause(0.01)
+    limiter.resume()
+    time.sleep(0.1)  # let the tasks that settle and pause run
+    names = {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+    assert "tokengate" in names
+    assert "tokengate-store" not in names
+    assert limiter.store_stats()["errors"] == 0
