@@ -205,3 +205,19 @@ def test_store_calls_run_on_the_packages_own_runtime(redis_server: str, namespac
     assert "tokengate" in names
     assert "tokengate-store" not in names
     assert limiter.store_stats()["errors"] == 0
+
+
+def test_the_files_failure_policy_or_the_keyword(tmp_path: Path, namespace: str) -> None:
+    down = f"redis://127.0.0.1:{closed_port()}/0"
+    path = tmp_path / "limits.toml"
+    path.write_text(f'[store]\nurl = "{down}"\nnamespace = "{namespace}"\non_error = "fail_open"\n'
+                    "[account]\nrequests_per_minute = 600\n")
+    # The file's policy: admitted without limits while Redis does not answer.
+    from_file = tokengate.Limiter.from_config(path)
+    from_file.acquire_blocking(timeout=BOUND).release()
+    assert from_file.store_stats()["fail_open"] == 1
+    # The keyword's, over the file's.
+    closed = tokengate.Limiter.from_config(path, on_store_error="fail_closed")
+    with pytest.raises(tokengate.StoreError, match="store"):
+        closed.acquire_blocking(timeout=BOUND)
+    assert closed.store_stats()["fail_open"] == 0
