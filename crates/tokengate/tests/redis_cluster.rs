@@ -523,3 +523,94 @@ fn a_store_runs_on_a_cluster_as_the_documented_user() {
         }
     });
 }
+
+/// The cluster's address of node `node` as `CLUSTER SLOTS` on node `on` gives it.
+fn announced_port(cluster: &RedisCluster, on: usize, node: usize) -> Option<u16> {
+    let ranges: Vec<redis::Value> = cluster.query(on, redis::cmd("CLUSTER").arg("SLOTS"));
+    let id: String = cluster.query(node, redis::cmd("CLUSTER").arg("MYID"));
+    ranges.into_iter().find_map(|range| {
+        let redis::Value::Array(fields) = range else {
+            return None;
+        };
+        let redis::Value::Array(primary) = fields.get(2)? else {
+            return None;
+        };
+        let found: String = redis::from_redis_value(primary.get(2)?.clone()).ok()?;
+        (found == id).then(|| redis::from_redis_value(primary[1].clone()).ok())?
+    })
+}
+
+/// The path to the node that owns a namespace goes silent (a proxy in front of it, which the
+/// cluster announces as the node's address, swallows everything), then forwards again, but
+/// only on new connections: the one the store had is dead for good, open and unanswered. The
+/// store gives it up at its deadline and answers again on a new one.
+#[test]
+fn a_cluster_store_gives_up_a_connection_that_stopped_answering() {
+    run(|cluster| async move {
+        let node = 0;
+        let namespace = namespace_on(&cluster, node);
+        let proxy = common::tcp_proxy::TcpProxy::start(cluster.port(node));
+        // The node announces the proxy as its address, and the others learn it by gossip.
+        let () = cluster.query(
+            node,
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("cluster-announce-port")
+                .arg(proxy.port()),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (0..NODES).any(|on| announced_port(&cluster, on, node) != Some(proxy.port())) {
+            assert!(
+                Instant::now() < deadline,
+                "the proxy's port was not announced"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let urls = cluster.urls();
+        let others: Vec<&str> = (0..NODES)
+            .filter(|&i| i != node)
+            .map(|i| urls[i].as_str())
+            .collect();
+        let store = RedisStore::connect_cluster(&others)
+            .await
+            .expect("the store connects to the cluster")
+            .namespace(PREFIX, &namespace)
+            .timeout(Duration::from_millis(300));
+        let budgets = [StoreBudget::new("x", per_hour(1_000))];
+        assert!(admitted(&store, &budgets).await);
+        assert!(
+            proxy.accepted() > 0,
+            "the store reached the node through the proxy"
+        );
+        // Silent: a call fails at its deadline.
+        proxy.blackhole();
+        let cost = Cost::request();
+        let started = Instant::now();
+        let failed = store.acquire(Ask::new(&budgets, &cost)).await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // Forwarding again, for new connections; the store's old one stays dead.
+        proxy.forward();
+        let healed = Instant::now();
+        let mut last = None;
+        while healed.elapsed() < Duration::from_secs(20) {
+            match store.acquire(Ask::new(&budgets, &cost)).await {
+                Ok(Answer::Reserved(_)) => {
+                    println!(
+                        "answered again {:?} after the path came back ({} dead connection(s))",
+                        healed.elapsed(),
+                        proxy.dead()
+                    );
+                    return;
+                }
+                other => last = Some(other),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the store still fails 20 s after the path came back: {last:?}");
+    });
+}

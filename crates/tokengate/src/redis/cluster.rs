@@ -6,11 +6,12 @@
 //! that owns it; the library is loaded with `FUNCTION LOAD`, which the cluster connection
 //! sends to every primary.
 
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, FromRedisValue, RedisResult};
+use redis::{Cmd, FromRedisValue, RedisError, RedisResult};
 
+use super::connection::Make;
 use super::store::{RedisStore, DEFAULT_TIMEOUT};
 use crate::store::StoreError;
 
@@ -29,7 +30,10 @@ const _: () = assert!(MAX_RETRY_WAIT_MS * RETRIES as u64 * 2 <= DEFAULT_TIMEOUT.
 impl RedisStore<ClusterConnection> {
     /// Connects to the Redis Cluster that `nodes` belong to (`redis://host:port` each; one
     /// reachable node is enough, the others are found from it), with a connection that
-    /// follows the cluster's slots as they move and reconnects to each node by itself.
+    /// follows the cluster's slots as they move and reconnects to each node by itself; the
+    /// store makes a new one when a call times out with nothing answered on it since the call
+    /// was sent (a node whose path went silent without closing its connection, which the
+    /// cluster connection would keep, and retry, for as long as the socket lives).
     ///
     /// Each call goes to the primary that owns its namespace's slot (every key of a namespace
     /// shares its hash tag). A command is retried at most a few times, with short waits, and
@@ -68,21 +72,36 @@ impl RedisStore<ClusterConnection> {
             .max_retry_wait(MAX_RETRY_WAIT_MS)
             .build()
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let connection = tokio::time::timeout(DEFAULT_TIMEOUT, client.get_async_connection())
+        let make = maker(client);
+        let first = make()
             .await
-            .map_err(|_| {
-                StoreError::Backend(format!(
-                    "the Redis Cluster did not answer within {DEFAULT_TIMEOUT:?}"
-                ))
-            })?
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let store = Self::with_connection(connection);
+        let store = Self::made(Some(first), make);
         // Freed slots are published cluster-wide: any node's subscription hears them.
         Ok(match nodes.first().map(|n| redis::Client::open(*n)) {
             Some(Ok(node)) => store.subscribing_through(node),
             _ => store,
         })
     }
+}
+
+/// Makes a cluster connection through `client`: connected to the nodes, the slots read, within
+/// [`DEFAULT_TIMEOUT`].
+fn maker(client: ClusterClient) -> Make<ClusterConnection> {
+    Box::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            tokio::time::timeout(DEFAULT_TIMEOUT, client.get_async_connection())
+                .await
+                .map_err(|_| {
+                    RedisError::from((
+                        redis::ErrorKind::Client,
+                        "the Redis Cluster did not answer",
+                        format!("within {DEFAULT_TIMEOUT:?}"),
+                    ))
+                })?
+        })
+    })
 }
 
 /// Runs `cmd` on the primary that owns `key`'s slot, whatever keys `cmd` names: `SCAN` names

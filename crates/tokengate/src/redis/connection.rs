@@ -10,15 +10,20 @@
 //! out with no reply on that connection since the call was sent: a slow server that still
 //! answers other calls keeps its connection, a silent one is given up at the first deadline.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use redis::RedisResult;
+use tokio::sync::OnceCell;
 
-/// Makes a new connection (lazily: it connects on its first call). Called on the runtime of
-/// the call that needs it.
-pub(super) type Make<C> = Box<dyn Fn() -> RedisResult<C> + Send + Sync>;
+/// Makes a new connection: what connecting takes (nothing, for a connection that connects on
+/// its first call). Called, and awaited, on the runtime of the call that needs it; by one
+/// call at a time (the others wait for it).
+pub(super) type Make<C> =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = RedisResult<C>> + Send>> + Send + Sync>;
 
 /// A store's source of connections.
 pub(super) enum Link<C> {
@@ -35,11 +40,11 @@ pub(super) struct Lent<C> {
     generation: u64,
 }
 
-/// The current connection (none until a call needs one, and after one was given up) and what
-/// is known of its health.
+/// The current connection (none until a call needs one, and after one was given up), with its
+/// generation, and what is known of its health.
 pub(super) struct Rotating<C> {
     make: Make<C>,
-    current: Mutex<(Option<C>, u64)>,
+    current: Mutex<(Arc<OnceCell<C>>, u64)>,
     /// The current connection's generation (also in `current`, read without the lock).
     generation: AtomicU64,
     /// When a reply last came on the current connection, in nanoseconds from `base`.
@@ -59,7 +64,7 @@ impl<C: Clone> Link<C> {
     pub(super) fn made(first: Option<C>, make: Make<C>) -> Self {
         Self::Made(Arc::new(Rotating {
             make,
-            current: Mutex::new((first, 0)),
+            current: Mutex::new((Arc::new(OnceCell::new_with(first)), 0)),
             generation: AtomicU64::new(0),
             replied: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
@@ -70,26 +75,23 @@ impl<C: Clone> Link<C> {
     /// The connection for one call, made now if there is none.
     ///
     /// # Errors
-    /// What making it failed with (no runtime to make it on, most often).
-    pub(super) fn lend(&self) -> RedisResult<Lent<C>> {
+    /// What making it failed with (no runtime to make it on, no node of a cluster
+    /// answering): the next call tries again.
+    pub(super) async fn lend(&self) -> RedisResult<Lent<C>> {
         match self {
             Self::Given(c) => Ok(Lent {
                 connection: c.clone(),
                 generation: 0,
             }),
             Self::Made(r) => {
-                let mut current = r.lock();
-                let connection = match &current.0 {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = (r.make)()?;
-                        current.0 = Some(c.clone());
-                        c
-                    }
+                let (cell, generation) = {
+                    let current = r.lock();
+                    (Arc::clone(&current.0), current.1)
                 };
+                let connection = cell.get_or_try_init(|| (r.make)()).await?.clone();
                 Ok(Lent {
                     connection,
-                    generation: current.1,
+                    generation,
                 })
             }
         }
@@ -117,7 +119,7 @@ impl<C: Clone> Link<C> {
             return false;
         }
         // The next call makes a new one.
-        *current = (None, lent.generation + 1);
+        *current = (Arc::new(OnceCell::new()), lent.generation + 1);
         // The new connection is judged by calls sent from now on.
         r.replied.store(r.since_base(), Ordering::Release);
         r.generation.store(lent.generation + 1, Ordering::Release);
@@ -135,7 +137,7 @@ impl<C: Clone> Link<C> {
 }
 
 impl<C> Rotating<C> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<C>, u64)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Arc<OnceCell<C>>, u64)> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -153,49 +155,60 @@ mod tests {
         let made = Arc::new(AtomicU64::new(1));
         Link::made(
             Some(0),
-            Box::new(move || Ok(made.fetch_add(1, Ordering::Relaxed) as u32)),
+            Box::new(move || {
+                let n = made.fetch_add(1, Ordering::Relaxed) as u32;
+                Box::pin(async move { Ok(n) })
+            }),
         )
+    }
+
+    /// The connection a call would be lent now.
+    fn lend(link: &Link<u32>) -> RedisResult<Lent<u32>> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(link.lend())
     }
 
     #[test]
     fn a_silent_connection_is_replaced_once() {
         let link = counting();
         let sent = Instant::now();
-        let a = link.lend().unwrap();
-        let b = link.lend().unwrap();
+        let a = lend(&link).unwrap();
+        let b = lend(&link).unwrap();
         assert!(link.stalled(&a, sent), "nothing answered since it was sent");
         // The other call on the same dead connection finds it replaced already.
         assert!(!link.stalled(&b, sent));
-        assert_eq!(link.lend().unwrap().connection, 1);
+        assert_eq!(lend(&link).unwrap().connection, 1);
         assert_eq!(link.replaced(), 1);
     }
 
     #[test]
     fn a_connection_that_answers_others_is_kept() {
         let link = counting();
-        let slow = link.lend().unwrap();
+        let slow = lend(&link).unwrap();
         let sent = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
-        let quick = link.lend().unwrap();
+        let quick = lend(&link).unwrap();
         link.replied(&quick);
         assert!(!link.stalled(&slow, sent), "a reply came after it was sent");
-        assert_eq!(link.lend().unwrap().connection, 0);
+        assert_eq!(lend(&link).unwrap().connection, 0);
         // A call sent after the last reply, and unanswered, gives it up.
         std::thread::sleep(Duration::from_millis(2));
         assert!(link.stalled(&slow, Instant::now()));
-        assert_eq!(link.lend().unwrap().connection, 1);
+        assert_eq!(lend(&link).unwrap().connection, 1);
     }
 
     #[test]
     fn a_reply_on_an_old_connection_does_not_vouch_for_the_new_one() {
         let link = counting();
-        let old = link.lend().unwrap();
+        let old = lend(&link).unwrap();
         assert!(link.stalled(&old, Instant::now()));
         std::thread::sleep(Duration::from_millis(2));
         let sent = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
         link.replied(&old);
-        let new = link.lend().unwrap();
+        let new = lend(&link).unwrap();
         assert!(link.stalled(&new, sent));
     }
 
@@ -205,12 +218,15 @@ mod tests {
         let count = Arc::clone(&made);
         let link: Link<u32> = Link::made(
             None,
-            Box::new(move || match count.fetch_add(1, Ordering::Relaxed) {
-                0 => Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "no runtime",
-                ))),
-                n => Ok(n as u32),
+            Box::new(move || {
+                let made = match count.fetch_add(1, Ordering::Relaxed) {
+                    0 => Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no runtime",
+                    ))),
+                    n => Ok(n as u32),
+                };
+                Box::pin(async move { made })
             }),
         );
         assert_eq!(
@@ -218,17 +234,17 @@ mod tests {
             0,
             "nothing made before a call"
         );
-        assert!(link.lend().is_err(), "making it failed: the call fails");
-        assert_eq!(link.lend().unwrap().connection, 1, "the next call makes it");
-        assert_eq!(link.lend().unwrap().connection, 1, "and keeps it");
+        assert!(lend(&link).is_err(), "making it failed: the call fails");
+        assert_eq!(lend(&link).unwrap().connection, 1, "the next call makes it");
+        assert_eq!(lend(&link).unwrap().connection, 1, "and keeps it");
     }
 
     #[test]
     fn a_given_connection_is_never_replaced() {
         let link = Link::given(7u32);
-        let lent = link.lend().unwrap();
+        let lent = lend(&link).unwrap();
         assert!(!link.stalled(&lent, Instant::now()));
-        assert_eq!(link.lend().unwrap().connection, 7);
+        assert_eq!(lend(&link).unwrap().connection, 7);
         assert_eq!(link.replaced(), 0);
     }
 }

@@ -211,15 +211,17 @@ fn manager_config() -> ConnectionManagerConfig {
 /// of the call that needs it (redis-rs spawns its tasks there, and panics without one).
 fn maker(client: redis::Client) -> super::connection::Make<ConnectionManager> {
     Box::new(move || {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(redis::RedisError::from((
+        let made = if tokio::runtime::Handle::try_current().is_err() {
+            Err(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "the Redis store is called outside a tokio runtime: call it from one",
-            )));
-        }
-        #[cfg(feature = "redis-tls")]
-        super::client::default_crypto_provider();
-        ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+            )))
+        } else {
+            #[cfg(feature = "redis-tls")]
+            super::client::default_crypto_provider();
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+        };
+        Box::pin(std::future::ready(made))
     })
 }
 
@@ -233,6 +235,13 @@ where
     /// [`RedisStore::connect`] makes is).
     pub fn with_connection(connection: C) -> Self {
         Self::on_link(Link::given(connection))
+    }
+
+    /// A store on connections `make` makes, starting with `first` (`None`: made at the first
+    /// call), each given up for a new one when it stops answering.
+    #[cfg(feature = "redis-cluster")]
+    pub(super) fn made(first: Option<C>, make: super::connection::Make<C>) -> Self {
+        Self::on_link(Link::made(first, make))
     }
 
     fn on_link(link: Link<C>) -> Self {
@@ -321,7 +330,7 @@ where
         &self,
         invocation: script::Invocation,
     ) -> Result<T, StoreError> {
-        let lent = self.link.lend().map_err(backend)?;
+        let lent = self.link.lend().await.map_err(backend)?;
         self.run_on(&lent, invocation).await
     }
 
@@ -391,7 +400,7 @@ where
             self.lease_ms(),
         );
         let refused = |r| Ok(Answer::Refused(r));
-        let lent = self.link.lend().map_err(backend)?;
+        let lent = self.link.lend().await.map_err(backend)?;
         let reply = match self.run_on::<AcquireReply>(&lent, invocation).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -564,7 +573,7 @@ where
 
     async fn reset_now(&self, budget: &str) -> Result<(), StoreError> {
         let pattern = self.keys.pattern(budget);
-        let mut connection = self.link.lend().map_err(backend)?.connection;
+        let mut connection = self.link.lend().await.map_err(backend)?.connection;
         let mut cursor: u64 = 0;
         let work = async {
             loop {
