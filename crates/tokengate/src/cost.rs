@@ -235,9 +235,8 @@ impl Usage {
         self.output
     }
 
-    /// Nothing at all used of `reserved`, on every figure it names: what cancels a store's
-    /// reservation that has not started.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    /// Nothing at all used of `reserved`, on every figure it names: what cancels a
+    /// reservation whose call never started ([`Permit::cancel`](crate::Permit::cancel)).
     pub(crate) fn nothing_of(reserved: &Cost) -> Self {
         let custom = reserved
             .custom

@@ -110,6 +110,33 @@ async fn an_acquisition_is_admitted_and_settled_through_the_store() {
     .await;
 }
 
+/// A cancelled permit gives the store back all it reserved, the request included, and its
+/// in-flight slot.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_permit_gives_everything_back_to_the_store() {
+    within(async {
+        let policy = Policy::builder()
+            .requests_per_minute(600)
+            .output_tokens_per_minute(60_000)
+            .max_in_flight(1)
+            .margin(Duration::ZERO)
+            .build()
+            .unwrap();
+        let store = store();
+        let limiter = limiter(policy.clone(), &store);
+        let permit = limiter.acquire(Cost::request().output(800)).await.unwrap();
+        let held = snapshot(&store, "account", &policy).await;
+        assert_eq!((held.limits[0].used, held.limits[1].used), (1, 800));
+        assert_eq!(held.in_flight, 1);
+        permit.cancel();
+        let_tasks_run().await;
+        let after = snapshot(&store, "account", &policy).await;
+        assert_eq!((after.limits[0].used, after.limits[1].used), (0, 0));
+        assert_eq!(after.in_flight, 0);
+    })
+    .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn two_limiters_on_one_store_share_one_limit_exactly() {
     within(async {

@@ -168,6 +168,31 @@ impl<'a, C: Clock> Permit<'a, C> {
         drop(st);
         observe::settled(&scope, &self.cost, &used);
     }
+
+    /// Gives back everything the permit reserved, the request itself included: for a call that
+    /// never reached the provider (the connection was refused, the caller gave up before
+    /// sending). A settlement of nothing used, on every figure the cost names; like
+    /// [`settle`](Self::settle), it frees the in-flight slot, and only what still counts
+    /// against a limit comes back.
+    ///
+    /// # Examples
+    /// ```
+    /// use tokengate::{Cost, Limiter, ManualClock, Policy};
+    ///
+    /// let policy = Policy::builder()
+    ///     .requests_per_minute(60)
+    ///     .output_tokens_per_minute(8_000)
+    ///     .build()?;
+    /// let limiter = Limiter::with_clock(policy, ManualClock::new());
+    /// let permit = limiter.try_acquire(Cost::request().output(800))?;
+    /// permit.cancel();
+    /// assert!(limiter.stats().limits.iter().all(|l| l.used == 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel(self) {
+        let nothing = Usage::nothing_of(&self.cost);
+        self.settle(nothing);
+    }
 }
 
 impl<C: Clock> Drop for Permit<'_, C> {
