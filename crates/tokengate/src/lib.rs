@@ -304,7 +304,7 @@ pub use dimension::Dimension;
 pub use error::{AcquireError, BuildError, Denied};
 pub use limit::{Algorithm, Limit};
 #[cfg(feature = "tokio")]
-pub use limiter::{Acquire, OnStoreError, StoreStats};
+pub use limiter::{Acquire, OnStoreError, SharedBudget, StoreStats};
 pub use limiter::{Key, Limiter, Permit};
 pub use policy::{Policy, PolicyBuilder};
 pub use stats::{BudgetKind, LimitStats, Stats, WaitStats};

@@ -398,6 +398,48 @@ async fn a_key_is_charged_to_its_budgets_on_the_store_and_an_unlisted_model_is_r
     .await;
 }
 
+/// What the store holds for a key's budgets, as another process sees it; a refused model and
+/// a limiter without a store are errors.
+#[tokio::test(start_paused = true)]
+async fn a_key_reads_its_budgets_shared_state_from_the_store() {
+    within(async {
+        let store = store();
+        let (a, b) = (config_limiter(&store), config_limiter(&store));
+        let _permit = a
+            .key("acme", "gpt-4o")
+            .acquire(Cost::request().input(1_000).output(500))
+            .await
+            .unwrap();
+        let shared = b.key("acme", "gpt-4o").shared_state().await.unwrap();
+        let used: Vec<(&str, Vec<u64>)> = shared
+            .iter()
+            .map(|s| {
+                let used = s.snapshot.limits.iter().map(|l| l.used).collect();
+                (s.name.as_str(), used)
+            })
+            .collect();
+        assert_eq!(
+            used,
+            [
+                ("account", vec![1]),
+                ("model gpt-4o", vec![1, 1_500]),
+                ("tenant acme", vec![1_500]),
+            ]
+        );
+        let own = b.shared_state().await.unwrap();
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].name, "account");
+        assert!(matches!(
+            b.key("acme", "o1").shared_state().await,
+            Err(AcquireError::UnknownModel { .. })
+        ));
+        let alone = Limiter::from_config_with_clock(config(), TokioClock::new());
+        let e = alone.shared_state().await.unwrap_err();
+        assert!(e.to_string().contains("stats()"), "{e}");
+    })
+    .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_synchronous_calls_say_to_use_acquire_timeout() {
     within(async {

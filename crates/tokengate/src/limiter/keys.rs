@@ -132,6 +132,41 @@ impl<'a, C: Clock> Key<'a, C> {
         self.limiter.observe_on(Some(&self.names), report)
     }
 
+    /// [`Limiter::shared_state`] of the budgets a request on this key falls under, in the
+    /// order they are charged: the account's, the model's (or its family's), the tenant's.
+    ///
+    /// # Errors
+    /// As `shared_state`, and [`AcquireError::UnknownModel`](crate::AcquireError::UnknownModel)
+    /// for a model the limits file refuses.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokengate::config::Config;
+    /// use tokengate::store::MemoryStore;
+    /// use tokengate::{Cost, Limiter};
+    ///
+    /// let config = Config::from_toml_str(
+    ///     "[models.gpt-4o]\nrequests_per_minute = 500\n[defaults.tenant]\nrequests_per_minute = 50",
+    ///     "limits.toml",
+    /// )?;
+    /// let limiter = Limiter::from_config(config).with_store(MemoryStore::new());
+    /// let _permit = limiter.key("acme", "gpt-4o").acquire(Cost::request()).await?;
+    /// let shared = limiter.key("acme", "gpt-4o").shared_state().await?;
+    /// let used: Vec<(&str, u64)> = shared
+    ///     .iter()
+    ///     .map(|b| (b.name.as_str(), b.snapshot.limits[0].used))
+    ///     .collect();
+    /// assert_eq!(used, [("model gpt-4o", 1), ("tenant acme", 1)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub async fn shared_state(&self) -> Result<Vec<crate::SharedBudget>, crate::AcquireError> {
+        self.limiter.shared_state_on(Some(&self.names)).await
+    }
+
     /// [`Limiter::observe_throttled`] for this key: a 429 pauses the model's budget (or its
     /// family's), so other models go on.
     pub fn observe_throttled(&self, report: &ProviderReport) -> u64 {

@@ -40,7 +40,7 @@ pub use async_acquire::Acquire;
 pub use keys::Key;
 pub use permit::Permit;
 #[cfg(feature = "tokio")]
-pub use remote::{OnStoreError, StoreStats};
+pub use remote::{OnStoreError, SharedBudget, StoreStats};
 
 // The one spelling of a budget's name, which `config::Budget` displays itself with.
 pub(crate) use budget::BudgetName;

@@ -13,6 +13,7 @@
 //! - `fallback`: what a failing store leads to ([`OnStoreError`]).
 //! - `driver`: the runtime that blocking calls, and calls made outside any runtime, use.
 //! - `counters`: [`StoreStats`], and the `tracing` and `metrics` reports.
+//! - `state`: what the store holds for a key's budgets ([`Limiter::shared_state`]).
 //!
 //! [`Key`]: crate::Key
 
@@ -22,6 +23,7 @@ mod driver;
 mod fallback;
 mod held;
 mod routes;
+mod state;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
@@ -29,6 +31,7 @@ use std::time::Duration;
 pub use counters::StoreStats;
 pub use fallback::OnStoreError;
 pub(crate) use held::Held;
+pub use state::SharedBudget;
 
 use super::keys::KeyNames;
 use super::Limiter;
@@ -182,12 +185,12 @@ impl<C: Clock> Limiter<C> {
     /// [`observe_throttled`](Self::observe_throttled) and a [`Key`](crate::Key)'s pause the
     /// budget that mirrors the provider (the model's, else the account's) on the store as
     /// well (at most [`max_pause`](Self::max_pause)), so one process's 429 pauses every
-    /// process. [`observe`](Self::observe) (lowering from the provider's headers) and the
-    /// amounts a 429 lowers apply to this process's in-memory state only, not to the store's
-    /// budgets, for now; [`stats`](Self::stats) and [`Key::stats`](crate::Key::stats) read
-    /// that in-memory state too: read the store's state with
-    /// [`Store::snapshot`](crate::store::Store::snapshot), and this limiter's use of it with
-    /// [`store_stats`](Self::store_stats).
+    /// process; and [`observe`](Self::observe) lowers the store's budget that mirrors the
+    /// provider to what the provider's headers say remains (`Store::lower`), so every process
+    /// counts it. [`stats`](Self::stats) and [`Key::stats`](crate::Key::stats) read this
+    /// process's in-memory state: read the store's with
+    /// [`shared_state`](Self::shared_state) and [`Key::shared_state`](crate::Key::shared_state),
+    /// and this limiter's use of the store with [`store_stats`](Self::store_stats).
     ///
     /// A limiter takes one store: a second call replaces the first (for every clone).
     ///
