@@ -33,14 +33,7 @@ const CALLS: u64 = 1_000;
 /// into a new file in `dir`, whose `totals:` line holds them.
 fn dump(pid: u32, dir: &Path) -> u64 {
     let before: Vec<PathBuf> = files(dir);
-    let status = Command::new("callgrind_control")
-        .arg("--dump")
-        .arg(pid.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("callgrind_control runs");
-    assert!(status.success(), "callgrind_control --dump: {status}");
+    callgrind_control("--dump", pid);
     // The dump is written by the server's own thread, soon after.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -64,14 +57,19 @@ fn dump(pid: u32, dir: &Path) -> u64 {
 }
 
 fn zero(pid: u32) {
+    callgrind_control("--zero", pid);
+}
+
+/// `callgrind_control OPTION PID`, which must succeed.
+fn callgrind_control(option: &str, pid: u32) {
     let status = Command::new("callgrind_control")
-        .arg("--zero")
+        .arg(option)
         .arg(pid.to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .expect("callgrind_control runs");
-    assert!(status.success(), "callgrind_control --zero: {status}");
+    assert!(status.success(), "callgrind_control {option}: {status}");
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

@@ -69,20 +69,40 @@ async fn snapshot(store: &Shared, name: &str, policy: &Policy) -> BudgetSnapshot
         .unwrap()
 }
 
+/// 600 requests and 60,000 output tokens a minute, exact instants; `cap` slots if given.
+fn requests_and_output(cap: Option<u64>) -> Policy {
+    let builder = Policy::builder()
+        .requests_per_minute(600)
+        .output_tokens_per_minute(60_000)
+        .margin(Duration::ZERO);
+    match cap {
+        Some(cap) => builder.max_in_flight(cap),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+/// A limiter on `store` and its permit for a request and 800 output tokens, charged there.
+async fn holding_800(
+    store: &Shared,
+    policy: &Policy,
+) -> (Limiter<TokioClock>, tokengate::Permit<'static, TokioClock>) {
+    let limiter = limiter(policy.clone(), store);
+    let permit = limiter
+        .acquire_owned(Cost::request().output(800))
+        .await
+        .unwrap();
+    let held = snapshot(store, "account", policy).await;
+    assert_eq!((held.limits[0].used, held.limits[1].used), (1, 800));
+    (limiter, permit)
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_acquisition_is_admitted_and_settled_through_the_store() {
     within(async {
-        let policy = Policy::builder()
-            .requests_per_minute(600)
-            .output_tokens_per_minute(60_000)
-            .margin(Duration::ZERO)
-            .build()
-            .unwrap();
-        let store = store();
-        let limiter = limiter(policy.clone(), &store);
-        let permit = limiter.acquire(Cost::request().output(800)).await.unwrap();
-        let held = snapshot(&store, "account", &policy).await;
-        assert_eq!((held.limits[0].used, held.limits[1].used), (1, 800));
+        let (store, policy) = (store(), requests_and_output(None));
+        let (limiter, permit) = holding_800(&store, &policy).await;
         permit.settle(Usage::new().output(300));
         let_tasks_run().await;
         let settled = snapshot(&store, "account", &policy).await;
@@ -115,19 +135,9 @@ async fn an_acquisition_is_admitted_and_settled_through_the_store() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_permit_gives_everything_back_to_the_store() {
     within(async {
-        let policy = Policy::builder()
-            .requests_per_minute(600)
-            .output_tokens_per_minute(60_000)
-            .max_in_flight(1)
-            .margin(Duration::ZERO)
-            .build()
-            .unwrap();
-        let store = store();
-        let limiter = limiter(policy.clone(), &store);
-        let permit = limiter.acquire(Cost::request().output(800)).await.unwrap();
-        let held = snapshot(&store, "account", &policy).await;
-        assert_eq!((held.limits[0].used, held.limits[1].used), (1, 800));
-        assert_eq!(held.in_flight, 1);
+        let (store, policy) = (store(), requests_and_output(Some(1)));
+        let (_limiter, permit) = holding_800(&store, &policy).await;
+        assert_eq!(snapshot(&store, "account", &policy).await.in_flight, 1);
         permit.cancel();
         let_tasks_run().await;
         let after = snapshot(&store, "account", &policy).await;
