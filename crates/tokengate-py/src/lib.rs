@@ -12,6 +12,9 @@
 //! - `acquire`: waiting for admission, from asyncio (an asyncio future over the Rust one) and
 //!   from threads (the GIL released, Ctrl-C answered).
 //! - `permit`: `Permit`, settled from usage objects, dicts or numbers.
+//! - `pricing`, `reply`: the httpx transports' pricing of a model call from its body, and
+//!   its settling from the reply (JSON or a server-sent event stream), as the reqwest
+//!   middleware does.
 //! - `errors`, `stats`, `headers`, `usage`: conversions.
 
 mod acquire;
@@ -19,7 +22,9 @@ mod errors;
 mod headers;
 mod limiter;
 mod permit;
+mod pricing;
 mod recipe;
+mod reply;
 mod runtime;
 mod stats;
 mod usage;
@@ -33,6 +38,10 @@ mod _tokengate {
     use super::limiter::LimiterCore;
     #[pymodule_export]
     use super::permit::Permit;
+    #[pymodule_export]
+    use super::pricing::{PricedCall, Pricer};
+    #[pymodule_export]
+    use super::reply::ReplyMeter;
 
     use pyo3::prelude::*;
 

@@ -49,7 +49,7 @@ impl Permit {
     }
 
     /// The permit, taken out to end it; `None` if it already ended.
-    fn take(&self) -> PyResult<Option<tokengate::Permit<'static, SystemClock>>> {
+    pub(crate) fn take(&self) -> PyResult<Option<tokengate::Permit<'static, SystemClock>>> {
         let permit = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
         if permit.is_some() && self.generation != runtime::generation() {
             // The parent's: never touched here (see `runtime`).

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, final
 
-__all__ = ["LimiterCore", "Permit"]
+__all__ = ["LimiterCore", "Permit", "PricedCall", "Pricer", "ReplyMeter"]
 
 @final
 class Permit:
@@ -150,3 +150,55 @@ class LimiterCore:
         """How the limiter has used its store."""
     def reload(self, path: str | os.PathLike[str]) -> None:
         """Puts a limits file in force."""
+
+@final
+class Pricer:
+    """Prices model calls from their path and JSON body."""
+
+    def __new__(cls, *, default_max_tokens: int | None = None) -> Pricer: ...
+    def price(self, method: str, path: str, body: bytes) -> PricedCall | None:
+        """The priced call, or ``None`` when it is not a model call."""
+
+@final
+class PricedCall:
+    """One model call's price and what settling it needs."""
+
+    @property
+    def model(self) -> str | None:
+        """The ``model`` the body names."""
+    @property
+    def requests(self) -> int:
+        """Requests to reserve."""
+    @property
+    def input(self) -> int:
+        """Input tokens to reserve."""
+    @property
+    def output(self) -> int:
+        """Output tokens to reserve."""
+    @property
+    def stream(self) -> bool:
+        """Whether the body asks for a streamed reply."""
+    def meter(self, permit: Permit) -> ReplyMeter:
+        """The meter that settles ``permit`` from the reply."""
+
+@final
+class ReplyMeter:
+    """Settles one call's permit from its reply."""
+
+    def reply(self, content_type: str | None) -> str:
+        """``"stream"``, ``"json"`` or ``"none"`` (the permit released)."""
+    def push(self, chunk: bytes) -> None:
+        """Feeds bytes of a streamed reply."""
+    def finish(self) -> bool:
+        """Settles with what the stream showed; whether a usage was read."""
+    def settle_json(self, body: bytes) -> bool:
+        """Settles from a JSON body; whether a usage was read."""
+    def refused(self) -> None:
+        """Settles a 429: the request counted, its tokens back."""
+    def unprocessed(self) -> None:
+        """Settles a call that never reached the provider."""
+    def release(self) -> None:
+        """Ends the permit, its reservation standing."""
+    @property
+    def ended(self) -> bool:
+        """Whether the permit has ended."""
