@@ -34,6 +34,7 @@ from ._errors import (
     UsageError,
 )
 from ._limiter import Acquisition, Limiter, Permit
+from ._sdk import AsyncTransport, Transport, wrap
 
 try:
     __version__ = version("tokengate")
@@ -43,6 +44,7 @@ except PackageNotFoundError:  # pragma: no cover - imported from a source tree
 __all__ = [
     "AcquireTimeout",
     "Acquisition",
+    "AsyncTransport",
     "ConfigError",
     "ForkError",
     "Limiter",
@@ -51,7 +53,9 @@ __all__ = [
     "RequestTooLarge",
     "StoreError",
     "TokengateError",
+    "Transport",
     "UnknownModel",
     "UsageError",
     "limit",
+    "wrap",
 ]
