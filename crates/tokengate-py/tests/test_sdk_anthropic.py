@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -124,15 +125,44 @@ def test_a_stream_dropped_unclosed_frees_its_slot(mock: sdk_mock.MockProvider) -
     mock.hold = threading.Event()
     limiter = tokengate.Limiter(**LIMITS)
     client = sync_client(mock, limiter)
-    stream = client.messages.create(
-        model=MODEL, max_tokens=300, messages=[{"role": "user", "content": "Hi"}], stream=True
-    )
-    assert next(iter(stream)).type == "message_start"
-    assert limiter.stats()["in_flight"] == 1
-    stream.response.close()
+
+    def read_one_event() -> None:
+        stream = client.messages.create(
+            model=MODEL, max_tokens=300, messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        assert next(iter(stream)).type == "message_start"
+        assert limiter.stats()["in_flight"] == 1
+
+    read_one_event()  # the stream is dropped, never closed
+    gc.collect()
     mock.hold.set()
     assert limiter.stats()["in_flight"] == 0
     assert limits(limiter)["input_tokens"]["used"] == mock.input
+
+
+async def test_a_task_cancelled_mid_stream_frees_its_slot(mock: sdk_mock.MockProvider) -> None:
+    mock.hold = threading.Event()
+    limiter = tokengate.Limiter(**LIMITS)
+    client = async_client(mock, limiter)
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        stream = await client.messages.create(
+            model=MODEL, max_tokens=300, messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        async for _ in stream:
+            started.set()
+
+    task = asyncio.create_task(consume())
+    async with asyncio.timeout(10):
+        await started.wait()
+        assert limiter.stats()["in_flight"] == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    gc.collect()
+    mock.hold.set()
+    assert limiter.stats()["in_flight"] == 0
 
 
 def test_anthropic_headers_lower_the_limiter(mock: sdk_mock.MockProvider) -> None:

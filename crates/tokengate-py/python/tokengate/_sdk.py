@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import threading
 import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
@@ -121,6 +122,7 @@ class _Gate:
             raise TypeError(f"limiter must be a tokengate.Limiter, not {type(limiter).__name__}")
         self.limiter = limiter
         self.inner = transport
+        self._made = threading.Lock()
         self.tenant = tenant
         self.tenant_header = tenant_header
         self.timeout = timeout
@@ -139,6 +141,15 @@ class _Gate:
         except Exception:  # a streamed upload (httpx's RequestNotRead): not a model call
             return None, tenant
         return self.pricer.price(request.method, request.url.path, body), tenant
+
+    def sender(self, request: Any, name: str) -> Any:
+        """The transport that sends: the one given, else the request's httpx flavour's
+        ``name`` (``HTTPTransport``, ``AsyncHTTPTransport``), made once."""
+        if self.inner is None:
+            with self._made:
+                if self.inner is None:
+                    self.inner = getattr(_httpx_of(request), name)()
+        return self.inner
 
     def observe(self, response: Any, model: str | None, tenant: str | None) -> None:
         if self.feedback:
@@ -213,11 +224,10 @@ class Transport:
     def handle_request(self, request: Any) -> Any:
         """Limits, sends and settles one request (called by the httpx client)."""
         gate = self._gate
-        if gate.inner is None:
-            gate.inner = _httpx_of(request).HTTPTransport()
+        inner = gate.sender(request, "HTTPTransport")
         priced, tenant = gate.read(request)
         if priced is None:
-            response = gate.inner.handle_request(request)
+            response = inner.handle_request(request)
             gate.observe(response, None, tenant)
             return response
         permit = gate.limiter.acquire_blocking(
@@ -230,7 +240,7 @@ class Transport:
         )
         meter = priced.meter(permit)
         try:
-            response = gate.inner.handle_request(request)
+            response = inner.handle_request(request)
         except BaseException as error:
             gate.failed(request, meter, error)
             raise
@@ -326,11 +336,10 @@ class AsyncTransport:
     async def handle_async_request(self, request: Any) -> Any:
         """Limits, sends and settles one request (called by the httpx client)."""
         gate = self._gate
-        if gate.inner is None:
-            gate.inner = _httpx_of(request).AsyncHTTPTransport()
+        inner = gate.sender(request, "AsyncHTTPTransport")
         priced, tenant = gate.read(request)
         if priced is None:
-            response = await gate.inner.handle_async_request(request)
+            response = await inner.handle_async_request(request)
             gate.observe(response, None, tenant)
             return response
         permit = await gate.limiter.acquire(
@@ -343,7 +352,7 @@ class AsyncTransport:
         )
         meter = priced.meter(permit)
         try:
-            response = await gate.inner.handle_async_request(request)
+            response = await inner.handle_async_request(request)
         except BaseException as error:
             gate.failed(request, meter, error)
             raise
