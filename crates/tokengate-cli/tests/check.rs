@@ -168,3 +168,65 @@ fn check_explains_a_provider_file_as_the_provider_enforces_it() {
         &["model gpt-4o", "burst", "leaky bucket"],
     );
 }
+
+/// A `[store]` whose URL and password come from the environment: explained with the variable,
+/// and checked where the variables are not set (a secret only production has) as where they
+/// are; a set variable that holds no URL is still an error.
+#[test]
+fn check_explains_a_store_whose_url_comes_from_the_environment() {
+    const URL: &str = "TOKENGATE_CHECK_TEST_URL";
+    const PASSWORD: &str = "TOKENGATE_CHECK_TEST_PASSWORD";
+    let dir = scratch("store-env");
+    let limits = format!(
+        "[store]\nurl = {{ env = \"{URL}\" }}\npassword = {{ env = \"{PASSWORD}\" }}\n\
+         namespace = \"prod\"\non_error = {{ local_share = 0.25 }}\n\
+         [models.gpt-4o]\nrequests_per_minute = 500\n"
+    );
+    let path = write(&dir, "limits.toml", &limits);
+    let run = |env: &[(&str, &str)]| {
+        common::tokengate_with_env(common::QUICK_BOUND, &["check", &path], env)
+    };
+    let unset = run(&[]);
+    assert!(unset.status.success(), "{}", text(&unset.stderr));
+    let out = text(&unset.stdout);
+    assert!(
+        out.contains(&format!(
+            "shares its limits in Redis at the URL in environment variable {URL}, which is not \
+             set here"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "note: environment variable {PASSWORD}, which the file reads, is not set here"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("namespace \"prod\""), "{out}");
+    assert!(out.contains("on 25% of every limit (local share)"), "{out}");
+    assert!(
+        out.contains("model gpt-4o"),
+        "the limits are explained too: {out}"
+    );
+
+    let set = run(&[(URL, "redis://10.1.2.3:6379/0"), (PASSWORD, "s3cret")]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let out = text(&set.stdout);
+    assert!(
+        out.contains(&format!(
+            "redis://:***@10.1.2.3:6379/0 (from environment variable {URL})"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret") && !out.contains("note:"), "{out}");
+
+    let wrong = run(&[(URL, "not a url")]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains(&format!(
+            "environment variable `{URL}` holds text that is not a URL"
+        )),
+        "{}",
+        text(&wrong.stderr)
+    );
+}

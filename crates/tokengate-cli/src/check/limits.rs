@@ -147,8 +147,9 @@ fn unlisted_models(config: &Config) -> &'static str {
     }
 }
 
-/// The explanation of a valid limits file.
-pub fn explain(config: &Config) -> String {
+/// The explanation of a valid limits file; `unset` names the environment variables it reads
+/// that were not set (read as stand-ins).
+pub fn explain(config: &Config, unset: &[String]) -> String {
     let mut out = String::new();
     let models = config.models().count();
     let families = config.families().count();
@@ -165,9 +166,55 @@ pub fn explain(config: &Config) -> String {
             "have no budget of their own"
         },
     );
+    store(&mut out, config, unset);
     // A client's limits always apply as written.
     let _ = budgets(&mut out, config, Enforced::Client);
     out
+}
+
+/// The file's `[store]`, if it has one: where the limits are shared, and what happens when
+/// Redis fails.
+fn store(out: &mut String, config: &Config, unset: &[String]) {
+    let Some(store) = config.store() else {
+        return;
+    };
+    let url = match store.url_env() {
+        Some(var) if unset.iter().any(|u| u == var) => format!(
+            "the URL in environment variable {var}, which is not set here (set it where the \
+             file is used)"
+        ),
+        Some(var) => format!("{} (from environment variable {var})", store.url()),
+        None => store.url().to_owned(),
+    };
+    let on_error = match store.on_error() {
+        tokengate::OnStoreError::FailClosed => "refuse every request (fail closed)".to_owned(),
+        tokengate::OnStoreError::FailOpen => {
+            "admit without limits (fail open: the provider's own limits are all that holds)"
+                .to_owned()
+        }
+        tokengate::OnStoreError::LocalShare(share) => format!(
+            "decide in each process on {}% of every limit (local share)",
+            share * 100.0
+        ),
+        _ => format!("{:?}", store.on_error()),
+    };
+    let _ = writeln!(
+        out,
+        "store: every process using this file shares its limits in Redis at {url}, namespace \
+         {:?}, keys under {:?}; a call waits at most {:?} for Redis, a slot is leased {:?}; \
+         while Redis fails: {on_error}.",
+        store.namespace(),
+        store.prefix(),
+        store.timeout(),
+        store.lease(),
+    );
+    for var in unset.iter().filter(|u| store.url_env() != Some(u.as_str())) {
+        let _ = writeln!(
+            out,
+            "note: environment variable {var}, which the file reads, is not set here (set it \
+             where the file is used)."
+        );
+    }
 }
 
 /// The explanation of a valid provider file: its settings, then its limits as it enforces them.

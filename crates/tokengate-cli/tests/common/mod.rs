@@ -45,10 +45,17 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
 
 /// Runs the binary, failing the test if it takes longer than `bound`.
 pub(crate) fn tokengate_within(bound: Duration, args: &[&str]) -> Output {
+    tokengate_with_env(bound, args, &[])
+}
+
+/// Runs the binary with `env` added to its environment, failing the test if it takes longer
+/// than `bound`.
+pub(crate) fn tokengate_with_env(bound: Duration, args: &[&str], env: &[(&str, &str)]) -> Output {
     let started = std::time::Instant::now();
     let out = Command::cargo_bin("tokengate")
         .expect("the binary is built")
         .args(args)
+        .envs(env.iter().copied())
         .timeout(bound)
         .output();
     match out {

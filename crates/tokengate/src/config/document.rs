@@ -16,12 +16,17 @@ use super::suggest::unknown_field_message;
 use super::tree::{self, Key, Node, Span};
 use super::{Config, Family, UnlistedModels};
 
-/// Reads a configuration from TOML text; `file` names it in errors.
-pub(super) fn read(text: &str, file: &str) -> Result<Config, ConfigError> {
+/// Where a file's `{ env = "NAME" }` values are read: the process's environment, or another.
+pub(super) type Environment<'e> = &'e dyn Fn(&str) -> Result<String, std::env::VarError>;
+
+/// Reads a configuration from TOML text; `file` names it in errors; `env` holds the values of
+/// the variables it names.
+pub(super) fn read(text: &str, file: &str, env: Environment<'_>) -> Result<Config, ConfigError> {
     Doc {
         text,
         file,
         margin: None,
+        env,
     }
     .config()
 }
@@ -32,6 +37,9 @@ pub(super) struct Doc<'t> {
     file: &'t str,
     /// The file's `margin`, for every policy table that sets none of its own.
     pub(super) margin: Option<std::time::Duration>,
+    /// Where `{ env = "NAME" }` values are read.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) env: Environment<'t>,
 }
 
 const ROOT_FIELDS: [&str; 8] = [

@@ -388,7 +388,46 @@ impl Config {
     /// # Errors
     /// The first mistake in the text, as a [`ConfigError`]. Never panics.
     pub fn from_toml_str(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-        document::read(text, source_name)
+        document::read(text, source_name, &|var| std::env::var(var))
+    }
+
+    /// Reads a configuration as [`from_toml_str`](Self::from_toml_str) does, with the values
+    /// of the environment variables it names (`url = { env = "REDIS_URL" }` in `[store]`)
+    /// from `env` rather than from the process's environment: for checking a file away from
+    /// where it runs (`tokengate check` gives a stand-in for a variable that is not set, and
+    /// says so), or for tests.
+    ///
+    /// # Errors
+    /// As `from_toml_str`; `env`'s error for a variable is the error of the field that names
+    /// it.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::env::VarError;
+    /// use tokengate::config::Config;
+    ///
+    /// # #[cfg(feature = "redis")] {
+    /// let text = "[store]\nurl = { env = \"REDIS_URL\" }\n[account]\nrequests_per_minute = 600";
+    /// let env = |var: &str| match var {
+    ///     "REDIS_URL" => Ok("redis://10.0.0.5:6379/0".to_owned()),
+    ///     _ => Err(VarError::NotPresent),
+    /// };
+    /// let config = Config::from_toml_str_with_env(text, "limits.toml", &env)?;
+    /// let store = config.store().expect("a [store]");
+    /// assert_eq!(store.url(), "redis://10.0.0.5:6379/0");
+    /// assert_eq!(store.url_env(), Some("REDIS_URL"));
+    ///
+    /// let unset = Config::from_toml_str_with_env(text, "limits.toml", &|_| Err(VarError::NotPresent));
+    /// assert!(unset.unwrap_err().to_string().contains("`REDIS_URL` is not set"));
+    /// # }
+    /// # Ok::<(), tokengate::config::ConfigError>(())
+    /// ```
+    pub fn from_toml_str_with_env(
+        text: &str,
+        source_name: &str,
+        env: &dyn Fn(&str) -> Result<String, std::env::VarError>,
+    ) -> Result<Config, ConfigError> {
+        document::read(text, source_name, env)
     }
 
     /// Reads a configuration from a file.

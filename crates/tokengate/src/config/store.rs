@@ -126,6 +126,8 @@ mod with_redis {
     #[derive(Clone)]
     pub struct StoreConfig {
         client: redis::Client,
+        /// The variable the URL was read from, if any.
+        url_env: Option<String>,
         /// The URL as resolved and the password given apart: compared, never shown.
         secret: (String, Option<String>),
         shown: String,
@@ -163,6 +165,12 @@ mod with_redis {
         /// The URL, its password (if any) written `***`.
         pub fn url(&self) -> &str {
             &self.shown
+        }
+
+        /// The environment variable the URL was read from (`url = { env = "REDIS_URL" }`),
+        /// if it was.
+        pub fn url_env(&self) -> Option<&str> {
+            self.url_env.as_deref()
         }
 
         /// `namespace`: stores with different namespaces share nothing (`"default"` unless
@@ -399,6 +407,7 @@ mod with_redis {
             })?;
             config.store = Some(StoreConfig {
                 client,
+                url_env: url.env,
                 secret: (url.value, password.map(|p| p.value)),
                 shown,
                 namespace,
@@ -485,7 +494,7 @@ mod with_redis {
                     format!("{expected}: the table needs `env`"),
                 ));
             };
-            let value = match std::env::var(&var) {
+            let value = match (self.env)(&var) {
                 Ok(value) => value,
                 Err(std::env::VarError::NotPresent) => {
                     return Err(self.error(
