@@ -11,16 +11,48 @@ Every request is recorded (path, headers, raw body).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip as gzip_module
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 # The longest a held stream waits for its release before it ends anyway.
 HOLD_LIMIT = 10.0
+# The longest a test's awaits may take (`bounded`).
+BOUND = 10.0
+
+
+@contextlib.asynccontextmanager
+async def bounded(seconds: float = BOUND) -> AsyncIterator[None]:
+    """``asyncio.timeout`` on Python 3.10 too: the block may take ``seconds`` at most, then
+    it is cancelled and ``TimeoutError`` raised."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            yield
+        return
+    task = asyncio.current_task()
+    assert task is not None
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if expired:
+            raise TimeoutError(f"the block took more than {seconds} s") from None
+        raise
+    finally:
+        handle.cancel()
 
 
 @dataclass

@@ -74,7 +74,7 @@ def test_a_message_is_charged_its_price_and_settled_to_its_usage(mock: sdk_mock.
 async def test_an_async_stream_settles_when_it_ends(mock: sdk_mock.MockProvider) -> None:
     limiter = tokengate.Limiter(**LIMITS)
     client = async_client(mock, limiter)
-    async with asyncio.timeout(10):
+    async with sdk_mock.bounded():
         async with client.messages.stream(
             model=MODEL, max_tokens=300, messages=[{"role": "user", "content": PROMPT}]
         ) as stream:
@@ -105,7 +105,7 @@ async def test_a_stream_closed_early_settles_its_input_and_keeps_its_output(
     mock.hold = threading.Event()
     limiter = tokengate.Limiter(**LIMITS)
     client = async_client(mock, limiter)
-    async with asyncio.timeout(10):
+    async with sdk_mock.bounded():
         stream = await client.messages.create(
             model=MODEL, max_tokens=300, messages=[{"role": "user", "content": PROMPT}], stream=True
         )
@@ -154,7 +154,7 @@ async def test_a_task_cancelled_mid_stream_frees_its_slot(mock: sdk_mock.MockPro
             started.set()
 
     task = asyncio.create_task(consume())
-    async with asyncio.timeout(10):
+    async with sdk_mock.bounded():
         await started.wait()
         assert limiter.stats()["in_flight"] == 1
         task.cancel()
@@ -190,7 +190,7 @@ async def test_a_429_pauses_the_limiter(mock: sdk_mock.MockProvider) -> None:
     limiter = tokengate.Limiter(**LIMITS)
     mock.fail_next(1, retry_after="20", anthropic=True)
     with pytest.raises(anthropic.RateLimitError):
-        async with asyncio.timeout(10):
+        async with sdk_mock.bounded():
             await async_client(mock, limiter).messages.create(
                 model=MODEL, max_tokens=300, messages=[{"role": "user", "content": PROMPT}]
             )

@@ -82,7 +82,7 @@ async def test_an_async_stream_settles_when_consumed_not_before(mock: sdk_mock.M
     # The reply's headers are in; its body is not read: the call is still in flight.
     assert limiter.stats()["in_flight"] == 1
     text, usage = "", None
-    async with asyncio.timeout(10):
+    async with sdk_mock.bounded():
         async for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 text += chunk.choices[0].delta.content
@@ -101,7 +101,7 @@ async def test_a_stream_closed_early_frees_its_slot_and_keeps_its_reservation(
     mock.hold = threading.Event()
     limiter = tokengate.Limiter(**LIMITS)
     client = async_client(mock, limiter)
-    async with asyncio.timeout(10):
+    async with sdk_mock.bounded():
         stream = await client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": PROMPT}], max_tokens=200,
             stream=True, stream_options={"include_usage": True},
@@ -198,7 +198,7 @@ async def test_the_sdks_retry_after_a_429_waits_for_admission_again(mock: sdk_mo
     limiter = tokengate.Limiter(**LIMITS)
     mock.fail_next(1, retry_after="1", headers={"retry-after-ms": "300"})
     client = async_client(mock, limiter, max_retries=1)
-    async with asyncio.timeout(10):
+    async with sdk_mock.bounded():
         reply = await client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], max_tokens=10
         )
@@ -212,7 +212,7 @@ async def test_calls_wait_for_an_in_flight_slot(mock: sdk_mock.MockProvider) -> 
     mock.hold = threading.Event()
     limiter = tokengate.Limiter(rpm=60_000, max_in_flight=1)
     client = async_client(mock, limiter, timeout=0.3)
-    async with asyncio.timeout(10):
+    async with sdk_mock.bounded():
         stream = await client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], max_tokens=10, stream=True
         )
