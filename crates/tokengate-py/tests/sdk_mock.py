@@ -6,7 +6,8 @@ Each reply reports the usage set on the server (``input``, ``output``) and the r
 headers set in ``headers``; ``fail_next(n, ...)`` answers the next ``n`` model calls with a 429
 and a ``retry-after``; ``gzip`` compresses JSON replies; ``hold`` stops a stream after its first
 events until the event is set (or ``HOLD_LIMIT`` passes), so that a client can close it early.
-Every request is recorded (path, headers, raw body).
+``delay`` makes each model call take that long, and ``most_at_once`` counts the most calls the
+server was answering at once. Every request is recorded (path, headers, raw body).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import gzip as gzip_module
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,6 +77,10 @@ class MockProvider:
     headers: dict[str, str] = field(default_factory=dict)
     gzip: bool = False
     hold: threading.Event | None = None
+    # Seconds each model call takes before its reply; the most calls seen at once.
+    delay: float = 0.0
+    most_at_once: int = 0
+    _at_once: int = 0
     requests: list[Recorded] = field(default_factory=list)
     _fail: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -189,6 +195,18 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", "0"))
         raw = self.rfile.read(length)
         mock.requests.append(Recorded(self.path, {k.lower(): v for k, v in self.headers.items()}, raw))
+        with mock._lock:
+            mock._at_once += 1
+            mock.most_at_once = max(mock.most_at_once, mock._at_once)
+        try:
+            if mock.delay:
+                time.sleep(mock.delay)
+            self._answer(mock, raw)
+        finally:
+            with mock._lock:
+                mock._at_once -= 1
+
+    def _answer(self, mock: MockProvider, raw: bytes) -> None:
         failure = mock.take_failure()
         if failure is not None:
             headers, payload = failure

@@ -233,6 +233,53 @@ async def test_calls_wait_for_an_in_flight_slot(mock: sdk_mock.MockProvider) -> 
     assert len(mock.requests) == 2
 
 
+async def test_concurrent_calls_never_exceed_the_in_flight_cap(mock: sdk_mock.MockProvider) -> None:
+    mock.delay = 0.05
+    limiter = tokengate.Limiter(rpm=60_000, max_in_flight=2)
+    client = async_client(mock, limiter)
+
+    async def call() -> None:
+        await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], max_tokens=10
+        )
+
+    async with sdk_mock.bounded():
+        await asyncio.gather(*(call() for _ in range(8)))
+    assert len(mock.requests) == 8
+    assert mock.most_at_once == 2
+    stats = limiter.stats()
+    assert (stats["admitted"], stats["settled"], stats["in_flight"]) == (8, 8, 0)
+    assert stats["waits"]["count"] >= 6
+
+
+@pytest.mark.parametrize("flavour", ["httpx", "httpx2"])
+def test_the_transports_with_plain_httpx_clients(mock: sdk_mock.MockProvider, flavour: str) -> None:
+    httpx = pytest.importorskip(flavour)
+    limiter = tokengate.Limiter(**LIMITS)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 100,
+            "stream": True, "stream_options": {"include_usage": True}}
+    with httpx.Client(transport=tokengate.Transport(limiter), base_url=mock.base_url) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert limiter.stats()["in_flight"] == 1
+            assert b"[DONE]" in response.read()
+        assert client.post("/v1/chat/completions", json={**body, "stream": False}).json()["usage"]
+    stats = limiter.stats()
+    assert (stats["settled"], stats["in_flight"]) == (2, 0)
+    assert limits(limiter)["input_tokens"]["used"] == 2 * mock.input
+
+
+async def test_the_async_transport_with_plain_httpx_clients(mock: sdk_mock.MockProvider) -> None:
+    import httpx2
+
+    limiter = tokengate.Limiter(**LIMITS)
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100}
+    async with sdk_mock.bounded():
+        async with httpx2.AsyncClient(transport=tokengate.AsyncTransport(limiter), base_url=mock.base_url) as client:
+            reply = await client.post("/v1/chat/completions", json=body)
+    assert reply.json()["usage"]["prompt_tokens"] == mock.input
+    assert limiter.stats()["settled"] == 1
+
+
 def test_requests_that_are_not_model_calls_pass_through(mock: sdk_mock.MockProvider) -> None:
     limiter = tokengate.Limiter(**LIMITS)
     sync_client(mock, limiter).models.list()
