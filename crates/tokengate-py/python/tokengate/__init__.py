@@ -17,6 +17,8 @@ Quick start::
 
     with limiter.acquire_blocking(input=1200, output=800, timeout=30) as permit:
         ...
+
+    client = tokengate.wrap(openai.AsyncOpenAI(), limiter)   # every SDK call limited and settled
 """
 
 from importlib.metadata import PackageNotFoundError, version
