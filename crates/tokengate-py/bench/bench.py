@@ -272,11 +272,29 @@ async def per_call(call: Call, tasks: int, seconds: float) -> float:
     return statistics.median(results)
 
 
-async def on_redis(call: Call, tasks: int, seconds: float) -> tuple[float, float]:
-    """Decisions a second and the p99 latency of one (seconds), `tasks` tasks calling in a
-    loop for `seconds`, after a warm-up."""
+def redis_cpu(url: str) -> float:
+    """The CPU seconds the Redis server has used so far (user and system)."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"INFO cpu\r\n")
+        data = b""
+        while True:
+            data += s.recv(65536)
+            head, _, body = data.partition(b"\r\n")
+            if body and len(body) >= int(head[1:]):
+                break
+    fields = dict(line.split(":", 1) for line in body.decode().splitlines() if ":" in line)
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+
+async def on_redis(call: Call, tasks: int, seconds: float,
+                   url: str) -> tuple[float, float, float]:
+    """Decisions a second, the p99 latency of one, and the Redis server's CPU time a
+    decision (seconds), `tasks` tasks calling in a loop for `seconds`, after a warm-up."""
     for _ in range(100):
         await call()
+    await asyncio.sleep(0.2)  # what the warm-up left to send
+    cpu = redis_cpu(url)
     latencies: list[float] = []
     until = time.perf_counter() + seconds
 
@@ -289,21 +307,25 @@ async def on_redis(call: Call, tasks: int, seconds: float) -> tuple[float, float
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(tasks)))
     elapsed = time.perf_counter() - start
+    await asyncio.sleep(0.2)  # settlements sent in tasks of their own
+    cpu = redis_cpu(url) - cpu
     latencies.sort()
-    return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99)]
+    n = len(latencies)
+    return n / elapsed, latencies[int(n * 0.99)], cpu / n
 
 
-async def measure(setup: Any, kind: str, seconds: float) -> list[str]:
-    """The workload's cells: one, or two on Redis (decisions a second, p99)."""
-    cells = 2 if kind == "redis" else 1
+async def measure(setup: Any, kind: str, seconds: float, url: str) -> list[str]:
+    """The workload's cells: one, or three on Redis (decisions a second, p99, the Redis
+    server's CPU time a decision)."""
+    cells = 3 if kind == "redis" else 1
     if isinstance(setup, str):
         return [setup] * cells
     try:
         call, close = await setup()
         try:
             if kind == "redis":
-                rate, p99 = await on_redis(call, TASKS, seconds)
-                return [f"{rate:,.0f}", f"{p99 * 1e3:.2f} ms"]
+                rate, p99, cpu = await on_redis(call, TASKS, seconds, url)
+                return [f"{rate:,.0f}", f"{p99 * 1e3:.2f} ms", f"{cpu * 1e6:.0f} µs"]
             return [f"{await per_call(call, 1 if kind == 'one' else TASKS, seconds) * 1e6:.2f} µs"]
         finally:
             await close()
@@ -374,8 +396,9 @@ def main() -> None:
     chosen = [lib for lib in LIBRARIES if not args.only or lib[0] in args.only.split(",")]
     rows = ["in process, 1 task: acquire + release, per call",
             "in process, 16 tasks: acquire + release, per call",
-            "Redis, 16 tasks: decisions a second", "Redis, 16 tasks: p99 of a decision"]
-    more_is_better = [False, False, True, False]
+            "Redis, 16 tasks: decisions a second", "Redis, 16 tasks: p99 of a decision",
+            "Redis, 16 tasks: the server's CPU time a decision"]
+    more_is_better: list[bool | None] = [False, False, True, False, None]
     columns: dict[str, list[str]] = {}
     versions: dict[str, str] = {}
     with redis_server() as url:
@@ -389,7 +412,7 @@ def main() -> None:
             cells = []
             for kind, setup in (("one", memory), ("many", memory), ("redis", redis)):
                 flush(url)
-                cells.extend(asyncio.run(measure(setup, kind, args.seconds)))
+                cells.extend(asyncio.run(measure(setup, kind, args.seconds, url)))
                 print(f"{name}: {kind}: {cells}", file=sys.stderr)
             columns[name] = cells
     names = list(columns)
@@ -404,7 +427,7 @@ def main() -> None:
         ours = number(columns["tokengate"][i]) if "tokengate" in columns else None
         peers = [(value, n) for n in names if n != "tokengate"
                  if (value := number(columns[n][i])) is not None]
-        if ours and peers:
+        if ours and peers and more_is_better[i] is not None:
             if more_is_better[i]:
                 best, who = max(peers)
                 ratio = f"{ours / best:.2f}x ({who})"
