@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gzip as gzip_module
 import json
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -281,6 +282,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     mock: MockProvider
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a stream closed early, a cancelled call) is expected.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def start() -> MockProvider:
