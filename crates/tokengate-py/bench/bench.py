@@ -23,8 +23,12 @@ The bench venv (not CI; Python 3.12, from the repository root):
 
 `pip install ./crates/tokengate-py` builds the engine in release mode. The script starts its
 own `redis-server` (it must be on the PATH) on a free loopback port and stops it. Run it on a
-quiet machine (`uptime`: load below 0.5): the figures are wall-clock times. `--seconds`
-sets each measurement's length (default 1.5), `--only NAME,...` runs some columns.
+quiet machine (`uptime`: load below 0.5): the figures are wall-clock times. Each cell is
+the median of `--rounds` rounds (3), the libraries in another order each round so that a
+machine's drift falls on all of them alike, with the lowest and highest; `--seconds` sets
+each measurement's length (default 1.5), `--only NAME,...` runs some columns. The last row,
+the Redis server's CPU time a decision (from its `INFO cpu`), says why a column is where it
+is: on a small machine the server shares the cores with the client.
 """
 
 from __future__ import annotations
@@ -314,9 +318,10 @@ async def on_redis(call: Call, tasks: int, seconds: float,
     return n / elapsed, latencies[int(n * 0.99)], cpu / n
 
 
-async def measure(setup: Any, kind: str, seconds: float, url: str) -> list[str]:
-    """The workload's cells: one, or three on Redis (decisions a second, p99, the Redis
-    server's CPU time a decision)."""
+async def measure(setup: Any, kind: str, seconds: float, url: str) -> list[float | str]:
+    """The workload's figures: the seconds a call takes, or on Redis, decisions a second, the
+    p99 in seconds and the Redis server's CPU seconds a decision. A string: why there are
+    none."""
     cells = 3 if kind == "redis" else 1
     if isinstance(setup, str):
         return [setup] * cells
@@ -324,9 +329,8 @@ async def measure(setup: Any, kind: str, seconds: float, url: str) -> list[str]:
         call, close = await setup()
         try:
             if kind == "redis":
-                rate, p99, cpu = await on_redis(call, TASKS, seconds, url)
-                return [f"{rate:,.0f}", f"{p99 * 1e3:.2f} ms", f"{cpu * 1e6:.0f} µs"]
-            return [f"{await per_call(call, 1 if kind == 'one' else TASKS, seconds) * 1e6:.2f} µs"]
+                return list(await on_redis(call, TASKS, seconds, url))
+            return [await per_call(call, 1 if kind == "one" else TASKS, seconds)]
         finally:
             await close()
     except Exception as error:  # noqa: BLE001 - reported in the table
@@ -381,60 +385,75 @@ def flush(url: str) -> None:
 
 # ---- the table ------------------------------------------------------------------------------
 
-def number(cell: str) -> float | None:
-    try:
-        return float(cell.split()[0].replace(",", ""))
-    except (ValueError, IndexError):
-        return None
+ROWS = [  # the label, how a figure is shown, and whether more is better (None: not compared)
+    ("in process, 1 task: acquire + release, per call", lambda v: f"{v * 1e6:.2f} µs", False),
+    ("in process, 16 tasks: acquire + release, per call", lambda v: f"{v * 1e6:.2f} µs", False),
+    ("Redis, 16 tasks: decisions a second", lambda v: f"{v:,.0f}", True),
+    ("Redis, 16 tasks: p99 of a decision", lambda v: f"{v * 1e3:.2f} ms", False),
+    ("Redis, 16 tasks: the server's CPU time a decision", lambda v: f"{v * 1e6:.0f} µs", None),
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", help="libraries to run, comma-separated")
     args = parser.parse_args()
     chosen = [lib for lib in LIBRARIES if not args.only or lib[0] in args.only.split(",")]
-    rows = ["in process, 1 task: acquire + release, per call",
-            "in process, 16 tasks: acquire + release, per call",
-            "Redis, 16 tasks: decisions a second", "Redis, 16 tasks: p99 of a decision",
-            "Redis, 16 tasks: the server's CPU time a decision"]
-    more_is_better: list[bool | None] = [False, False, True, False, None]
-    columns: dict[str, list[str]] = {}
+    figures: dict[str, list[list[float | str]]] = {}  # a library's rounds of figures
     versions: dict[str, str] = {}
     with redis_server() as url:
-        for name, dist, setups in chosen:
-            try:
-                versions[name] = importlib.metadata.version(dist)
-                memory, redis = setups(url)
-            except ImportError as error:
-                columns[name] = [f"not installed ({error.name})"] * len(rows)
-                continue
-            cells = []
-            for kind, setup in (("one", memory), ("many", memory), ("redis", redis)):
-                flush(url)
-                cells.extend(asyncio.run(measure(setup, kind, args.seconds, url)))
-                print(f"{name}: {kind}: {cells}", file=sys.stderr)
-            columns[name] = cells
-    names = list(columns)
+        for round_ in range(args.rounds):
+            # Each round in another order: a machine's drift falls on every library alike.
+            for name, dist, setups in chosen[round_ % len(chosen):] + chosen[:round_ % len(chosen)]:
+                try:
+                    versions[name] = importlib.metadata.version(dist)
+                    memory, redis = setups(url)
+                except ImportError as error:
+                    figures[name] = [[f"not installed ({error.name})"] * len(ROWS)]
+                    continue
+                cells: list[float | str] = []
+                for kind, setup in (("one", memory), ("many", memory), ("redis", redis)):
+                    flush(url)
+                    cells.extend(asyncio.run(measure(setup, kind, args.seconds, url)))
+                print(f"round {round_ + 1}: {name}: {cells}", file=sys.stderr)
+                figures.setdefault(name, []).append(cells)
+    names = [name for name, _, _ in chosen]
+    medians: dict[str, list[float | str]] = {}
+    shown: dict[str, list[str]] = {}
+    for name in names:
+        medians[name], shown[name] = [], []
+        for i, (_, show, _) in enumerate(ROWS):
+            values = [r[i] for r in figures[name]]
+            numbers = [v for v in values if isinstance(v, float)]
+            if len(numbers) == len(values):
+                median = statistics.median(numbers)
+                medians[name].append(median)
+                spread = f" ({show(min(numbers))} - {show(max(numbers))})" if len(numbers) > 1 else ""
+                shown[name].append(show(median) + spread)
+            else:
+                medians[name].append(next(str(v) for v in values if isinstance(v, str)))
+                shown[name].append(medians[name][-1])  # type: ignore[arg-type]
     print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load "
-          f"{os.getloadavg()[0]:.2f}; " + ", ".join(f"{n} {v}" for n, v in versions.items()))
+          f"{os.getloadavg()[0]:.2f} at the end; the median of {args.rounds} rounds (lowest - "
+          "highest); " + ", ".join(f"{n} {v}" for n, v in versions.items()))
     header = ["", *names, "tokengate vs the best peer (above 1x: tokengate ahead)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for i, row in enumerate(rows):
-        cells = [columns[n][i] for n in names]
+    for i, (row, _, more_is_better) in enumerate(ROWS):
         ratio = ""
-        ours = number(columns["tokengate"][i]) if "tokengate" in columns else None
-        peers = [(value, n) for n in names if n != "tokengate"
-                 if (value := number(columns[n][i])) is not None]
-        if ours and peers and more_is_better[i] is not None:
-            if more_is_better[i]:
+        ours = medians.get("tokengate", [None] * len(ROWS))[i]
+        peers = [(v, n) for n in names if n != "tokengate"
+                 if isinstance(v := medians[n][i], float)]
+        if isinstance(ours, float) and peers and more_is_better is not None:
+            if more_is_better:
                 best, who = max(peers)
                 ratio = f"{ours / best:.2f}x ({who})"
             else:
                 best, who = min(peers)
                 ratio = f"{best / ours:.2f}x ({who})"
-        print(f"| {row} | " + " | ".join(cells) + f" | {ratio} |")
+        print(f"| {row} | " + " | ".join(shown[n][i] for n in names) + f" | {ratio} |")
 
 
 if __name__ == "__main__":
