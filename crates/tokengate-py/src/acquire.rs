@@ -22,7 +22,7 @@ use pyo3_async_runtimes::TaskLocals;
 use tokengate::{AcquireError, Cost, Limiter, SystemClock};
 
 use crate::errors;
-use crate::permit::{nothing_used, Permit};
+use crate::permit::Permit;
 use crate::runtime;
 
 /// How often a blocking wait wakes to run Python's signal handlers (Ctrl-C).
@@ -74,7 +74,7 @@ impl Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         if let Some(permit) = self.0.take() {
-            permit.settle(nothing_used());
+            permit.cancel();
         }
     }
 }

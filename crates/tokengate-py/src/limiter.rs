@@ -393,6 +393,36 @@ impl LimiterCore {
         stats::budgets(py, &self.limiter()?.all_stats())
     }
 
+    /// What the store holds now for every budget a request of `model` for `tenant` is
+    /// charged to (the limiter's own budget when neither is given), as every process sharing
+    /// it sees it: per limit `used` and `remaining`, `in_flight`, `paused_for` (seconds).
+    /// Charges nothing. One call to Redis per budget, with the GIL released; from asyncio,
+    /// run it in a thread (`await asyncio.to_thread(limiter.shared_state)`).
+    #[pyo3(signature = (*, model=None, tenant=None))]
+    fn shared_state<'py>(
+        &self,
+        py: Python<'py>,
+        model: Option<String>,
+        tenant: Option<String>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let limiter = self.limiter()?;
+        let runtime = runtime::get()?;
+        let state = py.detach(|| {
+            runtime.block_on(async {
+                if model.is_none() && tenant.is_none() {
+                    limiter.shared_state().await
+                } else {
+                    let key = limiter.key_of(tenant.as_deref(), model.as_deref());
+                    key.shared_state().await
+                }
+            })
+        });
+        match state {
+            Ok(state) => stats::shared(py, &state),
+            Err(e) => Err(errors::acquire_error(py, &e)),
+        }
+    }
+
     /// How the limiter has used its store (all zero without one).
     fn store_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats::store(py, &self.limiter()?.store_stats())

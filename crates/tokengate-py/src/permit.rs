@@ -8,11 +8,6 @@ use tokengate::{SystemClock, Usage};
 
 use crate::{errors, runtime, usage};
 
-/// Nothing used on any dimension: what gives a reservation back whole.
-pub(crate) fn nothing_used() -> Usage {
-    Usage::new().requests(0).input(0).output(0)
-}
-
 /// An admission: holds its in-flight slot (if the limits cap requests in flight) and what it
 /// reserved, until it is settled, released or cancelled.
 ///
@@ -133,7 +128,7 @@ impl Permit {
     /// permit already ended.
     fn cancel(&self) -> PyResult<()> {
         if let Some(permit) = self.take()? {
-            permit.settle(nothing_used());
+            permit.cancel();
         }
         Ok(())
     }

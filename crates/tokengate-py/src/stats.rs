@@ -2,7 +2,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use tokengate::{BudgetKind, LimitStats, Stats, StoreStats, WaitStats};
+use tokengate::{BudgetKind, LimitStats, SharedBudget, Stats, StoreStats, WaitStats};
 
 use crate::errors::seconds;
 
@@ -90,4 +90,29 @@ pub(crate) fn store<'py>(py: Python<'py>, stats: &StoreStats) -> PyResult<Bound<
     d.set_item("local_share", stats.local_share)?;
     d.set_item("in_flight_polls", stats.in_flight_polls)?;
     Ok(d)
+}
+
+/// What a store holds for budgets, as every process sharing it sees them.
+pub(crate) fn shared<'py>(py: Python<'py>, all: &[SharedBudget]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for budget in all {
+        let d = PyDict::new(py);
+        d.set_item("budget", &budget.name)?;
+        let limits = PyList::empty(py);
+        for ((dimension, limit), snapshot) in budget.policy.limits().zip(&budget.snapshot.limits) {
+            let l = PyDict::new(py);
+            l.set_item("dimension", dimension.name())?;
+            l.set_item("amount", limit.amount())?;
+            l.set_item("period", seconds(limit.period()))?;
+            l.set_item("used", snapshot.used)?;
+            l.set_item("remaining", snapshot.remaining)?;
+            limits.append(l)?;
+        }
+        d.set_item("limits", limits)?;
+        d.set_item("in_flight", budget.snapshot.in_flight)?;
+        d.set_item("max_in_flight", budget.policy.max_in_flight())?;
+        d.set_item("paused_for", seconds(budget.snapshot.paused_for))?;
+        list.append(d)?;
+    }
+    Ok(list)
 }

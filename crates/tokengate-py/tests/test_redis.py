@@ -128,6 +128,40 @@ def test_a_limits_file_shared_through_redis(tmp_path: Path, redis_server: str, n
         a.try_acquire(model="gpt4o")
 
 
+def test_shared_state_is_what_every_process_sees(
+    tmp_path: Path, redis_server: str, namespace: str
+) -> None:
+    path = tmp_path / "limits.toml"
+    path.write_text(
+        "[models.gpt-4o]\nrequests_per_day = 100\noutput_tokens_per_day = 10000\n"
+        "[defaults.tenant]\nrequests_per_day = 50\n"
+    )
+    a = tokengate.Limiter.from_config(path, redis=redis_server, namespace=namespace)
+    b = tokengate.Limiter.from_config(path, redis=redis_server, namespace=namespace)
+    a.acquire_blocking(model="gpt-4o", tenant="acme", output=800, timeout=1).cancel()
+    a.acquire_blocking(model="gpt-4o", tenant="acme", output=300, timeout=1).release()
+    # The cancel and the release go to Redis in tasks of their own: b sees them a moment later.
+    deadline = time.monotonic() + BOUND
+    while True:
+        shared = b.shared_state(model="gpt-4o", tenant="acme")
+        used = {s["budget"]: [(l["dimension"], l["used"]) for l in s["limits"]] for s in shared}
+        expected = {
+            "model gpt-4o": [("requests", 1), ("output_tokens", 300)],
+            "tenant acme": [("requests", 1)],
+        }
+        if used == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert used == expected
+    assert all(s["in_flight"] == 0 and s["paused_for"] == 0 for s in shared)
+    # This process's own view counts nothing: it decided nothing.
+    assert b.stats()["admitted"] == 0
+    with pytest.raises(tokengate.UnknownModel):
+        b.shared_state(model="gpt4o")
+    with pytest.raises(tokengate.StoreError):
+        tokengate.Limiter(rpm=60).shared_state()
+
+
 def test_the_files_store_section(tmp_path: Path, redis_server: str, namespace: str) -> None:
     path = tmp_path / "limits.toml"
     path.write_text(

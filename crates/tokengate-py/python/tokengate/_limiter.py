@@ -307,6 +307,25 @@ class Limiter:
         """The stats of every budget the limiter holds now."""
         return self._core.all_stats()
 
+    def shared_state(
+        self, *, model: str | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What Redis holds now for every budget a request of ``model`` for ``tenant`` is
+        charged to (the limiter's own budget when neither is given), as every process
+        sharing it sees it; ``stats()`` is this process's view. Charges nothing.
+
+        Each budget is a dict: ``budget`` (its name, such as ``"model gpt-4o"``), ``limits``
+        (per limit ``dimension``, ``amount``, ``period`` in seconds, ``used`` and
+        ``remaining``: what it would admit now), ``in_flight``, ``max_in_flight`` and
+        ``paused_for`` (seconds). One call to Redis per budget, with the GIL released: from
+        asyncio, run it in a thread (``await asyncio.to_thread(limiter.shared_state)``).
+
+        Raises:
+            StoreError: the limiter is not shared through Redis, or Redis failed.
+            UnknownModel: a model the limits file does not cover.
+        """
+        return self._core.shared_state(model=model, tenant=tenant)
+
     def store_stats(self) -> dict[str, int]:
         """How the limiter has used Redis: ``calls``, ``errors``, ``fail_open``,
         ``local_share``, ``in_flight_polls`` (all 0 without Redis)."""

@@ -146,6 +146,10 @@ class LimiterCore:
         """The stats of a key's budgets."""
     def all_stats(self) -> list[dict[str, Any]]:
         """The stats of every budget."""
+    def shared_state(
+        self, *, model: str | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What the store holds now for a key's budgets."""
     def store_stats(self) -> dict[str, int]:
         """How the limiter has used its store."""
     def reload(self, path: str | os.PathLike[str]) -> None:

@@ -5,14 +5,17 @@ use super::super::keys::KeyNames;
 use super::super::Limiter;
 use crate::clock::Clock;
 use crate::error::AcquireError;
+use crate::policy::Policy;
 use crate::store::BudgetSnapshot;
 
 /// One budget as its store holds it now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SharedBudget {
     /// The budget's name on the store: `account` (the limiter's own policy), `model NAME`,
     /// `family NAME`, `tenant NAME`.
     pub name: String,
+    /// Its limits ([`Policy::limits`]), in the order of the snapshot's.
+    pub policy: Policy,
     /// What remains of each of its limits, its requests in flight and its pause.
     pub snapshot: BudgetSnapshot,
 }
@@ -77,6 +80,7 @@ impl<C: Clock> Limiter<C> {
             })?;
             budgets.push(SharedBudget {
                 name: budget.name().to_owned(),
+                policy: budget.policy().clone(),
                 snapshot,
             });
         }
