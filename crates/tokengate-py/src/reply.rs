@@ -7,10 +7,9 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use tokengate::call::Refused;
+use tokengate::call::{PendingCall, Refused, ReplyKind};
 use tokengate::estimate::Estimator;
-use tokengate::feedback::usage::{CachedInput, ReplyUsage, StreamUsage};
-use tokengate::Usage;
+use tokengate::feedback::usage::{ReplyUsage, StreamUsage};
 
 use crate::permit::Permit;
 
@@ -78,27 +77,23 @@ impl ReplyMeter {
         }
     }
 
+    /// The permit's call, taken out to settle it; `None` once it has ended.
+    fn pending(&self) -> PyResult<Option<PendingCall<tokengate::SystemClock>>> {
+        Ok(self.take()?.map(|permit| {
+            PendingCall::new(permit, self.estimator.clone(), self.model.clone())
+                .heuristic_input(self.heuristic)
+        }))
+    }
+
     /// Settles with `reply`'s usage (learning from complete figures, as the middleware
     /// does); with none, the reservation stands. Whether a usage was read.
     fn settle(&self, reply: Option<ReplyUsage>) -> PyResult<bool> {
-        let Some(permit) = self.take()? else {
+        let Some(pending) = self.pending()? else {
             return Ok(false);
         };
-        let Some(reply) = reply else {
-            drop(permit);
-            return Ok(false);
-        };
-        if reply.complete {
-            if let Some(model) = &self.model {
-                self.estimator.observe_output(model, reply.output_tokens);
-                if let Some(heuristic) = self.heuristic {
-                    self.estimator
-                        .observe_input(model, heuristic, reply.input_tokens);
-                }
-            }
-        }
-        permit.settle(reply.usage(CachedInput::default()));
-        Ok(true)
+        let read = reply.is_some();
+        pending.settle(reply);
+        Ok(read)
     }
 }
 
@@ -123,20 +118,10 @@ impl ReplyMeter {
     /// to read; the permit is released now, its reservation standing).
     #[pyo3(signature = (content_type))]
     fn reply(&self, content_type: Option<&str>) -> PyResult<&'static str> {
-        let essence = content_type
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let mode = if essence == "text/event-stream" {
-            Mode::Stream
-        } else if essence.is_empty() || essence == "application/json" || essence.ends_with("+json")
-        {
-            Mode::Json
-        } else {
-            Mode::Nothing
+        let mode = match ReplyKind::of(content_type) {
+            ReplyKind::EventStream => Mode::Stream,
+            ReplyKind::Json => Mode::Json,
+            _ => Mode::Nothing,
         };
         {
             let mut state = self.state();
@@ -185,8 +170,8 @@ impl ReplyMeter {
     /// The provider answered 429: the request stays counted, its tokens (never processed)
     /// come back.
     fn refused(&self) -> PyResult<()> {
-        if let Some(permit) = self.take()? {
-            Refused::default().settle(permit);
+        if let Some(pending) = self.pending()? {
+            pending.settle_refused(Refused::default());
         }
         Ok(())
     }
@@ -194,8 +179,8 @@ impl ReplyMeter {
     /// The request never reached the provider (the connection could not be made): its
     /// tokens come back, the request stays counted.
     fn unprocessed(&self) -> PyResult<()> {
-        if let Some(permit) = self.take()? {
-            permit.settle(Usage::new().input(0).output(0));
+        if let Some(pending) = self.pending()? {
+            pending.settle_unprocessed();
         }
         Ok(())
     }

@@ -34,7 +34,12 @@
 //! assert_eq!(cost.output_tokens(), 100);
 //! ```
 
+#[cfg(feature = "json")]
+mod reply;
 mod retry;
+
+#[cfg(feature = "json")]
+pub use reply::{PendingCall, ReplyKind};
 
 #[cfg(feature = "tokio")]
 pub(crate) use retry::Deadline;

@@ -12,6 +12,7 @@ use reqwest_middleware::{Middleware, Next};
 use super::route::{limits_for, tenant_of};
 use super::settle::{MeteredBody, Pending};
 use super::{Admission, ApiFormat, ChatRequest, GateConfig};
+use crate::call::ReplyKind;
 use crate::call::{Deadline, RetryCount};
 use crate::clock::{Clock, SystemClock};
 use crate::cost::Cost;
@@ -237,15 +238,14 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
             if let Some(permit) = &permit {
                 admitted = permit.admitted_at();
             }
-            let pending = permit.map(|permit| Pending {
-                permit,
-                cached: self.config.cached_input(),
-                estimator: self.estimator.clone(),
-                model: model.clone(),
-                heuristic: chat
-                    .as_ref()
-                    .filter(|_| self.cost_fn.is_none())
-                    .and_then(|chat| self.estimator.heuristic_input(chat)),
+            let pending = permit.map(|permit| {
+                Pending::new(permit, self.estimator.clone(), model.clone())
+                    .cached_input(self.config.cached_input())
+                    .heuristic_input(
+                        chat.as_ref()
+                            .filter(|_| self.cost_fn.is_none())
+                            .and_then(|chat| self.estimator.heuristic_input(chat)),
+                    )
             });
             // A copy for a retry, when one may follow and the body can be copied (a body in
             // memory; a stream cannot be sent twice).
@@ -317,40 +317,19 @@ impl<C: Clock> Middleware for TokenGateMiddleware<C> {
         match reply_kind(&response) {
             ReplyKind::EventStream => Ok(stream_reply(response, pending)),
             ReplyKind::Json => json_reply(response, pending).await,
-            ReplyKind::Other => {
+            _ => {
                 // Audio, images, ...: no usage to read; the reservation stands.
-                drop(pending);
+                pending.release();
                 Ok(response)
             }
         }
     }
 }
 
-enum ReplyKind {
-    EventStream,
-    Json,
-    Other,
-}
-
+/// How the usage of `response` is read, from its `Content-Type`.
 fn reply_kind(response: &Response) -> ReplyKind {
-    let Some(value) = response.headers().get(CONTENT_TYPE) else {
-        return ReplyKind::Json;
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "text/event-stream" {
-        ReplyKind::EventStream
-    } else if essence == "application/json" || essence.ends_with("+json") || essence.is_empty() {
-        ReplyKind::Json
-    } else {
-        ReplyKind::Other
-    }
+    let content_type = response.headers().get(CONTENT_TYPE);
+    ReplyKind::of(content_type.map(|v| v.to_str().unwrap_or("")))
 }
 
 /// The parts of a response to rebuild it around a new body.

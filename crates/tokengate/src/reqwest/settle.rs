@@ -6,58 +6,11 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::call::Refused;
 use crate::clock::Clock;
-use crate::cost::Usage;
-use crate::estimate::Estimator;
-use crate::feedback::usage::{CachedInput, ReplyUsage, StreamUsage};
-use crate::limiter::Permit;
+use crate::feedback::usage::StreamUsage;
 
 /// A permit waiting for its reply, and what settling it needs.
-pub(super) struct Pending<C: Clock> {
-    pub(super) permit: Permit<'static, C>,
-    pub(super) cached: CachedInput,
-    /// For learned output reservations and input scaling: the estimator and the model, when
-    /// known.
-    pub(super) estimator: Estimator,
-    pub(super) model: Option<String>,
-    /// The heuristic's own count of the input, when the estimator priced it and learns input
-    /// counts ([`Estimator::heuristic_input`]).
-    pub(super) heuristic: Option<u64>,
-}
-
-impl<C: Clock> Pending<C> {
-    /// Settles with the usage of `reply`; with none, the reservation stands (the permit is
-    /// dropped unsettled), as `Limiter::run` does for a call it cannot account.
-    pub(super) fn settle(self, reply: Option<ReplyUsage>) {
-        match reply {
-            Some(reply) => {
-                if reply.complete {
-                    if let Some(model) = &self.model {
-                        self.estimator.observe_output(model, reply.output_tokens);
-                        if let Some(heuristic) = self.heuristic {
-                            self.estimator
-                                .observe_input(model, heuristic, reply.input_tokens);
-                        }
-                    }
-                }
-                self.permit.settle(reply.usage(self.cached));
-            }
-            None => drop(self.permit),
-        }
-    }
-
-    /// Settles a call the provider did not process (a refused connection): no tokens, the
-    /// request itself still counted.
-    pub(super) fn settle_unprocessed(self) {
-        self.permit.settle(Usage::new().input(0).output(0));
-    }
-
-    /// Settles a call the provider refused with a 429, as `refused` says it counts one.
-    pub(super) fn settle_refused(self, refused: Refused) {
-        refused.settle(self.permit);
-    }
-}
+pub(super) type Pending<C> = crate::call::PendingCall<C>;
 
 /// A streamed reply body (`text/event-stream`) that reads the usage from the events as they
 /// pass, and settles the permit when the stream ends, breaks, or is dropped.
