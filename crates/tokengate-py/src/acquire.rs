@@ -109,11 +109,13 @@ impl Drop for OnDrop {
             return;
         };
         let call = move || {
-            Python::attach(|py| {
-                // A loop already closed has nobody left to tell.
-                let _ = event_loop
-                    .bind(py)
-                    .call_method1("call_soon_threadsafe", (callback.bind(py),));
+            runtime::unless_exiting(|| {
+                Python::attach(|py| {
+                    // A loop already closed has nobody left to tell.
+                    let _ = event_loop
+                        .bind(py)
+                        .call_method1("call_soon_threadsafe", (callback.bind(py),));
+                });
             });
         };
         // Off the runtime's worker thread, which must not wait for the GIL.
@@ -215,14 +217,17 @@ impl generic::Runtime for Tokio {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        Joined(spawner().spawn(fut))
+        // Its end sets the asyncio future's result, in Python.
+        Joined(spawner().spawn(runtime::Gated::new(fut)))
     }
 
     fn spawn_blocking<F>(f: F) -> Joined
     where
         F: FnOnce() + Send + 'static,
     {
-        Joined(spawner().spawn_blocking(f))
+        Joined(spawner().spawn_blocking(move || {
+            runtime::unless_exiting(f);
+        }))
     }
 }
 

@@ -47,6 +47,7 @@ mod _tokengate {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        super::runtime::register_fork_hook(m)
+        super::runtime::register_fork_hook(m)?;
+        super::runtime::register_exit_hook(m)
     }
 }

@@ -9,9 +9,21 @@
 //!
 //! The lock below is only taken by threads holding the GIL, and never across a release of it;
 //! `os.fork` holds the GIL too, so no other thread holds the lock at a fork.
+//!
+//! At interpreter exit the runtime's threads live on, and some of their tasks would call into
+//! Python (an asyncio acquisition's result, set on its loop): a thread that asks for the GIL
+//! while the interpreter finalizes is ended by CPython in the middle of Rust code, which
+//! crashes the process. So an `atexit` hook ([`at_exit`]) closes the gate first: every task
+//! that may call into Python runs through [`unless_exiting`] or [`Gated`], and once the gate
+//! is closed none starts again; the hook waits (with the GIL released, at most a second) for
+//! those already inside.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -23,6 +35,77 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// The runtime of the current generation, once made. Leaked on purpose: a runtime is never
 /// dropped (the parent's, seen in a child, must not be).
 static RUNTIME: Mutex<Option<(u64, &'static Runtime)>> = Mutex::new(None);
+
+/// Set by [`at_exit`]: from then on no task of ours calls into Python.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Tasks of ours running code that may call into Python, now.
+static INSIDE: AtomicUsize = AtomicUsize::new(0);
+
+/// How long the exit hook waits for the tasks already inside Python.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs `f`, which may call into Python, unless the interpreter is exiting (`None` then).
+pub(crate) fn unless_exiting<R>(f: impl FnOnce() -> R) -> Option<R> {
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            INSIDE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    if EXITING.load(Ordering::SeqCst) {
+        return None;
+    }
+    INSIDE.fetch_add(1, Ordering::SeqCst);
+    let _leave = Leave;
+    // Checked again once counted: the hook either sees this task inside, or this task sees
+    // the gate closed.
+    if EXITING.load(Ordering::SeqCst) {
+        return None;
+    }
+    Some(f())
+}
+
+/// A task that may call into Python: polled through [`unless_exiting`], and ended (dropped
+/// unpolled) once the interpreter is exiting.
+pub(crate) struct Gated(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl Gated {
+    pub(crate) fn new(task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Box::pin(task))
+    }
+}
+
+impl Future for Gated {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        unless_exiting(|| self.0.as_mut().poll(cx)).unwrap_or(Poll::Ready(()))
+    }
+}
+
+/// Called by `atexit`: closes the gate, then waits for the tasks inside Python to leave.
+#[pyfunction]
+fn at_exit(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let deadline = Instant::now() + EXIT_WAIT;
+        while INSIDE.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
+
+/// Registers [`at_exit`] with `atexit`.
+pub(crate) fn register_exit_hook(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let hook = wrap_pyfunction!(at_exit, module)?;
+    module
+        .py()
+        .import("atexit")?
+        .getattr("register")?
+        .call1((hook,))?;
+    Ok(())
+}
 
 /// The number of forks between the process that imported the module and this one.
 pub(crate) fn generation() -> u64 {
