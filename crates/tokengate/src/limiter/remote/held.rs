@@ -60,6 +60,11 @@ impl Reserved {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();
         }
+        // Given back with its reservation counted and no slot to free: the store has nothing
+        // to change, and is not called.
+        if used.is_none() && !self.reservation.holds_slots() {
+            return;
+        }
         let Reserved {
             store,
             counters,

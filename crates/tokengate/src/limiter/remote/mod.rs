@@ -311,9 +311,14 @@ impl<C: Clock> Limiter<C> {
     ///
     /// let limiter = Limiter::new(Policy::builder().requests_per_minute(600).build()?)
     ///     .with_store(MemoryStore::new());
-    /// drop(limiter.acquire(Cost::request()).await?);
+    /// let permit = limiter.acquire(Cost::request()).await?;
+    /// permit.settle(tokengate::Usage::new());
+    /// tokio::task::yield_now().await; // the settlement is a task of its own
     /// let stats = limiter.store_stats();
     /// assert_eq!((stats.calls, stats.errors), (2, 0)); // an acquisition, and its settlement
+    /// // Dropped unsettled, holding no slot: the store has nothing to change, and is not asked.
+    /// drop(limiter.acquire(Cost::request()).await?);
+    /// assert_eq!(limiter.store_stats().calls, 3);
     /// # Ok(())
     /// # }
     /// ```
