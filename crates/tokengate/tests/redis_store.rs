@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -267,39 +266,9 @@ fn a_flushed_library_is_loaded_again_under_concurrent_calls() {
     });
 }
 
-/// A redis-server on a given port (the one a stopped server listened on), killed on drop.
-struct Restarted(Child);
-
-impl Restarted {
-    fn on(port: u16) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("tokengate-restart-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        Self(child)
-    }
-}
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_library_is_loaded_again_after_a_restart() {
-    let server = RedisServer::start();
-    let port = server.port();
+    let mut server = RedisServer::start();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -314,12 +283,8 @@ fn the_library_is_loaded_again_after_a_restart() {
             assert_eq!(libraries(&mut c).await, 1);
             // The server stops (losing everything: nothing is saved) and starts again on its
             // port; the connection finds it again by itself.
-            let _ = redis::cmd("SHUTDOWN")
-                .arg("NOSAVE")
-                .query_async::<()>(&mut c)
-                .await;
-            drop(server);
-            let _restarted = Restarted::on(port);
+            server.kill();
+            server.restart();
             let deadline = Instant::now() + Duration::from_secs(20);
             let answer = loop {
                 match store.acquire(ask()).await {
