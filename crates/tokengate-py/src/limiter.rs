@@ -407,16 +407,9 @@ impl LimiterCore {
     ) -> PyResult<Bound<'py, PyList>> {
         let limiter = self.limiter()?;
         let runtime = runtime::get()?;
-        let state = py.detach(|| {
-            runtime.block_on(async {
-                if model.is_none() && tenant.is_none() {
-                    limiter.shared_state().await
-                } else {
-                    let key = limiter.key_of(tenant.as_deref(), model.as_deref());
-                    key.shared_state().await
-                }
-            })
-        });
+        // A key of neither falls under the limiter's own budget alone.
+        let key = limiter.key_of(tenant.as_deref(), model.as_deref());
+        let state = py.detach(|| runtime.block_on(key.shared_state()));
         match state {
             Ok(state) => stats::shared(py, &state),
             Err(e) => Err(errors::acquire_error(py, &e)),

@@ -160,6 +160,12 @@ def test_shared_state_is_what_every_process_sees(
         b.shared_state(model="gpt4o")
     with pytest.raises(tokengate.StoreError):
         tokengate.Limiter(rpm=60).shared_state()
+    # Neither a model nor a tenant: the limiter's own budget.
+    own = tokengate.Limiter(rpm=600, redis=redis_server, namespace=namespace + "-own")
+    own.try_acquire().release()
+    shared = own.shared_state()
+    assert [s["budget"] for s in shared] == ["account"]
+    assert shared[0]["limits"][0]["used"] == 1
 
 
 def test_the_files_store_section(tmp_path: Path, redis_server: str, namespace: str) -> None:
