@@ -1,24 +1,19 @@
 //! Waiting for admission, from asyncio and from threads. Both await the crate's own
 //! acquisition on this process's runtime (`runtime`): one engine, one FIFO queue.
 //!
-//! - asyncio: an asyncio future over the Rust one (pyo3-async-runtimes). Cancelling it drops
-//!   the Rust acquisition, which leaves the queue and charges nothing.
+//! - asyncio: through the event loop's `Bridge` (`bridge`). Cancelling drops the Rust
+//!   acquisition, which leaves the queue and charges nothing.
 //! - threads: the calling thread waits on a channel with the GIL released, waking every
 //!   [`SIGNAL_CHECK`] to run Python's signal handlers, so Ctrl-C interrupts the wait.
 //!
 //! A permit that is admitted but never reaches its caller (the caller was cancelled or
 //! interrupted just as it was admitted) is given back whole by [`Admitted`]'s drop.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::mpsc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3_async_runtimes::generic::{self, ContextExt, JoinError};
-use pyo3_async_runtimes::TaskLocals;
 use tokengate::{AcquireError, Cost, Limiter, SystemClock};
 
 use crate::errors;
@@ -79,75 +74,6 @@ impl Drop for Admitted {
     }
 }
 
-/// What an asyncio acquisition resolves to: a `Permit`, or the exception.
-struct Outcome(Result<Admitted, AcquireError>);
-
-impl<'py> IntoPyObject<'py> for Outcome {
-    type Target = Permit;
-    type Output = Bound<'py, Permit>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, Permit>> {
-        match self.0 {
-            Ok(admitted) => Bound::new(py, admitted.into_permit()),
-            Err(error) => Err(errors::acquire_error(py, &error)),
-        }
-    }
-}
-
-/// Calls a Python function on an event loop's thread when dropped: tells the caller that an
-/// acquisition is over (admitted, failed, or dropped after a cancellation, its reservation
-/// given back).
-struct OnDrop {
-    /// The event loop and the callback; taken when dropped.
-    call: Option<(Py<PyAny>, Py<PyAny>)>,
-}
-
-impl Drop for OnDrop {
-    fn drop(&mut self) {
-        let Some((event_loop, callback)) = self.call.take() else {
-            return;
-        };
-        let call = move || {
-            runtime::unless_exiting(|| {
-                Python::attach(|py| {
-                    // A loop already closed has nobody left to tell.
-                    let _ = event_loop
-                        .bind(py)
-                        .call_method1("call_soon_threadsafe", (callback.bind(py),));
-                });
-            });
-        };
-        // Off the runtime's worker thread, which must not wait for the GIL.
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn_blocking(call)),
-            Err(_) => call(),
-        }
-    }
-}
-
-/// An asyncio future of the acquisition, on the running event loop. `on_drop`, if given, is
-/// called on the loop once the Rust acquisition is over, cancelled ones included.
-pub(crate) fn acquire_async(
-    py: Python<'_>,
-    limiter: Limiter,
-    names: Names,
-    cost: Cost,
-    timeout: Option<Duration>,
-    on_drop: Option<Py<PyAny>>,
-) -> PyResult<Bound<'_, PyAny>> {
-    // Made (or made again after a fork) here, holding the GIL.
-    runtime::get()?;
-    let locals = TaskLocals::with_running_loop(py)?.copy_context(py)?;
-    let on_drop = on_drop.map(|callback| OnDrop {
-        call: Some((locals.event_loop(py).unbind(), callback)),
-    });
-    generic::future_into_py_with_locals::<Tokio, _, _>(py, locals, async move {
-        let _on_drop = on_drop;
-        Ok(Outcome(acquire(limiter, names, cost, timeout).await))
-    })
-}
-
 /// The acquisition, waited for by this thread with the GIL released.
 ///
 /// # Errors
@@ -186,88 +112,5 @@ pub(crate) fn acquire_blocking(
                 ))
             }
         }
-    }
-}
-
-/// This process's runtime, as pyo3-async-runtimes spawns on it.
-struct Tokio;
-
-tokio::task_local! {
-    /// The event loop and context of the asyncio call a task serves.
-    static LOCALS: std::cell::OnceCell<TaskLocals>;
-}
-
-/// Where a task is spawned: the runtime the caller is on (a task of ours spawning its
-/// follow-ups), else this process's runtime.
-fn spawner() -> tokio::runtime::Handle {
-    tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
-        // Only reached from `acquire_async`, which made the runtime first.
-        runtime::get()
-            .expect("the runtime was made before the acquisition")
-            .handle()
-            .clone()
-    })
-}
-
-impl generic::Runtime for Tokio {
-    type JoinError = Failed;
-    type JoinHandle = Joined;
-
-    fn spawn<F>(fut: F) -> Joined
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        // Its end sets the asyncio future's result, in Python.
-        Joined(spawner().spawn(runtime::Gated::new(fut)))
-    }
-
-    fn spawn_blocking<F>(f: F) -> Joined
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        Joined(spawner().spawn_blocking(move || {
-            runtime::unless_exiting(f);
-        }))
-    }
-}
-
-impl ContextExt for Tokio {
-    fn scope<F, R>(locals: TaskLocals, fut: F) -> Pin<Box<dyn Future<Output = R> + Send>>
-    where
-        F: Future<Output = R> + Send + 'static,
-    {
-        let cell = std::cell::OnceCell::new();
-        let _ = cell.set(locals);
-        Box::pin(LOCALS.scope(cell, fut))
-    }
-
-    fn get_task_locals() -> Option<TaskLocals> {
-        LOCALS
-            .try_with(|cell| cell.get().cloned())
-            .unwrap_or_default()
-    }
-}
-
-/// A task spawned for pyo3-async-runtimes.
-struct Joined(tokio::task::JoinHandle<()>);
-
-impl Future for Joined {
-    type Output = Result<(), Failed>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.map_err(Failed))
-    }
-}
-
-/// A task that panicked or was cancelled.
-struct Failed(tokio::task::JoinError);
-
-impl JoinError for Failed {
-    fn is_panic(&self) -> bool {
-        self.0.is_panic()
-    }
-
-    fn into_panic(self) -> Box<dyn std::any::Any + Send + 'static> {
-        self.0.into_panic()
     }
 }

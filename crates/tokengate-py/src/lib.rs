@@ -9,8 +9,12 @@
 //!   child after a fork.
 //! - `limiter`: `LimiterCore`, a limiter built from limits or a limits file, rebuilt from the
 //!   same recipe in a forked child when its limits live in Redis.
-//! - `acquire`: waiting for admission, from asyncio (an asyncio future over the Rust one) and
-//!   from threads (the GIL released, Ctrl-C answered).
+//! - `acquisition`: `Acquisition`, what `Limiter.acquire()` returns: decided on the loop's
+//!   thread when the limits admit at once, else waited for through the loop's `bridge`.
+//! - `bridge`: the answers of waiting acquisitions, carried to the event loop's thread
+//!   without the GIL (a byte on a socket the loop watches).
+//! - `acquire`: the crate's acquisition, and waiting for it from threads (the GIL released,
+//!   Ctrl-C answered).
 //! - `permit`: `Permit`, settled from usage objects, dicts or numbers.
 //! - `pricing`, `reply`: the httpx transports' pricing of a model call from its body, and
 //!   its settling from the reply (JSON or a server-sent event stream), as the reqwest
@@ -18,6 +22,8 @@
 //! - `errors`, `stats`, `headers`, `usage`: conversions.
 
 mod acquire;
+mod acquisition;
+mod bridge;
 mod errors;
 mod headers;
 mod limiter;
@@ -34,6 +40,10 @@ use pyo3::prelude::*;
 /// The extension module.
 #[pymodule]
 mod _tokengate {
+    #[pymodule_export]
+    use super::acquisition::{set_waiting, Acquisition};
+    #[pymodule_export]
+    use super::bridge::Bridge;
     #[pymodule_export]
     use super::limiter::LimiterCore;
     #[pymodule_export]

@@ -12,6 +12,7 @@ use tokengate::feedback::ProviderReport;
 use tokengate::{Cost, Denied, Limiter, Policy, SystemClock};
 
 use crate::acquire::{self, Names};
+use crate::acquisition::Acquisition;
 use crate::permit::Permit;
 use crate::recipe::{self, Limits, Recipe, Redis};
 use crate::{errors, headers, runtime, stats};
@@ -62,7 +63,7 @@ impl LimiterCore {
     ///
     /// # Errors
     /// `ForkError` in a forked child when the limits live in the parent's memory.
-    fn limiter(&self) -> PyResult<Limiter> {
+    pub(crate) fn limiter(&self) -> PyResult<Limiter> {
         let generation = runtime::generation();
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         if built.generation != generation {
@@ -85,10 +86,32 @@ impl LimiterCore {
     fn has_store(&self) -> bool {
         self.recipe().has_store()
     }
+
+    /// The permit if the request is admitted now without waiting; `None` if it must wait
+    /// (or the limits live in a store, which only an acquisition asks).
+    ///
+    /// # Errors
+    /// A request that can never be admitted; `ForkError` (see [`Self::limiter`]).
+    pub(crate) fn try_now(
+        &self,
+        py: Python<'_>,
+        model: Option<&str>,
+        tenant: Option<&str>,
+        cost: Cost,
+    ) -> PyResult<Option<Permit>> {
+        if self.has_store() {
+            return Ok(None);
+        }
+        match try_now(&self.limiter()?, model, tenant, cost) {
+            Ok(permit) => Ok(Some(Permit::new(Some(permit)))),
+            Err(Denied::Never(error)) => Err(errors::acquire_error(py, &error)),
+            Err(_) => Ok(None),
+        }
+    }
 }
 
 /// The cost of one request.
-fn cost(requests: u64, input: u64, output: u64) -> Cost {
+pub(crate) fn cost(requests: u64, input: u64, output: u64) -> Cost {
     Cost::request()
         .with_requests(requests)
         .input(input)
@@ -96,7 +119,7 @@ fn cost(requests: u64, input: u64, output: u64) -> Cost {
 }
 
 /// A timeout in seconds, as a duration.
-fn timeout(seconds: Option<f64>) -> PyResult<Option<Duration>> {
+pub(crate) fn timeout(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     seconds
         .map(|s| {
             Duration::try_from_secs_f64(s).map_err(|_| {
@@ -225,58 +248,23 @@ impl LimiterCore {
         }
     }
 
-    /// The permit if it is admitted now without waiting; `None` if it must wait (or the
-    /// limits live in a store). Raises when it can never be admitted.
-    #[pyo3(signature = (*, model=None, tenant=None, input=0, output=0, requests=1))]
-    fn try_now(
-        &self,
-        py: Python<'_>,
-        model: Option<String>,
-        tenant: Option<String>,
-        input: u64,
-        output: u64,
-        requests: u64,
-    ) -> PyResult<Option<Permit>> {
-        if self.has_store() {
-            return Ok(None);
-        }
-        let limiter = self.limiter()?;
-        match try_now(
-            &limiter,
-            model.as_deref(),
-            tenant.as_deref(),
-            cost(requests, input, output),
-        ) {
-            Ok(permit) => Ok(Some(Permit::new(Some(permit)))),
-            Err(Denied::Never(error)) => Err(errors::acquire_error(py, &error)),
-            Err(_) => Ok(None),
-        }
-    }
-
-    /// An asyncio future of the permit, waiting (FIFO) as long as the limits need, at most
-    /// `timeout` seconds. Cancelling it gives the reservation back; `on_drop` is called on
-    /// the event loop once that is done (or the acquisition is otherwise over).
-    #[pyo3(signature = (*, model=None, tenant=None, input=0, output=0, requests=1, timeout=None, on_drop=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn acquire_async<'py>(
-        &self,
-        py: Python<'py>,
+    /// An asynchronous acquisition (see `Acquisition`): what `Limiter.acquire()` returns.
+    #[pyo3(signature = (model, tenant, input, output, requests, timeout, /))]
+    fn acquisition(
+        slf: Bound<'_, Self>,
         model: Option<String>,
         tenant: Option<String>,
         input: u64,
         output: u64,
         requests: u64,
         timeout: Option<f64>,
-        on_drop: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let limiter = self.limiter()?;
-        acquire::acquire_async(
-            py,
-            limiter,
-            names(model, tenant),
-            cost(requests, input, output),
-            self::timeout(timeout)?,
-            on_drop,
+    ) -> PyResult<Acquisition> {
+        Acquisition::new(
+            slf.unbind(),
+            model,
+            tenant,
+            (requests, input, output),
+            timeout,
         )
     }
 

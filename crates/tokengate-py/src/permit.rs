@@ -119,7 +119,7 @@ impl Permit {
 
     /// Ends the permit without its usage: its in-flight slot is freed and its reservation
     /// stays counted, as used. Nothing happens if it already ended.
-    fn release(&self) -> PyResult<()> {
+    pub(crate) fn release(&self) -> PyResult<()> {
         drop(self.take()?);
         Ok(())
     }

@@ -11,18 +11,15 @@
 //! `os.fork` holds the GIL too, so no other thread holds the lock at a fork.
 //!
 //! At interpreter exit the runtime's threads live on, and some of their tasks would call into
-//! Python (an asyncio acquisition's result, set on its loop): a thread that asks for the GIL
-//! while the interpreter finalizes is ended by CPython in the middle of Rust code, which
-//! crashes the process. So an `atexit` hook ([`at_exit`]) closes the gate first: every task
-//! that may call into Python runs through [`unless_exiting`] or [`Gated`], and once the gate
-//! is closed none starts again; the hook waits (with the GIL released, at most a second) for
-//! those already inside.
+//! Python (waking an event loop that cannot watch a socket, see `bridge`): a thread that asks
+//! for the GIL while the interpreter finalizes is ended by CPython in the middle of Rust code,
+//! which crashes the process. So an `atexit` hook ([`at_exit`]) closes the gate first: every
+//! task that may call into Python runs through [`unless_exiting`], and once the gate is closed
+//! none starts again; the hook waits (with the GIL released, at most a second) for those
+//! already inside.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
@@ -64,24 +61,6 @@ pub(crate) fn unless_exiting<R>(f: impl FnOnce() -> R) -> Option<R> {
         return None;
     }
     Some(f())
-}
-
-/// A task that may call into Python: polled through [`unless_exiting`], and ended (dropped
-/// unpolled) once the interpreter is exiting.
-pub(crate) struct Gated(Pin<Box<dyn Future<Output = ()> + Send>>);
-
-impl Gated {
-    pub(crate) fn new(task: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self(Box::pin(task))
-    }
-}
-
-impl Future for Gated {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        unless_exiting(|| self.0.as_mut().poll(cx)).unwrap_or(Poll::Ready(()))
-    }
 }
 
 /// Called by `atexit`: closes the gate, then waits for the tasks inside Python to leave.

@@ -4,7 +4,10 @@ reservation back when cancelled."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -153,3 +156,100 @@ async def test_an_impossible_request_fails_without_waiting() -> None:
     limiter = tokengate.Limiter(input_tpm=30_000)
     with pytest.raises(tokengate.RequestTooLarge):
         await asyncio.wait_for(limiter.acquire(input=40_000).__aenter__(), BOUND)
+
+
+async def _waits_then_cancels(limiter: tokengate.Limiter) -> tuple[int, int]:
+    """A request that waits about a second, admitted; then one cancelled while it waits.
+    Returns the output tokens charged after each."""
+    permit = await asyncio.wait_for(limiter.acquire(output=1_000).__aenter__(), BOUND)
+    permit.release()
+    after_admitted = output_tokens(limiter)["charged"]
+    waiting = asyncio.create_task(limiter.acquire(output=1_000).__aenter__())
+    await until(lambda: limiter.stats()["waiters"] == 1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    return after_admitted, output_tokens(limiter)["charged"]
+
+
+def test_a_loop_that_cannot_watch_a_socket_is_woken_by_a_call() -> None:
+    # As Windows' proactor loop: no add_reader. Answers then come through
+    # call_soon_threadsafe, with the same waits and the same cancellation.
+    class NoReaders(asyncio.SelectorEventLoop):
+        def add_reader(self, *args: Any) -> None:
+            raise NotImplementedError
+
+    limiter, first = held_back()
+    loop = NoReaders()
+    try:
+        charged = loop.run_until_complete(_waits_then_cancels(limiter))
+    finally:
+        loop.close()
+    assert charged == (2_000, 2_000)
+    stats = limiter.stats()
+    assert (stats["admitted"], stats["cancelled"], stats["waiters"]) == (2, 1, 0)
+    first.release()
+
+
+def test_every_event_loop_gets_its_own_answers() -> None:
+    # One limiter, waited on from two loops at once (one a thread's), then from a loop made
+    # after both closed: each loop hears of its own acquisitions only.
+    limiter = tokengate.Limiter(rpm=6_000)  # 100 at once, then one every 10 ms
+    limiter.try_acquire(requests=100).release()
+
+    async def some(n: int) -> int:
+        async def one() -> None:
+            async with limiter.acquire(timeout=BOUND):
+                pass
+
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), BOUND)
+        return n
+
+    results: list[int] = []
+    thread = threading.Thread(target=lambda: results.append(asyncio.run(some(20))))
+    thread.start()
+    results.append(asyncio.run(some(20)))
+    thread.join(BOUND)
+    assert not thread.is_alive()
+    results.append(asyncio.run(some(5)))
+    assert sorted(results) == [5, 20, 20]
+    stats = limiter.stats()
+    assert (stats["admitted"], stats["waiters"]) == (46, 0)
+    assert stats["waits"]["waited"] >= 40
+
+
+def test_uvloop_waits_and_cancels_as_asyncio_does() -> None:
+    # uvicorn's loop: the bridge's socket is watched by libuv.
+    uvloop = pytest.importorskip("uvloop")
+    limiter, first = held_back()
+    loop = uvloop.new_event_loop()
+    try:
+        charged = loop.run_until_complete(_waits_then_cancels(limiter))
+    finally:
+        loop.close()
+    assert charged == (2_000, 2_000)
+    assert (limiter.stats()["cancelled"], limiter.stats()["waiters"]) == (1, 0)
+    first.release()
+
+
+def test_a_loop_closed_under_a_waiting_task_keeps_nothing() -> None:
+    # The task is destroyed with its loop, never cancelled: its coroutine is closed, and the
+    # acquisition it waited for is dropped rather than admitted into a loop that is gone.
+    limiter = tokengate.Limiter(output_tpm=60_000, max_in_flight=2)
+    first = limiter.try_acquire(output=1_000)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(limiter.acquire(output=1_000).__aenter__())
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert limiter.stats()["waiters"] == 1
+    loop.close()
+    del task
+    gc.collect()
+    deadline = time.monotonic() + BOUND
+    while limiter.stats()["waiters"] != 0:
+        assert time.monotonic() < deadline, "the closed waiter was never dropped"
+        time.sleep(0.005)
+    time.sleep(1.5)  # past the instant it would have been admitted at
+    stats = limiter.stats()
+    assert (stats["admitted"], stats["cancelled"], stats["in_flight"]) == (1, 1, 1)
+    assert output_tokens(limiter)["charged"] == 1_000
+    first.release()

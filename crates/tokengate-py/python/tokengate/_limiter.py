@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Generator, Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
 from . import _tokengate
-from ._tokengate import Permit
+from ._tokengate import Acquisition, Bridge, Permit
 
 __all__ = ["Acquisition", "Limiter", "Permit"]
 
@@ -21,11 +22,6 @@ Headers = Union[Mapping[str, str], Mapping[bytes, bytes], Iterable[tuple[Any, An
 _CANCEL_WAIT = 1.0
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 async def _quietly(future: asyncio.Future[None], timeout: float) -> None:
     try:
         await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -33,60 +29,97 @@ async def _quietly(future: asyncio.Future[None], timeout: float) -> None:
         pass
 
 
-class Acquisition:
-    """An asynchronous acquisition: ``async with`` it, or ``await`` it for the :class:`Permit`.
+# Each event loop's bridge: the waiting acquisitions' answers come back through it (see
+# `Bridge`). A loop owns its bridge (the reader it watches holds it), so both are known here
+# weakly: a loop closed under waiting tasks leaves a cycle the garbage collector ends, its
+# acquisitions dropped. A loop woken by a call (no `add_reader`) has its bridge held here.
+_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[], Bridge | None]] = (
+    weakref.WeakKeyDictionary()
+)
+# The last loop and bridge used, for the common case of one loop.
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], Callable[[], Bridge | None]] | None = None
 
-    ``async with limiter.acquire(...) as permit:`` waits (FIFO, never blocking the event
-    loop) until the request is admitted, and releases the permit at the end of the block
-    unless it was settled. Cancelling the waiting task (or ``asyncio.timeout``) gives the
-    reservation back whole.
-    """
 
-    __slots__ = ("_core", "_request", "_timeout", "_permit")
-
-    def __init__(
-        self, core: _tokengate.LimiterCore, request: dict[str, Any], timeout: float | None
-    ) -> None:
-        self._core = core
-        self._request = request
-        self._timeout = timeout
-        self._permit: Permit | None = None
-
-    async def _acquire(self) -> Permit:
-        # Admitted at once without leaving the event loop's thread, when the limits allow.
-        permit = self._core.try_now(**self._request)
-        if permit is not None:
-            return permit
-        over = asyncio.get_running_loop().create_future()
-        future = self._core.acquire_async(
-            timeout=self._timeout, on_drop=functools.partial(_set_done, over), **self._request
-        )
+def _bridge_of(loop: asyncio.AbstractEventLoop) -> Bridge:
+    global _last
+    if _last is not None and _last[0]() is loop:
+        bridge = _last[1]()
+        if bridge is not None and not bridge.stale:
+            return bridge
+    held: Callable[[], Bridge | None] | None = _bridges.get(loop)
+    bridge = held() if held is not None else None
+    if held is None or bridge is None or bridge.stale:
+        # One of a loop never seen, or made before a fork (its socket is the parent's).
+        if bridge is not None and bridge.fileno() >= 0:
+            loop.remove_reader(bridge.fileno())
+        bridge = Bridge()
         try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                # Admitted just as the task was cancelled: the call will not be made.
-                future.result().cancel()
-            else:
-                # The Rust acquisition is dropped on tokengate's own thread: wait for it, so
-                # that the reservation is back by the time the cancellation propagates.
-                await _quietly(over, _CANCEL_WAIT)
-            raise
+            loop.add_reader(bridge.fileno(), bridge.drain)
+            held = weakref.ref(bridge)
+        except (NotImplementedError, ValueError):
+            # A loop that cannot watch a socket (as Windows' proactor): woken by a call.
+            bridge = Bridge.calling()
+            bridge.wake_with(_waker(loop, bridge))
+            held = functools.partial(_itself, bridge)
+        _bridges[loop] = held
+    _last = (weakref.ref(loop), held)
+    return bridge
 
-    def __await__(self) -> Generator[Any, None, Permit]:
-        """``permit = await limiter.acquire(...)``: the permit, to end yourself."""
-        return self._acquire().__await__()
 
-    async def __aenter__(self) -> Permit:
-        """Waits for admission; the permit."""
-        self._permit = await self._acquire()
-        return self._permit
+def _itself(bridge: Bridge) -> Bridge:
+    return bridge
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Releases the permit unless it was settled (or cancelled)."""
-        permit, self._permit = self._permit, None
-        if permit is not None:
-            permit.release()
+
+def _waker(loop: asyncio.AbstractEventLoop, bridge: Bridge) -> Callable[[], None]:
+    # Weak references: the bridge holds the waker, and must not keep its loop alive.
+    loop_ref, bridge_ref = weakref.ref(loop), weakref.ref(bridge)
+
+    def wake() -> None:
+        loop, bridge = loop_ref(), bridge_ref()
+        if loop is not None and bridge is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(bridge.drain)
+
+    return wake
+
+
+async def _wait(acquisition: Acquisition) -> Permit:
+    """Waits (on tokengate's runtime) for a request the limits do not admit at once."""
+    loop = asyncio.get_running_loop()
+    bridge = _bridge_of(loop)
+    future: asyncio.Future[Permit] = loop.create_future()
+    ident = acquisition._submit(bridge, future)
+    try:
+        return await future
+    except GeneratorExit:
+        # Closed unfinished (its task destroyed with its loop): it cannot wait any more, so
+        # the acquisition is dropped without a word back.
+        bridge.cancel(ident)
+        raise
+    except asyncio.CancelledError:
+        over: asyncio.Future[None] = loop.create_future()
+        if bridge.cancel(ident, over):
+            # The Rust acquisition is dropped on tokengate's own thread: wait for it, so that
+            # the reservation is back by the time the cancellation propagates.
+            await _quietly(over, _CANCEL_WAIT)
+        elif future.done() and not future.cancelled() and future.exception() is None:
+            # Admitted just as the task was cancelled: the call will not be made.
+            future.result().cancel()
+        raise
+
+
+async def _enter(acquisition: Acquisition) -> Permit:
+    """``async with`` of a request that must wait: the permit, kept for ``__aexit__``."""
+    permit = await _wait(acquisition)
+    acquisition._hold(permit)
+    return permit
+
+
+async def _ready(value: Any) -> Any:
+    """An awaitable of ``value``, at once."""
+    return value
+
+
+_tokengate.set_waiting(_enter, _wait, _ready)
 
 
 class Limiter:
@@ -210,14 +243,7 @@ class Limiter:
             UnknownModel: a model the limits file does not cover.
             StoreError: Redis failed (``on_store_error="fail_closed"``).
         """
-        request = {
-            "model": model,
-            "tenant": tenant,
-            "input": input,
-            "output": output,
-            "requests": requests,
-        }
-        return Acquisition(self._core, request, timeout)
+        return self._core.acquisition(model, tenant, input, output, requests, timeout)
 
     def acquire_blocking(
         self,

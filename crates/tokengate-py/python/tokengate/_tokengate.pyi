@@ -2,11 +2,20 @@
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, final
 
-__all__ = ["LimiterCore", "Permit", "PricedCall", "Pricer", "ReplyMeter"]
+__all__ = [
+    "Acquisition",
+    "Bridge",
+    "LimiterCore",
+    "Permit",
+    "PricedCall",
+    "Pricer",
+    "ReplyMeter",
+    "set_waiting",
+]
 
 @final
 class Permit:
@@ -46,6 +55,57 @@ class Permit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool: ...
+
+@final
+class Acquisition:
+    """An asynchronous acquisition: ``async with`` it, or ``await`` it for the :class:`Permit`.
+
+    ``async with limiter.acquire(...) as permit:`` waits (FIFO, never blocking the event
+    loop) until the request is admitted, and releases the permit at the end of the block
+    unless it was settled. Cancelling the waiting task (or ``asyncio.timeout``) gives the
+    reservation back whole.
+    """
+
+    def __aenter__(self) -> Awaitable[Permit]:
+        """Waits for admission; the permit."""
+    def __aexit__(self, *_exc: object) -> Awaitable[None]:
+        """Releases the permit unless it was settled (or cancelled)."""
+    def __await__(self) -> Generator[Any, None, Permit]:
+        """``permit = await limiter.acquire(...)``: the permit, to end yourself."""
+    def _submit(self, bridge: Bridge, future: asyncio.Future[Permit]) -> int:
+        """Starts waiting on ``bridge``; ``future`` gets the permit. Its id on the bridge."""
+    def _hold(self, permit: Permit) -> None:
+        """Keeps the permit an ``async with`` waited for, for ``__aexit__``."""
+
+@final
+class Bridge:
+    """The answers of one event loop's waiting acquisitions, carried to its thread."""
+
+    def __new__(cls) -> Bridge: ...
+    @staticmethod
+    def calling() -> Bridge:
+        """A bridge that wakes its loop by calling back (``wake_with``), not by a socket."""
+    def fileno(self) -> int:
+        """The descriptor the loop watches (``add_reader``); -1 where there is none."""
+    @property
+    def stale(self) -> bool:
+        """Whether it was made before a fork."""
+    def wake_with(self, wake: Callable[[], object]) -> None:
+        """Wakes the loop by calling ``wake``, which schedules ``drain`` on it."""
+    def drain(self) -> None:
+        """Sets the futures of every answer that came back."""
+    def cancel(self, id: int, over: asyncio.Future[None] | None = None) -> bool:
+        """Drops acquisition ``id``; true when ``over`` will be set once it is gone."""
+    def __len__(self) -> int:
+        """Acquisitions waiting now."""
+
+def set_waiting(
+    enter: Callable[[Acquisition], Awaitable[Permit]],
+    wait: Callable[[Acquisition], Awaitable[Permit]],
+    ready: Callable[[Any], Awaitable[Any]],
+) -> None:
+    """Hands over the package's coroutine functions: for requests that wait, and an
+    awaitable of a value at once."""
 
 @final
 class LimiterCore:
@@ -90,28 +150,17 @@ class LimiterCore:
         requests: int = 1,
     ) -> Permit:
         """Admits now or raises :class:`tokengate.RateLimitExceeded`."""
-    def try_now(
+    def acquisition(
         self,
-        *,
-        model: str | None = None,
-        tenant: str | None = None,
-        input: int = 0,
-        output: int = 0,
-        requests: int = 1,
-    ) -> Permit | None:
-        """The permit if admitted now, ``None`` if it must wait."""
-    def acquire_async(
-        self,
-        *,
-        model: str | None = None,
-        tenant: str | None = None,
-        input: int = 0,
-        output: int = 0,
-        requests: int = 1,
-        timeout: float | None = None,
-        on_drop: Callable[[], object] | None = None,
-    ) -> asyncio.Future[Permit]:
-        """An asyncio future of the permit."""
+        model: str | None,
+        tenant: str | None,
+        input: int,
+        output: int,
+        requests: int,
+        timeout: float | None,
+        /,
+    ) -> Acquisition:
+        """An asynchronous acquisition."""
     def acquire_blocking(
         self,
         *,
