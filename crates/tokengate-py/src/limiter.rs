@@ -212,6 +212,27 @@ impl LimiterCore {
         })
     }
 
+    /// A limiter of the limits file's text (TOML), named `source` in its errors (`<toml>`
+    /// when not given).
+    #[staticmethod]
+    #[pyo3(signature = (text, *, source=None, redis=None, namespace=None, on_store_error=None))]
+    fn from_toml(
+        py: Python<'_>,
+        text: &str,
+        source: Option<&str>,
+        redis: Option<String>,
+        namespace: Option<String>,
+        on_store_error: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let config = Config::from_toml_str(text, source.unwrap_or("<toml>"))
+            .map_err(|e| errors::config_error(py, &e))?;
+        Self::new(Recipe {
+            limits: Limits::Config(Box::new(config)),
+            redis: redis.map(|url| Redis { url, namespace }),
+            on_store_error: on_store_error.map(recipe::on_store_error).transpose()?,
+        })
+    }
+
     /// Whether the limits are shared through a store (Redis).
     #[getter]
     fn shared(&self) -> bool {

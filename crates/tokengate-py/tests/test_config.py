@@ -100,3 +100,38 @@ def test_reload_changes_the_limits_and_keeps_them_on_a_bad_file(tmp_path: Path) 
         limiter.try_acquire(model="gpt-4o")
     limiter.reload(write(tmp_path, "[models.gpt-4o]\nrequests_per_minute = 6000\n", "more.toml"))
     limiter.try_acquire(model="gpt-4o").release()
+
+
+def test_limits_made_in_code_from_toml_text() -> None:
+    # What keywords cannot say: a per-second limit, a bucket's algorithm, a burst, a margin
+    # (none here: the counts below are exact at once).
+    limiter = tokengate.Limiter.from_toml(
+        """
+        margin = "0s"
+
+        [account]
+        requests_per_second = { amount = 2, burst = 2 }
+
+        [models.gpt-4o]
+        limits = [{ dimension = "output_tokens", amount = 1_000, per = "1m",
+                    algorithm = "token_bucket", burst = 1_000 }]
+        """
+    )
+    limiter.try_acquire(model="gpt-4o", output=1_000).release()  # the whole burst at once
+    with pytest.raises(tokengate.RateLimitExceeded) as denied:
+        limiter.try_acquire(model="gpt-4o", output=1)
+    assert denied.value.dimension == "output_tokens"
+    limiter.try_acquire().release()  # the account's second request of this second
+    with pytest.raises(tokengate.RateLimitExceeded) as denied:
+        limiter.try_acquire()
+    assert (denied.value.dimension, denied.value.limit) == ("requests", "2 per second")
+
+
+def test_a_mistake_in_toml_text_names_its_source_line_and_field() -> None:
+    with pytest.raises(tokengate.ConfigError) as error:
+        tokengate.Limiter.from_toml("[account]\nrequests_per_minute = -5\n", source="settings.py")
+    e = error.value
+    assert (e.file, e.line, e.field) == ("settings.py", 2, "account.requests_per_minute")
+    with pytest.raises(tokengate.ConfigError) as error:
+        tokengate.Limiter.from_toml("[account]\nrequests_per_minute = 5\nburst = 2\n")
+    assert (error.value.file, error.value.line) == ("<toml>", 3)

@@ -166,6 +166,8 @@ def test_shared_state_is_what_every_process_sees(
     shared = own.shared_state()
     assert [s["budget"] for s in shared] == ["account"]
     assert shared[0]["limits"][0]["used"] == 1
+    # From asyncio, the same read in a worker thread.
+    assert asyncio.run(asyncio.wait_for(own.shared_state_async(), BOUND)) == shared
 
 
 def test_the_files_store_section(tmp_path: Path, redis_server: str, namespace: str) -> None:

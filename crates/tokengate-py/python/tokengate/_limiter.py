@@ -210,6 +210,36 @@ class Limiter:
         )
         return limiter
 
+    @classmethod
+    def from_toml(
+        cls,
+        text: str,
+        *,
+        source: str = "<toml>",
+        redis: str | None = None,
+        namespace: str | None = None,
+        on_store_error: str | float | None = None,
+    ) -> Limiter:
+        """A limiter of a limits file's text, as :meth:`from_config` reads a file: for limits
+        made in code with everything a file offers (per-second and per-hour limits,
+        algorithms, bursts, margins, models, families, tenants)::
+
+            limiter = tokengate.Limiter.from_toml('''
+                [account]
+                requests_per_second = 20
+                output_tokens_per_minute = { amount = 8_000, burst = 8_000 }
+            ''')
+
+        Raises:
+            ConfigError: the text's first mistake, with its ``line``, ``column`` and
+                ``field``; ``file`` is ``source``.
+        """
+        limiter = cls.__new__(cls)
+        limiter._core = _tokengate.LimiterCore.from_toml(
+            text, source=source, redis=redis, namespace=namespace, on_store_error=on_store_error
+        )
+        return limiter
+
     @property
     def shared(self) -> bool:
         """Whether the limits live in Redis, shared by processes."""
@@ -344,13 +374,19 @@ class Limiter:
         (per limit ``dimension``, ``amount``, ``period`` in seconds, ``used`` and
         ``remaining``: what it would admit now), ``in_flight``, ``max_in_flight`` and
         ``paused_for`` (seconds). One call to Redis per budget, with the GIL released: from
-        asyncio, run it in a thread (``await asyncio.to_thread(limiter.shared_state)``).
+        asyncio, ``await limiter.shared_state_async()``.
 
         Raises:
             StoreError: the limiter is not shared through Redis, or Redis failed.
             UnknownModel: a model the limits file does not cover.
         """
         return self._core.shared_state(model=model, tenant=tenant)
+
+    async def shared_state_async(
+        self, *, model: str | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """:meth:`shared_state` from asyncio: read in a worker thread, the loop free."""
+        return await asyncio.to_thread(self.shared_state, model=model, tenant=tenant)
 
     def store_stats(self) -> dict[str, int]:
         """How the limiter has used Redis: ``calls``, ``errors``, ``fail_open``,

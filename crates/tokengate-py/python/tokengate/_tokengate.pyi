@@ -137,6 +137,16 @@ class LimiterCore:
         on_store_error: str | float | None = None,
     ) -> LimiterCore:
         """A limiter of a limits file."""
+    @staticmethod
+    def from_toml(
+        text: str,
+        *,
+        source: str | None = None,
+        redis: str | None = None,
+        namespace: str | None = None,
+        on_store_error: str | float | None = None,
+    ) -> LimiterCore:
+        """A limiter of a limits file's text."""
     @property
     def shared(self) -> bool:
         """Whether the limits live in Redis."""
