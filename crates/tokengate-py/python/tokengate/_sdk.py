@@ -157,6 +157,47 @@ class _Gate:
                 response.headers, status=response.status_code, model=model, tenant=tenant
             )
 
+    def answered(
+        self,
+        response: Any,
+        meter: _tokengate.ReplyMeter,
+        priced: _tokengate.PricedCall,
+        tenant: str | None,
+    ) -> str:
+        """A model call's reply observed, and what comes next: ``"stream"`` (metered as it
+        passes), ``"json"`` (settled from its body), else returned as it is (a 429, settled
+        here, or a reply without usage)."""
+        if response.status_code == 429:
+            # Settled first, as the provider counts a refused call: the limits the 429
+            # lowers then no longer take back the tokens of permits admitted before.
+            meter.refused()
+            self.observe(response, priced.model, tenant)
+            return "refused"
+        self.observe(response, priced.model, tenant)
+        kind: str = meter.reply(response.headers.get("content-type"))
+        return kind
+
+    @staticmethod
+    def streamed(request: Any, response: Any, stream: Any) -> Any:
+        """The reply, its body read through ``stream`` (which meters it)."""
+        return _httpx_of(request).Response(
+            response.status_code,
+            headers=_decoded_headers(response),
+            stream=stream,
+            extensions=response.extensions,
+        )
+
+    @staticmethod
+    def settled(request: Any, response: Any, meter: _tokengate.ReplyMeter, body: bytes) -> Any:
+        """The reply, its JSON body read whole and the call settled from it."""
+        meter.settle_json(body)
+        return _httpx_of(request).Response(
+            response.status_code,
+            headers=_decoded_headers(response),
+            content=body,
+            extensions=response.extensions,
+        )
+
     def failed(self, request: Any, meter: _tokengate.ReplyMeter, error: BaseException) -> None:
         """The send raised: a connection never made gives the tokens back; anything else
         (a timeout, a broken connection, a cancellation) may have reached the provider."""
@@ -256,32 +297,12 @@ class Transport:
     ) -> Any:
         gate = self._gate
         try:
-            if response.status_code == 429:
-                # Settled first, as the provider counts a refused call: the limits the 429
-                # lowers then no longer take back the tokens of permits admitted before.
-                meter.refused()
-                gate.observe(response, priced.model, tenant)
-                return response
-            gate.observe(response, priced.model, tenant)
-            kind = meter.reply(response.headers.get("content-type"))
-            httpx = _httpx_of(request)
+            kind = gate.answered(response, meter, priced, tenant)
             if kind == "stream":
-                stream = _stream_classes(httpx)[0](response, meter)
-                return httpx.Response(
-                    response.status_code,
-                    headers=_decoded_headers(response),
-                    stream=stream,
-                    extensions=response.extensions,
-                )
+                stream = _stream_classes(_httpx_of(request))[0](response, meter)
+                return gate.streamed(request, response, stream)
             if kind == "json":
-                body = response.read()
-                meter.settle_json(body)
-                return httpx.Response(
-                    response.status_code,
-                    headers=_decoded_headers(response),
-                    content=body,
-                    extensions=response.extensions,
-                )
+                return gate.settled(request, response, meter, response.read())
             return response
         except BaseException:
             meter.release()
@@ -368,32 +389,12 @@ class AsyncTransport:
     ) -> Any:
         gate = self._gate
         try:
-            if response.status_code == 429:
-                # Settled first, as the provider counts a refused call: the limits the 429
-                # lowers then no longer take back the tokens of permits admitted before.
-                meter.refused()
-                gate.observe(response, priced.model, tenant)
-                return response
-            gate.observe(response, priced.model, tenant)
-            kind = meter.reply(response.headers.get("content-type"))
-            httpx = _httpx_of(request)
+            kind = gate.answered(response, meter, priced, tenant)
             if kind == "stream":
-                stream = _stream_classes(httpx)[1](response, meter)
-                return httpx.Response(
-                    response.status_code,
-                    headers=_decoded_headers(response),
-                    stream=stream,
-                    extensions=response.extensions,
-                )
+                stream = _stream_classes(_httpx_of(request))[1](response, meter)
+                return gate.streamed(request, response, stream)
             if kind == "json":
-                body = await response.aread()
-                meter.settle_json(body)
-                return httpx.Response(
-                    response.status_code,
-                    headers=_decoded_headers(response),
-                    content=body,
-                    extensions=response.extensions,
-                )
+                return gate.settled(request, response, meter, await response.aread())
             return response
         except BaseException:
             meter.release()
