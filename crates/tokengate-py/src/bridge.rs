@@ -66,12 +66,13 @@ struct Inbox {
 }
 
 impl Inbox {
+    fn answers(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Answer)>> {
+        self.answers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Puts an answer in, and wakes the loop unless a wake-up is already on its way.
     fn put(&self, id: u64, answer: Answer) {
-        self.answers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((id, answer));
+        self.answers().push((id, answer));
         if self.woken.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -156,27 +157,26 @@ pub struct Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        if self.generation != runtime::generation() {
-            // The parent's: its answers and senders belong to the parent's runtime.
-            let waiting = std::mem::take(
-                self.waiting
-                    .get_mut()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            std::mem::forget(waiting);
-            let answers = std::mem::take(
-                &mut *self
-                    .inbox
-                    .answers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            std::mem::forget(answers);
-        }
+        self.let_go();
     }
 }
 
 impl Bridge {
+    /// Drops every acquisition still waiting (on the runtime) and every answer not taken (a
+    /// permit in it given back). A bridge made before a fork forgets them instead: they
+    /// belong to the parent's runtime.
+    fn let_go(&self) {
+        let waiting = std::mem::take(&mut *self.waiting());
+        let answers = std::mem::take(&mut *self.inbox.answers());
+        if self.generation == runtime::generation() {
+            drop(waiting);
+            drop(answers);
+        } else {
+            std::mem::forget(waiting);
+            std::mem::forget(answers);
+        }
+    }
+
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -305,13 +305,7 @@ impl Bridge {
         }
         // Before taking the answers: one put after this wakes the loop again.
         self.inbox.woken.store(false, Ordering::Release);
-        let answers = std::mem::take(
-            &mut *self
-                .inbox
-                .answers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let answers = std::mem::take(&mut *self.inbox.answers());
         if answers.is_empty() {
             return Ok(());
         }
@@ -353,11 +347,7 @@ impl Bridge {
         // An answer in the inbox, not drained yet (the loop may never drain again: its
         // coroutine is being closed with the loop): dropped now.
         let answered = {
-            let mut answers = self
-                .inbox
-                .answers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut answers = self.inbox.answers();
             let before = answers.len();
             answers.retain(|(of, _)| *of != id);
             answers.len() != before
@@ -395,22 +385,7 @@ impl Bridge {
     /// Ends the cycle: every acquisition still waiting is dropped on the runtime, and every
     /// answer not taken is dropped here (a permit in it given back).
     fn __clear__(&self) {
-        let waiting = std::mem::take(&mut *self.waiting());
-        let answers = std::mem::take(
-            &mut *self
-                .inbox
-                .answers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if self.generation == runtime::generation() {
-            drop(waiting);
-            drop(answers);
-        } else {
-            // The parent's (see `Drop`).
-            std::mem::forget(waiting);
-            std::mem::forget(answers);
-        }
+        self.let_go();
     }
 }
 
