@@ -10,7 +10,9 @@ Prints one table (Markdown), a row a workload, a column a library:
 
 Every limiter gets one limit (requests per minute) so generous that nothing ever waits: what
 is measured is each library's own cost of a decision. Each is used as its documentation says
-(the calls below). A library that cannot do a workload (llmratelimiter keeps its state only
+(the calls below). The last column is not a limiter but the floor under every peer on Redis:
+a script that only returns 1, sent by redis-py's asyncio client (which they all use) from the
+same 16 tasks. A library that cannot do a workload (llmratelimiter keeps its state only
 in Redis) says so in its cell; one that is not installed says so in its column.
 
 The bench venv (not CI; Python 3.12, from the repository root):
@@ -237,6 +239,32 @@ def llmratelimiter_setups(url: str) -> tuple[str, Setup]:
     return "Redis only", redis
 
 
+# ---- the ceiling of a library on redis-py -----------------------------------------------
+
+def ceiling_setups(url: str) -> tuple[str, Setup]:
+    """Not a limiter: the fastest round trip a Python library built on redis-py's asyncio
+    client makes (every peer on Redis is), a script that only returns 1, 16 tasks sharing a
+    pool as the peers do. A decision of such a library costs at least this."""
+    import redis.asyncio
+
+    async def redis_() -> tuple[Call, Callable[[], Awaitable[None]]]:
+        client = redis.asyncio.Redis.from_url(url, max_connections=TASKS)
+        script = client.register_script("return 1")
+
+        async def call() -> None:
+            assert await script(keys=["bench"]) == 1
+
+        async def close() -> None:
+            await client.aclose()
+
+        return call, close
+
+    return "Redis only", redis_
+
+
+# Columns that are references, not peers: never "the best peer".
+REFERENCES = {"redis-py: a script returning 1"}
+
 LIBRARIES: list[tuple[str, str, Callable[[str], tuple[Any, Any]]]] = [
     ("tokengate", "tokengate", tokengate_setups),
     ("aiolimiter", "aiolimiter", aiolimiter_setups),
@@ -244,6 +272,7 @@ LIBRARIES: list[tuple[str, str, Callable[[str], tuple[Any, Any]]]] = [
     ("pyrate-limiter", "pyrate-limiter", pyrate_setups),
     ("token-throttle", "token-throttle", token_throttle_setups),
     ("llmratelimiter", "llmratelimiter", llmratelimiter_setups),
+    ("redis-py: a script returning 1", "redis", ceiling_setups),
 ]
 
 
@@ -444,7 +473,7 @@ def main() -> None:
     for i, (row, _, more_is_better) in enumerate(ROWS):
         ratio = ""
         ours = medians.get("tokengate", [None] * len(ROWS))[i]
-        peers = [(v, n) for n in names if n != "tokengate"
+        peers = [(v, n) for n in names if n != "tokengate" and n not in REFERENCES
                  if isinstance(v := medians[n][i], float)]
         if isinstance(ours, float) and peers and more_is_better is not None:
             if more_is_better:
