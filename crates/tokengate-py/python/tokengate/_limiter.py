@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
@@ -84,7 +85,10 @@ def _waker(loop: asyncio.AbstractEventLoop, bridge: Bridge) -> Callable[[], None
 
 async def _wait(acquisition: Acquisition) -> Permit:
     """Waits (on tokengate's runtime) for a request the limits do not admit at once."""
-    loop = asyncio.get_running_loop()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return await _wait_elsewhere(acquisition)
     bridge = _bridge_of(loop)
     future: asyncio.Future[Permit] = loop.create_future()
     ident = acquisition._submit(bridge, future)
@@ -105,6 +109,19 @@ async def _wait(acquisition: Acquisition) -> Permit:
             # Admitted just as the task was cancelled: the call will not be made.
             future.result().cancel()
         raise
+
+
+async def _wait_elsewhere(acquisition: Acquisition) -> Permit:
+    """Waits under trio (or anyio on trio), the one library besides asyncio supported."""
+    if "trio" in sys.modules:  # never imported here: a trio run has imported it already
+        from . import _trio
+
+        if _trio.running():
+            return await _trio.wait(acquisition)
+    raise RuntimeError(
+        "tokengate: acquire() waits on a running asyncio event loop or in a trio run; "
+        "from other code, use acquire_blocking()"
+    )
 
 
 async def _enter(acquisition: Acquisition) -> Permit:
