@@ -47,7 +47,7 @@ def limit(
 ) -> Callable[[F], F]:
     """Limits every call of the decorated function (``def`` or ``async def``) by ``limiter``.
 
-    Each call waits for admission (asyncio for a coroutine function; the thread, GIL
+    Each call waits for admission (asyncio or trio for a coroutine function; the thread, GIL
     released, for a plain one), runs, and ends its permit: settled with the usage of the
     result (``usage(result)`` if given, else ``result.usage`` or ``result["usage"]``, such as
     an OpenAI or Anthropic reply), or released with its reservation counted when there is none.

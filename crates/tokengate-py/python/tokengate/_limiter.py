@@ -272,8 +272,8 @@ class Limiter:
         requests: int = 1,
         timeout: float | None = None,
     ) -> Acquisition:
-        """Waits (asyncio) until a request is admitted on every limit: ``async with`` it, or
-        ``await`` it for the :class:`Permit`.
+        """Waits (asyncio or trio) until a request is admitted on every limit: ``async with``
+        it, or ``await`` it for the :class:`Permit`.
 
         Args:
             model, tenant: the budgets of a limits file to charge, together with the
