@@ -167,14 +167,23 @@ impl Bridge {
     /// belong to the parent's runtime.
     fn let_go(&self) {
         let waiting = std::mem::take(&mut *self.waiting());
-        let answers = std::mem::take(&mut *self.inbox.answers());
-        if self.generation == runtime::generation() {
-            drop(waiting);
-            drop(answers);
-        } else {
+        if self.is_stale() {
+            // Its futures are forgotten, its senders never used (they would wake tasks of
+            // the parent's runtime, which has no thread here), and its inbox never touched:
+            // a thread of the parent's may have held its lock at the fork, and its answers
+            // hold the parent's permits. The count kept here keeps the inbox from being
+            // freed in this process.
             std::mem::forget(waiting);
-            std::mem::forget(answers);
+            std::mem::forget(Arc::clone(&self.inbox));
+            return;
         }
+        let answers = std::mem::take(&mut *self.inbox.answers());
+        drop(waiting);
+        drop(answers);
+    }
+
+    fn is_stale(&self) -> bool {
+        self.generation != runtime::generation()
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
@@ -190,6 +199,12 @@ impl Bridge {
         timeout: Option<Duration>,
         future: Py<PyAny>,
     ) -> PyResult<u64> {
+        if self.is_stale() {
+            return Err(PyRuntimeError::new_err(
+                "tokengate: this event loop's bridge was made before a fork; \
+                 run a new event loop in the child",
+            ));
+        }
         let runtime = runtime::get()?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -266,7 +281,7 @@ impl Bridge {
     /// Whether it was made before a fork (in the parent): a child makes its own.
     #[getter]
     fn stale(&self) -> bool {
-        self.generation != runtime::generation()
+        self.is_stale()
     }
 
     /// Wakes the loop by calling `wake` (with the GIL, off the runtime's worker thread)
@@ -294,6 +309,10 @@ impl Bridge {
     /// Takes every answer in the inbox and sets the futures waiting for them. Called on the
     /// loop's thread when the socket is readable (or by the wake callable).
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        if self.is_stale() {
+            // The parent's socket and answers (see `let_go`): none of this process's.
+            return Ok(());
+        }
         #[cfg(unix)]
         if let Wake::Socket { reader, .. } = &self.inbox.wake {
             use std::io::Read;
@@ -337,6 +356,9 @@ impl Bridge {
     /// told.
     #[pyo3(signature = (id, over=None))]
     fn cancel(&self, id: u64, over: Option<Py<PyAny>>) -> bool {
+        if self.is_stale() {
+            return false;
+        }
         let mut waiting = self.waiting();
         let Some(entry) = waiting.get_mut(&id) else {
             return false;

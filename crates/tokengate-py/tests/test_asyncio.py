@@ -172,13 +172,16 @@ async def _waits_then_cancels(limiter: tokengate.Limiter) -> tuple[int, int]:
     return after_admitted, output_tokens(limiter)["charged"]
 
 
-def test_a_loop_that_cannot_watch_a_socket_is_woken_by_a_call() -> None:
-    # As Windows' proactor loop: no add_reader. Answers then come through
-    # call_soon_threadsafe, with the same waits and the same cancellation.
-    class NoReaders(asyncio.SelectorEventLoop):
-        def add_reader(self, *args: Any) -> None:
-            raise NotImplementedError
+class NoReaders(asyncio.SelectorEventLoop):
+    """A loop that cannot watch a socket, as Windows' proactor."""
 
+    def add_reader(self, *args: Any) -> None:
+        raise NotImplementedError
+
+
+def test_a_loop_that_cannot_watch_a_socket_is_woken_by_a_call() -> None:
+    # Answers then come through call_soon_threadsafe, with the same waits and the same
+    # cancellation.
     limiter, first = held_back()
     loop = NoReaders()
     try:
@@ -232,12 +235,13 @@ def test_uvloop_waits_and_cancels_as_asyncio_does() -> None:
     first.release()
 
 
-def test_a_loop_closed_under_a_waiting_task_keeps_nothing() -> None:
+@pytest.mark.parametrize("make_loop", [asyncio.new_event_loop, NoReaders], ids=["socket", "call"])
+def test_a_loop_closed_under_a_waiting_task_keeps_nothing(make_loop: Any) -> None:
     # The task is destroyed with its loop, never cancelled: its coroutine is closed, and the
     # acquisition it waited for is dropped rather than admitted into a loop that is gone.
     limiter = tokengate.Limiter(output_tpm=60_000, max_in_flight=2)
     first = limiter.try_acquire(output=1_000)
-    loop = asyncio.new_event_loop()
+    loop = make_loop()
     task = loop.create_task(limiter.acquire(output=1_000).__aenter__())
     loop.run_until_complete(asyncio.sleep(0.05))
     assert limiter.stats()["waiters"] == 1

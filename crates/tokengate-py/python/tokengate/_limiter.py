@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import sys
 import weakref
@@ -31,43 +30,41 @@ async def _quietly(future: asyncio.Future[None], timeout: float) -> None:
 
 
 # Each event loop's bridge: the waiting acquisitions' answers come back through it (see
-# `Bridge`). A loop owns its bridge (the reader it watches holds it), so both are known here
-# weakly: a loop closed under waiting tasks leaves a cycle the garbage collector ends, its
-# acquisitions dropped. A loop woken by a call (no `add_reader`) has its bridge held here.
-_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[], Bridge | None]] = (
+# `Bridge`). Known here weakly: a loop's reader holds its bridge, and so does every coroutine
+# waiting on it, so a loop closed under waiting tasks leaves a cycle (bridge, future, task,
+# loop) that the garbage collector ends, its acquisitions dropped.
+_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[Bridge]] = (
     weakref.WeakKeyDictionary()
 )
-# The last loop and bridge used, for the common case of one loop.
-_last: tuple[weakref.ref[asyncio.AbstractEventLoop], Callable[[], Bridge | None]] | None = None
+# The last loop and bridge used, for the common case of one loop (replaced whole, read once:
+# threads running loops of their own share it).
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], weakref.ref[Bridge]] | None = None
 
 
 def _bridge_of(loop: asyncio.AbstractEventLoop) -> Bridge:
     global _last
-    if _last is not None and _last[0]() is loop:
-        bridge = _last[1]()
+    last = _last
+    if last is not None and last[0]() is loop:
+        bridge = last[1]()
         if bridge is not None and not bridge.stale:
             return bridge
-    held: Callable[[], Bridge | None] | None = _bridges.get(loop)
+    held = _bridges.get(loop)
     bridge = held() if held is not None else None
     if held is None or bridge is None or bridge.stale:
-        # One of a loop never seen, or made before a fork (its socket is the parent's).
+        # One of a loop never seen (or whose bridge nobody needed any more), or made before a
+        # fork (its socket is the parent's).
         if bridge is not None and bridge.fileno() >= 0:
             loop.remove_reader(bridge.fileno())
         bridge = Bridge()
         try:
             loop.add_reader(bridge.fileno(), bridge.drain)
-            held = weakref.ref(bridge)
         except (NotImplementedError, ValueError):
             # A loop that cannot watch a socket (as Windows' proactor): woken by a call.
             bridge = Bridge.calling()
             bridge.wake_with(_waker(loop, bridge))
-            held = functools.partial(_itself, bridge)
+        held = weakref.ref(bridge)
         _bridges[loop] = held
     _last = (weakref.ref(loop), held)
-    return bridge
-
-
-def _itself(bridge: Bridge) -> Bridge:
     return bridge
 
 

@@ -95,6 +95,11 @@ async def wait(acquisition: Acquisition) -> Permit:
     try:
         permit: Permit = await answer.get()
         return permit
+    except GeneratorExit:
+        # Closed unfinished: it cannot wait any more, so the acquisition is dropped without
+        # a word back.
+        bridge.cancel(ident)
+        raise
     except BaseException:
         over = _Answer()
         if bridge.cancel(ident, over):  # type: ignore[arg-type]
