@@ -303,18 +303,13 @@ impl LimiterCore {
         requests: u64,
         timeout: Option<f64>,
     ) -> PyResult<Permit> {
-        let limiter = self.limiter()?;
         let cost = cost(requests, input, output);
-        if !self.has_store() {
-            match try_now(&limiter, model.as_deref(), tenant.as_deref(), cost.clone()) {
-                Ok(permit) => return Ok(Permit::new(Some(permit))),
-                Err(Denied::Never(error)) => return Err(errors::acquire_error(py, &error)),
-                Err(_) => {}
-            }
+        if let Some(permit) = self.try_now(py, model.as_deref(), tenant.as_deref(), cost.clone())? {
+            return Ok(permit);
         }
         acquire::acquire_blocking(
             py,
-            limiter,
+            self.limiter()?,
             names(model, tenant),
             cost,
             self::timeout(timeout)?,
