@@ -9,6 +9,11 @@
 //! What Redis does per call whatever it runs (reading the command, writing the reply) is in
 //! every figure; the ceiling, a trivial `EVALSHA`, is that and little else.
 //!
+//! Two more columns split a call's instructions, as `callgrind_annotate --inclusive=yes`
+//! reads the same dump: those run inside the Lua call (`lua_pcall`: the script or function
+//! with whatever it calls), and, of those, inside the Redis commands it calls (`scriptCall`:
+//! `TIME`, `GET`, `SET` ...). Debian's `redis-server` keeps both symbols.
+//!
 //! Run: `cargo bench -p tokengate --features redis --bench redis_instructions`
 
 #[path = "../tests/common/redis_server.rs"]
@@ -29,9 +34,9 @@ use tokengate::store::{Ask, Store, StoreBudget};
 /// Calls made (and counted) per workload, after as many unmeasured ones.
 const CALLS: u64 = 1_000;
 
-/// The instructions callgrind counted since its counters were last zeroed: it dumps them
-/// into a new file in `dir`, whose `totals:` line holds them.
-fn dump(pid: u32, dir: &Path) -> u64 {
+/// The instructions callgrind counted since its counters were last zeroed, and the dump it
+/// wrote them to (a new file in `dir`, whose `totals:` line holds them).
+fn dump(pid: u32, dir: &Path) -> (u64, PathBuf) {
     let before: Vec<PathBuf> = files(dir);
     callgrind_control("--dump", pid);
     // The dump is written by the server's own thread, soon after.
@@ -48,12 +53,41 @@ fn dump(pid: u32, dir: &Path) -> u64 {
                     .or_else(|| l.strip_prefix("summary:"))
             });
             if let Some(n) = total.and_then(|t| t.split_whitespace().next()?.parse().ok()) {
-                return n;
+                return (n, file.clone());
             }
         }
         assert!(Instant::now() < deadline, "no callgrind dump in {dir:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The instructions run inside each of `functions` (with what they call), as
+/// `callgrind_annotate --inclusive=yes` reads `dump`; 0 for one it does not list.
+fn inclusive(dump: &Path, functions: &[&str]) -> Vec<u64> {
+    let output = Command::new("callgrind_annotate")
+        .arg("--inclusive=yes")
+        .arg("--threshold=100")
+        .arg(dump)
+        .output()
+        .expect("callgrind_annotate runs");
+    assert!(
+        output.status.success(),
+        "callgrind_annotate: {}",
+        output.status
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    functions
+        .iter()
+        .map(|function| {
+            // A line such as `191,742,710 (85.79%)  ???:lua_pcall [/usr/bin/redis-server]`.
+            let suffix = format!(":{function} ");
+            text.lines()
+                .find(|l| l.contains(&suffix))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.replace(',', "").parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
 }
 
 fn zero(pid: u32) {
@@ -127,8 +161,8 @@ fn main() {
         "Instructions Redis runs per call ({n} calls, one at a time, each admitted and written)"
     );
     println!(
-        "{:<28} {:>14} {:>14}",
-        "workload", "instructions", "x ceiling"
+        "{:<28} {:>14} {:>14} {:>14} {:>14}",
+        "workload", "instructions", "x ceiling", "in Lua", "in commands"
     );
     runtime.block_on(async {
         let store = RedisStore::connect(&server.url())
@@ -145,15 +179,19 @@ fn main() {
             calls(&store, &mut connection, work, n).await;
             zero(pid);
             calls(&store, &mut connection, work, n).await;
-            let per_call = dump(pid, &dir) / n;
+            let (total, file) = dump(pid, &dir);
+            let per_call = total / n;
             if work == Work::Ceiling {
                 ceiling = per_call;
             }
+            let split = inclusive(&file, &["lua_pcall", "scriptCall"]);
             println!(
-                "{:<28} {:>14} {:>14.1}",
+                "{:<28} {:>14} {:>14.1} {:>14} {:>14}",
                 work.name(),
                 per_call,
-                per_call as f64 / ceiling.max(1) as f64
+                per_call as f64 / ceiling.max(1) as f64,
+                split[0] / n,
+                split[1] / n
             );
         }
     });
