@@ -1,4 +1,5 @@
-"""Shared fixtures: a hang guard for every test, and a Redis server of the suite's own."""
+"""Shared fixtures and helpers: a hang guard for every test, a Redis server of the suite's
+own, the SDK tests' mock provider, and a limiter that makes the next request wait."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+
+import sdk_mock
+import tokengate
 
 # No test may hang the suite: past this, the process prints every thread's stack and exits.
 HANG_LIMIT = 120
@@ -88,3 +93,26 @@ def namespace() -> str:
 def closed_port() -> int:
     """A loopback port nothing listens on (as far as can be known)."""
     return _free_port()
+
+
+@pytest.fixture
+def mock() -> Iterator[sdk_mock.MockProvider]:
+    """The mock LLM provider of the SDK tests, on a free loopback port, stopped at the end."""
+    provider = sdk_mock.start()
+    yield provider
+    sdk_mock.stop(provider)
+
+
+# ---- limiters the waiting tests share -------------------------------------------------------
+
+
+def output_tokens(limiter: tokengate.Limiter) -> dict[str, Any]:
+    """The stats of the limiter's output-token limit."""
+    return next(l for l in limiter.stats()["limits"] if l["dimension"] == "output_tokens")
+
+
+def held_back() -> tuple[tokengate.Limiter, tokengate.Permit]:
+    """A limiter whose output bucket (1,000 at once, a second's worth) is spent: the next
+    request of 1,000 waits about a second."""
+    limiter = tokengate.Limiter(output_tpm=60_000)
+    return limiter, limiter.try_acquire(output=1_000)

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import tokengate
+from tokengate import _tokengate
+
 # The longest a held stream waits for its release before it ends anyway.
 HOLD_LIMIT = 10.0
 # The longest a test's awaits may take (`bounded`).
@@ -304,3 +307,24 @@ def stop(mock: MockProvider) -> None:
     assert mock.server is not None
     mock.server.shutdown()
     mock.server.server_close()
+
+
+# ---- what the SDK tests share ---------------------------------------------------------------
+
+# Limits far above what the tests send: every call is admitted at once unless a test says.
+LIMITS: dict[str, Any] = dict(
+    rpm=60_000, input_tpm=6_000_000, output_tpm=6_000_000, max_in_flight=8
+)
+PROMPT = "Summarise the plot of Hamlet in three sentences, for a reader who has not seen it. " * 4
+
+
+def limits(limiter: tokengate.Limiter) -> dict[str, dict[str, Any]]:
+    """A limiter's limits by dimension, from its stats."""
+    return {limit["dimension"]: limit for limit in limiter.stats()["limits"]}
+
+
+def priced(recorded: Recorded) -> _tokengate.PricedCall:
+    """The price tokengate puts on a request the mock received."""
+    call = _tokengate.Pricer().price("POST", recorded.path, recorded.body)
+    assert call is not None
+    return call

@@ -13,13 +13,10 @@ from typing import Any
 import pytest
 
 import tokengate
+from conftest import held_back, output_tokens
 
 # Every wait below is bounded: no test can hang on a lost wake-up.
 BOUND = 10.0
-
-
-def output_tokens(limiter: tokengate.Limiter) -> dict[str, Any]:
-    return next(l for l in limiter.stats()["limits"] if l["dimension"] == "output_tokens")
 
 
 async def until(predicate: Any, bound: float = BOUND) -> None:
@@ -28,13 +25,6 @@ async def until(predicate: Any, bound: float = BOUND) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
-
-
-def held_back() -> tuple[tokengate.Limiter, tokengate.Permit]:
-    """A limiter whose output bucket (1,000 at once, a second's worth) is spent: the next
-    request of 1,000 waits about a second."""
-    limiter = tokengate.Limiter(output_tpm=60_000)
-    return limiter, limiter.try_acquire(output=1_000)
 
 
 async def test_async_with_admits_and_releases() -> None:

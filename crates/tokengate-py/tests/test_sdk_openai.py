@@ -6,37 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
 import tokengate
-from tokengate import _tokengate
 
 import sdk_mock
+from sdk_mock import LIMITS, PROMPT, limits, priced
 
-# Limits far above what the tests send: every call is admitted at once unless a test says.
-LIMITS: dict[str, Any] = dict(rpm=60_000, input_tpm=6_000_000, output_tpm=6_000_000, max_in_flight=8)
-PROMPT = "Summarise the plot of Hamlet in three sentences, for a reader who has not seen it. " * 4
-
-
-@pytest.fixture
-def mock() -> Iterator[sdk_mock.MockProvider]:
-    provider = sdk_mock.start()
-    yield provider
-    sdk_mock.stop(provider)
-
-
-def limits(limiter: tokengate.Limiter) -> dict[str, dict[str, Any]]:
-    return {limit["dimension"]: limit for limit in limiter.stats()["limits"]}
-
-
-def priced(recorded: sdk_mock.Recorded) -> _tokengate.PricedCall:
-    call = _tokengate.Pricer().price("POST", recorded.path, recorded.body)
-    assert call is not None
-    return call
 
 
 def sync_client(mock: sdk_mock.MockProvider, limiter: tokengate.Limiter, **options: Any) -> openai.OpenAI:

@@ -8,22 +8,12 @@ from typing import Any
 import pytest
 
 import tokengate
+from conftest import held_back, output_tokens
 
 trio = pytest.importorskip("trio")
 
 # Every wait below is bounded: no test can hang on a lost wake-up.
 BOUND = 10.0
-
-
-def output_tokens(limiter: tokengate.Limiter) -> dict[str, Any]:
-    return next(l for l in limiter.stats()["limits"] if l["dimension"] == "output_tokens")
-
-
-def held_back() -> tuple[tokengate.Limiter, tokengate.Permit]:
-    """A limiter whose output bucket (1,000 at once, a second's worth) is spent: the next
-    request of 1,000 waits about a second."""
-    limiter = tokengate.Limiter(output_tpm=60_000)
-    return limiter, limiter.try_acquire(output=1_000)
 
 
 def test_a_request_waits_for_admission_in_a_trio_run() -> None:
