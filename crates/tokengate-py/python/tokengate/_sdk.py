@@ -142,6 +142,17 @@ class _Gate:
             return None, tenant
         return self.pricer.price(request.method, request.url.path, body), tenant
 
+    def cost(self, priced: _tokengate.PricedCall, tenant: str | None) -> dict[str, Any]:
+        """The acquisition of a priced call, as keyword arguments."""
+        return {
+            "model": priced.model,
+            "tenant": tenant,
+            "input": priced.input,
+            "output": priced.output,
+            "requests": priced.requests,
+            "timeout": self.timeout,
+        }
+
     def sender(self, request: Any, name: str) -> Any:
         """The transport that sends: the one given, else the request's httpx flavour's
         ``name`` (``HTTPTransport``, ``AsyncHTTPTransport``), made once."""
@@ -208,7 +219,31 @@ class _Gate:
             meter.release()
 
 
-class Transport:
+class _Gated:
+    """What both transports are made of: a :class:`_Gate`."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        transport: Any = None,
+        tenant: str | None = None,
+        tenant_header: str | None = None,
+        timeout: float | None = None,
+        feedback: bool = True,
+        default_max_tokens: int | None = None,
+    ) -> None:
+        self._gate = _Gate(
+            limiter, transport, tenant, tenant_header, timeout, feedback, default_max_tokens
+        )
+
+    @property
+    def limiter(self) -> Limiter:
+        """The limiter."""
+        return self._gate.limiter
+
+
+class Transport(_Gated):
     """An httpx transport that limits the model calls sent through it with a
     :class:`Limiter`: for ``openai.OpenAI`` and ``anthropic.Anthropic`` (or any httpx
     ``Client``) calling OpenAI- or Anthropic-style endpoints::
@@ -242,26 +277,6 @@ class Transport:
     ``APIConnectionError``, whose ``__cause__`` is the tokengate error.
     """
 
-    def __init__(
-        self,
-        limiter: Limiter,
-        *,
-        transport: Any = None,
-        tenant: str | None = None,
-        tenant_header: str | None = None,
-        timeout: float | None = None,
-        feedback: bool = True,
-        default_max_tokens: int | None = None,
-    ) -> None:
-        self._gate = _Gate(
-            limiter, transport, tenant, tenant_header, timeout, feedback, default_max_tokens
-        )
-
-    @property
-    def limiter(self) -> Limiter:
-        """The limiter."""
-        return self._gate.limiter
-
     def handle_request(self, request: Any) -> Any:
         """Limits, sends and settles one request (called by the httpx client)."""
         gate = self._gate
@@ -271,14 +286,7 @@ class Transport:
             response = inner.handle_request(request)
             gate.observe(response, None, tenant)
             return response
-        permit = gate.limiter.acquire_blocking(
-            model=priced.model,
-            tenant=tenant,
-            input=priced.input,
-            output=priced.output,
-            requests=priced.requests,
-            timeout=gate.timeout,
-        )
+        permit = gate.limiter.acquire_blocking(**gate.cost(priced, tenant))
         meter = priced.meter(permit)
         try:
             response = inner.handle_request(request)
@@ -321,7 +329,7 @@ class Transport:
         self.close()
 
 
-class AsyncTransport:
+class AsyncTransport(_Gated):
     """:class:`Transport` for asyncio clients (``openai.AsyncOpenAI``,
     ``anthropic.AsyncAnthropic``, an httpx ``AsyncClient``)::
 
@@ -334,26 +342,6 @@ class AsyncTransport:
     (``transport``: the flavour's ``AsyncHTTPTransport()`` by default).
     """
 
-    def __init__(
-        self,
-        limiter: Limiter,
-        *,
-        transport: Any = None,
-        tenant: str | None = None,
-        tenant_header: str | None = None,
-        timeout: float | None = None,
-        feedback: bool = True,
-        default_max_tokens: int | None = None,
-    ) -> None:
-        self._gate = _Gate(
-            limiter, transport, tenant, tenant_header, timeout, feedback, default_max_tokens
-        )
-
-    @property
-    def limiter(self) -> Limiter:
-        """The limiter."""
-        return self._gate.limiter
-
     async def handle_async_request(self, request: Any) -> Any:
         """Limits, sends and settles one request (called by the httpx client)."""
         gate = self._gate
@@ -363,14 +351,7 @@ class AsyncTransport:
             response = await inner.handle_async_request(request)
             gate.observe(response, None, tenant)
             return response
-        permit = await gate.limiter.acquire(
-            model=priced.model,
-            tenant=tenant,
-            input=priced.input,
-            output=priced.output,
-            requests=priced.requests,
-            timeout=gate.timeout,
-        )
+        permit = await gate.limiter.acquire(**gate.cost(priced, tenant))
         meter = priced.meter(permit)
         try:
             response = await inner.handle_async_request(request)
