@@ -92,6 +92,11 @@ impl Acquisition {
         })
     }
 
+    /// Keeps the permit of an `async with` for `__aexit__`.
+    fn hold(&self, permit: Py<Permit>) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(permit);
+    }
+
     fn cost(&self) -> Cost {
         let (requests, input, output) = self.cost;
         limiter::cost(requests, input, output)
@@ -119,7 +124,7 @@ impl Acquisition {
         let py = slf.py();
         let this = slf.get();
         if let Some(permit) = this.now(py)? {
-            this.hold(Some(permit.clone_ref(py)));
+            this.hold(permit.clone_ref(py));
             return Ok(waiting(py)?.ready.bind(py).call1((permit,))?.unbind());
         }
         Ok(waiting(py)?.enter.bind(py).call1((slf,))?.unbind())
@@ -162,12 +167,6 @@ impl Acquisition {
 
     /// Keeps the permit an `async with` waited for, for `__aexit__`.
     fn _hold(&self, permit: Py<Permit>) {
-        self.hold(Some(permit));
-    }
-}
-
-impl Acquisition {
-    fn hold(&self, permit: Option<Py<Permit>>) {
-        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = permit;
+        self.hold(permit);
     }
 }

@@ -318,9 +318,7 @@ impl Bridge {
             use std::io::Read;
             let mut bytes = [0u8; 64];
             // Empties the socket: it is non-blocking, so this ends at `WouldBlock`.
-            while let Ok(n @ 1..) = (&*reader).read(&mut bytes) {
-                let _ = n;
-            }
+            while matches!((&*reader).read(&mut bytes), Ok(1..)) {}
         }
         // Before taking the answers: one put after this wakes the loop again.
         self.inbox.woken.store(false, Ordering::Release);

@@ -400,8 +400,8 @@ impl LimiterCore {
     /// What the store holds now for every budget a request of `model` for `tenant` is
     /// charged to (the limiter's own budget when neither is given), as every process sharing
     /// it sees it: per limit `used` and `remaining`, `in_flight`, `paused_for` (seconds).
-    /// Charges nothing. One call to Redis per budget, with the GIL released; from asyncio,
-    /// run it in a thread (`await asyncio.to_thread(limiter.shared_state)`).
+    /// Charges nothing. One call to Redis per budget, with the GIL released (the package's
+    /// `shared_state_async` runs it in a thread).
     #[pyo3(signature = (*, model=None, tenant=None))]
     fn shared_state<'py>(
         &self,

@@ -14,11 +14,8 @@ from typing import Any
 
 import trio
 
+from ._limiter import _CANCEL_WAIT
 from ._tokengate import Acquisition, Bridge, Permit
-
-# How long a cancelled acquisition waits, at most, for the Rust side to give its reservation
-# back before the cancellation propagates (it takes microseconds; this bounds a stuck run).
-_CANCEL_WAIT = 1.0
 
 # The bridge of the current trio run.
 _bridge: trio.lowlevel.RunVar[Bridge] = trio.lowlevel.RunVar("tokengate.bridge")
