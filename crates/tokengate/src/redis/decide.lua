@@ -1549,6 +1549,8 @@ local function acquire()
       end
     end
     local from, line = v[LINE], t - B.D + room
+    -- A line already passed is no line (as in memory, where a fresh budget is forgotten).
+    if from <= B.now then from = 0 end
     if line < from then line = from end
     if line > from or (hl ~= nil and v[LL] ~= hl) then
       changing(B)

@@ -246,7 +246,9 @@ impl<C: Clock> MemoryStore<C> {
             if limit.is_some() {
                 kept.line_limit = limit;
             }
-            let from = kept.line;
+            // A line already passed is no line: whether a fresh budget was kept or forgotten
+            // (and made again) says nothing.
+            let from = if kept.line > now { kept.line } else { 0 };
             kept.line = kept.line.max(at.saturating_add(room));
             return Ok(Answer::Refused(Refusal::Ahead {
                 wait: Duration::from_nanos(at - now),

@@ -87,7 +87,7 @@ pub enum Refusal {
 /// before it and is after it, in the store's frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
-    /// The line's end before the place.
+    /// The line's end before the place (0 when it had passed: no line).
     pub(crate) from: Nanos,
     /// The line's end after it.
     pub(crate) to: Nanos,
