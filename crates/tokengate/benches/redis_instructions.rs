@@ -196,5 +196,10 @@ fn main() {
         }
     });
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+    // `TOKENGATE_KEEP_DUMPS=1` keeps the dumps, to read with `callgrind_annotate`.
+    if std::env::var_os("TOKENGATE_KEEP_DUMPS").is_some() {
+        println!("callgrind's dumps are in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
