@@ -302,3 +302,58 @@ fn the_library_is_loaded_again_after_a_restart() {
             assert_eq!(libraries(&mut c).await, 1);
         });
 }
+
+/// Acquisitions made at once go to Redis together (all but the first two, here, in one
+/// call); one whose budget's state cannot be read fails alone, and the others are decided
+/// and written as they would be one by one.
+#[test]
+fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
+    run(|mut c| async move {
+        let store = RedisStore::with_connection(c.clone())
+            .namespace("tokengate-test", "batch")
+            .with_manual_clock(ManualClock::new());
+        let policy = Policy::builder()
+            .limit(
+                Dimension::Requests,
+                Limit::per_minute(100).algorithm(Algorithm::TokenBucket),
+            )
+            .build()
+            .unwrap();
+        let good = [StoreBudget::new("good", policy.clone())];
+        let bad = [StoreBudget::new("bad", policy)];
+        // Not a state this store wrote.
+        let key = "tokengate-test:{batch}:b:bad:s";
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("not a state")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let one = Cost::request();
+        let asks = [
+            Ask::new(&good, &one),
+            Ask::new(&good, &one),
+            Ask::new(&good, &one),
+            Ask::new(&bad, &one),
+            Ask::new(&good, &one),
+        ];
+        let answers = futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))).await;
+        for (i, answer) in answers.iter().enumerate() {
+            if i == 3 {
+                let error = answer.as_ref().expect_err("the unreadable state fails");
+                assert!(
+                    error.to_string().contains("holds no state of this version"),
+                    "{error}"
+                );
+            } else {
+                let answer = answer.as_ref().expect("the others are decided");
+                assert!(
+                    matches!(answer, tokengate::store::Answer::Reserved(_)),
+                    "ask {i}: {answer:?}"
+                );
+            }
+        }
+        let snapshot = store.snapshot(&good[0]).await.unwrap();
+        assert_eq!(snapshot.limits[0].used, 4, "{snapshot:?}");
+    });
+}

@@ -1,7 +1,8 @@
 //! The two stores side by side on random schedules: the same asks (several budgets, waits,
 //! horizons, places in line, in-flight caps), settlements, cancellations, places given back,
 //! provider counts (lowering) and time steps on
-//! the in-memory store and on the Redis store (a real `redis-server` of the test's own, the
+//! the in-memory store and on the Redis store (where asks made at once go to Redis together,
+//! in one call: the memory store takes them one after another) (a real `redis-server` of the test's own, the
 //! instant of a manual clock passed to its script) give the same answers, and leave the same
 //! snapshots, at every step. `tests/redis_script.rs` holds the script to the core limit by
 //! limit; this holds the stores' own rules (floors, lines, leases) to one another.
@@ -46,6 +47,9 @@ enum Step {
         /// given there, if any.
         placed: u8,
     },
+    /// Asks made at once (mask, cost, max_wait, horizon), at one instant: on Redis all but the
+    /// first two go in one call, the acquisitions of a batch (`src/redis/batch.rs`).
+    Together(Vec<(u8, [u64; 3], u64, Option<u64>)>),
     /// The `pick`th place in line given so far, given back.
     Leave {
         pick: usize,
@@ -86,6 +90,11 @@ fn step_strategy() -> impl Strategy<Value = Step> {
             }),
         2 => (0usize..8, proptest::option::of(amounts()))
             .prop_map(|(pick, used)| Step::Settle { pick, used }),
+        2 => proptest::collection::vec(
+            (1u8..=7, amounts(), waits(), proptest::option::of(0u64..=60)),
+            3..=8
+        )
+        .prop_map(Step::Together),
         1 => (0usize..8).prop_map(|pick| Step::Leave { pick }),
         1 => (0usize..3, 0usize..3, 0u64..=30).prop_map(|(budget, limit, counted)| Step::Lower {
             budget,
@@ -264,6 +273,47 @@ async fn run_schedule(
                 }
                 if let (Ok(Answer::Reserved(m)), Ok(Answer::Reserved(r))) = (m, r) {
                     held.push((m, r));
+                }
+            }
+            Step::Together(asks) => {
+                let made: Vec<(Vec<StoreBudget>, Cost, u64, Option<u64>)> = asks
+                    .iter()
+                    .map(|&(mask, cost, max_wait, horizon)| {
+                        let which = picked(mask, &budgets);
+                        let cost = cost_of(possible(&which, cost));
+                        (which, cost, max_wait, horizon)
+                    })
+                    .collect();
+                let asks: Vec<Ask<'_>> = made
+                    .iter()
+                    .map(|(which, cost, max_wait, horizon)| {
+                        let ask = Ask::new(which, cost).max_wait(Duration::from_nanos(*max_wait));
+                        match horizon {
+                            Some(h) => ask.horizon(Duration::from_nanos(*h)),
+                            None => ask,
+                        }
+                    })
+                    .collect();
+                let mut m = Vec::new();
+                for ask in &asks {
+                    m.push(pair.memory.acquire(*ask).await);
+                }
+                let r = futures_util::future::join_all(asks.iter().map(|a| pair.redis.acquire(*a)))
+                    .await;
+                for (j, ((m, r), (which, ..))) in m.into_iter().zip(r).zip(&made).enumerate() {
+                    assert_eq!(
+                        said(&m),
+                        said(&r),
+                        "{context}: ask {j} of those made at once: the answers differ (memory, \
+                         then redis)"
+                    );
+                    seen(&format!("together {}", said(&m)));
+                    if let Ok(Answer::Refused(Refusal::Ahead { budget, place, .. })) = &m {
+                        places.push((which[*budget].clone(), *place));
+                    }
+                    if let (Ok(Answer::Reserved(m)), Ok(Answer::Reserved(r))) = (m, r) {
+                        held.push((m, r));
+                    }
                 }
             }
             Step::Lower {

@@ -54,6 +54,15 @@ pub(super) struct Rotating<C> {
     base: Instant,
 }
 
+impl<C: Clone> Clone for Link<C> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Given(c) => Self::Given(c.clone()),
+            Self::Made(r) => Self::Made(Arc::clone(r)),
+        }
+    }
+}
+
 impl<C: Clone> Link<C> {
     /// The caller's connection.
     pub(super) fn given(connection: C) -> Self {

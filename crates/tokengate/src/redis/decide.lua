@@ -40,8 +40,10 @@ number to a decimal string takes 0.4-0.6 us, a string to a number 0.2), each fun
 - The numbers of a call come as little-endian doubles in one argument, and an admission's
   answer goes back as one string of doubles (a table costs Redis far more to turn into a
   reply); the limits come as their fingerprints, parsed once per policy and kept.
-- A number given to a command is written by Redis in floating point ('%.17g', 2 us under
-  valgrind's count, a tenth of a call): integers go as digits (`sformat('%d')`) instead.
+- A number given to a command is written by Redis in floating point ('%.17g', some 2,000
+  instructions): integers go as digits (`sformat('%d')`) instead.
+- Acquisitions made at once go in one call (`acquires`): the call's own cost, its clock and
+  each budget's read and write are paid once for all of them.
 - A call passes only the keys it may touch: an acquire the lease set of a budget only when
   the cost takes a slot there, and the lists of its logs only.
 - The common paths are written out where they are used rather than called.
@@ -172,6 +174,14 @@ acquire  KEYS per budget: its state, its lease set when the cost takes a slot th
          {"mismatch", budget, limit, stored fingerprint} (the budget's state follows other
          limits: a fingerprint differs, or it has more limits; "" when it has fewer).
          Indices from 0. Costs above a limit's capacity never get here.
+acquires Several acquisitions, decided one after another at one instant (Redis's clock read
+         once), as so many acquire calls would be, in one atomic step. KEYS: each one's, in
+         order. ARGV: numbers (m, then per acquisition how many keys and arguments it has),
+         then each one's arguments. A budget is read once: the next acquisition that charges
+         it finds it as the last one left it. Its write waits for the end (save; a budget
+         emptied is deleted at once, and found empty by the next). Answer: per acquisition,
+         acquire's answer, or {"error", message} where acquire raised one (a state or limits
+         it cannot read: found before it changes anything).
 settle   KEYS per budget: its state, its lease set when it holds the lease, then the lists of
          all its limits (a limit whose state follows other limits may be a log there).
          ARGV: lease id ("" none), numbers, then per budget its fingerprints, then the
@@ -235,11 +245,16 @@ local ENTRY = 16 -- bytes: struct '<dd'
 local NOW_MS = 0
 
 -- Lua's libraries, taken at the first call (see A FUNCTION, NOT A SCRIPT).
-local tonumber, tostring, unpack
+local tonumber, tostring, unpack, pcall, type
 local sub, byte, char, find, gmatch, rep, sformat, concat, pack, unpack_s, call
 
 -- The call's keys, arguments and time: set at the entry of every call.
 local KEYS, ARGV, SEC, NSEC
+-- A batch of acquisitions (`acquires`): where the current one's keys and arguments start
+-- (less one: 0 outside a batch), whether the batch has read Redis's clock, the budgets it
+-- has opened (by state key) and those whose write waits for its end.
+local KX, AX, BATCH, TIMED = 0, 0, false, false
+local OPENED, DIRTY, DIRTY_N = {}, {}, 0
 
 -- floor(a / b) and a - b * floor(a / b), exact for integers |a| < 2^53, 0 < b, |a| + b < 2^53
 -- (Lua's % rounds a / b as it divides: one step fixes it).
@@ -274,6 +289,9 @@ end
 -- (tests): nanoseconds since the Unix epoch, as a number or digits.
 local function clock(ns)
   if ns == '' or ns + 0 < 0 then
+    -- (a batch's acquisitions are decided at one instant: its first's)
+    if BATCH and TIMED then return end
+    TIMED = true
     local t = call('TIME')
     SEC, NSEC = t[1] + 0, t[2] * 1000
   else
@@ -517,8 +535,24 @@ end
 -- fingerprints `fps` as stored (none for a new state) and theirs `S`, its instant `now`, its
 -- cache entry (for budgets with logs: the others' states are small). `asked`: the
 -- fingerprints the call gives, which the stored ones most often are; R, their limits.
+local OPENS = 0
+
 local function open(bi, kx, asked, R, leased, all)
-  local B = POOL[bi]
+  local skey = KEYS[kx]
+  local B = BATCH and OPENED[skey]
+  if B and not B.gone then
+    -- An earlier acquisition of the batch opened it: the state as that one left it, which is
+    -- what Redis would hold had it been written (see `save`).
+    B.kx, B.lkey, B.lk, B.all, B.logs = kx, false, 0, all, false
+    if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
+    B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
+    B.now = (SEC - B.v[E]) * GIGA + NSEC
+    return B
+  end
+  if not B then
+    OPENS = OPENS + 1
+    B = POOL[OPENS]
+  end
   if B == nil then
     -- Every field made at once (a table grown field by field costs twice as much).
     B = {
@@ -551,10 +585,13 @@ local function open(bi, kx, asked, R, leased, all)
       pe = 0,
       inflight = 0,
       D = 0,
+      gone = false,
+      ms = false,
     }
-    POOL[bi] = B
+    POOL[OPENS] = B
   end
-  local skey = KEYS[kx]
+  if BATCH then OPENED[skey] = B end
+  B.gone, B.ms = false, false
   B.kx, B.skey, B.lkey, B.lk, B.all, B.logs = kx, skey, false, 0, all, false
   if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
   B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
@@ -1362,6 +1399,8 @@ local function save(B, k, all, lists)
     end
     call('DEL', unpack(keys))
     deleted(B)
+    -- (a later acquisition of the batch finds no state, as it would in Redis)
+    B.gone = true
     return
   end
   v[X] = x
@@ -1379,8 +1418,32 @@ local function save(B, k, all, lists)
     if r > 0 then ms = ms + 1 end
   end
   ms = sformat('%d', ms)
+  if BATCH then
+    -- Written once, at the batch's end, as the batch's last write of it leaves it.
+    if not B.ms then
+      DIRTY_N = DIRTY_N + 1
+      DIRTY[DIRTY_N] = B
+    end
+    B.ms, B.exists = ms, true
+    return
+  end
   call('SET', B.skey, encode(B), 'PX', ms)
   if B.entry then written(B) end
+end
+
+-- The writes a batch held back (see `save`): each budget's state as its last acquisition
+-- left it, with the expiry that one worked out.
+local function flush()
+  for j = 1, DIRTY_N do
+    local B = DIRTY[j]
+    if B.ms and not B.gone then
+      call('SET', B.skey, encode(B), 'PX', B.ms)
+      if B.entry then written(B) end
+      B.ms = false
+    end
+    DIRTY[j] = nil
+  end
+  DIRTY_N = 0
 end
 
 -- The lease set's expiry: its latest lease's.
@@ -1466,13 +1529,13 @@ end
 local BUDGETS, REPLY = {}, {}
 
 local function acquire()
-  local lease, x = ARGV[1], numbers(ARGV[2])
+  local lease, x = ARGV[AX + 1], numbers(ARGV[AX + 2])
   clock(x[1])
   local max_wait, lease_ms, nb, horizon = x[2], x[3], x[4], x[5]
-  local xa, kx = 6, 1
+  local xa, kx = 6, KX + 1
   local budgets = BUDGETS
   for bi = 1, nb do
-    local fps = ARGV[2 + bi]
+    local fps = ARGV[AX + 2 + bi]
     local R = rules_of(fps)
     local cap = x[xa]
     local leased = cap >= 0
@@ -1611,6 +1674,29 @@ local function acquire()
     save(B, B.n, true, B.n)
   end
   return pack(FORMATS[r] or doubles(r), unpack(reply, 1, r))
+end
+
+-- Several acquisitions in one call (see OPERATIONS).
+local function acquires()
+  local h = numbers(ARGV[1])
+  local m = h[1]
+  BATCH, TIMED, OPENED = true, false, {}
+  local replies, kx, ax = {}, 0, 1
+  for j = 1, m do
+    KX, AX = kx, ax
+    local ok, r = pcall(acquire)
+    if ok then
+      replies[j] = r
+    elseif type(r) == 'table' and r.err then
+      replies[j] = { 'error', r.err }
+    else
+      replies[j] = { 'error', tostring(r) }
+    end
+    kx, ax = kx + h[2 * j], ax + h[2 * j + 1]
+  end
+  flush()
+  BATCH, KX, AX = false, 0, 0
+  return replies
 end
 
 local function settle()
@@ -1897,6 +1983,7 @@ end
 
 local function init()
   tonumber, tostring, unpack = _G.tonumber, _G.tostring, _G.unpack
+  pcall, type = _G.pcall, _G.type
   sub, byte, char, find = string.sub, string.byte, string.char, string.find
   gmatch, rep, sformat, concat = string.gmatch, string.rep, string.format, table.concat
   pack, unpack_s = struct.pack, struct.unpack
@@ -1911,12 +1998,15 @@ end
 local function entry(op)
   return function(keys, args)
     if call == nil then init() end
-    KEYS, ARGV, CALLS = keys, args, CALLS + 1
+    KEYS, ARGV, CALLS, OPENS = keys, args, CALLS + 1, 0
+    -- (whatever a batch that failed left)
+    BATCH, KX, AX, DIRTY_N = false, 0, 0, 0
     return op()
   end
 end
 
 redis.register_function('$LIBRARY_acquire', entry(acquire))
+redis.register_function('$LIBRARY_acquires', entry(acquires))
 redis.register_function('$LIBRARY_settle', entry(settle))
 redis.register_function('$LIBRARY_pause', entry(pause))
 redis.register_function('$LIBRARY_renew', entry(renew))

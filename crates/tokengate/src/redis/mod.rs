@@ -3,6 +3,7 @@
 //!
 //! See [`RedisStore`], and [`store`](crate::store) for what every store does.
 
+mod batch;
 mod client;
 #[cfg(feature = "redis-cluster")]
 mod cluster;

@@ -40,6 +40,7 @@ pub(crate) struct Library {
     pub(crate) code: String,
     /// Its functions' names, by operation.
     acquire: String,
+    acquires: String,
     settle: String,
     pause: String,
     renew: String,
@@ -56,6 +57,7 @@ pub(crate) static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
     Library {
         code: TEMPLATE.replace("$LIBRARY", &name),
         acquire: function("acquire"),
+        acquires: function("acquires"),
         settle: function("settle"),
         pause: function("pause"),
         renew: function("renew"),
@@ -547,6 +549,75 @@ pub(crate) fn acquire_with(
         call.arg(compiled.fingerprints.as_str());
     }
     call.invocation()
+}
+
+/// One call that runs `calls` ([`acquire_with`]'s, at least one) one after another, at one
+/// instant, in one atomic step: each budget's state is read and written once, however many
+/// of them charge it. Decode the reply as [`Batched`].
+///
+/// Every key of every call must be in one hash slot (a store's namespace is).
+pub(crate) fn acquires(calls: &[&Invocation]) -> Invocation {
+    // Each call is `FCALL function keys KEYS... ARGS...`: its keys and arguments are taken
+    // as they are.
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let mut args: Vec<&[u8]> = Vec::new();
+    let mut header = Numbers::with_capacity(1 + 2 * calls.len());
+    header.push(calls.len() as u64);
+    for invocation in calls {
+        let words: Vec<&[u8]> = invocation
+            .cmd
+            .args_iter()
+            .map(|a| match a {
+                ::redis::Arg::Simple(bytes) => bytes,
+                // (no call here takes a cursor)
+                _ => &[][..],
+            })
+            .collect();
+        let n: usize = std::str::from_utf8(words[2])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        keys.extend(&words[3..3 + n]);
+        args.extend(&words[3 + n..]);
+        header.push(n as u64).push((words.len() - 3 - n) as u64);
+    }
+    let bytes = keys.iter().chain(&args).map(|w| w.len()).sum::<usize>() + header.0.len();
+    let mut call = Call::new(&LIBRARY.acquires, keys.len(), 1 + args.len(), bytes);
+    for key in keys {
+        call.cmd.arg(key);
+    }
+    call.arg(header.0);
+    for arg in args {
+        call.cmd.arg(arg);
+    }
+    call.invocation()
+}
+
+/// What [`acquires`] answers: per call, what [`acquire_with`]'s would, or the error the
+/// script met on that call (a state or limits it cannot read).
+#[derive(Debug)]
+pub(crate) struct Batched(pub(crate) Vec<Result<AcquireReply, String>>);
+
+impl FromRedisValue for Batched {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let Value::Array(items) = v else {
+            return Err(bad(format!("a batch's answer {v:?}")));
+        };
+        let replies = items
+            .into_iter()
+            .map(|item| {
+                if let Value::Array(words) = &item {
+                    if let [Value::BulkString(kind), Value::BulkString(message)] = &words[..] {
+                        if kind == b"error" {
+                            return Ok(Err(String::from_utf8_lossy(message).into_owned()));
+                        }
+                    }
+                }
+                AcquireReply::from_redis_value(item).map(Ok)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self(replies))
+    }
 }
 
 /// [`settle_with`] of budgets given with their policies alone.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
+use super::batch::Batcher;
 use super::connection::{Lent, Link};
 use super::keys::KeySpace;
 use super::released::Releases;
@@ -66,6 +67,8 @@ pub struct RedisStore<C = ConnectionManager> {
     clock: Option<ManualClock>,
     lease_ids: LeaseIds,
     prepared: Prepared,
+    /// Acquisitions on their way, sent together under load.
+    batcher: Arc<Batcher>,
 }
 
 /// A budget's keys and what the calls need of its policy, worked out once per budget: a
@@ -257,6 +260,7 @@ where
             clock: None,
             lease_ids: LeaseIds::new(),
             prepared: Prepared::default(),
+            batcher: Arc::default(),
         }
     }
 
@@ -268,6 +272,7 @@ where
         self.released = self.keys.released();
         self.releases = Arc::default();
         self.prepared = Prepared::default();
+        self.batcher = Arc::default();
         self
     }
 
@@ -334,40 +339,13 @@ where
         self.run_on(&lent, invocation).await
     }
 
-    /// A call on `lent` sent at `sent` had no reply within its deadline.
-    fn stalled(&self, lent: &Lent<C>, sent: std::time::Instant) {
-        if self.link.stalled(lent, sent) {
-            #[cfg(feature = "tracing")]
-            tracing::warn!(
-                target: "tokengate::redis",
-                deadline = ?self.timeout,
-                "gave up a Redis connection on which nothing answered within the deadline"
-            );
-        }
-    }
-
     /// Runs `invocation` on `lent` within the deadline, and judges the connection by it.
     async fn run_on<T: redis::FromRedisValue>(
         &self,
         lent: &Lent<C>,
         invocation: script::Invocation,
     ) -> Result<T, StoreError> {
-        let mut connection = lent.connection.clone();
-        let sent = std::time::Instant::now();
-        let reply = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
-            .await
-            .map_err(|_| timed_out(self.timeout));
-        match &reply {
-            // A reply, or the server's error reply: the connection answers.
-            Ok(Ok(_)) => self.link.replied(lent),
-            Ok(Err(e)) if !e.is_io_error() => self.link.replied(lent),
-            // Silence: the deadline passed, or the connection's own timeout did.
-            Err(_) => self.stalled(lent, sent),
-            Ok(Err(e)) if e.is_timeout() => self.stalled(lent, sent),
-            // Closed or refused: the connection reconnects by itself.
-            Ok(Err(_)) => {}
-        }
-        reply?.map_err(backend)
+        run_on_link(&self.link, self.timeout, lent, &invocation).await
     }
 
     async fn acquire_now(&self, ask: Ask<'_>) -> Result<Answer, StoreError> {
@@ -400,16 +378,15 @@ where
             self.lease_ms(),
         );
         let refused = |r| Ok(Answer::Refused(r));
-        let lent = self.link.lend().await.map_err(backend)?;
-        let reply = match self.run_on::<AcquireReply>(&lent, invocation).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                if holds {
-                    self.release_late(&lent, &ready, lease);
-                }
-                return Err(e);
-            }
-        };
+        // Its lease ends when its answer is lost (see `release_late`).
+        let release = holds.then(|| {
+            let leases: Vec<&str> = ready.iter().map(|r| r.keys.leases.as_str()).collect();
+            script::renew(&leases, self.now(), &lease, 0)
+        });
+        let reply = self
+            .batcher
+            .acquire(&self.link, self.timeout, invocation, release)
+            .await?;
         match reply {
             AcquireReply::Admitted {
                 wait,
@@ -465,27 +442,6 @@ where
                 })
             }
         }
-    }
-
-    /// An acquisition that takes slots failed (its deadline passed, most often): it may still
-    /// run, later, when a stalled server wakes, and take its slots for a caller that is gone.
-    /// So its lease is ended, in the background, by a call sent on the same connection after
-    /// it: a connection runs its calls in order, so this one runs after the acquisition if
-    /// that ever runs, and frees what it took. (Should the connection break between the two,
-    /// the slots come back when the lease ends.)
-    fn release_late(&self, lent: &Lent<C>, ready: &[Arc<Ready>], lease: String) {
-        let leases: Vec<&str> = ready.iter().map(|r| r.keys.leases.as_str()).collect();
-        let invocation = script::renew(&leases, self.now(), &lease, 0);
-        let mut connection = lent.connection.clone();
-        let deadline = self.timeout;
-        tokio::spawn(async move {
-            // Sent once polled; what it finds is of no use to anyone.
-            let _ = tokio::time::timeout(
-                deadline,
-                invocation.invoke_async::<redis::Value>(&mut connection),
-            )
-            .await;
-        });
     }
 
     async fn settle_now(
@@ -637,12 +593,76 @@ fn nanos(wait: u64) -> Duration {
     }
 }
 
-fn backend(e: redis::RedisError) -> StoreError {
+pub(super) fn backend(e: redis::RedisError) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn timed_out(after: Duration) -> StoreError {
+pub(super) fn timed_out(after: Duration) -> StoreError {
     StoreError::Backend(format!("Redis did not answer within {after:?}"))
+}
+
+/// Runs `invocation` on `lent` (of `link`) within `timeout`, and judges the connection by it.
+pub(super) async fn run_on_link<C, T>(
+    link: &Link<C>,
+    timeout: Duration,
+    lent: &Lent<C>,
+    invocation: &script::Invocation,
+) -> Result<T, StoreError>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+    T: redis::FromRedisValue,
+{
+    let mut connection = lent.connection.clone();
+    let sent = std::time::Instant::now();
+    let reply = tokio::time::timeout(timeout, invocation.invoke_async(&mut connection))
+        .await
+        .map_err(|_| timed_out(timeout));
+    match &reply {
+        // A reply, or the server's error reply: the connection answers.
+        Ok(Ok(_)) => link.replied(lent),
+        Ok(Err(e)) if !e.is_io_error() => link.replied(lent),
+        // Silence: the deadline passed, or the connection's own timeout did.
+        Err(_) => stalled(link, timeout, lent, sent),
+        Ok(Err(e)) if e.is_timeout() => stalled(link, timeout, lent, sent),
+        // Closed or refused: the connection reconnects by itself.
+        Ok(Err(_)) => {}
+    }
+    reply?.map_err(backend)
+}
+
+/// A call on `lent` sent at `sent` had no reply within its deadline.
+fn stalled<C: Clone>(link: &Link<C>, deadline: Duration, lent: &Lent<C>, sent: std::time::Instant) {
+    if link.stalled(lent, sent) {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            target: "tokengate::redis",
+            ?deadline,
+            "gave up a Redis connection on which nothing answered within the deadline"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = deadline;
+    }
+}
+
+/// An acquisition that takes slots lost its answer (its deadline passed, most often; or its
+/// caller left): it may still run, later, when a stalled server wakes, and take its slots for
+/// a caller that is gone. So its lease is ended, in the background, by `release` sent on the
+/// same connection after it: a connection runs its calls in order, so this one runs after the
+/// acquisition if that ever runs, and frees what it took. (Should the connection break
+/// between the two, the slots come back when the lease ends.)
+pub(super) fn spawn_release<C>(lent: &Lent<C>, deadline: Duration, release: script::Invocation)
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let mut connection = lent.connection.clone();
+    tokio::spawn(async move {
+        // Sent once polled; what it finds is of no use to anyone.
+        let _ = tokio::time::timeout(
+            deadline,
+            release.invoke_async::<redis::Value>(&mut connection),
+        )
+        .await;
+    });
 }
 
 impl<C> Store for RedisStore<C>
