@@ -112,6 +112,23 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Acquisitions made at once in the batched rows: the store sends all but the first two of
+/// them in one call.
+const AT_ONCE: u64 = 16;
+
+/// `n` decisions of `work` made `AT_ONCE` at a time.
+async fn at_once(store: &RedisStore, work: Work, n: u64) {
+    let budgets = [StoreBudget::new(work.code(), work.policy())];
+    let cost = work.cost();
+    for _ in 0..n / AT_ONCE {
+        let asks = (0..AT_ONCE).map(|_| store.acquire(Ask::new(&budgets, &cost)));
+        for answer in futures_util::future::join_all(asks).await {
+            let answer = answer.expect("the store answers");
+            assert!(answer.reserved().is_some(), "every decision admits");
+        }
+    }
+}
+
 /// `calls` calls of `work`, one at a time.
 async fn calls(
     store: &RedisStore,
@@ -158,10 +175,11 @@ fn main() {
         .build()
         .expect("a runtime");
     println!(
-        "Instructions Redis runs per call ({n} calls, one at a time, each admitted and written)"
+        "Instructions Redis runs a decision ({n} decisions, one at a time, then {AT_ONCE} at \
+         once; each admitted and written)"
     );
     println!(
-        "{:<28} {:>14} {:>14} {:>14} {:>14}",
+        "{:<40} {:>14} {:>14} {:>14} {:>14}",
         "workload", "instructions", "x ceiling", "in Lua", "in commands"
     );
     runtime.block_on(async {
@@ -186,12 +204,29 @@ fn main() {
             }
             let split = inclusive(&file, &["lua_pcall", "scriptCall"]);
             println!(
-                "{:<28} {:>14} {:>14.1} {:>14} {:>14}",
+                "{:<40} {:>14} {:>14.1} {:>14} {:>14}",
                 work.name(),
                 per_call,
                 per_call as f64 / ceiling.max(1) as f64,
                 split[0] / n,
                 split[1] / n
+            );
+        }
+        // The same decisions made AT_ONCE at a time: per decision.
+        for work in Work::ALL.into_iter().filter(|w| *w != Work::Ceiling) {
+            at_once(&store, work, n).await;
+            zero(pid);
+            at_once(&store, work, n).await;
+            let (total, file) = dump(pid, &dir);
+            let made = n / AT_ONCE * AT_ONCE;
+            let split = inclusive(&file, &["lua_pcall", "scriptCall"]);
+            println!(
+                "{:<40} {:>14} {:>14.1} {:>14} {:>14}",
+                format!("{}, {AT_ONCE} at once", work.name()),
+                total / made,
+                (total / made) as f64 / ceiling.max(1) as f64,
+                split[0] / made,
+                split[1] / made
             );
         }
     });

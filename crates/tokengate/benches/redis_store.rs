@@ -2,8 +2,9 @@
 //! concurrent tasks and with 4 processes, for a one-limit token bucket and for the default
 //! three-limit policy (requests, input and output tokens, smooth window), next to the ceiling:
 //! a trivial EVALSHA (`return 1`) on the same connection at the same concurrency. Server time
-//! per call comes from Redis's own `INFO commandstats` (`evalsha` for the ceiling, `fcall` for
-//! the store).
+//! per decision comes from Redis's own `INFO commandstats` (`evalsha` for the ceiling, `fcall`
+//! for the store: its microseconds over the decisions made), with the decisions each call
+//! made (the store sends concurrent acquisitions together).
 //!
 //! It starts its own `redis-server` on a free loopback port and stops it. Every decision admits
 //! (the limits are far above what a run can use), so each one writes its state, the costlier
@@ -170,8 +171,14 @@ fn child(spec: &str) {
     );
 }
 
-/// `PROCESSES` copies of this bench deciding at once on one namespace.
-fn processes(url: &str, work: Work, secs: Duration, namespace: &str) -> (f64, Duration, Duration) {
+/// `PROCESSES` copies of this bench deciding at once on one namespace: their decisions a
+/// second, their decisions, and the worst of their p50 and p99.
+fn processes(
+    url: &str,
+    work: Work,
+    secs: Duration,
+    namespace: &str,
+) -> (f64, u64, Duration, Duration) {
     let me = std::env::current_exe().expect("the bench's own path");
     let spec = format!("{url} {} {} {namespace}", work.code(), secs.as_secs_f64());
     let children: Vec<_> = (0..PROCESSES)
@@ -183,7 +190,7 @@ fn processes(url: &str, work: Work, secs: Duration, namespace: &str) -> (f64, Du
                 .expect("a child bench process")
         })
         .collect();
-    let (mut rate, mut p50, mut p99) = (0.0, Duration::ZERO, Duration::ZERO);
+    let (mut rate, mut decisions, mut p50, mut p99) = (0.0, 0, Duration::ZERO, Duration::ZERO);
     for c in children {
         let out = c.wait_with_output().expect("a child's figures");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -192,10 +199,21 @@ fn processes(url: &str, work: Work, secs: Duration, namespace: &str) -> (f64, Du
             .map(|x| x.parse().expect("a figure"))
             .collect();
         rate += f[0] / f[1];
+        decisions += f[0] as u64;
         p50 = p50.max(Duration::from_nanos(f[2] as u64));
         p99 = p99.max(Duration::from_nanos(f[3] as u64));
     }
-    (rate, p50, p99)
+    (rate, decisions, p50, p99)
+}
+
+/// Server microseconds a decision, and decisions a call, from `INFO commandstats` before
+/// and after `decisions`.
+fn server_figures(before: (u64, u64), after: (u64, u64), decisions: u64) -> (f64, f64) {
+    let (calls, usec) = (after.0 - before.0, after.1 - before.1);
+    (
+        usec as f64 / decisions.max(1) as f64,
+        decisions as f64 / calls.max(1) as f64,
+    )
 }
 
 fn main() {
@@ -221,8 +239,15 @@ fn main() {
         secs.as_secs_f64()
     );
     println!(
-        "{:<28} {:>10} {:>14} {:>10} {:>10} {:>12} {:>11}",
-        "workload", "concurrency", "decisions/s", "p50", "p99", "% of ceiling", "server µs"
+        "{:<28} {:>10} {:>14} {:>10} {:>10} {:>12} {:>11} {:>7}",
+        "workload",
+        "concurrency",
+        "decisions/s",
+        "p50",
+        "p99",
+        "% of ceiling",
+        "server µs",
+        "a call"
     );
     let mut n = 0;
     for &tasks in &TASKS {
@@ -233,19 +258,20 @@ fn main() {
             let before = runtime.block_on(script_stats(&url));
             let f = runtime.block_on(drive(&url, work, tasks, secs, &namespace));
             let after = runtime.block_on(script_stats(&url));
-            let server_us = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
+            let (server_us, per_call) = server_figures(before, after, f.decisions);
             if work == Work::Ceiling {
                 ceiling = f.rate();
             }
             println!(
-                "{:<28} {:>10} {:>14.0} {:>10.1?} {:>10.1?} {:>11.0}% {:>11.2}",
+                "{:<28} {:>10} {:>14.0} {:>10.1?} {:>10.1?} {:>11.0}% {:>11.2} {:>7.1}",
                 work.name(),
                 format!("{tasks} tasks"),
                 f.rate(),
                 f.quantile(0.5),
                 f.quantile(0.99),
                 100.0 * f.rate() / ceiling,
-                server_us
+                server_us,
+                per_call
             );
         }
     }
@@ -254,21 +280,22 @@ fn main() {
         n += 1;
         let namespace = format!("run{n}");
         let before = runtime.block_on(script_stats(&url));
-        let (rate, p50, p99) = processes(&url, work, secs, &namespace);
+        let (rate, decisions, p50, p99) = processes(&url, work, secs, &namespace);
         let after = runtime.block_on(script_stats(&url));
-        let server_us = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
+        let (server_us, per_call) = server_figures(before, after, decisions);
         if work == Work::Ceiling {
             ceiling = rate;
         }
         println!(
-            "{:<28} {:>10} {:>14.0} {:>10.1?} {:>10.1?} {:>11.0}% {:>11.2}",
+            "{:<28} {:>10} {:>14.0} {:>10.1?} {:>10.1?} {:>11.0}% {:>11.2} {:>7.1}",
             work.name(),
             format!("{PROCESSES}x{TASKS_PER_PROCESS}"),
             rate,
             p50,
             p99,
             100.0 * rate / ceiling,
-            server_us
+            server_us,
+            per_call
         );
     }
     drop(server);
