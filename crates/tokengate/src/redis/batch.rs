@@ -105,6 +105,9 @@ impl Batcher {
             batch.retain(|w| !w.answer.is_closed());
             if !batch.is_empty() {
                 run(&link, timeout, batch).await;
+                // The callers just answered ask again at once, most of them: they go in the
+                // next call rather than the one after.
+                tokio::task::yield_now().await;
             }
             let mut queue = self.lock();
             if queue.waiting.is_empty() {
