@@ -176,8 +176,9 @@ acquire  KEYS per budget: its state, its lease set when the cost takes a slot th
          Indices from 0. Costs above a limit's capacity never get here.
 acquires Several acquisitions, decided one after another at one instant (Redis's clock read
          once), as so many acquire calls would be, in one atomic step. KEYS: each one's, in
-         order. ARGV: numbers (m, then per acquisition how many keys and arguments it has),
-         then each one's arguments. A budget is read once: the next acquisition that charges
+         order. ARGV: numbers (m, then per acquisition how many keys, arguments and numbers
+         it has, then each one's numbers, one after another), then each one's arguments but
+         its numbers. A budget is read once: the next acquisition that charges
          it finds it as the last one left it. Its write waits for the end (save; a budget
          emptied is deleted at once, and found empty by the next). Answer: per acquisition,
          acquire's answer, or {"error", message} where acquire raised one (a state or limits
@@ -254,6 +255,8 @@ local KEYS, ARGV, SEC, NSEC
 -- (less one: 0 outside a batch), whether the batch has read Redis's clock, the budgets it
 -- has opened (by state key) and those whose write waits for its end.
 local KX, AX, BATCH, TIMED = 0, 0, false, false
+-- A batch's numbers (all its acquisitions'), and where the current one's start (less one).
+local BX, XO = false, 0
 local OPENED, DIRTY, DIRTY_N = {}, {}, 0
 
 -- floor(a / b) and a - b * floor(a / b), exact for integers |a| < 2^53, 0 < b, |a| + b < 2^53
@@ -587,6 +590,7 @@ local function open(bi, kx, asked, R, leased, all)
       D = 0,
       gone = false,
       ms = false,
+      need = 0,
     }
     POOL[OPENS] = B
   end
@@ -745,6 +749,13 @@ end
 -- list's first chunk. So the tail holds the last entry whenever the log has one, and the head
 -- has entries whenever the list does. The list is read lazily, a few chunks at a time (most
 -- calls read none of it, and write it once every K entries).
+
+-- The struct format of a tail of n entries whose last is replaced: the first n - 1 entries'
+-- bytes as they are, then the last entry's two doubles.
+local MERGED = {}
+for n = 2, K do
+  MERGED[n] = '<c' .. ENTRY * (n - 1) .. 'dd'
+end
 
 -- What the call has read of the list of limit i: its chunks by index (from 0).
 local function chunks(B, i)
@@ -909,8 +920,12 @@ local function log_commit(B, i, o, L, now, c)
     local tail, t, a = B.tail[i], nil, nil
     if tn > 0 then t, a = unpack_s('<dd', tail, ENTRY * (tn - 1) + 1) end
     if tn > 0 and t >= now then
-      -- Merged into the last entry.
-      B.tail[i] = sub(tail, 1, ENTRY * (tn - 1)) .. pack('<dd', t, a + c)
+      -- Merged into the last entry (one string made: the entries before it, then it).
+      if tn == 1 then
+        B.tail[i] = pack('<dd', t, a + c)
+      else
+        B.tail[i] = pack(MERGED[tn], tail, t, a + c)
+      end
     else
       if tn == K then
         -- A full tail becomes the head, or the list's last chunk (which expires when its last
@@ -928,7 +943,7 @@ local function log_commit(B, i, o, L, now, c)
         tail, tn = '', 0
       end
       if hn + lc + tn == 0 then v[o + FRONT] = now end
-      B.tail[i], tn, t = tail .. pack('<dd', now, c), tn + 1, now
+      B.tail[i], tn, t = pack('<c0dd', tail, now, c), tn + 1, now
     end
     v[o + NEED] = t + L.W
   end
@@ -1357,6 +1372,23 @@ local function rebase(B)
   B.logs = false
 end
 
+-- The expiry of a state needed d ns more, in milliseconds (digits): rounded up, plus slack.
+local function expiry(d)
+  local ms = SLACK_MS
+  if d > 0 then
+    -- ceil_ms(d)
+    local r = d % MEGA
+    if r < 0 then
+      r = r + MEGA
+    elseif r >= MEGA then
+      r = r - MEGA
+    end
+    ms = (d - r) / MEGA + SLACK_MS
+    if r > 0 then ms = ms + 1 end
+  end
+  return sformat('%d', ms)
+end
+
 -- Writes a budget back: `all` says whether its first k limits (those the call loaded) are
 -- all the state holds; the call has the lists of its first `lists` limits.
 local function save(B, k, all, lists)
@@ -1404,40 +1436,27 @@ local function save(B, k, all, lists)
     return
   end
   v[X] = x
-  local ms = SLACK_MS
-  if need > now then
-    -- ceil_ms(need - now)
-    local d = need - now
-    local r = d % MEGA
-    if r < 0 then
-      r = r + MEGA
-    elseif r >= MEGA then
-      r = r - MEGA
-    end
-    ms = (d - r) / MEGA + SLACK_MS
-    if r > 0 then ms = ms + 1 end
-  end
-  ms = sformat('%d', ms)
   if BATCH then
-    -- Written once, at the batch's end, as the batch's last write of it leaves it.
+    -- Written once, at the batch's end, as the batch's last write of it leaves it, until
+    -- what that one needs.
     if not B.ms then
       DIRTY_N = DIRTY_N + 1
       DIRTY[DIRTY_N] = B
     end
-    B.ms, B.exists = ms, true
+    B.ms, B.exists, B.need = true, true, need - now
     return
   end
-  call('SET', B.skey, encode(B), 'PX', ms)
+  call('SET', B.skey, encode(B), 'PX', expiry(need - now))
   if B.entry then written(B) end
 end
 
 -- The writes a batch held back (see `save`): each budget's state as its last acquisition
--- left it, with the expiry that one worked out.
+-- left it, until what that one needs.
 local function flush()
   for j = 1, DIRTY_N do
     local B = DIRTY[j]
     if B.ms and not B.gone then
-      call('SET', B.skey, encode(B), 'PX', B.ms)
+      call('SET', B.skey, encode(B), 'PX', expiry(B.need))
       if B.entry then written(B) end
       B.ms = false
     end
@@ -1529,13 +1548,16 @@ end
 local BUDGETS, REPLY = {}, {}
 
 local function acquire()
-  local lease, x = ARGV[AX + 1], numbers(ARGV[AX + 2])
-  clock(x[1])
-  local max_wait, lease_ms, nb, horizon = x[2], x[3], x[4], x[5]
-  local xa, kx = 6, KX + 1
+  -- Its numbers from x[o + 1] on, its fingerprints from ARGV[fx + 1] on: in a batch, the
+  -- numbers are all in the batch's first argument.
+  local lease, x, o, fx = ARGV[AX + 1], BX, XO, AX + 1
+  if not BATCH then x, o, fx = numbers(ARGV[2]), 0, 2 end
+  clock(x[o + 1])
+  local max_wait, lease_ms, nb, horizon = x[o + 2], x[o + 3], x[o + 4], x[o + 5]
+  local xa, kx = o + 6, KX + 1
   local budgets = BUDGETS
   for bi = 1, nb do
-    local fps = ARGV[AX + 2 + bi]
+    local fps = ARGV[fx + bi]
     local R = rules_of(fps)
     local cap = x[xa]
     local leased = cap >= 0
@@ -1680,10 +1702,10 @@ end
 local function acquires()
   local h = numbers(ARGV[1])
   local m = h[1]
-  BATCH, TIMED, OPENED = true, false, {}
-  local replies, kx, ax = {}, 0, 1
+  BATCH, TIMED, OPENED, BX = true, false, {}, h
+  local replies, kx, ax, xo = {}, 0, 1, 1 + 3 * m
   for j = 1, m do
-    KX, AX = kx, ax
+    KX, AX, XO = kx, ax, xo
     local ok, r = pcall(acquire)
     if ok then
       replies[j] = r
@@ -1692,10 +1714,10 @@ local function acquires()
     else
       replies[j] = { 'error', tostring(r) }
     end
-    kx, ax = kx + h[2 * j], ax + h[2 * j + 1]
+    kx, ax, xo = kx + h[3 * j - 1], ax + h[3 * j], xo + h[3 * j + 1]
   end
   flush()
-  BATCH, KX, AX = false, 0, 0
+  BATCH, KX, AX, BX = false, 0, 0, false
   return replies
 end
 
@@ -2000,7 +2022,7 @@ local function entry(op)
     if call == nil then init() end
     KEYS, ARGV, CALLS, OPENS = keys, args, CALLS + 1, 0
     -- (whatever a batch that failed left)
-    BATCH, KX, AX, DIRTY_N = false, 0, 0, 0
+    BATCH, KX, AX, DIRTY_N, BX = false, 0, 0, 0, false
     return op()
   end
 end

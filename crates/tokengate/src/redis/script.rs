@@ -557,11 +557,12 @@ pub(crate) fn acquire_with(
 ///
 /// Every key of every call must be in one hash slot (a store's namespace is).
 pub(crate) fn acquires(calls: &[&Invocation]) -> Invocation {
-    // Each call is `FCALL function keys KEYS... ARGS...`: its keys and arguments are taken
-    // as they are.
+    // Each call is `FCALL function keys KEYS... lease numbers FINGERPRINTS...`: its keys and
+    // arguments are taken as they are, but its numbers, which join the batch's.
     let mut keys: Vec<&[u8]> = Vec::new();
     let mut args: Vec<&[u8]> = Vec::new();
-    let mut header = Numbers::with_capacity(1 + 2 * calls.len());
+    let mut header = Numbers::with_capacity(1 + 3 * calls.len());
+    let mut numbers: Vec<u8> = Vec::new();
     header.push(calls.len() as u64);
     for invocation in calls {
         let words: Vec<&[u8]> = invocation
@@ -577,10 +578,18 @@ pub(crate) fn acquires(calls: &[&Invocation]) -> Invocation {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        keys.extend(&words[3..3 + n]);
-        args.extend(&words[3 + n..]);
-        header.push(n as u64).push((words.len() - 3 - n) as u64);
+        let (own, rest) = words[3..].split_at(n);
+        keys.extend(own);
+        // The lease, then the numbers, then the fingerprints.
+        args.push(rest[0]);
+        args.extend(&rest[2..]);
+        numbers.extend_from_slice(rest[1]);
+        header
+            .push(n as u64)
+            .push((rest.len() - 1) as u64)
+            .push((rest[1].len() / 8) as u64);
     }
+    header.0.extend_from_slice(&numbers);
     let bytes = keys.iter().chain(&args).map(|w| w.len()).sum::<usize>() + header.0.len();
     let mut call = Call::new(&LIBRARY.acquires, keys.len(), 1 + args.len(), bytes);
     for key in keys {
