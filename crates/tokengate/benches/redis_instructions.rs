@@ -112,8 +112,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Acquisitions made at once in the batched rows: the store sends all but the first two of
-/// them in one call.
+/// Acquisitions made at once in the batched rows: the store sends the first alone, the next
+/// eight together while it is in flight, and the rest together after it.
 const AT_ONCE: u64 = 16;
 
 /// `n` decisions of `work` made `AT_ONCE` at a time.

@@ -303,8 +303,8 @@ fn the_library_is_loaded_again_after_a_restart() {
         });
 }
 
-/// Acquisitions made at once go to Redis together (all but the first two, here, in one
-/// call); one whose budget's state cannot be read fails alone, and the others are decided
+/// Acquisitions made at once go to Redis together (all but the first, here, in one call);
+/// one whose budget's state cannot be read fails alone, and the others are decided
 /// and written as they would be one by one.
 #[test]
 fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {

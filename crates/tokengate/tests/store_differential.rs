@@ -47,8 +47,8 @@ enum Step {
         /// given there, if any.
         placed: u8,
     },
-    /// Asks made at once (mask, cost, max_wait, horizon), at one instant: on Redis all but the
-    /// first two go in one call, the acquisitions of a batch (`src/redis/batch.rs`).
+    /// Asks made at once (mask, cost, max_wait, horizon), at one instant: on Redis the first
+    /// goes alone and the others in one call, a batch (`src/redis/batch.rs`).
     Together(Vec<(u8, [u64; 3], u64, Option<u64>)>),
     /// The `pick`th place in line given so far, given back.
     Leave {

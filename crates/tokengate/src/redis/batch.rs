@@ -1,8 +1,10 @@
-//! Acquisitions sent together: while calls are in flight on a store's connection, the
-//! acquisitions that arrive wait for one of them to end, and go as one call
-//! ([`script::acquires`]). Under load, one call decides many acquisitions: Redis reads and
-//! writes each budget's state once for all of them, and runs one call where it would run
-//! many. Alone, an acquisition goes at once, as the call it always was.
+//! Acquisitions sent together ([`script::acquires`]). An acquisition made while no call of
+//! acquisitions is in flight on the store goes at once, alone, as the call it always was.
+//! Those made while one is in flight wait for its answer and go together in the next call;
+//! unless `EARLY` of them wait, which go at once, in a second call (never more than `SENDING`
+//! in flight). Under load, one call decides many acquisitions: Redis reads and writes each
+//! budget's state once for all of them, and runs one call where it would run many. Each
+//! caller waits at most the store's deadline, queued or sent.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,9 +17,12 @@ use super::script::{self, AcquireReply, Batched, Invocation};
 use super::store::{run_on_link, spawn_release};
 use crate::store::StoreError;
 
-/// Calls of acquisitions in flight on one store at once: beyond, acquisitions wait to go
-/// together in the next.
+/// Calls of acquisitions in flight on one store at once.
 const SENDING: usize = 2;
+
+/// Acquisitions waiting that go before the call in flight has answered (when fewer wait, they
+/// wait for it, and go together).
+const EARLY: usize = 8;
 
 /// Acquisitions in one call at most.
 const BATCH: usize = 64;
@@ -71,7 +76,7 @@ impl Batcher {
                 release,
                 answer,
             });
-            if queue.sending < SENDING {
+            if queue.sending == 0 || (queue.sending < SENDING && queue.waiting.len() >= EARLY) {
                 queue.sending += 1;
                 Some(take(&mut queue))
             } else {
