@@ -330,6 +330,10 @@ fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
             .await
             .unwrap();
         let one = Cost::request();
+        // The library loaded, on a budget of its own.
+        let warm = [StoreBudget::new("warm", good[0].policy().clone())];
+        let warmed = store.acquire(Ask::new(&warm, &one)).await.unwrap();
+        assert!(warmed.reserved().is_some());
         let asks = [
             Ask::new(&good, &one),
             Ask::new(&good, &one),
@@ -337,7 +341,10 @@ fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
             Ask::new(&bad, &one),
             Ask::new(&good, &one),
         ];
+        let before = function_calls(&mut c).await;
         let answers = futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))).await;
+        // The first alone, the four others in one call.
+        assert_eq!(function_calls(&mut c).await - before, 2);
         for (i, answer) in answers.iter().enumerate() {
             if i == 3 {
                 let error = answer.as_ref().expect_err("the unreadable state fails");
@@ -355,5 +362,267 @@ fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
         }
         let snapshot = store.snapshot(&good[0]).await.unwrap();
         assert_eq!(snapshot.limits[0].used, 4, "{snapshot:?}");
+    });
+}
+
+/// How many function calls (`FCALL`) the server ran.
+async fn function_calls(connection: &mut redis::aio::ConnectionManager) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_fcall:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn bucket_policy(per_minute: u64) -> Policy {
+    Policy::builder()
+        .limit(
+            Dimension::Requests,
+            Limit::per_minute(per_minute).algorithm(Algorithm::TokenBucket),
+        )
+        .build()
+        .unwrap()
+}
+
+/// A store on a connection made on a runtime of the test's own, driven throughout, with a
+/// short deadline.
+fn store_on_own_runtime(
+    server: &RedisServer,
+    namespace: &str,
+) -> (
+    tokio::runtime::Runtime,
+    Arc<RedisStore<redis::aio::MultiplexedConnection>>,
+) {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let connection = main
+        .block_on(client.get_multiplexed_async_connection())
+        .expect("connects");
+    let store = RedisStore::with_connection(connection)
+        .namespace("tokengate-test", namespace)
+        .timeout(Duration::from_millis(500));
+    (main, Arc::new(store))
+}
+
+/// Three asks at once, on a runtime made for them and dropped after: all admitted.
+fn three_at_once_on_a_runtime_of_their_own(
+    store: &RedisStore<redis::aio::MultiplexedConnection>,
+    budgets: &[StoreBudget],
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let one = Cost::request();
+    let answers = runtime.block_on(futures_util::future::join_all(
+        (0..3).map(|_| store.acquire(Ask::new(budgets, &one))),
+    ));
+    for answer in answers {
+        assert!(
+            answer.expect("the store answers").reserved().is_some(),
+            "admitted"
+        );
+    }
+}
+
+/// A runtime made for each call (a synchronous facade), dropped after it, or left idle on a
+/// thread: the store goes on answering. The calls that carry waiting acquisitions run on the
+/// store's own runtime, never on one that may stop being driven.
+#[test]
+fn runtimes_made_for_one_call_then_dropped_or_idle_do_not_stop_the_store() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "runtimes");
+    let budgets = [StoreBudget::new("x", bucket_policy(100_000))];
+    let started = Instant::now();
+    for _ in 0..5 {
+        three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    }
+    // Two threads ask, then keep their runtimes without driving them.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let (store, budgets) = (Arc::clone(&store), budgets.clone());
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let (asked, told) = std::sync::mpsc::channel::<()>();
+        idle.push((
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let one = Cost::request();
+                let answers = runtime.block_on(futures_util::future::join_all(
+                    (0..3).map(|_| store.acquire(Ask::new(&budgets, &one))),
+                ));
+                assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+                asked.send(()).unwrap();
+                let _ = wait.recv();
+            }),
+            done,
+        ));
+        told.recv_timeout(Duration::from_secs(10))
+            .expect("the thread asked");
+    }
+    for _ in 0..5 {
+        three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    }
+    for (thread, done) in idle {
+        drop(done);
+        thread.join().unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// A runtime dropped while its acquisitions wait on a paused Redis: once Redis answers again,
+/// so does the store.
+#[test]
+fn a_runtime_dropped_while_redis_is_paused_does_not_stop_the_store() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "paused");
+    let budgets = [StoreBudget::new("x", bucket_policy(100_000))];
+    three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    server.pause();
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let one = Cost::request();
+        let gave_up = runtime.block_on(async {
+            let asks = (0..3).map(|_| store.acquire(Ask::new(&budgets, &one)));
+            tokio::time::timeout(
+                Duration::from_millis(50),
+                futures_util::future::join_all(asks),
+            )
+            .await
+        });
+        assert!(gave_up.is_err(), "nothing answers while Redis is paused");
+    }
+    server.resume();
+    // The calls sent meanwhile come back, or pass their deadline.
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..3 {
+        three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    }
+}
+
+/// In one batch, after earlier calls used several budgets: a state that cannot be read fails
+/// every acquisition that meets it, and stays as it was.
+#[test]
+fn an_unreadable_state_met_twice_in_a_batch_fails_both() {
+    run(|mut c| async move {
+        let store = RedisStore::with_connection(c.clone())
+            .namespace("tokengate-test", "unreadable")
+            .with_manual_clock(ManualClock::new());
+        let policy = bucket_policy(100);
+        let two = [
+            StoreBudget::new("a", policy.clone()),
+            StoreBudget::new("b", policy.clone()),
+        ];
+        let good = [StoreBudget::new("good", policy.clone())];
+        let bad = [StoreBudget::new("bad", policy)];
+        let one = Cost::request();
+        for _ in 0..3 {
+            let answer = store.acquire(Ask::new(&two, &one)).await.unwrap();
+            assert!(answer.reserved().is_some());
+        }
+        let key = "tokengate-test:{unreadable}:b:bad:s";
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("not a state")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let asks = [
+            Ask::new(&good, &one),
+            Ask::new(&good, &one),
+            Ask::new(&bad, &one),
+            Ask::new(&bad, &one),
+        ];
+        let answers = futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))).await;
+        assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+        for answer in &answers[2..] {
+            let error = answer.as_ref().expect_err("an unreadable state fails");
+            assert!(
+                error.to_string().contains("holds no state of this version"),
+                "{error}"
+            );
+        }
+        let state: String = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(state, "not a state");
+    });
+}
+
+/// An acquisition refused after a new budget took its limits writes nothing: the next one,
+/// under other limits, finds no state, in a batch as one by one.
+#[test]
+fn a_refused_acquisition_leaves_a_new_budget_unwritten_in_a_batch_too() {
+    for together in [false, true] {
+        run(|c| async move {
+            let store = RedisStore::with_connection(c.clone())
+                .namespace("tokengate-test", &format!("adopted-{together}"))
+                .with_manual_clock(ManualClock::new());
+            let (p1, p2) = (bucket_policy(100), bucket_policy(50));
+            let paused = StoreBudget::new("paused", p1.clone());
+            store
+                .pause(&paused, Duration::from_secs(30), true)
+                .await
+                .unwrap();
+            let g = [StoreBudget::new("g", p1.clone())];
+            let first = [StoreBudget::new("x", p1), paused];
+            let second = [StoreBudget::new("x", p2)];
+            let one = Cost::request();
+            let asks = [
+                Ask::new(&g, &one),
+                Ask::new(&g, &one),
+                Ask::new(&first, &one),
+                Ask::new(&second, &one),
+            ];
+            let answers = if together {
+                futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))).await
+            } else {
+                let mut answers = Vec::new();
+                for ask in asks {
+                    answers.push(store.acquire(ask).await);
+                }
+                answers
+            };
+            let said: Vec<String> = answers
+                .iter()
+                .map(|a| match a {
+                    Ok(tokengate::store::Answer::Reserved(_)) => "reserved".to_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(said[3], "reserved", "together: {together}: {said:?}");
+            assert!(said[2].contains("Paused"), "together: {together}: {said:?}");
+        });
+    }
+}
+
+#[test]
+fn an_ask_that_names_a_budget_twice_is_refused_with_a_clear_error() {
+    run(|c| async move {
+        let (store, _clock) = store(&c);
+        let twice = [
+            StoreBudget::new("x", bucket_policy(100)),
+            StoreBudget::new("x", bucket_policy(100)),
+        ];
+        let error = store
+            .acquire(Ask::new(&twice, &Cost::request()))
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains("named twice"), "{error}");
     });
 }

@@ -1,20 +1,30 @@
 //! Acquisitions sent together ([`script::acquires`]). An acquisition made while no call of
-//! acquisitions is in flight on the store goes at once, alone, as the call it always was.
-//! Those made while one is in flight wait for its answer and go together in the next call;
-//! unless `EARLY` of them wait, which go at once, in a second call (never more than `SENDING`
-//! in flight). Under load, one call decides many acquisitions: Redis reads and writes each
-//! budget's state once for all of them, and runs one call where it would run many. Each
-//! caller waits at most the store's deadline, queued or sent.
+//! acquisitions is in flight on the store goes at once, alone, from its caller's own task, as
+//! the call it always was. Those made while one is in flight wait for it and then go together
+//! in the next call; unless `EARLY` of them wait, which go at once in a second call (never
+//! more than `SENDING` in flight). Under load, one call decides many acquisitions: Redis reads
+//! and writes each budget's state once for all of them, and runs one call where it would run
+//! many. Each caller waits at most the store's deadline, queued or sent.
+//!
+//! The calls that carry waiting acquisitions run on a task of the caller's runtime when it is
+//! a multi-threaded one, whose workers drive it whatever its callers do; else on a runtime of
+//! the process's own, on a thread of its own (made when first needed, and again in a process
+//! forked since): never on a current-thread runtime, which may stop being driven (made for
+//! one call, then dropped or left idle) while other callers' acquisitions are in its hands. A
+//! call whose task is dropped (its runtime shut down) gives its slot back and sends what
+//! waits.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::connection::Link;
 use super::script::{self, AcquireReply, Batched, Invocation};
-use super::store::{run_on_link, spawn_release};
+use super::store::{backend, run_on_link, spawn_release, timed_out};
 use crate::store::StoreError;
 
 /// Calls of acquisitions in flight on one store at once.
@@ -33,6 +43,8 @@ struct Waiting {
     /// The call that ends its lease, when it takes one and its answer is lost.
     release: Option<Invocation>,
     answer: oneshot::Sender<Result<AcquireReply, StoreError>>,
+    /// When its caller stops waiting.
+    deadline: Instant,
 }
 
 #[derive(Default)]
@@ -54,6 +66,20 @@ impl std::fmt::Debug for Batcher {
     }
 }
 
+/// A call in flight: given back when it ends, or when its future is dropped (its caller left,
+/// its runtime shut down), whereupon the acquisitions that waited for it go.
+struct Slot<C: ConnectionLike + Clone + Send + Sync + 'static> {
+    batcher: Arc<Batcher>,
+    link: Link<C>,
+    timeout: Duration,
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Slot<C> {
+    fn drop(&mut self) {
+        self.batcher.ended(&self.link, self.timeout);
+    }
+}
+
 impl Batcher {
     /// Sends `call` (an acquisition) alone or with others on `link`, and answers it within
     /// `timeout` of now. `release` ends the lease it takes, sent after it when its answer is
@@ -68,31 +94,50 @@ impl Batcher {
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
-        let (answer, answered) = oneshot::channel();
-        let first = {
+        let deadline = Instant::now() + timeout;
+        let go = {
             let mut queue = self.lock();
-            queue.waiting.push(Waiting {
-                call,
-                release,
-                answer,
-            });
-            if queue.sending == 0 || (queue.sending < SENDING && queue.waiting.len() >= EARLY) {
-                queue.sending += 1;
-                Some(take(&mut queue))
+            if queue.sending == 0 {
+                queue.sending = 1;
+                Go::Alone(call, release)
             } else {
-                None
+                let (answer, answered) = oneshot::channel();
+                queue.waiting.push(Waiting {
+                    call,
+                    release,
+                    answer,
+                    deadline,
+                });
+                let early = (queue.sending < SENDING && queue.waiting.len() >= EARLY).then(|| {
+                    queue.sending += 1;
+                    take(&mut queue)
+                });
+                Go::Queued(answered, early)
             }
         };
-        if let Some(batch) = first {
-            // On a task of its own: its caller may leave, the others in it may not.
-            tokio::spawn(Arc::clone(self).send(link.clone(), timeout, batch));
-        }
-        match tokio::time::timeout(timeout, answered).await {
+        let answered = match go {
+            Go::Alone(call, release) => {
+                // From this task, as a call of its own, in the slot it took.
+                let _slot = Slot {
+                    batcher: Arc::clone(self),
+                    link: link.clone(),
+                    timeout,
+                };
+                return alone(link, timeout, deadline, call, release).await;
+            }
+            Go::Queued(answered, early) => {
+                if let Some(batch) = early {
+                    self.send_away(link, timeout, batch);
+                }
+                answered
+            }
+        };
+        match tokio::time::timeout_at(deadline, answered).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(StoreError::Backend(
-                "the call to Redis ended without an answer (its runtime shut down)".into(),
+                "the call to Redis ended without an answer".into(),
             )),
-            Err(_) => Err(super::store::timed_out(timeout)),
+            Err(_) => Err(timed_out(timeout)),
         }
     }
 
@@ -100,32 +145,67 @@ impl Batcher {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `batch`, then whatever waits meanwhile, until nothing does.
-    async fn send<C>(self: Arc<Self>, link: Link<C>, timeout: Duration, mut batch: Vec<Waiting>)
+    /// A call in flight ended: what waits meanwhile goes, in its slot, or the slot is free.
+    fn ended<C>(self: &Arc<Self>, link: &Link<C>, timeout: Duration)
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
-        loop {
-            // Those whose caller left before it was sent go no further.
-            batch.retain(|w| !w.answer.is_closed());
-            if !batch.is_empty() {
-                run(&link, timeout, batch).await;
-                // The callers just answered ask again at once, most of them: they go in the
-                // next call rather than the one after.
-                tokio::task::yield_now().await;
-            }
+        let next = {
             let mut queue = self.lock();
             if queue.waiting.is_empty() {
                 queue.sending -= 1;
-                return;
+                None
+            } else {
+                Some(take(&mut queue))
             }
-            batch = take(&mut queue);
+        };
+        if let Some(batch) = next {
+            self.send_away(link, timeout, batch);
+        }
+    }
+
+    /// Sends `batch`, in a slot already taken, from a task of the current runtime when it has
+    /// workers of its own (which drive it whatever its callers do), else from the process's
+    /// own runtime.
+    fn send_away<C>(self: &Arc<Self>, link: &Link<C>, timeout: Duration, batch: Vec<Waiting>)
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let slot = Slot {
+            batcher: Arc::clone(self),
+            link: link.clone(),
+            timeout,
+        };
+        let send = async move {
+            run(&slot.link, slot.timeout, batch).await;
+            // The callers just answered ask again at once, most of them: they go in the next
+            // call rather than the one after (on their runtime; on another, too late for it).
+            tokio::task::yield_now().await;
+            drop(slot);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                // (dropped should the runtime shut down: the slot then sends what waits)
+                drop(runtime.spawn(send));
+            }
+            _ => drop(background().spawn(send)),
         }
     }
 }
 
-/// The next batch: the first `BATCH` waiting.
+/// Where an acquisition goes: alone, or into the queue (with the batch it completed, when it
+/// is the `EARLY`th).
+enum Go {
+    Alone(Invocation, Option<Invocation>),
+    Queued(
+        oneshot::Receiver<Result<AcquireReply, StoreError>>,
+        Option<Vec<Waiting>>,
+    ),
+}
+
+/// The next batch: the first `BATCH` waiting whose callers still wait.
 fn take(queue: &mut Queue) -> Vec<Waiting> {
+    queue.waiting.retain(|w| !w.answer.is_closed());
     if queue.waiting.len() <= BATCH {
         std::mem::take(&mut queue.waiting)
     } else {
@@ -133,29 +213,88 @@ fn take(queue: &mut Queue) -> Vec<Waiting> {
     }
 }
 
+/// The runtime that sends batches: this process's, made at its first batch (and again in a
+/// child forked since, where the parent's thread is gone).
+fn background() -> tokio::runtime::Handle {
+    static RUNTIME: OnceLock<Mutex<Option<(u32, tokio::runtime::Handle)>>> = OnceLock::new();
+    let slot = RUNTIME.get_or_init(Mutex::default);
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if let Some((made_in, handle)) = &*slot {
+        if *made_in == pid {
+            return handle.clone();
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("tokengate-redis".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .expect("a thread for the Redis store's batches");
+    *slot = Some((pid, handle.clone()));
+    handle
+}
+
+/// One acquisition in a call of its own.
+async fn alone<C>(
+    link: &Link<C>,
+    timeout: Duration,
+    deadline: Instant,
+    call: Invocation,
+    release: Option<Invocation>,
+) -> Result<AcquireReply, StoreError>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let lent = match tokio::time::timeout_at(deadline, link.lend()).await {
+        Ok(lent) => lent.map_err(backend)?,
+        Err(_) => return Err(timed_out(timeout)),
+    };
+    let answer = run_on_link::<C, AcquireReply>(link, deadline, timeout, &lent, &call).await;
+    if answer.is_err() {
+        if let Some(release) = release {
+            spawn_release(&lent, timeout, release);
+        }
+    }
+    answer
+}
+
 /// One call for `batch`, and each its answer.
 async fn run<C>(link: &Link<C>, timeout: Duration, batch: Vec<Waiting>)
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    let lent = match link.lend().await {
-        Ok(lent) => lent,
-        Err(e) => {
-            let e = super::store::backend(e);
+    // The call ends when the first of its callers stops waiting.
+    let Some(deadline) = batch.iter().map(|w| w.deadline).min() else {
+        return;
+    };
+    let lent = match tokio::time::timeout_at(deadline, link.lend()).await {
+        Ok(Ok(lent)) => lent,
+        Ok(Err(e)) => {
+            let e = backend(e);
             for w in batch {
                 let _ = w.answer.send(Err(e.clone()));
             }
             return;
         }
+        Err(_) => {
+            for w in batch {
+                let _ = w.answer.send(Err(timed_out(timeout)));
+            }
+            return;
+        }
     };
     let answers: Result<Vec<Result<AcquireReply, StoreError>>, StoreError> = if batch.len() == 1 {
-        run_on_link::<C, AcquireReply>(link, timeout, &lent, &batch[0].call)
+        run_on_link::<C, AcquireReply>(link, deadline, timeout, &lent, &batch[0].call)
             .await
             .map(|a| vec![Ok(a)])
     } else {
         let calls: Vec<&Invocation> = batch.iter().map(|w| &w.call).collect();
         let together = script::acquires(&calls);
-        run_on_link::<C, Batched>(link, timeout, &lent, &together)
+        run_on_link::<C, Batched>(link, deadline, timeout, &lent, &together)
             .await
             .and_then(|Batched(answers)| {
                 if answers.len() == batch.len() {
@@ -172,26 +311,23 @@ where
                 }
             })
     };
-    match answers {
-        Ok(answers) => {
-            for (w, answer) in batch.into_iter().zip(answers) {
-                if let Err(Ok(AcquireReply::Admitted { .. })) = w.answer.send(answer) {
-                    // Admitted for a caller who left: its reservation stays spent (the safe
-                    // side), its lease ends now rather than when it runs out.
-                    if let Some(release) = w.release {
-                        spawn_release(&lent, timeout, release);
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            for w in batch {
-                // It may still run, later, when a stalled server wakes: its lease is ended
-                // by a call sent after it on the same connection.
-                if let Some(release) = w.release {
-                    spawn_release(&lent, timeout, release);
-                }
-                let _ = w.answer.send(Err(e.clone()));
+    let answers = match answers {
+        Ok(answers) => answers,
+        Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+    };
+    for (w, answer) in batch.into_iter().zip(answers) {
+        // An acquisition that failed may have taken its slot (or may still, should a stalled
+        // server wake); one admitted for a caller who left keeps its charge (the safe side).
+        // Either way its lease ends now, by a call sent after it on the same connection,
+        // rather than when it runs out.
+        let failed = answer.is_err();
+        let lost = matches!(
+            w.answer.send(answer),
+            Err(Ok(AcquireReply::Admitted { .. }))
+        );
+        if lost || failed {
+            if let Some(release) = w.release {
+                spawn_release(&lent, timeout, release);
             }
         }
     }

@@ -178,11 +178,15 @@ acquires Several acquisitions, decided one after another at one instant (Redis's
          once), as so many acquire calls would be, in one atomic step. KEYS: each one's, in
          order. ARGV: numbers (m, then per acquisition how many keys, arguments and numbers
          it has, then each one's numbers, one after another), then each one's arguments but
-         its numbers. A budget is read once: the next acquisition that charges
-         it finds it as the last one left it. Its write waits for the end (save; a budget
-         emptied is deleted at once, and found empty by the next). Answer: per acquisition,
-         acquire's answer, or {"error", message} where acquire raised one (a state or limits
-         it cannot read: found before it changes anything).
+         its numbers. A budget written by an acquisition (save) is written once, at the end,
+         as the last one left it, and the next acquisition that charges it finds it so; one
+         emptied is deleted at once, and found empty by the next; one opened and not written
+         (refused) is read again by the next. The budgets of an ask must be distinct (the
+         store refuses one that names a budget twice). Answer: per acquisition, acquire's
+         answer, or {"error", message} where acquire raised one: a state or limits it cannot
+         read (found before it changes anything), or a command's error (a key of ours that
+         holds another type), which may come after it charged some of its limits: those
+         charges stay, written with the rest (the safe side).
 settle   KEYS per budget: its state, its lease set when it holds the lease, then the lists of
          all its limits (a limit whose state follows other limits may be a log there).
          ARGV: lease id ("" none), numbers, then per budget its fingerprints, then the
@@ -255,6 +259,8 @@ local KEYS, ARGV, SEC, NSEC
 -- (less one: 0 outside a batch), whether the batch has read Redis's clock, the budgets it
 -- has opened (by state key) and those whose write waits for its end.
 local KX, AX, BATCH, TIMED = 0, 0, false, false
+-- The budgets the current acquisition of a batch opened from Redis.
+local ACQ_OPENED, ACQ_N = {}, 0
 -- A batch's numbers (all its acquisitions'), and where the current one's start (less one).
 local BX, XO = false, 0
 local OPENED, DIRTY, DIRTY_N = {}, {}, 0
@@ -544,8 +550,8 @@ local function open(bi, kx, asked, R, leased, all)
   local skey = KEYS[kx]
   local B = BATCH and OPENED[skey]
   if B and not B.gone then
-    -- An earlier acquisition of the batch opened it: the state as that one left it, which is
-    -- what Redis would hold had it been written (see `save`).
+    -- An earlier acquisition of the batch wrote it (see `save`; an ask names each budget
+    -- once): the state as that one left it, which is what Redis would hold.
     B.kx, B.lkey, B.lk, B.all, B.logs = kx, false, 0, all, false
     if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
     B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
@@ -594,7 +600,6 @@ local function open(bi, kx, asked, R, leased, all)
     }
     POOL[OPENS] = B
   end
-  if BATCH then OPENED[skey] = B end
   B.gone, B.ms = false, false
   B.kx, B.skey, B.lkey, B.lk, B.all, B.logs = kx, skey, false, 0, all, false
   if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
@@ -637,6 +642,12 @@ local function open(bi, kx, asked, R, leased, all)
   end
   B.entry, B.exists = entry, B.version ~= false
   B.now = (SEC - B.v[E]) * GIGA + NSEC
+  if BATCH then
+    -- (registered once read: a state that cannot be read is read again, and fails again)
+    OPENED[skey] = B
+    ACQ_N = ACQ_N + 1
+    ACQ_OPENED[ACQ_N] = B
+  end
   return B
 end
 
@@ -1432,7 +1443,7 @@ local function save(B, k, all, lists)
     call('DEL', unpack(keys))
     deleted(B)
     -- (a later acquisition of the batch finds no state, as it would in Redis)
-    B.gone = true
+    B.gone, B.ms = true, false
     return
   end
   v[X] = x
@@ -1705,8 +1716,16 @@ local function acquires()
   BATCH, TIMED, OPENED, BX = true, false, {}, h
   local replies, kx, ax, xo = {}, 0, 1, 1 + 3 * m
   for j = 1, m do
-    KX, AX, XO = kx, ax, xo
+    KX, AX, XO, ACQ_N = kx, ax, xo, 0
     local ok, r = pcall(acquire)
+    -- What it opened and did not write (refused, or failed) is read again by the next
+    -- acquisition that needs it, as it would be from Redis: whatever it changed there
+    -- (limits taken by a new state, expired entries dropped) was not written.
+    for i = 1, ACQ_N do
+      local B = ACQ_OPENED[i]
+      if not B.ms and OPENED[B.skey] == B then OPENED[B.skey] = nil end
+      ACQ_OPENED[i] = nil
+    end
     if ok then
       replies[j] = r
     elseif type(r) == 'table' and r.err then

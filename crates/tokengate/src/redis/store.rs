@@ -345,13 +345,21 @@ where
         lent: &Lent<C>,
         invocation: script::Invocation,
     ) -> Result<T, StoreError> {
-        run_on_link(&self.link, self.timeout, lent, &invocation).await
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        run_on_link(&self.link, deadline, self.timeout, lent, &invocation).await
     }
 
     async fn acquire_now(&self, ask: Ask<'_>) -> Result<Answer, StoreError> {
         let (budgets, cost) = (ask.budgets(), ask.cost());
-        for b in budgets {
+        for (i, b) in budgets.iter().enumerate() {
             b.policy().check_possible(cost)?;
+            // (the library reads and writes each budget of an ask once)
+            if budgets[..i].iter().any(|a| a.name() == b.name()) {
+                return Err(StoreError::Unsupported(format!(
+                    "budget {:?} is named twice in one ask: name each budget of an ask once",
+                    b.name()
+                )));
+            }
         }
         let ready = self.ready(budgets)?;
         let triples: Vec<Budget<'_>> = ready.iter().map(Ready::budget).collect();
@@ -601,9 +609,11 @@ pub(super) fn timed_out(after: Duration) -> StoreError {
     StoreError::Backend(format!("Redis did not answer within {after:?}"))
 }
 
-/// Runs `invocation` on `lent` (of `link`) within `timeout`, and judges the connection by it.
+/// Runs `invocation` on `lent` (of `link`) until `deadline` (the store's `timeout` from when
+/// its caller asked), and judges the connection by it.
 pub(super) async fn run_on_link<C, T>(
     link: &Link<C>,
+    deadline: tokio::time::Instant,
     timeout: Duration,
     lent: &Lent<C>,
     invocation: &script::Invocation,
@@ -614,15 +624,18 @@ where
 {
     let mut connection = lent.connection.clone();
     let sent = std::time::Instant::now();
-    let reply = tokio::time::timeout(timeout, invocation.invoke_async(&mut connection))
+    let reply = tokio::time::timeout_at(deadline, invocation.invoke_async(&mut connection))
         .await
         .map_err(|_| timed_out(timeout));
     match &reply {
         // A reply, or the server's error reply: the connection answers.
         Ok(Ok(_)) => link.replied(lent),
         Ok(Err(e)) if !e.is_io_error() => link.replied(lent),
-        // Silence: the deadline passed, or the connection's own timeout did.
-        Err(_) => stalled(link, timeout, lent, sent),
+        // Silence: the deadline passed, or the connection's own timeout did. (A call sent
+        // late in its callers' wait, behind a call that stalled, is not silence enough to
+        // give the connection up: at least half the deadline is.)
+        Err(_) if sent.elapsed() >= timeout / 2 => stalled(link, timeout, lent, sent),
+        Err(_) => {}
         Ok(Err(e)) if e.is_timeout() => stalled(link, timeout, lent, sent),
         // Closed or refused: the connection reconnects by itself.
         Ok(Err(_)) => {}
