@@ -90,6 +90,19 @@ fn inclusive(dump: &Path, functions: &[&str]) -> Vec<u64> {
         .collect()
 }
 
+/// How many function calls (`FCALL`) the server ran.
+async fn function_calls(connection: &mut redis::aio::ConnectionManager) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_fcall:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn zero(pid: u32) {
     callgrind_control("--zero", pid);
 }
@@ -179,8 +192,8 @@ fn main() {
          once; each admitted and written)"
     );
     println!(
-        "{:<40} {:>14} {:>14} {:>14} {:>14}",
-        "workload", "instructions", "x ceiling", "in Lua", "in commands"
+        "{:<40} {:>14} {:>14} {:>14} {:>14} {:>7}",
+        "workload", "instructions", "x ceiling", "in Lua", "in commands", "a call"
     );
     runtime.block_on(async {
         let store = RedisStore::connect(&server.url())
@@ -204,29 +217,33 @@ fn main() {
             }
             let split = inclusive(&file, &["lua_pcall", "scriptCall"]);
             println!(
-                "{:<40} {:>14} {:>14.1} {:>14} {:>14}",
+                "{:<40} {:>14} {:>14.1} {:>14} {:>14} {:>7.1}",
                 work.name(),
                 per_call,
                 per_call as f64 / ceiling.max(1) as f64,
                 split[0] / n,
-                split[1] / n
+                split[1] / n,
+                1.0
             );
         }
         // The same decisions made AT_ONCE at a time: per decision.
         for work in Work::ALL.into_iter().filter(|w| *w != Work::Ceiling) {
             at_once(&store, work, n).await;
             zero(pid);
+            let before = function_calls(&mut connection).await;
             at_once(&store, work, n).await;
             let (total, file) = dump(pid, &dir);
             let made = n / AT_ONCE * AT_ONCE;
+            let calls = function_calls(&mut connection).await - before;
             let split = inclusive(&file, &["lua_pcall", "scriptCall"]);
             println!(
-                "{:<40} {:>14} {:>14.1} {:>14} {:>14}",
+                "{:<40} {:>14} {:>14.1} {:>14} {:>14} {:>7.1}",
                 format!("{}, {AT_ONCE} at once", work.name()),
                 total / made,
                 (total / made) as f64 / ceiling.max(1) as f64,
                 split[0] / made,
-                split[1] / made
+                split[1] / made,
+                made as f64 / calls.max(1) as f64
             );
         }
     });

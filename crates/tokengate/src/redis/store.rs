@@ -26,7 +26,10 @@ use crate::store::{
 /// Every call is one call of a Redis function (`FCALL`; Redis 7.0 or later) that applies the
 /// core's rules to all the budgets of a request at once, on Redis's own clock (`TIME`): no
 /// client's clock is read, so machines whose clocks disagree still share one timeline.
-/// Concurrent calls on one store share one connection, pipelined. The function's library is
+/// Concurrent calls on one store share one connection, pipelined; acquisitions made while
+/// another is in flight wait for it and go together, in one call that decides them one after
+/// another as so many calls would, reading and writing each budget once (an ask must name
+/// each budget once). The function's library is
 /// named after its text (`tokengate_` and 8 hex digits), so that processes running different
 /// versions of this crate use their own side by side; the store loads it by itself
 /// (`FUNCTION LOAD`) on a new server, after a restart or a `FUNCTION FLUSH`.
