@@ -309,26 +309,11 @@ fn the_library_is_loaded_again_after_a_restart() {
 #[test]
 fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
     run(|mut c| async move {
-        let store = RedisStore::with_connection(c.clone())
-            .namespace("tokengate-test", "batch")
-            .with_manual_clock(ManualClock::new());
-        let policy = Policy::builder()
-            .limit(
-                Dimension::Requests,
-                Limit::per_minute(100).algorithm(Algorithm::TokenBucket),
-            )
-            .build()
-            .unwrap();
+        let store = store_named(&c, "batch");
+        let policy = bucket_policy(100);
         let good = [StoreBudget::new("good", policy.clone())];
         let bad = [StoreBudget::new("bad", policy)];
-        // Not a state this store wrote.
-        let key = "tokengate-test:{batch}:b:bad:s";
-        let _: () = redis::cmd("SET")
-            .arg(key)
-            .arg("not a state")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        spoil(&mut c, "tokengate-test:{batch}:b:bad:s").await;
         let one = Cost::request();
         // The library loaded, on a budget of its own.
         let warm = [StoreBudget::new("warm", good[0].policy().clone())];
@@ -363,6 +348,23 @@ fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
         let snapshot = store.snapshot(&good[0]).await.unwrap();
         assert_eq!(snapshot.limits[0].used, 4, "{snapshot:?}");
     });
+}
+
+/// A store with namespace `namespace`, on a fresh manual clock.
+fn store_named(connection: &redis::aio::ConnectionManager, namespace: &str) -> RedisStore {
+    RedisStore::with_connection(connection.clone())
+        .namespace("tokengate-test", namespace)
+        .with_manual_clock(ManualClock::new())
+}
+
+/// Writes at `key` what no store wrote: not a state.
+async fn spoil(connection: &mut redis::aio::ConnectionManager, key: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("not a state")
+        .query_async(connection)
+        .await
+        .unwrap();
 }
 
 /// How many function calls (`FCALL`) the server ran.
@@ -417,10 +419,22 @@ fn three_at_once_on_a_runtime_of_their_own(
     store: &RedisStore<redis::aio::MultiplexedConnection>,
     budgets: &[StoreBudget],
 ) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    three_at_once(&current_thread(), store, budgets);
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// Three asks at once on `runtime`: all admitted.
+fn three_at_once(
+    runtime: &tokio::runtime::Runtime,
+    store: &RedisStore<redis::aio::MultiplexedConnection>,
+    budgets: &[StoreBudget],
+) {
     let one = Cost::request();
     let answers = runtime.block_on(futures_util::future::join_all(
         (0..3).map(|_| store.acquire(Ask::new(budgets, &one))),
@@ -453,15 +467,8 @@ fn runtimes_made_for_one_call_then_dropped_or_idle_do_not_stop_the_store() {
         let (asked, told) = std::sync::mpsc::channel::<()>();
         idle.push((
             std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let one = Cost::request();
-                let answers = runtime.block_on(futures_util::future::join_all(
-                    (0..3).map(|_| store.acquire(Ask::new(&budgets, &one))),
-                ));
-                assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+                let runtime = current_thread();
+                three_at_once(&runtime, &store, &budgets);
                 asked.send(()).unwrap();
                 let _ = wait.recv();
             }),
@@ -490,10 +497,7 @@ fn a_runtime_dropped_while_redis_is_paused_does_not_stop_the_store() {
     three_at_once_on_a_runtime_of_their_own(&store, &budgets);
     server.pause();
     {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = current_thread();
         let one = Cost::request();
         let gave_up = runtime.block_on(async {
             let asks = (0..3).map(|_| store.acquire(Ask::new(&budgets, &one)));
@@ -518,9 +522,7 @@ fn a_runtime_dropped_while_redis_is_paused_does_not_stop_the_store() {
 #[test]
 fn an_unreadable_state_met_twice_in_a_batch_fails_both() {
     run(|mut c| async move {
-        let store = RedisStore::with_connection(c.clone())
-            .namespace("tokengate-test", "unreadable")
-            .with_manual_clock(ManualClock::new());
+        let store = store_named(&c, "unreadable");
         let policy = bucket_policy(100);
         let two = [
             StoreBudget::new("a", policy.clone()),
@@ -534,12 +536,7 @@ fn an_unreadable_state_met_twice_in_a_batch_fails_both() {
             assert!(answer.reserved().is_some());
         }
         let key = "tokengate-test:{unreadable}:b:bad:s";
-        let _: () = redis::cmd("SET")
-            .arg(key)
-            .arg("not a state")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        spoil(&mut c, key).await;
         let asks = [
             Ask::new(&good, &one),
             Ask::new(&good, &one),

@@ -1385,19 +1385,8 @@ end
 
 -- The expiry of a state needed d ns more, in milliseconds (digits): rounded up, plus slack.
 local function expiry(d)
-  local ms = SLACK_MS
-  if d > 0 then
-    -- ceil_ms(d)
-    local r = d % MEGA
-    if r < 0 then
-      r = r + MEGA
-    elseif r >= MEGA then
-      r = r - MEGA
-    end
-    ms = (d - r) / MEGA + SLACK_MS
-    if r > 0 then ms = ms + 1 end
-  end
-  return sformat('%d', ms)
+  if d > 0 then return sformat('%d', ceil_ms(d) + SLACK_MS) end
+  return sformat('%d', SLACK_MS)
 end
 
 -- Writes a budget back: `all` says whether its first k limits (those the call loaded) are
