@@ -20,7 +20,14 @@ const LEASE: Duration = Duration::from_secs(30);
 
 /// Runs `test` against a server of its own (stopped when it ends), within 60 s.
 fn run<F: std::future::Future>(test: impl FnOnce(redis::aio::ConnectionManager) -> F) -> F::Output {
-    let server = RedisServer::start();
+    run_with_server(|_, connection| test(connection))
+}
+
+/// [`run`], the test given the server too.
+fn run_with_server<F: std::future::Future>(
+    test: impl FnOnce(Arc<RedisServer>, redis::aio::ConnectionManager) -> F,
+) -> F::Output {
+    let server = Arc::new(RedisServer::start());
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,9 +37,12 @@ fn run<F: std::future::Future>(test: impl FnOnce(redis::aio::ConnectionManager) 
             let connection = redis::aio::ConnectionManager::new(client)
                 .await
                 .expect("connects");
-            tokio::time::timeout(Duration::from_secs(60), test(connection))
-                .await
-                .expect("within 60 s")
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                test(Arc::clone(&server), connection),
+            )
+            .await
+            .expect("within 60 s")
         })
 }
 
@@ -303,12 +313,13 @@ fn the_library_is_loaded_again_after_a_restart() {
         });
 }
 
-/// Acquisitions made at once go to Redis together (all but the first, here, in one call);
-/// one whose budget's state cannot be read fails alone, and the others are decided
-/// and written as they would be one by one.
+/// Acquisitions made at once go to Redis together (all but the first, here, in one call: the
+/// first is held in flight, Redis paused, until the others wait); one whose budget's state
+/// cannot be read fails alone, and the others are decided and written as they would be one by
+/// one.
 #[test]
 fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
-    run(|mut c| async move {
+    run_with_server(|server, mut c| async move {
         let store = store_named(&c, "batch");
         let policy = bucket_policy(100);
         let good = [StoreBudget::new("good", policy.clone())];
@@ -327,7 +338,14 @@ fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
             Ask::new(&good, &one),
         ];
         let before = function_calls(&mut c).await;
-        let answers = futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))).await;
+        server.pause();
+        let (answers, ()) = tokio::join!(
+            futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))),
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                server.resume();
+            }
+        );
         // The first alone, the four others in one call.
         assert_eq!(function_calls(&mut c).await - before, 2);
         for (i, answer) in answers.iter().enumerate() {
@@ -622,4 +640,85 @@ fn an_ask_that_names_a_budget_twice_is_refused_with_a_clear_error() {
             .expect_err("refused");
         assert!(error.to_string().contains("named twice"), "{error}");
     });
+}
+
+/// A caller that leaves while its call is in flight: the call still ends, and ends the lease
+/// of the admission nobody received, so its slot comes back at once rather than when the
+/// lease runs out.
+#[test]
+fn a_caller_that_leaves_during_its_call_gives_its_slot_back() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "left");
+    let capped = Policy::builder()
+        .max_in_flight(1)
+        .limit(
+            Dimension::Requests,
+            Limit::per_minute(100_000).algorithm(Algorithm::TokenBucket),
+        )
+        .build()
+        .unwrap();
+    let budgets = [StoreBudget::new("x", capped)];
+    // The library loaded, on a budget of its own.
+    three_at_once_on_a_runtime_of_their_own(
+        &store,
+        &[StoreBudget::new("warm", bucket_policy(100))],
+    );
+    server.pause();
+    {
+        let runtime = current_thread();
+        let one = Cost::request();
+        let left = runtime.block_on(async {
+            let ask = store.acquire(Ask::new(&budgets, &one));
+            tokio::time::timeout(Duration::from_millis(50), ask).await
+        });
+        assert!(left.is_err(), "nothing answers while Redis is paused");
+    }
+    server.resume();
+    // Past the call's deadline: it was answered, or failed; either way its lease ended.
+    std::thread::sleep(Duration::from_millis(700));
+    let again = current_thread()
+        .block_on(store.acquire(Ask::new(&budgets, &Cost::request())))
+        .expect("the store answers");
+    assert!(
+        matches!(again, tokengate::store::Answer::Reserved(_)),
+        "{again:?}"
+    );
+}
+
+/// A call in flight for a caller whose runtime then stops being driven does not hold up the
+/// others: it runs on a runtime that is.
+#[test]
+fn a_call_whose_caller_stops_being_polled_does_not_hold_up_others() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "unpolled");
+    let budgets = [StoreBudget::new("x", bucket_policy(100_000))];
+    three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    server.pause();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let (asked, told) = std::sync::mpsc::channel::<()>();
+    let thread = {
+        let (store, budgets) = (Arc::clone(&store), budgets.clone());
+        std::thread::spawn(move || {
+            let runtime = current_thread();
+            let _ask = runtime.spawn(async move {
+                let answer = store.acquire(Ask::new(&budgets, &Cost::request())).await;
+                drop(answer);
+            });
+            // Driven long enough to send its call, then never again until the test ends.
+            runtime.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+            asked.send(()).unwrap();
+            let _ = wait.recv();
+        })
+    };
+    told.recv_timeout(Duration::from_secs(10))
+        .expect("the thread asked");
+    server.resume();
+    for _ in 0..4 {
+        let answer = current_thread()
+            .block_on(store.acquire(Ask::new(&budgets, &Cost::request())))
+            .expect("the store answers");
+        assert!(answer.reserved().is_some());
+    }
+    drop(done);
+    thread.join().unwrap();
 }

@@ -1,18 +1,20 @@
 //! Acquisitions sent together ([`script::acquires`]). An acquisition made while no call of
-//! acquisitions is in flight on the store goes at once, alone, from its caller's own task, as
-//! the call it always was. Those made while one is in flight wait for it and then go together
-//! in the next call; unless `EARLY` of them wait, which go at once in a second call (never
-//! more than `SENDING` in flight). Under load, one call decides many acquisitions: Redis reads
-//! and writes each budget's state once for all of them, and runs one call where it would run
-//! many. Each caller waits at most the store's deadline, queued or sent.
+//! acquisitions is in flight on the store goes at once, alone, as the call it always was.
+//! Those made while one is in flight wait for it and then go together in the next call;
+//! unless `EARLY` of them wait, which go at once in a second call (never more than `SENDING`
+//! in flight). Under load, one call decides many acquisitions: Redis reads and writes each
+//! budget's state once for all of them, and runs one call where it would run many. Each
+//! caller waits at most the store's deadline, queued or sent.
 //!
-//! The calls that carry waiting acquisitions run on a task of the caller's runtime when it is
-//! a multi-threaded one, whose workers drive it whatever its callers do; else on a runtime of
+//! Every call runs on a task of its own, never in a caller's future: a caller may leave (its
+//! call then still ends, and ends the lease of an admission nobody received), or stop being
+//! polled while others wait behind its call. The task runs on the caller's runtime when that
+//! runtime has worker threads, which drive it whatever its callers do; else on a runtime of
 //! the process's own, on a thread of its own (made when first needed, and again in a process
 //! forked since): never on a current-thread runtime, which may stop being driven (made for
-//! one call, then dropped or left idle) while other callers' acquisitions are in its hands. A
-//! call whose task is dropped (its runtime shut down) gives its slot back and sends what
-//! waits.
+//! one call, then dropped or left idle) with other callers' acquisitions in its hands. A call
+//! whose task is dropped (its runtime shut down) gives its slot back, and what waits goes from
+//! the process's own runtime.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -52,6 +54,9 @@ struct Queue {
     waiting: Vec<Waiting>,
     /// Calls in flight.
     sending: usize,
+    /// The process these were counted in (0: none yet): a child forked since has none of the
+    /// parent's calls in flight.
+    pid: u32,
 }
 
 /// A store's acquisitions on their way to Redis.
@@ -66,17 +71,20 @@ impl std::fmt::Debug for Batcher {
     }
 }
 
-/// A call in flight: given back when it ends, or when its future is dropped (its caller left,
-/// its runtime shut down), whereupon the acquisitions that waited for it go.
+/// A call in flight: given back when it ends, or when its task is dropped (its runtime shut
+/// down), whereupon the acquisitions that waited for it go.
 struct Slot<C: ConnectionLike + Clone + Send + Sync + 'static> {
     batcher: Arc<Batcher>,
     link: Link<C>,
     timeout: Duration,
+    /// Whether its call ended (else its task was dropped, on a runtime that may be going).
+    ended: std::cell::Cell<bool>,
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Slot<C> {
     fn drop(&mut self) {
-        self.batcher.ended(&self.link, self.timeout);
+        self.batcher
+            .ended(&self.link, self.timeout, self.ended.get());
     }
 }
 
@@ -95,43 +103,33 @@ impl Batcher {
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
         let deadline = Instant::now() + timeout;
-        let go = {
+        let (answer, answered) = oneshot::channel();
+        let now = {
             let mut queue = self.lock();
-            if queue.sending == 0 {
-                queue.sending = 1;
-                Go::Alone(call, release)
-            } else {
-                let (answer, answered) = oneshot::channel();
-                queue.waiting.push(Waiting {
-                    call,
-                    release,
-                    answer,
-                    deadline,
-                });
-                let early = (queue.sending < SENDING && queue.waiting.len() >= EARLY).then(|| {
-                    queue.sending += 1;
-                    take(&mut queue)
-                });
-                Go::Queued(answered, early)
+            let pid = std::process::id();
+            if queue.pid != pid {
+                // Made in a parent before a fork: its calls in flight, and their callers, are
+                // the parent's (never touched here).
+                std::mem::forget(std::mem::take(&mut queue.waiting));
+                queue.sending = 0;
+                queue.pid = pid;
             }
+            queue.waiting.push(Waiting {
+                call,
+                release,
+                answer,
+                deadline,
+            });
+            let go =
+                queue.sending == 0 || (queue.sending < SENDING && queue.waiting.len() >= EARLY);
+            go.then(|| {
+                queue.sending += 1;
+                take(&mut queue)
+            })
         };
-        let answered = match go {
-            Go::Alone(call, release) => {
-                // From this task, as a call of its own, in the slot it took.
-                let _slot = Slot {
-                    batcher: Arc::clone(self),
-                    link: link.clone(),
-                    timeout,
-                };
-                return alone(link, timeout, deadline, call, release).await;
-            }
-            Go::Queued(answered, early) => {
-                if let Some(batch) = early {
-                    self.send_away(link, timeout, batch);
-                }
-                answered
-            }
-        };
+        if let Some(batch) = now {
+            self.send_away(link, timeout, batch);
+        }
         match tokio::time::timeout_at(deadline, answered).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(StoreError::Backend(
@@ -145,62 +143,68 @@ impl Batcher {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A call in flight ended: what waits meanwhile goes, in its slot, or the slot is free.
-    fn ended<C>(self: &Arc<Self>, link: &Link<C>, timeout: Duration)
+    /// A call in flight ended (or its task was dropped: `ended` false): what waits meanwhile
+    /// goes, in its slot, or the slot is free.
+    fn ended<C>(self: &Arc<Self>, link: &Link<C>, timeout: Duration, ended: bool)
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
         let next = {
             let mut queue = self.lock();
-            if queue.waiting.is_empty() {
-                queue.sending -= 1;
-                None
-            } else {
-                Some(take(&mut queue))
+            let next = take(&mut queue);
+            if next.is_empty() {
+                queue.sending = queue.sending.saturating_sub(1);
+                return;
             }
+            next
         };
-        if let Some(batch) = next {
-            self.send_away(link, timeout, batch);
+        if ended {
+            self.send_away(link, timeout, next);
+        } else {
+            // (not on the runtime that dropped the task: it may be shutting down)
+            self.send_from(background(), link, timeout, next);
         }
     }
 
-    /// Sends `batch`, in a slot already taken, from a task of the current runtime when it has
-    /// workers of its own (which drive it whatever its callers do), else from the process's
-    /// own runtime.
+    /// Sends `batch`, in a slot already taken, from a task of a runtime that drives it
+    /// (`driven`).
     fn send_away<C>(self: &Arc<Self>, link: &Link<C>, timeout: Duration, batch: Vec<Waiting>)
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
+        self.send_from(driven(), link, timeout, batch);
+    }
+
+    fn send_from<C>(
+        self: &Arc<Self>,
+        runtime: Option<tokio::runtime::Handle>,
+        link: &Link<C>,
+        timeout: Duration,
+        batch: Vec<Waiting>,
+    ) where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let Some(runtime) = runtime else {
+            // No runtime to send from: they fail (their answers dropped), the slot goes on.
+            drop(batch);
+            self.ended(link, timeout, true);
+            return;
+        };
         let slot = Slot {
             batcher: Arc::clone(self),
             link: link.clone(),
             timeout,
+            ended: std::cell::Cell::new(false),
         };
-        let send = async move {
+        // (dropped should its runtime shut down: the slot then sends what waits)
+        drop(runtime.spawn(async move {
             run(&slot.link, slot.timeout, batch).await;
             // The callers just answered ask again at once, most of them: they go in the next
             // call rather than the one after (on their runtime; on another, too late for it).
             tokio::task::yield_now().await;
-            drop(slot);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                // (dropped should the runtime shut down: the slot then sends what waits)
-                drop(runtime.spawn(send));
-            }
-            _ => drop(background().spawn(send)),
-        }
+            slot.ended.set(true);
+        }));
     }
-}
-
-/// Where an acquisition goes: alone, or into the queue (with the batch it completed, when it
-/// is the `EARLY`th).
-enum Go {
-    Alone(Invocation, Option<Invocation>),
-    Queued(
-        oneshot::Receiver<Result<AcquireReply, StoreError>>,
-        Option<Vec<Waiting>>,
-    ),
 }
 
 /// The next batch: the first `BATCH` waiting whose callers still wait.
@@ -213,53 +217,39 @@ fn take(queue: &mut Queue) -> Vec<Waiting> {
     }
 }
 
-/// The runtime that sends batches: this process's, made at its first batch (and again in a
-/// child forked since, where the parent's thread is gone).
-fn background() -> tokio::runtime::Handle {
+/// A runtime whose tasks are driven whatever their callers do: the current one when it has
+/// worker threads, else the process's own (`background`).
+pub(super) fn driven() -> Option<tokio::runtime::Handle> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => Some(runtime),
+        _ => background(),
+    }
+}
+
+/// The process's own runtime for the store's calls, on a thread of its own: made at its first
+/// use (and again in a child forked since, where the parent's thread is gone). `None` when no
+/// runtime or thread can be made.
+fn background() -> Option<tokio::runtime::Handle> {
     static RUNTIME: OnceLock<Mutex<Option<(u32, tokio::runtime::Handle)>>> = OnceLock::new();
     let slot = RUNTIME.get_or_init(Mutex::default);
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
     if let Some((made_in, handle)) = &*slot {
         if *made_in == pid {
-            return handle.clone();
+            return Some(handle.clone());
         }
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a current-thread runtime builds");
+        .ok()?;
     let handle = runtime.handle().clone();
     std::thread::Builder::new()
         .name("tokengate-redis".into())
         .spawn(move || runtime.block_on(std::future::pending::<()>()))
-        .expect("a thread for the Redis store's batches");
+        .ok()?;
     *slot = Some((pid, handle.clone()));
-    handle
-}
-
-/// One acquisition in a call of its own.
-async fn alone<C>(
-    link: &Link<C>,
-    timeout: Duration,
-    deadline: Instant,
-    call: Invocation,
-    release: Option<Invocation>,
-) -> Result<AcquireReply, StoreError>
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
-    let lent = match tokio::time::timeout_at(deadline, link.lend()).await {
-        Ok(lent) => lent.map_err(backend)?,
-        Err(_) => return Err(timed_out(timeout)),
-    };
-    let answer = run_on_link::<C, AcquireReply>(link, deadline, timeout, &lent, &call).await;
-    if answer.is_err() {
-        if let Some(release) = release {
-            spawn_release(&lent, timeout, release);
-        }
-    }
-    answer
+    Some(handle)
 }
 
 /// One call for `batch`, and each its answer.

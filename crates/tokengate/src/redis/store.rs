@@ -389,7 +389,7 @@ where
             self.lease_ms(),
         );
         let refused = |r| Ok(Answer::Refused(r));
-        // Its lease ends when its answer is lost (see `release_late`).
+        // Its lease ends when its answer is lost (see `spawn_release`).
         let release = holds.then(|| {
             let leases: Vec<&str> = ready.iter().map(|r| r.keys.leases.as_str()).collect();
             script::renew(&leases, self.now(), &lease, 0)
@@ -671,14 +671,17 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     let mut connection = lent.connection.clone();
-    tokio::spawn(async move {
-        // Sent once polled; what it finds is of no use to anyone.
-        let _ = tokio::time::timeout(
-            deadline,
-            release.invoke_async::<redis::Value>(&mut connection),
-        )
-        .await;
-    });
+    // On a runtime that drives it (not one made for a call, which may be gone before it is).
+    if let Some(runtime) = super::batch::driven() {
+        drop(runtime.spawn(async move {
+            // Sent once polled; what it finds is of no use to anyone.
+            let _ = tokio::time::timeout(
+                deadline,
+                release.invoke_async::<redis::Value>(&mut connection),
+            )
+            .await;
+        }));
+    }
 }
 
 impl<C> Store for RedisStore<C>
