@@ -16,7 +16,7 @@
 //! whose task is dropped (its runtime shut down) gives its slot back, and what waits goes from
 //! the process's own runtime.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
@@ -226,30 +226,9 @@ pub(super) fn driven() -> Option<tokio::runtime::Handle> {
     }
 }
 
-/// The process's own runtime for the store's calls, on a thread of its own: made at its first
-/// use (and again in a child forked since, where the parent's thread is gone). `None` when no
-/// runtime or thread can be made.
+/// The process's own runtime (`crate::store::background`).
 fn background() -> Option<tokio::runtime::Handle> {
-    static RUNTIME: OnceLock<Mutex<Option<(u32, tokio::runtime::Handle)>>> = OnceLock::new();
-    let slot = RUNTIME.get_or_init(Mutex::default);
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
-    if let Some((made_in, handle)) = &*slot {
-        if *made_in == pid {
-            return Some(handle.clone());
-        }
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let handle = runtime.handle().clone();
-    std::thread::Builder::new()
-        .name("tokengate-redis".into())
-        .spawn(move || runtime.block_on(std::future::pending::<()>()))
-        .ok()?;
-    *slot = Some((pid, handle.clone()));
-    Some(handle)
+    crate::store::background::runtime()
 }
 
 /// One call for `batch`, and each its answer.

@@ -76,6 +76,8 @@
 //! [`core::commit_budget`]: crate::core::commit_budget
 //! [`core::settle_budget`]: crate::core::settle_budget
 
+#[cfg(feature = "tokio")]
+pub(crate) mod background;
 mod error;
 #[cfg(feature = "tokio")]
 pub(crate) mod freed;

@@ -8,7 +8,7 @@
 //! which go on after the call returns. A private runtime per call could not: it would be gone
 //! by the time the permit settles.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -20,25 +20,9 @@ use crate::clock::Clock;
 use crate::cost::Cost;
 use crate::error::AcquireError;
 
-/// The background runtime, once made (`None` if it could not be).
-static DRIVER: OnceLock<Option<Handle>> = OnceLock::new();
-
-/// The handle of the background runtime, made at first use.
+/// The handle of the background runtime (`crate::store::background`), made at first use.
 fn driver() -> Option<Handle> {
-    DRIVER.get_or_init(start).clone()
-}
-
-fn start() -> Option<Handle> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let handle = runtime.handle().clone();
-    std::thread::Builder::new()
-        .name("tokengate-store".into())
-        .spawn(move || runtime.block_on(std::future::pending::<()>()))
-        .ok()?;
-    Some(handle)
+    crate::store::background::runtime()
 }
 
 /// Where a task started now runs: the runtime this thread is in, else the background one.

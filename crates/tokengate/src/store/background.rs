@@ -1,0 +1,33 @@
+//! The process's own runtime for store calls that must go on whatever their callers do: a
+//! current-thread runtime, time and I/O enabled, driven by a thread of its own, made at first
+//! use (and again in a child forked since, where the parent's thread is gone).
+
+use std::sync::{Mutex, OnceLock};
+
+use tokio::runtime::Handle;
+
+/// The runtime, with the process it was made in.
+static RUNTIME: OnceLock<Mutex<Option<(u32, Handle)>>> = OnceLock::new();
+
+/// The process's own runtime; `None` when no runtime or thread can be made.
+pub(crate) fn runtime() -> Option<Handle> {
+    let slot = RUNTIME.get_or_init(Mutex::default);
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if let Some((made_in, handle)) = &*slot {
+        if *made_in == pid {
+            return Some(handle.clone());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("tokengate-store".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .ok()?;
+    *slot = Some((pid, handle.clone()));
+    Some(handle)
+}
