@@ -549,7 +549,7 @@ local OPENS = 0
 local function open(bi, kx, asked, R, leased, all)
   local skey = KEYS[kx]
   local B = BATCH and OPENED[skey]
-  if B and not B.gone then
+  if B then
     -- An earlier acquisition of the batch wrote it (see `save`; an ask names each budget
     -- once): the state as that one left it, which is what Redis would hold.
     B.kx, B.lkey, B.lk, B.all, B.logs = kx, false, 0, all, false
@@ -558,10 +558,8 @@ local function open(bi, kx, asked, R, leased, all)
     B.now = (SEC - B.v[E]) * GIGA + NSEC
     return B
   end
-  if not B then
-    OPENS = OPENS + 1
-    B = POOL[OPENS]
-  end
+  OPENS = OPENS + 1
+  B = POOL[OPENS]
   if B == nil then
     -- Every field made at once (a table grown field by field costs twice as much).
     B = {
@@ -594,13 +592,12 @@ local function open(bi, kx, asked, R, leased, all)
       pe = 0,
       inflight = 0,
       D = 0,
-      gone = false,
       ms = false,
       need = 0,
     }
     POOL[OPENS] = B
   end
-  B.gone, B.ms = false, false
+  B.ms = false
   B.kx, B.skey, B.lkey, B.lk, B.all, B.logs = kx, skey, false, 0, all, false
   if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
   B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
@@ -1432,7 +1429,8 @@ local function save(B, k, all, lists)
     call('DEL', unpack(keys))
     deleted(B)
     -- (a later acquisition of the batch finds no state, as it would in Redis)
-    B.gone, B.ms = true, false
+    B.ms = false
+    if BATCH and OPENED[B.skey] == B then OPENED[B.skey] = nil end
     return
   end
   v[X] = x
@@ -1455,7 +1453,7 @@ end
 local function flush()
   for j = 1, DIRTY_N do
     local B = DIRTY[j]
-    if B.ms and not B.gone then
+    if B.ms then
       call('SET', B.skey, encode(B), 'PX', expiry(B.need))
       if B.entry then written(B) end
       B.ms = false
@@ -1725,7 +1723,6 @@ local function acquires()
     kx, ax, xo = kx + h[3 * j - 1], ax + h[3 * j], xo + h[3 * j + 1]
   end
   flush()
-  BATCH, KX, AX, BX = false, 0, 0, false
   return replies
 end
 
@@ -2029,7 +2026,7 @@ local function entry(op)
   return function(keys, args)
     if call == nil then init() end
     KEYS, ARGV, CALLS, OPENS = keys, args, CALLS + 1, 0
-    -- (whatever a batch that failed left)
+    -- (outside a batch; and whatever a batch that failed left)
     BATCH, KX, AX, DIRTY_N, BX = false, 0, 0, 0, false
     return op()
   end
