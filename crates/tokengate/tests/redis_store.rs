@@ -466,8 +466,8 @@ fn three_at_once(
 }
 
 /// A runtime made for each call (a synchronous facade), dropped after it, or left idle on a
-/// thread: the store goes on answering. The calls that carry waiting acquisitions run on the
-/// store's own runtime, never on one that may stop being driven.
+/// thread: the store goes on answering. Its calls run on a runtime that is driven whatever
+/// their callers do, never on one that may stop being driven.
 #[test]
 fn runtimes_made_for_one_call_then_dropped_or_idle_do_not_stop_the_store() {
     let server = RedisServer::start();

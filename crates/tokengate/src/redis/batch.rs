@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use tokio::runtime::RuntimeFlavor;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::connection::Link;
 use super::script::{self, AcquireReply, Batched, Invocation};
 use super::store::{backend, run_on_link, spawn_release, timed_out};
+use crate::store::background::{driven, runtime as background};
 use crate::store::StoreError;
 
 /// Calls of acquisitions in flight on one store at once.
@@ -217,20 +217,6 @@ fn take(queue: &mut Queue) -> Vec<Waiting> {
     }
 }
 
-/// A runtime whose tasks are driven whatever their callers do: the current one when it has
-/// worker threads, else the process's own (`background`).
-pub(super) fn driven() -> Option<tokio::runtime::Handle> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => Some(runtime),
-        _ => background(),
-    }
-}
-
-/// The process's own runtime (`crate::store::background`).
-fn background() -> Option<tokio::runtime::Handle> {
-    crate::store::background::runtime()
-}
-
 /// One call for `batch`, and each its answer.
 async fn run<C>(link: &Link<C>, timeout: Duration, batch: Vec<Waiting>)
 where
@@ -242,16 +228,14 @@ where
     };
     let lent = match tokio::time::timeout_at(deadline, link.lend()).await {
         Ok(Ok(lent)) => lent,
-        Ok(Err(e)) => {
-            let e = backend(e);
+        failed => {
+            // No connection: nothing was sent, so nothing to release.
+            let e = match failed {
+                Ok(Err(e)) => backend(e),
+                _ => timed_out(timeout),
+            };
             for w in batch {
                 let _ = w.answer.send(Err(e.clone()));
-            }
-            return;
-        }
-        Err(_) => {
-            for w in batch {
-                let _ = w.answer.send(Err(timed_out(timeout)));
             }
             return;
         }

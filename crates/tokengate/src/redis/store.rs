@@ -672,7 +672,7 @@ where
 {
     let mut connection = lent.connection.clone();
     // On a runtime that drives it (not one made for a call, which may be gone before it is).
-    if let Some(runtime) = super::batch::driven() {
+    if let Some(runtime) = crate::store::background::driven() {
         drop(runtime.spawn(async move {
             // Sent once polled; what it finds is of no use to anyone.
             let _ = tokio::time::timeout(

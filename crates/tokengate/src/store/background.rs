@@ -4,10 +4,20 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// The runtime, with the process it was made in.
 static RUNTIME: OnceLock<Mutex<Option<(u32, Handle)>>> = OnceLock::new();
+
+/// A runtime whose tasks are driven whatever their callers do: the current one when it has
+/// worker threads, else the process's own ([`runtime`]). Never a current-thread runtime,
+/// which may stop being driven (made for one call, then dropped or left idle).
+pub(crate) fn driven() -> Option<Handle> {
+    match Handle::try_current() {
+        Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => Some(current),
+        _ => runtime(),
+    }
+}
 
 /// The process's own runtime; `None` when no runtime or thread can be made.
 pub(crate) fn runtime() -> Option<Handle> {

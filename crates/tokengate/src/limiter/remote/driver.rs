@@ -19,15 +19,11 @@ use super::StoreLink;
 use crate::clock::Clock;
 use crate::cost::Cost;
 use crate::error::AcquireError;
-
-/// The handle of the background runtime (`crate::store::background`), made at first use.
-fn driver() -> Option<Handle> {
-    crate::store::background::runtime()
-}
+use crate::store::background;
 
 /// Where a task started now runs: the runtime this thread is in, else the background one.
 pub(super) fn spawner() -> Option<Handle> {
-    Handle::try_current().ok().or_else(driver)
+    Handle::try_current().ok().or_else(background::runtime)
 }
 
 impl<C: Clock> Limiter<C> {
@@ -53,7 +49,7 @@ impl<C: Clock> Limiter<C> {
                     .into(),
             });
         }
-        let Some(driver) = driver() else {
+        let Some(driver) = background::runtime() else {
             return Err(AcquireError::Store {
                 message: "the runtime for blocking store calls could not be started (no \
                           thread could be spawned): use the async `acquire` from a tokio \
