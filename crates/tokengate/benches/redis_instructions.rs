@@ -97,10 +97,7 @@ async fn function_calls(connection: &mut redis::aio::ConnectionManager) -> u64 {
         .query_async(connection)
         .await
         .expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_fcall:calls="))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
+    redis_server::command_stat(&info, "cmdstat_fcall", "calls")
 }
 
 fn zero(pid: u32) {

@@ -130,21 +130,13 @@ async fn script_stats(url: &str) -> (u64, u64) {
         .query_async(&mut connection)
         .await
         .expect("INFO");
-    let (mut calls, mut usec) = (0, 0);
-    for line in info
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_fcall:"))
-    {
-        let field = |name: &str| -> u64 {
-            line.split([':', ','])
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        calls += field("calls");
-        usec += field("usec");
-    }
-    (calls, usec)
+    let field = |name: &str| -> u64 {
+        ["cmdstat_evalsha", "cmdstat_fcall"]
+            .iter()
+            .map(|command| redis_server::command_stat(&info, command, name))
+            .sum()
+    };
+    (field("calls"), field("usec"))
 }
 
 /// The child of a multi-process run: drives and prints `decisions secs p50_ns p99_ns`.

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::logged_store::{take_last_ask, Asked, Logged, LAST_ASK};
 use common::redis_keys::keys_without_expiry;
-use common::redis_server::RedisServer;
+use common::redis_server::{command_stat, RedisServer};
 use common::rng::between;
 use common::tcp_proxy::TcpProxy;
 use common::windows::{assert_windows, most_in_window, Window};
@@ -645,13 +645,9 @@ async fn loads(connection: &mut redis::aio::MultiplexedConnection) -> u64 {
         .query_async(connection)
         .await
         .expect("INFO");
-    ["cmdstat_script|load:", "cmdstat_function|load:"]
+    ["cmdstat_script|load", "cmdstat_function|load"]
         .iter()
-        .filter_map(|command| {
-            let line = info.lines().find_map(|l| l.strip_prefix(command))?;
-            let calls = line.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-            calls.parse::<u64>().ok()
-        })
+        .map(|command| command_stat(&info, command, "calls"))
         .sum()
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
+use common::redis_server::{command_stat, RedisServer};
 use common::store_cases as cases;
 use tokengate::redis::RedisStore;
 use tokengate::store::{Ask, Store, StoreBudget};
@@ -215,18 +215,9 @@ async fn misses_and_loads(connection: &mut redis::aio::ConnectionManager) -> (u6
         .query_async(connection)
         .await
         .unwrap();
-    let field = |command: &str, name: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(command)?.strip_prefix(':'))
-            .and_then(|l| {
-                l.split(',')
-                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            })
-            .map_or(0, |v| v.parse().unwrap())
-    };
     (
-        field("cmdstat_fcall", "failed_calls"),
-        field("cmdstat_function|load", "calls"),
+        command_stat(&info, "cmdstat_fcall", "failed_calls"),
+        command_stat(&info, "cmdstat_function|load", "calls"),
     )
 }
 
@@ -392,10 +383,7 @@ async fn function_calls(connection: &mut redis::aio::ConnectionManager) -> u64 {
         .query_async(connection)
         .await
         .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_fcall:calls="))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
+    command_stat(&info, "cmdstat_fcall", "calls")
 }
 
 fn bucket_policy(per_minute: u64) -> Policy {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::redis_server::free_port;
+use crate::common::redis_server::{command_stat, free_port};
 
 /// How many primaries.
 pub const NODES: usize = 3;
@@ -213,13 +213,7 @@ impl RedisCluster {
     /// (`cmdstat_fcall`, `calls`), 0 when the command never ran there.
     pub fn command_stat(&self, i: usize, command: &str, name: &str) -> u64 {
         let info: String = self.query(i, redis::cmd("INFO").arg("commandstats"));
-        info.lines()
-            .find_map(|l| l.strip_prefix(command)?.strip_prefix(':'))
-            .and_then(|l| {
-                l.split(',')
-                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            })
-            .map_or(0, |v| v.parse().expect("a count"))
+        command_stat(&info, command, name)
     }
 
     /// Node `i`'s `INFO errorstats`: one line per error prefix it answered

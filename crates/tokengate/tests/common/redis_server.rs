@@ -264,3 +264,16 @@ fn server_pid(port: u16) -> Option<u32> {
         }
     }
 }
+
+/// Field `name` (`calls`, `usec`, `failed_calls`) of command `command`'s line
+/// (`cmdstat_fcall`, `cmdstat_function|load`) in the text of `INFO commandstats`; 0 when the
+/// command never ran.
+pub fn command_stat(info: &str, command: &str, name: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(command)?.strip_prefix(':'))
+        .and_then(|l| {
+            l.split(',')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        })
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
