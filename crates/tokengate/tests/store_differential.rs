@@ -161,6 +161,45 @@ fn said(answer: &Result<Answer, StoreError>) -> String {
     }
 }
 
+/// An ask of `cost` on `which` that waits at most `max_wait` ns, with a horizon if given.
+fn ask_of<'a>(
+    which: &'a [StoreBudget],
+    cost: &'a Cost,
+    max_wait: u64,
+    horizon: Option<u64>,
+) -> Ask<'a> {
+    let ask = Ask::new(which, cost).max_wait(Duration::from_nanos(max_wait));
+    match horizon {
+        Some(h) => ask.horizon(Duration::from_nanos(h)),
+        None => ask,
+    }
+}
+
+/// The two stores' answers to one ask on `which`, held to each other; what they say. A place
+/// in line or a reservation they give is kept for the steps after.
+fn alike(
+    m: Result<Answer, StoreError>,
+    r: Result<Answer, StoreError>,
+    which: &[StoreBudget],
+    context: &str,
+    places: &mut Vec<(StoreBudget, Place)>,
+    held: &mut Vec<(Reservation, Reservation)>,
+) -> String {
+    let said_m = said(&m);
+    assert_eq!(
+        said_m,
+        said(&r),
+        "{context}: the answers differ (memory, then redis)"
+    );
+    if let Ok(Answer::Refused(Refusal::Ahead { budget, place, .. })) = &m {
+        places.push((which[*budget].clone(), *place));
+    }
+    if let (Ok(Answer::Reserved(m)), Ok(Answer::Reserved(r))) = (m, r) {
+        held.push((m, r));
+    }
+    said_m
+}
+
 /// How many answers of each kind the schedules saw: the test says what it covered.
 static SEEN: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
@@ -243,10 +282,7 @@ async fn run_schedule(
             } => {
                 let which = picked(*mask, &budgets);
                 let cost = cost_of(possible(&which, *cost));
-                let mut ask = Ask::new(&which, &cost).max_wait(Duration::from_nanos(*max_wait));
-                if let Some(h) = horizon {
-                    ask = ask.horizon(Duration::from_nanos(*h));
-                }
+                let ask = ask_of(&which, &cost, *max_wait, *horizon);
                 let presented: Vec<(usize, Place)> = (0..which.len())
                     .filter(|b| placed & (1 << b) != 0)
                     .filter_map(|b| {
@@ -257,23 +293,13 @@ async fn run_schedule(
                         latest.map(|&(_, p)| (b, p))
                     })
                     .collect();
-                ask = ask.placed(&presented);
+                let ask = ask.placed(&presented);
                 let (m, r) = (
                     pair.memory.acquire(ask).await,
                     pair.redis.acquire(ask).await,
                 );
-                assert_eq!(
-                    said(&m),
-                    said(&r),
-                    "{context}: the answers differ (memory, then redis)"
-                );
-                seen(&said(&m));
-                if let Ok(Answer::Refused(Refusal::Ahead { budget, place, .. })) = &m {
-                    places.push((which[*budget].clone(), *place));
-                }
-                if let (Ok(Answer::Reserved(m)), Ok(Answer::Reserved(r))) = (m, r) {
-                    held.push((m, r));
-                }
+                let said = alike(m, r, &which, &context, &mut places, &mut held);
+                seen(&said);
             }
             Step::Together(asks) => {
                 let made: Vec<(Vec<StoreBudget>, Cost, u64, Option<u64>)> = asks
@@ -287,11 +313,7 @@ async fn run_schedule(
                 let asks: Vec<Ask<'_>> = made
                     .iter()
                     .map(|(which, cost, max_wait, horizon)| {
-                        let ask = Ask::new(which, cost).max_wait(Duration::from_nanos(*max_wait));
-                        match horizon {
-                            Some(h) => ask.horizon(Duration::from_nanos(*h)),
-                            None => ask,
-                        }
+                        ask_of(which, cost, *max_wait, *horizon)
                     })
                     .collect();
                 let mut m = Vec::new();
@@ -301,19 +323,9 @@ async fn run_schedule(
                 let r = futures_util::future::join_all(asks.iter().map(|a| pair.redis.acquire(*a)))
                     .await;
                 for (j, ((m, r), (which, ..))) in m.into_iter().zip(r).zip(&made).enumerate() {
-                    assert_eq!(
-                        said(&m),
-                        said(&r),
-                        "{context}: ask {j} of those made at once: the answers differ (memory, \
-                         then redis)"
-                    );
-                    seen(&format!("together {}", said(&m)));
-                    if let Ok(Answer::Refused(Refusal::Ahead { budget, place, .. })) = &m {
-                        places.push((which[*budget].clone(), *place));
-                    }
-                    if let (Ok(Answer::Reserved(m)), Ok(Answer::Reserved(r))) = (m, r) {
-                        held.push((m, r));
-                    }
+                    let context = format!("{context}: ask {j} of those made at once");
+                    let said = alike(m, r, which, &context, &mut places, &mut held);
+                    seen(&format!("together {said}"));
                 }
             }
             Step::Lower {
