@@ -16,6 +16,9 @@ pub mod policies;
 // A redis-server of the test's own, for the Redis store's tests.
 #[cfg(feature = "redis")]
 pub mod redis_server;
+// A test's body against a redis-server of its own, and stores on it.
+#[cfg(feature = "redis")]
+pub mod redis_run;
 // The Redis user of docs/redis.md, and a round of every call a store makes, as that user.
 #[cfg(feature = "redis")]
 pub mod redis_acl;

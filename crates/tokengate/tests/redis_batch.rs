@@ -1,0 +1,425 @@
+//! Acquisitions made at once on the Redis store go to Redis together, in one call
+//! (`src/redis/batch.rs`): each is decided as it would be alone, one that fails fails alone,
+//! no caller waits past its deadline or for a runtime that is not driven, and no admission
+//! whose answer is lost keeps its in-flight slot. On a real `redis-server` the test starts on a
+//! free loopback port, paused (SIGSTOP) where a call must be held in flight.
+//!
+//! Run: `cargo test -p tokengate --features redis --test redis_batch`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis_run::{run, run_with_server, store};
+use common::redis_server::{command_stat, RedisServer};
+use tokengate::redis::RedisStore;
+use tokengate::store::{Ask, Store, StoreBudget};
+use tokengate::{Algorithm, Cost, Dimension, Limit, ManualClock, Policy};
+
+/// Acquisitions made at once go to Redis together (all but the first, here, in one call: the
+/// first is held in flight, Redis paused, until the others wait); one whose budget's state
+/// cannot be read fails alone, and the others are decided and written as they would be one by
+/// one.
+#[test]
+fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
+    run_with_server(|server, mut c| async move {
+        let store = store_named(&c, "batch");
+        let policy = bucket_policy(100);
+        let good = [StoreBudget::new("good", policy.clone())];
+        let bad = [StoreBudget::new("bad", policy)];
+        spoil(&mut c, "tokengate-test:{batch}:b:bad:s").await;
+        let one = Cost::request();
+        // The library loaded, on a budget of its own.
+        let warm = [StoreBudget::new("warm", good[0].policy().clone())];
+        let warmed = store.acquire(Ask::new(&warm, &one)).await.unwrap();
+        assert!(warmed.reserved().is_some());
+        let asks = [
+            Ask::new(&good, &one),
+            Ask::new(&good, &one),
+            Ask::new(&good, &one),
+            Ask::new(&bad, &one),
+            Ask::new(&good, &one),
+        ];
+        let before = function_calls(&mut c).await;
+        server.pause();
+        let (answers, ()) = tokio::join!(
+            futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))),
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                server.resume();
+            }
+        );
+        // The first alone, the four others in one call.
+        assert_eq!(function_calls(&mut c).await - before, 2);
+        for (i, answer) in answers.iter().enumerate() {
+            if i == 3 {
+                let error = answer.as_ref().expect_err("the unreadable state fails");
+                assert!(
+                    error.to_string().contains("holds no state of this version"),
+                    "{error}"
+                );
+            } else {
+                let answer = answer.as_ref().expect("the others are decided");
+                assert!(
+                    matches!(answer, tokengate::store::Answer::Reserved(_)),
+                    "ask {i}: {answer:?}"
+                );
+            }
+        }
+        let snapshot = store.snapshot(&good[0]).await.unwrap();
+        assert_eq!(snapshot.limits[0].used, 4, "{snapshot:?}");
+    });
+}
+
+/// A store with namespace `namespace`, on a fresh manual clock.
+fn store_named(connection: &redis::aio::ConnectionManager, namespace: &str) -> RedisStore {
+    RedisStore::with_connection(connection.clone())
+        .namespace("tokengate-test", namespace)
+        .with_manual_clock(ManualClock::new())
+}
+
+/// Writes at `key` what no store wrote: not a state.
+async fn spoil(connection: &mut redis::aio::ConnectionManager, key: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("not a state")
+        .query_async(connection)
+        .await
+        .unwrap();
+}
+
+/// How many function calls (`FCALL`) the server ran.
+async fn function_calls(connection: &mut redis::aio::ConnectionManager) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    command_stat(&info, "cmdstat_fcall", "calls")
+}
+
+fn bucket_policy(per_minute: u64) -> Policy {
+    Policy::builder()
+        .limit(
+            Dimension::Requests,
+            Limit::per_minute(per_minute).algorithm(Algorithm::TokenBucket),
+        )
+        .build()
+        .unwrap()
+}
+
+/// A store on a connection made on a runtime of the test's own, driven throughout, with a
+/// short deadline.
+fn store_on_own_runtime(
+    server: &RedisServer,
+    namespace: &str,
+) -> (
+    tokio::runtime::Runtime,
+    Arc<RedisStore<redis::aio::MultiplexedConnection>>,
+) {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let connection = main
+        .block_on(client.get_multiplexed_async_connection())
+        .expect("connects");
+    let store = RedisStore::with_connection(connection)
+        .namespace("tokengate-test", namespace)
+        .timeout(Duration::from_millis(500));
+    (main, Arc::new(store))
+}
+
+/// Three asks at once, on a runtime made for them and dropped after: all admitted.
+fn three_at_once_on_a_runtime_of_their_own(
+    store: &RedisStore<redis::aio::MultiplexedConnection>,
+    budgets: &[StoreBudget],
+) {
+    three_at_once(&current_thread(), store, budgets);
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Three asks at once on `runtime`: all admitted.
+fn three_at_once(
+    runtime: &tokio::runtime::Runtime,
+    store: &RedisStore<redis::aio::MultiplexedConnection>,
+    budgets: &[StoreBudget],
+) {
+    let one = Cost::request();
+    let answers = runtime.block_on(futures_util::future::join_all(
+        (0..3).map(|_| store.acquire(Ask::new(budgets, &one))),
+    ));
+    for answer in answers {
+        assert!(
+            answer.expect("the store answers").reserved().is_some(),
+            "admitted"
+        );
+    }
+}
+
+/// A runtime made for each call (a synchronous facade), dropped after it, or left idle on a
+/// thread: the store goes on answering. Its calls run on a runtime that is driven whatever
+/// their callers do, never on one that may stop being driven.
+#[test]
+fn runtimes_made_for_one_call_then_dropped_or_idle_do_not_stop_the_store() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "runtimes");
+    let budgets = [StoreBudget::new("x", bucket_policy(100_000))];
+    let started = Instant::now();
+    for _ in 0..5 {
+        three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    }
+    // Two threads ask, then keep their runtimes without driving them.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let (store, budgets) = (Arc::clone(&store), budgets.clone());
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let (asked, told) = std::sync::mpsc::channel::<()>();
+        idle.push((
+            std::thread::spawn(move || {
+                let runtime = current_thread();
+                three_at_once(&runtime, &store, &budgets);
+                asked.send(()).unwrap();
+                let _ = wait.recv();
+            }),
+            done,
+        ));
+        told.recv_timeout(Duration::from_secs(10))
+            .expect("the thread asked");
+    }
+    for _ in 0..5 {
+        three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    }
+    for (thread, done) in idle {
+        drop(done);
+        thread.join().unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// A runtime dropped while its acquisitions wait on a paused Redis: once Redis answers again,
+/// so does the store.
+#[test]
+fn a_runtime_dropped_while_redis_is_paused_does_not_stop_the_store() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "paused");
+    let budgets = [StoreBudget::new("x", bucket_policy(100_000))];
+    three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    server.pause();
+    {
+        let runtime = current_thread();
+        let one = Cost::request();
+        let gave_up = runtime.block_on(async {
+            let asks = (0..3).map(|_| store.acquire(Ask::new(&budgets, &one)));
+            tokio::time::timeout(
+                Duration::from_millis(50),
+                futures_util::future::join_all(asks),
+            )
+            .await
+        });
+        assert!(gave_up.is_err(), "nothing answers while Redis is paused");
+    }
+    server.resume();
+    // The calls sent meanwhile come back, or pass their deadline.
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..3 {
+        three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    }
+}
+
+/// In one batch, after earlier calls used several budgets: a state that cannot be read fails
+/// every acquisition that meets it, and stays as it was.
+#[test]
+fn an_unreadable_state_met_twice_in_a_batch_fails_both() {
+    run(|mut c| async move {
+        let store = store_named(&c, "unreadable");
+        let policy = bucket_policy(100);
+        let two = [
+            StoreBudget::new("a", policy.clone()),
+            StoreBudget::new("b", policy.clone()),
+        ];
+        let good = [StoreBudget::new("good", policy.clone())];
+        let bad = [StoreBudget::new("bad", policy)];
+        let one = Cost::request();
+        for _ in 0..3 {
+            let answer = store.acquire(Ask::new(&two, &one)).await.unwrap();
+            assert!(answer.reserved().is_some());
+        }
+        let key = "tokengate-test:{unreadable}:b:bad:s";
+        spoil(&mut c, key).await;
+        let asks = [
+            Ask::new(&good, &one),
+            Ask::new(&good, &one),
+            Ask::new(&bad, &one),
+            Ask::new(&bad, &one),
+        ];
+        let answers = futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))).await;
+        assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+        for answer in &answers[2..] {
+            let error = answer.as_ref().expect_err("an unreadable state fails");
+            assert!(
+                error.to_string().contains("holds no state of this version"),
+                "{error}"
+            );
+        }
+        let state: String = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(state, "not a state");
+    });
+}
+
+/// An acquisition refused after a new budget took its limits writes nothing: the next one,
+/// under other limits, finds no state, in a batch as one by one.
+#[test]
+fn a_refused_acquisition_leaves_a_new_budget_unwritten_in_a_batch_too() {
+    for together in [false, true] {
+        run(|c| async move {
+            let store = RedisStore::with_connection(c.clone())
+                .namespace("tokengate-test", &format!("adopted-{together}"))
+                .with_manual_clock(ManualClock::new());
+            let (p1, p2) = (bucket_policy(100), bucket_policy(50));
+            let paused = StoreBudget::new("paused", p1.clone());
+            store
+                .pause(&paused, Duration::from_secs(30), true)
+                .await
+                .unwrap();
+            let g = [StoreBudget::new("g", p1.clone())];
+            let first = [StoreBudget::new("x", p1), paused];
+            let second = [StoreBudget::new("x", p2)];
+            let one = Cost::request();
+            let asks = [
+                Ask::new(&g, &one),
+                Ask::new(&g, &one),
+                Ask::new(&first, &one),
+                Ask::new(&second, &one),
+            ];
+            let answers = if together {
+                futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))).await
+            } else {
+                let mut answers = Vec::new();
+                for ask in asks {
+                    answers.push(store.acquire(ask).await);
+                }
+                answers
+            };
+            let said: Vec<String> = answers
+                .iter()
+                .map(|a| match a {
+                    Ok(tokengate::store::Answer::Reserved(_)) => "reserved".to_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(said[3], "reserved", "together: {together}: {said:?}");
+            assert!(said[2].contains("Paused"), "together: {together}: {said:?}");
+        });
+    }
+}
+
+#[test]
+fn an_ask_that_names_a_budget_twice_is_refused_with_a_clear_error() {
+    run(|c| async move {
+        let (store, _clock) = store(&c);
+        let twice = [
+            StoreBudget::new("x", bucket_policy(100)),
+            StoreBudget::new("x", bucket_policy(100)),
+        ];
+        let error = store
+            .acquire(Ask::new(&twice, &Cost::request()))
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains("named twice"), "{error}");
+    });
+}
+
+/// A caller that leaves while its call is in flight: the call still ends, and ends the lease
+/// of the admission nobody received, so its slot comes back at once rather than when the
+/// lease runs out.
+#[test]
+fn a_caller_that_leaves_during_its_call_gives_its_slot_back() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "left");
+    let capped = Policy::builder()
+        .max_in_flight(1)
+        .limit(
+            Dimension::Requests,
+            Limit::per_minute(100_000).algorithm(Algorithm::TokenBucket),
+        )
+        .build()
+        .unwrap();
+    let budgets = [StoreBudget::new("x", capped)];
+    // The library loaded, on a budget of its own.
+    three_at_once_on_a_runtime_of_their_own(
+        &store,
+        &[StoreBudget::new("warm", bucket_policy(100))],
+    );
+    server.pause();
+    {
+        let runtime = current_thread();
+        let one = Cost::request();
+        let left = runtime.block_on(async {
+            let ask = store.acquire(Ask::new(&budgets, &one));
+            tokio::time::timeout(Duration::from_millis(50), ask).await
+        });
+        assert!(left.is_err(), "nothing answers while Redis is paused");
+    }
+    server.resume();
+    // Past the call's deadline: it was answered, or failed; either way its lease ended.
+    std::thread::sleep(Duration::from_millis(700));
+    let again = current_thread()
+        .block_on(store.acquire(Ask::new(&budgets, &Cost::request())))
+        .expect("the store answers");
+    assert!(
+        matches!(again, tokengate::store::Answer::Reserved(_)),
+        "{again:?}"
+    );
+}
+
+/// A call in flight for a caller whose runtime then stops being driven does not hold up the
+/// others: it runs on a runtime that is.
+#[test]
+fn a_call_whose_caller_stops_being_polled_does_not_hold_up_others() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "unpolled");
+    let budgets = [StoreBudget::new("x", bucket_policy(100_000))];
+    three_at_once_on_a_runtime_of_their_own(&store, &budgets);
+    server.pause();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let (asked, told) = std::sync::mpsc::channel::<()>();
+    let thread = {
+        let (store, budgets) = (Arc::clone(&store), budgets.clone());
+        std::thread::spawn(move || {
+            let runtime = current_thread();
+            let _ask = runtime.spawn(async move {
+                let answer = store.acquire(Ask::new(&budgets, &Cost::request())).await;
+                drop(answer);
+            });
+            // Driven long enough to send its call, then never again until the test ends.
+            runtime.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+            asked.send(()).unwrap();
+            let _ = wait.recv();
+        })
+    };
+    told.recv_timeout(Duration::from_secs(10))
+        .expect("the thread asked");
+    server.resume();
+    for _ in 0..4 {
+        let answer = current_thread()
+            .block_on(store.acquire(Ask::new(&budgets, &Cost::request())))
+            .expect("the store answers");
+        assert!(answer.reserved().is_some());
+    }
+    drop(done);
+    thread.join().unwrap();
+}
