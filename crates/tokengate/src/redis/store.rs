@@ -130,31 +130,56 @@ impl<C> std::fmt::Debug for RedisStore<C> {
     }
 }
 
-/// Lease ids unique across processes: a random stem and a counter.
+/// Lease ids unique across processes: a stem drawn in each process, the process id, and a
+/// counter. (Two leases with one id would be one member of the lease set: one slot for two
+/// requests.) Processes forked from one parent share its memory, the counter and std's random
+/// hasher keys included: the process id tells siblings apart, and the stem, drawn again in
+/// each process from those keys, its id and the time, tells apart a process from an earlier
+/// one that had its id.
 #[derive(Debug)]
 struct LeaseIds {
-    stem: u64,
+    /// The process the stem was drawn in, and the stem.
+    stem: Mutex<Option<(u32, u64)>>,
     next: AtomicU64,
 }
 
 impl LeaseIds {
     fn new() -> Self {
-        // std's hasher keys are random per process: a random stem without another crate.
-        let stem = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
         Self {
-            stem,
+            stem: Mutex::new(None),
             next: AtomicU64::new(0),
         }
     }
 
     fn next(&self) -> String {
-        format!(
-            "{:016x}-{}",
-            self.stem,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        )
+        self.next_in(std::process::id())
+    }
+
+    /// The next id, in the process `pid`.
+    fn next_in(&self, pid: u32) -> String {
+        let stem = {
+            let mut stem = self.stem.lock().unwrap_or_else(|e| e.into_inner());
+            match *stem {
+                Some((drawn_in, stem)) if drawn_in == pid => stem,
+                _ => {
+                    let drawn = Self::draw(pid);
+                    *stem = Some((pid, drawn));
+                    drawn
+                }
+            }
+        };
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{stem:016x}-{pid}-{n}")
+    }
+
+    fn draw(pid: u32) -> u64 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(pid);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        hasher.write_u128(now);
+        hasher.finish()
     }
 }
 
@@ -753,5 +778,41 @@ where
                 .await;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseIds;
+
+    /// The stem and process id of a lease id.
+    fn origin(id: &str) -> (&str, &str) {
+        let mut parts = id.split('-');
+        (parts.next().unwrap(), parts.next().unwrap())
+    }
+
+    #[test]
+    fn lease_ids_differ_within_a_process() {
+        let ids = LeaseIds::new();
+        let made: std::collections::HashSet<String> = (0..1000).map(|_| ids.next_in(7)).collect();
+        assert_eq!(made.len(), 1000);
+        assert!(made.iter().all(|id| origin(id) == origin(&ids.next_in(7))));
+    }
+
+    #[test]
+    fn a_process_forked_with_the_ids_of_its_parent_makes_other_ids() {
+        // A fork copies the parent's state: its stem and counter. Two children, and the parent.
+        let ids = LeaseIds::new();
+        let parent = ids.next_in(100);
+        let (first, second) = (ids.next_in(201), ids.next_in(202));
+        let again = ids.next_in(100);
+        let origins = [origin(&parent), origin(&first), origin(&second)];
+        assert_ne!(origins[0], origins[1]);
+        assert_ne!(origins[1], origins[2]);
+        assert_ne!(origins[0].0, origins[1].0, "a new process draws a new stem");
+        // (one struct stands for all three here: the parent's stem is drawn anew, as that of
+        // a later process with the parent's id would be)
+        assert_ne!(parent, again);
+        assert_eq!(origin(&again).1, "100");
     }
 }
