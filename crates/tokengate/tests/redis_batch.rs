@@ -423,3 +423,54 @@ fn a_call_whose_caller_stops_being_polled_does_not_hold_up_others() {
     drop(done);
     thread.join().unwrap();
 }
+/// Six token buckets on requests, far above what a test uses.
+fn six_buckets() -> Policy {
+    let mut builder = Policy::builder();
+    for secs in [1, 10, 60, 600, 3_600, 86_400] {
+        let limit =
+            Limit::new(1_000_000, Duration::from_secs(secs)).algorithm(Algorithm::TokenBucket);
+        builder = builder.limit(Dimension::Requests, limit);
+    }
+    builder.build().unwrap()
+}
+
+/// A call of 64 acquisitions of six budgets of six limits each carries 8,961 numbers, more than
+/// Lua's stack holds at once: it is decided whole, each acquisition as alone.
+#[test]
+fn a_call_of_large_asks_is_decided_whole() {
+    run_with_server(|server, mut c| async move {
+        let store = store_named(&c, "large");
+        let budgets: Vec<StoreBudget> = (0..6)
+            .map(|i| StoreBudget::new(format!("b{i}"), six_buckets()))
+            .collect();
+        let one = Cost::request();
+        // The library loaded.
+        assert!(store
+            .acquire(Ask::new(&budgets, &one))
+            .await
+            .unwrap()
+            .reserved()
+            .is_some());
+        let before = function_calls(&mut c).await;
+        server.pause();
+        // The first goes alone, the next eight in a second call; the other 64 wait for one of
+        // the two, and go together.
+        let asks: Vec<_> = (0..73)
+            .map(|_| store.acquire(Ask::new(&budgets, &one)))
+            .collect();
+        let (answers, ()) = tokio::join!(futures_util::future::join_all(asks), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            server.resume();
+        });
+        assert_eq!(function_calls(&mut c).await - before, 3);
+        for (i, answer) in answers.iter().enumerate() {
+            let answer = answer.as_ref().unwrap_or_else(|e| panic!("ask {i}: {e}"));
+            assert!(
+                matches!(answer, tokengate::store::Answer::Reserved(_)),
+                "ask {i}: {answer:?}"
+            );
+        }
+        let snapshot = store.snapshot(&budgets[5]).await.unwrap();
+        assert!(snapshot.limits.iter().all(|l| l.used == 74), "{snapshot:?}");
+    });
+}

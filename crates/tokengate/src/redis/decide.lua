@@ -447,10 +447,36 @@ local function doubles(k)
   return f
 end
 
+-- Lua's stack holds about 8,000 values: a C function returns, and `unpack` spreads, at most
+-- this many at once (a batch of large asks has more numbers).
+local SPREAD = 4096
+
 -- The numbers of an argument made of little-endian doubles, in a table.
 local function numbers(blob)
   local k = #blob / 8
-  return { unpack_s(FORMATS[k] or doubles(k), blob) }
+  if k <= SPREAD then return { unpack_s(FORMATS[k] or doubles(k), blob) } end
+  local x, n, at = {}, 0, 1
+  while n < k do
+    local m = k - n
+    if m > SPREAD then m = SPREAD end
+    local part = { unpack_s(FORMATS[m] or doubles(m), blob, at) }
+    for i = 1, m do x[n + i] = part[i] end
+    n, at = n + m, at + 8 * m
+  end
+  return x
+end
+
+-- The first r numbers of t as little-endian doubles, in one string.
+local function packed(t, r)
+  if r <= SPREAD then return pack(FORMATS[r] or doubles(r), unpack(t, 1, r)) end
+  local parts, i = {}, 1
+  while i <= r do
+    local j = i + SPREAD - 1
+    if j > r then j = r end
+    parts[#parts + 1] = pack(FORMATS[j - i + 1] or doubles(j - i + 1), unpack(t, i, j))
+    i = j + 1
+  end
+  return concat(parts)
 end
 
 local POOL = {}
@@ -1693,7 +1719,7 @@ local function acquire()
     end
     save(B, B.n, true, B.n)
   end
-  return pack(FORMATS[r] or doubles(r), unpack(reply, 1, r))
+  return packed(reply, r)
 end
 
 -- Several acquisitions in one call (see OPERATIONS).
