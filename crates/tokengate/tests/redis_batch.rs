@@ -474,3 +474,48 @@ fn a_call_of_large_asks_is_decided_whole() {
         assert!(snapshot.limits.iter().all(|l| l.used == 74), "{snapshot:?}");
     });
 }
+
+/// A call goes on until the last of its callers stops waiting: one whose deadline comes first
+/// leaves alone, and the call answers the others. (Redis paused past the first call's
+/// deadline: the second call, of two callers, goes when the first ends, and Redis answers it
+/// after the first of the two has left.)
+#[test]
+fn a_caller_about_to_leave_does_not_fail_the_others_of_its_call() {
+    run_with_server(|server, c| async move {
+        let store = store_named(&c, "late").timeout(Duration::from_secs(1));
+        let budgets = [StoreBudget::new("x", bucket_policy(100_000))];
+        let one = Cost::request();
+        assert!(store
+            .acquire(Ask::new(&budgets, &one))
+            .await
+            .unwrap()
+            .reserved()
+            .is_some());
+        server.pause();
+        let after = |ms| {
+            let (store, budgets, one) = (&store, &budgets, &one);
+            async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                store.acquire(Ask::new(budgets, one)).await
+            }
+        };
+        let (first, early, late, ()) = tokio::join!(after(0), after(100), after(800), async {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            server.resume();
+        });
+        assert!(
+            first.is_err(),
+            "nothing answered the first within its deadline"
+        );
+        assert!(
+            early.is_err(),
+            "nothing answered the second within its deadline"
+        );
+        let late =
+            late.expect("the third is answered: its call went on past the second's deadline");
+        assert!(
+            matches!(late, tokengate::store::Answer::Reserved(_)),
+            "{late:?}"
+        );
+    });
+}

@@ -124,7 +124,7 @@ impl Batcher {
                 queue.sending == 0 || (queue.sending < SENDING && queue.waiting.len() >= EARLY);
             go.then(|| {
                 queue.sending += 1;
-                take(&mut queue)
+                take(&mut queue, timeout)
             })
         };
         if let Some(batch) = now {
@@ -151,7 +151,7 @@ impl Batcher {
     {
         let next = {
             let mut queue = self.lock();
-            let next = take(&mut queue);
+            let next = take(&mut queue, timeout);
             if next.is_empty() {
                 queue.sending = queue.sending.saturating_sub(1);
                 return;
@@ -207,14 +207,24 @@ impl Batcher {
     }
 }
 
-/// The next batch: the first `BATCH` waiting whose callers still wait.
-fn take(queue: &mut Queue) -> Vec<Waiting> {
-    queue.waiting.retain(|w| !w.answer.is_closed());
-    if queue.waiting.len() <= BATCH {
-        std::mem::take(&mut queue.waiting)
-    } else {
-        queue.waiting.drain(..BATCH).collect()
+/// The next batch: the first `BATCH` waiting whose callers still wait. One whose deadline has
+/// passed is answered so, not sent: its caller is leaving.
+fn take(queue: &mut Queue, timeout: Duration) -> Vec<Waiting> {
+    let now = Instant::now();
+    let mut batch = Vec::with_capacity(queue.waiting.len().min(BATCH));
+    for w in std::mem::take(&mut queue.waiting) {
+        if w.answer.is_closed() {
+            continue;
+        }
+        if w.deadline <= now {
+            let _ = w.answer.send(Err(timed_out(timeout)));
+        } else if batch.len() < BATCH {
+            batch.push(w);
+        } else {
+            queue.waiting.push(w);
+        }
     }
+    batch
 }
 
 /// One call for `batch`, and each its answer.
@@ -222,8 +232,10 @@ async fn run<C>(link: &Link<C>, timeout: Duration, batch: Vec<Waiting>)
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    // The call ends when the first of its callers stops waiting.
-    let Some(deadline) = batch.iter().map(|w| w.deadline).min() else {
+    // The call ends when the last of its callers stops waiting: each of the others leaves at
+    // its own deadline (its answer then lost, and its lease ended, below), and one about to
+    // leave does not fail the call for all.
+    let Some(deadline) = batch.iter().map(|w| w.deadline).max() else {
         return;
     };
     let lent = match tokio::time::timeout_at(deadline, link.lend()).await {
