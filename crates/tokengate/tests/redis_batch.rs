@@ -519,3 +519,93 @@ fn a_caller_about_to_leave_does_not_fail_the_others_of_its_call() {
         );
     });
 }
+
+/// One in-flight slot, on a bucket far above what a test uses.
+fn one_slot() -> Policy {
+    Policy::builder()
+        .max_in_flight(1)
+        .limit(
+            Dimension::Requests,
+            Limit::per_minute(100_000).algorithm(Algorithm::TokenBucket),
+        )
+        .build()
+        .unwrap()
+}
+
+/// A call whose task is dropped while it is in flight (its runtime shut down) ends the leases
+/// of its acquisitions: none of its callers has an answer, so none holds the slot.
+#[test]
+fn a_call_dropped_in_flight_ends_its_leases() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "dropped");
+    let budgets = [StoreBudget::new("x", one_slot())];
+    three_at_once_on_a_runtime_of_their_own(
+        &store,
+        &[StoreBudget::new("warm", bucket_policy(100))],
+    );
+    server.pause();
+    {
+        let caller = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (store, budgets) = (Arc::clone(&store), budgets.clone());
+        let _asking = caller.spawn(async move {
+            let _ = store.acquire(Ask::new(&budgets, &Cost::request())).await;
+        });
+        // Sent (from a task of the caller's runtime), then that runtime shuts down.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.resume();
+    let again = eventually_admitted(&store, &budgets);
+    assert!(
+        again,
+        "the slot came back when the call was dropped, not when its lease ran out"
+    );
+}
+
+/// An admission whose answer reached its caller's channel, and which its caller never read
+/// (it left at that moment), ends its lease.
+#[test]
+fn an_answer_its_caller_never_reads_ends_its_lease() {
+    let server = RedisServer::start();
+    let (main, store) = store_on_own_runtime(&server, "unread");
+    let budgets = [StoreBudget::new("x", one_slot())];
+    three_at_once_on_a_runtime_of_their_own(
+        &store,
+        &[StoreBudget::new("warm", bucket_policy(100))],
+    );
+    let one = Cost::request();
+    let mut asking = store.acquire(Ask::new(&budgets, &one));
+    // Polled once: sent. Its answer then arrives, and waits in its channel, unread.
+    main.block_on(std::future::poll_fn(|cx| {
+        assert!(asking.as_mut().poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    }));
+    std::thread::sleep(Duration::from_millis(200));
+    drop(asking);
+    let again = eventually_admitted(&store, &budgets);
+    assert!(
+        again,
+        "the slot came back when the answer was dropped unread"
+    );
+}
+
+/// Whether an acquisition is admitted within a second of asking again and again.
+fn eventually_admitted(
+    store: &RedisStore<redis::aio::MultiplexedConnection>,
+    budgets: &[StoreBudget],
+) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        let answer = current_thread()
+            .block_on(store.acquire(Ask::new(budgets, &Cost::request())))
+            .expect("the store answers");
+        if answer.reserved().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::connection::Link;
 use super::script::{self, AcquireReply, Batched, Invocation};
-use super::store::{backend, run_on_link, spawn_release, timed_out};
+use super::store::{backend, release_from, release_on_link, run_on_link, spawn_release, timed_out};
 use crate::store::background::{driven, runtime as background};
 use crate::store::StoreError;
 
@@ -47,6 +47,45 @@ struct Waiting {
     answer: oneshot::Sender<Result<AcquireReply, StoreError>>,
     /// When its caller stops waiting.
     deadline: Instant,
+}
+
+/// A caller's answer, not yet read: should its caller leave after the answer was sent and
+/// before reading it (cancelled, or timed out at that instant), an admission found in it has
+/// its lease ended, as one whose caller left before it was sent does (see [`run`]). Exactly
+/// one of the two sees it lost: the channel is closed before it is read here.
+struct Unread<C: ConnectionLike + Clone + Send + Sync + 'static> {
+    receiver: oneshot::Receiver<Result<AcquireReply, StoreError>>,
+    /// The call that ends its lease, while its answer is unread.
+    release: Option<(Invocation, Link<C>, Duration)>,
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Unread<C> {
+    fn drop(&mut self) {
+        let Some((release, link, timeout)) = self.release.take() else {
+            return;
+        };
+        self.receiver.close();
+        if let Ok(Ok(AcquireReply::Admitted { .. })) = self.receiver.try_recv() {
+            release_on_link(link, timeout, release);
+        }
+    }
+}
+
+/// The leases of a call's acquisitions, while the call is in flight: should its task be
+/// dropped (its runtime shut down) before their answers are handed out, every one is ended,
+/// from the process's own runtime. Their callers get no answer, so none holds the slot.
+struct Unanswered<C: ConnectionLike + Clone + Send + Sync + 'static> {
+    connection: C,
+    timeout: Duration,
+    releases: Vec<Option<Invocation>>,
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Unanswered<C> {
+    fn drop(&mut self) {
+        for release in self.releases.drain(..).flatten() {
+            release_from(background(), self.connection.clone(), self.timeout, release);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -103,7 +142,11 @@ impl Batcher {
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
         let deadline = Instant::now() + timeout;
-        let (answer, answered) = oneshot::channel();
+        let (answer, receiver) = oneshot::channel();
+        let mut answered = Unread {
+            receiver,
+            release: release.clone().map(|r| (r, link.clone(), timeout)),
+        };
         let now = {
             let mut queue = self.lock();
             let pid = std::process::id();
@@ -130,8 +173,11 @@ impl Batcher {
         if let Some(batch) = now {
             self.send_away(link, timeout, batch);
         }
-        match tokio::time::timeout_at(deadline, answered).await {
-            Ok(Ok(answer)) => answer,
+        match tokio::time::timeout_at(deadline, &mut answered.receiver).await {
+            Ok(Ok(answer)) => {
+                answered.release = None;
+                answer
+            }
             Ok(Err(_)) => Err(StoreError::Backend(
                 "the call to Redis ended without an answer".into(),
             )),
@@ -228,7 +274,7 @@ fn take(queue: &mut Queue, timeout: Duration) -> Vec<Waiting> {
 }
 
 /// One call for `batch`, and each its answer.
-async fn run<C>(link: &Link<C>, timeout: Duration, batch: Vec<Waiting>)
+async fn run<C>(link: &Link<C>, timeout: Duration, mut batch: Vec<Waiting>)
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
@@ -251,6 +297,11 @@ where
             }
             return;
         }
+    };
+    let mut unanswered = Unanswered {
+        connection: lent.connection.clone(),
+        timeout,
+        releases: batch.iter_mut().map(|w| w.release.take()).collect(),
     };
     let answers: Result<Vec<Result<AcquireReply, StoreError>>, StoreError> = if batch.len() == 1 {
         run_on_link::<C, AcquireReply>(link, deadline, timeout, &lent, &batch[0].call)
@@ -280,7 +331,8 @@ where
         Ok(answers) => answers,
         Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
     };
-    for (w, answer) in batch.into_iter().zip(answers) {
+    let releases = std::mem::take(&mut unanswered.releases);
+    for ((w, answer), release) in batch.into_iter().zip(answers).zip(releases) {
         // An acquisition that failed may have taken its slot (or may still, should a stalled
         // server wake); one admitted for a caller who left keeps its charge (the safe side).
         // Either way its lease ends now, by a call sent after it on the same connection,
@@ -291,7 +343,7 @@ where
             Err(Ok(AcquireReply::Admitted { .. }))
         );
         if lost || failed {
-            if let Some(release) = w.release {
+            if let Some(release) = release {
                 spawn_release(&lent, timeout, release);
             }
         }

@@ -695,15 +695,53 @@ pub(super) fn spawn_release<C>(lent: &Lent<C>, deadline: Duration, release: scri
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    let mut connection = lent.connection.clone();
     // On a runtime that drives it (not one made for a call, which may be gone before it is).
-    if let Some(runtime) = crate::store::background::driven() {
+    release_from(
+        crate::store::background::driven(),
+        lent.connection.clone(),
+        deadline,
+        release,
+    );
+}
+
+/// Sends `release` on `connection` from a task of `runtime` (none: not sent; the lease then
+/// runs out).
+pub(super) fn release_from<C>(
+    runtime: Option<tokio::runtime::Handle>,
+    mut connection: C,
+    deadline: Duration,
+    release: script::Invocation,
+) where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    if let Some(runtime) = runtime {
         drop(runtime.spawn(async move {
             // Sent once polled; what it finds is of no use to anyone.
             let _ = tokio::time::timeout(
                 deadline,
                 release.invoke_async::<redis::Value>(&mut connection),
             )
+            .await;
+        }));
+    }
+}
+
+/// Sends `release` on whatever connection `link` lends, once its acquisition has answered (so
+/// the two need not share a connection).
+pub(super) fn release_on_link<C>(link: Link<C>, deadline: Duration, release: script::Invocation)
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    if let Some(runtime) = crate::store::background::driven() {
+        drop(runtime.spawn(async move {
+            let _ = tokio::time::timeout(deadline, async {
+                let lent = link.lend().await.ok()?;
+                let mut connection = lent.connection.clone();
+                release
+                    .invoke_async::<redis::Value>(&mut connection)
+                    .await
+                    .ok()
+            })
             .await;
         }));
     }
