@@ -261,3 +261,34 @@ fn the_library_is_loaded_again_after_a_restart() {
             assert_eq!(libraries(&mut c).await, 1);
         });
 }
+
+// ---------------------------------------------------------------------------------------
+// Settings out of range: cut to what the store can hold, never a panic or a limit lost.
+
+/// A deadline of `Duration::MAX` is cut to a day, and a lease of it kept below what a Redis score
+/// holds: calls are made (no instant overflows), and a slot stays held (a lease whose end did
+/// not fit in a score would free it at once).
+#[test]
+fn a_deadline_or_a_lease_without_end_neither_panics_nor_frees_a_slot() {
+    run(|c| async move {
+        let (store, _clock) = store(&c);
+        let store = store.timeout(Duration::MAX).lease(Duration::MAX);
+        let policy = Policy::builder()
+            .max_in_flight(1)
+            .requests_per_minute(1_000)
+            .build()
+            .unwrap();
+        let budgets = [StoreBudget::new("x", policy)];
+        let one = Cost::request();
+        let first = store.acquire(Ask::new(&budgets, &one)).await.unwrap();
+        assert!(first.reserved().is_some());
+        let second = store.acquire(Ask::new(&budgets, &one)).await.unwrap();
+        assert!(
+            matches!(
+                second,
+                tokengate::store::Answer::Refused(tokengate::store::Refusal::InFlightFull { .. })
+            ),
+            "{second:?}"
+        );
+    });
+}

@@ -110,7 +110,7 @@
 //! | `url` (required) | a string, or `{ env = "NAME" }` | the Redis: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (with a build that has it), `unix:///path/to/redis.sock` |
 //! | `password` | a string, or `{ env = "NAME" }` | a password the URL does not hold (not both) |
 //! | `namespace`, `prefix` | strings, not empty | [`RedisStore::namespace`](crate::redis::RedisStore::namespace) |
-//! | `timeout`, `lease` | durations above 0 | [`RedisStore::timeout`](crate::redis::RedisStore::timeout); [`RedisStore::lease`](crate::redis::RedisStore::lease) and [`Limiter::with_store_lease`](crate::Limiter::with_store_lease) together |
+//! | `timeout`, `lease` | durations above 0 (`timeout` at most a day) | [`RedisStore::timeout`](crate::redis::RedisStore::timeout); [`RedisStore::lease`](crate::redis::RedisStore::lease) and [`Limiter::with_store_lease`](crate::Limiter::with_store_lease) together |
 //! | `on_error` | `"fail_closed"`, `"fail_open"`, `{ local_share = F }` with F in (0, 1] | [`OnStoreError`](crate::OnStoreError) |
 //!
 //! - **Secrets**: `{ env = "NAME" }` is read when the file is read; a variable that is not set

@@ -65,7 +65,7 @@ mod with_redis {
     use super::super::Config;
     use super::STORE_FIELDS;
     use crate::clock::Clock;
-    use crate::redis::{RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+    use crate::redis::{RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT, MAX_TIMEOUT};
     use crate::{Limiter, OnStoreError};
 
     /// The schemes of a Redis URL that redis-rs reads.
@@ -373,7 +373,7 @@ mod with_redis {
                     }
                     "namespace" => namespace = self.key_part(node, &field, "namespace")?,
                     "prefix" => prefix = self.key_part(node, &field, "prefix")?,
-                    "timeout" => timeout = self.positive(node, &field, "deadline")?,
+                    "timeout" => timeout = self.deadline(node, &field)?,
                     "lease" => lease = self.positive(node, &field, "lease")?,
                     "on_error" => on_error = self.on_error(node, &field)?,
                     _ => {
@@ -626,6 +626,23 @@ mod with_redis {
                     field,
                     ErrorKind::InvalidValue,
                     format!("expected a {what} longer than 0, such as \"2s\", found \"0s\""),
+                ));
+            }
+            Ok(d)
+        }
+
+        /// `timeout`: a deadline above 0, at most a day ([`MAX_TIMEOUT`]).
+        fn deadline(&self, node: &Node<'_>, field: &str) -> Result<Duration, ConfigError> {
+            let d = self.positive(node, field, "deadline")?;
+            if d > MAX_TIMEOUT {
+                return Err(self.error(
+                    node.span(),
+                    field,
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "expected a deadline of at most a day (\"24h\"), found {}",
+                        humantime::format_duration(d)
+                    ),
                 ));
             }
             Ok(d)

@@ -14,4 +14,4 @@ mod released;
 pub(crate) mod script;
 mod store;
 
-pub use store::{RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+pub use store::{RedisStore, DEFAULT_PREFIX, DEFAULT_TIMEOUT, MAX_TIMEOUT};

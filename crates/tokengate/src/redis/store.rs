@@ -189,6 +189,10 @@ pub const DEFAULT_PREFIX: &str = "tokengate";
 /// The default deadline of one call to Redis.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The longest deadline of one call to Redis: a day. (Deadlines are instants: a longer one,
+/// `Duration::MAX` say, would not fit in one.)
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 impl RedisStore<ConnectionManager> {
     /// Connects to the Redis at `url` (`redis://[user:password@]host:port/db`) with a
     /// connection that reconnects by itself, with backoff and jitter, when it is closed or
@@ -311,10 +315,11 @@ where
         self
     }
 
-    /// The deadline of each call to Redis (2 s unless set): a call past it fails with
-    /// [`StoreError::Backend`] rather than wait on a server that does not answer.
+    /// The deadline of each call to Redis (2 s unless set, at most [`MAX_TIMEOUT`]: a longer
+    /// one is cut to it): a call past it fails with [`StoreError::Backend`] rather than wait
+    /// on a server that does not answer.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.min(MAX_TIMEOUT);
         self
     }
 
