@@ -4,7 +4,9 @@
 //! a trivial EVALSHA (`return 1`) on the same connection at the same concurrency. Server time
 //! per decision comes from Redis's own `INFO commandstats` (`evalsha` for the ceiling, `fcall`
 //! for the store: its microseconds over the decisions made), with the decisions each call
-//! made (the store sends concurrent acquisitions together).
+//! made (the store sends concurrent acquisitions together). Client time per decision is the
+//! CPU time of the bench's own process (every thread: the tasks, the runtime, the connection;
+//! user and system, from `/proc/self/stat`, in steps of 10 ms) over its decisions.
 //!
 //! It starts its own `redis-server` on a free loopback port and stops it. Every decision admits
 //! (the limits are far above what a run can use), so each one writes its state, the costlier
@@ -38,6 +40,8 @@ const CHILD: &str = "TOKENGATE_BENCH_CHILD";
 struct Figures {
     decisions: u64,
     secs: f64,
+    /// CPU time this process spent, in seconds (`None` where `/proc` cannot tell).
+    cpu: Option<f64>,
     /// Latencies in ns, sorted.
     latencies: Vec<u64>,
 }
@@ -54,6 +58,25 @@ impl Figures {
         let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
         Duration::from_nanos(self.latencies[i])
     }
+}
+
+/// The CPU time, user and system, of every thread of this process so far, in seconds; `None`
+/// without Linux's `/proc`. (Its clock ticks are USER_HZ, 100 a second on Linux.)
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command's name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime: fields 14 and 15 of the line, 12th and 13th after the name.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
+/// Microseconds a decision from CPU seconds.
+fn per_decision(cpu: Option<f64>, decisions: u64) -> String {
+    cpu.map_or_else(
+        || "-".to_string(),
+        |secs| format!("{:.2}", secs * 1e6 / decisions.max(1) as f64),
+    )
 }
 
 fn run_secs() -> Duration {
@@ -77,6 +100,7 @@ async fn drive(url: &str, work: Work, tasks: usize, secs: Duration, namespace: &
     );
     let budgets = std::sync::Arc::new([StoreBudget::new("account", work.policy())]);
     let ceiling = std::sync::Arc::new(redis::Script::new("return 1"));
+    let cpu = cpu_secs();
     let start = Instant::now();
     let end = start + secs;
     let mut handles = Vec::new();
@@ -116,6 +140,7 @@ async fn drive(url: &str, work: Work, tasks: usize, secs: Duration, namespace: &
         figures.latencies.extend(h.await.expect("a bench task"));
     }
     figures.secs = start.elapsed().as_secs_f64();
+    figures.cpu = cpu.zip(cpu_secs()).map(|(before, after)| after - before);
     figures.decisions = figures.latencies.len() as u64;
     figures.latencies.sort_unstable();
     figures
@@ -139,7 +164,8 @@ async fn script_stats(url: &str) -> (u64, u64) {
     (field("calls"), field("usec"))
 }
 
-/// The child of a multi-process run: drives and prints `decisions secs p50_ns p99_ns`.
+/// The child of a multi-process run: drives and prints `decisions secs p50_ns p99_ns cpu_s`
+/// (`cpu_s` -1 when unknown).
 fn child(spec: &str) {
     let parts: Vec<&str> = spec.split(' ').collect();
     let (url, work, secs, namespace) = (
@@ -155,22 +181,23 @@ fn child(spec: &str) {
         .expect("a runtime");
     let f = runtime.block_on(drive(url, work, TASKS_PER_PROCESS, secs, namespace));
     println!(
-        "{} {} {} {}",
+        "{} {} {} {} {}",
         f.decisions,
         f.secs,
         f.quantile(0.5).as_nanos(),
-        f.quantile(0.99).as_nanos()
+        f.quantile(0.99).as_nanos(),
+        f.cpu.unwrap_or(-1.0)
     );
 }
 
 /// `PROCESSES` copies of this bench deciding at once on one namespace: their decisions a
-/// second, their decisions, and the worst of their p50 and p99.
+/// second, their decisions, the worst of their p50 and p99, and their CPU seconds.
 fn processes(
     url: &str,
     work: Work,
     secs: Duration,
     namespace: &str,
-) -> (f64, u64, Duration, Duration) {
+) -> (f64, u64, Duration, Duration, Option<f64>) {
     let me = std::env::current_exe().expect("the bench's own path");
     let spec = format!("{url} {} {} {namespace}", work.code(), secs.as_secs_f64());
     let children: Vec<_> = (0..PROCESSES)
@@ -183,6 +210,7 @@ fn processes(
         })
         .collect();
     let (mut rate, mut decisions, mut p50, mut p99) = (0.0, 0, Duration::ZERO, Duration::ZERO);
+    let mut cpu = Some(0.0);
     for c in children {
         let out = c.wait_with_output().expect("a child's figures");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -194,8 +222,11 @@ fn processes(
         decisions += f[0] as u64;
         p50 = p50.max(Duration::from_nanos(f[2] as u64));
         p99 = p99.max(Duration::from_nanos(f[3] as u64));
+        cpu = cpu
+            .zip(Some(f[4]).filter(|c| *c >= 0.0))
+            .map(|(a, b)| a + b);
     }
-    (rate, decisions, p50, p99)
+    (rate, decisions, p50, p99, cpu)
 }
 
 /// Server microseconds a decision, and decisions a call, from `INFO commandstats` before
@@ -231,7 +262,7 @@ fn main() {
         secs.as_secs_f64()
     );
     println!(
-        "{:<28} {:>10} {:>14} {:>10} {:>10} {:>12} {:>11} {:>7}",
+        "{:<28} {:>10} {:>14} {:>10} {:>10} {:>12} {:>11} {:>7} {:>11}",
         "workload",
         "concurrency",
         "decisions/s",
@@ -239,7 +270,8 @@ fn main() {
         "p99",
         "% of ceiling",
         "server µs",
-        "a call"
+        "a call",
+        "client µs"
     );
     let mut n = 0;
     for &tasks in &TASKS {
@@ -255,7 +287,7 @@ fn main() {
                 ceiling = f.rate();
             }
             println!(
-                "{:<28} {:>10} {:>14.0} {:>10.1?} {:>10.1?} {:>11.0}% {:>11.2} {:>7.1}",
+                "{:<28} {:>10} {:>14.0} {:>10.1?} {:>10.1?} {:>11.0}% {:>11.2} {:>7.1} {:>11}",
                 work.name(),
                 format!("{tasks} tasks"),
                 f.rate(),
@@ -263,7 +295,8 @@ fn main() {
                 f.quantile(0.99),
                 100.0 * f.rate() / ceiling,
                 server_us,
-                per_call
+                per_call,
+                per_decision(f.cpu, f.decisions)
             );
         }
     }
@@ -272,14 +305,14 @@ fn main() {
         n += 1;
         let namespace = format!("run{n}");
         let before = runtime.block_on(script_stats(&url));
-        let (rate, decisions, p50, p99) = processes(&url, work, secs, &namespace);
+        let (rate, decisions, p50, p99, cpu) = processes(&url, work, secs, &namespace);
         let after = runtime.block_on(script_stats(&url));
         let (server_us, per_call) = server_figures(before, after, decisions);
         if work == Work::Ceiling {
             ceiling = rate;
         }
         println!(
-            "{:<28} {:>10} {:>14.0} {:>10.1?} {:>10.1?} {:>11.0}% {:>11.2} {:>7.1}",
+            "{:<28} {:>10} {:>14.0} {:>10.1?} {:>10.1?} {:>11.0}% {:>11.2} {:>7.1} {:>11}",
             work.name(),
             format!("{PROCESSES}x{TASKS_PER_PROCESS}"),
             rate,
@@ -287,7 +320,8 @@ fn main() {
             p99,
             100.0 * rate / ceiling,
             server_us,
-            per_call
+            per_call,
+            per_decision(cpu, decisions)
         );
     }
     drop(server);
