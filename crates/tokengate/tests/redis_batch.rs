@@ -481,7 +481,14 @@ fn a_call_of_large_asks_is_decided_whole() {
 /// after the first of the two has left.)
 #[test]
 fn a_caller_about_to_leave_does_not_fail_the_others_of_its_call() {
-    run_with_server(|server, c| async move {
+    run_with_server(|server, _| async move {
+        // A connection with no deadline of its own (redis-rs gives its calls 500 ms unless
+        // told otherwise): the store's are the only ones.
+        let client = redis::Client::open(server.url()).unwrap();
+        let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+        let c = redis::aio::ConnectionManager::new_with_config(client, config)
+            .await
+            .unwrap();
         let store = store_named(&c, "late").timeout(Duration::from_secs(1));
         let budgets = [StoreBudget::new("x", bucket_policy(100_000))];
         let one = Cost::request();
