@@ -616,3 +616,48 @@ fn eventually_admitted(
     }
     false
 }
+
+/// A place in line whose answer its caller never reads is given back: the next request is
+/// not held behind it.
+#[test]
+fn a_place_its_caller_never_learns_of_is_given_back() {
+    let server = RedisServer::start();
+    let (main, store) = store_on_own_runtime(&server, "place");
+    let second = Policy::builder()
+        .limit(
+            Dimension::Requests,
+            Limit::per_second(1)
+                .algorithm(Algorithm::TokenBucket)
+                .margin(Duration::ZERO),
+        )
+        .build()
+        .unwrap();
+    let budgets = [StoreBudget::new("x", second)];
+    let one = Cost::request();
+    // Beyond the horizon (none), within the wait: a place in line, no reservation.
+    let ahead = || {
+        Ask::new(&budgets, &one)
+            .max_wait(Duration::from_secs(10))
+            .horizon(Duration::ZERO)
+    };
+    let first = current_thread()
+        .block_on(store.acquire(Ask::new(&budgets, &one)))
+        .unwrap();
+    assert!(first.reserved().is_some());
+    let mut asking = store.acquire(ahead());
+    main.block_on(std::future::poll_fn(|cx| {
+        assert!(asking.as_mut().poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    }));
+    std::thread::sleep(Duration::from_millis(200));
+    drop(asking);
+    std::thread::sleep(Duration::from_millis(100));
+    let next = current_thread().block_on(store.acquire(ahead())).unwrap();
+    let tokengate::store::Answer::Refused(tokengate::store::Refusal::Ahead { wait, .. }) = next
+    else {
+        panic!("a place in line: {next:?}");
+    };
+    // Its own instant, when the bucket has the next request: within the second of the
+    // first; behind the place not given back, a second later.
+    assert!(wait < Duration::from_millis(900), "{wait:?}");
+}

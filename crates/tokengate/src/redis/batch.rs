@@ -39,34 +39,69 @@ const EARLY: usize = 8;
 /// Acquisitions in one call at most.
 const BATCH: usize = 64;
 
+/// The call that gives back a place in line an acquisition took: on its budget `i`, the
+/// line from `from` to `to` in epoch `epoch` (an `Ahead` answer's). None for a budget it
+/// does not have.
+pub(super) type Leave = dyn Fn(usize, u64, u64, u64) -> Option<Invocation> + Send + Sync;
+
+/// What an acquisition may take that must be given back should its answer reach nobody: its
+/// in-flight lease (when its cost takes slots), its place in line (when it may be answered
+/// `Ahead`). Charges stay: the safe side.
+#[derive(Clone, Default)]
+pub(super) struct Undo {
+    /// The call that ends its lease.
+    pub(super) release: Option<Invocation>,
+    pub(super) leave: Option<Arc<Leave>>,
+}
+
+impl Undo {
+    /// The call that gives back what `answer`, received by nobody, took.
+    fn unreceived(&self, answer: &AcquireReply) -> Option<Invocation> {
+        match *answer {
+            AcquireReply::Admitted { .. } => self.release.clone(),
+            AcquireReply::Ahead {
+                budget,
+                from,
+                to,
+                epoch,
+                ..
+            } => self.leave.as_ref()?(budget, from, to, epoch),
+            _ => None,
+        }
+    }
+}
+
 /// An acquisition waiting to be sent, and where its answer goes.
 struct Waiting {
     call: Invocation,
-    /// The call that ends its lease, when it takes one and its answer is lost.
-    release: Option<Invocation>,
+    /// What it takes, given back when its answer is lost.
+    undo: Undo,
     answer: oneshot::Sender<Result<AcquireReply, StoreError>>,
     /// When its caller stops waiting.
     deadline: Instant,
 }
 
 /// A caller's answer, not yet read: should its caller leave after the answer was sent and
-/// before reading it (cancelled, or timed out at that instant), an admission found in it has
-/// its lease ended, as one whose caller left before it was sent does (see [`run`]). Exactly
-/// one of the two sees it lost: the channel is closed before it is read here.
+/// before reading it (cancelled, or timed out at that instant), what the answer took is given
+/// back, as when its caller left before it was sent (see [`run`]). Exactly one of the two
+/// sees it lost: the channel is closed before it is read here.
 struct Unread<C: ConnectionLike + Clone + Send + Sync + 'static> {
     receiver: oneshot::Receiver<Result<AcquireReply, StoreError>>,
-    /// The call that ends its lease, while its answer is unread.
-    release: Option<(Invocation, Link<C>, Duration)>,
+    /// What it takes, while its answer is unread.
+    undo: Option<(Undo, Link<C>, Duration)>,
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Unread<C> {
     fn drop(&mut self) {
-        let Some((release, link, timeout)) = self.release.take() else {
+        let Some((undo, link, timeout)) = self.undo.take() else {
             return;
         };
         self.receiver.close();
-        if let Ok(Ok(AcquireReply::Admitted { .. })) = self.receiver.try_recv() {
-            release_on_link(link, timeout, release);
+        // (an error was answered with its lease already ended: see `run`)
+        if let Ok(Ok(answer)) = self.receiver.try_recv() {
+            if let Some(call) = undo.unreceived(&answer) {
+                release_on_link(link, timeout, call);
+            }
         }
     }
 }
@@ -129,14 +164,14 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Slot<C> {
 
 impl Batcher {
     /// Sends `call` (an acquisition) alone or with others on `link`, and answers it within
-    /// `timeout` of now. `release` ends the lease it takes, sent after it when its answer is
+    /// `timeout` of now. `undo` gives back what it takes, sent after it when its answer is
     /// lost (the deadline passed, or its caller left).
     pub(super) async fn acquire<C>(
         self: &Arc<Self>,
         link: &Link<C>,
         timeout: Duration,
         call: Invocation,
-        release: Option<Invocation>,
+        undo: Undo,
     ) -> Result<AcquireReply, StoreError>
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
@@ -145,7 +180,8 @@ impl Batcher {
         let (answer, receiver) = oneshot::channel();
         let mut answered = Unread {
             receiver,
-            release: release.clone().map(|r| (r, link.clone(), timeout)),
+            undo: (undo.release.is_some() || undo.leave.is_some())
+                .then(|| (undo.clone(), link.clone(), timeout)),
         };
         let now = {
             let mut queue = self.lock();
@@ -159,7 +195,7 @@ impl Batcher {
             }
             queue.waiting.push(Waiting {
                 call,
-                release,
+                undo,
                 answer,
                 deadline,
             });
@@ -175,7 +211,7 @@ impl Batcher {
         }
         match tokio::time::timeout_at(deadline, &mut answered.receiver).await {
             Ok(Ok(answer)) => {
-                answered.release = None;
+                answered.undo = None;
                 answer
             }
             Ok(Err(_)) => Err(StoreError::Backend(
@@ -301,7 +337,7 @@ where
     let mut unanswered = Unanswered {
         connection: lent.connection.clone(),
         timeout,
-        releases: batch.iter_mut().map(|w| w.release.take()).collect(),
+        releases: batch.iter_mut().map(|w| w.undo.release.take()).collect(),
     };
     let answers: Result<Vec<Result<AcquireReply, StoreError>>, StoreError> = if batch.len() == 1 {
         run_on_link::<C, AcquireReply>(link, deadline, timeout, &lent, &batch[0].call)
@@ -334,18 +370,19 @@ where
     let releases = std::mem::take(&mut unanswered.releases);
     for ((w, answer), release) in batch.into_iter().zip(answers).zip(releases) {
         // An acquisition that failed may have taken its slot (or may still, should a stalled
-        // server wake); one admitted for a caller who left keeps its charge (the safe side).
-        // Either way its lease ends now, by a call sent after it on the same connection,
-        // rather than when it runs out.
+        // server wake): its lease ends now. One answered for a caller who left keeps its
+        // charge (the safe side), and gives back its slot or its place in line. Each by a call
+        // sent after it on the same connection (so it runs after the acquisition, if that
+        // ever runs), rather than when the lease runs out or the line passes.
+        let undo = Undo { release, ..w.undo };
         let failed = answer.is_err();
-        let lost = matches!(
-            w.answer.send(answer),
-            Err(Ok(AcquireReply::Admitted { .. }))
-        );
-        if lost || failed {
-            if let Some(release) = release {
-                spawn_release(&lent, timeout, release);
-            }
+        let undone = match w.answer.send(answer) {
+            Err(Ok(lost)) => undo.unreceived(&lost),
+            Err(Err(_)) | Ok(()) if failed => undo.release,
+            _ => None,
+        };
+        if let Some(call) = undone {
+            spawn_release(&lent, timeout, call);
         }
     }
 }

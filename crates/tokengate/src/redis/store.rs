@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
-use super::batch::Batcher;
+use super::batch::{Batcher, Leave, Undo};
 use super::connection::{Lent, Link};
 use super::keys::KeySpace;
 use super::released::Releases;
@@ -419,14 +419,27 @@ where
             self.lease_ms(),
         );
         let refused = |r| Ok(Answer::Refused(r));
-        // Its lease ends when its answer is lost (see `spawn_release`).
+        // Its lease ends, and its place in line is given back, when its answer is lost (see
+        // `spawn_release`).
         let release = holds.then(|| {
             let leases: Vec<&str> = ready.iter().map(|r| r.keys.leases.as_str()).collect();
             script::renew(&leases, self.now(), &lease, 0)
         });
+        let leave = (horizon < max_wait).then(|| {
+            let (ready, now) = (ready.clone(), self.now());
+            Arc::new(move |i: usize, from, to, epoch| {
+                let budget = ready.get(i)?;
+                Some(script::leave(&budget.keys, now, from, to, epoch))
+            }) as Arc<Leave>
+        });
         let reply = self
             .batcher
-            .acquire(&self.link, self.timeout, invocation, release)
+            .acquire(
+                &self.link,
+                self.timeout,
+                invocation,
+                Undo { release, leave },
+            )
             .await?;
         match reply {
             AcquireReply::Admitted {
