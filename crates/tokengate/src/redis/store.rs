@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,17 +136,22 @@ impl<C> std::fmt::Debug for RedisStore<C> {
 /// hasher keys included: the process id tells siblings apart, and the stem, drawn again in
 /// each process from those keys, its id and the time, tells apart a process from an earlier
 /// one that had its id.
+/// (Atomics, not a lock: a lock held by another thread when the process forks stays held in
+/// the child, for good. Threads that race to draw a stem draw different ones, and the ids
+/// stay unique: each holds the process id and a count of them all.)
 #[derive(Debug)]
 struct LeaseIds {
-    /// The process the stem was drawn in, and the stem.
-    stem: Mutex<Option<(u32, u64)>>,
+    /// The process the stem was drawn in (0: none yet).
+    drawn_in: AtomicU32,
+    stem: AtomicU64,
     next: AtomicU64,
 }
 
 impl LeaseIds {
     fn new() -> Self {
         Self {
-            stem: Mutex::new(None),
+            drawn_in: AtomicU32::new(0),
+            stem: AtomicU64::new(0),
             next: AtomicU64::new(0),
         }
     }
@@ -157,16 +162,13 @@ impl LeaseIds {
 
     /// The next id, in the process `pid`.
     fn next_in(&self, pid: u32) -> String {
-        let stem = {
-            let mut stem = self.stem.lock().unwrap_or_else(|e| e.into_inner());
-            match *stem {
-                Some((drawn_in, stem)) if drawn_in == pid => stem,
-                _ => {
-                    let drawn = Self::draw(pid);
-                    *stem = Some((pid, drawn));
-                    drawn
-                }
-            }
+        let stem = if self.drawn_in.load(Ordering::Acquire) == pid {
+            self.stem.load(Ordering::Relaxed)
+        } else {
+            let drawn = Self::draw(pid);
+            self.stem.store(drawn, Ordering::Relaxed);
+            self.drawn_in.store(pid, Ordering::Release);
+            drawn
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         format!("{stem:016x}-{pid}-{n}")
