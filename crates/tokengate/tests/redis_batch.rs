@@ -475,6 +475,28 @@ fn a_call_of_large_asks_is_decided_whole() {
     });
 }
 
+/// One ask whose answer carries more numbers than Lua's stack holds at once (700 budgets of
+/// six limits: 15,405 numbers asked, 9,104 answered) is answered whole.
+#[test]
+fn an_answer_of_many_numbers_is_answered_whole() {
+    run_with_server(|_, c| async move {
+        let store = store_named(&c, "huge");
+        let budgets: Vec<StoreBudget> = (0..700)
+            .map(|i| StoreBudget::new(format!("b{i}"), six_buckets()))
+            .collect();
+        let one = Cost::request();
+        for _ in 0..2 {
+            let answer = store.acquire(Ask::new(&budgets, &one)).await.unwrap();
+            assert!(
+                matches!(answer, tokengate::store::Answer::Reserved(_)),
+                "{answer:?}"
+            );
+        }
+        let snapshot = store.snapshot(&budgets[699]).await.unwrap();
+        assert!(snapshot.limits.iter().all(|l| l.used == 2), "{snapshot:?}");
+    });
+}
+
 /// A call goes on until the last of its callers stops waiting: one whose deadline comes first
 /// leaves alone, and the call answers the others. (Redis paused past the first call's
 /// deadline: the second call, of two callers, goes when the first ends, and Redis answers it
@@ -584,19 +606,51 @@ fn an_answer_its_caller_never_reads_ends_its_lease() {
         &[StoreBudget::new("warm", bucket_policy(100))],
     );
     let one = Cost::request();
-    let mut asking = store.acquire(Ask::new(&budgets, &one));
-    // Polled once: sent. Its answer then arrives, and waits in its channel, unread.
-    main.block_on(std::future::poll_fn(|cx| {
-        assert!(asking.as_mut().poll(cx).is_pending());
-        std::task::Poll::Ready(())
-    }));
-    std::thread::sleep(Duration::from_millis(200));
-    drop(asking);
+    let asking = store.acquire(Ask::new(&budgets, &one));
+    drop(answered_unread(&server, &main, asking));
     let again = eventually_admitted(&store, &budgets);
     assert!(
         again,
         "the slot came back when the answer was dropped unread"
     );
+}
+
+/// `asking` polled once on `main`, Redis paused (so it waits: it is sent), then answered
+/// by Redis, and not polled again: its answer waits in its channel, unread.
+fn answered_unread<F: std::future::Future + Unpin>(
+    server: &RedisServer,
+    main: &tokio::runtime::Runtime,
+    mut asking: F,
+) -> F {
+    let before = function_calls_now(server);
+    server.pause();
+    main.block_on(std::future::poll_fn(|cx| {
+        let polled = std::pin::Pin::new(&mut asking).poll(cx);
+        assert!(polled.is_pending(), "Redis is paused");
+        std::task::Poll::Ready(())
+    }));
+    server.resume();
+    let started = Instant::now();
+    while function_calls_now(server) == before {
+        assert!(started.elapsed() < Duration::from_secs(5), "the call ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Its reply on its way to the channel.
+    std::thread::sleep(Duration::from_millis(100));
+    asking
+}
+
+/// How many function calls the server ran, asked on a connection of its own.
+fn function_calls_now(server: &RedisServer) -> u64 {
+    let mut connection = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connection)
+        .unwrap();
+    command_stat(&info, "cmdstat_fcall", "calls")
 }
 
 /// Whether an acquisition is admitted within a second of asking again and again.
@@ -644,13 +698,7 @@ fn a_place_its_caller_never_learns_of_is_given_back() {
         .block_on(store.acquire(Ask::new(&budgets, &one)))
         .unwrap();
     assert!(first.reserved().is_some());
-    let mut asking = store.acquire(ahead());
-    main.block_on(std::future::poll_fn(|cx| {
-        assert!(asking.as_mut().poll(cx).is_pending());
-        std::task::Poll::Ready(())
-    }));
-    std::thread::sleep(Duration::from_millis(200));
-    drop(asking);
+    drop(answered_unread(&server, &main, store.acquire(ahead())));
     std::thread::sleep(Duration::from_millis(100));
     let next = current_thread().block_on(store.acquire(ahead())).unwrap();
     let tokengate::store::Answer::Refused(tokengate::store::Refusal::Ahead { wait, .. }) = next
