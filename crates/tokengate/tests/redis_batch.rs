@@ -615,6 +615,42 @@ fn an_answer_its_caller_never_reads_ends_its_lease() {
     );
 }
 
+/// An answer left unread in a task of a runtime that then shuts down (the task dropped with
+/// it) ends its lease too: from the process's own runtime, not the one going.
+#[test]
+fn an_answer_unread_when_its_runtime_shuts_down_ends_its_lease() {
+    let server = RedisServer::start();
+    let (_main, store) = store_on_own_runtime(&server, "unread-shutdown");
+    let budgets = [StoreBudget::new("x", one_slot())];
+    three_at_once_on_a_runtime_of_their_own(
+        &store,
+        &[StoreBudget::new("warm", bucket_policy(100))],
+    );
+    {
+        let caller = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (store, budgets) = (Arc::clone(&store), budgets.clone());
+        let _holding = caller.spawn(async move {
+            let one = Cost::request();
+            let mut asking = store.acquire(Ask::new(&budgets, &one));
+            // Sent (its call's task waits for this one to yield: one worker thread).
+            std::future::poll_fn(|cx| {
+                assert!(asking.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            // Holds its future, and never reads its answer.
+            std::future::pending::<()>().await;
+        });
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let again = eventually_admitted(&store, &budgets);
+    assert!(again, "the slot came back when the runtime shut down");
+}
+
 /// `asking` polled once on `main`, Redis paused (so it waits: it is sent), then answered
 /// by Redis, and not polled again: its answer waits in its channel, unread.
 fn answered_unread<F: std::future::Future + Unpin>(

@@ -715,9 +715,10 @@ pub(super) fn spawn_release<C>(lent: &Lent<C>, deadline: Duration, release: scri
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    // On a runtime that drives it (not one made for a call, which may be gone before it is).
+    // On the process's own runtime: not one made for a call, which may be gone before it
+    // runs, nor the caller's, which may be shutting down (and would drop it unrun).
     release_from(
-        crate::store::background::driven(),
+        crate::store::background::runtime(),
         lent.connection.clone(),
         deadline,
         release,
@@ -752,7 +753,8 @@ pub(super) fn release_on_link<C>(link: Link<C>, deadline: Duration, release: scr
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    if let Some(runtime) = crate::store::background::driven() {
+    // (on the process's own runtime, as `spawn_release`)
+    if let Some(runtime) = crate::store::background::runtime() {
         drop(runtime.spawn(async move {
             let _ = tokio::time::timeout(deadline, async {
                 let lent = link.lend().await.ok()?;
