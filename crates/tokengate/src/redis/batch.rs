@@ -6,9 +6,11 @@
 //! budget's state once for all of them, and runs one call where it would run many. Each
 //! caller waits at most the store's deadline, queued or sent.
 //!
-//! Every call runs on a task of its own, never in a caller's future: a caller may leave (its
-//! call then still ends, and ends the lease of an admission nobody received), or stop being
-//! polled while others wait behind its call. The task runs on the caller's runtime when that
+//! Every call runs on a task of the store's, never in a caller's future: a caller may leave
+//! (its call then still ends, and gives back what an answer nobody received took), or stop
+//! being polled while others wait behind its call. A slot's task makes its call, then the
+//! call of what waited meanwhile, and so on until nothing waits (one task for a run of calls,
+//! rather than one spawned for each). The task runs on the caller's runtime when that
 //! runtime has worker threads, which drive it whatever its callers do; else on a runtime of
 //! the process's own, on a thread of its own (made when first needed, and again in a process
 //! forked since): never on a current-thread runtime, which may stop being driven (made for
@@ -145,20 +147,22 @@ impl std::fmt::Debug for Batcher {
     }
 }
 
-/// A call in flight: given back when it ends, or when its task is dropped (its runtime shut
-/// down), whereupon the acquisitions that waited for it go.
+/// A call in flight, and the task that makes it and then the calls of what waits meanwhile:
+/// given back when nothing waits, or when its task is dropped (its runtime shut down),
+/// whereupon the acquisitions that wait go from the process's own runtime.
 struct Slot<C: ConnectionLike + Clone + Send + Sync + 'static> {
     batcher: Arc<Batcher>,
     link: Link<C>,
     timeout: Duration,
-    /// Whether its call ended (else its task was dropped, on a runtime that may be going).
-    ended: std::cell::Cell<bool>,
+    /// Whether it was given back (else its task was dropped, on a runtime that may be going).
+    free: std::cell::Cell<bool>,
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Slot<C> {
     fn drop(&mut self) {
-        self.batcher
-            .ended(&self.link, self.timeout, self.ended.get());
+        if !self.free.get() {
+            self.batcher.dropped(&self.link, self.timeout);
+        }
     }
 }
 
@@ -225,25 +229,25 @@ impl Batcher {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A call in flight ended (or its task was dropped: `ended` false): what waits meanwhile
-    /// goes, in its slot, or the slot is free.
-    fn ended<C>(self: &Arc<Self>, link: &Link<C>, timeout: Duration, ended: bool)
+    /// A call in flight ended: what waits meanwhile goes next in its slot, or (none) the slot
+    /// is free.
+    fn next(&self, timeout: Duration) -> Option<Vec<Waiting>> {
+        let mut queue = self.lock();
+        let next = take(&mut queue, timeout);
+        if next.is_empty() {
+            queue.sending = queue.sending.saturating_sub(1);
+            return None;
+        }
+        Some(next)
+    }
+
+    /// The task of a slot was dropped (its runtime shut down): what waits goes, in its slot,
+    /// from the process's own runtime (not the one that dropped the task: it may be going).
+    fn dropped<C>(self: &Arc<Self>, link: &Link<C>, timeout: Duration)
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
-        let next = {
-            let mut queue = self.lock();
-            let next = take(&mut queue, timeout);
-            if next.is_empty() {
-                queue.sending = queue.sending.saturating_sub(1);
-                return;
-            }
-            next
-        };
-        if ended {
-            self.send_away(link, timeout, next);
-        } else {
-            // (not on the runtime that dropped the task: it may be shutting down)
+        if let Some(next) = self.next(timeout) {
             self.send_from(background(), link, timeout, next);
         }
     }
@@ -267,24 +271,34 @@ impl Batcher {
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
         let Some(runtime) = runtime else {
-            // No runtime to send from: they fail (their answers dropped), the slot goes on.
+            // No runtime to send from: they fail (their answers dropped), and so does what
+            // waits, until the slot is free.
             drop(batch);
-            self.ended(link, timeout, true);
+            while self.next(timeout).is_some() {}
             return;
         };
         let slot = Slot {
             batcher: Arc::clone(self),
             link: link.clone(),
             timeout,
-            ended: std::cell::Cell::new(false),
+            free: std::cell::Cell::new(false),
         };
         // (dropped should its runtime shut down: the slot then sends what waits)
         drop(runtime.spawn(async move {
-            run(&slot.link, slot.timeout, batch).await;
-            // The callers just answered ask again at once, most of them: they go in the next
-            // call rather than the one after (on their runtime; on another, too late for it).
-            tokio::task::yield_now().await;
-            slot.ended.set(true);
+            let mut batch = batch;
+            loop {
+                run(&slot.link, slot.timeout, batch).await;
+                // The callers just answered ask again at once, most of them: they go in the
+                // next call rather than the one after (on their runtime; on another, too late
+                // for it).
+                tokio::task::yield_now().await;
+                // What waits goes next, from this task.
+                match slot.batcher.next(slot.timeout) {
+                    Some(next) => batch = next,
+                    None => break,
+                }
+            }
+            slot.free.set(true);
         }));
     }
 }
