@@ -380,10 +380,7 @@ fn a_caller_that_leaves_during_its_call_gives_its_slot_back() {
     let again = current_thread()
         .block_on(store.acquire(Ask::new(&budgets, &Cost::request())))
         .expect("the store answers");
-    assert!(
-        matches!(again, tokengate::store::Answer::Reserved(_)),
-        "{again:?}"
-    );
+    assert_reserved(&again);
 }
 
 /// A call in flight for a caller whose runtime then stops being driven does not hold up the
@@ -423,6 +420,29 @@ fn a_call_whose_caller_stops_being_polled_does_not_hold_up_others() {
     drop(done);
     thread.join().unwrap();
 }
+/// `n` budgets of six token buckets each.
+fn of_six_buckets(n: usize) -> Vec<StoreBudget> {
+    (0..n)
+        .map(|i| StoreBudget::new(format!("b{i}"), six_buckets()))
+        .collect()
+}
+
+fn assert_reserved(answer: &tokengate::store::Answer) {
+    assert!(
+        matches!(answer, tokengate::store::Answer::Reserved(_)),
+        "{answer:?}"
+    );
+}
+
+/// Every limit of `budget` counts `used`.
+async fn all_used(store: &RedisStore, budget: &StoreBudget, used: u64) {
+    let snapshot = store.snapshot(budget).await.unwrap();
+    assert!(
+        snapshot.limits.iter().all(|l| l.used == used),
+        "{snapshot:?}"
+    );
+}
+
 /// Six token buckets on requests, far above what a test uses.
 fn six_buckets() -> Policy {
     let mut builder = Policy::builder();
@@ -440,9 +460,7 @@ fn six_buckets() -> Policy {
 fn a_call_of_large_asks_is_decided_whole() {
     run_with_server(|server, mut c| async move {
         let store = store_named(&c, "large");
-        let budgets: Vec<StoreBudget> = (0..6)
-            .map(|i| StoreBudget::new(format!("b{i}"), six_buckets()))
-            .collect();
+        let budgets = of_six_buckets(6);
         let one = Cost::request();
         // The library loaded.
         assert!(store
@@ -465,13 +483,9 @@ fn a_call_of_large_asks_is_decided_whole() {
         assert_eq!(function_calls(&mut c).await - before, 3);
         for (i, answer) in answers.iter().enumerate() {
             let answer = answer.as_ref().unwrap_or_else(|e| panic!("ask {i}: {e}"));
-            assert!(
-                matches!(answer, tokengate::store::Answer::Reserved(_)),
-                "ask {i}: {answer:?}"
-            );
+            assert_reserved(answer);
         }
-        let snapshot = store.snapshot(&budgets[5]).await.unwrap();
-        assert!(snapshot.limits.iter().all(|l| l.used == 74), "{snapshot:?}");
+        all_used(&store, &budgets[5], 74).await;
     });
 }
 
@@ -481,19 +495,12 @@ fn a_call_of_large_asks_is_decided_whole() {
 fn an_answer_of_many_numbers_is_answered_whole() {
     run_with_server(|_, c| async move {
         let store = store_named(&c, "huge");
-        let budgets: Vec<StoreBudget> = (0..700)
-            .map(|i| StoreBudget::new(format!("b{i}"), six_buckets()))
-            .collect();
+        let budgets = of_six_buckets(700);
         let one = Cost::request();
         for _ in 0..2 {
-            let answer = store.acquire(Ask::new(&budgets, &one)).await.unwrap();
-            assert!(
-                matches!(answer, tokengate::store::Answer::Reserved(_)),
-                "{answer:?}"
-            );
+            assert_reserved(&store.acquire(Ask::new(&budgets, &one)).await.unwrap());
         }
-        let snapshot = store.snapshot(&budgets[699]).await.unwrap();
-        assert!(snapshot.limits.iter().all(|l| l.used == 2), "{snapshot:?}");
+        all_used(&store, &budgets[699], 2).await;
     });
 }
 
@@ -542,11 +549,35 @@ fn a_caller_about_to_leave_does_not_fail_the_others_of_its_call() {
         );
         let late =
             late.expect("the third is answered: its call went on past the second's deadline");
-        assert!(
-            matches!(late, tokengate::store::Answer::Reserved(_)),
-            "{late:?}"
-        );
+        assert_reserved(&late);
     });
+}
+
+/// A store on a runtime of its own (see `store_on_own_runtime`), its library loaded, and a
+/// budget of one in-flight slot.
+fn one_slot_store(
+    server: &RedisServer,
+    namespace: &str,
+) -> (
+    tokio::runtime::Runtime,
+    Arc<RedisStore<redis::aio::MultiplexedConnection>>,
+    [StoreBudget; 1],
+) {
+    let (main, store) = store_on_own_runtime(server, namespace);
+    three_at_once_on_a_runtime_of_their_own(
+        &store,
+        &[StoreBudget::new("warm", bucket_policy(100))],
+    );
+    (main, store, [StoreBudget::new("x", one_slot())])
+}
+
+/// A multi-thread runtime of one worker thread: a caller's, to shut down.
+fn one_worker() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// One in-flight slot, on a bucket far above what a test uses.
@@ -566,19 +597,10 @@ fn one_slot() -> Policy {
 #[test]
 fn a_call_dropped_in_flight_ends_its_leases() {
     let server = RedisServer::start();
-    let (_main, store) = store_on_own_runtime(&server, "dropped");
-    let budgets = [StoreBudget::new("x", one_slot())];
-    three_at_once_on_a_runtime_of_their_own(
-        &store,
-        &[StoreBudget::new("warm", bucket_policy(100))],
-    );
+    let (_main, store, budgets) = one_slot_store(&server, "dropped");
     server.pause();
     {
-        let caller = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let caller = one_worker();
         let (store, budgets) = (Arc::clone(&store), budgets.clone());
         let _asking = caller.spawn(async move {
             let _ = store.acquire(Ask::new(&budgets, &Cost::request())).await;
@@ -599,12 +621,7 @@ fn a_call_dropped_in_flight_ends_its_leases() {
 #[test]
 fn an_answer_its_caller_never_reads_ends_its_lease() {
     let server = RedisServer::start();
-    let (main, store) = store_on_own_runtime(&server, "unread");
-    let budgets = [StoreBudget::new("x", one_slot())];
-    three_at_once_on_a_runtime_of_their_own(
-        &store,
-        &[StoreBudget::new("warm", bucket_policy(100))],
-    );
+    let (main, store, budgets) = one_slot_store(&server, "unread");
     let one = Cost::request();
     let asking = store.acquire(Ask::new(&budgets, &one));
     drop(answered_unread(&server, &main, asking));
@@ -620,18 +637,9 @@ fn an_answer_its_caller_never_reads_ends_its_lease() {
 #[test]
 fn an_answer_unread_when_its_runtime_shuts_down_ends_its_lease() {
     let server = RedisServer::start();
-    let (_main, store) = store_on_own_runtime(&server, "unread-shutdown");
-    let budgets = [StoreBudget::new("x", one_slot())];
-    three_at_once_on_a_runtime_of_their_own(
-        &store,
-        &[StoreBudget::new("warm", bucket_policy(100))],
-    );
+    let (_main, store, budgets) = one_slot_store(&server, "unread-shutdown");
     {
-        let caller = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let caller = one_worker();
         let (store, budgets) = (Arc::clone(&store), budgets.clone());
         let _holding = caller.spawn(async move {
             let one = Cost::request();
