@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::connection::Link;
 use super::script::{self, AcquireReply, Batched, Invocation};
-use super::store::{backend, release_from, release_on_link, run_on_link, spawn_release, timed_out};
+use super::store::{backend, release_on, release_on_link, run_on_link, timed_out};
 use crate::store::background::{driven, runtime as background};
 use crate::store::StoreError;
 
@@ -120,7 +120,7 @@ struct Unanswered<C: ConnectionLike + Clone + Send + Sync + 'static> {
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> Drop for Unanswered<C> {
     fn drop(&mut self) {
         for release in self.releases.drain(..).flatten() {
-            release_from(background(), self.connection.clone(), self.timeout, release);
+            release_on(self.connection.clone(), self.timeout, release);
         }
     }
 }
@@ -396,7 +396,7 @@ where
             _ => None,
         };
         if let Some(call) = undone {
-            spawn_release(&lent, timeout, call);
+            release_on(lent.connection.clone(), timeout, call);
         }
     }
 }

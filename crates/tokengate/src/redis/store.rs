@@ -422,7 +422,7 @@ where
         );
         let refused = |r| Ok(Answer::Refused(r));
         // Its lease ends, and its place in line is given back, when its answer is lost (see
-        // `spawn_release`).
+        // `release_on`).
         let release = holds.then(|| {
             let leases: Vec<&str> = ready.iter().map(|r| r.keys.leases.as_str()).collect();
             script::renew(&leases, self.now(), &lease, 0)
@@ -707,64 +707,49 @@ fn stalled<C: Clone>(link: &Link<C>, deadline: Duration, lent: &Lent<C>, sent: s
 
 /// An acquisition that takes slots lost its answer (its deadline passed, most often; or its
 /// caller left): it may still run, later, when a stalled server wakes, and take its slots for
-/// a caller that is gone. So its lease is ended, in the background, by `release` sent on the
-/// same connection after it: a connection runs its calls in order, so this one runs after the
-/// acquisition if that ever runs, and frees what it took. (Should the connection break
-/// between the two, the slots come back when the lease ends.)
-pub(super) fn spawn_release<C>(lent: &Lent<C>, deadline: Duration, release: script::Invocation)
+/// a caller that is gone. So its lease is ended, in the background, by `release` sent on
+/// `connection`, the one it went on, after it: a connection runs its calls in order, so this
+/// one runs after the acquisition if that ever runs, and frees what it took. (Should the
+/// connection break between the two, the slots come back when the lease ends.) The same for
+/// a place in line it took.
+pub(super) fn release_on<C>(mut connection: C, deadline: Duration, release: script::Invocation)
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    // On the process's own runtime: not one made for a call, which may be gone before it
-    // runs, nor the caller's, which may be shutting down (and would drop it unrun).
-    release_from(
-        crate::store::background::runtime(),
-        lent.connection.clone(),
-        deadline,
-        release,
-    );
+    in_background(deadline, async move {
+        release
+            .invoke_async::<redis::Value>(&mut connection)
+            .await
+            .ok()
+    });
 }
 
-/// Sends `release` on `connection` from a task of `runtime` (none: not sent; the lease then
-/// runs out).
-pub(super) fn release_from<C>(
-    runtime: Option<tokio::runtime::Handle>,
-    mut connection: C,
-    deadline: Duration,
-    release: script::Invocation,
-) where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
-    if let Some(runtime) = runtime {
-        drop(runtime.spawn(async move {
-            // Sent once polled; what it finds is of no use to anyone.
-            let _ = tokio::time::timeout(
-                deadline,
-                release.invoke_async::<redis::Value>(&mut connection),
-            )
-            .await;
-        }));
-    }
-}
-
-/// Sends `release` on whatever connection `link` lends, once its acquisition has answered (so
+/// [`release_on`] whatever connection `link` lends, for an acquisition that has answered (so
 /// the two need not share a connection).
 pub(super) fn release_on_link<C>(link: Link<C>, deadline: Duration, release: script::Invocation)
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    // (on the process's own runtime, as `spawn_release`)
+    in_background(deadline, async move {
+        let mut connection = link.lend().await.ok()?.connection;
+        release
+            .invoke_async::<redis::Value>(&mut connection)
+            .await
+            .ok()
+    });
+}
+
+/// Runs `work` for at most `deadline`, on the process's own runtime: not one made for a
+/// call, which may be gone before it runs, nor the caller's, which may be shutting down (and
+/// would drop it unrun). What it finds is of no use to anyone. (No runtime: not run; a lease
+/// then runs out.)
+fn in_background<F>(deadline: Duration, work: F)
+where
+    F: std::future::Future + Send + 'static,
+{
     if let Some(runtime) = crate::store::background::runtime() {
         drop(runtime.spawn(async move {
-            let _ = tokio::time::timeout(deadline, async {
-                let lent = link.lend().await.ok()?;
-                let mut connection = lent.connection.clone();
-                release
-                    .invoke_async::<redis::Value>(&mut connection)
-                    .await
-                    .ok()
-            })
-            .await;
+            let _ = tokio::time::timeout(deadline, work).await;
         }));
     }
 }
