@@ -11,7 +11,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis_run::{run, run_with_server, store};
+use common::redis_run::{command_stats, run, run_with_server, store};
 use common::redis_server::{command_stat, RedisServer};
 use tokengate::redis::RedisStore;
 use tokengate::store::{Ask, Store, StoreBudget};
@@ -41,7 +41,7 @@ fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
             Ask::new(&bad, &one),
             Ask::new(&good, &one),
         ];
-        let before = function_calls(&mut c).await;
+        let before = function_calls(&server);
         server.pause();
         let (answers, ()) = tokio::join!(
             futures_util::future::join_all(asks.iter().map(|a| store.acquire(*a))),
@@ -51,7 +51,7 @@ fn a_state_that_cannot_be_read_fails_only_its_own_acquisition_of_a_batch() {
             }
         );
         // The first alone, the four others in one call.
-        assert_eq!(function_calls(&mut c).await - before, 2);
+        assert_eq!(function_calls(&server) - before, 2);
         for (i, answer) in answers.iter().enumerate() {
             if i == 3 {
                 let error = answer.as_ref().expect_err("the unreadable state fails");
@@ -90,13 +90,8 @@ async fn spoil(connection: &mut redis::aio::ConnectionManager, key: &str) {
 }
 
 /// How many function calls (`FCALL`) the server ran.
-async fn function_calls(connection: &mut redis::aio::ConnectionManager) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(connection)
-        .await
-        .unwrap();
-    command_stat(&info, "cmdstat_fcall", "calls")
+fn function_calls(server: &RedisServer) -> u64 {
+    command_stat(&command_stats(server), "cmdstat_fcall", "calls")
 }
 
 fn bucket_policy(per_minute: u64) -> Policy {
@@ -458,7 +453,7 @@ fn six_buckets() -> Policy {
 /// Lua's stack holds at once: it is decided whole, each acquisition as alone.
 #[test]
 fn a_call_of_large_asks_is_decided_whole() {
-    run_with_server(|server, mut c| async move {
+    run_with_server(|server, c| async move {
         let store = store_named(&c, "large");
         let budgets = of_six_buckets(6);
         let one = Cost::request();
@@ -469,7 +464,7 @@ fn a_call_of_large_asks_is_decided_whole() {
             .unwrap()
             .reserved()
             .is_some());
-        let before = function_calls(&mut c).await;
+        let before = function_calls(&server);
         server.pause();
         // The first goes alone, the next eight in a second call; the other 64 wait for one of
         // the two, and go together.
@@ -480,7 +475,7 @@ fn a_call_of_large_asks_is_decided_whole() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             server.resume();
         });
-        assert_eq!(function_calls(&mut c).await - before, 3);
+        assert_eq!(function_calls(&server) - before, 3);
         for (i, answer) in answers.iter().enumerate() {
             let answer = answer.as_ref().unwrap_or_else(|e| panic!("ask {i}: {e}"));
             assert_reserved(answer);
@@ -609,10 +604,10 @@ fn a_call_dropped_in_flight_ends_its_leases() {
         std::thread::sleep(Duration::from_millis(50));
     }
     server.resume();
-    let again = eventually_admitted(&store, &budgets);
-    assert!(
-        again,
-        "the slot came back when the call was dropped, not when its lease ran out"
+    assert_admitted_again(
+        &store,
+        &budgets,
+        "the slot came back when the call was dropped, not when its lease ran out",
     );
 }
 
@@ -625,10 +620,10 @@ fn an_answer_its_caller_never_reads_ends_its_lease() {
     let one = Cost::request();
     let asking = store.acquire(Ask::new(&budgets, &one));
     drop(answered_unread(&server, &main, asking));
-    let again = eventually_admitted(&store, &budgets);
-    assert!(
-        again,
-        "the slot came back when the answer was dropped unread"
+    assert_admitted_again(
+        &store,
+        &budgets,
+        "the slot came back when the answer was dropped unread",
     );
 }
 
@@ -655,8 +650,11 @@ fn an_answer_unread_when_its_runtime_shuts_down_ends_its_lease() {
         });
         std::thread::sleep(Duration::from_millis(300));
     }
-    let again = eventually_admitted(&store, &budgets);
-    assert!(again, "the slot came back when the runtime shut down");
+    assert_admitted_again(
+        &store,
+        &budgets,
+        "the slot came back when the runtime shut down",
+    );
 }
 
 /// `asking` polled once on `main`, Redis paused (so it waits: it is sent), then answered
@@ -666,7 +664,7 @@ fn answered_unread<F: std::future::Future + Unpin>(
     main: &tokio::runtime::Runtime,
     mut asking: F,
 ) -> F {
-    let before = function_calls_now(server);
+    let before = function_calls(server);
     server.pause();
     main.block_on(std::future::poll_fn(|cx| {
         let polled = std::pin::Pin::new(&mut asking).poll(cx);
@@ -675,7 +673,7 @@ fn answered_unread<F: std::future::Future + Unpin>(
     }));
     server.resume();
     let started = Instant::now();
-    while function_calls_now(server) == before {
+    while function_calls(server) == before {
         assert!(started.elapsed() < Duration::from_secs(5), "the call ran");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -684,35 +682,24 @@ fn answered_unread<F: std::future::Future + Unpin>(
     asking
 }
 
-/// How many function calls the server ran, asked on a connection of its own.
-fn function_calls_now(server: &RedisServer) -> u64 {
-    let mut connection = redis::Client::open(server.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut connection)
-        .unwrap();
-    command_stat(&info, "cmdstat_fcall", "calls")
-}
-
-/// Whether an acquisition is admitted within a second of asking again and again.
-fn eventually_admitted(
+/// An acquisition is admitted within a second of asking again and again: the slot came back
+/// (`why`), not when its lease ran out.
+fn assert_admitted_again(
     store: &RedisStore<redis::aio::MultiplexedConnection>,
     budgets: &[StoreBudget],
-) -> bool {
+    why: &str,
+) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(1) {
         let answer = current_thread()
             .block_on(store.acquire(Ask::new(budgets, &Cost::request())))
             .expect("the store answers");
         if answer.reserved().is_some() {
-            return true;
+            return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    false
+    panic!("not admitted again within a second: {why}");
 }
 
 /// A place in line whose answer its caller never reads is given back: the next request is

@@ -52,6 +52,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::logged_store::{take_last_ask, Asked, Logged, LAST_ASK};
 use common::redis_keys::keys_without_expiry;
+use common::redis_run::command_stats_on;
 use common::redis_server::{command_stat, RedisServer};
 use common::rng::between;
 use common::tcp_proxy::TcpProxy;
@@ -640,11 +641,7 @@ fn a_killed_redis_restarted_on_its_port_is_a_fresh_start() {
 
 /// The calls of `INFO commandstats` that loaded a script or a function library.
 async fn loads(connection: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(connection)
-        .await
-        .expect("INFO");
+    let info = command_stats_on(connection).await;
     ["cmdstat_script|load", "cmdstat_function|load"]
         .iter()
         .map(|command| command_stat(&info, command, "calls"))

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis_run::{run, store, LEASE};
+use common::redis_run::{command_stats_on, run, store, LEASE};
 use common::redis_server::{command_stat, RedisServer};
 use common::store_cases as cases;
 use tokengate::redis::RedisStore;
@@ -168,11 +168,7 @@ async fn admitted_at_once(
 
 /// The calls of the function that failed and the loads of the library (`INFO commandstats`).
 async fn misses_and_loads(connection: &mut redis::aio::ConnectionManager) -> (u64, u64) {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(connection)
-        .await
-        .unwrap();
+    let info = command_stats_on(connection).await;
     (
         command_stat(&info, "cmdstat_fcall", "failed_calls"),
         command_stat(&info, "cmdstat_function|load", "calls"),

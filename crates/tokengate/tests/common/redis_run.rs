@@ -55,3 +55,26 @@ pub fn store(connection: &redis::aio::ConnectionManager) -> (RedisStore, ManualC
         .with_manual_clock(clock.clone());
     (store, clock)
 }
+
+/// The text of `INFO commandstats`, asked on `connection`: read with
+/// [`command_stat`](super::redis_server::command_stat).
+pub async fn command_stats_on(connection: &mut impl redis::aio::ConnectionLike) -> String {
+    redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .expect("INFO commandstats")
+}
+
+/// The text of `INFO commandstats` of `server`, asked on a connection of its own, from
+/// synchronous code.
+pub fn command_stats(server: &RedisServer) -> String {
+    let mut connection = redis::Client::open(server.url())
+        .expect("a Redis URL")
+        .get_connection()
+        .expect("connects");
+    redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connection)
+        .expect("INFO commandstats")
+}
