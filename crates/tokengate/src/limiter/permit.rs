@@ -114,8 +114,9 @@ impl<'a, C: Clock> Permit<'a, C> {
     /// reserved only what it used.
     ///
     /// On a store-backed limiter ([`Limiter::with_store`]) the settlement goes to the store in
-    /// a task spawned on the runtime the permit was acquired on: the store sees it a moment
-    /// later. Dropping such a permit sends its end the same way.
+    /// a task spawned on the runtime the permit was acquired on (or, should that runtime have
+    /// shut down, on the limiter's own thread): the store sees it a moment later. Dropping
+    /// such a permit sends its end the same way.
     ///
     /// # Examples
     /// ```

@@ -2,6 +2,7 @@
 //! current-thread runtime, time and I/O enabled, driven by a thread of its own, made at first
 //! use (and again in a child forked since, where the parent's thread is gone).
 
+use std::future::Future;
 use std::sync::{Mutex, OnceLock};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -40,4 +41,34 @@ pub(crate) fn runtime() -> Option<Handle> {
         .ok()?;
     *slot = Some((pid, handle.clone()));
     Some(handle)
+}
+
+/// Spawns `task` on `handle`, or, should that runtime drop it before it starts (the runtime
+/// is shutting down, or has shut down: one made for a call, say, and dropped with the permit
+/// still alive), on the process's own runtime ([`runtime`]). For what must be done once its
+/// caller has moved on: a settlement, a place in line given back, a pause shared. (A task
+/// dropped once started is not run again: it may have made its call.)
+pub(crate) fn spawn_kept<F>(handle: &Handle, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut kept = Kept(Some(task));
+    drop(handle.spawn(async move {
+        if let Some(task) = kept.0.take() {
+            task.await;
+        }
+    }));
+}
+
+/// A task not yet started: spawned on the process's own runtime when dropped so.
+struct Kept<F: Future<Output = ()> + Send + 'static>(Option<F>);
+
+impl<F: Future<Output = ()> + Send + 'static> Drop for Kept<F> {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            if let Some(runtime) = runtime() {
+                drop(runtime.spawn(task));
+            }
+        }
+    }
 }

@@ -4,8 +4,12 @@
 //! that gives back the places in line of an acquisition that will not ask again.
 //!
 //! Each store call runs in a task spawned on the runtime the permit was acquired on (its
-//! [`Handle`]): a permit settles from synchronous code, and may be dropped anywhere.
+//! [`Handle`]): a permit settles from synchronous code, and may be dropped anywhere. Should
+//! that runtime shut down first (one made for a call, and dropped with the permit alive), its
+//! calls go from the process's own runtime instead, renewals included: the permit's slots
+//! stay held while it lives, and are freed when it ends, not when the lease runs out.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use tokio::task::AbortHandle;
 
 use super::counters::Counters;
 use crate::cost::Usage;
+use crate::store::background::{self, spawn_kept};
 use crate::store::{Place, Reservation, Store, StoreBudget};
 
 /// The shortest time between two renewals of a lease (a lease of zero must not spin).
@@ -43,7 +48,7 @@ pub(crate) struct Reserved {
     counters: Arc<Counters>,
     reservation: Arc<Reservation>,
     handle: Handle,
-    renewal: Option<AbortHandle>,
+    renewal: Option<Renewing>,
 }
 
 impl std::fmt::Debug for Reserved {
@@ -57,9 +62,8 @@ impl std::fmt::Debug for Reserved {
 
 impl Reserved {
     fn end(mut self, used: Option<Usage>) {
-        if let Some(renewal) = self.renewal.take() {
-            renewal.abort();
-        }
+        // (its renewals end with it)
+        drop(self.renewal.take());
         // Given back with its reservation counted and no slot to free: the store has nothing
         // to change, and is not called.
         if used.is_none() && !self.reservation.holds_slots() {
@@ -73,7 +77,7 @@ impl Reserved {
             ..
         } = self;
         counters.call();
-        handle.spawn(async move {
+        spawn_kept(&handle, async move {
             if let Err(error) = store.settle(&reservation, used.as_ref()).await {
                 counters.failed("settle", &error, None);
             }
@@ -112,21 +116,79 @@ impl Pending {
             return Held::Unlimited;
         };
         if reserved.reservation.holds_slots() {
-            let every = renew_every.max(MIN_RENEWAL);
-            let (store, counters) = (Arc::clone(&reserved.store), Arc::clone(&reserved.counters));
-            let reservation = Arc::clone(&reserved.reservation);
-            let task = reserved.handle.spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    counters.call();
-                    if let Err(error) = store.renew(&reservation).await {
-                        counters.failed("renew", &error, None);
-                    }
-                }
+            let renewal = Renewal {
+                store: Arc::clone(&reserved.store),
+                counters: Arc::clone(&reserved.counters),
+                reservation: Arc::clone(&reserved.reservation),
+                every: renew_every.max(MIN_RENEWAL),
+                ended: Arc::new(AtomicBool::new(false)),
+            };
+            let ended = Arc::clone(&renewal.ended);
+            let task = reserved.handle.spawn(renewal.run());
+            reserved.renewal = Some(Renewing {
+                task: task.abort_handle(),
+                ended,
             });
-            reserved.renewal = Some(task.abort_handle());
         }
         Held::Reserved(reserved)
+    }
+}
+
+/// A permit's renewals of its lease, every `every` until it ends: in a task that, should its
+/// runtime drop it first (shut down), goes on from the process's own runtime.
+struct Renewal {
+    store: Arc<dyn Store>,
+    counters: Arc<Counters>,
+    reservation: Arc<Reservation>,
+    every: Duration,
+    /// Set when the permit ends.
+    ended: Arc<AtomicBool>,
+}
+
+impl Renewal {
+    async fn run(self) {
+        loop {
+            tokio::time::sleep(self.every).await;
+            if self.ended.load(Ordering::Acquire) {
+                return;
+            }
+            self.counters.call();
+            if let Err(error) = self.store.renew(&self.reservation).await {
+                self.counters.failed("renew", &error, None);
+            }
+        }
+    }
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        // Dropped while its permit lives: its runtime shut down.
+        if let Some(runtime) = background::runtime() {
+            let again = Renewal {
+                store: Arc::clone(&self.store),
+                counters: Arc::clone(&self.counters),
+                reservation: Arc::clone(&self.reservation),
+                every: self.every,
+                ended: Arc::clone(&self.ended),
+            };
+            drop(runtime.spawn(again.run()));
+        }
+    }
+}
+
+/// The renewals of a permit that lives: ended when it is dropped (the permit ended).
+struct Renewing {
+    task: AbortHandle,
+    ended: Arc<AtomicBool>,
+}
+
+impl Drop for Renewing {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::Release);
+        self.task.abort();
     }
 }
 
@@ -189,7 +251,7 @@ impl Drop for Places {
         }
         let held = std::mem::take(&mut self.held);
         let (store, counters) = (Arc::clone(&self.store), Arc::clone(&self.counters));
-        self.handle.spawn(async move {
+        spawn_kept(&self.handle, async move {
             for (_, budget, place) in held.iter().rev() {
                 counters.call();
                 if let Err(error) = store.leave(budget, *place).await {

@@ -9,7 +9,8 @@
 //! - `routes`: the store budgets a key's requests fall under, cached per key.
 //! - `acquire`: the async acquisition (wait, in-flight polling, timeouts, cancellation).
 //! - `held`: a store reservation held by a [`Permit`](crate::Permit): settled, renewed,
-//!   cancelled on the runtime it was acquired on.
+//!   cancelled on the runtime it was acquired on (or the limiter's own, once that one is
+//!   gone).
 //! - `fallback`: what a failing store leads to ([`OnStoreError`]).
 //! - `driver`: the runtime that blocking calls, and calls made outside any runtime, use.
 //! - `counters`: [`StoreStats`], and the `tracing` and `metrics` reports.
@@ -167,7 +168,9 @@ impl<C: Clock> Limiter<C> {
     /// **Permits.** [`Permit::settle`](crate::Permit::settle), and dropping a permit, settle
     /// its reservation on the store in a task spawned on the runtime it was acquired on (so
     /// the store sees it a moment later). A permit holding in-flight slots renews their lease
-    /// every third of [`with_store_lease`](Self::with_store_lease) until it ends. An
+    /// every third of [`with_store_lease`](Self::with_store_lease) until it ends. Should that
+    /// runtime shut down while the permit lives (one made for a single `block_on`), its
+    /// renewals and its settlement go on from the limiter's own thread. An
     /// acquisition dropped while it sleeps towards its instant cancels its reservation the
     /// same way; one dropped while the store's own call is under way leaves what the store
     /// recorded (the safe side: spent, its slots freed when their lease runs out). So does a
@@ -405,7 +408,7 @@ impl<C: Clock> Limiter<C> {
         };
         let counters = Arc::clone(&link.counters);
         counters.call();
-        handle.spawn(async move {
+        crate::store::background::spawn_kept(&handle, async move {
             if let Err(error) = work.await {
                 counters.failed(what, &error, None);
             }
