@@ -1,8 +1,12 @@
 //! A store-backed permit that outlives the runtime it was acquired on (a runtime made for one
 //! call, as synchronous code does, then dropped with the permit alive): its lease is still
-//! renewed while it lives, and its slot freed when it ends, from the process's own runtime.
-//! Real time (the renewals are what is measured), with generous bounds.
+//! renewed while it lives, and its slot freed when it ends, from the process's own runtime;
+//! and on Redis, a store connected on such a runtime answers from another. In memory and on
+//! Redis. Real time (the renewals are what is measured), with generous bounds.
 #![cfg(all(feature = "tokio", feature = "config"))]
+
+#[cfg(feature = "redis")]
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,104 +30,123 @@ fn one_slot() -> Policy {
         .unwrap()
 }
 
-/// The slots held on the store's `account` budget, read from a runtime of its own.
-fn in_flight(store: &Arc<MemoryStore>, policy: &Policy) -> u64 {
-    runtime()
-        .block_on(store.snapshot(&StoreBudget::new("account", policy.clone())))
+/// The slots `store` holds on its `account` budget of [`one_slot`], read on `reader`.
+fn in_flight(reader: &tokio::runtime::Runtime, store: &dyn Store) -> u64 {
+    reader
+        .block_on(store.snapshot(&StoreBudget::new("account", one_slot())))
         .unwrap()
         .in_flight
 }
 
-/// Waits (5 s at most) until `store` holds `slots`.
-fn until_in_flight(store: &Arc<MemoryStore>, policy: &Policy, slots: u64) {
+/// Acquires a slot of `limiter`'s on `call`, a runtime made for it, then drops `call` with
+/// the permit alive. With a `lease`, the slot is still held after twice the lease (renewed all
+/// along); once the permit ends, it is freed within 5 s (settled, not left to the lease). No
+/// store call fails.
+fn outlive_the_call(
+    limiter: &Limiter,
+    call: tokio::runtime::Runtime,
+    lease: Option<Duration>,
+    held: impl Fn() -> u64,
+) {
+    let permit = call.block_on(limiter.acquire(Cost::request())).unwrap();
+    drop(call);
+    assert_eq!(held(), 1);
+    if let Some(lease) = lease {
+        std::thread::sleep(2 * lease);
+        assert_eq!(held(), 1, "the lease was renewed");
+    }
+    drop(permit);
     let start = Instant::now();
-    while in_flight(store, policy) != slots {
+    while held() != 0 {
         assert!(
             start.elapsed() < Duration::from_secs(5),
-            "the store holds {slots} slots within 5 s"
+            "the slot is freed within 5 s"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    assert_eq!(limiter.store_stats().errors, 0, "no store call failed");
 }
 
 #[test]
 fn a_permit_whose_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
     // A lease of 1.5 s, renewed every 0.5 s.
     let lease = Duration::from_millis(1_500);
-    let policy = one_slot();
     let store = Arc::new(MemoryStore::new().lease(lease));
-    let limiter = Limiter::new(policy.clone())
+    let limiter = Limiter::new(one_slot())
         .with_store(Arc::clone(&store))
         .with_store_lease(lease);
-    let call = runtime();
-    let permit = call.block_on(limiter.acquire(Cost::request())).unwrap();
-    drop(call);
-    assert_eq!(in_flight(&store, &policy), 1);
-    // Twice the lease: renewed all along, from the process's own runtime.
-    std::thread::sleep(2 * lease);
-    assert_eq!(in_flight(&store, &policy), 1, "the lease was renewed");
-    // Settled from the process's own runtime too: the slot is free at once, not when the
-    // lease runs out.
-    drop(permit);
-    until_in_flight(&store, &policy, 0);
+    let reader = runtime();
+    outlive_the_call(&limiter, runtime(), Some(lease), || {
+        in_flight(&reader, &*store)
+    });
 }
 
 #[test]
 fn a_permit_ended_after_its_runtime_shut_down_frees_its_slot() {
     // A lease far longer than the test: only the settlement frees the slot.
-    let policy = one_slot();
     let store = Arc::new(MemoryStore::new());
-    let limiter = Limiter::new(policy.clone()).with_store(Arc::clone(&store));
-    let call = runtime();
-    let permit = call.block_on(limiter.acquire(Cost::request())).unwrap();
-    drop(call);
-    drop(permit);
-    until_in_flight(&store, &policy, 0);
+    let limiter = Limiter::new(one_slot()).with_store(Arc::clone(&store));
+    let reader = runtime();
+    outlive_the_call(&limiter, runtime(), None, || in_flight(&reader, &*store));
 }
 
+/// On Redis, the store connected on the runtime that shuts down (its connection's task goes
+/// with it): renewals and settlement go on a new connection. `lease`: as in memory.
 #[cfg(feature = "redis")]
-mod common;
-
-/// The same on Redis, whose connection was made on the runtime that shut down (its task gone
-/// with it): the first renewal fails on it, and the connection reconnects, from the process's
-/// own runtime, in time for the next.
-#[cfg(feature = "redis")]
-#[test]
-fn on_redis_a_permit_whose_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
+fn on_redis(lease: Option<Duration>) {
     use tokengate::redis::RedisStore;
     let server = common::redis_server::RedisServer::start();
-    // A lease of 3 s, renewed every second.
-    let lease = Duration::from_secs(3);
-    let policy = one_slot();
     let on = |runtime: &tokio::runtime::Runtime| {
-        runtime
+        let store = runtime
             .block_on(RedisStore::connect(&server.url()))
             .unwrap()
-            .namespace("tokengate-test", "runtimes")
-            .lease(lease)
+            .namespace("tokengate-test", "runtimes");
+        match lease {
+            Some(lease) => store.lease(lease),
+            None => store,
+        }
     };
     // What the store holds, read on a connection of a runtime that lives.
     let reader = runtime();
     let read = on(&reader);
-    let held = || {
-        reader
-            .block_on(read.snapshot(&StoreBudget::new("account", policy.clone())))
-            .unwrap()
-            .in_flight
-    };
     let call = runtime();
-    let limiter = Limiter::new(policy.clone())
-        .with_store(on(&call))
-        .with_store_lease(lease);
-    let permit = call.block_on(limiter.acquire(Cost::request())).unwrap();
-    drop(call);
-    assert_eq!(held(), 1);
-    std::thread::sleep(2 * lease);
-    assert_eq!(held(), 1, "the lease was renewed");
-    drop(permit);
-    let start = Instant::now();
-    while held() != 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "freed within 5 s");
-        std::thread::sleep(Duration::from_millis(5));
+    let limiter = Limiter::new(one_slot()).with_store(on(&call));
+    let limiter = match lease {
+        Some(lease) => limiter.with_store_lease(lease),
+        None => limiter,
+    };
+    outlive_the_call(&limiter, call, lease, || in_flight(&reader, &read));
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_permit_whose_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
+    // A lease of 3 s, renewed every second.
+    on_redis(Some(Duration::from_secs(3)));
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_permit_ended_after_its_runtime_shut_down_frees_its_slot() {
+    on_redis(None);
+}
+
+/// A store connected on a runtime made for that alone, then dropped (its connection's task
+/// gone with it), and used from another: its first call opens a new connection rather than
+/// fails.
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_store_connected_on_a_runtime_since_shut_down_answers_its_first_call() {
+    use tokengate::redis::RedisStore;
+    let server = common::redis_server::RedisServer::start();
+    let store = runtime()
+        .block_on(RedisStore::connect(&server.url()))
+        .unwrap()
+        .namespace("tokengate-test", "connected");
+    let limiter = Limiter::new(one_slot()).with_store(store);
+    for call in 0..3 {
+        let permit = limiter.acquire_blocking(Cost::request());
+        assert!(permit.is_ok(), "call {call}: {}", permit.unwrap_err());
     }
+    assert_eq!(limiter.store_stats().errors, 0);
 }

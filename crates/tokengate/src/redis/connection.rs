@@ -9,10 +9,15 @@
 //! deadline for as long. So a connection the store made itself is replaced when a call times
 //! out with no reply on that connection since the call was sent: a slow server that still
 //! answers other calls keeps its connection, a silent one is given up at the first deadline.
+//!
+//! A connection's task lives on the runtime it was made on, and goes when that runtime shuts
+//! down (one made for a single `block_on` to connect, say, then dropped): every call on it
+//! would then fail once, and the connection reconnect. So a connection the store made is
+//! replaced before its next call when the runtime it was made on is gone.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,6 +29,50 @@ use tokio::sync::OnceCell;
 /// call at a time (the others wait for it).
 pub(super) type Make<C> =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = RedisResult<C>> + Send>> + Send + Sync>;
+
+/// A connection the store made, and whether the runtime it was made on has shut down since:
+/// a task there holds a guard that says so when dropped, as a runtime drops its tasks when it
+/// shuts down (a task that never ran too). The task ends when the connection is dropped.
+struct Made<C> {
+    connection: C,
+    gone: Arc<AtomicBool>,
+    /// Ends the task when dropped.
+    _watch: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<C> Made<C> {
+    /// `connection`, made on the runtime current now (none: never gone).
+    fn watched(connection: C) -> Self {
+        let gone = Arc::new(AtomicBool::new(false));
+        let watch = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (watch, dropped) = tokio::sync::oneshot::channel::<()>();
+            let guard = Guard(Arc::clone(&gone));
+            drop(runtime.spawn(async move {
+                let _guard = guard;
+                let _ = dropped.await;
+            }));
+            watch
+        });
+        Self {
+            connection,
+            gone,
+            _watch: watch,
+        }
+    }
+
+    fn runtime_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+}
+
+/// Sets its flag when dropped.
+struct Guard(Arc<AtomicBool>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// A store's source of connections.
 pub(super) enum Link<C> {
@@ -44,7 +93,7 @@ pub(super) struct Lent<C> {
 /// generation, and what is known of its health.
 pub(super) struct Rotating<C> {
     make: Make<C>,
-    current: Mutex<(Arc<OnceCell<C>>, u64)>,
+    current: Mutex<(Arc<OnceCell<Made<C>>>, u64)>,
     /// The current connection's generation (also in `current`, read without the lock).
     generation: AtomicU64,
     /// When a reply last came on the current connection, in nanoseconds from `base`.
@@ -71,6 +120,8 @@ impl<C: Clone> Link<C> {
 
     /// Connections made by `make`, starting with `first` (`None`: made at the first call).
     pub(super) fn made(first: Option<C>, make: Make<C>) -> Self {
+        // (made by the caller, on the runtime current now)
+        let first = first.map(Made::watched);
         Self::Made(Arc::new(Rotating {
             make,
             current: Mutex::new((Arc::new(OnceCell::new_with(first)), 0)),
@@ -87,22 +138,35 @@ impl<C: Clone> Link<C> {
     /// What making it failed with (no runtime to make it on, no node of a cluster
     /// answering): the next call tries again.
     pub(super) async fn lend(&self) -> RedisResult<Lent<C>> {
+        let mut retried = false;
         match self {
             Self::Given(c) => Ok(Lent {
                 connection: c.clone(),
                 generation: 0,
             }),
-            Self::Made(r) => {
+            // (A second connection whose runtime is gone at once, this one shutting down, is
+            // lent as it is: the call fails, as it would have.)
+            Self::Made(r) => loop {
                 let (cell, generation) = {
                     let current = r.lock();
                     (Arc::clone(&current.0), current.1)
                 };
-                let connection = cell.get_or_try_init(|| (r.make)()).await?.clone();
-                Ok(Lent {
-                    connection,
+                let made = cell
+                    .get_or_try_init(|| async {
+                        Ok::<_, redis::RedisError>(Made::watched((r.make)().await?))
+                    })
+                    .await?;
+                if made.runtime_gone() && !retried {
+                    // Its task went with its runtime: a new one, made on this call's.
+                    r.replace(generation);
+                    retried = true;
+                    continue;
+                }
+                return Ok(Lent {
+                    connection: made.connection.clone(),
                     generation,
-                })
-            }
+                });
+            },
         }
     }
 
@@ -123,15 +187,9 @@ impl<C: Clone> Link<C> {
             return false;
         };
         let sent = u64::try_from(sent.saturating_duration_since(r.base).as_nanos()).unwrap_or(0);
-        let mut current = r.lock();
-        if current.1 != lent.generation || r.replied.load(Ordering::Acquire) > sent {
+        if r.replied.load(Ordering::Acquire) > sent || !r.replace(lent.generation) {
             return false;
         }
-        // The next call makes a new one.
-        *current = (Arc::new(OnceCell::new()), lent.generation + 1);
-        // The new connection is judged by calls sent from now on.
-        r.replied.store(r.since_base(), Ordering::Release);
-        r.generation.store(lent.generation + 1, Ordering::Release);
         r.replaced.fetch_add(1, Ordering::Relaxed);
         true
     }
@@ -146,8 +204,22 @@ impl<C: Clone> Link<C> {
 }
 
 impl<C> Rotating<C> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Arc<OnceCell<C>>, u64)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Arc<OnceCell<Made<C>>>, u64)> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives up the connection of `generation`, if it is still the current one (else another
+    /// call did): the next call makes a new one. Returns whether this call did.
+    fn replace(&self, generation: u64) -> bool {
+        let mut current = self.lock();
+        if current.1 != generation {
+            return false;
+        }
+        *current = (Arc::new(OnceCell::new()), generation + 1);
+        // The new connection is judged by calls sent from now on.
+        self.replied.store(self.since_base(), Ordering::Release);
+        self.generation.store(generation + 1, Ordering::Release);
+        true
     }
 
     fn since_base(&self) -> u64 {
@@ -171,12 +243,20 @@ mod tests {
         )
     }
 
-    /// The connection a call would be lent now.
-    fn lend(link: &Link<u32>) -> RedisResult<Lent<u32>> {
+    fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a runtime")
-            .block_on(link.lend())
+    }
+
+    thread_local! {
+        /// The test's runtime, which lives as long as its thread.
+        static RUNTIME: tokio::runtime::Runtime = runtime();
+    }
+
+    /// The connection a call would be lent now.
+    fn lend(link: &Link<u32>) -> RedisResult<Lent<u32>> {
+        RUNTIME.with(|runtime| runtime.block_on(link.lend()))
     }
 
     #[test]
@@ -246,6 +326,40 @@ mod tests {
         assert!(lend(&link).is_err(), "making it failed: the call fails");
         assert_eq!(lend(&link).unwrap().connection, 1, "the next call makes it");
         assert_eq!(lend(&link).unwrap().connection, 1, "and keeps it");
+    }
+
+    #[test]
+    fn a_connection_made_on_a_runtime_since_shut_down_is_replaced_before_its_next_call() {
+        let link = counting();
+        let made_on = runtime();
+        // The first, made outside any runtime, then one made on `made_on`.
+        let first = lend(&link).unwrap();
+        assert!(link.stalled(&first, Instant::now()));
+        assert_eq!(made_on.block_on(link.lend()).unwrap().connection, 1);
+        assert_eq!(lend(&link).unwrap().connection, 1, "its runtime lives");
+        drop(made_on);
+        assert_eq!(lend(&link).unwrap().connection, 2, "its runtime is gone");
+        assert_eq!(lend(&link).unwrap().connection, 2);
+        // Not counted as silent.
+        assert_eq!(link.replaced(), 1);
+    }
+
+    #[test]
+    fn a_connection_given_up_leaves_no_task_behind() {
+        let link = counting();
+        let made_on = runtime();
+        for _ in 0..10 {
+            let lent = made_on.block_on(link.lend()).unwrap();
+            assert!(link.stalled(&lent, Instant::now()));
+        }
+        // The watches of the ten connections given up end; the current one's stays.
+        made_on.block_on(async {
+            link.lend().await.unwrap();
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(made_on.metrics().num_alive_tasks(), 1);
     }
 
     #[test]

@@ -199,7 +199,9 @@ impl RedisStore<ConnectionManager> {
     /// Connects to the Redis at `url` (`redis://[user:password@]host:port/db`) with a
     /// connection that reconnects by itself, with backoff and jitter, when it is closed or
     /// refused, and that the store gives up for a new one when a call times out with nothing
-    /// answered on it since the call was sent (a peer gone silent without closing it).
+    /// answered on it since the call was sent (a peer gone silent without closing it), or
+    /// when the tokio runtime it was made on (this call's) has shut down since: a store may
+    /// be connected in a `block_on` of its own and then used from another runtime.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the URL is malformed or Redis does not answer within

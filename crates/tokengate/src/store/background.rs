@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -45,7 +46,7 @@ pub(crate) fn runtime() -> Option<Handle> {
 
 /// Spawns `task` on `handle`, or, should that runtime drop it before it starts (the runtime
 /// is shutting down, or has shut down: one made for a call, say, and dropped with the permit
-/// still alive), on the process's own runtime ([`runtime`]). For what must be done once its
+/// still alive), on the process's own runtime ([`runtime`]), [`HANDED_OVER_AFTER`] later. For what must be done once its
 /// caller has moved on: a settlement, a place in line given back, a pause shared. (A task
 /// dropped once started is not run again: it may have made its call.)
 pub(crate) fn spawn_kept<F>(handle: &Handle, task: F)
@@ -60,6 +61,12 @@ where
     }));
 }
 
+/// How long work handed over from a runtime that is shutting down waits before its first
+/// call: the runtime's other tasks are being dropped meanwhile, and with them the tasks of
+/// the connections made on it, which the Redis store then sees gone and replaces, rather than
+/// fail the call on one.
+pub(crate) const HANDED_OVER_AFTER: Duration = Duration::from_millis(50);
+
 /// A task not yet started: spawned on the process's own runtime when dropped so.
 struct Kept<F: Future<Output = ()> + Send + 'static>(Option<F>);
 
@@ -67,7 +74,10 @@ impl<F: Future<Output = ()> + Send + 'static> Drop for Kept<F> {
     fn drop(&mut self) {
         if let Some(task) = self.0.take() {
             if let Some(runtime) = runtime() {
-                drop(runtime.spawn(task));
+                drop(runtime.spawn(async move {
+                    tokio::time::sleep(HANDED_OVER_AFTER).await;
+                    task.await;
+                }));
             }
         }
     }
