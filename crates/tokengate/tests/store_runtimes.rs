@@ -1,8 +1,9 @@
-//! A store-backed permit that outlives the runtime it was acquired on (a runtime made for one
-//! call, as synchronous code does, then dropped with the permit alive): its lease is still
-//! renewed while it lives, and its slot freed when it ends, from the process's own runtime;
-//! and on Redis, a store connected on such a runtime answers from another. In memory and on
-//! Redis. Real time (the renewals are what is measured), with generous bounds.
+//! A store-backed permit whose runtime stops driving its tasks while it lives (a runtime made
+//! for one call, as synchronous code does, then dropped, or kept but left idle through the
+//! call): its lease is still renewed while it lives, from the process's own runtime, and its
+//! slot freed when it ends; and on Redis, a store connected on such a runtime answers from
+//! another. In memory and on Redis. Real time (the renewals are what is measured), with
+//! generous bounds.
 #![cfg(all(feature = "tokio", feature = "config"))]
 
 #[cfg(feature = "redis")]
@@ -38,18 +39,36 @@ fn in_flight(reader: &tokio::runtime::Runtime, store: &dyn Store) -> u64 {
         .in_flight
 }
 
-/// Acquires a slot of `limiter`'s on `call`, a runtime made for it, then drops `call` with
-/// the permit alive. With a `lease`, the slot is still held after twice the lease (renewed all
-/// along); once the permit ends, it is freed within 5 s (settled, not left to the lease). No
-/// store call fails.
+/// What becomes of the runtime a permit was acquired on, while the permit lives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Dropped.
+    ShutDown,
+    /// Kept, but not driven (nothing blocks on it) until the permit has ended.
+    Idle,
+}
+
+/// Acquires a slot of `limiter`'s on `call`, a runtime made for it, which then shuts down or
+/// idles (`then`) with the permit alive. With a `lease`, the slot is still held after twice
+/// the lease (renewed all along); once the permit ends, it is freed within 5 s (settled, not
+/// left to the lease: an idle runtime is driven again for that). No store call fails but
+/// those `failing` allows.
 fn outlive_the_call(
     limiter: &Limiter,
     call: tokio::runtime::Runtime,
+    then: Then,
     lease: Option<Duration>,
+    failing: u64,
     held: impl Fn() -> u64,
 ) {
     let permit = call.block_on(limiter.acquire(Cost::request())).unwrap();
-    drop(call);
+    let call = match then {
+        Then::ShutDown => {
+            drop(call);
+            None
+        }
+        Then::Idle => Some(call),
+    };
     assert_eq!(held(), 1);
     if let Some(lease) = lease {
         std::thread::sleep(2 * lease);
@@ -62,9 +81,14 @@ fn outlive_the_call(
             start.elapsed() < Duration::from_secs(5),
             "the slot is freed within 5 s"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        let pause = Duration::from_millis(5);
+        match &call {
+            Some(call) => call.block_on(async { tokio::time::sleep(pause).await }),
+            None => std::thread::sleep(pause),
+        }
     }
-    assert_eq!(limiter.store_stats().errors, 0, "no store call failed");
+    let errors = limiter.store_stats().errors;
+    assert!(errors <= failing, "{errors} store calls failed");
 }
 
 #[test]
@@ -76,7 +100,20 @@ fn a_permit_whose_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
         .with_store(Arc::clone(&store))
         .with_store_lease(lease);
     let reader = runtime();
-    outlive_the_call(&limiter, runtime(), Some(lease), || {
+    outlive_the_call(&limiter, runtime(), Then::ShutDown, Some(lease), 0, || {
+        in_flight(&reader, &*store)
+    });
+}
+
+#[test]
+fn a_permit_whose_runtime_idles_keeps_its_slot_and_frees_it_when_it_ends() {
+    let lease = Duration::from_millis(1_500);
+    let store = Arc::new(MemoryStore::new().lease(lease));
+    let limiter = Limiter::new(one_slot())
+        .with_store(Arc::clone(&store))
+        .with_store_lease(lease);
+    let reader = runtime();
+    outlive_the_call(&limiter, runtime(), Then::Idle, Some(lease), 0, || {
         in_flight(&reader, &*store)
     });
 }
@@ -87,20 +124,25 @@ fn a_permit_ended_after_its_runtime_shut_down_frees_its_slot() {
     let store = Arc::new(MemoryStore::new());
     let limiter = Limiter::new(one_slot()).with_store(Arc::clone(&store));
     let reader = runtime();
-    outlive_the_call(&limiter, runtime(), None, || in_flight(&reader, &*store));
+    outlive_the_call(&limiter, runtime(), Then::ShutDown, None, 0, || {
+        in_flight(&reader, &*store)
+    });
 }
 
-/// On Redis, the store connected on the runtime that shuts down (its connection's task goes
-/// with it): renewals and settlement go on a new connection. `lease`: as in memory.
+/// On Redis, the store connected on the runtime that shuts down or idles (its connection's
+/// task goes, or stops, with it): renewals and settlement go on a new connection. The calls'
+/// deadline is short: on an idle runtime's connection, the first renewal from elsewhere fails
+/// at it (the one failure allowed), whereupon the connection is replaced.
 #[cfg(feature = "redis")]
-fn on_redis(lease: Option<Duration>) {
+fn on_redis(then: Then, lease: Option<Duration>) {
     use tokengate::redis::RedisStore;
     let server = common::redis_server::RedisServer::start();
     let on = |runtime: &tokio::runtime::Runtime| {
         let store = runtime
             .block_on(RedisStore::connect(&server.url()))
             .unwrap()
-            .namespace("tokengate-test", "runtimes");
+            .namespace("tokengate-test", "runtimes")
+            .timeout(Duration::from_millis(300));
         match lease {
             Some(lease) => store.lease(lease),
             None => store,
@@ -115,20 +157,29 @@ fn on_redis(lease: Option<Duration>) {
         Some(lease) => limiter.with_store_lease(lease),
         None => limiter,
     };
-    outlive_the_call(&limiter, call, lease, || in_flight(&reader, &read));
+    let failing = u64::from(then == Then::Idle);
+    outlive_the_call(&limiter, call, then, lease, failing, || {
+        in_flight(&reader, &read)
+    });
 }
 
 #[cfg(feature = "redis")]
 #[test]
 fn on_redis_a_permit_whose_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
     // A lease of 3 s, renewed every second.
-    on_redis(Some(Duration::from_secs(3)));
+    on_redis(Then::ShutDown, Some(Duration::from_secs(3)));
 }
 
 #[cfg(feature = "redis")]
 #[test]
 fn on_redis_a_permit_ended_after_its_runtime_shut_down_frees_its_slot() {
-    on_redis(None);
+    on_redis(Then::ShutDown, None);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_permit_whose_runtime_idles_keeps_its_slot_and_frees_it_when_it_ends() {
+    on_redis(Then::Idle, Some(Duration::from_secs(3)));
 }
 
 /// A store connected on a runtime made for that alone, then dropped (its connection's task

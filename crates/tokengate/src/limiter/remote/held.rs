@@ -6,23 +6,19 @@
 //! Each store call runs in a task spawned on the runtime the permit was acquired on (its
 //! [`Handle`]): a permit settles from synchronous code, and may be dropped anywhere. Should
 //! that runtime shut down first (one made for a call, and dropped with the permit alive), its
-//! calls go from the process's own runtime instead, renewals included: the permit's slots
-//! stay held while it lives, and are freed when it ends, not when the lease runs out.
+//! calls go from the process's own runtime instead: its slots are freed when it ends, not
+//! when the lease runs out. (The renewals: [`renewal`].)
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::task::AbortHandle;
 
 use super::counters::Counters;
+use super::renewal::{self, Renewing};
 use crate::cost::Usage;
-use crate::store::background::{self, spawn_kept, HANDED_OVER_AFTER};
+use crate::store::background::spawn_kept;
 use crate::store::{Place, Reservation, Store, StoreBudget};
-
-/// The shortest time between two renewals of a lease (a lease of zero must not spin).
-const MIN_RENEWAL: Duration = Duration::from_millis(1);
 
 /// What a permit of a store-backed limiter holds.
 #[derive(Debug)]
@@ -116,109 +112,15 @@ impl Pending {
             return Held::Unlimited;
         };
         if reserved.reservation.holds_slots() {
-            let renewals = Arc::new(Renewals::default());
-            let renewal = Renewal {
-                store: Arc::clone(&reserved.store),
-                counters: Arc::clone(&reserved.counters),
-                reservation: Arc::clone(&reserved.reservation),
-                every: renew_every.max(MIN_RENEWAL),
-                renewals: Arc::clone(&renewals),
-                handed_over: false,
-            };
-            let task = reserved.handle.spawn(renewal.run());
-            renewals.running(task.abort_handle());
-            reserved.renewal = Some(Renewing(renewals));
+            reserved.renewal = Some(renewal::start(
+                Arc::clone(&reserved.store),
+                Arc::clone(&reserved.counters),
+                Arc::clone(&reserved.reservation),
+                renew_every,
+                &reserved.handle,
+            ));
         }
         Held::Reserved(reserved)
-    }
-}
-
-/// A permit's renewals of its lease, every `every` until it ends, in a task. Should its
-/// runtime drop it first (shut down), it is handed over to the process's own runtime, where
-/// it renews at once (once that runtime is gone: [`HANDED_OVER_AFTER`]), then every `every`.
-struct Renewal {
-    store: Arc<dyn Store>,
-    counters: Arc<Counters>,
-    reservation: Arc<Reservation>,
-    every: Duration,
-    renewals: Arc<Renewals>,
-    /// On the process's own runtime: not handed over again (a store whose renewal panics
-    /// stops being renewed there).
-    handed_over: bool,
-}
-
-impl Renewal {
-    async fn run(self) {
-        if self.handed_over {
-            tokio::time::sleep(HANDED_OVER_AFTER).await;
-            self.renew().await;
-        }
-        loop {
-            tokio::time::sleep(self.every).await;
-            self.renew().await;
-        }
-    }
-
-    async fn renew(&self) {
-        self.counters.call();
-        if let Err(error) = self.store.renew(&self.reservation).await {
-            self.counters.failed("renew", &error, None);
-        }
-    }
-}
-
-impl Drop for Renewal {
-    fn drop(&mut self) {
-        if self.handed_over || self.renewals.ended.load(Ordering::Acquire) {
-            return;
-        }
-        // Dropped while its permit lives: its runtime shut down.
-        let Some(runtime) = background::runtime() else {
-            return;
-        };
-        let again = Renewal {
-            store: Arc::clone(&self.store),
-            counters: Arc::clone(&self.counters),
-            reservation: Arc::clone(&self.reservation),
-            every: self.every,
-            renewals: Arc::clone(&self.renewals),
-            handed_over: true,
-        };
-        let task = runtime.spawn(again.run());
-        self.renewals.running(task.abort_handle());
-    }
-}
-
-/// What a permit's renewals share with it: whether it ended, and the task renewing.
-#[derive(Default)]
-struct Renewals {
-    ended: AtomicBool,
-    task: Mutex<Option<AbortHandle>>,
-}
-
-impl Renewals {
-    /// `task` renews now: ended at once should the permit have ended meanwhile.
-    fn running(&self, task: AbortHandle) {
-        let mut current = self.task.lock().unwrap_or_else(|e| e.into_inner());
-        // (set before the lock is taken to end the task: seen here, or the task is taken)
-        if self.ended.load(Ordering::Acquire) {
-            task.abort();
-        } else {
-            *current = Some(task);
-        }
-    }
-}
-
-/// The renewals of a permit that lives: ended when it is dropped (the permit ended).
-struct Renewing(Arc<Renewals>);
-
-impl Drop for Renewing {
-    fn drop(&mut self) {
-        self.0.ended.store(true, Ordering::Release);
-        let task = self.0.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            task.abort();
-        }
     }
 }
 

@@ -11,6 +11,8 @@
 //! - `held`: a store reservation held by a [`Permit`](crate::Permit): settled, renewed,
 //!   cancelled on the runtime it was acquired on (or the limiter's own, once that one is
 //!   gone).
+//! - `renewal`: a permit's lease renewals, and what keeps them going when its runtime stops
+//!   driving them.
 //! - `fallback`: what a failing store leads to ([`OnStoreError`]).
 //! - `driver`: the runtime that blocking calls, and calls made outside any runtime, use.
 //! - `counters`: [`StoreStats`], and the `tracing` and `metrics` reports.
@@ -23,6 +25,7 @@ mod counters;
 mod driver;
 mod fallback;
 mod held;
+mod renewal;
 mod routes;
 mod state;
 
@@ -170,7 +173,9 @@ impl<C: Clock> Limiter<C> {
     /// the store sees it a moment later). A permit holding in-flight slots renews their lease
     /// every third of [`with_store_lease`](Self::with_store_lease) until it ends. Should that
     /// runtime shut down while the permit lives (one made for a single `block_on`), its
-    /// renewals and its settlement go on from the limiter's own thread. An
+    /// renewals and its settlement go on from the limiter's own thread; should it be a
+    /// current-thread runtime left idle (nothing blocks on it), the limiter's own thread
+    /// renews the lease whenever the renewals there fall behind. An
     /// acquisition dropped while it sleeps towards its instant cancels its reservation the
     /// same way; one dropped while the store's own call is under way leaves what the store
     /// recorded (the safe side: spent, its slots freed when their lease runs out). So does a
