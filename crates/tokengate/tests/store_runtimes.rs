@@ -23,6 +23,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// A multi-thread runtime of one worker, as made for one call too: its tasks are driven
+/// whatever the caller does, until it shuts down.
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 fn one_slot() -> Policy {
     Policy::builder()
         .requests_per_minute(60_000)
@@ -91,31 +101,32 @@ fn outlive_the_call(
     assert!(errors <= failing, "{errors} store calls failed");
 }
 
-#[test]
-fn a_permit_whose_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
-    // A lease of 1.5 s, renewed every 0.5 s.
+/// In memory, a lease of 1.5 s (renewed every 0.5 s), a permit acquired on `call`.
+fn in_memory(call: tokio::runtime::Runtime, then: Then) {
     let lease = Duration::from_millis(1_500);
     let store = Arc::new(MemoryStore::new().lease(lease));
     let limiter = Limiter::new(one_slot())
         .with_store(Arc::clone(&store))
         .with_store_lease(lease);
     let reader = runtime();
-    outlive_the_call(&limiter, runtime(), Then::ShutDown, Some(lease), 0, || {
+    outlive_the_call(&limiter, call, then, Some(lease), 0, || {
         in_flight(&reader, &*store)
     });
 }
 
 #[test]
+fn a_permit_whose_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
+    in_memory(runtime(), Then::ShutDown);
+}
+
+#[test]
+fn a_permit_whose_multi_thread_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
+    in_memory(multi_thread_runtime(), Then::ShutDown);
+}
+
+#[test]
 fn a_permit_whose_runtime_idles_keeps_its_slot_and_frees_it_when_it_ends() {
-    let lease = Duration::from_millis(1_500);
-    let store = Arc::new(MemoryStore::new().lease(lease));
-    let limiter = Limiter::new(one_slot())
-        .with_store(Arc::clone(&store))
-        .with_store_lease(lease);
-    let reader = runtime();
-    outlive_the_call(&limiter, runtime(), Then::Idle, Some(lease), 0, || {
-        in_flight(&reader, &*store)
-    });
+    in_memory(runtime(), Then::Idle);
 }
 
 #[test]
@@ -134,7 +145,7 @@ fn a_permit_ended_after_its_runtime_shut_down_frees_its_slot() {
 /// deadline is short: on an idle runtime's connection, the first renewal from elsewhere fails
 /// at it (the one failure allowed), whereupon the connection is replaced.
 #[cfg(feature = "redis")]
-fn on_redis(then: Then, lease: Option<Duration>) {
+fn on_redis(call: tokio::runtime::Runtime, then: Then, lease: Option<Duration>) {
     use tokengate::redis::RedisStore;
     let server = common::redis_server::RedisServer::start();
     let on = |runtime: &tokio::runtime::Runtime| {
@@ -151,7 +162,6 @@ fn on_redis(then: Then, lease: Option<Duration>) {
     // What the store holds, read on a connection of a runtime that lives.
     let reader = runtime();
     let read = on(&reader);
-    let call = runtime();
     let limiter = Limiter::new(one_slot()).with_store(on(&call));
     let limiter = match lease {
         Some(lease) => limiter.with_store_lease(lease),
@@ -167,19 +177,30 @@ fn on_redis(then: Then, lease: Option<Duration>) {
 #[test]
 fn on_redis_a_permit_whose_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends() {
     // A lease of 3 s, renewed every second.
-    on_redis(Then::ShutDown, Some(Duration::from_secs(3)));
+    on_redis(runtime(), Then::ShutDown, Some(Duration::from_secs(3)));
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_permit_whose_multi_thread_runtime_shut_down_keeps_its_slot_and_frees_it_when_it_ends()
+{
+    on_redis(
+        multi_thread_runtime(),
+        Then::ShutDown,
+        Some(Duration::from_secs(3)),
+    );
 }
 
 #[cfg(feature = "redis")]
 #[test]
 fn on_redis_a_permit_ended_after_its_runtime_shut_down_frees_its_slot() {
-    on_redis(Then::ShutDown, None);
+    on_redis(runtime(), Then::ShutDown, None);
 }
 
 #[cfg(feature = "redis")]
 #[test]
 fn on_redis_a_permit_whose_runtime_idles_keeps_its_slot_and_frees_it_when_it_ends() {
-    on_redis(Then::Idle, Some(Duration::from_secs(3)));
+    on_redis(runtime(), Then::Idle, Some(Duration::from_secs(3)));
 }
 
 /// A store connected on a runtime made for that alone, then dropped (its connection's task
