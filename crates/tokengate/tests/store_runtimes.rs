@@ -6,7 +6,6 @@
 //! generous bounds.
 #![cfg(all(feature = "tokio", feature = "config"))]
 
-#[cfg(feature = "redis")]
 mod common;
 
 use std::sync::Arc;
@@ -49,6 +48,21 @@ fn in_flight(reader: &tokio::runtime::Runtime, store: &dyn Store) -> u64 {
         .in_flight
 }
 
+/// Checks, every 20 ms for `time`, that the slot is held: a lease that lapsed, even if renewed
+/// after (a renewal extends a lease the store has not yet dropped), is seen.
+fn held_throughout(time: Duration, held: &impl Fn() -> u64) {
+    let start = Instant::now();
+    while start.elapsed() < time {
+        assert_eq!(
+            held(),
+            1,
+            "the lease was renewed ({:?} in)",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What becomes of the runtime a permit was acquired on, while the permit lives.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Then {
@@ -57,6 +71,8 @@ enum Then {
     /// Kept, but not driven (nothing blocks on it) until the permit has ended.
     Idle,
 }
+
+use common::logged_store::Logged;
 
 /// Acquires a slot of `limiter`'s on `call`, a runtime made for it, which then shuts down or
 /// idles (`then`) with the permit alive. With a `lease`, the slot is still held after twice
@@ -81,8 +97,7 @@ fn outlive_the_call(
     };
     assert_eq!(held(), 1);
     if let Some(lease) = lease {
-        std::thread::sleep(2 * lease);
-        assert_eq!(held(), 1, "the lease was renewed");
+        held_throughout(2 * lease, &held);
     }
     drop(permit);
     let start = Instant::now();
@@ -127,6 +142,35 @@ fn a_permit_whose_multi_thread_runtime_shut_down_keeps_its_slot_and_frees_it_whe
 #[test]
 fn a_permit_whose_runtime_idles_keeps_its_slot_and_frees_it_when_it_ends() {
     in_memory(runtime(), Then::Idle);
+}
+
+/// A permit's runtime left idle in the middle of a renewal (a `block_on` ends while the
+/// renewal waits for its answer, which that runtime would deliver): the lease runs from the
+/// renewal before, and is renewed from elsewhere in time.
+#[test]
+fn a_permit_whose_runtime_idles_in_the_middle_of_a_renewal_keeps_its_slot() {
+    // A lease of 1.5 s, renewed every 0.5 s; each renewal takes 0.2 s.
+    let lease = Duration::from_millis(1_500);
+    let store = Arc::new(
+        Logged::new(MemoryStore::new().lease(lease)).slow_renewals(Duration::from_millis(200)),
+    );
+    let limiter = Limiter::new(one_slot())
+        .with_store(Arc::clone(&store))
+        .with_store_lease(lease);
+    let call = runtime();
+    let permit = call.block_on(limiter.acquire(Cost::request())).unwrap();
+    // Driven until the first renewal is under way (from 0.5 s to 0.7 s), then left idle.
+    call.block_on(async { tokio::time::sleep(Duration::from_millis(600)).await });
+    assert_eq!(store.in_flight(), 1, "a renewal is under way");
+    let reader = runtime();
+    let held = || in_flight(&reader, store.inner());
+    held_throughout(2 * lease, &held);
+    drop(permit);
+    let start = Instant::now();
+    while held() != 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "freed within 5 s");
+        call.block_on(async { tokio::time::sleep(Duration::from_millis(5)).await });
+    }
 }
 
 #[test]

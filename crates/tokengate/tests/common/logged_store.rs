@@ -6,6 +6,8 @@
 //!   on, exactly.
 //! - The calls in flight now, the most ever in flight at once, and the slowest call: a store
 //!   whose calls pile up or hang shows here.
+//! - Optionally, renewals made slow ([`Logged::slow_renewals`]): a renewal under way for a
+//!   while, as on a distant store.
 //! - Per task, what the last acquisition asked of the store led to ([`LAST_ASK`], a tokio
 //!   task-local the wrapper sets when the task has one in scope): so a task that got a permit
 //!   from a store-backed `Limiter` knows whether the store admitted it or the limiter fell back
@@ -65,6 +67,8 @@ pub struct Logged<S> {
     calls: AtomicU64,
     failures: AtomicU64,
     slowest_ns: AtomicU64,
+    /// How long each renewal waits (on the caller's runtime) before it goes to the store.
+    renew_delay: Duration,
 }
 
 impl<S: Store> Logged<S> {
@@ -77,7 +81,15 @@ impl<S: Store> Logged<S> {
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             slowest_ns: AtomicU64::new(0),
+            renew_delay: Duration::ZERO,
         }
+    }
+
+    /// Each renewal waits `delay`, on the tokio runtime that makes it, before it goes to the
+    /// store inside (counted in flight meanwhile).
+    pub fn slow_renewals(mut self, delay: Duration) -> Self {
+        self.renew_delay = delay;
+        self
     }
 
     /// The store inside.
@@ -195,7 +207,13 @@ impl<S: Store> Store for Logged<S> {
     }
 
     fn renew<'a>(&'a self, reservation: &'a Reservation) -> StoreFuture<'a, ()> {
-        Box::pin(self.counted(self.inner.renew(reservation)))
+        let delay = self.renew_delay;
+        Box::pin(self.counted(Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            self.inner.renew(reservation).await
+        })))
     }
 
     fn pause<'a>(

@@ -5,7 +5,7 @@
 //!   are handed over to the process's own runtime;
 //! - it is a current-thread runtime, which runs its tasks only while something blocks on it:
 //!   left idle through a long call, it renews nothing. A watchdog on the process's own runtime
-//!   renews whenever the renewals there fall silent for longer than their interval (real
+//!   renews whenever the renewals there fall silent for an interval and a quarter (real
 //!   time), and stays quiet while they keep up (a runtime driven, or its clock paused by a
 //!   test: its renewals then come faster than real time).
 //!
@@ -90,9 +90,7 @@ impl Renewal {
             Runs::Here | Runs::Watched => loop {
                 tokio::time::sleep(self.every).await;
                 self.renewals.heard();
-                self.renewals.busy.store(true, Ordering::Release);
                 self.renew().await;
-                self.renewals.busy.store(false, Ordering::Release);
                 self.renewals.heard();
             },
             Runs::HandedOver => {
@@ -103,18 +101,13 @@ impl Renewal {
                 }
             }
             Runs::Watchdog => loop {
-                tokio::time::sleep(self.every / 2).await;
-                // Silent: no renewal begun or ended for an interval, or one under way for a
-                // whole lease (a call that stalls that long stops at its deadline: its runtime
-                // no longer drives it).
-                let quiet = self.renewals.quiet();
-                let silent = if self.renewals.busy.load(Ordering::Acquire) {
-                    quiet >= 3 * self.every
-                } else {
-                    quiet >= self.every
-                };
+                tokio::time::sleep(self.every / 4).await;
+                // Silent: no renewal begun or ended there for an interval and a quarter (its
+                // timer may be late; a renewal under way for that long has stalled, or its
+                // runtime stopped driving it: its lease runs from the renewal before, and
+                // lapses an interval and three quarters later).
                 // (a failed renewal is tried again at the next look)
-                if silent && self.renew().await {
+                if self.renewals.quiet() >= self.every + self.every / 4 && self.renew().await {
                     self.renewals.heard();
                 }
             },
@@ -136,10 +129,6 @@ impl Renewal {
 
 impl Drop for Renewal {
     fn drop(&mut self) {
-        if self.runs == Runs::Watched {
-            // (dropped mid-renewal, its runtime shut down: the watchdog is not to wait for it)
-            self.renewals.busy.store(false, Ordering::Release);
-        }
         if self.runs != Runs::Here || self.renewals.ended.load(Ordering::Acquire) {
             return;
         }
@@ -164,11 +153,9 @@ impl Drop for Renewal {
 struct Renewals {
     /// Set when the permit ends.
     ended: AtomicBool,
-    /// When the loop on the permit's runtime last woke or finished a renewal (or the permit
-    /// was admitted), in real time: nanoseconds since [`base`].
+    /// When the loop on the permit's runtime last began or ended a renewal (or the permit
+    /// was admitted), or the watchdog last renewed, in real time: nanoseconds since [`base`].
     heard: AtomicU64,
-    /// Whether that loop is in a renewal.
-    busy: AtomicBool,
     /// The loops' tasks, ended with the permit.
     tasks: Mutex<Vec<AbortHandle>>,
 }
