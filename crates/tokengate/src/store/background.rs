@@ -46,9 +46,10 @@ pub(crate) fn runtime() -> Option<Handle> {
 
 /// Spawns `task` on `handle`, or, should that runtime drop it before it starts (the runtime
 /// is shutting down, or has shut down: one made for a call, say, and dropped with the permit
-/// still alive), on the process's own runtime ([`runtime`]), [`HANDED_OVER_AFTER`] later. For what must be done once its
-/// caller has moved on: a settlement, a place in line given back, a pause shared. (A task
-/// dropped once started is not run again: it may have made its call.)
+/// still alive), on the process's own runtime ([`runtime`]), [`HANDED_OVER_AFTER`] later.
+/// For what must be done once its caller has moved on: a settlement, a place in line given
+/// back, a pause shared. (A task dropped once started is not run again: it may have made its
+/// call.)
 pub(crate) fn spawn_kept<F>(handle: &Handle, task: F)
 where
     F: Future<Output = ()> + Send + 'static,

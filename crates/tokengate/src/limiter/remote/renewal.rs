@@ -39,24 +39,27 @@ pub(super) fn start(
     let renewals = Arc::new(Renewals::default());
     renewals.heard();
     // A current-thread runtime other than the process's own (which its thread always drives)
-    // may stop being driven: watched.
-    let watchdog = handle.runtime_flavor() == RuntimeFlavor::CurrentThread
-        && background::runtime().is_some_and(|own| own.id() != handle.id());
-    let renewal = |runs| Renewal {
-        store: Arc::clone(&store),
-        counters: Arc::clone(&counters),
-        reservation: Arc::clone(&reservation),
+    // may stop being driven: watched from the process's own.
+    let watchdog = (handle.runtime_flavor() == RuntimeFlavor::CurrentThread)
+        .then(background::runtime)
+        .flatten()
+        .filter(|own| own.id() != handle.id());
+    let here = Renewal {
+        store,
+        counters,
+        reservation,
         every,
         renewals: Arc::clone(&renewals),
-        runs,
+        runs: if watchdog.is_some() {
+            Runs::Watched
+        } else {
+            Runs::Here
+        },
     };
-    let here = renewal(if watchdog { Runs::Watched } else { Runs::Here });
-    renewals.running(handle.spawn(here.run()).abort_handle());
-    if watchdog {
-        if let Some(own) = background::runtime() {
-            renewals.running(own.spawn(renewal(Runs::Watchdog).run()).abort_handle());
-        }
+    if let Some(own) = watchdog {
+        renewals.running(own.spawn(here.again(Runs::Watchdog).run()).abort_handle());
     }
+    renewals.running(handle.spawn(here.run()).abort_handle());
     Renewing(renewals)
 }
 
@@ -85,6 +88,18 @@ struct Renewal {
 }
 
 impl Renewal {
+    /// Another loop of the same permit's renewals, running as `runs`.
+    fn again(&self, runs: Runs) -> Renewal {
+        Renewal {
+            store: Arc::clone(&self.store),
+            counters: Arc::clone(&self.counters),
+            reservation: Arc::clone(&self.reservation),
+            every: self.every,
+            renewals: Arc::clone(&self.renewals),
+            runs,
+        }
+    }
+
     async fn run(self) {
         match self.runs {
             Runs::Here | Runs::Watched => loop {
@@ -136,14 +151,7 @@ impl Drop for Renewal {
         let Some(own) = background::runtime() else {
             return;
         };
-        let again = Renewal {
-            store: Arc::clone(&self.store),
-            counters: Arc::clone(&self.counters),
-            reservation: Arc::clone(&self.reservation),
-            every: self.every,
-            renewals: Arc::clone(&self.renewals),
-            runs: Runs::HandedOver,
-        };
+        let again = self.again(Runs::HandedOver);
         self.renewals.running(own.spawn(again.run()).abort_handle());
     }
 }
