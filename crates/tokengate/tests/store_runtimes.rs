@@ -11,8 +11,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::logged_store::Logged;
 use tokengate::store::{MemoryStore, Store, StoreBudget};
-use tokengate::{Cost, Limiter, Policy};
+use tokengate::{Cost, Limiter, Permit, Policy, SystemClock};
 
 /// A current-thread runtime, as made for one call.
 fn runtime() -> tokio::runtime::Runtime {
@@ -72,8 +73,6 @@ enum Then {
     Idle,
 }
 
-use common::logged_store::Logged;
-
 /// Acquires a slot of `limiter`'s on `call`, a runtime made for it, which then shuts down or
 /// idles (`then`) with the permit alive. With a `lease`, the slot is still held after twice
 /// the lease (renewed all along); once the permit ends, it is freed within 5 s (settled, not
@@ -95,9 +94,22 @@ fn outlive_the_call(
         }
         Then::Idle => Some(call),
     };
+    held_then_freed(permit, call.as_ref(), lease, &held);
+    let errors = limiter.store_stats().errors;
+    assert!(errors <= failing, "{errors} store calls failed");
+}
+
+/// `permit`'s slot is held, and with a `lease` still after twice the lease; once `permit`
+/// ends, it is freed within 5 s (with `idle`, the runtime it was acquired on, driven again).
+fn held_then_freed(
+    permit: Permit<'_, SystemClock>,
+    idle: Option<&tokio::runtime::Runtime>,
+    lease: Option<Duration>,
+    held: &impl Fn() -> u64,
+) {
     assert_eq!(held(), 1);
     if let Some(lease) = lease {
-        held_throughout(2 * lease, &held);
+        held_throughout(2 * lease, held);
     }
     drop(permit);
     let start = Instant::now();
@@ -107,13 +119,11 @@ fn outlive_the_call(
             "the slot is freed within 5 s"
         );
         let pause = Duration::from_millis(5);
-        match &call {
+        match idle {
             Some(call) => call.block_on(async { tokio::time::sleep(pause).await }),
             None => std::thread::sleep(pause),
         }
     }
-    let errors = limiter.store_stats().errors;
-    assert!(errors <= failing, "{errors} store calls failed");
 }
 
 /// In memory, a lease of 1.5 s (renewed every 0.5 s), a permit acquired on `call`.
@@ -163,14 +173,9 @@ fn a_permit_whose_runtime_idles_in_the_middle_of_a_renewal_keeps_its_slot() {
     call.block_on(async { tokio::time::sleep(Duration::from_millis(600)).await });
     assert_eq!(store.in_flight(), 1, "a renewal is under way");
     let reader = runtime();
-    let held = || in_flight(&reader, store.inner());
-    held_throughout(2 * lease, &held);
-    drop(permit);
-    let start = Instant::now();
-    while held() != 0 {
-        assert!(start.elapsed() < Duration::from_secs(5), "freed within 5 s");
-        call.block_on(async { tokio::time::sleep(Duration::from_millis(5)).await });
-    }
+    held_then_freed(permit, Some(&call), Some(lease), &|| {
+        in_flight(&reader, store.inner())
+    });
 }
 
 #[test]
