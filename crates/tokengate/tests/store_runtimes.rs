@@ -71,13 +71,15 @@ enum Then {
     ShutDown,
     /// Kept, but not driven (nothing blocks on it) until the permit has ended.
     Idle,
+    /// Kept, and never driven again, not even once the permit has ended.
+    IdleForGood,
 }
 
 /// Acquires a slot of `limiter`'s on `call`, a runtime made for it, which then shuts down or
 /// idles (`then`) with the permit alive. With a `lease`, the slot is still held after twice
 /// the lease (renewed all along); once the permit ends, it is freed within 5 s (settled, not
-/// left to the lease: an idle runtime is driven again for that). No store call fails but
-/// those `failing` allows.
+/// left to the lease: an idle runtime is driven again for that, unless idle for good). No
+/// store call fails but those `failing` allows.
 fn outlive_the_call(
     limiter: &Limiter,
     call: tokio::runtime::Runtime,
@@ -92,9 +94,10 @@ fn outlive_the_call(
             drop(call);
             None
         }
-        Then::Idle => Some(call),
+        Then::Idle | Then::IdleForGood => Some(call),
     };
-    held_then_freed(permit, call.as_ref(), lease, &held);
+    let driven = call.as_ref().filter(|_| then == Then::Idle);
+    held_then_freed(permit, driven, lease, &held);
     let errors = limiter.store_stats().errors;
     assert!(errors <= failing, "{errors} store calls failed");
 }
@@ -189,10 +192,10 @@ fn a_permit_ended_after_its_runtime_shut_down_frees_its_slot() {
     });
 }
 
-/// On Redis, the store connected on the runtime that shuts down or idles (its connection's
-/// task goes, or stops, with it): renewals and settlement go on a new connection. The calls'
-/// deadline is short: on an idle runtime's connection, the first renewal from elsewhere fails
-/// at it (the one failure allowed), whereupon the connection is replaced.
+/// On Redis, the store connected on the runtime that shuts down or idles: its connection is
+/// made on a runtime that is always driven (a connection made on this one would go, or stop,
+/// with it), and no call fails. The calls' deadline is short, so that a call on a connection
+/// that stopped would fail within the test.
 #[cfg(feature = "redis")]
 fn on_redis(call: tokio::runtime::Runtime, then: Then, lease: Option<Duration>) {
     use tokengate::redis::RedisStore;
@@ -216,10 +219,7 @@ fn on_redis(call: tokio::runtime::Runtime, then: Then, lease: Option<Duration>) 
         Some(lease) => limiter.with_store_lease(lease),
         None => limiter,
     };
-    let failing = u64::from(then == Then::Idle);
-    outlive_the_call(&limiter, call, then, lease, failing, || {
-        in_flight(&reader, &read)
-    });
+    outlive_the_call(&limiter, call, then, lease, 0, || in_flight(&reader, &read));
 }
 
 #[cfg(feature = "redis")]
@@ -250,6 +250,51 @@ fn on_redis_a_permit_ended_after_its_runtime_shut_down_frees_its_slot() {
 #[test]
 fn on_redis_a_permit_whose_runtime_idles_keeps_its_slot_and_frees_it_when_it_ends() {
     on_redis(runtime(), Then::Idle, Some(Duration::from_secs(3)));
+}
+
+/// On Redis, a permit ended while the current-thread runtime it was acquired on idles for
+/// good: its settlement goes from a runtime that is driven, and frees the slot (no lease
+/// renewed: the default lease is far longer than the test).
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_permit_ended_while_its_runtime_idles_for_good_frees_its_slot() {
+    on_redis(runtime(), Then::IdleForGood, None);
+}
+
+/// On Redis, a provider's pause reported on a current-thread runtime that then idles for good
+/// reaches the store, for every process sharing it, without that runtime being driven again.
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_pause_reported_on_a_runtime_left_idle_is_shared() {
+    use tokengate::redis::RedisStore;
+    let server = common::redis_server::RedisServer::start();
+    let call = runtime();
+    let store = call
+        .block_on(RedisStore::connect(&server.url()))
+        .unwrap()
+        .namespace("tokengate-test", "runtimes");
+    let limiter = Limiter::new(one_slot()).with_store(store);
+    call.block_on(async { limiter.pause(Duration::from_secs(30)) });
+    let reader = runtime();
+    let read = reader
+        .block_on(RedisStore::connect(&server.url()))
+        .unwrap()
+        .namespace("tokengate-test", "runtimes");
+    let start = Instant::now();
+    let paused = loop {
+        let snapshot = reader
+            .block_on(read.snapshot(&StoreBudget::new("account", one_slot())))
+            .unwrap();
+        if !snapshot.paused_for.is_zero() || start.elapsed() > Duration::from_secs(5) {
+            break snapshot.paused_for;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        paused > Duration::from_secs(20),
+        "the pause is shared within 5 s ({paused:?} left)"
+    );
+    assert_eq!(limiter.store_stats().errors, 0);
 }
 
 /// A store connected on a runtime made for that alone, then dropped (its connection's task

@@ -72,11 +72,7 @@ impl RedisStore<ClusterConnection> {
             .max_retry_wait(MAX_RETRY_WAIT_MS)
             .build()
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let make = maker(client);
-        let first = make()
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let store = Self::made(Some(first), make);
+        let store = Self::made(maker(client)).await?;
         // Freed slots are published cluster-wide: any node's subscription hears them.
         Ok(match nodes.first().map(|n| redis::Client::open(*n)) {
             Some(Ok(node)) => store.subscribing_through(node),

@@ -10,10 +10,13 @@
 //! out with no reply on that connection since the call was sent: a slow server that still
 //! answers other calls keeps its connection, a silent one is given up at the first deadline.
 //!
-//! A connection's task lives on the runtime it was made on, and goes when that runtime shuts
-//! down (one made for a single `block_on` to connect, say, then dropped): every call on it
-//! would then fail once, and the connection reconnect. So a connection the store made is
-//! replaced before its next call when the runtime it was made on is gone.
+//! A connection's task lives on the runtime it was made on. So a connection the store makes
+//! is made on a runtime that is always driven: the caller's when it has worker threads, else
+//! the process's own (a current-thread runtime runs its tasks only while something blocks on
+//! it, and one made for a single `block_on` to connect is left idle, or dropped, after it).
+//! A runtime with worker threads may still shut down, and its tasks go with it: every call
+//! on the connection would then fail once, and the connection reconnect. So a connection the
+//! store made is replaced before its next call when the runtime it was made on is gone.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +26,8 @@ use std::time::Instant;
 
 use redis::RedisResult;
 use tokio::sync::OnceCell;
+
+use crate::store::background::driven;
 
 /// Makes a new connection: what connecting takes (nothing, for a connection that connects on
 /// its first call). Called, and awaited, on the runtime of the call that needs it; by one
@@ -112,16 +117,32 @@ impl<C: Clone> Clone for Link<C> {
     }
 }
 
-impl<C: Clone> Link<C> {
+impl<C: Clone + Send + Sync + 'static> Link<C> {
     /// The caller's connection.
     pub(super) fn given(connection: C) -> Self {
         Self::Given(connection)
     }
 
-    /// Connections made by `make`, starting with `first` (`None`: made at the first call).
+    /// Connections made by `make`, starting with `first` (`None`: made at the first call),
+    /// which was made on the runtime current now.
     pub(super) fn made(first: Option<C>, make: Make<C>) -> Self {
-        // (made by the caller, on the runtime current now)
-        let first = first.map(Made::watched);
+        Self::starting_with(first.map(Made::watched), make)
+    }
+
+    /// Connections made by `make`, starting with the one `first` makes now (on a runtime
+    /// always driven: see [`on_driven`]).
+    ///
+    /// # Errors
+    /// What making it failed with.
+    pub(super) async fn connected<F>(first: F, make: Make<C>) -> RedisResult<Self>
+    where
+        F: Future<Output = RedisResult<C>> + Send + 'static,
+    {
+        let first = on_driven(async move { Ok(Made::watched(first.await?)) }).await?;
+        Ok(Self::starting_with(Some(first), make))
+    }
+
+    fn starting_with(first: Option<Made<C>>, make: Make<C>) -> Self {
         Self::Made(Arc::new(Rotating {
             make,
             current: Mutex::new((Arc::new(OnceCell::new_with(first)), 0)),
@@ -152,8 +173,9 @@ impl<C: Clone> Link<C> {
                     (Arc::clone(&current.0), current.1)
                 };
                 let made = cell
-                    .get_or_try_init(|| async {
-                        Ok::<_, redis::RedisError>(Made::watched((r.make)().await?))
+                    .get_or_try_init(|| {
+                        let r = Arc::clone(r);
+                        on_driven(async move { Ok(Made::watched((r.make)().await?)) })
                     })
                     .await?;
                 if made.runtime_gone() && !retried {
@@ -200,6 +222,32 @@ impl<C: Clone> Link<C> {
             Self::Given(_) => 0,
             Self::Made(r) => r.replaced.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Runs `make` (a connection made, and [`Made::watched`]) on a runtime that is always driven
+/// ([`driven`]): the current one when it has worker threads, else the process's own. A
+/// connection's tasks live on the runtime it was made on, and those of one made on a
+/// current-thread runtime stop whenever that runtime idles between calls (a store connected
+/// in a `block_on` of its own, then used from `acquire_blocking`, or from tasks handed to
+/// the process's own runtime): its calls would then fail at their deadline.
+async fn on_driven<T, F>(make: F) -> RedisResult<T>
+where
+    T: Send + 'static,
+    F: Future<Output = RedisResult<T>> + Send + 'static,
+{
+    let current = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+    match driven() {
+        Some(runtime) if Some(runtime.id()) != current => {
+            runtime.spawn(make).await.unwrap_or_else(|e| {
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the runtime making the connection stopped",
+                    e.to_string(),
+                )))
+            })
+        }
+        _ => make.await,
     }
 }
 
@@ -328,10 +376,18 @@ mod tests {
         assert_eq!(lend(&link).unwrap().connection, 1, "and keeps it");
     }
 
+    /// A runtime with a worker thread: connections lent on it are made on it.
+    fn multi_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .expect("a runtime")
+    }
+
     #[test]
     fn a_connection_made_on_a_runtime_since_shut_down_is_replaced_before_its_next_call() {
         let link = counting();
-        let made_on = runtime();
+        let made_on = multi_thread_runtime();
         // The first, made outside any runtime, then one made on `made_on`.
         let first = lend(&link).unwrap();
         assert!(link.stalled(&first, Instant::now()));
@@ -345,20 +401,41 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_lent_on_a_current_thread_runtime_is_made_on_the_process_own() {
+        let link = counting();
+        let first = lend(&link).unwrap();
+        assert!(link.stalled(&first, Instant::now()));
+        // Made for a call on a current-thread runtime, which may idle between calls, or stop.
+        let call = runtime();
+        assert_eq!(call.block_on(link.lend()).unwrap().connection, 1);
+        assert_eq!(
+            call.metrics().num_alive_tasks(),
+            0,
+            "nothing of it runs there"
+        );
+        drop(call);
+        assert_eq!(
+            lend(&link).unwrap().connection,
+            1,
+            "it outlives that runtime"
+        );
+    }
+
+    #[test]
     fn a_connection_given_up_leaves_no_task_behind() {
         let link = counting();
-        let made_on = runtime();
+        let made_on = multi_thread_runtime();
         for _ in 0..10 {
             let lent = made_on.block_on(link.lend()).unwrap();
             assert!(link.stalled(&lent, Instant::now()));
         }
-        // The watches of the ten connections given up end; the current one's stays.
-        made_on.block_on(async {
-            link.lend().await.unwrap();
-            for _ in 0..4 {
-                tokio::task::yield_now().await;
-            }
-        });
+        // The watches of the ten connections given up end (on the runtime's worker, within
+        // 5 s); the current one's stays.
+        made_on.block_on(link.lend()).unwrap();
+        let start = Instant::now();
+        while made_on.metrics().num_alive_tasks() > 1 && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(made_on.metrics().num_alive_tasks(), 1);
     }
 

@@ -218,12 +218,15 @@ impl RedisStore<ConnectionManager> {
         super::client::default_crypto_provider();
         let first = tokio::time::timeout(
             DEFAULT_TIMEOUT,
-            ConnectionManager::new_with_config(client.clone(), manager_config()),
+            Link::connected(
+                ConnectionManager::new_with_config(client.clone(), manager_config()),
+                maker(client.clone()),
+            ),
         )
         .await
         .map_err(|_| timed_out(DEFAULT_TIMEOUT))?
         .map_err(backend)?;
-        let mut store = Self::on_link(Link::made(Some(first), maker(client.clone())));
+        let mut store = Self::on_link(first);
         store.client = Some(client);
         Ok(store)
     }
@@ -276,11 +279,15 @@ where
         Self::on_link(Link::given(connection))
     }
 
-    /// A store on connections `make` makes, starting with `first` (`None`: made at the first
-    /// call), each given up for a new one when it stops answering.
+    /// A store on connections `make` makes, starting with one it makes now, each given up
+    /// for a new one when it stops answering.
+    ///
+    /// # Errors
+    /// What making the first failed with.
     #[cfg(feature = "redis-cluster")]
-    pub(super) fn made(first: Option<C>, make: super::connection::Make<C>) -> Self {
-        Self::on_link(Link::made(first, make))
+    pub(super) async fn made(make: super::connection::Make<C>) -> Result<Self, StoreError> {
+        let link = Link::connected(make(), make).await.map_err(backend)?;
+        Ok(Self::on_link(link))
     }
 
     fn on_link(link: Link<C>) -> Self {
@@ -694,7 +701,12 @@ where
 }
 
 /// A call on `lent` sent at `sent` had no reply within its deadline.
-fn stalled<C: Clone>(link: &Link<C>, deadline: Duration, lent: &Lent<C>, sent: std::time::Instant) {
+fn stalled<C: Clone + Send + Sync + 'static>(
+    link: &Link<C>,
+    deadline: Duration,
+    lent: &Lent<C>,
+    sent: std::time::Instant,
+) {
     if link.stalled(lent, sent) {
         #[cfg(feature = "tracing")]
         tracing::warn!(
@@ -811,6 +823,12 @@ where
             Ok(ready) => self.releases.mark(&ready.keys.state),
             Err(_) => 0,
         }
+    }
+
+    /// True: every call reads the server's clock and has its own deadline, and a connection
+    /// the store made whose runtime stops driving it is replaced (see [`RedisStore`]).
+    fn any_runtime(&self) -> bool {
+        true
     }
 
     fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {

@@ -375,4 +375,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = (budget, mark);
         Box::pin(std::future::pending())
     }
+
+    /// Whether this store's calls may run on any tokio runtime rather than their caller's:
+    /// true for a store that reads no clock of the caller's runtime (the Redis store, whose
+    /// clock is the server's). A limiter then sends what goes on after its caller has moved
+    /// on (a settlement, a lease's renewals, a place in line given back, a provider's pause
+    /// shared) from a runtime that is always driven: the caller's when it has worker
+    /// threads, else one of its own. A current-thread runtime left idle between calls would
+    /// otherwise hold them until it is driven again. False (the default): they run on the
+    /// caller's runtime, as a store on a test's paused clock needs.
+    ///
+    /// ```
+    /// use tokengate::store::{MemoryStore, Store};
+    ///
+    /// // The in-memory store reads its own clock, which may be a runtime's.
+    /// assert!(!MemoryStore::new().any_runtime());
+    /// ```
+    fn any_runtime(&self) -> bool {
+        false
+    }
 }

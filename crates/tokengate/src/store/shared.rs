@@ -63,4 +63,8 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {
         (**self).released(budget, mark)
     }
+
+    fn any_runtime(&self) -> bool {
+        (**self).any_runtime()
+    }
 }

@@ -254,4 +254,8 @@ impl<S: Store> Store for Logged<S> {
     fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {
         self.inner.released(budget, mark)
     }
+
+    fn any_runtime(&self) -> bool {
+        self.inner.any_runtime()
+    }
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::super::keys::KeyNames;
 use super::super::{Limiter, Permit};
+use super::driver;
 use super::held::{Pending, Places};
 use super::{Held, StoreLink};
 use crate::clock::Clock;
@@ -55,6 +56,8 @@ impl<C: Clock> Limiter<C> {
                 (st.max_pause, st.store.lease)
             };
             let (store, route) = link.route(key.as_deref())?;
+            // Where the calls that outlive this one run: its settlement, renewals, places.
+            let handle = driver::spawner(&*store).unwrap_or(handle);
             if route.budgets.is_empty() {
                 // No budget limits this key (a config without `[account]`, a model it passes):
                 // nothing to ask.

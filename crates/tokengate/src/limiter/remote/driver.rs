@@ -19,10 +19,15 @@ use super::StoreLink;
 use crate::clock::Clock;
 use crate::cost::Cost;
 use crate::error::AcquireError;
-use crate::store::background;
+use crate::store::{background, Store};
 
-/// Where a task started now runs: the runtime this thread is in, else the background one.
-pub(super) fn spawner() -> Option<Handle> {
+/// Where a task started now on `store` runs: a runtime always driven when the store's calls
+/// may run on any ([`Store::any_runtime`]), else the runtime this thread is in; the background
+/// one outside any.
+pub(super) fn spawner(store: &dyn Store) -> Option<Handle> {
+    if store.any_runtime() {
+        return background::driven();
+    }
     Handle::try_current().ok().or_else(background::runtime)
 }
 

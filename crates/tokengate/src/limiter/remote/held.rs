@@ -4,10 +4,12 @@
 //! that gives back the places in line of an acquisition that will not ask again.
 //!
 //! Each store call runs in a task spawned on the runtime the permit was acquired on (its
-//! [`Handle`]): a permit settles from synchronous code, and may be dropped anywhere. Should
-//! that runtime shut down first (one made for a call, and dropped with the permit alive), its
-//! calls go from the process's own runtime instead: its slots are freed when it ends, not
-//! when the lease runs out. (The renewals: [`renewal`].)
+//! [`Handle`]), or, for a store whose calls may run on any ([`Store::any_runtime`]: Redis),
+//! on one that is always driven (the process's own in place of a current-thread runtime,
+//! which may be left idle between calls): a permit settles from synchronous code, and may be
+//! dropped anywhere. Should that runtime shut down first (one made for a call, and dropped
+//! with the permit alive), its calls go from the process's own runtime instead: its slots are
+//! freed when it ends, not when the lease runs out. (The renewals: [`renewal`].)
 
 use std::sync::Arc;
 use std::time::Duration;

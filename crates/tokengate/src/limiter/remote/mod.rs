@@ -405,7 +405,7 @@ impl<C: Clock> Limiter<C> {
         let Some(budget) = route.provider().cloned() else {
             return;
         };
-        let Some(handle) = driver::spawner() else {
+        let Some(handle) = driver::spawner(&*store) else {
             return;
         };
         let Some(work) = call(store, budget) else {

@@ -1,6 +1,6 @@
 //! The renewals of a permit's in-flight lease, every third of the lease while it lives, on the
-//! runtime it was acquired on; and what keeps them going when that runtime stops driving
-//! them:
+//! runtime its calls run on (the one it was acquired on, or one always driven: see
+//! [`held`](super::held)); and what keeps them going when that runtime stops driving them:
 //! - it shuts down (a runtime made for one call, dropped with the permit alive): the renewals
 //!   are handed over to the process's own runtime;
 //! - it is a current-thread runtime, which runs its tasks only while something blocks on it:
