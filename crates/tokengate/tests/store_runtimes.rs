@@ -115,6 +115,12 @@ fn held_then_freed(
         held_throughout(2 * lease, held);
     }
     drop(permit);
+    freed(idle, held);
+}
+
+/// The slot is freed within 5 s (with `idle`, the runtime a permit was acquired on, driven
+/// meanwhile).
+fn freed(idle: Option<&tokio::runtime::Runtime>, held: &impl Fn() -> u64) {
     let start = Instant::now();
     while held() != 0 {
         assert!(
@@ -297,22 +303,84 @@ fn on_redis_a_pause_reported_on_a_runtime_left_idle_is_shared() {
     assert_eq!(limiter.store_stats().errors, 0);
 }
 
-/// A store connected on a runtime made for that alone, then dropped (its connection's task
-/// gone with it), and used from another: its first call opens a new connection rather than
-/// fails.
+/// A store connected on a runtime made for that alone, then dropped, and used from another:
+/// its first call answers. On a current-thread runtime the connection is made elsewhere; on
+/// a multi-thread one it is made there, goes with it, and the first call opens a new one.
 #[cfg(feature = "redis")]
 #[test]
 fn on_redis_a_store_connected_on_a_runtime_since_shut_down_answers_its_first_call() {
     use tokengate::redis::RedisStore;
     let server = common::redis_server::RedisServer::start();
-    let store = runtime()
+    for connect_on in [runtime(), multi_thread_runtime()] {
+        let store = connect_on
+            .block_on(RedisStore::connect(&server.url()))
+            .unwrap()
+            .namespace("tokengate-test", "connected");
+        drop(connect_on);
+        let limiter = Limiter::new(one_slot()).with_store(store);
+        for call in 0..3 {
+            let permit = limiter.acquire_blocking(Cost::request());
+            assert!(permit.is_ok(), "call {call}: {}", permit.unwrap_err());
+        }
+        assert_eq!(limiter.store_stats().errors, 0);
+    }
+}
+
+/// A store from a limits file (`RedisStore::lazy`) connects at its first call: one made on a
+/// runtime for that call alone (a snapshot), which then shuts down or idles, does not leave
+/// the store's connection there. The calls after it, from `acquire_blocking`, answer.
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_lazy_store_first_called_on_a_runtime_made_for_it_answers_after() {
+    use tokengate::redis::RedisStore;
+    let server = common::redis_server::RedisServer::start();
+    for then in [Then::ShutDown, Then::IdleForGood] {
+        let store = Arc::new(
+            RedisStore::lazy(server.url().as_str())
+                .unwrap()
+                .namespace("tokengate-test", "lazy")
+                .timeout(Duration::from_millis(300)),
+        );
+        let limiter = Limiter::new(one_slot()).with_store(Arc::clone(&store));
+        let first = runtime();
+        assert_eq!(in_flight(&first, &*store), 0);
+        let _idle = (then == Then::IdleForGood).then_some(first);
+        for call in 0..3 {
+            let permit = limiter.acquire_blocking(Cost::request());
+            assert!(permit.is_ok(), "call {call}: {}", permit.unwrap_err());
+        }
+        assert_eq!(limiter.store_stats().errors, 0);
+    }
+}
+
+/// On a connection of your own, made on a current-thread runtime that is driven only while a
+/// call blocks on it: a permit ended while that runtime idles (longer than the store's
+/// deadline) settles when it is driven again, on the runtime its connection needs.
+#[cfg(feature = "redis")]
+#[test]
+fn on_redis_a_permit_on_a_connection_of_your_own_settles_when_its_runtime_is_driven() {
+    use tokengate::redis::RedisStore;
+    let server = common::redis_server::RedisServer::start();
+    let call = runtime();
+    let connection = call
+        .block_on(
+            redis::Client::open(server.url())
+                .unwrap()
+                .get_multiplexed_async_connection(),
+        )
+        .unwrap();
+    let store = RedisStore::with_connection(connection)
+        .namespace("tokengate-test", "own")
+        .timeout(Duration::from_millis(300));
+    let limiter = Limiter::new(one_slot()).with_store(store);
+    let reader = runtime();
+    let read = reader
         .block_on(RedisStore::connect(&server.url()))
         .unwrap()
-        .namespace("tokengate-test", "connected");
-    let limiter = Limiter::new(one_slot()).with_store(store);
-    for call in 0..3 {
-        let permit = limiter.acquire_blocking(Cost::request());
-        assert!(permit.is_ok(), "call {call}: {}", permit.unwrap_err());
-    }
+        .namespace("tokengate-test", "own");
+    let permit = call.block_on(limiter.acquire(Cost::request())).unwrap();
+    drop(permit);
+    std::thread::sleep(Duration::from_secs(1));
+    freed(Some(&call), &|| in_flight(&reader, &read));
     assert_eq!(limiter.store_stats().errors, 0);
 }

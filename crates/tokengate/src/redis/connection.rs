@@ -29,9 +29,9 @@ use tokio::sync::OnceCell;
 
 use crate::store::background::driven;
 
-/// Makes a new connection: what connecting takes (nothing, for a connection that connects on
-/// its first call). Called, and awaited, on the runtime of the call that needs it; by one
-/// call at a time (the others wait for it).
+/// Makes a new connection: what connecting takes. Called, and awaited, on a runtime that is
+/// always driven ([`on_driven`]), whose tasks the connection's then are; by one call at a time
+/// (the others wait for it).
 pub(super) type Make<C> =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = RedisResult<C>> + Send>> + Send + Sync>;
 
@@ -172,12 +172,25 @@ impl<C: Clone + Send + Sync + 'static> Link<C> {
                     let current = r.lock();
                     (Arc::clone(&current.0), current.1)
                 };
-                let made = cell
-                    .get_or_try_init(|| {
-                        let r = Arc::clone(r);
-                        on_driven(async move { Ok(Made::watched((r.make)().await?)) })
+                if !cell.initialized() {
+                    // Made by a task of its own where it runs elsewhere: a caller that leaves
+                    // (its deadline passed) does not cancel it, and the next call waits for
+                    // it rather than start another.
+                    let (making, r) = (Arc::clone(&cell), Arc::clone(r));
+                    on_driven(async move {
+                        making
+                            .get_or_try_init(|| async { Ok(Made::watched((r.make)().await?)) })
+                            .await
+                            .map(drop)
                     })
                     .await?;
+                }
+                let Some(made) = cell.get() else {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no connection was made",
+                    )));
+                };
                 if made.runtime_gone() && !retried {
                     // Its task went with its runtime: a new one, made on this call's.
                     r.replace(generation);

@@ -249,21 +249,24 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_number_of_retries(3)
 }
 
-/// Makes a connection through `client` that connects at its first call: on the tokio runtime
-/// of the call that needs it (redis-rs spawns its tasks there, and panics without one).
+/// Makes a connection through `client`, connected before it is lent (within the deadline of
+/// the call that needs it), on the tokio runtime that runs the making (redis-rs spawns its
+/// tasks there, its reconnections included, and panics without one): a lazy one would connect
+/// on the runtime of its first command instead, whatever runtime it was made on.
 fn maker(client: redis::Client) -> super::connection::Make<ConnectionManager> {
     Box::new(move || {
-        let made = if tokio::runtime::Handle::try_current().is_err() {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "the Redis store is called outside a tokio runtime: call it from one",
-            )))
-        } else {
+        let client = client.clone();
+        Box::pin(async move {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the Redis store is called outside a tokio runtime: call it from one",
+                )));
+            }
             #[cfg(feature = "redis-tls")]
             super::client::default_crypto_provider();
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
-        };
-        Box::pin(std::future::ready(made))
+            ConnectionManager::new_with_config(client, manager_config()).await
+        })
     })
 }
 
@@ -374,23 +377,18 @@ where
         self.link.replaced()
     }
 
-    /// Runs `invocation` within the deadline.
+    /// Runs `invocation` within the deadline (a connection made for it included), and judges
+    /// the connection by it.
     async fn run<T: redis::FromRedisValue>(
         &self,
         invocation: script::Invocation,
     ) -> Result<T, StoreError> {
-        let lent = self.link.lend().await.map_err(backend)?;
-        self.run_on(&lent, invocation).await
-    }
-
-    /// Runs `invocation` on `lent` within the deadline, and judges the connection by it.
-    async fn run_on<T: redis::FromRedisValue>(
-        &self,
-        lent: &Lent<C>,
-        invocation: script::Invocation,
-    ) -> Result<T, StoreError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        run_on_link(&self.link, deadline, self.timeout, lent, &invocation).await
+        let lent = tokio::time::timeout_at(deadline, self.link.lend())
+            .await
+            .map_err(|_| timed_out(self.timeout))?
+            .map_err(backend)?;
+        run_on_link(&self.link, deadline, self.timeout, &lent, &invocation).await
     }
 
     async fn acquire_now(&self, ask: Ask<'_>) -> Result<Answer, StoreError> {
@@ -594,9 +592,9 @@ where
 
     async fn reset_now(&self, budget: &str) -> Result<(), StoreError> {
         let pattern = self.keys.pattern(budget);
-        let mut connection = self.link.lend().await.map_err(backend)?.connection;
         let mut cursor: u64 = 0;
         let work = async {
+            let mut connection = self.link.lend().await?.connection;
             loop {
                 let mut scan = redis::cmd("SCAN");
                 scan.arg(cursor)
@@ -825,10 +823,12 @@ where
         }
     }
 
-    /// True: every call reads the server's clock and has its own deadline, and a connection
-    /// the store made whose runtime stops driving it is replaced (see [`RedisStore`]).
+    /// True when the store makes its connections (every call reads the server's clock and has
+    /// its own deadline, and a connection is made on a runtime that is always driven); false
+    /// on a connection of your own ([`RedisStore::with_connection`]), whose tasks may live on
+    /// the caller's current-thread runtime, and answer only while it is driven.
     fn any_runtime(&self) -> bool {
-        true
+        !matches!(self.link, Link::Given(_))
     }
 
     fn released<'a>(&'a self, budget: &'a StoreBudget, mark: u64) -> StoreFuture<'a, ()> {

@@ -26,7 +26,9 @@ use crate::store::{background, Store};
 /// one outside any.
 pub(super) fn spawner(store: &dyn Store) -> Option<Handle> {
     if store.any_runtime() {
-        return background::driven();
+        if let Some(driven) = background::driven() {
+            return Some(driven);
+        }
     }
     Handle::try_current().ok().or_else(background::runtime)
 }
