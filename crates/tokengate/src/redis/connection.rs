@@ -10,74 +10,26 @@
 //! out with no reply on that connection since the call was sent: a slow server that still
 //! answers other calls keeps its connection, a silent one is given up at the first deadline.
 //!
-//! A connection's task lives on the runtime it was made on. So a connection the store makes
-//! is made on a runtime that is always driven: the caller's when it has worker threads, else
-//! the process's own (a current-thread runtime runs its tasks only while something blocks on
-//! it, and one made for a single `block_on` to connect is left idle, or dropped, after it).
-//! A runtime with worker threads may still shut down, and its tasks go with it: every call
-//! on the connection would then fail once, and the connection reconnect. So a connection the
-//! store made is replaced before its next call when the runtime it was made on is gone.
+//! A connection's tasks live on the runtime it was made on. So a connection the store makes
+//! is made on a runtime that is always driven, one attempt at a time, whatever its callers do
+//! ([`making`](super::making)). A runtime with worker threads may still shut down, and its
+//! tasks go with it: every call on the connection would then fail once, and the connection
+//! reconnect. So a connection the store made is replaced before its next call when the
+//! runtime it was made on is gone, and in a child forked since it was made.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use redis::RedisResult;
-use tokio::sync::OnceCell;
 
-use crate::store::background::driven;
+use super::making::{Connecting, Made, Making};
 
-/// Makes a new connection: what connecting takes. Called, and awaited, on a runtime that is
-/// always driven ([`on_driven`]), whose tasks the connection's then are; by one call at a time
-/// (the others wait for it).
-pub(super) type Make<C> =
-    Box<dyn Fn() -> Pin<Box<dyn Future<Output = RedisResult<C>> + Send>> + Send + Sync>;
-
-/// A connection the store made, and whether the runtime it was made on has shut down since:
-/// a task there holds a guard that says so when dropped, as a runtime drops its tasks when it
-/// shuts down (a task that never ran too). The task ends when the connection is dropped.
-struct Made<C> {
-    connection: C,
-    gone: Arc<AtomicBool>,
-    /// Ends the task when dropped.
-    _watch: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl<C> Made<C> {
-    /// `connection`, made on the runtime current now (none: never gone).
-    fn watched(connection: C) -> Self {
-        let gone = Arc::new(AtomicBool::new(false));
-        let watch = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            let (watch, dropped) = tokio::sync::oneshot::channel::<()>();
-            let guard = Guard(Arc::clone(&gone));
-            drop(runtime.spawn(async move {
-                let _guard = guard;
-                let _ = dropped.await;
-            }));
-            watch
-        });
-        Self {
-            connection,
-            gone,
-            _watch: watch,
-        }
-    }
-
-    fn runtime_gone(&self) -> bool {
-        self.gone.load(Ordering::Acquire)
-    }
-}
-
-/// Sets its flag when dropped.
-struct Guard(Arc<AtomicBool>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
+/// Makes a new connection: what connecting takes. Awaited in a task on a runtime that is
+/// always driven, whose tasks the connection's then are; one attempt at a time (see
+/// [`making`](super::making)).
+pub(super) type Make<C> = Box<dyn Fn() -> Connecting<C> + Send + Sync>;
 
 /// A store's source of connections.
 pub(super) enum Link<C> {
@@ -98,7 +50,7 @@ pub(super) struct Lent<C> {
 /// generation, and what is known of its health.
 pub(super) struct Rotating<C> {
     make: Make<C>,
-    current: Mutex<(Arc<OnceCell<Made<C>>>, u64)>,
+    current: Mutex<(Arc<Making<C>>, u64)>,
     /// The current connection's generation (also in `current`, read without the lock).
     generation: AtomicU64,
     /// When a reply last came on the current connection, in nanoseconds from `base`.
@@ -126,11 +78,11 @@ impl<C: Clone + Send + Sync + 'static> Link<C> {
     /// Connections made by `make`, starting with `first` (`None`: made at the first call),
     /// which was made on the runtime current now.
     pub(super) fn made(first: Option<C>, make: Make<C>) -> Self {
-        Self::starting_with(first.map(Made::watched), make)
+        Self::starting_with(Arc::new(Making::new(first.map(Made::watched))), make)
     }
 
-    /// Connections made by `make`, starting with the one `first` makes now (on a runtime
-    /// always driven: see [`on_driven`]).
+    /// Connections made by `make`, starting with the one `first` makes now (as every one is:
+    /// see [`making`](super::making)).
     ///
     /// # Errors
     /// What making it failed with.
@@ -138,14 +90,15 @@ impl<C: Clone + Send + Sync + 'static> Link<C> {
     where
         F: Future<Output = RedisResult<C>> + Send + 'static,
     {
-        let first = on_driven(async move { Ok(Made::watched(first.await?)) }).await?;
-        Ok(Self::starting_with(Some(first), make))
+        let making = Arc::new(Making::new(None));
+        making.made(|| Box::pin(first)).await?;
+        Ok(Self::starting_with(making, make))
     }
 
-    fn starting_with(first: Option<Made<C>>, make: Make<C>) -> Self {
+    fn starting_with(first: Arc<Making<C>>, make: Make<C>) -> Self {
         Self::Made(Arc::new(Rotating {
             make,
-            current: Mutex::new((Arc::new(OnceCell::new_with(first)), 0)),
+            current: Mutex::new((first, 0)),
             generation: AtomicU64::new(0),
             replied: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
@@ -168,29 +121,16 @@ impl<C: Clone + Send + Sync + 'static> Link<C> {
             // (A second connection whose runtime is gone at once, this one shutting down, is
             // lent as it is: the call fails, as it would have.)
             Self::Made(r) => loop {
-                let (cell, generation) = {
+                let (making, generation) = {
                     let current = r.lock();
                     (Arc::clone(&current.0), current.1)
                 };
-                if !cell.initialized() {
-                    // Made by a task of its own where it runs elsewhere: a caller that leaves
-                    // (its deadline passed) does not cancel it, and the next call waits for
-                    // it rather than start another.
-                    let (making, r) = (Arc::clone(&cell), Arc::clone(r));
-                    on_driven(async move {
-                        making
-                            .get_or_try_init(|| async { Ok(Made::watched((r.make)().await?)) })
-                            .await
-                            .map(drop)
-                    })
-                    .await?;
+                if making.forked() {
+                    // The parent's, whose tasks are not in this process: a new one.
+                    r.replace(generation);
+                    continue;
                 }
-                let Some(made) = cell.get() else {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::Client,
-                        "no connection was made",
-                    )));
-                };
+                let made = making.made(|| (r.make)()).await?;
                 if made.runtime_gone() && !retried {
                     // Its task went with its runtime: a new one, made on this call's.
                     r.replace(generation);
@@ -238,34 +178,8 @@ impl<C: Clone + Send + Sync + 'static> Link<C> {
     }
 }
 
-/// Runs `make` (a connection made, and [`Made::watched`]) on a runtime that is always driven
-/// ([`driven`]): the current one when it has worker threads, else the process's own. A
-/// connection's tasks live on the runtime it was made on, and those of one made on a
-/// current-thread runtime stop whenever that runtime idles between calls (a store connected
-/// in a `block_on` of its own, then used from `acquire_blocking`, or from tasks handed to
-/// the process's own runtime): its calls would then fail at their deadline.
-async fn on_driven<T, F>(make: F) -> RedisResult<T>
-where
-    T: Send + 'static,
-    F: Future<Output = RedisResult<T>> + Send + 'static,
-{
-    let current = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-    match driven() {
-        Some(runtime) if Some(runtime.id()) != current => {
-            runtime.spawn(make).await.unwrap_or_else(|e| {
-                Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "the runtime making the connection stopped",
-                    e.to_string(),
-                )))
-            })
-        }
-        _ => make.await,
-    }
-}
-
 impl<C> Rotating<C> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Arc<OnceCell<Made<C>>>, u64)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Arc<Making<C>>, u64)> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -276,7 +190,7 @@ impl<C> Rotating<C> {
         if current.1 != generation {
             return false;
         }
-        *current = (Arc::new(OnceCell::new()), generation + 1);
+        *current = (Arc::new(Making::new(None)), generation + 1);
         // The new connection is judged by calls sent from now on.
         self.replied.store(self.since_base(), Ordering::Release);
         self.generation.store(generation + 1, Ordering::Release);

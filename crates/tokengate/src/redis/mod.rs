@@ -10,6 +10,7 @@ mod cluster;
 mod connection;
 mod keys;
 mod lazy;
+mod making;
 mod released;
 pub(crate) mod script;
 mod store;

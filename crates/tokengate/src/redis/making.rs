@@ -1,0 +1,398 @@
+//! One connection of the store's (one generation: see [`connection`](super::connection)) and
+//! its making: once, by one attempt at a time, in a task on a runtime that is always driven
+//! ([`driven`]: the caller's when it has worker threads, else the process's own). redis-rs
+//! spawns a connection's tasks, its reconnections included, on the runtime it is made on, and
+//! those of one made on a current-thread runtime stop whenever that runtime idles between
+//! calls (a store connected in a `block_on` of its own, then used from `acquire_blocking`).
+//!
+//! A caller waits for the attempt under way within its own deadline, and leaves it running
+//! when it leaves: the next call finds the connection made, or waits for the same attempt,
+//! rather than start another (a connection that takes longer than one call's deadline to make
+//! is still made). However many calls ask while Redis is down, one attempt runs at a time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use redis::RedisResult;
+use tokio::sync::Notify;
+
+use crate::store::background::driven;
+
+/// What making a connection takes, not yet started.
+pub(super) type Connecting<C> = Pin<Box<dyn Future<Output = RedisResult<C>> + Send>>;
+
+/// A connection the store made, and whether the runtime it was made on has shut down since:
+/// a task there holds a guard that says so when dropped, as a runtime drops its tasks when it
+/// shuts down (a task that never ran too). The task ends when the connection is dropped.
+pub(super) struct Made<C> {
+    pub(super) connection: C,
+    gone: Arc<AtomicBool>,
+    /// Ends the task when dropped.
+    _watch: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl<C> Made<C> {
+    /// `connection`, made on the runtime current now (none: never gone).
+    pub(super) fn watched(connection: C) -> Self {
+        let gone = Arc::new(AtomicBool::new(false));
+        let watch = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (watch, dropped) = tokio::sync::oneshot::channel::<()>();
+            let guard = Guard(Arc::clone(&gone));
+            drop(runtime.spawn(async move {
+                let _guard = guard;
+                let _ = dropped.await;
+            }));
+            watch
+        });
+        Self {
+            connection,
+            gone,
+            _watch: watch,
+        }
+    }
+
+    pub(super) fn runtime_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+}
+
+/// Sets its flag when dropped.
+struct Guard(Arc<AtomicBool>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A generation's connection: made, or being made, or neither (none asked yet, or the last
+/// attempt failed).
+pub(super) struct Making<C> {
+    made: OnceLock<Made<C>>,
+    attempts: Mutex<Attempts>,
+    /// Told when an attempt ends.
+    ended: Notify,
+    /// The process it was made in: a child forked since has none of its tasks.
+    pid: u32,
+}
+
+#[derive(Default)]
+struct Attempts {
+    /// Whether one is under way.
+    running: bool,
+    /// How many were started.
+    started: u64,
+    /// The last that failed, and why.
+    failed: Option<(u64, String)>,
+}
+
+impl<C: Send + Sync + 'static> Making<C> {
+    /// Whether it belongs to a parent this process was forked from.
+    pub(super) fn forked(&self) -> bool {
+        self.pid != std::process::id()
+    }
+
+    /// The connection: made, or made now by `connect` (called to start an attempt, when none
+    /// is under way), or by the attempt under way.
+    ///
+    /// # Errors
+    /// Why the attempt it waited for failed (the next call starts another), or that no
+    /// runtime could run one.
+    pub(super) async fn made(
+        self: &Arc<Self>,
+        connect: impl FnOnce() -> Connecting<C>,
+    ) -> RedisResult<&Made<C>> {
+        let mut connect = Some(connect);
+        loop {
+            if let Some(made) = self.made.get() {
+                return Ok(made);
+            }
+            // (told of any attempt that ends from here on)
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let (waited, start) = {
+                let mut attempts = self.lock();
+                if self.made.get().is_some() {
+                    continue;
+                }
+                let start = !attempts.running;
+                if start {
+                    attempts.running = true;
+                    attempts.started += 1;
+                }
+                (attempts.started, start)
+            };
+            if start {
+                let Some(connect) = connect.take() else {
+                    // (a call starts one attempt at most, and returns when it fails)
+                    self.end(waited, Err("no attempt to make the connection".into()));
+                    return Err(failed("no attempt to make the connection"));
+                };
+                self.start(waited, connect())?;
+            }
+            ended.await;
+            if let Some(made) = self.made.get() {
+                return Ok(made);
+            }
+            if let Some((attempt, why)) = &self.lock().failed {
+                if *attempt >= waited {
+                    return Err(failed(why));
+                }
+            }
+        }
+    }
+
+    /// Runs attempt `attempt`, `connecting`, in a task of its own.
+    fn start(self: &Arc<Self>, attempt: u64, connecting: Connecting<C>) -> RedisResult<()> {
+        let Some(runtime) = driven().or_else(|| tokio::runtime::Handle::try_current().ok()) else {
+            let why = "no tokio runtime to make the connection on";
+            self.end(attempt, Err(why.into()));
+            return Err(failed(why));
+        };
+        let ending = Ending {
+            making: Arc::clone(self),
+            attempt,
+            outcome: None,
+        };
+        drop(runtime.spawn(async move {
+            let mut ending = ending;
+            let outcome = match connecting.await {
+                // (watched from the runtime it was made on: this one)
+                Ok(connection) => Ok(Made::watched(connection)),
+                Err(e) => Err(e.to_string()),
+            };
+            ending.outcome = Some(outcome);
+            drop(ending);
+        }));
+        Ok(())
+    }
+
+    /// Attempt `attempt` ended with `outcome`.
+    fn end(&self, attempt: u64, outcome: Result<Made<C>, String>) {
+        {
+            let mut attempts = self.lock();
+            match outcome {
+                Ok(made) => {
+                    let _ = self.made.set(made);
+                }
+                Err(why) => attempts.failed = Some((attempt, why)),
+            }
+            attempts.running = false;
+        }
+        self.ended.notify_waiters();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Attempts> {
+        self.attempts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<C> Making<C> {
+    /// A generation starting with `first`, made (`None`: made when a call asks).
+    pub(super) fn new(first: Option<Made<C>>) -> Self {
+        let made = OnceLock::new();
+        if let Some(first) = first {
+            let _ = made.set(first);
+        }
+        Self {
+            made,
+            attempts: Mutex::default(),
+            ended: Notify::new(),
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// Ends an attempt however its task ends: with its outcome, or, dropped unfinished (its
+/// runtime shut down), as failed.
+struct Ending<C: Send + Sync + 'static> {
+    making: Arc<Making<C>>,
+    attempt: u64,
+    outcome: Option<Result<Made<C>, String>>,
+}
+
+impl<C: Send + Sync + 'static> Drop for Ending<C> {
+    fn drop(&mut self) {
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| Err("the runtime making the connection shut down".into()));
+        self.making.end(self.attempt, outcome);
+    }
+}
+
+fn failed(why: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "making a connection to Redis failed",
+        why.to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    fn multi_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    /// Connections that take `takes` to make, fail when `fails`; counted as they start, and
+    /// the most under way at once.
+    struct Maker {
+        takes: Duration,
+        fails: bool,
+        started: Arc<AtomicU64>,
+        running: Arc<AtomicU64>,
+        most: Arc<AtomicU64>,
+    }
+
+    impl Maker {
+        fn new(takes: Duration, fails: bool) -> Self {
+            Self {
+                takes,
+                fails,
+                started: Arc::default(),
+                running: Arc::default(),
+                most: Arc::default(),
+            }
+        }
+
+        fn connect(&self) -> Connecting<u64> {
+            let n = self.started.fetch_add(1, Ordering::SeqCst);
+            let (takes, fails) = (self.takes, self.fails);
+            let (running, most) = (Arc::clone(&self.running), Arc::clone(&self.most));
+            Box::pin(async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(takes).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                if fails {
+                    Err(failed("refused"))
+                } else {
+                    Ok(n)
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn a_caller_that_leaves_leaves_the_attempt_running_for_the_next() {
+        let runtime = multi_thread_runtime();
+        let making = Arc::new(Making::new(None));
+        let maker = Maker::new(Duration::from_millis(200), false);
+        runtime.block_on(async {
+            // Each caller waits 50 ms at most: shorter than the making takes.
+            for _ in 0..3 {
+                let waited = tokio::time::timeout(
+                    Duration::from_millis(50),
+                    making.made(|| maker.connect()),
+                )
+                .await;
+                assert!(waited.is_err(), "not made yet");
+            }
+            let made =
+                tokio::time::timeout(Duration::from_secs(5), making.made(|| maker.connect()))
+                    .await
+                    .expect("made within 5 s")
+                    .expect("made");
+            assert_eq!(made.connection, 0);
+        });
+        assert_eq!(maker.started.load(Ordering::SeqCst), 1, "one attempt");
+    }
+
+    #[test]
+    fn while_making_fails_one_attempt_runs_at_a_time() {
+        let runtime = multi_thread_runtime();
+        let making = Arc::new(Making::new(None));
+        let maker = Maker::new(Duration::from_millis(50), true);
+        let start = std::time::Instant::now();
+        runtime.block_on(async {
+            // 200 calls in 400 ms, each waiting 2 ms at most.
+            for _ in 0..200 {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(2), making.made(|| maker.connect()))
+                        .await;
+            }
+        });
+        let elapsed = start.elapsed().as_millis() as u64;
+        assert_eq!(maker.most.load(Ordering::SeqCst), 1, "one at a time");
+        let started = maker.started.load(Ordering::SeqCst);
+        assert!(
+            started <= elapsed / 50 + 2,
+            "{started} attempts in {elapsed} ms of 50 ms each"
+        );
+        // None left waiting behind another: the making tasks end with their attempt.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while runtime.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(runtime.metrics().num_alive_tasks(), 0);
+    }
+
+    #[test]
+    fn a_caller_waiting_for_a_failed_attempt_gets_its_failure_and_the_next_tries_again() {
+        let runtime = multi_thread_runtime();
+        let making = Arc::new(Making::new(None));
+        let failing = Maker::new(Duration::from_millis(20), true);
+        runtime.block_on(async {
+            let e = making
+                .made(|| failing.connect())
+                .await
+                .err()
+                .expect("failed");
+            assert!(e.to_string().contains("refused"), "{e}");
+        });
+        let working = Maker::new(Duration::ZERO, false);
+        let made = runtime
+            .block_on(making.made(|| working.connect()))
+            .expect("made");
+        assert_eq!(made.connection, 0);
+        assert_eq!(failing.started.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_attempt_whose_runtime_shuts_down_fails_its_callers() {
+        let making = Arc::new(Making::new(None));
+        let maker = Maker::new(Duration::from_secs(60), false);
+        let runtime = multi_thread_runtime();
+        // Started by a call on `runtime` (which leaves at once): the attempt runs there.
+        runtime.block_on(async {
+            let waited =
+                tokio::time::timeout(Duration::from_millis(1), making.made(|| maker.connect()))
+                    .await;
+            assert!(waited.is_err());
+        });
+        let waiter = {
+            let making = Arc::clone(&making);
+            std::thread::spawn(move || {
+                let answer = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(async {
+                        let made = making.made(|| Box::pin(std::future::pending()));
+                        tokio::time::timeout(Duration::from_secs(10), made)
+                            .await
+                            .map(|m| m.map(|_| ()).map_err(|e| e.to_string()))
+                    });
+                answer
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        drop(runtime);
+        let answer = waiter.join().expect("the waiter");
+        let why = answer.expect("answered within 10 s").expect_err("failed");
+        assert!(why.contains("shut down"), "{why}");
+        assert_eq!(maker.started.load(Ordering::SeqCst), 1);
+    }
+}
