@@ -15,7 +15,7 @@
 //! ([`making`](super::making)). A runtime with worker threads may still shut down, and its
 //! tasks go with it: every call on the connection would then fail once, and the connection
 //! reconnect. So a connection the store made is replaced before its next call when the
-//! runtime it was made on is gone, and in a child forked since it was made.
+//! runtime it was made on is gone; in a child forked while one was being made, a new one is.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,12 +125,17 @@ impl<C: Clone + Send + Sync + 'static> Link<C> {
                     let current = r.lock();
                     (Arc::clone(&current.0), current.1)
                 };
-                if making.forked() {
-                    // The parent's, whose tasks are not in this process: a new one.
-                    r.replace(generation);
-                    continue;
-                }
-                let made = making.made(|| (r.make)()).await?;
+                let made = match making.get() {
+                    Some(made) => made,
+                    None if making.forked() => {
+                        // Being made in the parent, which this process has none of the tasks
+                        // of: a new one. (A connection made there fails its first call here,
+                        // and is then replaced as silent.)
+                        r.replace(generation);
+                        continue;
+                    }
+                    None => making.made(|| (r.make)()).await?,
+                };
                 if made.runtime_gone() && !retried {
                     // Its task went with its runtime: a new one, made on this call's.
                     r.replace(generation);

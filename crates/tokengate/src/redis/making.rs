@@ -76,6 +76,9 @@ pub(super) struct Making<C> {
     ended: Notify,
     /// The process it was made in: a child forked since has none of its tasks.
     pid: u32,
+    /// Callers waiting for an attempt to end.
+    #[cfg(test)]
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -89,6 +92,11 @@ struct Attempts {
 }
 
 impl<C: Send + Sync + 'static> Making<C> {
+    /// The connection, if made.
+    pub(super) fn get(&self) -> Option<&Made<C>> {
+        self.made.get()
+    }
+
     /// Whether it belongs to a parent this process was forked from.
     pub(super) fn forked(&self) -> bool {
         self.pid != std::process::id()
@@ -98,8 +106,7 @@ impl<C: Send + Sync + 'static> Making<C> {
     /// is under way), or by the attempt under way.
     ///
     /// # Errors
-    /// Why the attempt it waited for failed (the next call starts another), or that no
-    /// runtime could run one.
+    /// Why the attempt it waited for failed (the next call starts another).
     pub(super) async fn made(
         self: &Arc<Self>,
         connect: impl FnOnce() -> Connecting<C>,
@@ -126,14 +133,30 @@ impl<C: Send + Sync + 'static> Making<C> {
                 (attempts.started, start)
             };
             if start {
+                // (ended by its guard whatever happens from here: a panic in `connect` too)
+                let ending = Ending {
+                    making: Arc::clone(self),
+                    attempt: waited,
+                    outcome: None,
+                };
                 let Some(connect) = connect.take() else {
                     // (a call starts one attempt at most, and returns when it fails)
-                    self.end(waited, Err("no attempt to make the connection".into()));
+                    drop(ending);
                     return Err(failed("no attempt to make the connection"));
                 };
-                self.start(waited, connect())?;
+                let connecting = connect();
+                match driven() {
+                    Some(runtime) => drop(runtime.spawn(ending.run(connecting))),
+                    // No runtime of the process's own (no thread could be made): made here,
+                    // and ended, failed, should this caller leave.
+                    None => ending.run(connecting).await,
+                }
             }
+            #[cfg(test)]
+            let waiting = tests::Counted::new(&self.waiting);
             ended.await;
+            #[cfg(test)]
+            drop(waiting);
             if let Some(made) = self.made.get() {
                 return Ok(made);
             }
@@ -143,31 +166,6 @@ impl<C: Send + Sync + 'static> Making<C> {
                 }
             }
         }
-    }
-
-    /// Runs attempt `attempt`, `connecting`, in a task of its own.
-    fn start(self: &Arc<Self>, attempt: u64, connecting: Connecting<C>) -> RedisResult<()> {
-        let Some(runtime) = driven().or_else(|| tokio::runtime::Handle::try_current().ok()) else {
-            let why = "no tokio runtime to make the connection on";
-            self.end(attempt, Err(why.into()));
-            return Err(failed(why));
-        };
-        let ending = Ending {
-            making: Arc::clone(self),
-            attempt,
-            outcome: None,
-        };
-        drop(runtime.spawn(async move {
-            let mut ending = ending;
-            let outcome = match connecting.await {
-                // (watched from the runtime it was made on: this one)
-                Ok(connection) => Ok(Made::watched(connection)),
-                Err(e) => Err(e.to_string()),
-            };
-            ending.outcome = Some(outcome);
-            drop(ending);
-        }));
-        Ok(())
     }
 
     /// Attempt `attempt` ended with `outcome`.
@@ -202,6 +200,8 @@ impl<C> Making<C> {
             attempts: Mutex::default(),
             ended: Notify::new(),
             pid: std::process::id(),
+            #[cfg(test)]
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -214,12 +214,26 @@ struct Ending<C: Send + Sync + 'static> {
     outcome: Option<Result<Made<C>, String>>,
 }
 
+impl<C: Send + Sync + 'static> Ending<C> {
+    /// Runs the attempt, `connecting`, and ends it.
+    async fn run(mut self, connecting: Connecting<C>) {
+        self.outcome = Some(match connecting.await {
+            // (watched from the runtime it was made on: this one)
+            Ok(connection) => Ok(Made::watched(connection)),
+            Err(e) => Err(e.to_string()),
+        });
+    }
+}
+
 impl<C: Send + Sync + 'static> Drop for Ending<C> {
     fn drop(&mut self) {
-        let outcome = self
-            .outcome
-            .take()
-            .unwrap_or_else(|| Err("the runtime making the connection shut down".into()));
+        let outcome = self.outcome.take().unwrap_or_else(|| {
+            Err(
+                "the attempt to make the connection ended unfinished (its runtime shut down, \
+                 or it panicked)"
+                    .into(),
+            )
+        });
         self.making.end(self.attempt, outcome);
     }
 }
@@ -237,6 +251,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;
+    use tokio::sync::Semaphore;
 
     fn multi_thread_runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
@@ -246,21 +261,27 @@ mod tests {
             .expect("a runtime")
     }
 
-    /// Connections that take `takes` to make, fail when `fails`; counted as they start, and
-    /// the most under way at once.
+    /// Connections made once `gate` lets each through (it starts open when `open`), failing
+    /// when `fails`, numbered from `first`; counted as they start, with the most under way at
+    /// once.
     struct Maker {
+        gate: Arc<Semaphore>,
         takes: Duration,
         fails: bool,
+        first: u64,
         started: Arc<AtomicU64>,
         running: Arc<AtomicU64>,
         most: Arc<AtomicU64>,
     }
 
     impl Maker {
-        fn new(takes: Duration, fails: bool) -> Self {
+        fn new(takes: Duration, fails: bool, first: u64, open: bool) -> Self {
+            let permits = if open { Semaphore::MAX_PERMITS } else { 0 };
             Self {
+                gate: Arc::new(Semaphore::new(permits)),
                 takes,
                 fails,
+                first,
                 started: Arc::default(),
                 running: Arc::default(),
                 most: Arc::default(),
@@ -268,12 +289,13 @@ mod tests {
         }
 
         fn connect(&self) -> Connecting<u64> {
-            let n = self.started.fetch_add(1, Ordering::SeqCst);
-            let (takes, fails) = (self.takes, self.fails);
+            let n = self.first + self.started.fetch_add(1, Ordering::SeqCst);
+            let (takes, fails, gate) = (self.takes, self.fails, Arc::clone(&self.gate));
             let (running, most) = (Arc::clone(&self.running), Arc::clone(&self.most));
             Box::pin(async move {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
+                let _pass = gate.acquire().await;
                 tokio::time::sleep(takes).await;
                 running.fetch_sub(1, Ordering::SeqCst);
                 if fails {
@@ -285,21 +307,47 @@ mod tests {
         }
     }
 
+    /// Counts one while it lives (a caller waiting, until it returns or leaves).
+    pub(super) struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+    impl<'a> Counted<'a> {
+        pub(super) fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+            count.fetch_add(1, Ordering::SeqCst);
+            Self(count)
+        }
+    }
+
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (5 s at most) until `making` has `n` callers waiting for an attempt.
+    fn until_waiting(making: &Making<u64>, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while making.waiting.load(Ordering::SeqCst) != n {
+            assert!(std::time::Instant::now() < deadline, "{n} callers wait");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn a_caller_that_leaves_leaves_the_attempt_running_for_the_next() {
         let runtime = multi_thread_runtime();
         let making = Arc::new(Making::new(None));
-        let maker = Maker::new(Duration::from_millis(200), false);
+        // Held until the callers below have left.
+        let maker = Maker::new(Duration::ZERO, false, 0, false);
         runtime.block_on(async {
-            // Each caller waits 50 ms at most: shorter than the making takes.
             for _ in 0..3 {
                 let waited = tokio::time::timeout(
-                    Duration::from_millis(50),
+                    Duration::from_millis(20),
                     making.made(|| maker.connect()),
                 )
                 .await;
                 assert!(waited.is_err(), "not made yet");
             }
+            maker.gate.add_permits(1);
             let made =
                 tokio::time::timeout(Duration::from_secs(5), making.made(|| maker.connect()))
                     .await
@@ -314,10 +362,10 @@ mod tests {
     fn while_making_fails_one_attempt_runs_at_a_time() {
         let runtime = multi_thread_runtime();
         let making = Arc::new(Making::new(None));
-        let maker = Maker::new(Duration::from_millis(50), true);
+        let maker = Maker::new(Duration::from_millis(50), true, 0, true);
         let start = std::time::Instant::now();
         runtime.block_on(async {
-            // 200 calls in 400 ms, each waiting 2 ms at most.
+            // 200 calls, each waiting 2 ms at most.
             for _ in 0..200 {
                 let _ =
                     tokio::time::timeout(Duration::from_millis(2), making.made(|| maker.connect()))
@@ -331,7 +379,7 @@ mod tests {
             started <= elapsed / 50 + 2,
             "{started} attempts in {elapsed} ms of 50 ms each"
         );
-        // None left waiting behind another: the making tasks end with their attempt.
+        // None left waiting behind another: the making task ends with its attempt.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while runtime.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -340,30 +388,42 @@ mod tests {
     }
 
     #[test]
-    fn a_caller_waiting_for_a_failed_attempt_gets_its_failure_and_the_next_tries_again() {
+    fn callers_waiting_for_a_failed_attempt_get_its_failure_and_the_next_tries_again() {
         let runtime = multi_thread_runtime();
         let making = Arc::new(Making::new(None));
-        let failing = Maker::new(Duration::from_millis(20), true);
+        let failing = Maker::new(Duration::ZERO, true, 0, false);
         runtime.block_on(async {
-            let e = making
-                .made(|| failing.connect())
-                .await
-                .err()
-                .expect("failed");
-            assert!(e.to_string().contains("refused"), "{e}");
+            let (starter, waiter) = (Arc::clone(&making), Arc::clone(&making));
+            let first = {
+                let connecting = failing.connect();
+                tokio::spawn(async move { starter.made(|| connecting).await.map(|_| ()) })
+            };
+            // The second waits for the first's attempt: it starts none of its own.
+            let second = tokio::spawn(async move {
+                waiter
+                    .made(|| Box::pin(std::future::pending()))
+                    .await
+                    .map(|_| ())
+            });
+            until_waiting(&making, 2);
+            failing.gate.add_permits(1);
+            for caller in [first, second] {
+                let e = caller.await.expect("a caller").expect_err("failed");
+                assert!(e.to_string().contains("refused"), "{e}");
+            }
         });
-        let working = Maker::new(Duration::ZERO, false);
+        assert_eq!(failing.started.load(Ordering::SeqCst), 1);
+        let working = Maker::new(Duration::ZERO, false, 7, true);
         let made = runtime
             .block_on(making.made(|| working.connect()))
             .expect("made");
-        assert_eq!(made.connection, 0);
-        assert_eq!(failing.started.load(Ordering::SeqCst), 1);
+        assert_eq!(made.connection, 7, "by the next call's attempt");
     }
 
     #[test]
     fn an_attempt_whose_runtime_shuts_down_fails_its_callers() {
         let making = Arc::new(Making::new(None));
-        let maker = Maker::new(Duration::from_secs(60), false);
+        let maker = Maker::new(Duration::ZERO, false, 0, false);
         let runtime = multi_thread_runtime();
         // Started by a call on `runtime` (which leaves at once): the attempt runs there.
         runtime.block_on(async {
@@ -375,7 +435,7 @@ mod tests {
         let waiter = {
             let making = Arc::clone(&making);
             std::thread::spawn(move || {
-                let answer = tokio::runtime::Builder::new_current_thread()
+                tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .expect("a runtime")
@@ -384,15 +444,32 @@ mod tests {
                         tokio::time::timeout(Duration::from_secs(10), made)
                             .await
                             .map(|m| m.map(|_| ()).map_err(|e| e.to_string()))
-                    });
-                answer
+                    })
             })
         };
-        std::thread::sleep(Duration::from_millis(100));
+        until_waiting(&making, 1);
         drop(runtime);
         let answer = waiter.join().expect("the waiter");
         let why = answer.expect("answered within 10 s").expect_err("failed");
-        assert!(why.contains("shut down"), "{why}");
+        assert!(why.contains("ended unfinished"), "{why}");
         assert_eq!(maker.started.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_attempt_whose_connect_panics_ends() {
+        let runtime = multi_thread_runtime();
+        let making = Arc::new(Making::new(None));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(making.made(|| panic!("a maker that panics")))
+        }));
+        assert!(panicked.is_err());
+        let maker = Maker::new(Duration::ZERO, false, 3, true);
+        let made = runtime
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), making.made(|| maker.connect())).await
+            })
+            .expect("not stuck behind the attempt that panicked")
+            .expect("made");
+        assert_eq!(made.connection, 3);
     }
 }
