@@ -303,6 +303,17 @@ fn on_redis_a_pause_reported_on_a_runtime_left_idle_is_shared() {
     assert_eq!(limiter.store_stats().errors, 0);
 }
 
+/// Three blocking acquisitions of `limiter`'s, each admitted (and released), and no store
+/// call failed.
+#[cfg(feature = "redis")]
+fn answers_blocking_calls(limiter: &Limiter) {
+    for call in 0..3 {
+        let permit = limiter.acquire_blocking(Cost::request());
+        assert!(permit.is_ok(), "call {call}: {}", permit.unwrap_err());
+    }
+    assert_eq!(limiter.store_stats().errors, 0);
+}
+
 /// A store connected on a runtime made for that alone, then dropped, and used from another:
 /// its first call answers. On a current-thread runtime the connection is made elsewhere; on
 /// a multi-thread one it is made there, goes with it, and the first call opens a new one.
@@ -318,11 +329,7 @@ fn on_redis_a_store_connected_on_a_runtime_since_shut_down_answers_its_first_cal
             .namespace("tokengate-test", "connected");
         drop(connect_on);
         let limiter = Limiter::new(one_slot()).with_store(store);
-        for call in 0..3 {
-            let permit = limiter.acquire_blocking(Cost::request());
-            assert!(permit.is_ok(), "call {call}: {}", permit.unwrap_err());
-        }
-        assert_eq!(limiter.store_stats().errors, 0);
+        answers_blocking_calls(&limiter);
     }
 }
 
@@ -345,11 +352,7 @@ fn on_redis_a_lazy_store_first_called_on_a_runtime_made_for_it_answers_after() {
         let first = runtime();
         assert_eq!(in_flight(&first, &*store), 0);
         let _idle = (then == Then::IdleForGood).then_some(first);
-        for call in 0..3 {
-            let permit = limiter.acquire_blocking(Cost::request());
-            assert!(permit.is_ok(), "call {call}: {}", permit.unwrap_err());
-        }
-        assert_eq!(limiter.store_stats().errors, 0);
+        answers_blocking_calls(&limiter);
     }
 }
 
