@@ -112,6 +112,9 @@ impl<C: Send + Sync + 'static> Making<C> {
         connect: impl FnOnce() -> Connecting<C>,
     ) -> RedisResult<&Made<C>> {
         let mut connect = Some(connect);
+        // The attempt this call waits for (0: none yet): it returns when that one, or a later
+        // one, has failed.
+        let mut waited = 0;
         loop {
             if let Some(made) = self.made.get() {
                 return Ok(made);
@@ -120,29 +123,34 @@ impl<C: Send + Sync + 'static> Making<C> {
             let ended = self.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            let (waited, start) = {
+            let start = {
                 let mut attempts = self.lock();
                 if self.made.get().is_some() {
                     continue;
                 }
-                let start = !attempts.running;
-                if start {
+                if let Some((attempt, why)) = &attempts.failed {
+                    if waited > 0 && *attempt >= waited {
+                        return Err(failed(why));
+                    }
+                }
+                if attempts.running {
+                    waited = attempts.started;
+                    None
+                } else {
+                    // (this call's own attempt, if it started one, has ended: failed, above)
+                    let connect = connect.take().ok_or_else(|| failed("no attempt ended"))?;
                     attempts.running = true;
                     attempts.started += 1;
+                    waited = attempts.started;
+                    Some(connect)
                 }
-                (attempts.started, start)
             };
-            if start {
+            if let Some(connect) = start {
                 // (ended by its guard whatever happens from here: a panic in `connect` too)
                 let ending = Ending {
                     making: Arc::clone(self),
                     attempt: waited,
                     outcome: None,
-                };
-                let Some(connect) = connect.take() else {
-                    // (a call starts one attempt at most, and returns when it fails)
-                    drop(ending);
-                    return Err(failed("no attempt to make the connection"));
                 };
                 let connecting = connect();
                 match driven() {
@@ -157,14 +165,6 @@ impl<C: Send + Sync + 'static> Making<C> {
             ended.await;
             #[cfg(test)]
             drop(waiting);
-            if let Some(made) = self.made.get() {
-                return Ok(made);
-            }
-            if let Some((attempt, why)) = &self.lock().failed {
-                if *attempt >= waited {
-                    return Err(failed(why));
-                }
-            }
         }
     }
 
@@ -418,6 +418,44 @@ mod tests {
             .block_on(making.made(|| working.connect()))
             .expect("made");
         assert_eq!(made.connection, 7, "by the next call's attempt");
+    }
+
+    #[test]
+    fn callers_racing_attempts_that_fail_at_once_get_their_failure() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let making = Arc::new(Making::new(None));
+        let maker = Arc::new(Maker::new(Duration::ZERO, true, 0, true));
+        let errors: Vec<String> = runtime.block_on(async {
+            let callers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (making, maker) = (Arc::clone(&making), Arc::clone(&maker));
+                    tokio::spawn(async move {
+                        let mut errors = Vec::new();
+                        for _ in 0..300 {
+                            match making.made(|| maker.connect()).await {
+                                Ok(_) => errors.push("made".to_string()),
+                                Err(e) => errors.push(e.to_string()),
+                            }
+                        }
+                        errors
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for caller in callers {
+                all.extend(caller.await.expect("a caller"));
+            }
+            all
+        });
+        assert_eq!(errors.len(), 2_400);
+        for e in &errors {
+            assert!(e.contains("refused"), "{e}");
+        }
+        assert_eq!(maker.most.load(Ordering::SeqCst), 1, "one at a time");
     }
 
     #[test]
