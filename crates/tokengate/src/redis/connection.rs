@@ -17,7 +17,6 @@
 //! reconnect. So a connection the store made is replaced before its next call when the
 //! runtime it was made on is gone; in a child forked while one was being made, a new one is.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -81,17 +80,14 @@ impl<C: Clone + Send + Sync + 'static> Link<C> {
         Self::starting_with(Arc::new(Making::new(first.map(Made::watched))), make)
     }
 
-    /// Connections made by `make`, starting with the one `first` makes now (as every one is:
-    /// see [`making`](super::making)).
+    /// Connections made by `make`, starting with one it makes now (as every one is made: see
+    /// [`making`](super::making)).
     ///
     /// # Errors
     /// What making it failed with.
-    pub(super) async fn connected<F>(first: F, make: Make<C>) -> RedisResult<Self>
-    where
-        F: Future<Output = RedisResult<C>> + Send + 'static,
-    {
+    pub(super) async fn connected(make: Make<C>) -> RedisResult<Self> {
         let making = Arc::new(Making::new(None));
-        making.made(|| Box::pin(first)).await?;
+        making.made(|| make()).await?;
         Ok(Self::starting_with(making, make))
     }
 
@@ -137,7 +133,7 @@ impl<C: Clone + Send + Sync + 'static> Link<C> {
                     None => making.made(|| (r.make)()).await?,
                 };
                 if made.runtime_gone() && !retried {
-                    // Its task went with its runtime: a new one, made on this call's.
+                    // Its tasks went with its runtime: a new one.
                     r.replace(generation);
                     retried = true;
                     continue;
@@ -209,6 +205,7 @@ impl<C> Rotating<C> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::making::tests::{alive_tasks_fall_to, multi_thread_runtime};
     use super::*;
     use std::time::Duration;
 
@@ -308,14 +305,6 @@ mod tests {
         assert_eq!(lend(&link).unwrap().connection, 1, "and keeps it");
     }
 
-    /// A runtime with a worker thread: connections lent on it are made on it.
-    fn multi_thread_runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .build()
-            .expect("a runtime")
-    }
-
     #[test]
     fn a_connection_made_on_a_runtime_since_shut_down_is_replaced_before_its_next_call() {
         let link = counting();
@@ -361,14 +350,10 @@ mod tests {
             let lent = made_on.block_on(link.lend()).unwrap();
             assert!(link.stalled(&lent, Instant::now()));
         }
-        // The watches of the ten connections given up end (on the runtime's worker, within
-        // 5 s); the current one's stays.
+        // The watches of the ten connections given up end (on the runtime's worker); the
+        // current one's stays.
         made_on.block_on(link.lend()).unwrap();
-        let start = Instant::now();
-        while made_on.metrics().num_alive_tasks() > 1 && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(made_on.metrics().num_alive_tasks(), 1);
+        alive_tasks_fall_to(&made_on, 1);
     }
 
     #[test]

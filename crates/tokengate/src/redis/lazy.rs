@@ -18,9 +18,9 @@ impl RedisStore<ConnectionManager> {
     /// later call tries again. Calls must run on a tokio runtime (a limiter's do: its blocking
     /// calls on a runtime of its own); the connection is made, as every one the store makes,
     /// on a runtime that is always driven: the first call's when it has worker threads, else
-    /// the process's own. Once made, it is the connection [`RedisStore::connect`] makes: reconnecting by
-    /// itself when closed, given up for a new one when silent. To find an unreachable Redis at
-    /// start-up instead, use [`RedisStore::connect`].
+    /// the process's own. Once made, it is the connection [`RedisStore::connect`] makes:
+    /// reconnecting by itself when closed, given up for a new one when silent. To find an
+    /// unreachable Redis at start-up instead, use [`RedisStore::connect`].
     ///
     /// # Errors
     /// [`StoreError::Backend`] when `url` is not a Redis URL (nothing is connected).

@@ -247,18 +247,28 @@ fn failed(why: &str) -> redis::RedisError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
     use std::time::Duration;
     use tokio::sync::Semaphore;
 
-    fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    /// A runtime with a worker thread: what is made for a call on it is made on it.
+    pub(in crate::redis) fn multi_thread_runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("a runtime")
+    }
+
+    /// Waits (5 s at most) until `runtime` has `n` tasks alive, and checks that it has.
+    pub(in crate::redis) fn alive_tasks_fall_to(runtime: &tokio::runtime::Runtime, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while runtime.metrics().num_alive_tasks() > n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(runtime.metrics().num_alive_tasks(), n);
     }
 
     /// Connections made once `gate` lets each through (it starts open when `open`), failing
@@ -380,11 +390,7 @@ mod tests {
             "{started} attempts in {elapsed} ms of 50 ms each"
         );
         // None left waiting behind another: the making task ends with its attempt.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while runtime.metrics().num_alive_tasks() > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(runtime.metrics().num_alive_tasks(), 0);
+        alive_tasks_fall_to(&runtime, 0);
     }
 
     #[test]

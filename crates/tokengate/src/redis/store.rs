@@ -200,8 +200,9 @@ impl RedisStore<ConnectionManager> {
     /// connection that reconnects by itself, with backoff and jitter, when it is closed or
     /// refused, and that the store gives up for a new one when a call times out with nothing
     /// answered on it since the call was sent (a peer gone silent without closing it), or
-    /// when the tokio runtime it was made on (this call's) has shut down since: a store may
-    /// be connected in a `block_on` of its own and then used from another runtime.
+    /// when the tokio runtime it was made on has shut down since. It is made on this call's
+    /// runtime when that one has worker threads, else on the process's own: a store may be
+    /// connected in a `block_on` of its own and then used from another runtime.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the URL is malformed or Redis does not answer within
@@ -214,19 +215,9 @@ impl RedisStore<ConnectionManager> {
     /// A store through `client`, its first connection made now (within [`DEFAULT_TIMEOUT`]),
     /// the later ones when a call finds none.
     pub(super) async fn connected(client: redis::Client) -> Result<Self, StoreError> {
-        #[cfg(feature = "redis-tls")]
-        super::client::default_crypto_provider();
-        let first = tokio::time::timeout(
-            DEFAULT_TIMEOUT,
-            Link::connected(
-                ConnectionManager::new_with_config(client.clone(), manager_config()),
-                maker(client.clone()),
-            ),
-        )
-        .await
-        .map_err(|_| timed_out(DEFAULT_TIMEOUT))?
-        .map_err(backend)?;
-        let mut store = Self::on_link(first);
+        let mut store = tokio::time::timeout(DEFAULT_TIMEOUT, Self::made(maker(client.clone())))
+            .await
+            .map_err(|_| timed_out(DEFAULT_TIMEOUT))??;
         store.client = Some(client);
         Ok(store)
     }
@@ -287,9 +278,8 @@ where
     ///
     /// # Errors
     /// What making the first failed with.
-    #[cfg(feature = "redis-cluster")]
     pub(super) async fn made(make: super::connection::Make<C>) -> Result<Self, StoreError> {
-        let link = Link::connected(make(), make).await.map_err(backend)?;
+        let link = Link::connected(make).await.map_err(backend)?;
         Ok(Self::on_link(link))
     }
 

@@ -378,12 +378,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Whether this store's calls may run on any tokio runtime rather than their caller's:
     /// true for a store that reads no clock of the caller's runtime, and needs nothing of it
-    /// (the Redis store on connections it makes, whose clock is the server's). A limiter then sends what goes on after its caller has moved
-    /// on (a settlement, a lease's renewals, a place in line given back, a provider's pause
-    /// shared) from a runtime that is always driven: the caller's when it has worker
-    /// threads, else one of its own. A current-thread runtime left idle between calls would
-    /// otherwise hold them until it is driven again. False (the default): they run on the
-    /// caller's runtime, as a store on a test's paused clock needs.
+    /// (the Redis store on connections it makes, whose clock is the server's). A limiter then
+    /// sends what goes on after its caller has moved on (a settlement, a lease's renewals, a
+    /// place in line given back, a provider's pause shared) from a runtime that is always
+    /// driven: the caller's when it has worker threads, else one of its own. A current-thread
+    /// runtime left idle between calls would otherwise hold them until it is driven again.
+    /// False (the default): they run on the caller's runtime, as a store on a test's paused
+    /// clock needs.
     ///
     /// ```
     /// use tokengate::store::{MemoryStore, Store};
