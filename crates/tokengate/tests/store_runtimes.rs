@@ -71,7 +71,8 @@ enum Then {
     ShutDown,
     /// Kept, but not driven (nothing blocks on it) until the permit has ended.
     Idle,
-    /// Kept, and never driven again, not even once the permit has ended.
+    /// Kept, and never driven again, not even once the permit has ended (on Redis only).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     IdleForGood,
 }
 
