@@ -18,9 +18,12 @@ use crate::core::Nanos;
 /// [`TokioClock`] does under tokio's paused (virtual) time, and [`ManualClock`] does only when
 /// the test advances it (use it with `try_acquire`, or advance it from the test).
 pub trait Clock: Clone + Send + Sync + 'static {
-    /// Nanoseconds since this clock's origin. Should never decrease; where a clock steps back
-    /// a little (time-stamp counters on some virtual machines), every algorithm reads the
-    /// earlier instant conservatively: it may wait longer, never admit more.
+    /// Nanoseconds since this clock's origin. Should never decrease. Where a reading is
+    /// earlier than one the limiter has already used (a clock that steps back a little, as
+    /// time-stamp counters do on some virtual machines; a thread that read the clock and then
+    /// waited for the limiter's lock while others went first), it may wait longer, never
+    /// admit more: under its lock the limiter decides at the later instant, and a bucket
+    /// decided without the lock (the lane) admits no more for an earlier instant.
     fn now(&self) -> Nanos;
 }
 

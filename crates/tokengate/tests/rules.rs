@@ -359,6 +359,68 @@ fn an_instant_read_before_the_lock_is_harmless_for_the_other_algorithms() {
     }
 }
 
+/// Thread A reads the clock at 990 ms, when [0, 1 s) already holds 3 of 3, and reaches the
+/// lock only after thread B, at 1.05 s, has admitted 1 and let the 2 admitted at 0 leave the
+/// log. Judged at its stale instant against that log, A would see room for 1 and be admitted
+/// "at 990 ms": a fourth admission in [0, 1 s) by the instants the permits report. It must be
+/// decided, and reported, no earlier than B.
+#[test]
+fn an_instant_read_before_the_lock_is_never_reported_before_a_later_admission() {
+    let smooth = Limit::per_second(3).burst(3);
+    for limit in [
+        Limit::per_second(3).algorithm(Algorithm::SlidingWindowLog),
+        smooth,
+    ] {
+        let name = limit.to_string();
+        let clock = StallingClock::default();
+        let limiter = Limiter::with_clock(
+            Policy::builder()
+                .limit(Dimension::Requests, limit)
+                .margin(Duration::ZERO)
+                .build()
+                .unwrap(),
+            clock.clone(),
+        );
+        let mut admitted = vec![(0, 2)];
+        let _c = limiter.try_acquire(Cost::zero().with_requests(2)).unwrap();
+        clock.time.set(750 * MS);
+        let _d = limiter.try_acquire(Cost::request()).unwrap();
+        admitted.push((750 * MS, 1));
+        clock.time.set(990 * MS);
+        clock.arm();
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                limiter
+                    .try_acquire(Cost::request())
+                    .map(|p| p.admitted_at())
+            });
+            clock.until_stalled();
+            clock.time.set(1_050 * MS);
+            let b = limiter
+                .try_acquire(Cost::request())
+                .unwrap_or_else(|d| panic!("{name}: B: {d}"))
+                .admitted_at();
+            clock.release();
+            (a.join().unwrap(), b)
+        });
+        admitted.push((b, 1));
+        if let Ok(at) = a {
+            assert!(at >= b, "{name}: A reported at {at} ns, before B at {b} ns");
+            admitted.push((at, 1));
+        }
+        admitted.sort_unstable();
+        // At most 3 in any window [t, t + 1 s), by the reported instants.
+        for (i, &(t, _)) in admitted.iter().enumerate() {
+            let inside: u64 = admitted[i..]
+                .iter()
+                .take_while(|&&(u, _)| u < t + 1_000 * MS)
+                .map(|&(_, n)| n)
+                .sum();
+            assert!(inside <= 3, "{name}: {inside} in [{t}, +1 s): {admitted:?}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Exact waits, per algorithm, through the limiter.
 // ---------------------------------------------------------------------------------------------

@@ -195,6 +195,7 @@ impl<C: Clock> Limiter<C> {
         let account = config.account().cloned();
         let directory = Arc::new(Directory::new(config));
         let mut st = self.lock();
+        let now = st.at(now);
         // The limiter's own policy follows `[account]` when it came from a config (or the new
         // one has it); a limiter built from a policy keeps that policy otherwise.
         let mut replaced = None;
@@ -283,7 +284,9 @@ impl<C: Clock> Limiter<C> {
     /// back at once (after a burst of one-off keys, say).
     pub fn evict_idle(&self) -> usize {
         let now = self.shared.clock.now();
-        self.lock().sweep(now)
+        let mut st = self.lock();
+        let now = st.at(now);
+        st.sweep(now)
     }
 
     /// Budgets held now, the limiter's own included.
@@ -295,7 +298,8 @@ impl<C: Clock> Limiter<C> {
     /// request), then the others by name.
     pub fn all_stats(&self) -> Vec<Stats> {
         let now = self.shared.clock.now();
-        let st = self.lock();
+        let mut st = self.lock();
+        let now = st.at(now);
         let root = st.root_stats(now);
         let mut others: Vec<Stats> = st.budgets.values().map(|b| b.stats(now)).collect();
         drop(st);

@@ -74,6 +74,8 @@ pub(crate) struct State {
     pub(crate) directory: Option<Arc<Directory>>,
     pub(crate) grants: Grants,
     next_ticket: u64,
+    /// The latest instant the state was used at (see [`at`](Self::at)).
+    latest: Nanos,
     /// Acquisitions queued, in all queues.
     pub(crate) waiting: usize,
     /// Whether limits the provider reports replace the configured ones.
@@ -107,6 +109,7 @@ impl State {
             directory: None,
             grants: Grants::default(),
             next_ticket: 0,
+            latest: 0,
             waiting: 0,
             adopt_reported: false,
             max_pause: super::provider::DEFAULT_MAX_PAUSE_NANOS,
@@ -118,6 +121,20 @@ impl State {
             #[cfg(feature = "tokio")]
             store: super::remote::StoreSettings::default(),
         }
+    }
+
+    /// The instant to use the state at, for a caller that read `now` before it took the lock:
+    /// `now`, or the latest instant the state was used at when that is later (the caller
+    /// waited for the lock, or was preempted, while others went first; or the clock stepped
+    /// back). So time under the lock never runs backwards: every admission is decided on a
+    /// state that holds nothing later than itself, and recorded and reported in the order it
+    /// was made. Decided at its stale instant instead, against a log that a later admission
+    /// had already rid of what left the window by then, a request could be admitted "before"
+    /// that one, in a window the limit had filled.
+    #[inline]
+    pub(crate) fn at(&mut self, now: Nanos) -> Nanos {
+        self.latest = self.latest.max(now);
+        self.latest
     }
 
     #[inline]

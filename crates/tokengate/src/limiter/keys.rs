@@ -216,6 +216,7 @@ impl<'a, C: Clock> Key<'a, C> {
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
+        let now = st.at(now);
         // A model the config refuses has no budget of its own: the limiter's own only.
         let route = limiter
             .route(&mut st, Some(&self.names), now)

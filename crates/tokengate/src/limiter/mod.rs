@@ -278,33 +278,36 @@ impl<C: Clock> Limiter<C> {
         cost: Cost,
         now: Nanos,
     ) -> Result<Permit<'_, C>, Denied> {
-        let admission = self.try_on(key, &cost, now, |_, _, admission| admission)?;
-        Ok(Permit::new(self, cost, now, admission))
+        let (admission, at) =
+            self.try_on(key, &cost, now, |_, _, admission, at| (admission, at))?;
+        Ok(Permit::new(self, cost, at, admission))
     }
 
     /// [`try_admit`](Self::try_admit) on the budgets of `key`, under the lock, at `now`: the
     /// admission's slots are given back before the lock is let go, as dropping its permit would.
     fn try_admit_on(&self, key: Option<&KeyNames>, cost: &Cost, now: Nanos) -> Result<(), Denied> {
-        self.try_on(key, cost, now, |st, route, admission| {
-            st.release(now, route, admission.slots)
+        self.try_on(key, cost, now, |st, route, admission, at| {
+            st.release(at, route, admission.slots)
         })
     }
 
-    /// Decides `cost` on the budgets of `key` at `now`, under the lock: an admission is
-    /// handed to `admitted` (with the state and its route) before the lock is let go.
+    /// Decides `cost` on the budgets of `key` at `now` (or later: [`State::at`]), under the
+    /// lock: an admission is handed to `admitted` (with the state, its route and its instant)
+    /// before the lock is let go.
     #[inline]
     fn try_on<R>(
         &self,
         key: Option<&KeyNames>,
         cost: &Cost,
         now: Nanos,
-        admitted: impl FnOnce(&mut State, &Route, Admission) -> R,
+        admitted: impl FnOnce(&mut State, &Route, Admission, Nanos) -> R,
     ) -> Result<R, Denied> {
         #[cfg(feature = "tokio")]
         if self.shared.remote.get().is_some() {
             return Err(Denied::Never(remote::no_sync_calls()));
         }
         let mut st = self.lock();
+        let now = st.at(now);
         let route = match self.route(&mut st, key, now) {
             Ok(route) => route,
             Err(refused) => {
@@ -323,7 +326,7 @@ impl<C: Clock> Limiter<C> {
             Ok(v) if v.verdict == Verdict::Admit => {
                 let admission = st.admit(route, now, cost, 0);
                 let scope = observe::Scope::of(&st, &route);
-                let result = admitted(&mut st, &route, admission);
+                let result = admitted(&mut st, &route, admission, now);
                 drop(st);
                 observe::admitted(&scope, cost, None);
                 return Ok(result);
@@ -425,7 +428,9 @@ impl<C: Clock> Limiter<C> {
     /// ```
     pub fn stats(&self) -> Stats {
         let now = self.shared.clock.now();
-        self.lock().root_stats(now)
+        let mut st = self.lock();
+        let now = st.at(now);
+        st.root_stats(now)
     }
 
     /// Takes the lock, and the lane with it (see [`StateGuard`]).

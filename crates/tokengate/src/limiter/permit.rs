@@ -160,6 +160,7 @@ impl<'a, C: Clock> Permit<'a, C> {
         // Taken out first: whatever happens from here, dropping the permit gives back nothing.
         let admission = std::mem::replace(&mut self.admission, Admission::EMPTY);
         let mut st = limiter.lock();
+        let now = st.at(now);
         st.settle(now, &admission, &self.cost, &used, self.admitted_at);
         let route = admission.route();
         st.count(&route, |c| c.settled += 1);
@@ -224,6 +225,7 @@ impl<C: Clock> Permit<'_, C> {
         }
         let now = limiter.shared.clock.now();
         let mut st = limiter.lock();
+        let now = st.at(now);
         st.release(now, &self.admission.route(), self.admission.slots);
     }
 }

@@ -86,6 +86,7 @@ impl<C: Clock> Limiter<C> {
     fn teach_on(&self, key: Option<&KeyNames>, throttled: Option<&ProviderReport>) {
         let now = self.shared.clock.now();
         let mut st = self.lock();
+        let now = st.at(now);
         let Some(id) = self.provider_budget(&mut st, key, now) else {
             return;
         };
@@ -305,6 +306,7 @@ impl<C: Clock> Limiter<C> {
     pub(super) fn pause_for(&self, key: Option<&KeyNames>, wait: Duration, kind: PauseKind) {
         let now = self.shared.clock.now();
         let mut st = self.lock();
+        let now = st.at(now);
         let asked = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
         let clamped = asked > st.max_pause;
         let until = now.saturating_add(asked.min(st.max_pause));
@@ -365,6 +367,7 @@ impl<C: Clock> Limiter<C> {
     ) -> u64 {
         let now = self.shared.clock.now();
         let mut st = self.lock();
+        let now = st.at(now);
         let Some(id) = self.provider_budget(&mut st, key, now) else {
             return 0;
         };
