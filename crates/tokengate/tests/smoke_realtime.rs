@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::windows::most_in_window;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,19 +59,6 @@ fn fastest_last_admission() -> Nanos {
         }
     }
     last
-}
-
-/// The largest count in any half-open window `[t, t + width)`; `times` sorted.
-fn largest_window(times: &[Nanos], width: Nanos) -> usize {
-    let mut first = 0;
-    let mut best = 0;
-    for (i, &t) in times.iter().enumerate() {
-        while times[first] + width <= t {
-            first += 1;
-        }
-        best = best.max(i + 1 - first);
-    }
-    best
 }
 
 /// The largest excess over the token-bucket reading, in units x period: over every
@@ -162,9 +151,13 @@ async fn concurrent_tasks_on_the_system_clock_keep_every_limit() {
     );
 
     // Every limit, from the admission instants on the limiter's own clock.
-    let window = largest_window(&times, PERIOD_NS);
+    let points: Vec<(Duration, u64)> = times
+        .iter()
+        .map(|&t| (Duration::from_nanos(t), 1))
+        .collect();
+    let window = most_in_window(&points, PERIOD);
     assert!(
-        window <= AMOUNT as usize,
+        window <= AMOUNT,
         "{window} admissions in one window of {PERIOD:?}"
     );
     let excess = largest_bucket_excess(&times);
