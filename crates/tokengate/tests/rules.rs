@@ -419,6 +419,43 @@ fn an_instant_read_before_the_lock_is_never_reported_before_a_later_admission() 
     }
 }
 
+/// A settlement reads the clock at 0.2 s and reaches the lock only after B, at 1 s, has taken a
+/// full bucket (in the lock-free lane, when the features leave it open). Refunded at its stale
+/// instant, A's settlement would give back 0.8 s that B's admission already took, and let C
+/// in at 1.2 s: 2,000 tokens in 0.2 s from a bucket of 1,000.
+#[test]
+fn a_settlement_that_read_the_clock_before_a_later_admission_refunds_nothing_it_took() {
+    let clock = StallingClock::default();
+    let limiter = Limiter::with_clock(
+        Policy::builder()
+            .limit(
+                Dimension::OutputTokens,
+                Limit::per_second(1_000).algorithm(Algorithm::TokenBucket),
+            )
+            .margin(Duration::ZERO)
+            .build()
+            .unwrap(),
+        clock.clone(),
+    );
+    let thousand = Cost::zero().output(1_000);
+    let a = limiter.try_acquire(thousand.clone()).unwrap();
+    clock.time.set(200 * MS);
+    clock.arm();
+    let b = std::thread::scope(|s| {
+        let settling = s.spawn(|| a.settle(Usage::new().output(0)));
+        clock.until_stalled();
+        clock.time.set(S);
+        let b = limiter.try_acquire(thousand.clone()).unwrap();
+        clock.release();
+        settling.join().unwrap();
+        b
+    });
+    assert_eq!(b.admitted_at(), S);
+    clock.time.set(1_200 * MS);
+    // B's 1,000 have left the bucket only at 2 s.
+    assert_eq!(wait_of(limiter.try_acquire(thousand)), ns(800 * MS));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Exact waits, per algorithm, through the limiter.
 // ---------------------------------------------------------------------------------------------

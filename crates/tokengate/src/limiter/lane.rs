@@ -95,6 +95,9 @@ pub(crate) struct Lane {
     in_flight: AtomicU64,
     /// Admissions since the last [`pull`](Lane::pull).
     admitted: AtomicU64,
+    /// The latest instant the lane admitted at: a pull hands it to the state under the mutex,
+    /// which then never decides or refunds at an earlier one (`State::at`).
+    latest: AtomicU64,
     paused_until: AtomicU64,
     limits: [LaneLimit; LANE_LIMITS],
     max_in_flight: AtomicU64,
@@ -279,6 +282,7 @@ impl Lane {
             in_flight: AtomicU64::new(0),
             paused_until: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
+            latest: AtomicU64::new(0),
             limits: Default::default(),
         }
     }
@@ -438,6 +442,9 @@ impl Lane {
         };
         self.admitted
             .store(self.admitted.load(Relaxed) + 1, Relaxed);
+        if now > self.latest.load(Relaxed) {
+            self.latest.store(now, Relaxed);
+        }
         let takes_slot = takes_slot && hold;
         if takes_slot {
             self.in_flight.store(in_flight + 1, Relaxed);
@@ -528,9 +535,9 @@ impl Lane {
     }
 
     /// Moves the state the open lane held into `root` (claimed, and `root`'s policy is the
-    /// one the lane was opened with).
+    /// one the lane was opened with), and returns the latest instant it admitted at.
     #[inline(never)]
-    pub(crate) fn pull(&self, root: &mut Budget) {
+    pub(crate) fn pull(&self, root: &mut Budget) -> Nanos {
         let len = root.limits.len().min(LANE_LIMITS);
         for ((l, state), counters) in self.limits[..len]
             .iter()
@@ -550,6 +557,7 @@ impl Lane {
         root.counters.admitted = root.counters.admitted.saturating_add(admitted);
         root.counters.waits.record_no_waits(admitted);
         root.in_flight = self.in_flight.load(Relaxed);
+        self.latest.load(Relaxed)
     }
 
     /// Writes the rules of `policy` (which [`fits`](Self::fits)) into the claimed lane.

@@ -441,7 +441,9 @@ impl<C: Clock> Limiter<C> {
         let mut guard = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let lane = &self.shared.lane;
         if lane.claim() {
-            lane.pull(&mut guard.root);
+            // (what the lane admitted, it admitted no later than this: see `State::at`)
+            let latest = lane.pull(&mut guard.root);
+            guard.at(latest);
         }
         StateGuard { guard, lane }
     }
