@@ -734,7 +734,8 @@ impl<'c> Twin<'c> {
         (core, admitted)
     }
 
-    /// Settles `admission` (on budgets `which`) with `used` at `now`, in both.
+    /// Settles `admission` (on budgets `which`) with `used` at `now`, in both: each budget no
+    /// earlier than its latest reservation (its floor), as every store does.
     fn settle(&mut self, which: &[usize], now: Nanos, admission: &Admitted, used: &Cost) {
         for (i, &b) in which.iter().enumerate() {
             let budget = &mut self.budgets[b];
@@ -742,7 +743,7 @@ impl<'c> Twin<'c> {
             settle_budget(
                 &budget.policy,
                 &mut budget.limits,
-                now + self.shift,
+                (now + self.shift).max(budget.floor),
                 &admission.cost,
                 used,
                 |l| receipts[l],

@@ -78,6 +78,14 @@ fn a_cancelled_reservation_gives_its_place_back() {
 }
 
 #[test]
+fn a_settlement_refunds_nothing_a_later_reservation_took() {
+    run(|c| async move {
+        let (store, clock) = store(&c);
+        cases::a_settlement_refunds_nothing_a_later_reservation_took(&store, &clock, "").await
+    });
+}
+
+#[test]
 fn in_flight_slots_are_leases() {
     run(|c| async move {
         let (store, clock) = store(&c);

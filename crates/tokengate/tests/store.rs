@@ -78,6 +78,12 @@ fn a_cancelled_reservation_gives_its_place_back() {
 }
 
 #[test]
+fn a_settlement_refunds_nothing_a_later_reservation_took() {
+    let (store, clock) = store();
+    run(cases::a_settlement_refunds_nothing_a_later_reservation_took(&store, &clock, ""));
+}
+
+#[test]
 fn in_flight_slots_are_leases() {
     let (store, clock) = store();
     run(cases::in_flight_slots_are_leases(&store, &clock, "", LEASE));

@@ -1777,6 +1777,9 @@ local function settle()
     if de >= -9000000 and de <= 9000000 then d = de * GIGA end
     local S = B.S
     local now, born, dirty = B.now, B.v[BORN], false
+    -- Settled no earlier than the budget's latest reservation (FLOOR): a refund at `now` would
+    -- give back what that one, committed ahead of now, already counted as taken.
+    if B.v[FLOOR] > now then now = B.v[FLOOR] end
     for i = 1, n do
       local L = R[i]
       local g, back_, extra, T, O = x[xa], x[xa + 1], x[xa + 2], x[xa + 3], x[xa + 4]

@@ -324,6 +324,9 @@ impl<C: Clock> MemoryStore<C> {
             let kept = map
                 .entry(Arc::clone(&b.name))
                 .or_insert_with(|| Kept::new(&b.policy, now));
+            // Settled no earlier than the budget's latest reservation: a refund at `now` would
+            // give back what that one, committed ahead of now, already counted as taken.
+            let at = now.max(kept.floor);
             if let Some(used) = &used {
                 let receipts = reservation.receipts(i);
                 // A budget whose limits changed since (a reset and another policy), or made
@@ -336,7 +339,7 @@ impl<C: Clock> MemoryStore<C> {
                 settle_budget(
                     &policy,
                     &mut kept.limits,
-                    now,
+                    at,
                     &reservation.reserved,
                     used,
                     |l| receipts[l],

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use tokengate::config::Config;
 use tokengate::store::{Answer, Ask, Place, Refusal, Reservation, Store, StoreBudget, StoreError};
-use tokengate::{AcquireError, Cost, ManualClock, Policy, Usage};
+use tokengate::{AcquireError, Algorithm, Cost, Dimension, Limit, ManualClock, Policy, Usage};
 
 use super::request_vectors::{after, load, Case, Expect, Op, Word};
 
 const S: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
 
 /// The budgets a key falls under, as a limiter built from `config` charges them: the
 /// account's, the model's or its family's, the tenant's. `None` when the file refuses the
@@ -508,6 +509,53 @@ pub async fn a_cancelled_reservation_gives_its_place_back(
         .unwrap();
     let again = reserve(store, &budgets, &ten, Duration::ZERO).await;
     assert!(again.reserved().is_some(), "the cancelled tokens came back");
+}
+
+/// A settlement after a later reservation, committed ahead of now, gives back nothing that
+/// reservation counted as taken: refunded at the settlement's own instant, the first request's
+/// unused tokens would come back a second time, and a third request would land early.
+pub async fn a_settlement_refunds_nothing_a_later_reservation_took(
+    store: &dyn Store,
+    clock: &ManualClock,
+    prefix: &str,
+) {
+    clock.set(0);
+    // A bucket of 1,000 tokens refilling 1,000 a second.
+    let policy = Policy::builder()
+        .limit(
+            Dimension::InputTokens,
+            Limit::per_second(1_000).algorithm(Algorithm::TokenBucket),
+        )
+        .margin(Duration::ZERO)
+        .build()
+        .unwrap();
+    let budgets = one(prefix, "ahead", policy);
+    let thousand = Cost::zero().input(1_000);
+    let long = Duration::from_secs(10);
+    let first = reserve(store, &budgets, &thousand, long)
+        .await
+        .reserved()
+        .expect("reserved");
+    assert_eq!(first.wait(), Duration::ZERO);
+    clock.set(800 * MS);
+    let second = reserve(store, &budgets, &thousand, long).await;
+    assert_eq!(
+        second.reserved().map(|r| r.wait()),
+        Some(Duration::from_millis(200))
+    );
+    // The first used nothing: settled at 0.85 s, before the second's instant (1 s).
+    clock.set(850 * MS);
+    store
+        .settle(&first, Some(&Usage::new().input(0)))
+        .await
+        .unwrap();
+    clock.set(1_700 * MS);
+    let third = reserve(store, &budgets, &thousand, long).await;
+    // The second's 1,000 leave the bucket at 2 s.
+    assert_eq!(
+        third.reserved().map(|r| r.wait()),
+        Some(Duration::from_millis(300))
+    );
 }
 
 /// An in-flight cap lends slots: full while held, free again after a settlement or when the
