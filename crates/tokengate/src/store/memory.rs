@@ -24,6 +24,27 @@ pub(crate) const SEARCH_STEPS: usize = 16;
 /// this long unless it renews it.
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 
+/// The budgets held, by name, and the latest instant they were used at (see `lock_now`).
+#[derive(Debug, Default)]
+struct Budgets {
+    map: HashMap<Arc<str>, Kept>,
+    latest: Nanos,
+}
+
+impl std::ops::Deref for Budgets {
+    type Target = HashMap<Arc<str>, Kept>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Budgets {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
 /// One budget's state.
 #[derive(Debug)]
 struct Kept {
@@ -102,7 +123,7 @@ impl Kept {
 pub struct MemoryStore<C: Clock = SystemClock> {
     clock: C,
     lease: Duration,
-    budgets: Mutex<HashMap<Arc<str>, Kept>>,
+    budgets: Mutex<Budgets>,
     next_lease: AtomicU64,
     /// Slots freed by settlements, for the callers waiting for one.
     #[cfg(feature = "tokio")]
@@ -137,7 +158,7 @@ impl<C: Clock> MemoryStore<C> {
         Self {
             clock,
             lease: DEFAULT_LEASE,
-            budgets: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(Budgets::default()),
             next_lease: AtomicU64::new(1),
             #[cfg(feature = "tokio")]
             freed: super::freed::Freed::default(),
@@ -150,10 +171,22 @@ impl<C: Clock> MemoryStore<C> {
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Kept>> {
+    fn lock(&self) -> MutexGuard<'_, Budgets> {
         // Every change is made whole before the guard drops: a panic elsewhere leaves no
         // half-written state behind.
         self.budgets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, and the instant to use the budgets at: the clock's, read under the lock, or
+    /// the latest instant they were used at when that is later (a clock that steps back a
+    /// little). So time under the lock never runs backwards: nothing is decided, refunded or
+    /// made afresh at an instant before one already used (a budget forgotten as idle at one
+    /// instant, made again at an earlier one, would admit what the forgotten one held).
+    fn lock_now(&self) -> (MutexGuard<'_, Budgets>, Nanos) {
+        let mut map = self.lock();
+        let now = self.clock.now().max(map.latest);
+        map.latest = now;
+        (map, now)
     }
 
     fn lease_nanos(&self) -> Nanos {
@@ -165,10 +198,9 @@ impl<C: Clock> MemoryStore<C> {
         for b in budgets {
             b.policy().check_possible(cost)?;
         }
-        let now = self.clock.now();
         let max_wait = u64::try_from(ask.wait_limit().as_nanos()).unwrap_or(Nanos::MAX);
         let horizon = u64::try_from(ask.horizon_limit().as_nanos()).unwrap_or(Nanos::MAX);
-        let mut map = self.lock();
+        let (mut map, now) = self.lock_now();
         for b in budgets {
             kept_as_given(&mut map, b, now)?.expire_leases(now);
         }
@@ -300,8 +332,7 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     fn lower_now(&self, b: &StoreBudget, limit: usize, counted: u64) -> Result<u64, StoreError> {
-        let now = self.clock.now();
-        let mut map = self.lock();
+        let (mut map, now) = self.lock_now();
         let kept = kept_as_given(&mut map, b, now)?;
         let Some(rule) = kept.policy.limits.get(limit).map(|l| &l.rule) else {
             return Ok(0);
@@ -315,9 +346,8 @@ impl<C: Clock> MemoryStore<C> {
 
     fn settle_now(&self, reservation: &Reservation, used: Option<&Usage>) {
         let used = used.map(|u| u.as_cost(&reservation.reserved));
-        let now = self.clock.now();
         let lease = lease_id(reservation);
-        let mut map = self.lock();
+        let (mut map, now) = self.lock_now();
         for (i, b) in reservation.budgets.iter().enumerate() {
             // A budget forgotten since (fresh again) is made afresh: a usage above the
             // reservation is still charged.
@@ -410,8 +440,8 @@ impl<C: Clock> Store for MemoryStore<C> {
 
     fn renew<'a>(&'a self, reservation: &'a Reservation) -> StoreFuture<'a, ()> {
         if let Some(id) = lease_id(reservation) {
-            let expiry = self.clock.now().saturating_add(self.lease_nanos());
-            let mut map = self.lock();
+            let (mut map, now) = self.lock_now();
+            let expiry = now.saturating_add(self.lease_nanos());
             for b in &reservation.budgets {
                 if let Some(kept) = map.get_mut(&b.name) {
                     for lease in kept.leases.iter_mut().filter(|(l, _)| *l == id) {
@@ -429,9 +459,8 @@ impl<C: Clock> Store for MemoryStore<C> {
         pause: Duration,
         replace: bool,
     ) -> StoreFuture<'a, Duration> {
-        let now = self.clock.now();
+        let (mut map, now) = self.lock_now();
         let until = now.saturating_add(u64::try_from(pause.as_nanos()).unwrap_or(Nanos::MAX));
-        let mut map = self.lock();
         let kept = map
             .entry(Arc::clone(&budget.name))
             .or_insert_with(|| Kept::new(&budget.policy, now));
@@ -445,8 +474,7 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     fn snapshot<'a>(&'a self, budget: &'a StoreBudget) -> StoreFuture<'a, BudgetSnapshot> {
-        let now = self.clock.now();
-        let map = self.lock();
+        let (map, now) = self.lock_now();
         let fresh;
         let (policy, limits, in_flight, paused_until) = match map.get(&budget.name) {
             Some(k) => {

@@ -1,0 +1,287 @@
+//! Readings of the clock that come late: a caller reads the clock, then waits for the limiter
+//! (its lock, a preemption) while others go first. Played here on one thread by a clock that
+//! steps back: each operation reads real time, or (a third of the time) real time less up to
+//! half a period, as a caller that read it that much earlier would. Acquisitions, settlements
+//! that give back part or all of what was reserved, and dropped permits, for every algorithm.
+//!
+//! What must hold: the admissions, each at the instant its permit reports and charged what it
+//! finally used, are what a limiter on an honest clock admits too. Replayed in order of those
+//! instants on a fresh limiter of the same policy (on a manual clock, never settled), every one
+//! is admitted. A request decided at its late reading against a state that later admissions
+//! had already moved on (a log rid of what had left the window by then), or a refund made at
+//! such a reading (giving back time a later admission had taken), fails this.
+//!
+//! The in-memory store is held to the same, with its reservations: a request that fits within
+//! half a period is reserved at the instant it will fit (ahead of now), and settlements may
+//! come before a later request's reserved instant.
+//!
+//! Run with the default features too (`cargo test -p tokengate --test stale_readings`): the
+//! `tracing` and `metrics` features keep the lock-free lane closed, and the default build is
+//! the one that puts the lane's buckets through it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use tokengate::core::Nanos;
+use tokengate::store::{Ask, MemoryStore, Store, StoreBudget};
+use tokengate::{Algorithm, Clock, Cost, Dimension, Limit, Limiter, ManualClock, Policy, Usage};
+
+/// The period of every limit.
+const P: Nanos = 1_000_000_000;
+
+/// A clock that reads whatever the test set last: it may step back.
+#[derive(Clone, Default)]
+struct SetClock(Arc<AtomicU64>);
+
+impl SetClock {
+    fn set(&self, t: Nanos) {
+        self.0.store(t, Ordering::Relaxed);
+    }
+}
+
+impl Clock for SetClock {
+    fn now(&self) -> Nanos {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Real time moves on by this much.
+    Step(Nanos),
+    /// An acquisition of this many tokens, read this long ago.
+    Acquire { tokens: u64, late: Nanos },
+    /// The oldest permit held settles, having used this share (in 1/4ths) of its tokens, read
+    /// this long ago; or is dropped (keeping all).
+    End {
+        quarters: u64,
+        late: Nanos,
+        drop: bool,
+    },
+}
+
+fn op(n: u64) -> impl Strategy<Value = Op> {
+    let late = prop_oneof![2 => Just(0), 1 => 0..P / 2];
+    prop_oneof![
+        3 => (0..P / 4).prop_map(Op::Step),
+        4 => (1..=n, late.clone()).prop_map(|(tokens, late)| Op::Acquire { tokens, late }),
+        2 => (0..=4u64, late, any::<bool>())
+            .prop_map(|(quarters, late, drop)| Op::End { quarters, late, drop }),
+    ]
+}
+
+fn policy(algorithm: Algorithm, n: u64, burst: Option<u64>) -> Policy {
+    let limit = Limit::new(n, Duration::from_nanos(P))
+        .algorithm(algorithm)
+        .margin(Duration::ZERO);
+    let limit = match burst {
+        Some(b) => limit.burst(b),
+        None => limit,
+    };
+    Policy::builder()
+        .limit(Dimension::InputTokens, limit)
+        .build()
+        .expect("a valid policy")
+}
+
+fn limit_case() -> impl Strategy<Value = (Algorithm, u64, Option<u64>)> {
+    (
+        prop::sample::select(Algorithm::ALL.to_vec()),
+        2..=20u64,
+        prop::option::of(1..=20u64),
+    )
+        .prop_filter_map("a burst only where the algorithm has one", |(a, n, b)| {
+            let burst = match a {
+                Algorithm::TokenBucket | Algorithm::SmoothWindow => b,
+                _ => None,
+            };
+            policy_ok(a, n, burst).then_some((a, n, burst))
+        })
+}
+
+fn policy_ok(algorithm: Algorithm, n: u64, burst: Option<u64>) -> bool {
+    let limit = Limit::new(n, Duration::from_nanos(P)).algorithm(algorithm);
+    let limit = match burst {
+        Some(b) => limit.burst(b),
+        None => limit,
+    };
+    Policy::builder()
+        .limit(Dimension::InputTokens, limit)
+        .build()
+        .is_ok()
+}
+
+/// Plays `ops` on a limiter of the policy, and returns each admission's reported instant and
+/// the tokens it finally used.
+fn play(policy: &Policy, ops: &[Op]) -> Vec<(Nanos, u64)> {
+    let clock = SetClock::default();
+    let limiter = Limiter::with_clock(policy.clone(), clock.clone());
+    let mut real: Nanos = P; // (room to read up to half a period late from the start)
+    let mut held = std::collections::VecDeque::new();
+    let mut admitted = Vec::new();
+    for op in ops {
+        match *op {
+            Op::Step(d) => real += d,
+            Op::Acquire { tokens, late } => {
+                clock.set(real - late);
+                if let Ok(permit) = limiter.try_acquire(Cost::zero().input(tokens)) {
+                    admitted.push((permit.admitted_at(), tokens));
+                    held.push_back((permit, admitted.len() - 1));
+                }
+            }
+            Op::End {
+                quarters,
+                late,
+                drop,
+            } => {
+                let Some((permit, i)) = held.pop_front() else {
+                    continue;
+                };
+                clock.set(real - late);
+                if drop {
+                    std::mem::drop(permit);
+                } else {
+                    let used = admitted[i].1 * quarters / 4;
+                    permit.settle(Usage::new().input(used));
+                    admitted[i].1 = used;
+                }
+            }
+        }
+        clock.set(real);
+    }
+    admitted
+}
+
+/// The answer of a store's call, which the in-memory store gives at once.
+fn at_once<T>(call: impl std::future::Future<Output = T>) -> T {
+    let mut call = std::pin::pin!(call);
+    match call
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(answer) => answer,
+        std::task::Poll::Pending => panic!("the in-memory store answers at once"),
+    }
+}
+
+/// [`play`] on the in-memory store: each admission's reserved instant, and the tokens it
+/// finally used.
+fn play_store(policy: &Policy, ops: &[Op]) -> Vec<(Nanos, u64)> {
+    let clock = SetClock::default();
+    let store = MemoryStore::with_clock(clock.clone());
+    let budgets = [StoreBudget::new("budget", policy.clone())];
+    let half = Duration::from_nanos(P / 2);
+    let mut real: Nanos = P;
+    let mut held = std::collections::VecDeque::new();
+    let mut admitted = Vec::new();
+    for op in ops {
+        match *op {
+            Op::Step(d) => real += d,
+            Op::Acquire { tokens, late } => {
+                clock.set(real - late);
+                let cost = Cost::zero().input(tokens);
+                let ask = Ask::new(&budgets, &cost).max_wait(half).horizon(half);
+                if let Ok(answer) = at_once(store.acquire(ask)) {
+                    if let Some(reservation) = answer.reserved() {
+                        let at = reservation.admitted_at().expect("an admission instant");
+                        admitted.push((u64::try_from(at.as_nanos()).unwrap(), tokens));
+                        held.push_back((reservation, admitted.len() - 1));
+                    }
+                }
+            }
+            Op::End {
+                quarters,
+                late,
+                drop,
+            } => {
+                let Some((reservation, i)) = held.pop_front() else {
+                    continue;
+                };
+                clock.set(real - late);
+                let used = if drop {
+                    None
+                } else {
+                    let used = admitted[i].1 * quarters / 4;
+                    admitted[i].1 = used;
+                    Some(Usage::new().input(used))
+                };
+                at_once(store.settle(&reservation, used.as_ref())).expect("settled");
+            }
+        }
+        clock.set(real);
+    }
+    admitted
+}
+
+/// The first admission, in order of instants, that a fresh limiter of `policy` on an honest
+/// clock refuses, charged what each used.
+fn refused_on_an_honest_clock(policy: &Policy, admitted: &[(Nanos, u64)]) -> Option<(Nanos, u64)> {
+    let mut sorted = admitted.to_vec();
+    sorted.sort_by_key(|&(t, _)| t);
+    let clock = ManualClock::new();
+    let limiter = Limiter::with_clock(policy.clone(), clock.clone());
+    let mut kept = Vec::new();
+    for (t, used) in sorted {
+        if used == 0 {
+            continue;
+        }
+        clock.set(t);
+        match limiter.try_acquire(Cost::zero().input(used)) {
+            Ok(permit) => kept.push(permit),
+            Err(_) => return Some((t, used)),
+        }
+    }
+    None
+}
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_024);
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/stale_readings.txt"
+        )))),
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn late_readings_never_let_in_more_than_an_honest_clock(
+        (algorithm, n, burst) in limit_case(),
+        ops in prop::collection::vec(op(20), 1..120),
+    ) {
+        let policy = policy(algorithm, n, burst);
+        let admitted = play(&policy, &ops);
+        let refused = refused_on_an_honest_clock(&policy, &admitted);
+        prop_assert!(
+            refused.is_none(),
+            "{algorithm} {n}/s burst {burst:?}: {refused:?} refused on an honest clock; \
+             admitted (instant, used): {admitted:?}"
+        );
+    }
+
+    #[test]
+    fn late_readings_never_let_a_store_reserve_more_than_an_honest_clock(
+        (algorithm, n, burst) in limit_case(),
+        ops in prop::collection::vec(op(20), 1..120),
+    ) {
+        let policy = policy(algorithm, n, burst);
+        let admitted = play_store(&policy, &ops);
+        let refused = refused_on_an_honest_clock(&policy, &admitted);
+        prop_assert!(
+            refused.is_none(),
+            "{algorithm} {n}/s burst {burst:?}: {refused:?} refused on an honest clock; \
+             reserved (instant, used): {admitted:?}"
+        );
+    }
+}
