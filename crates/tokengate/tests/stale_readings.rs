@@ -11,6 +11,10 @@
 //! had already moved on (a log rid of what had left the window by then), or a refund made at
 //! such a reading (giving back time a later admission had taken), fails this.
 //!
+//! So is a limiter built from a limits file, whose requests fall under several budgets (the
+//! account's, a model's, a tenant's), with idle budgets evicted now and then: a budget forgotten
+//! at one instant must not be made afresh at an earlier one.
+//!
 //! The in-memory store is held to the same, with its reservations: a request that fits within
 //! half a period is reserved at the instant it will fit (ahead of now), and settlements may
 //! come before a later request's reserved instant.
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use tokengate::config::Config;
 use tokengate::core::Nanos;
 use tokengate::store::{Ask, MemoryStore, Store, StoreBudget};
 use tokengate::{Algorithm, Clock, Cost, Dimension, Limit, Limiter, ManualClock, Policy, Usage};
@@ -155,6 +160,113 @@ fn play(policy: &Policy, ops: &[Op]) -> Vec<(Nanos, u64)> {
     admitted
 }
 
+/// A limits file with the account's, two models' and a tenant's budgets, every limit on input
+/// tokens per second with `algorithm` (the account's twice the others' amount).
+fn limits_file(algorithm: Algorithm, n: u64, burst: Option<u64>) -> Config {
+    let name = match algorithm {
+        Algorithm::SmoothWindow => "smooth_window",
+        Algorithm::TokenBucket => "token_bucket",
+        Algorithm::LeakyBucket => "leaky_bucket",
+        Algorithm::SlidingWindowLog => "sliding_window_log",
+        Algorithm::SlidingWindowCounter => "sliding_window_counter",
+        Algorithm::FixedWindow => "fixed_window",
+        other => panic!("no name for {other}"),
+    };
+    let burst = burst.map_or(String::new(), |b| format!("burst = {b}\n"));
+    let table = |header: &str, amount: u64| {
+        format!(
+            "[[{header}.limits]]\ndimension = \"input_tokens\"\namount = {amount}\nper = \"1s\"\n\
+             algorithm = \"{name}\"\n{burst}"
+        )
+    };
+    let text = format!(
+        "margin = \"0s\"\n{}{}{}{}",
+        table("account", 2 * n),
+        table("models.a", n),
+        table("models.b", n),
+        table("tenants.t", n)
+    );
+    Config::from_toml_str(&text, "limits.toml").expect("a valid limits file")
+}
+
+/// A request's key: a tenant (`t`, or one with no budget of its own) and a model (`a`, `b`).
+fn key_of(k: u64) -> (&'static str, &'static str) {
+    [("t", "a"), ("t", "b"), ("u", "a"), ("u", "b")][(k % 4) as usize]
+}
+
+/// [`play`] on a limiter built from [`limits_file`], each acquisition on the key its token
+/// count picks, with idle budgets evicted (at a reading as late as the operation's) whenever
+/// a dropped permit ends. Each admission's key, reported instant, and the tokens it used.
+fn play_keyed(config: &Config, ops: &[Op]) -> Vec<(u64, Nanos, u64)> {
+    let clock = SetClock::default();
+    let limiter = Limiter::from_config_with_clock(config.clone(), clock.clone());
+    let mut real: Nanos = P;
+    let mut held = std::collections::VecDeque::new();
+    let mut admitted = Vec::new();
+    for op in ops {
+        match *op {
+            Op::Step(d) => real += d,
+            Op::Acquire { tokens, late } => {
+                clock.set(real - late);
+                let (tenant, model) = key_of(tokens);
+                let key = limiter.key(tenant, model);
+                if let Ok(permit) = key.try_acquire(Cost::zero().input(tokens)) {
+                    admitted.push((tokens, permit.admitted_at(), tokens));
+                    held.push_back((permit, admitted.len() - 1));
+                }
+            }
+            Op::End {
+                quarters,
+                late,
+                drop,
+            } => {
+                let Some((permit, i)) = held.pop_front() else {
+                    continue;
+                };
+                clock.set(real - late);
+                if drop {
+                    std::mem::drop(permit);
+                    limiter.evict_idle();
+                } else {
+                    let used = admitted[i].2 * quarters / 4;
+                    permit.settle(Usage::new().input(used));
+                    admitted[i].2 = used;
+                }
+            }
+        }
+        clock.set(real);
+    }
+    admitted
+}
+
+/// [`refused_on_an_honest_clock`] for [`play_keyed`]'s admissions, on a fresh limiter built
+/// from `config`.
+fn keyed_refused_on_an_honest_clock(
+    config: &Config,
+    admitted: &[(u64, Nanos, u64)],
+) -> Option<(u64, Nanos, u64)> {
+    let mut sorted = admitted.to_vec();
+    sorted.sort_by_key(|&(_, t, _)| t);
+    let clock = ManualClock::new();
+    let limiter = Limiter::from_config_with_clock(config.clone(), clock.clone());
+    let mut kept = Vec::new();
+    for (k, t, used) in sorted {
+        if used == 0 {
+            continue;
+        }
+        clock.set(t);
+        let (tenant, model) = key_of(k);
+        match limiter
+            .key(tenant, model)
+            .try_acquire(Cost::zero().input(used))
+        {
+            Ok(permit) => kept.push(permit),
+            Err(_) => return Some((k, t, used)),
+        }
+    }
+    None
+}
+
 /// The answer of a store's call, which the in-memory store gives at once.
 fn at_once<T>(call: impl std::future::Future<Output = T>) -> T {
     let mut call = std::pin::pin!(call);
@@ -282,6 +394,21 @@ proptest! {
             refused.is_none(),
             "{algorithm} {n}/s burst {burst:?}: {refused:?} refused on an honest clock; \
              reserved (instant, used): {admitted:?}"
+        );
+    }
+
+    #[test]
+    fn late_readings_never_let_keyed_budgets_take_more_than_an_honest_clock(
+        (algorithm, n, burst) in limit_case(),
+        ops in prop::collection::vec(op(20), 1..120),
+    ) {
+        let config = limits_file(algorithm, n, burst);
+        let admitted = play_keyed(&config, &ops);
+        let refused = keyed_refused_on_an_honest_clock(&config, &admitted);
+        prop_assert!(
+            refused.is_none(),
+            "{algorithm} {n}/s burst {burst:?}: {refused:?} refused on an honest clock; \
+             admitted (key, instant, used): {admitted:?}"
         );
     }
 }
