@@ -119,64 +119,15 @@ fn policy_ok(algorithm: Algorithm, n: u64, burst: Option<u64>) -> bool {
         .is_ok()
 }
 
-/// Plays `ops` on a limiter of the policy, and returns each admission's reported instant and
-/// the tokens it finally used.
-fn play(policy: &Policy, ops: &[Op]) -> Vec<(Nanos, u64)> {
-    let clock = SetClock::default();
-    let limiter = Limiter::with_clock(policy.clone(), clock.clone());
-    let mut real: Nanos = P; // (room to read up to half a period late from the start)
-    let mut held = std::collections::VecDeque::new();
-    let mut admitted = Vec::new();
-    for op in ops {
-        match *op {
-            Op::Step(d) => real += d,
-            Op::Acquire { tokens, late } => {
-                clock.set(real - late);
-                if let Ok(permit) = limiter.try_acquire(Cost::zero().input(tokens)) {
-                    admitted.push((permit.admitted_at(), tokens));
-                    held.push_back((permit, admitted.len() - 1));
-                }
-            }
-            Op::End {
-                quarters,
-                late,
-                drop,
-            } => {
-                let Some((permit, i)) = held.pop_front() else {
-                    continue;
-                };
-                clock.set(real - late);
-                if drop {
-                    std::mem::drop(permit);
-                } else {
-                    let used = admitted[i].1 * quarters / 4;
-                    permit.settle(Usage::new().input(used));
-                    admitted[i].1 = used;
-                }
-            }
-        }
-        clock.set(real);
-    }
-    admitted
-}
-
 /// A limits file with the account's, two models' and a tenant's budgets, every limit on input
 /// tokens per second with `algorithm` (the account's twice the others' amount).
 fn limits_file(algorithm: Algorithm, n: u64, burst: Option<u64>) -> Config {
-    let name = match algorithm {
-        Algorithm::SmoothWindow => "smooth_window",
-        Algorithm::TokenBucket => "token_bucket",
-        Algorithm::LeakyBucket => "leaky_bucket",
-        Algorithm::SlidingWindowLog => "sliding_window_log",
-        Algorithm::SlidingWindowCounter => "sliding_window_counter",
-        Algorithm::FixedWindow => "fixed_window",
-        other => panic!("no name for {other}"),
-    };
     let burst = burst.map_or(String::new(), |b| format!("burst = {b}\n"));
     let table = |header: &str, amount: u64| {
         format!(
             "[[{header}.limits]]\ndimension = \"input_tokens\"\namount = {amount}\nper = \"1s\"\n\
-             algorithm = \"{name}\"\n{burst}"
+             algorithm = \"{}\"\n{burst}",
+            algorithm.name()
         )
     };
     let text = format!(
@@ -189,18 +140,24 @@ fn limits_file(algorithm: Algorithm, n: u64, burst: Option<u64>) -> Config {
     Config::from_toml_str(&text, "limits.toml").expect("a valid limits file")
 }
 
+/// What a run admitted: each admission's key (its token count picks it: [`key_of`]), the
+/// instant it reports, and the tokens it finally used.
+type Admitted = Vec<(u64, Nanos, u64)>;
+
 /// A request's key: a tenant (`t`, or one with no budget of its own) and a model (`a`, `b`).
-fn key_of(k: u64) -> (&'static str, &'static str) {
-    [("t", "a"), ("t", "b"), ("u", "a"), ("u", "b")][(k % 4) as usize]
+fn key_of(tokens: u64) -> (&'static str, &'static str) {
+    [("t", "a"), ("t", "b"), ("u", "a"), ("u", "b")][(tokens % 4) as usize]
 }
 
-/// [`play`] on a limiter built from [`limits_file`], each acquisition on the key its token
-/// count picks, with idle budgets evicted (at a reading as late as the operation's) whenever
-/// a dropped permit ends. Each admission's key, reported instant, and the tokens it used.
-fn play_keyed(config: &Config, ops: &[Op]) -> Vec<(u64, Nanos, u64)> {
-    let clock = SetClock::default();
-    let limiter = Limiter::from_config_with_clock(config.clone(), clock.clone());
-    let mut real: Nanos = P;
+/// Plays `ops` with `clock` set to each operation's reading: `acquire(tokens)` answers an
+/// admission's instant and what ends it, `end(held, used)` settles it (`None`: dropped).
+fn play<H>(
+    clock: &SetClock,
+    ops: &[Op],
+    mut acquire: impl FnMut(u64) -> Option<(Nanos, H)>,
+    mut end: impl FnMut(H, Option<u64>),
+) -> Admitted {
+    let mut real: Nanos = P; // (room to read up to half a period late from the start)
     let mut held = std::collections::VecDeque::new();
     let mut admitted = Vec::new();
     for op in ops {
@@ -208,11 +165,9 @@ fn play_keyed(config: &Config, ops: &[Op]) -> Vec<(u64, Nanos, u64)> {
             Op::Step(d) => real += d,
             Op::Acquire { tokens, late } => {
                 clock.set(real - late);
-                let (tenant, model) = key_of(tokens);
-                let key = limiter.key(tenant, model);
-                if let Ok(permit) = key.try_acquire(Cost::zero().input(tokens)) {
-                    admitted.push((tokens, permit.admitted_at(), tokens));
-                    held.push_back((permit, admitted.len() - 1));
+                if let Some((at, h)) = acquire(tokens) {
+                    admitted.push((tokens, at, tokens));
+                    held.push_back((h, admitted.len() - 1));
                 }
             }
             Op::End {
@@ -220,16 +175,13 @@ fn play_keyed(config: &Config, ops: &[Op]) -> Vec<(u64, Nanos, u64)> {
                 late,
                 drop,
             } => {
-                let Some((permit, i)) = held.pop_front() else {
+                let Some((h, i)) = held.pop_front() else {
                     continue;
                 };
                 clock.set(real - late);
-                if drop {
-                    std::mem::drop(permit);
-                    limiter.evict_idle();
-                } else {
-                    let used = admitted[i].2 * quarters / 4;
-                    permit.settle(Usage::new().input(used));
+                let used = (!drop).then(|| admitted[i].2 * quarters / 4);
+                end(h, used);
+                if let Some(used) = used {
                     admitted[i].2 = used;
                 }
             }
@@ -239,32 +191,46 @@ fn play_keyed(config: &Config, ops: &[Op]) -> Vec<(u64, Nanos, u64)> {
     admitted
 }
 
-/// [`refused_on_an_honest_clock`] for [`play_keyed`]'s admissions, on a fresh limiter built
-/// from `config`.
-fn keyed_refused_on_an_honest_clock(
-    config: &Config,
-    admitted: &[(u64, Nanos, u64)],
-) -> Option<(u64, Nanos, u64)> {
-    let mut sorted = admitted.to_vec();
-    sorted.sort_by_key(|&(_, t, _)| t);
-    let clock = ManualClock::new();
+/// [`play`] on a limiter of `policy`.
+fn play_limiter(policy: &Policy, ops: &[Op]) -> Admitted {
+    let clock = SetClock::default();
+    let limiter = Limiter::with_clock(policy.clone(), clock.clone());
+    play(
+        &clock,
+        ops,
+        |tokens| {
+            let permit = limiter.try_acquire(Cost::zero().input(tokens)).ok()?;
+            Some((permit.admitted_at(), permit))
+        },
+        |permit, used| match used {
+            Some(used) => permit.settle(Usage::new().input(used)),
+            None => drop(permit),
+        },
+    )
+}
+
+/// [`play`] on a limiter built from `config`, each acquisition on its [`key_of`], with idle
+/// budgets evicted (at a reading as late as the operation's) whenever a permit is dropped.
+fn play_keyed(config: &Config, ops: &[Op]) -> Admitted {
+    let clock = SetClock::default();
     let limiter = Limiter::from_config_with_clock(config.clone(), clock.clone());
-    let mut kept = Vec::new();
-    for (k, t, used) in sorted {
-        if used == 0 {
-            continue;
-        }
-        clock.set(t);
-        let (tenant, model) = key_of(k);
-        match limiter
-            .key(tenant, model)
-            .try_acquire(Cost::zero().input(used))
-        {
-            Ok(permit) => kept.push(permit),
-            Err(_) => return Some((k, t, used)),
-        }
-    }
-    None
+    play(
+        &clock,
+        ops,
+        |tokens| {
+            let (tenant, model) = key_of(tokens);
+            let key = limiter.key(tenant, model);
+            let permit = key.try_acquire(Cost::zero().input(tokens)).ok()?;
+            Some((permit.admitted_at(), permit))
+        },
+        |permit, used| match used {
+            Some(used) => permit.settle(Usage::new().input(used)),
+            None => {
+                drop(permit);
+                limiter.evict_idle();
+            }
+        },
+    )
 }
 
 /// The answer of a store's call, which the in-memory store gives at once.
@@ -279,74 +245,79 @@ fn at_once<T>(call: impl std::future::Future<Output = T>) -> T {
     }
 }
 
-/// [`play`] on the in-memory store: each admission's reserved instant, and the tokens it
-/// finally used.
-fn play_store(policy: &Policy, ops: &[Op]) -> Vec<(Nanos, u64)> {
+/// [`play`] on the in-memory store, one budget of `policy`: each admission at its reserved
+/// instant.
+fn play_store(policy: &Policy, ops: &[Op]) -> Admitted {
     let clock = SetClock::default();
     let store = MemoryStore::with_clock(clock.clone());
     let budgets = [StoreBudget::new("budget", policy.clone())];
     let half = Duration::from_nanos(P / 2);
-    let mut real: Nanos = P;
-    let mut held = std::collections::VecDeque::new();
-    let mut admitted = Vec::new();
-    for op in ops {
-        match *op {
-            Op::Step(d) => real += d,
-            Op::Acquire { tokens, late } => {
-                clock.set(real - late);
-                let cost = Cost::zero().input(tokens);
-                let ask = Ask::new(&budgets, &cost).max_wait(half).horizon(half);
-                if let Ok(answer) = at_once(store.acquire(ask)) {
-                    if let Some(reservation) = answer.reserved() {
-                        let at = reservation.admitted_at().expect("an admission instant");
-                        admitted.push((u64::try_from(at.as_nanos()).unwrap(), tokens));
-                        held.push_back((reservation, admitted.len() - 1));
-                    }
-                }
-            }
-            Op::End {
-                quarters,
-                late,
-                drop,
-            } => {
-                let Some((reservation, i)) = held.pop_front() else {
-                    continue;
-                };
-                clock.set(real - late);
-                let used = if drop {
-                    None
-                } else {
-                    let used = admitted[i].1 * quarters / 4;
-                    admitted[i].1 = used;
-                    Some(Usage::new().input(used))
-                };
-                at_once(store.settle(&reservation, used.as_ref())).expect("settled");
-            }
-        }
-        clock.set(real);
-    }
-    admitted
+    play(
+        &clock,
+        ops,
+        |tokens| {
+            let cost = Cost::zero().input(tokens);
+            let ask = Ask::new(&budgets, &cost).max_wait(half).horizon(half);
+            let reservation = at_once(store.acquire(ask)).ok()?.reserved()?;
+            let at = reservation.admitted_at().expect("an admission instant");
+            Some((u64::try_from(at.as_nanos()).unwrap(), reservation))
+        },
+        |reservation, used| {
+            let used = used.map(|u| Usage::new().input(u));
+            at_once(store.settle(&reservation, used.as_ref())).expect("settled");
+        },
+    )
 }
 
-/// The first admission, in order of instants, that a fresh limiter of `policy` on an honest
-/// clock refuses, charged what each used.
-fn refused_on_an_honest_clock(policy: &Policy, admitted: &[(Nanos, u64)]) -> Option<(Nanos, u64)> {
-    let mut sorted = admitted.to_vec();
-    sorted.sort_by_key(|&(t, _)| t);
+/// The first of `admitted`, in order of instants, that `admit(tokens, used)` refuses with
+/// `clock` set to its instant: a fresh limiter on an honest clock, charged what each used.
+fn refused_on_an_honest_clock(
+    admitted: &Admitted,
+    clock: &ManualClock,
+    mut admit: impl FnMut(u64, u64) -> bool,
+) -> Option<(u64, Nanos, u64)> {
+    let mut sorted = admitted.clone();
+    sorted.sort_by_key(|&(_, t, _)| t);
+    sorted.into_iter().find(|&(tokens, t, used)| {
+        clock.set(t);
+        used > 0 && !admit(tokens, used)
+    })
+}
+
+/// Asserts that a limiter of `policy` on an honest clock admits all of `admitted` again.
+fn assert_honest(what: &str, policy: &Policy, admitted: &Admitted) {
     let clock = ManualClock::new();
     let limiter = Limiter::with_clock(policy.clone(), clock.clone());
     let mut kept = Vec::new();
-    for (t, used) in sorted {
-        if used == 0 {
-            continue;
-        }
-        clock.set(t);
-        match limiter.try_acquire(Cost::zero().input(used)) {
-            Ok(permit) => kept.push(permit),
-            Err(_) => return Some((t, used)),
-        }
-    }
-    None
+    let refused = refused_on_an_honest_clock(admitted, &clock, |_, used| {
+        limiter
+            .try_acquire(Cost::zero().input(used))
+            .map(|p| kept.push(p))
+            .is_ok()
+    });
+    assert!(
+        refused.is_none(),
+        "{what}: {refused:?} refused on an honest clock; (key, instant, used): {admitted:?}"
+    );
+}
+
+/// [`assert_honest`] on a limiter built from `config`, each admission on its key.
+fn assert_honest_keyed(what: &str, config: &Config, admitted: &Admitted) {
+    let clock = ManualClock::new();
+    let limiter = Limiter::from_config_with_clock(config.clone(), clock.clone());
+    let mut kept = Vec::new();
+    let refused = refused_on_an_honest_clock(admitted, &clock, |tokens, used| {
+        let (tenant, model) = key_of(tokens);
+        limiter
+            .key(tenant, model)
+            .try_acquire(Cost::zero().input(used))
+            .map(|p| kept.push(p))
+            .is_ok()
+    });
+    assert!(
+        refused.is_none(),
+        "{what}: {refused:?} refused on an honest clock; (key, instant, used): {admitted:?}"
+    );
 }
 
 fn config() -> ProptestConfig {
@@ -373,13 +344,8 @@ proptest! {
         ops in prop::collection::vec(op(20), 1..120),
     ) {
         let policy = policy(algorithm, n, burst);
-        let admitted = play(&policy, &ops);
-        let refused = refused_on_an_honest_clock(&policy, &admitted);
-        prop_assert!(
-            refused.is_none(),
-            "{algorithm} {n}/s burst {burst:?}: {refused:?} refused on an honest clock; \
-             admitted (instant, used): {admitted:?}"
-        );
+        let what = format!("{algorithm} {n}/s burst {burst:?}");
+        assert_honest(&what, &policy, &play_limiter(&policy, &ops));
     }
 
     #[test]
@@ -388,13 +354,8 @@ proptest! {
         ops in prop::collection::vec(op(20), 1..120),
     ) {
         let policy = policy(algorithm, n, burst);
-        let admitted = play_store(&policy, &ops);
-        let refused = refused_on_an_honest_clock(&policy, &admitted);
-        prop_assert!(
-            refused.is_none(),
-            "{algorithm} {n}/s burst {burst:?}: {refused:?} refused on an honest clock; \
-             reserved (instant, used): {admitted:?}"
-        );
+        let what = format!("the store, {algorithm} {n}/s burst {burst:?}");
+        assert_honest(&what, &policy, &play_store(&policy, &ops));
     }
 
     #[test]
@@ -403,12 +364,7 @@ proptest! {
         ops in prop::collection::vec(op(20), 1..120),
     ) {
         let config = limits_file(algorithm, n, burst);
-        let admitted = play_keyed(&config, &ops);
-        let refused = keyed_refused_on_an_honest_clock(&config, &admitted);
-        prop_assert!(
-            refused.is_none(),
-            "{algorithm} {n}/s burst {burst:?}: {refused:?} refused on an honest clock; \
-             admitted (key, instant, used): {admitted:?}"
-        );
+        let what = format!("keys, {algorithm} {n}/s burst {burst:?}");
+        assert_honest_keyed(&what, &config, &play_keyed(&config, &ops));
     }
 }
