@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use tokengate::feedback::{parse_go_duration, IgnoredHeader, ProviderReport, ReportedLimit};
 use tokengate::Dimension;
+
+mod common;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -942,21 +943,6 @@ fn ignored_headers_display_for_logs() {
 // Properties.
 // ---------------------------------------------------------------------------------------------
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/feedback_headers.txt"
-        )))),
-        ..ProptestConfig::default()
-    }
-}
-
 /// `value / unit` with up to `digits` decimals, trailing zeros dropped (Go's `fmtFrac`).
 fn with_fraction(value: u64, unit: u64, digits: usize) -> String {
     let (int, rem) = (value / unit, value % unit);
@@ -1105,7 +1091,7 @@ fn is_ours(name: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::properties::config(256, "feedback_headers"))]
 
     #[test]
     fn go_durations_round_trip(d in any_duration(), micro in prop::sample::select(vec!["µs", "μs", "us"])) {

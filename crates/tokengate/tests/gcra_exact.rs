@@ -28,25 +28,10 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use tokengate::core::{Decision, LimitRule, LimitState, Nanos};
 use tokengate::{Algorithm, Limit};
 
-/// 512 cases, or `PROPTEST_CASES` when set.
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(512);
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/gcra_exact.txt"
-        )))),
-        ..ProptestConfig::default()
-    }
-}
+mod common;
 
 // ---------------------------------------------------------------------------------------------
 // The reference model
@@ -340,7 +325,7 @@ fn check_wait_is_exact(
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::properties::config(512, "gcra_exact"))]
 
     /// Small rates, mostly fractional ns per unit.
     #[test]

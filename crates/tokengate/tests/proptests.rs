@@ -32,33 +32,13 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use tokengate::core::{Decision, LimitRule, LimitState, Nanos, Receipt};
 use tokengate::{
     AcquireError, Algorithm, Cost, Denied, Dimension, Limit, Limiter, ManualClock, Permit, Policy,
     Usage,
 };
 
-/// 256 cases, or `PROPTEST_CASES` when set.
-fn config() -> ProptestConfig {
-    config_times(1)
-}
-
-/// `times` x 256 cases, or `PROPTEST_CASES` when set.
-fn config_times(times: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256 * times);
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/proptests.txt"
-        )))),
-        ..ProptestConfig::default()
-    }
-}
+mod common;
 
 /// The documented default burst of the smooth window applies to periods up to a minute.
 const MINUTE: Nanos = 60_000_000_000;
@@ -1471,7 +1451,7 @@ fn run_limiter(
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::properties::config(256, "proptests"))]
 
     /// Sliding window log: every decision equals the naive list model, and no window of P
     /// starting at an admission holds more than N.
@@ -1585,7 +1565,7 @@ proptest! {
 proptest! {
     // Four times the cases: a failing schedule needs several admissions in a bucket at once,
     // settled in a particular order (about one schedule in a thousand).
-    #![proptest_config(config_times(4))]
+    #![proptest_config(common::properties::config(1_024, "proptests"))]
 
     /// Settling is exact for the window algorithms: after every step, the settled state (each
     /// admission committed at its reservation, refunded later) decides every probe `(t >= now,

@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use tokengate::config::Config;
 use tokengate::core::Nanos;
 use tokengate::store::{Ask, MemoryStore, Store, StoreBudget};
 use tokengate::{Algorithm, Clock, Cost, Dimension, Limit, Limiter, ManualClock, Policy, Usage};
+
+mod common;
 
 /// The period of every limit.
 const P: Nanos = 1_000_000_000;
@@ -320,23 +321,8 @@ fn assert_honest_keyed(what: &str, config: &Config, admitted: &Admitted) {
     );
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_024);
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/stale_readings.txt"
-        )))),
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::properties::config(1_024, "stale_readings"))]
 
     #[test]
     fn late_readings_never_let_in_more_than_an_honest_clock(

@@ -15,13 +15,14 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 use serde_json::{json, Value};
 use tokengate::feedback::usage::{
     CachedInput, IgnoredLine, ReplyFormat, ReplyUsage, StreamUsage, UsageError,
     DEFAULT_MAX_LINE_BYTES,
 };
 use tokengate::{Cost, Dimension, Limiter, ManualClock, Policy};
+
+mod common;
 
 // ---------------------------------------------------------------------------------------------
 // Replies as the providers send them.
@@ -1147,21 +1148,6 @@ fn huge_numbers_are_errors_not_wrapped() {
 // Properties.
 // ---------------------------------------------------------------------------------------------
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/usage_replies.txt"
-        )))),
-        ..ProptestConfig::default()
-    }
-}
-
 fn transcripts() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
         OPENAI_CHAT_STREAM,
@@ -1266,7 +1252,7 @@ fn assert_consistent(reply: &ReplyUsage) {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::properties::config(256, "usage_replies"))]
 
     /// Any bytes: `from_json` and `from_sse` never panic, and whatever they read is consistent.
     #[test]

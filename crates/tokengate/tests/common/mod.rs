@@ -13,6 +13,8 @@ pub mod limiters;
 pub mod meters;
 // Random limits and policies for property tests.
 pub mod policies;
+// How many cases a property test runs, and where it keeps its failures.
+pub mod properties;
 // A redis-server of the test's own, for the Redis store's tests.
 #[cfg(feature = "redis")]
 pub mod redis_server;
