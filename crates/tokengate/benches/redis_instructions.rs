@@ -1,6 +1,6 @@
-//! What a decision costs Redis, in instructions: the same figure on every run and whatever
-//! else the machine does, where the time a decision takes (`redis_store`) varies from run to
-//! run by a third. For changes to the library's Lua, whose cost is Redis's alone.
+//! What a decision costs Redis, in instructions: the same figure within 2% on every run and
+//! whatever else the machine does, where the time a decision takes (`redis_store`) varies from
+//! run to run by a third. For changes to the library's Lua, whose cost is Redis's alone.
 //!
 //! It starts its own `redis-server` under valgrind's callgrind (`valgrind` must be
 //! installed: `apt-get install -y valgrind`), makes the same calls one at a time as the
