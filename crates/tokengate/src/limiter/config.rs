@@ -194,8 +194,7 @@ impl<C: Clock> Limiter<C> {
         let now = self.shared.clock.now();
         let account = config.account().cloned();
         let directory = Arc::new(Directory::new(config));
-        let mut st = self.lock();
-        let now = st.at(now);
+        let (mut st, now) = self.lock_at(now);
         // The limiter's own policy follows `[account]` when it came from a config (or the new
         // one has it); a limiter built from a policy keeps that policy otherwise.
         let mut replaced = None;
@@ -284,8 +283,7 @@ impl<C: Clock> Limiter<C> {
     /// back at once (after a burst of one-off keys, say).
     pub fn evict_idle(&self) -> usize {
         let now = self.shared.clock.now();
-        let mut st = self.lock();
-        let now = st.at(now);
+        let (mut st, now) = self.lock_at(now);
         st.sweep(now)
     }
 
@@ -298,8 +296,7 @@ impl<C: Clock> Limiter<C> {
     /// request), then the others by name.
     pub fn all_stats(&self) -> Vec<Stats> {
         let now = self.shared.clock.now();
-        let mut st = self.lock();
-        let now = st.at(now);
+        let (st, now) = self.lock_at(now);
         let root = st.root_stats(now);
         let mut others: Vec<Stats> = st.budgets.values().map(|b| b.stats(now)).collect();
         drop(st);

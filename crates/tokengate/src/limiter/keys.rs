@@ -215,8 +215,7 @@ impl<'a, C: Clock> Key<'a, C> {
     pub fn stats(&self) -> Vec<Stats> {
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
-        let mut st = limiter.lock();
-        let now = st.at(now);
+        let (mut st, now) = limiter.lock_at(now);
         // A model the config refuses has no budget of its own: the limiter's own only.
         let route = limiter
             .route(&mut st, Some(&self.names), now)

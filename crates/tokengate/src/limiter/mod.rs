@@ -306,8 +306,7 @@ impl<C: Clock> Limiter<C> {
         if self.shared.remote.get().is_some() {
             return Err(Denied::Never(remote::no_sync_calls()));
         }
-        let mut st = self.lock();
-        let now = st.at(now);
+        let (mut st, now) = self.lock_at(now);
         let route = match self.route(&mut st, key, now) {
             Ok(route) => route,
             Err(refused) => {
@@ -428,12 +427,21 @@ impl<C: Clock> Limiter<C> {
     /// ```
     pub fn stats(&self) -> Stats {
         let now = self.shared.clock.now();
-        let mut st = self.lock();
-        let now = st.at(now);
+        let (st, now) = self.lock_at(now);
         st.root_stats(now)
     }
 
-    /// Takes the lock, and the lane with it (see [`StateGuard`]).
+    /// Takes the lock (see [`lock`](Self::lock)) for a use at `now`, a clock reading taken
+    /// before it: returns the instant to use, `now` or later ([`State::at`]).
+    #[inline]
+    fn lock_at(&self, now: Nanos) -> (StateGuard<'_>, Nanos) {
+        let mut st = self.lock();
+        let now = st.at(now);
+        (st, now)
+    }
+
+    /// Takes the lock, and the lane with it (see [`StateGuard`]). A use of the state at an
+    /// instant takes it with [`lock_at`](Self::lock_at).
     #[inline]
     fn lock(&self) -> StateGuard<'_> {
         // No code panics while holding the lock, and every update keeps the state consistent,

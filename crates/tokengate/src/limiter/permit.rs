@@ -159,8 +159,7 @@ impl<'a, C: Clock> Permit<'a, C> {
         let now = limiter.shared.clock.now();
         // Taken out first: whatever happens from here, dropping the permit gives back nothing.
         let admission = std::mem::replace(&mut self.admission, Admission::EMPTY);
-        let mut st = limiter.lock();
-        let now = st.at(now);
+        let (mut st, now) = limiter.lock_at(now);
         st.settle(now, &admission, &self.cost, &used, self.admitted_at);
         let route = admission.route();
         st.count(&route, |c| c.settled += 1);
@@ -224,8 +223,7 @@ impl<C: Clock> Permit<'_, C> {
             return;
         }
         let now = limiter.shared.clock.now();
-        let mut st = limiter.lock();
-        let now = st.at(now);
+        let (mut st, now) = limiter.lock_at(now);
         st.release(now, &self.admission.route(), self.admission.slots);
     }
 }

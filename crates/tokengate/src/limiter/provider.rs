@@ -85,8 +85,7 @@ impl<C: Clock> Limiter<C> {
     /// that mirrors the provider for `key` (`limiter/teach.rs`).
     fn teach_on(&self, key: Option<&KeyNames>, throttled: Option<&ProviderReport>) {
         let now = self.shared.clock.now();
-        let mut st = self.lock();
-        let now = st.at(now);
+        let (mut st, now) = self.lock_at(now);
         let Some(id) = self.provider_budget(&mut st, key, now) else {
             return;
         };
@@ -305,8 +304,7 @@ impl<C: Clock> Limiter<C> {
     /// Puts a pause of `wait` in force on the budget that mirrors the provider for `key`.
     pub(super) fn pause_for(&self, key: Option<&KeyNames>, wait: Duration, kind: PauseKind) {
         let now = self.shared.clock.now();
-        let mut st = self.lock();
-        let now = st.at(now);
+        let (mut st, now) = self.lock_at(now);
         let asked = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
         let clamped = asked > st.max_pause;
         let until = now.saturating_add(asked.min(st.max_pause));
@@ -366,8 +364,7 @@ impl<C: Clock> Limiter<C> {
         remaining: u64,
     ) -> u64 {
         let now = self.shared.clock.now();
-        let mut st = self.lock();
-        let now = st.at(now);
+        let (mut st, now) = self.lock_at(now);
         let Some(id) = self.provider_budget(&mut st, key, now) else {
             return 0;
         };

@@ -122,8 +122,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
                 return Step::Done(Ok(limiter.lane_permit(now, cost, admission)));
             }
         }
-        let mut st = limiter.lock();
-        let now = st.at(now);
+        let (mut st, now) = limiter.lock_at(now);
         let route = match limiter.route(&mut st, self.key.as_deref(), now) {
             Ok(route) => route,
             Err(refused) => {
@@ -225,8 +224,7 @@ impl<'a, C: Clock> Waiting<'a, C> {
     ) -> Step<'a, C> {
         let limiter = self.limiter;
         let deadline = self.timeout().map(|t| deadline(started, t));
-        let mut st = limiter.lock();
-        let now = st.at(now);
+        let (mut st, now) = limiter.lock_at(now);
         let queue = st.set_waker(&route, id, waker);
         let mut head = None;
         if let Some(b) = queue {
@@ -294,8 +292,7 @@ impl<C: Clock> Drop for Waiting<'_, C> {
         };
         let limiter = self.limiter;
         let now = limiter.shared.clock.now();
-        let mut st = limiter.lock();
-        let now = st.at(now);
+        let (mut st, now) = limiter.lock_at(now);
         let mut revoked = false;
         let mut failed = None;
         if let Some(queue) = st.queue_of(&route, id) {
