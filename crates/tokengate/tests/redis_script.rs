@@ -1569,6 +1569,143 @@ fn a_bucket_is_fresh_only_once_full_for_its_margin() {
     twin.check(1_020);
 }
 
+/// A budget's state as stored, less its version (bytes 8 to 15 of a "tg6" state: new at every
+/// write), and its lists' chunks; `None` when it has no state.
+fn stored(con: &mut Connection, keys: &BudgetKeys) -> Option<(Vec<u8>, Vec<Vec<Vec<u8>>>)> {
+    let state: Option<Vec<u8>> = redis::cmd("GET").arg(&keys.state).query(con).unwrap();
+    let mut state = state?;
+    if state.starts_with(b"tg6") {
+        state.drain(8..16);
+    }
+    let lists = keys
+        .lists
+        .iter()
+        .map(|list| {
+            redis::cmd("LRANGE")
+                .arg(list)
+                .arg(0)
+                .arg(-1)
+                .query(con)
+                .unwrap()
+        })
+        .collect();
+    Some((state, lists))
+}
+
+fn pttl(con: &mut Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(con).unwrap()
+}
+
+#[test]
+fn a_batch_leaves_each_budget_as_its_acquisitions_one_by_one_would() {
+    // A batch (`acquires`) writes each budget once, at its end: what it writes, and until
+    // when, is what the same acquisitions made one after another leave, and a budget they
+    // leave fresh is deleted. Rounds at instants apart, so that windows pass and buckets
+    // refill; asks of nothing, which leave a fresh budget fresh (no margin) or keep it for
+    // its margin.
+    const MS: Nanos = 1_000_000;
+    let (_server, mut con) = connect();
+    let window = |alg: Algorithm, margin: Nanos| {
+        Limit::new(10, Duration::from_nanos(S))
+            .algorithm(alg)
+            .margin(Duration::from_nanos(margin))
+    };
+    let three = |a: Algorithm, b: Algorithm, c: Algorithm| {
+        Policy::builder()
+            .custom("a", window(a, 0))
+            .custom("b", window(b, 0))
+            .custom("c", window(c, MS))
+            .build()
+            .unwrap()
+    };
+    let policies = [
+        one(bucket(10, S)),
+        one(window(Algorithm::SmoothWindow, 50 * MS)),
+        three(
+            Algorithm::FixedWindow,
+            Algorithm::SlidingWindowCounter,
+            Algorithm::SlidingWindowLog,
+        ),
+        three(
+            Algorithm::LeakyBucket,
+            Algorithm::SmoothWindow,
+            Algorithm::TokenBucket,
+        ),
+    ];
+    let rounds: [(Nanos, &[[u64; 3]]); 5] = [
+        (0, &[[1, 2, 3], [0, 0, 0], [2, 1, 0], [3, 3, 3]]),
+        (
+            S / 3,
+            &[[2, 2, 2], [1, 0, 1], [2, 2, 2], [1, 1, 1], [2, 2, 2]],
+        ),
+        (S / 3 + 1, &[[0, 0, 0], [1, 1, 1]]),
+        (3 * S, &[[1, 1, 1]]),
+        (10 * S, &[[0, 0, 0], [0, 0, 0]]),
+    ];
+    for (p, policy) in policies.iter().enumerate() {
+        let n = policy.limits().count();
+        let single = BudgetKeys::new(&format!("{{batch}}:single:{p}"), n);
+        let batch = BudgetKeys::new(&format!("{{batch}}:batch:{p}"), n);
+        for &(now, asks) in &rounds {
+            let context = format!("policy {p} at {now}");
+            let cost = |amounts: &[u64; 3]| {
+                if n == 1 {
+                    requests(amounts[0])
+                } else {
+                    costs_named(*amounts)
+                }
+            };
+            let one_by_one: Vec<AcquireReply> = asks
+                .iter()
+                .map(|a| {
+                    let budgets = [(&single, policy)];
+                    call(
+                        &mut con,
+                        script::acquire(&budgets, &cost(a), Some(now), 0, "", 1),
+                    )
+                })
+                .collect();
+            let budgets = [(&batch, policy)];
+            let invocations: Vec<script::Invocation> = asks
+                .iter()
+                .map(|a| script::acquire(&budgets, &cost(a), Some(now), 0, "", 1))
+                .collect();
+            let together: script::Batched = call(
+                &mut con,
+                script::acquires(&invocations.iter().collect::<Vec<_>>()),
+            );
+            let together: Vec<AcquireReply> = together
+                .0
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|e| panic!("{context}: {e}")))
+                .collect();
+            assert_eq!(together, one_by_one, "{context}");
+            assert_eq!(
+                stored(&mut con, &batch),
+                stored(&mut con, &single),
+                "{context}"
+            );
+            let (a, b) = (pttl(&mut con, &single.state), pttl(&mut con, &batch.state));
+            // (the two are set a few milliseconds apart, in Redis's own time)
+            assert!(
+                (a - b).abs() <= 100,
+                "{context}: expiry {b} ms, one by one {a} ms"
+            );
+            // Fresh by then, but a bucket asked for nothing sets its TAT to now, and counts
+            // from it for its margin.
+            let bucket_with_margin = p % 2 == 1;
+            if now == 10 * S && !bucket_with_margin {
+                assert_eq!(stored(&mut con, &single), None, "{context}: fresh");
+            } else if now == 10 * S {
+                // Kept for its margin (and the slack) only.
+                assert!(a > 0 && a <= 1_050, "{context}: expiry {a} ms");
+            } else {
+                assert!(a > 1_000, "{context}: expiry {a} ms");
+            }
+        }
+    }
+}
+
 #[test]
 fn pauses_leave_the_limits_as_they_are() {
     // A pause written alone keeps what the limits hold; lifted on a budget whose limits are

@@ -43,7 +43,8 @@ number to a decimal string takes 0.4-0.6 us, a string to a number 0.2), each fun
 - A number given to a command is written by Redis in floating point ('%.17g', some 2,000
   instructions): integers go as digits (`sformat('%d')`) instead.
 - Acquisitions made at once go in one call (`acquires`): the call's own cost, its clock and
-  each budget's read and write are paid once for all of them.
+  each budget's read and write (and what the write needs: its expiry) are paid once for all
+  of them.
 - A call passes only the keys it may touch: an acquire the lease set of a budget only when
   the cost takes a slot there, and the lists of its logs only.
 - The common paths are written out where they are used rather than called.
@@ -577,11 +578,11 @@ local function open(bi, kx, asked, R, leased, all)
   local B = BATCH and OPENED[skey]
   if B then
     -- An earlier acquisition of the batch wrote it (see `save`; an ask names each budget
-    -- once): the state as that one left it, which is what Redis would hold.
+    -- once): the state as that one left it, which is what Redis would hold (`again`).
     B.kx, B.lkey, B.lk, B.all, B.logs = kx, false, 0, all, false
     if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
     B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
-    B.now = (SEC - B.v[E]) * GIGA + NSEC
+    B.now, B.again = (SEC - B.v[E]) * GIGA + NSEC, true
     return B
   end
   OPENS = OPENS + 1
@@ -619,11 +620,11 @@ local function open(bi, kx, asked, R, leased, all)
       inflight = 0,
       D = 0,
       ms = false,
-      need = 0,
+      again = false,
     }
     POOL[OPENS] = B
   end
-  B.ms = false
+  B.ms, B.again = false, false
   B.kx, B.skey, B.lkey, B.lk, B.all, B.logs = kx, skey, false, 0, all, false
   if leased then B.lkey, B.lk = KEYS[kx + 1], 1 end
   B.rules, B.asked, B.x, B.xa, B.cap, B.inflight, B.D = R, asked, false, 0, false, 0, 0
@@ -912,9 +913,13 @@ end
 -- sliding_log::commit: drops what has left the window, then records c at now.
 local function log_commit(B, i, o, L, now, c)
   local v = B.v
-  local hn, tn, lc = shape(v[o + SHAPE])
+  -- (the shape is read whole, and written, only when entries go or one is added)
+  local sh = v[o + SHAPE]
+  local tn = sh % 32
   local last = now - L.W
   if tn > 0 and last >= 0 and v[o + FRONT] <= last then
+    local hn, lc
+    hn, tn, lc = shape(sh)
     -- Entries have left the window: count them from the front...
     local n, k, gone = hn + lc * K + tn, 0, 0
     while k < n do
@@ -946,6 +951,8 @@ local function log_commit(B, i, o, L, now, c)
       if B.logs then B.logs[i] = nil end
     end
     if k > 0 then B.tail[i], tn = sub(B.tail[i], ENTRY * k + 1), tn - k end
+    sh = shaped(hn, tn, lc)
+    v[o + SHAPE] = sh
   end
   local total = v[o + TOTAL]
   if total + c > COUNT_MAX then c = COUNT_MAX - total end
@@ -961,6 +968,7 @@ local function log_commit(B, i, o, L, now, c)
         B.tail[i] = pack(MERGED[tn], tail, t, a + c)
       end
     else
+      local hn, _, lc = shape(sh)
       if tn == K then
         -- A full tail becomes the head, or the list's last chunk (which expires when its last
         -- entry leaves the window, plus the slack).
@@ -978,10 +986,10 @@ local function log_commit(B, i, o, L, now, c)
       end
       if hn + lc + tn == 0 then v[o + FRONT] = now end
       B.tail[i], tn, t = pack('<c0dd', tail, now, c), tn + 1, now
+      v[o + SHAPE] = shaped(hn, tn, lc)
     end
     v[o + NEED] = t + L.W
   end
-  v[o + SHAPE] = shaped(hn, tn, lc)
 end
 
 -- sliding_log::refund: up to `units` back to the entry admitted at `at`.
@@ -1412,13 +1420,13 @@ local function expiry(d)
   return sformat('%d', SLACK_MS)
 end
 
--- Writes a budget back: `all` says whether its first k limits (those the call loaded) are
--- all the state holds; the call has the lists of its first `lists` limits.
-local function save(B, k, all, lists)
-  local v, now, S = B.v, B.now, B.S
+-- The latest instant the first k limits' state still counts until (X; 0: fresh at any
+-- instant); the latest the state needs (X, the pause, the floor, the line); and whether a
+-- bucket among them has given time back.
+local function limits_need(B, k)
+  local v, S = B.v, B.S
   local x, refunded = 0, false
   for i = 1, k do
-    -- The latest instant the limit's state still counts until (0: fresh at any instant).
     local L, o = S[i], S.off[i]
     local need = 0
     if L.bucket then
@@ -1439,14 +1447,38 @@ local function save(B, k, all, lists)
     end
     if need > x then x = need end
   end
-  if not all then
-    if v[X] > x then x = v[X] end
-    refunded = true
-  end
   local need = x
   if v[PAUSE] > need then need = v[PAUSE] end
   if v[FLOOR] > need then need = v[FLOOR] end
   if v[LINE] > need then need = v[LINE] end
+  return x, need, refunded
+end
+
+-- Writes a budget back: `all` says whether its first k limits (those the call loaded) are
+-- all the state holds; the call has the lists of its first `lists` limits.
+local function save(B, k, all, lists)
+  local v, now = B.v, B.now
+  if BATCH and all and k > 0 then
+    -- Written once, at the batch's end, as the batch's last write of it leaves it, until
+    -- what that one needs (`flush` works it out). Its first limit still counting after now
+    -- says it is not fresh (the state's need is the latest of its limits', and more).
+    if limits_need(B, 1) > now then
+      if not B.ms then
+        DIRTY_N = DIRTY_N + 1
+        DIRTY[DIRTY_N] = B
+      end
+      B.ms, B.exists = true, true
+      return
+    end
+  end
+  local x, need, refunded = limits_need(B, k)
+  if not all then
+    if v[X] > x then
+      x = v[X]
+      if x > need then need = x end
+    end
+    refunded = true
+  end
   if need <= now and not refunded then
     local keys = { B.skey }
     for i = 1, lists do
@@ -1461,13 +1493,11 @@ local function save(B, k, all, lists)
   end
   v[X] = x
   if BATCH then
-    -- Written once, at the batch's end, as the batch's last write of it leaves it, until
-    -- what that one needs.
     if not B.ms then
       DIRTY_N = DIRTY_N + 1
       DIRTY[DIRTY_N] = B
     end
-    B.ms, B.exists, B.need = true, true, need - now
+    B.ms, B.exists = true, true
     return
   end
   call('SET', B.skey, encode(B), 'PX', expiry(need - now))
@@ -1475,12 +1505,14 @@ local function save(B, k, all, lists)
 end
 
 -- The writes a batch held back (see `save`): each budget's state as its last acquisition
--- left it, until what that one needs.
+-- left it (all its limits: a batch holds acquisitions only), until what that one needs.
 local function flush()
   for j = 1, DIRTY_N do
     local B = DIRTY[j]
     if B.ms then
-      call('SET', B.skey, encode(B), 'PX', expiry(B.need))
+      local x, need = limits_need(B, B.n)
+      B.v[X] = x
+      call('SET', B.skey, encode(B), 'PX', expiry(need - B.now))
       if B.entry then written(B) end
       B.ms = false
     end
@@ -1601,7 +1633,8 @@ local function acquire()
   local ef = SEC - SEC % DAY_S
   for bi = 1, nb do
     local B = budgets[bi]
-    logs_vanished(B, B.n)
+    -- (at the batch's clock, its lists stay as an earlier acquisition of it found them)
+    if not B.again then logs_vanished(B, B.n) end
     if B.exists and B.now >= REBASE_AT then rebase(B) end
     if B.n == 0 then adopt(B, B.asked, B.rules) end
     if B.cap then
@@ -1690,6 +1723,10 @@ local function acquire()
       local j, o, L = bx + 3 * i, off[i], R[i]
       local drained
       if L.gcra then
+        drained = gcra_commit(L, v, o, tb, x[j - 2], x[j - 1])
+      elseif L.alg == 'sw' then
+        -- (commit_limit's smooth window, written out)
+        log_commit(B, i, o, L, tb, x[j - 3])
         drained = gcra_commit(L, v, o, tb, x[j - 2], x[j - 1])
       else
         drained = commit_limit(B, i, o, L, tb, x[j - 3], x[j - 2], x[j - 1])
