@@ -179,10 +179,13 @@ acquires Several acquisitions, decided one after another at one instant (Redis's
          once), as so many acquire calls would be, in one atomic step. KEYS: each one's, in
          order. ARGV: numbers (m, then per acquisition how many keys, arguments and numbers
          it has, then each one's numbers, one after another), then each one's arguments but
-         its numbers. A budget written by an acquisition (save) is written once, at the end,
-         as the last one left it, and the next acquisition that charges it finds it so; one
-         emptied is deleted at once, and found empty by the next; one opened and not written
-         (refused) is read again by the next. The budgets of an ask must be distinct (the
+         its numbers. An acquisition with the keys and arguments of the one before it (most
+         often, under load: Redis makes a Lua string of every one it is given) has none of
+         its own: 0 keys and 0 arguments (any other has its lease). A budget written by an
+         acquisition (save) is written once, at the end, as the last one left it, and the
+         next acquisition that charges it finds it so; one emptied is deleted at once, and
+         found empty by the next; one opened and not written (refused) is read again by the
+         next. The budgets of an ask must be distinct (the
          store refuses one that names a budget twice). Answer: per acquisition, acquire's
          answer, or {"error", message} where acquire raised one: a state or limits it cannot
          read (found before it changes anything), or a command's error (a key of ours that
@@ -1764,8 +1767,12 @@ local function acquires()
   local h = numbers(ARGV[1])
   local m = h[1]
   BATCH, TIMED, OPENED, BX = true, false, {}, h
-  local replies, kx, ax, xo = {}, 0, 1, 1 + 3 * m
+  -- (where its keys and arguments start, less one; how many the last one with its own had)
+  local replies, kx, ax, xo, nk, na = {}, 0, 1, 1 + 3 * m, 0, 0
   for j = 1, m do
+    local k, a = h[3 * j - 1], h[3 * j]
+    -- (every acquisition has an argument, its lease: 0 says "as the one before")
+    if a > 0 then kx, ax, nk, na = kx + nk, ax + na, k, a end
     KX, AX, XO, ACQ_N = kx, ax, xo, 0
     local ok, r = pcall(acquire)
     -- What it opened and did not write (refused, or failed) is read again by the next
@@ -1783,7 +1790,7 @@ local function acquires()
     else
       replies[j] = { 'error', tostring(r) }
     end
-    kx, ax, xo = kx + h[3 * j - 1], ax + h[3 * j], xo + h[3 * j + 1]
+    xo = xo + h[3 * j + 1]
   end
   flush()
   return replies

@@ -558,12 +558,17 @@ pub(crate) fn acquire_with(
 /// Every key of every call must be in one hash slot (a store's namespace is).
 pub(crate) fn acquires(calls: &[&Invocation]) -> Invocation {
     // Each call is `FCALL function keys KEYS... lease numbers FINGERPRINTS...`: its keys and
-    // arguments are taken as they are, but its numbers, which join the batch's.
+    // arguments are taken as they are, but its numbers, which join the batch's; a call with
+    // the keys and arguments of the one before it (most often all of a batch's have the same:
+    // Redis makes a Lua string of every one it is given) sends none of its own.
     let mut keys: Vec<&[u8]> = Vec::new();
     let mut args: Vec<&[u8]> = Vec::new();
     let mut header = Numbers::with_capacity(1 + 3 * calls.len());
     let mut numbers: Vec<u8> = Vec::new();
     header.push(calls.len() as u64);
+    // The last call that sent its own: its keys, then its arguments (lease, fingerprints).
+    let mut last: Vec<&[u8]> = Vec::new();
+    let mut last_keys = 0;
     for invocation in calls {
         let words: Vec<&[u8]> = invocation
             .cmd
@@ -579,15 +584,26 @@ pub(crate) fn acquires(calls: &[&Invocation]) -> Invocation {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         let (own, rest) = words[3..].split_at(n);
-        keys.extend(own);
-        // The lease, then the numbers, then the fingerprints.
-        args.push(rest[0]);
-        args.extend(&rest[2..]);
+        // Its keys, then the lease, then the fingerprints.
+        let mine: Vec<&[u8]> = own
+            .iter()
+            .chain(std::iter::once(&rest[0]))
+            .chain(&rest[2..])
+            .copied()
+            .collect();
         numbers.extend_from_slice(rest[1]);
+        let count = (rest[1].len() / 8) as u64;
+        if !last.is_empty() && last_keys == n && last == mine {
+            header.push(0).push(0).push(count);
+            continue;
+        }
+        keys.extend(own);
+        args.extend(&mine[n..]);
         header
             .push(n as u64)
-            .push((rest.len() - 1) as u64)
-            .push((rest[1].len() / 8) as u64);
+            .push((mine.len() - n) as u64)
+            .push(count);
+        (last, last_keys) = (mine, n);
     }
     header.0.extend_from_slice(&numbers);
     let bytes = keys.iter().chain(&args).map(|w| w.len()).sum::<usize>() + header.0.len();
