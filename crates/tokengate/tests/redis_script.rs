@@ -1569,9 +1569,12 @@ fn a_bucket_is_fresh_only_once_full_for_its_margin() {
     twin.check(1_020);
 }
 
+/// A state's bytes and each of its lists' chunks.
+type Stored = (Vec<u8>, Vec<Vec<Vec<u8>>>);
+
 /// A budget's state as stored, less its version (bytes 8 to 15 of a "tg6" state: new at every
 /// write), and its lists' chunks; `None` when it has no state.
-fn stored(con: &mut Connection, keys: &BudgetKeys) -> Option<(Vec<u8>, Vec<Vec<Vec<u8>>>)> {
+fn stored(con: &mut Connection, keys: &BudgetKeys) -> Option<Stored> {
     let state: Option<Vec<u8>> = redis::cmd("GET").arg(&keys.state).query(con).unwrap();
     let mut state = state?;
     if state.starts_with(b"tg6") {
