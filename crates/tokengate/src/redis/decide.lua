@@ -1464,8 +1464,12 @@ local function save(B, k, all, lists)
   if BATCH and all and k > 0 then
     -- Written once, at the batch's end, as the batch's last write of it leaves it, until
     -- what that one needs (`flush` works it out). Its first limit still counting after now
-    -- says it is not fresh (the state's need is the latest of its limits', and more).
-    if limits_need(B, 1) > now then
+    -- says it is not fresh (the state's need is the latest of its limits', and more): a
+    -- bucket (the most common first limit) counts until its TAT plus its margin (see
+    -- limits_need).
+    local L, o = B.S[1], B.S.off[1]
+    local tat = L.bucket and v[o + TAT] or 0
+    if (tat > 0 and tat + L.M > now) or limits_need(B, 1) > now then
       if not B.ms then
         DIRTY_N = DIRTY_N + 1
         DIRTY[DIRTY_N] = B
