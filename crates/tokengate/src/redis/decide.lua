@@ -1457,6 +1457,15 @@ local function limits_need(B, k)
   return x, need, refunded
 end
 
+-- A budget a batch writes at its end (`flush`), as its last acquisition leaves it.
+local function held(B)
+  if not B.ms then
+    DIRTY_N = DIRTY_N + 1
+    DIRTY[DIRTY_N] = B
+  end
+  B.ms, B.exists = true, true
+end
+
 -- Writes a budget back: `all` says whether its first k limits (those the call loaded) are
 -- all the state holds; the call has the lists of its first `lists` limits.
 local function save(B, k, all, lists)
@@ -1470,11 +1479,7 @@ local function save(B, k, all, lists)
     local L, o = B.S[1], B.S.off[1]
     local tat = L.bucket and v[o + TAT] or 0
     if (tat > 0 and tat + L.M > now) or limits_need(B, 1) > now then
-      if not B.ms then
-        DIRTY_N = DIRTY_N + 1
-        DIRTY[DIRTY_N] = B
-      end
-      B.ms, B.exists = true, true
+      held(B)
       return
     end
   end
@@ -1500,11 +1505,7 @@ local function save(B, k, all, lists)
   end
   v[X] = x
   if BATCH then
-    if not B.ms then
-      DIRTY_N = DIRTY_N + 1
-      DIRTY[DIRTY_N] = B
-    end
-    B.ms, B.exists = true, true
+    held(B)
     return
   end
   call('SET', B.skey, encode(B), 'PX', expiry(need - now))
