@@ -1965,6 +1965,115 @@ fn a_rebase_drops_log_entries_older_than_every_window() {
     assert!(peeked.epoch > 0, "rebased: {peeked}");
 }
 
+/// A sliding log of 100 per 10 s beside a bucket of 1 per 100 s and a fixed window, and a
+/// history of the log's entries (instant, amounts) whose list's last chunk ends seconds before
+/// 2^51 ns, the tail holding one entry in the window; then the instant past the rebase.
+fn rebuilt_log() -> (Policy, Vec<(Nanos, [u64; 3])>, Nanos) {
+    const MS: Nanos = 1_000_000;
+    let policy = Policy::builder()
+        .custom(
+            "a",
+            Limit::new(100, Duration::from_nanos(10 * S))
+                .algorithm(Algorithm::SlidingWindowLog)
+                .margin(Duration::ZERO),
+        )
+        .custom("b", bucket(1, 100 * S))
+        .custom(
+            "c",
+            Limit::new(1000, Duration::from_nanos(S))
+                .algorithm(Algorithm::FixedWindow)
+                .margin(Duration::ZERO),
+        )
+        .build()
+        .unwrap();
+    let a0: Nanos = (1 << 51) - 14 * S;
+    let mut history = vec![(S, [1, 0, 0]), (a0, [1, 0, 0])];
+    history.extend((0..8).map(|k| (a0 + S + k * MS, [1, 0, 0])));
+    history.extend([
+        (a0 + 8 * S, [1, 0, 0]),
+        (a0 + 8 * S + MS, [1, 0, 0]),
+        (a0 + 9 * S, [1, 0, 0]),
+        (a0 + 10 * S, [1, 1, 0]),
+    ]);
+    (policy, history, a0 + 15 * S)
+}
+
+#[test]
+fn a_rebase_past_a_log_list_s_expiry_keeps_the_log_s_tail() {
+    // A rebase rebuilds a log's head, list and tail from its entries; when every entry left in
+    // the list has left the window by then, so has the list's expiry (Redis drops the list at
+    // once): the log keeps its tail only, and a decision that walks the log finds no chunk
+    // missing.
+    let (_server, mut con) = connect();
+    let (policy, history, late) = rebuilt_log();
+    let mut twin = Twin::new(&mut con, "{rebuilt}", vec![policy]);
+    for (now, amounts) in history {
+        let (outcome, _) = twin.acquire(&[0], now, &costs_named(amounts), 0);
+        assert_eq!(outcome, Outcome::Admitted { wait: 0 }, "at {now}");
+    }
+    // Past 2^51 ns: this acquisition rebases the budget, then counts the log's entries.
+    let (outcome, _) = twin.acquire(&[0], late, &costs_named([95, 0, 0]), 0);
+    assert_eq!(outcome, Outcome::Admitted { wait: 0 });
+    twin.check(late);
+    let (outcome, _) = twin.acquire(&[0], late, &costs_named([5, 0, 0]), 0);
+    assert!(matches!(outcome, Outcome::Wait { .. }), "{outcome:?}");
+    twin.check(late);
+}
+
+#[test]
+fn a_batch_after_a_rebase_finds_the_log_as_one_call_would() {
+    // The same rebase, by the first acquisition of a batch that only takes a place in line
+    // (its bucket is empty for 95 s), so that the log is written back, not charged; the next
+    // acquisition of the batch walks the log. Both answer as the same calls one by one.
+    let (_server, mut con) = connect();
+    let (policy, history, late) = rebuilt_log();
+    let mut answers = Vec::new();
+    for (name, batched) in [("single", false), ("batch", true)] {
+        let keys = BudgetKeys::new(&format!("{{rebuilt}}:{name}"), 3);
+        let compiled = script::Compiled::new(&policy).unwrap();
+        let budgets = [(&keys, &policy, &compiled)];
+        let ask = |now: Nanos, amounts: [u64; 3], max_wait: Nanos, horizon: Nanos| {
+            script::acquire_with(
+                &budgets,
+                &costs_named(amounts),
+                Some(now),
+                max_wait,
+                horizon,
+                &[],
+                "",
+                1,
+            )
+        };
+        for &(now, amounts) in &history {
+            let reply: AcquireReply = call(&mut con, ask(now, amounts, 0, Nanos::MAX));
+            assert!(
+                matches!(reply, AcquireReply::Admitted { .. }),
+                "{now}: {reply:?}"
+            );
+        }
+        let first = ask(late, [1, 1, 0], 200 * S, S);
+        let second = ask(late, [95, 0, 0], 200 * S, S);
+        let replies: Vec<AcquireReply> = if batched {
+            let together: script::Batched = call(&mut con, script::acquires(&[&first, &second]));
+            together
+                .0
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|e| panic!("{name}: {e}")))
+                .collect()
+        } else {
+            vec![call(&mut con, first), call(&mut con, second)]
+        };
+        assert!(
+            replies
+                .iter()
+                .all(|r| matches!(r, AcquireReply::Ahead { .. })),
+            "{name}: {replies:?}"
+        );
+        answers.push(replies);
+    }
+    assert_eq!(answers[0], answers[1]);
+}
+
 // ---------------------------------------------------------------------------------------
 // Long logs: the script keeps a log's first and last 16 entries in the budget's state and
 // whole chunks of 16 in its list between them.

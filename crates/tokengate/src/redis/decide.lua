@@ -1407,14 +1407,18 @@ local function rebase(B)
     end
   end
   v[E] = v[E] + days * DAY_S
+  B.now = B.now - S
   for j = 1, #rebuilds do
     local r = rebuilds[j]
     log_rebuild(B, r[1], r[2], r[3], r[4], r[5])
   end
+  B.logs = false
+  -- A list rebuilt of entries that have all left the window by now has an expiry already
+  -- passed (Redis dropped it at its PEXPIRE): the log keeps its tail, as when a list expires
+  -- (log_vanished).
+  logs_vanished(B, B.n)
   call('SET', B.skey, encode(B), 'KEEPTTL')
   written(B)
-  B.now = B.now - S
-  B.logs = false
 end
 
 -- The expiry of a state needed d ns more, in milliseconds (digits): rounded up, plus slack.
