@@ -1599,6 +1599,20 @@ fn pttl(con: &mut Connection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query(con).unwrap()
 }
 
+/// `calls` in one batch (`acquires`): each one's answer, none of them an error.
+fn batched(
+    con: &mut Connection,
+    calls: &[&script::Invocation],
+    context: &str,
+) -> Vec<AcquireReply> {
+    let together: script::Batched = call(con, script::acquires(calls));
+    together
+        .0
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("{context}: {e}")))
+        .collect()
+}
+
 #[test]
 fn a_batch_leaves_each_budget_as_its_acquisitions_one_by_one_would() {
     // A batch (`acquires`) writes each budget once, at its end: what it writes, and until
@@ -1621,18 +1635,26 @@ fn a_batch_leaves_each_budget_as_its_acquisitions_one_by_one_would() {
             .build()
             .unwrap()
     };
+    // Each with whether it has a bucket with a margin: asked for nothing at an instant every
+    // limit is fresh, such a bucket sets its TAT to now and counts from it for its margin.
     let policies = [
-        one(bucket(10, S)),
-        one(window(Algorithm::SmoothWindow, 50 * MS)),
-        three(
-            Algorithm::FixedWindow,
-            Algorithm::SlidingWindowCounter,
-            Algorithm::SlidingWindowLog,
+        (one(bucket(10, S)), false),
+        (one(window(Algorithm::SmoothWindow, 50 * MS)), true),
+        (
+            three(
+                Algorithm::FixedWindow,
+                Algorithm::SlidingWindowCounter,
+                Algorithm::SlidingWindowLog,
+            ),
+            false,
         ),
-        three(
-            Algorithm::LeakyBucket,
-            Algorithm::SmoothWindow,
-            Algorithm::TokenBucket,
+        (
+            three(
+                Algorithm::LeakyBucket,
+                Algorithm::SmoothWindow,
+                Algorithm::TokenBucket,
+            ),
+            true,
         ),
     ];
     let rounds: [(Nanos, &[[u64; 3]]); 5] = [
@@ -1645,7 +1667,7 @@ fn a_batch_leaves_each_budget_as_its_acquisitions_one_by_one_would() {
         (3 * S, &[[1, 1, 1]]),
         (10 * S, &[[0, 0, 0], [0, 0, 0]]),
     ];
-    for (p, policy) in policies.iter().enumerate() {
+    for (p, (policy, bucket_with_margin)) in policies.iter().enumerate() {
         let n = policy.limits().count();
         let single = BudgetKeys::new(&format!("{{batch}}:single:{p}"), n);
         let batch = BudgetKeys::new(&format!("{{batch}}:batch:{p}"), n);
@@ -1673,15 +1695,8 @@ fn a_batch_leaves_each_budget_as_its_acquisitions_one_by_one_would() {
                 .iter()
                 .map(|a| script::acquire(&budgets, &cost(a), Some(now), 0, "", 1))
                 .collect();
-            let together: script::Batched = call(
-                &mut con,
-                script::acquires(&invocations.iter().collect::<Vec<_>>()),
-            );
-            let together: Vec<AcquireReply> = together
-                .0
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|e| panic!("{context}: {e}")))
-                .collect();
+            let calls: Vec<&script::Invocation> = invocations.iter().collect();
+            let together = batched(&mut con, &calls, &context);
             assert_eq!(together, one_by_one, "{context}");
             assert_eq!(
                 stored(&mut con, &batch),
@@ -1694,9 +1709,6 @@ fn a_batch_leaves_each_budget_as_its_acquisitions_one_by_one_would() {
                 (a - b).abs() <= 100,
                 "{context}: expiry {b} ms, one by one {a} ms"
             );
-            // Fresh by then, but a bucket asked for nothing sets its TAT to now, and counts
-            // from it for its margin.
-            let bucket_with_margin = p % 2 == 1;
             if now == 10 * S && !bucket_with_margin {
                 assert_eq!(stored(&mut con, &single), None, "{context}: fresh");
             } else if now == 10 * S {
@@ -2028,7 +2040,7 @@ fn a_batch_after_a_rebase_finds_the_log_as_one_call_would() {
     let (_server, mut con) = connect();
     let (policy, history, late) = rebuilt_log();
     let mut answers = Vec::new();
-    for (name, batched) in [("single", false), ("batch", true)] {
+    for (name, in_batch) in [("single", false), ("batch", true)] {
         let keys = BudgetKeys::new(&format!("{{rebuilt}}:{name}"), 3);
         let compiled = script::Compiled::new(&policy).unwrap();
         let budgets = [(&keys, &policy, &compiled)];
@@ -2053,13 +2065,8 @@ fn a_batch_after_a_rebase_finds_the_log_as_one_call_would() {
         }
         let first = ask(late, [1, 1, 0], 200 * S, S);
         let second = ask(late, [95, 0, 0], 200 * S, S);
-        let replies: Vec<AcquireReply> = if batched {
-            let together: script::Batched = call(&mut con, script::acquires(&[&first, &second]));
-            together
-                .0
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|e| panic!("{name}: {e}")))
-                .collect()
+        let replies: Vec<AcquireReply> = if in_batch {
+            batched(&mut con, &[&first, &second], name)
         } else {
             vec![call(&mut con, first), call(&mut con, second)]
         };
